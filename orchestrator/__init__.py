@@ -1,0 +1,1 @@
+"""Constellation's code location and its instruction engine."""

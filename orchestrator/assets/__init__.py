@@ -1,0 +1,1 @@
+"""The Dagster code location `constellation`: repository `main`, job `build_execute_job`."""

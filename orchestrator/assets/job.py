@@ -1,0 +1,145 @@
+"""The job `build_execute_job`: validate the instruction list, then run it with the engine."""
+# No `from __future__ import annotations` here: Dagster reads these type hints at runtime.
+
+
+import json
+import threading
+from typing import Any
+
+from dagster import (
+    Array,
+    Enum,
+    EnumValue,
+    Failure,
+    Field,
+    In,
+    MetadataValue,
+    OpExecutionContext,
+    Out,
+    Output,
+    Permissive,
+    in_process_executor,
+    job,
+    op,
+)
+
+from orchestrator import runs
+from orchestrator.assets.resources import Workspace
+from orchestrator.engine import (
+    Catalog,
+    InstructionFailed,
+    NodeEvent,
+    PipelineInvalid,
+    RunContext,
+    build_plan,
+    execute,
+    parse_request,
+)
+from orchestrator.engine.execute import summarize
+
+CATALOG_METADATA_KEY = "constellation/catalog"
+
+
+def instructions_config(catalog: Catalog) -> Field:
+    """The launchpad's schema for `raw_input`: op names are a menu, parameters free-form."""
+    operation = Enum(
+        "Operation",
+        [EnumValue(name, description=catalog[name].description) for name in catalog.names()],
+    )
+    instruction = Permissive(
+        {
+            "operation": Field(operation, description="the operation to run"),
+            "parameters": Field(Permissive(), is_required=False, description="its parameters"),
+        }
+    )
+    return Field(
+        Array(instruction),
+        description="The pipeline: a list of instructions, exactly as POST /execute takes it.",
+    )
+
+
+def make_execute_job(catalog: Catalog, workspace: Workspace):
+    """Build `build_execute_job` for the operations in `catalog`."""
+
+    @op(config_schema={"raw_input": instructions_config(catalog)}, out=Out(list))
+    def generate_dynamic_job_configs(context: OpExecutionContext) -> list:
+        """Check the submitted instructions against the catalog; fail listing every problem."""
+        raw = context.op_config["raw_input"]
+        try:
+            # The same parser as the gateway, so the launchpad gets the same limits and errors.
+            instructions = parse_request(json.dumps({"instructions": raw}))
+            plan = build_plan(instructions, catalog)
+        except PipelineInvalid as invalid:
+            lines = "\n".join(f"- `{p.path}`: {p.message}" for p in invalid.problems)
+            raise Failure(
+                description=f"invalid pipeline:\n{lines}",
+                metadata={"errors": MetadataValue.json([p.to_json() for p in invalid.problems])},
+            ) from None
+        context.log.info(f"pipeline of {len(plan.roots)} instructions, {len(plan)} to run after sharing")
+        return instructions
+
+    @op(ins={"instructions": In(list)}, out=Out(dict))
+    def parse_and_execute_job(context: OpExecutionContext, workspace: Workspace, instructions: list):
+        """Resolve the instruction tree and run it; persist per-instruction progress and results."""
+        plan = build_plan(instructions, catalog)
+        folder = workspace.run_dir(context.run_id)
+        progress = runs.ProgressLog(folder, plan)
+        log_lock = threading.Lock()
+
+        def on_event(event: NodeEvent) -> None:
+            progress.record(event)
+            with log_lock:
+                context.log.info(_describe_event(event))
+
+        run_context = RunContext(run_dir=folder, resources=workspace, log=context.log)
+        try:
+            outputs = execute(plan, catalog, run_context, on_event)
+        except InstructionFailed as failed:
+            progress.fail(failed)
+            raise Failure(
+                description=str(failed),
+                metadata={"path": failed.path, "operation": failed.operation},
+            ) from None
+        results = [
+            {"path": root.path, "operation": root.operation, "output": _to_result(output)}
+            for root, output in zip(plan.roots, outputs, strict=True)
+        ]
+        results_path = folder / runs.RESULTS
+        runs.write_json(results_path, {"results": results})
+        table = "\n".join(
+            f"| `{root.path}` | {root.operation} | {summarize(output)} |"
+            for root, output in zip(plan.roots, outputs, strict=True)
+        )
+        yield Output(
+            {"results": str(results_path), "count": len(results)},
+            metadata={
+                "results": MetadataValue.path(str(results_path)),
+                "outputs": MetadataValue.md("| path | operation | output |\n|---|---|---|\n" + table),
+            },
+        )
+
+    @job(
+        executor_def=in_process_executor,
+        resource_defs={"workspace": workspace},
+        metadata={CATALOG_METADATA_KEY: MetadataValue.json(catalog.to_json())},
+        description="Run a Constellation pipeline (config: the instruction list as raw_input).",
+    )
+    def build_execute_job():
+        parse_and_execute_job(generate_dynamic_job_configs())
+
+    return build_execute_job
+
+
+def _describe_event(event: NodeEvent) -> str:
+    node = event.node
+    where = node.path if len(node.paths) == 1 else f"{node.path} (+{len(node.paths) - 1} shared)"
+    if event.kind == "started":
+        return f"{where} {node.operation} started"
+    if event.kind == "finished":
+        return f"{where} {node.operation} finished in {event.duration_s:.3f} s: {event.summary}"
+    return f"{where} {node.operation} failed after {event.duration_s:.3f} s: {event.error}"
+
+
+def _to_result(output: Any) -> Any:
+    to_result = getattr(output, "to_result", None)
+    return to_result() if callable(to_result) else output

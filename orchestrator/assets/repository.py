@@ -1,0 +1,39 @@
+"""The code location's entry point: repository `main`, shown as main@constellation."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import repository
+
+from orchestrator.assets import ops
+from orchestrator.assets.job import make_execute_job
+from orchestrator.assets.resources import Workspace
+from orchestrator.engine import Catalog
+
+# Every operation a pipeline may use. Adding one: write the function in ops.py, list it here.
+OP_DEFS = [
+    ops.import_from_local,
+    ops.import_from_url,
+    ops.dict_to_list,
+    ops.resize_image,
+    ops.batch_formatted_data,
+]
+
+CATALOG = Catalog.from_functions(OP_DEFS)
+
+
+def workspace_from_env() -> Workspace:
+    """The run folders, as the server's environment sets them (DESIGN.md §6)."""
+    return Workspace(
+        data_root=os.environ.get("CONSTELLATION_DATA_ROOT", "./data"),
+        artifact_root=os.environ.get("CONSTELLATION_ARTIFACT_ROOT", "./.artifacts"),
+    )
+
+
+build_execute_job = make_execute_job(CATALOG, workspace_from_env())
+
+
+@repository(name="main")
+def main():
+    return [build_execute_job]

@@ -1,0 +1,1 @@
+"""The data plane: datasets on disk and the plain functions that import and prepare them."""

@@ -1,0 +1,93 @@
+"""Datasets that flow between instructions: references to files on disk, never the bytes.
+
+Keeping only names and paths in memory is what bounds a run's memory by one batch, not by
+the dataset: the bytes stay on disk until an operation streams them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.engine import DataType
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file of a dataset: its name within the dataset and where it lies."""
+
+    name: str
+    path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "uri": self.path.resolve().as_uri()}
+
+
+class FileDict(DataType):
+    """Files keyed by name, as an import produces them."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = dict(sorted(files.items()))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def refs(self) -> list[FileRef]:
+        return [FileRef(name, path) for name, path in self.files.items()]
+
+    def summary(self) -> str:
+        return f"{len(self)} files"
+
+    def to_result(self) -> dict[str, Any]:
+        return {"type": "FileDict", "count": len(self), "files": [r.to_json() for r in self.refs()]}
+
+
+class FileList(DataType):
+    """Files in a fixed order, ready for per-item processing."""
+
+    def __init__(self, refs: list[FileRef]):
+        self.refs = list(refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __iter__(self) -> Iterator[FileRef]:
+        return iter(self.refs)
+
+    def summary(self) -> str:
+        return f"{len(self)} files in order"
+
+    def to_result(self) -> dict[str, Any]:
+        return {"type": "FileList", "count": len(self), "files": [r.to_json() for r in self.refs]}
+
+
+class Batches(DataType):
+    """Files cut into consecutive batches of a fixed size (the last may be smaller)."""
+
+    def __init__(self, batches: list[list[FileRef]]):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def count(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+    def summary(self) -> str:
+        sizes = sorted({len(b) for b in self.batches}, reverse=True)
+        return f"{self.count} files in {len(self)} batches of {'/'.join(map(str, sizes)) or 0}"
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "type": "Batches",
+            "count": self.count,
+            "batches": [[r.to_json() for r in batch] for batch in self.batches],
+        }
+
+
+def as_refs(data: FileDict | FileList) -> list[FileRef]:
+    """The files of a dataset in order, whichever shape it arrived in."""
+    return data.refs() if isinstance(data, FileDict) else list(data.refs)

@@ -1,0 +1,46 @@
+"""Reading files from the server's data root, and nothing outside it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from orchestrator.engine import OperationError
+
+
+def find_local_files(root: Path, relative: str) -> dict[str, Path]:
+    """The regular files at `relative` (a file or a folder, recursively) under `root`.
+
+    Links are allowed only when their target also lies under `root`.
+    """
+    root = root.resolve()
+    if not root.is_dir():
+        raise OperationError(f"the data root {root} does not exist on the server")
+    if Path(relative).is_absolute():
+        raise OperationError(f"path {relative!r} must be relative to the data root, not absolute")
+    target = _inside(root, root / relative, relative)
+    if not target.exists():
+        raise OperationError(f"path {relative!r} does not exist under the data root")
+    if target.is_file():
+        return {target.name: target}
+    files: dict[str, Path] = {}
+    for folder, dirs, names in os.walk(target):
+        dirs.sort()
+        for name in sorted(names):
+            found = Path(folder) / name
+            real = _inside(root, found, str(found.relative_to(target)))
+            if real.is_file():
+                files[found.relative_to(target).as_posix()] = real
+        for d in list(dirs):
+            _inside(root, Path(folder) / d, str((Path(folder) / d).relative_to(target)))
+    if not files:
+        raise OperationError(f"folder {relative!r} holds no files")
+    return files
+
+
+def _inside(root: Path, path: Path, shown: str) -> Path:
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        kind = "a link that points" if path.is_symlink() else "a path that leads"
+        raise OperationError(f"{shown!r} is {kind} outside the data root; refused")
+    return real

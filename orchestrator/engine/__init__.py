@@ -1,0 +1,37 @@
+"""The instruction language: parse, validate, plan and execute pipelines.
+
+Plain Python: nothing here imports Dagster or FastAPI, so the gateway, the code location
+and the tests all share one implementation.
+"""
+
+from __future__ import annotations
+
+from orchestrator.engine.catalog import Catalog, DataType, Operation, RunContext, operation
+from orchestrator.engine.errors import (
+    InstructionFailed,
+    OperationError,
+    PipelineInvalid,
+    Problem,
+)
+from orchestrator.engine.execute import NodeEvent, execute
+from orchestrator.engine.parse import Limits, parse_request
+from orchestrator.engine.plan import Node, Plan, build_plan
+
+__all__ = [
+    "Catalog",
+    "DataType",
+    "InstructionFailed",
+    "Limits",
+    "Node",
+    "NodeEvent",
+    "Operation",
+    "OperationError",
+    "PipelineInvalid",
+    "Plan",
+    "Problem",
+    "RunContext",
+    "build_plan",
+    "execute",
+    "operation",
+    "parse_request",
+]

@@ -1,0 +1,259 @@
+"""Operation declarations: one typed Python function per op is the single source of truth.
+
+`operation(fn)` reads the function's signature — parameter types, pydantic `Field`
+constraints and descriptions, defaults, return type, docstring — and derives everything
+else from it: the catalog served by `GET /operations`, validation, and the launchpad docs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin
+
+from pydantic import TypeAdapter
+from pydantic.fields import FieldInfo
+
+JSON_TYPE = "Json"
+
+
+class DataType:
+    """Base of the values that flow between instructions (datasets, results...).
+
+    A subclass's name is its type name in the catalog; its docstring describes it.
+    """
+
+    def summary(self) -> str:
+        """A short, human-readable description of the value for logs."""
+        return type(self).__name__
+
+    def to_result(self) -> Any:
+        """The JSON the API returns for this value (large data as URIs)."""
+        return {"type": type(self).__name__}
+
+
+@dataclass
+class RunContext:
+    """What an operation may use while it runs: its folders, a logger and the host's resources."""
+
+    run_dir: Path
+    resources: Any = None
+    log: logging.Logger | logging.LoggerAdapter = field(
+        default_factory=lambda: logging.getLogger("constellation")
+    )
+    node_key: str = "adhoc"
+
+    @property
+    def node_dir(self) -> Path:
+        """A folder private to the running instruction, inside the run's folder."""
+        path = self.run_dir / "nodes" / self.node_key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One declared parameter: either a JSON literal (`schema`) or an instruction output (`accepts`)."""
+
+    name: str
+    description: str
+    schema: Mapping[str, Any]
+    required: bool
+    default: Any = None
+    accepts: tuple[str, ...] = ()
+    many: bool = False  # a list of instruction outputs, e.g. several models' results
+
+    @property
+    def takes_instructions(self) -> bool:
+        return bool(self.accepts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schema": dict(self.schema),
+            "required": self.required,
+            "default": self.default,
+            "accepts": list(self.accepts),
+            "many": self.many,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Parameter:
+        return cls(
+            name=raw["name"],
+            description=raw.get("description", ""),
+            schema=raw.get("schema", {}),
+            required=raw.get("required", False),
+            default=raw.get("default"),
+            accepts=tuple(raw.get("accepts", ())),
+            many=raw.get("many", False),
+        )
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A declared operation. `function` is None when the catalog was read from JSON."""
+
+    name: str
+    description: str
+    output: str
+    parameters: tuple[Parameter, ...]
+    function: Callable[..., Any] | None = None
+
+    def parameter(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema of this op's `parameters` object."""
+        properties: dict[str, Any] = {}
+        for p in self.parameters:
+            prop = dict(p.schema)
+            prop["description"] = p.description
+            if not p.required:
+                prop["default"] = p.default
+            properties[p.name] = prop
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": [p.name for p in self.parameters if p.required],
+            "additionalProperties": False,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "output": self.output,
+            "parameters": [p.to_json() for p in self.parameters],
+            "parameters_schema": self.json_schema(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Operation:
+        return cls(
+            name=raw["name"],
+            description=raw.get("description", ""),
+            output=raw.get("output", JSON_TYPE),
+            parameters=tuple(Parameter.from_json(p) for p in raw.get("parameters", ())),
+        )
+
+
+class Catalog:
+    """The set of operations a pipeline may use, and the data types they exchange."""
+
+    def __init__(self, operations: Iterable[Operation], type_docs: Mapping[str, str] | None = None):
+        self.operations: dict[str, Operation] = {}
+        for op in operations:
+            if op.name in self.operations:
+                raise ValueError(f"operation {op.name!r} is declared twice")
+            self.operations[op.name] = op
+        self.type_docs = dict(type_docs or {})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.operations
+
+    def __getitem__(self, name: str) -> Operation:
+        return self.operations[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.operations)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operations": [self.operations[n].to_json() for n in self.names()],
+            "types": self.type_docs,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Catalog:
+        return cls((Operation.from_json(o) for o in raw["operations"]), raw.get("types", {}))
+
+    @classmethod
+    def from_functions(cls, functions: Iterable[Callable[..., Any] | Operation]) -> Catalog:
+        ops = [f if isinstance(f, Operation) else operation(f) for f in functions]
+        docs: dict[str, str] = {JSON_TYPE: "any JSON value"}
+        for fn in (o.function for o in ops if o.function is not None):
+            for t in _data_types_in(fn):
+                docs[t.__name__] = _first_line(t.__doc__)
+        return cls(ops, docs)
+
+
+def operation(fn: Callable[..., Any]) -> Operation:
+    """Declare `fn` as an operation. Its first parameter receives the `RunContext`."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())[1:]  # the first one is the RunContext
+    return Operation(
+        name=fn.__name__,
+        description=_first_line(fn.__doc__),
+        output=_type_name(hints.get("return", Any)),
+        parameters=tuple(_parameter(p, hints[p.name]) for p in params),
+        function=fn,
+    )
+
+
+def _parameter(param: inspect.Parameter, hint: Any) -> Parameter:
+    base, info = _split_annotated(hint)
+    description = (info.description if info else None) or ""
+    required = param.default is inspect.Parameter.empty
+    default = None if required else param.default
+    data, many = _data_types(base)
+    if data:
+        item = {"type": "object", "required": ["operation"], "x-accepts": [t.__name__ for t in data]}
+        schema = {"type": "array", "items": item} if many else item
+        accepts = tuple(t.__name__ for t in data)
+        return Parameter(param.name, description, schema, required, default, accepts, many)
+    schema = TypeAdapter(hint).json_schema()
+    schema.pop("title", None)
+    schema.pop("description", None)
+    return Parameter(param.name, description, schema, required, default)
+
+
+def _split_annotated(hint: Any) -> tuple[Any, FieldInfo | None]:
+    if get_origin(hint) is Annotated:
+        base, *extras = get_args(hint)
+        info = next((e for e in extras if isinstance(e, FieldInfo)), None)
+        return base, info
+    return hint, None
+
+
+def _union_members(tp: Any) -> tuple[Any, ...]:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return get_args(tp)
+    return (tp,)
+
+
+def _is_data_type(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, DataType)
+
+
+def _data_types(tp: Any) -> tuple[list[type], bool]:
+    """The DataType classes a parameter accepts, and whether it takes a list of them."""
+    if get_origin(tp) is list:
+        inner = [m for m in _union_members(get_args(tp)[0]) if _is_data_type(m)]
+        return inner, True
+    return [m for m in _union_members(tp) if _is_data_type(m)], False
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if _is_data_type(tp) else JSON_TYPE
+
+
+def _data_types_in(fn: Callable[..., Any]) -> list[type]:
+    found: list[type] = []
+    for hint in typing.get_type_hints(fn, include_extras=True).values():
+        base, _ = _split_annotated(hint)
+        found.extend(_data_types(base)[0])
+        if _is_data_type(base):
+            found.append(base)
+    return found
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""

@@ -1,0 +1,151 @@
+"""Running a plan: top-level instructions in order, nested ones first, shared ones once.
+
+Independent nested instructions run side by side on a small thread pool (the work is
+I/O and Pillow, which release the GIL). Every start, end and failure is reported through
+`on_event`, which is how the host (Dagster, a test) shows progress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from orchestrator.engine.catalog import Catalog, DataType, RunContext
+from orchestrator.engine.errors import InstructionFailed, OperationError
+from orchestrator.engine.plan import Node, Plan
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """Progress of one instruction, as reported to the host."""
+
+    kind: Literal["started", "finished", "failed"]
+    node: Node
+    duration_s: float = 0.0
+    summary: str = ""
+    error: str = ""
+
+
+EventSink = Callable[[NodeEvent], None]
+
+
+def execute(
+    plan: Plan,
+    catalog: Catalog,
+    context: RunContext,
+    on_event: EventSink = lambda event: None,
+    max_workers: int = 2,
+) -> list[Any]:
+    """Run every instruction of `plan`; return the top-level outputs in order.
+
+    Raises InstructionFailed naming the failing instruction's path.
+    """
+    runner = _Runner(catalog, context, on_event)
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="instruction") as pool:
+        return [runner.run_subtree(root, pool) for root in plan.roots]
+
+
+def summarize(value: Any) -> str:
+    """A one-line description of an output, for logs and progress."""
+    if isinstance(value, DataType):
+        return value.summary()
+    text = repr(value)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+class _Runner:
+    def __init__(self, catalog: Catalog, context: RunContext, on_event: EventSink):
+        self.catalog = catalog
+        self.context = context
+        self.on_event = on_event
+        self.outputs: dict[int, Any] = {}  # id(node) -> output
+
+    def run_subtree(self, root: Node, pool: ThreadPoolExecutor) -> Any:
+        """Run `root` after whatever it needs that has not run yet."""
+        pending = [n for n in _post_order(root) if id(n) not in self.outputs]
+        running: dict[Future[Any], Node] = {}
+        while id(root) not in self.outputs:
+            started = set(map(id, running.values()))
+            for node in pending:
+                if id(node) not in started and all(id(c) in self.outputs for c in node.children()):
+                    running[pool.submit(self.run_node, node)] = node
+            pending = [n for n in pending if n not in running.values()]
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                node = running.pop(future)
+                try:
+                    self.outputs[id(node)] = future.result()
+                except BaseException:
+                    for other in running:
+                        other.cancel()
+                    wait(running)
+                    raise
+        return self.outputs[id(root)]
+
+    def run_node(self, node: Node) -> Any:
+        op = self.catalog[node.operation]
+        self.on_event(NodeEvent("started", node))
+        start = time.perf_counter()
+        try:
+            kwargs = self._arguments(node)
+            assert op.function is not None, f"{op.name} has no implementation in this catalog"
+            output = op.function(replace(self.context, node_key=node.key), **kwargs)
+        except Exception as exc:  # every failure becomes one message naming the instruction
+            message = _describe(exc)
+            self.on_event(NodeEvent("failed", node, time.perf_counter() - start, error=message))
+            raise InstructionFailed(node.path, node.operation, message) from exc
+        duration = time.perf_counter() - start
+        self.on_event(NodeEvent("finished", node, duration, summary=summarize(output)))
+        return output
+
+    def _arguments(self, node: Node) -> Mapping[str, Any]:
+        op = self.catalog[node.operation]
+        kwargs: dict[str, Any] = {}
+        for name, value in node.literals.items():
+            kwargs[name] = _coerce(op.function, name, value)
+        for name, fed in node.inputs.items():
+            kwargs[name] = [self.outputs[id(n)] for n in fed] if isinstance(fed, list) else self.outputs[id(fed)]
+        return kwargs
+
+
+def _post_order(root: Node) -> list[Node]:
+    order: list[Node] = []
+    seen: set[int] = set()
+
+    def visit(node: Node) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for child in node.children():
+            visit(child)
+        order.append(node)
+
+    visit(root)
+    return order
+
+
+_ADAPTERS: dict[tuple[int, str], TypeAdapter[Any]] = {}
+
+
+def _coerce(function: Any, name: str, value: Any) -> Any:
+    """Turn a validated JSON literal into the Python type the op declares (e.g. 3.0 -> 3)."""
+    key = (id(function), name)
+    if key not in _ADAPTERS:
+        import typing
+
+        _ADAPTERS[key] = TypeAdapter(typing.get_type_hints(function, include_extras=True)[name])
+    try:
+        return _ADAPTERS[key].validate_python(value)
+    except ValidationError as exc:
+        raise OperationError(f"parameter {name!r}: {exc.errors()[0]['msg']}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (OperationError, InstructionFailed)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
