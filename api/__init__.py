@@ -1,0 +1,1 @@
+"""The FastAPI gateway: validates pipelines and launches them on Dagster."""

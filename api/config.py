@@ -1,0 +1,40 @@
+"""Gateway settings, read once from the environment (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONSTELLATION_", extra="ignore")
+
+    dagster_url: str = "http://127.0.0.1:3000"
+    model_server_url: str = "http://127.0.0.1:8080"
+    artifact_root: Path = Path("./.artifacts")
+    # Unset: the gateway is open, which is only for a local machine. Compose always sets it.
+    api_token: str | None = None
+    location_name: str = "constellation"
+    repository_name: str = "main"
+    job_name: str = "build_execute_job"
+    max_body_bytes: int = Field(1_000_000, ge=1_000)
+    # Bodies up to this size are read and discarded before answering 413, so the client
+    # reads the answer instead of a reset connection; beyond it the gateway stops reading.
+    max_drain_bytes: int = 64 * 1024 * 1024
+    catalog_ttl_s: float = 10.0
+    dagster_timeout_s: float = 10.0
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() in {"", "changeme", "change-me", "secret", "token"}:
+            raise ValueError("CONSTELLATION_API_TOKEN is a placeholder; set a real token or unset it")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

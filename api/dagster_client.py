@@ -1,0 +1,184 @@
+"""Talking to the Dagster webserver over its GraphQL API (launchRun, runOrError, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from api.errors import ApiError
+
+CATALOG_METADATA_KEY = "constellation/catalog"
+IDEMPOTENCY_TAG = "constellation/idempotency-key"
+BODY_HASH_TAG = "constellation/pipeline-sha256"
+
+_LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message path } }
+    ... on Error { message }
+  }
+}"""
+
+_RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status jobName creationTime startTime endTime tags { key value } }
+    ... on Error { message }
+  }
+}"""
+
+_RUNS_TAGGED = """
+query Tagged($tags: [ExecutionTag!]) {
+  runsOrError(filter: {tags: $tags}, limit: 1) {
+    __typename
+    ... on Runs { results { runId tags { key value } } }
+    ... on Error { message }
+  }
+}"""
+
+_TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunSuccess { run { runId status } }
+    ... on TerminateRunFailure { message run { status } }
+    ... on Error { message }
+  }
+}"""
+
+_CATALOG = """
+query Catalog($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { metadataEntries { label ... on JsonMetadataEntry { jsonString } } }
+    ... on Error { message }
+  }
+}"""
+
+
+class DagsterUnavailable(ApiError):
+    def __init__(self, detail: str):
+        super().__init__(503, f"Dagster is unreachable: {detail}")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    status: str
+    job_name: str
+    created_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    tags: dict[str, str]
+
+
+class DagsterClient:
+    """The gateway's only door into Dagster: one GraphQL endpoint, a handful of queries."""
+
+    def __init__(self, base_url: str, location: str, repository: str, job: str, timeout_s: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.url = base_url.rstrip("/") + "/graphql"
+        self.selector = {"repositoryLocationName": location, "repositoryName": repository}
+        self.job = job
+        self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._catalog: tuple[float, dict[str, Any]] | None = None
+        self._catalog_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def query(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._http.post(self.url, json={"query": document, "variables": variables})
+        except httpx.HTTPError as exc:
+            raise DagsterUnavailable(f"{type(exc).__name__} at {self.url}") from None
+        if response.status_code != 200:
+            raise DagsterUnavailable(f"GraphQL answered HTTP {response.status_code}")
+        payload = response.json()
+        if payload.get("errors"):
+            raise ApiError(502, f"Dagster GraphQL error: {payload['errors'][0].get('message')}")
+        return payload["data"]
+
+    async def ping(self) -> bool:
+        try:
+            await self.query("{ version }", {})
+        except ApiError:
+            return False
+        return True
+
+    async def catalog(self, ttl_s: float) -> dict[str, Any]:
+        """The op catalog that the code location publishes as job metadata, cached for ttl_s."""
+        async with self._catalog_lock:
+            if self._catalog and time.monotonic() - self._catalog[0] < ttl_s:
+                return self._catalog[1]
+            data = await self.query(_CATALOG, {"selector": {**self.selector, "pipelineName": self.job}})
+            result = data["pipelineOrError"]
+            if result["__typename"] != "Pipeline":
+                raise ApiError(503, f"the code location does not serve {self.job}: {result.get('message')}")
+            entry = next((e for e in result["metadataEntries"] if e["label"] == CATALOG_METADATA_KEY), None)
+            if entry is None:
+                raise ApiError(503, f"{self.job} publishes no operation catalog")
+            catalog = json.loads(entry["jsonString"])
+            self._catalog = (time.monotonic(), catalog)
+            return catalog
+
+    async def launch(self, instructions: list[Any], tags: dict[str, str]) -> str:
+        params = {
+            "selector": {**self.selector, "jobName": self.job},
+            "runConfigData": {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": instructions}}}},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+        result = (await self.query(_LAUNCH, {"params": params}))["launchRun"]
+        if result["__typename"] == "LaunchRunSuccess":
+            return result["run"]["runId"]
+        if result["__typename"] == "RunConfigValidationInvalid":
+            errors = [{"path": "/" + "/".join(e["path"]), "message": e["message"]} for e in result["errors"]]
+            raise ApiError(422, "Dagster refused the run config", errors)
+        raise ApiError(502, f"Dagster did not launch the run ({result['__typename']}): {result.get('message')}")
+
+    async def run(self, run_id: str) -> RunInfo | None:
+        result = (await self.query(_RUN, {"runId": run_id}))["runOrError"]
+        if result["__typename"] == "RunNotFoundError":
+            return None
+        if result["__typename"] != "Run":
+            raise ApiError(502, f"Dagster could not read run {run_id}: {result.get('message')}")
+        return RunInfo(
+            run_id=result["runId"],
+            status=result["status"],
+            job_name=result["jobName"],
+            created_at=result.get("creationTime"),
+            started_at=result.get("startTime"),
+            ended_at=result.get("endTime"),
+            tags={t["key"]: t["value"] for t in result["tags"]},
+        )
+
+    async def run_tagged(self, key: str, value: str) -> RunInfo | None:
+        data = await self.query(_RUNS_TAGGED, {"tags": [{"key": key, "value": value}]})
+        result = data["runsOrError"]
+        if result["__typename"] != "Runs":
+            raise ApiError(502, f"Dagster could not search runs: {result.get('message')}")
+        if not result["results"]:
+            return None
+        found = result["results"][0]
+        tags = {t["key"]: t["value"] for t in found["tags"]}
+        return RunInfo(found["runId"], "", self.job, None, None, None, tags)
+
+    async def terminate(self, run_id: str) -> str:
+        """Ask Dagster to stop the run; returns the run's status as Dagster then reports it."""
+        result = (await self.query(_TERMINATE, {"runId": run_id}))["terminateRun"]
+        kind = result["__typename"]
+        if kind == "TerminateRunSuccess":
+            return result["run"]["status"]
+        if kind == "RunNotFoundError":
+            raise ApiError(404, f"no run {run_id}")
+        if kind == "TerminateRunFailure":
+            raise ApiError(409, result["message"])
+        raise ApiError(502, f"Dagster could not cancel run {run_id}: {result.get('message')}")

@@ -1,0 +1,100 @@
+"""Submitting pipelines: POST /execute and POST /validate."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from api.dagster_client import BODY_HASH_TAG, IDEMPOTENCY_TAG, DagsterClient
+from api.deps import DagsterDep, SettingsDep, require_token
+from api.errors import ApiError
+from api.schemas import ERRORS, Launched, PipelineRequest, Valid
+from orchestrator.engine import Catalog, Limits, PipelineInvalid, Plan, build_plan, parse_request
+
+router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_token)])
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PipelineRequest.model_json_schema(ref_template="#/components/schemas/{model}")}},
+    }
+}
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_key_locks: dict[str, asyncio.Lock] = {}
+
+
+@router.post("/execute", response_model=Launched, responses=ERRORS, openapi_extra=_BODY_DOC)
+async def execute(
+    request: Request,
+    settings: SettingsDep,
+    dagster: DagsterDep,
+    idempotency_key: Annotated[str | None, Header(description="retrying with the same key returns the same run")] = None,
+) -> Launched:
+    """Validate a pipeline and launch it as a run of build_execute_job."""
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ApiError(400, "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    instructions, _ = await _checked(request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s)
+    digest = hashlib.sha256(json.dumps(instructions, sort_keys=True).encode()).hexdigest()
+    tags = {BODY_HASH_TAG: digest}
+    if idempotency_key is None:
+        run_id = await dagster.launch(instructions, tags)
+        return Launched(run_id=run_id, run_url=_run_url(settings.dagster_url, run_id))
+    # One gateway process serialises submissions per key; the key itself lives in Dagster's
+    # run tags, so a retry finds its run even after a gateway restart.
+    lock = _key_locks.setdefault(idempotency_key, asyncio.Lock())
+    async with lock:
+        earlier = await dagster.run_tagged(IDEMPOTENCY_TAG, idempotency_key)
+        if earlier is not None:
+            if earlier.tags.get(BODY_HASH_TAG) != digest:
+                raise ApiError(409, "this Idempotency-Key was already used for a different pipeline")
+            return Launched(run_id=earlier.run_id, replayed=True, run_url=_run_url(settings.dagster_url, earlier.run_id))
+        run_id = await dagster.launch(instructions, {**tags, IDEMPOTENCY_TAG: idempotency_key})
+    return Launched(run_id=run_id, run_url=_run_url(settings.dagster_url, run_id))
+
+
+@router.post("/validate", response_model=Valid, responses=ERRORS, openapi_extra=_BODY_DOC)
+async def validate(request: Request, settings: SettingsDep, dagster: DagsterDep) -> Valid:
+    """Run every check of /execute without launching anything."""
+    instructions, plan = await _checked(request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s)
+    return Valid(message="the pipeline is valid", instructions=len(instructions), nodes=len(plan))
+
+
+async def _checked(
+    request: Request, limit: int, drain: int, dagster: DagsterClient, ttl_s: float
+) -> tuple[list[Any], Plan]:
+    body = await _read_body(request, limit, drain)
+    try:
+        instructions = parse_request(body, Limits(max_body_bytes=limit))
+        catalog = Catalog.from_json(await dagster.catalog(ttl_s))
+        return instructions, build_plan(instructions, catalog)
+    except PipelineInvalid as invalid:
+        errors = [p.to_json() for p in invalid.problems]
+        raise ApiError(422, f"invalid pipeline: {invalid}", errors) from None
+
+
+async def _read_body(request: Request, limit: int, drain: int) -> bytes:
+    """Read at most `limit` bytes; past it, keep reading (and dropping) up to `drain`, then 413."""
+    declared = request.headers.get("content-length", "")
+    too_large = ApiError(413, f"body is larger than the limit of {limit} bytes")
+    if declared.isdigit() and int(declared) > drain:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > drain:
+            break
+    if size > limit:
+        raise too_large
+    return b"".join(chunks)
+
+
+def _run_url(dagster_url: str, run_id: str) -> str:
+    return f"{dagster_url.rstrip('/')}/runs/{run_id}"

@@ -1,0 +1,65 @@
+"""Following a run: status and progress, results, cancellation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from api.dagster_client import RunInfo
+from api.deps import DagsterDep, SettingsDep, require_token
+from api.errors import ApiError
+from api.routes.pipelines import _run_url
+from api.schemas import ERRORS, Cancelled, RunResults, RunStatus
+from orchestrator import runs
+
+router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
+
+
+@router.get("/{run_id}", response_model=RunStatus, responses=ERRORS)
+async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) -> RunStatus:
+    """Status, timings and per-instruction progress of a run."""
+    info = await _find(run_id, dagster)
+    progress = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.PROGRESS) or {}
+    error = progress.get("error")
+    if info.status == "FAILURE" and error is None:
+        error = {"message": f"the run failed outside its instructions; its log is at {_run_url(settings.dagster_url, run_id)}"}
+    duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
+    return RunStatus(
+        run_id=run_id,
+        run_status=info.status,
+        created_at=info.created_at,
+        started_at=info.started_at,
+        ended_at=info.ended_at,
+        duration_s=duration,
+        done=progress.get("done", 0),
+        total=progress.get("total", 0),
+        instructions=progress.get("instructions", []),
+        error=error,
+        run_url=_run_url(settings.dagster_url, run_id),
+    )
+
+
+@router.get("/{run_id}/results", response_model=RunResults, responses=ERRORS)
+async def run_results(run_id: str, settings: SettingsDep, dagster: DagsterDep) -> RunResults:
+    """Each top-level instruction's output, once the run has succeeded (large data as URIs)."""
+    info = await _find(run_id, dagster)
+    if info.status != "SUCCESS":
+        raise ApiError(409, f"run {run_id} is {info.status}; results exist once it succeeds")
+    document = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.RESULTS)
+    if document is None:
+        raise ApiError(404, f"run {run_id} succeeded but its results are not under {settings.artifact_root}")
+    return RunResults(run_id=run_id, results=document["results"])
+
+
+@router.post("/{run_id}/cancel", response_model=Cancelled, responses=ERRORS)
+async def cancel(run_id: str, dagster: DagsterDep) -> Cancelled:
+    """Terminate a queued or running run."""
+    await _find(run_id, dagster)
+    status = await dagster.terminate(run_id)
+    return Cancelled(run_id=run_id, run_status=status)
+
+
+async def _find(run_id: str, dagster) -> RunInfo:
+    info = await dagster.run(run_id) if runs.is_run_id(run_id) else None
+    if info is None:
+        raise ApiError(404, f"no run {run_id!r}")
+    return info

@@ -1,0 +1,97 @@
+"""Shapes of the gateway's answers, for validation of what we send and for /docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Instruction(BaseModel):
+    operation: str = Field(description="a registered operation name; GET /operations lists them")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="literals or nested instructions")
+
+
+class PipelineRequest(BaseModel):
+    """Body of POST /execute and POST /validate."""
+
+    instructions: list[Instruction]
+
+
+class ProblemOut(BaseModel):
+    path: str = Field(description="JSON Pointer into the request body")
+    message: str
+
+
+class Failure(BaseModel):
+    status: Literal["failure"] = "failure"
+    message: str
+    errors: list[ProblemOut] | None = None
+
+
+class Launched(BaseModel):
+    status: Literal["success"] = "success"
+    run_id: str = Field(description="Dagster's run id")
+    replayed: bool = Field(False, description="true when an Idempotency-Key matched an earlier submission")
+    run_url: str = Field(description="the run in the Dagster UI")
+
+
+class Valid(BaseModel):
+    status: Literal["success"] = "success"
+    message: str
+    instructions: int
+    nodes: int = Field(description="instructions that will run, identical nested ones counted once")
+
+
+class RunStatus(BaseModel):
+    status: Literal["success"] = "success"
+    run_id: str
+    run_status: str = Field(description="Dagster's run status: QUEUED, STARTED, SUCCESS, FAILURE, CANCELED...")
+    created_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    duration_s: float | None
+    done: int = Field(description="instructions finished so far")
+    total: int = Field(description="instructions in the plan (0 until the run starts)")
+    instructions: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    run_url: str
+
+
+class RunResults(BaseModel):
+    status: Literal["success"] = "success"
+    run_id: str
+    results: list[dict[str, Any]]
+
+
+class Cancelled(BaseModel):
+    status: Literal["success"] = "success"
+    run_id: str
+    run_status: str
+
+
+class Operations(BaseModel):
+    status: Literal["success"] = "success"
+    operations: list[dict[str, Any]]
+    types: dict[str, str]
+
+
+class Health(BaseModel):
+    status: Literal["success", "failure"]
+    gateway: Literal["ok"] = "ok"
+    dagster: Literal["ok", "unreachable"]
+    model_server: Literal["ok", "unreachable"]
+    message: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Failure, "description": text}
+    for code, text in {
+        401: "missing or wrong bearer token",
+        404: "no such run",
+        409: "conflict with the run's state or an earlier use of the Idempotency-Key",
+        413: "body too large",
+        422: "invalid pipeline; every problem listed with its JSON Pointer",
+        503: "Dagster unreachable",
+    }.items()
+}
