@@ -83,8 +83,15 @@ class RunInfo:
 class DagsterClient:
     """The gateway's only door into Dagster: one GraphQL endpoint, a handful of queries."""
 
-    def __init__(self, base_url: str, location: str, repository: str, job: str, timeout_s: float = 10.0,
-                 transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        location: str,
+        repository: str,
+        job: str,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.url = base_url.rstrip("/") + "/graphql"
         self.selector = {"repositoryLocationName": location, "repositoryName": repository}
         self.job = job
@@ -133,7 +140,9 @@ class DagsterClient:
     async def launch(self, instructions: list[Any], tags: dict[str, str]) -> str:
         params = {
             "selector": {**self.selector, "jobName": self.job},
-            "runConfigData": {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": instructions}}}},
+            "runConfigData": {
+                "ops": {"generate_dynamic_job_configs": {"config": {"raw_input": instructions}}}
+            },
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         }
         result = (await self.query(_LAUNCH, {"params": params}))["launchRun"]
@@ -142,7 +151,9 @@ class DagsterClient:
         if result["__typename"] == "RunConfigValidationInvalid":
             errors = [{"path": "/" + "/".join(e["path"]), "message": e["message"]} for e in result["errors"]]
             raise ApiError(422, "Dagster refused the run config", errors)
-        raise ApiError(502, f"Dagster did not launch the run ({result['__typename']}): {result.get('message')}")
+        raise ApiError(
+            502, f"Dagster did not launch the run ({result['__typename']}): {result.get('message')}"
+        )
 
     async def run(self, run_id: str) -> RunInfo | None:
         result = (await self.query(_RUN, {"runId": run_id}))["runOrError"]

@@ -14,7 +14,9 @@ from api.errors import install_error_handlers
 from api.routes import health, operations, pipelines, runs
 
 
-def create_app(settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
     """Build the app; `transport` lets tests route the Dagster client (never needed in use)."""
     settings = settings or get_settings()
 

@@ -46,7 +46,9 @@ class Valid(BaseModel):
 class RunStatus(BaseModel):
     status: Literal["success"] = "success"
     run_id: str
-    run_status: str = Field(description="Dagster's run status: QUEUED, STARTED, SUCCESS, FAILURE, CANCELED...")
+    run_status: str = Field(
+        description="Dagster's run status: QUEUED, STARTED, SUCCESS, FAILURE, CANCELED..."
+    )
     created_at: float | None
     started_at: float | None
     ended_at: float | None

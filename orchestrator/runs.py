@@ -88,7 +88,9 @@ class ProgressLog:
     def _flush(self) -> None:
         entries = sorted(self._entries.values(), key=lambda e: _pointer_order(e["path"]))
         done = sum(e["state"] == "succeeded" for e in entries)
-        write_json(self.path, {"done": done, "total": len(entries), "instructions": entries, "error": self._error})
+        write_json(
+            self.path, {"done": done, "total": len(entries), "instructions": entries, "error": self._error}
+        )
 
 
 def _pointer_order(path: str) -> list[tuple[int, Any]]:

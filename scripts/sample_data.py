@@ -21,7 +21,9 @@ def write_samples(root: Path, per_label: int = 4, size: tuple[int, int] = (320, 
             if path.exists():
                 continue
             image = Image.new("RGB", size, colour)
-            ImageDraw.Draw(image).ellipse((20 + 30 * i, 20, 140 + 30 * i, 140), fill=(255 - 40 * i, 200, 40 * i))
+            ImageDraw.Draw(image).ellipse(
+                (20 + 30 * i, 20, 140 + 30 * i, 140), fill=(255 - 40 * i, 200, 40 * i)
+            )
             image.save(path, quality=90)
     return folder
 

@@ -28,7 +28,9 @@ def main() -> int:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "CONSTELLATION_DATA_ROOT": str(Path(os.environ.get("CONSTELLATION_DATA_ROOT", ROOT / "data")).resolve()),
+        "CONSTELLATION_DATA_ROOT": str(
+            Path(os.environ.get("CONSTELLATION_DATA_ROOT", ROOT / "data")).resolve()
+        ),
         "CONSTELLATION_ARTIFACT_ROOT": str(
             Path(os.environ.get("CONSTELLATION_ARTIFACT_ROOT", ROOT / ".artifacts")).resolve()
         ),
@@ -42,8 +44,19 @@ def main() -> int:
     workspace = _prepare_home(home, host, grpc_port)
 
     commands = {
-        "code server": [BIN / "dagster", "api", "grpc", "-m", "orchestrator.assets.repository",
-                        "-h", host, "-p", str(grpc_port), "--location-name", "constellation"],
+        "code server": [
+            BIN / "dagster",
+            "api",
+            "grpc",
+            "-m",
+            "orchestrator.assets.repository",
+            "-h",
+            host,
+            "-p",
+            str(grpc_port),
+            "--location-name",
+            "constellation",
+        ],
         "webserver": [BIN / "dagster-webserver", "-h", host, "-p", str(dagster_port), "-w", workspace],
         "daemon": [BIN / "dagster-daemon", "run", "-w", workspace],
         "gateway": [BIN / "uvicorn", "api.main:app", "--host", host, "--port", str(api_port)],
@@ -61,7 +74,9 @@ def main() -> int:
     try:
         for name, command in commands.items():
             # Own process group each: Ctrl-C reaches only us, and we stop them in order.
-            children[name] = subprocess.Popen(list(map(str, command)), cwd=ROOT, env=env, start_new_session=True)
+            children[name] = subprocess.Popen(
+                list(map(str, command)), cwd=ROOT, env=env, start_new_session=True
+            )
             if name in waits and not _wait_for_port(host, waits[name], children[name], lambda: stopping):
                 if not stopping:
                     print(f"{name} did not start; see its output above")
@@ -101,7 +116,9 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _wait_for_port(host: str, port: int, child: subprocess.Popen[bytes], stopping, timeout_s: float = 120) -> bool:
+def _wait_for_port(
+    host: str, port: int, child: subprocess.Popen[bytes], stopping, timeout_s: float = 120
+) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stopping():
         if child.poll() is not None:

@@ -21,7 +21,11 @@ router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_token)])
 _BODY_DOC = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": PipelineRequest.model_json_schema(ref_template="#/components/schemas/{model}")}},
+        "content": {
+            "application/json": {
+                "schema": PipelineRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        },
     }
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -33,12 +37,16 @@ async def execute(
     request: Request,
     settings: SettingsDep,
     dagster: DagsterDep,
-    idempotency_key: Annotated[str | None, Header(description="retrying with the same key returns the same run")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(description="retrying with the same key returns the same run")
+    ] = None,
 ) -> Launched:
     """Validate a pipeline and launch it as a run of build_execute_job."""
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
-    instructions, _ = await _checked(request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s)
+    instructions, _ = await _checked(
+        request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s
+    )
     digest = hashlib.sha256(json.dumps(instructions, sort_keys=True).encode()).hexdigest()
     tags = {BODY_HASH_TAG: digest}
     if idempotency_key is None:
@@ -52,7 +60,9 @@ async def execute(
         if earlier is not None:
             if earlier.tags.get(BODY_HASH_TAG) != digest:
                 raise ApiError(409, "this Idempotency-Key was already used for a different pipeline")
-            return Launched(run_id=earlier.run_id, replayed=True, run_url=_run_url(settings.dagster_url, earlier.run_id))
+            return Launched(
+                run_id=earlier.run_id, replayed=True, run_url=_run_url(settings.dagster_url, earlier.run_id)
+            )
         run_id = await dagster.launch(instructions, {**tags, IDEMPOTENCY_TAG: idempotency_key})
     return Launched(run_id=run_id, run_url=_run_url(settings.dagster_url, run_id))
 
@@ -60,7 +70,9 @@ async def execute(
 @router.post("/validate", response_model=Valid, responses=ERRORS, openapi_extra=_BODY_DOC)
 async def validate(request: Request, settings: SettingsDep, dagster: DagsterDep) -> Valid:
     """Run every check of /execute without launching anything."""
-    instructions, plan = await _checked(request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s)
+    instructions, plan = await _checked(
+        request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s
+    )
     return Valid(message="the pipeline is valid", instructions=len(instructions), nodes=len(plan))
 
 

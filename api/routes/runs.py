@@ -21,7 +21,8 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
     progress = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.PROGRESS) or {}
     error = progress.get("error")
     if info.status == "FAILURE" and error is None:
-        error = {"message": f"the run failed outside its instructions; its log is at {_run_url(settings.dagster_url, run_id)}"}
+        log_url = _run_url(settings.dagster_url, run_id)
+        error = {"message": f"the run failed outside its instructions; its log is at {log_url}"}
     duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
     return RunStatus(
         run_id=run_id,

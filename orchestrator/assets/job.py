@@ -1,7 +1,6 @@
 """The job `build_execute_job`: validate the instruction list, then run it with the engine."""
 # No `from __future__ import annotations` here: Dagster reads these type hints at runtime.
 
-
 import json
 import threading
 from typing import Any

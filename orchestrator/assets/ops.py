@@ -21,7 +21,12 @@ Pixels = Annotated[int, Field(ge=1, le=16384)]
 
 def import_from_local(
     ctx: RunContext,
-    path: Annotated[str, Field(min_length=1, max_length=4096, description="a file or folder, relative to the server's data root")],
+    path: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=4096, description="a file or folder, relative to the server's data root"
+        ),
+    ],
 ) -> FileDict:
     """Read a file, or every file in a folder, from the server's data root."""
     return FileDict(local.find_local_files(ctx.resources.data_path, path))
@@ -32,7 +37,7 @@ def import_from_url(
     url: Annotated[str, Field(min_length=1, max_length=8192, description="an http(s) URL of one file")],
 ) -> FileDict:
     """Download one file over HTTP(S) into the run's folder."""
-    target = download(url, ctx.node_dir, ctx.resources.url_max_bytes)
+    target = download(url, ctx.node_dir, ctx.resources.url_max_bytes, ctx.check_cancelled)
     return FileDict({target.name: target})
 
 
@@ -51,9 +56,12 @@ def resize_image(
     height: Annotated[Pixels, Field(description="target height in pixels")],
 ) -> FileList:
     """Resize every image to width × height pixels, keeping its format and order."""
-    resized = images.map_images(
-        as_refs(data), ctx.node_dir, lambda ref, out: images.resize_one(ref, out, width, height)
-    )
+
+    def resize(ref, out):
+        ctx.check_cancelled()
+        return images.resize_one(ref, out, width, height)
+
+    resized = images.map_images(as_refs(data), ctx.node_dir, resize)
     return FileList(resized)
 
 

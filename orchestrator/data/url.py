@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -13,7 +14,10 @@ from orchestrator.engine import OperationError
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def download(url: str, out_dir: Path, max_bytes: int, timeout_s: float = 30.0) -> Path:
+def download(
+    url: str, out_dir: Path, max_bytes: int, check_cancelled: Callable[[], None] = lambda: None,
+    timeout_s: float = 30.0,
+) -> Path:
     """Fetch `url` into `out_dir`; refuse anything larger than `max_bytes`."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -25,7 +29,7 @@ def download(url: str, out_dir: Path, max_bytes: int, timeout_s: float = 30.0) -
                 raise OperationError(f"{url} answered HTTP {response.status_code}")
             target = out_dir / _file_name(response, parts.path)
             try:
-                _save(response, target, max_bytes, url)
+                _save(response, target, max_bytes, url, check_cancelled)
             except BaseException:
                 target.unlink(missing_ok=True)  # never leave a truncated file behind
                 raise
@@ -34,10 +38,13 @@ def download(url: str, out_dir: Path, max_bytes: int, timeout_s: float = 30.0) -
     return target
 
 
-def _save(response: httpx.Response, target: Path, max_bytes: int, url: str) -> None:
+def _save(
+    response: httpx.Response, target: Path, max_bytes: int, url: str, check_cancelled: Callable[[], None]
+) -> None:
     written = 0
     with target.open("wb") as sink:
         for chunk in response.iter_bytes(1 << 20):
+            check_cancelled()
             written += len(chunk)
             if written > max_bytes:
                 raise OperationError(f"{url} is larger than the limit of {max_bytes} bytes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,8 @@ from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
+
+from orchestrator.engine.errors import OperationError
 
 JSON_TYPE = "Json"
 
@@ -47,6 +50,13 @@ class RunContext:
         default_factory=lambda: logging.getLogger("constellation")
     )
     node_key: str = "adhoc"
+    # Set when the run is being stopped (cancel, failure elsewhere): long ops check it often.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def check_cancelled(self) -> None:
+        """Raise if the run is being stopped; call it between units of work."""
+        if self.cancelled.is_set():
+            raise OperationError("stopped: the run is being cancelled or another instruction failed")
 
     @property
     def node_dir(self) -> Path:

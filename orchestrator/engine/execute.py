@@ -47,7 +47,13 @@ def execute(
     """
     runner = _Runner(catalog, context, on_event)
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="instruction") as pool:
-        return [runner.run_subtree(root, pool) for root in plan.roots]
+        try:
+            return [runner.run_subtree(root, pool) for root in plan.roots]
+        except BaseException:
+            # Interrupted (run cancelled) or failed: tell running ops to stop at their next check,
+            # so the pool's shutdown does not wait for a long download to finish.
+            context.cancelled.set()
+            raise
 
 
 def summarize(value: Any) -> str:
@@ -109,7 +115,9 @@ class _Runner:
         for name, value in node.literals.items():
             kwargs[name] = _coerce(op.function, name, value)
         for name, fed in node.inputs.items():
-            kwargs[name] = [self.outputs[id(n)] for n in fed] if isinstance(fed, list) else self.outputs[id(fed)]
+            kwargs[name] = (
+                [self.outputs[id(n)] for n in fed] if isinstance(fed, list) else self.outputs[id(fed)]
+            )
         return kwargs
 
 

@@ -23,23 +23,26 @@ class Limits:
     max_nodes: int = 1_000  # instructions in one pipeline, nested ones included
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class _ObjectWithDuplicates(dict):
     """A parsed JSON object that repeated keys; remembered so the error can name where."""
 
     duplicates: list[str]
 
 
-def parse_request(body: bytes | str, limits: Limits = Limits()) -> list[Any]:
+def parse_request(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
     """Parse a `POST /execute` body into its instruction list, or raise PipelineInvalid."""
     size = len(body)
     if size > limits.max_body_bytes:
-        raise PipelineInvalid(
-            [Problem("", f"body is {size} bytes; the limit is {limits.max_body_bytes}")]
-        )
+        raise PipelineInvalid([Problem("", f"body is {size} bytes; the limit is {limits.max_body_bytes}")])
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
     except UnicodeDecodeError as exc:
-        raise PipelineInvalid([Problem("", f"body is not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
+        raise PipelineInvalid(
+            [Problem("", f"body is not UTF-8 text: {exc.reason} at byte {exc.start}")]
+        ) from None
     depth = json_depth(text)
     if depth > limits.max_json_depth:
         raise PipelineInvalid(
@@ -119,7 +122,9 @@ def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _duplicate_keys(value: Any, path: str):
     if isinstance(value, _ObjectWithDuplicates):
         for key in value.duplicates:
-            yield Problem(pointer_join(path, key), f"duplicate key {key!r}; each key may appear once in an object")
+            yield Problem(
+                pointer_join(path, key), f"duplicate key {key!r}; each key may appear once in an object"
+            )
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _duplicate_keys(item, pointer_join(path, key))

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from orchestrator.engine.catalog import JSON_TYPE, Catalog, Operation, Parameter
 from orchestrator.engine.errors import PipelineInvalid, Problem, pointer_join
-from orchestrator.engine.parse import Limits, json_kind
+from orchestrator.engine.parse import DEFAULT_LIMITS, Limits, json_kind
 
 _INSTRUCTION_KEYS = ("operation", "parameters")
 
@@ -55,7 +55,7 @@ class Plan:
 
 
 def build_plan(
-    instructions: list[Any], catalog: Catalog, limits: Limits = Limits(), base: str = "/instructions"
+    instructions: list[Any], catalog: Catalog, limits: Limits = DEFAULT_LIMITS, base: str = "/instructions"
 ) -> Plan:
     """Validate `instructions` and plan them, or raise PipelineInvalid listing every problem."""
     planner = _Planner(catalog, limits)
@@ -97,15 +97,23 @@ class _Planner:
             self.problem(path, f"instructions nest more than {self.limits.max_instruction_depth} deep")
             return None
         if not isinstance(value, dict):
-            self.problem(path, f'expected an instruction {{"operation": ..., "parameters": {{...}}}}, got {json_kind(value)}')
+            self.problem(
+                path,
+                f"expected an instruction {{operation, parameters}}, got {json_kind(value)}",
+            )
             return None
         for key in value:
             if key not in _INSTRUCTION_KEYS:
-                self.problem(pointer_join(path, key), f"unknown key {key!r}; an instruction has only 'operation' and 'parameters'")
+                self.problem(
+                    pointer_join(path, key),
+                    f"unknown key {key!r}; an instruction has only 'operation' and 'parameters'",
+                )
         op = self._operation(value.get("operation"), path)
         params = value.get("parameters", {})
         if not isinstance(params, dict):
-            self.problem(pointer_join(path, "parameters"), f"expected an object of parameters, got {json_kind(params)}")
+            self.problem(
+                pointer_join(path, "parameters"), f"expected an object of parameters, got {json_kind(params)}"
+            )
             return None
         if op is None:
             # Still look inside, so that errors in nested instructions are reported too.
@@ -148,7 +156,9 @@ class _Planner:
                 close = difflib.get_close_matches(name, [p.name for p in op.parameters], n=2, cutoff=0.6)
                 hint = f"did you mean {_or_list(close)}? " if close else ""
                 takes = ", ".join(p.name for p in op.parameters) or "none"
-                self.problem(where, f"unknown parameter {_clip(name)!r} of {op.name}; {hint}it takes: {takes}")
+                self.problem(
+                    where, f"unknown parameter {_clip(name)!r} of {op.name}; {hint}it takes: {takes}"
+                )
                 self._nested_anyway(given, where, depth)
             elif param.takes_instructions:
                 fed = self._input(op, param, given, where, depth)
@@ -160,18 +170,30 @@ class _Planner:
         for param in op.parameters:
             if param.required and param.name not in params:
                 about = f" ({param.description})" if param.description else ""
-                self.problem(pointer_join(path, "parameters"), f"missing required parameter {param.name!r} of {op.name}{about}")
+                self.problem(
+                    pointer_join(path, "parameters"),
+                    f"missing required parameter {param.name!r} of {op.name}{about}",
+                )
         if len(self.problems) > before:
             return None
         key = canonical_key({"operation": op.name, "parameters": params})
         return Node(key, op.name, literals, inputs, [path])
 
-    def _input(self, op: Operation, param: Parameter, given: Any, where: str, depth: int) -> Node | list[Node] | None:
+    def _input(
+        self, op: Operation, param: Parameter, given: Any, where: str, depth: int
+    ) -> Node | list[Node] | None:
         if param.many:
             if not isinstance(given, list):
-                self.problem(where, f"{op.name}.{param.name} expects a list of instructions producing {_or_list(param.accepts)}, got {json_kind(given)}")
+                self.problem(
+                    where,
+                    f"{op.name}.{param.name} expects a list of instructions producing "
+                    f"{_or_list(param.accepts)}, got {json_kind(given)}",
+                )
                 return None
-            nodes = [self._one_input(op, param, item, pointer_join(where, i), depth) for i, item in enumerate(given)]
+            nodes = [
+                self._one_input(op, param, item, pointer_join(where, i), depth)
+                for i, item in enumerate(given)
+            ]
             return None if any(n is None for n in nodes) else nodes  # type: ignore[return-value]
         return self._one_input(op, param, given, where, depth)
 

@@ -1,0 +1,125 @@
+"""Shared fixtures: sample data, and the real local stack started as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from sample_data import write_samples  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """The running local stack: `make run`'s own launcher, on free ports and temp folders."""
+
+    api_url: str
+    dagster_url: str
+    data_root: Path
+    artifact_root: Path
+    home: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=30, **kwargs)
+
+    def wait_for_run(self, run_id: str, timeout_s: float = 60) -> dict:
+        """Poll GET /runs/{id} until the run ends; return the last answer."""
+        deadline = time.monotonic() + timeout_s
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                body = client.get(f"/runs/{run_id}").json()
+                if body.get("run_status") in ("SUCCESS", "FAILURE", "CANCELED"):
+                    return body
+                time.sleep(0.2)
+        raise AssertionError(f"run {run_id} did not end in {timeout_s} s; last answer {body}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
+    api_port, dagster_port, grpc_port = free_port(), free_port(), free_port()
+    data_root, artifact_root, home = base / "data", base / "artifacts", base / "dagster_home"
+    write_samples(data_root)
+    env = {
+        **os.environ,
+        "CONSTELLATION_API_PORT": str(api_port),
+        "CONSTELLATION_DAGSTER_PORT": str(dagster_port),
+        "CONSTELLATION_GRPC_PORT": str(grpc_port),
+        "CONSTELLATION_DATA_ROOT": str(data_root),
+        "CONSTELLATION_ARTIFACT_ROOT": str(artifact_root),
+        "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "DAGSTER_HOME": str(home),
+        **(extra_env or {}),
+    }
+    log = base / "stack.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "stack.py")], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    stack = Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dagster_port}", data_root,
+                  artifact_root, home, log, process)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the stack exited with {process.returncode}:\n{stack.log_tail()}")
+        try:
+            if httpx.get(stack.api_url + "/health", timeout=2).status_code == 200:
+                return stack
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_stack(stack)
+    raise RuntimeError(f"the stack did not become healthy in 120 s:\n{stack.log_tail()}")
+
+
+def stop_stack(stack: Stack, sig: int = signal.SIGTERM) -> int:
+    if stack.process.poll() is None:
+        stack.process.send_signal(sig)
+    try:
+        return stack.process.wait(30)
+    except subprocess.TimeoutExpired:
+        stack.process.kill()
+        return stack.process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    stop_stack(running)
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as client:
+        yield client
+
+
+def local_pipeline(path: str = "samples", width: int = 32) -> dict:
+    """resize_image(dict_to_list(import_from_local(path))): three nested instructions."""
+    imported = {"operation": "import_from_local", "parameters": {"path": path}}
+    listed = {"operation": "dict_to_list", "parameters": {"data": imported}}
+    return {"instructions": [
+        {"operation": "resize_image", "parameters": {"data": listed, "width": width, "height": width}}
+    ]}

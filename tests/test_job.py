@@ -1,0 +1,112 @@
+"""build_execute_job run in process: what a launchpad user sees in the run and its folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance
+from PIL import Image
+
+from orchestrator import runs
+from orchestrator.assets.job import make_execute_job
+from orchestrator.assets.repository import CATALOG
+from orchestrator.assets.resources import Workspace
+from sample_data import write_samples
+from samples import sample_instructions
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    write_samples(tmp_path / "data")
+    return Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"))
+
+
+def run(workspace: Workspace, raw_input: list, instance: DagsterInstance | None = None):
+    job = make_execute_job(CATALOG, workspace)
+    config = {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": raw_input}}}}
+    return job.execute_in_process(run_config=config, instance=instance or DagsterInstance.ephemeral(),
+                                  raise_on_error=False)
+
+
+
+def log_lines(instance: DagsterInstance, run_id: str) -> list[str]:
+    return [record.user_message for record in instance.all_logs(run_id)]
+
+
+@pytest.mark.parametrize("index", range(len(sample_instructions())))
+def test_every_sample_pipeline_succeeds_in_process(workspace: Workspace, index: int):
+    result = run(workspace, sample_instructions()[index])
+    assert result.success
+    folder = workspace.run_dir(result.run_id)
+    document = json.loads((folder / runs.RESULTS).read_text())
+    assert len(document["results"]) == len(sample_instructions()[index])
+
+
+def test_results_and_progress_are_written_to_the_runs_folder(workspace: Workspace):
+    pipeline = sample_instructions()[1]  # resize_image(224) over dict_to_list(import_from_local)
+    result = run(workspace, pipeline)
+    folder = workspace.run_dir(result.run_id)
+    [entry] = json.loads((folder / runs.RESULTS).read_text())["results"]
+    assert entry["path"] == "/instructions/0" and entry["operation"] == "resize_image"
+    files = entry["output"]["files"]
+    assert len(files) == 12
+    for item in files:
+        path = Path(item["uri"].removeprefix("file://"))
+        assert path.is_relative_to(folder), "derived data must live in the run's own folder"
+        assert Image.open(path).size == (224, 224)
+    progress = json.loads((folder / runs.PROGRESS).read_text())
+    assert progress["done"] == progress["total"] == 3
+    assert all(i["state"] == "succeeded" and i["duration_s"] >= 0 for i in progress["instructions"])
+
+
+def test_each_instruction_shows_in_the_run_log_with_path_and_timing(workspace: Workspace):
+    instance = DagsterInstance.ephemeral()
+    result = run(workspace, sample_instructions()[1], instance)
+    lines = log_lines(instance, result.run_id)
+    for path, op in [
+        ("/instructions/0", "resize_image"),
+        ("/instructions/0/parameters/data", "dict_to_list"),
+        ("/instructions/0/parameters/data/parameters/data", "import_from_local"),
+    ]:
+        assert any(line.startswith(f"{path} {op} started") for line in lines), lines
+        assert any(line.startswith(f"{path} {op} finished in ") and " s: " in line for line in lines)
+
+
+def test_shared_import_runs_once(workspace: Workspace):
+    instance = DagsterInstance.ephemeral()
+    result = run(workspace, sample_instructions()[3], instance)  # two resizes of one import
+    started = [line for line in log_lines(instance, result.run_id) if "import_from_local started" in line]
+    assert len(started) == 1 and "(+1 shared)" in started[0]
+
+
+def test_event_log_holds_no_image_bytes(workspace: Workspace):
+    instance = DagsterInstance.ephemeral()
+    result = run(workspace, sample_instructions()[1], instance)
+    stored = sum(len(str(entry)) for entry in instance.all_logs(result.run_id))
+    images = sum(p.stat().st_size for p in workspace.run_dir(result.run_id).rglob("*.jpg"))
+    assert stored < images / 4, "the event log should hold references, not the data"
+
+
+def test_a_failing_instruction_fails_the_run_naming_its_path(workspace: Workspace):
+    pipeline = [{"operation": "dict_to_list", "parameters": {
+        "data": {"operation": "import_from_local", "parameters": {"path": "no/such/folder"}}}}]
+    result = run(workspace, pipeline)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    assert failure.step_key == "parse_and_execute_job"
+    assert "/instructions/0/parameters/data" in failure.event_specific_data.error.message
+    assert "does not exist" in failure.event_specific_data.error.message
+    progress = json.loads((workspace.run_dir(result.run_id) / runs.PROGRESS).read_text())
+    assert progress["error"]["path"] == "/instructions/0/parameters/data"
+
+
+def test_launchpad_input_is_validated_like_the_api(workspace: Workspace):
+    pipeline = [{"operation": "resize_image", "parameters": {"width": 0, "height": 10, "data": {
+        "operation": "import_from_local", "parameters": {"path": "samples"}}}}]
+    result = run(workspace, pipeline)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    assert failure.step_key == "generate_dynamic_job_configs"
+    assert "/instructions/0/parameters/width" in failure.event_specific_data.error.message
