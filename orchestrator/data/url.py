@@ -43,7 +43,7 @@ def _save(
 ) -> None:
     written = 0
     with target.open("wb") as sink:
-        for chunk in response.iter_bytes(1 << 20):
+        for chunk in response.iter_bytes():  # as received, so a cancel is seen promptly
             check_cancelled()
             written += len(chunk)
             if written > max_bytes:

@@ -1,0 +1,126 @@
+"""End to end on the real stack: post pipelines to the gateway, follow them in Dagster."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import Stack, local_pipeline
+from samples import sample_bodies
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("index", range(len(sample_bodies())))
+def test_every_sample_dag_validates_and_runs_to_success(stack: Stack, api: httpx.Client, index: int):
+    body = sample_bodies()[index]
+    headers = {"content-type": "application/json"}
+    assert api.post("/validate", content=body, headers=headers).json()["status"] == "success"
+    answer = api.post("/execute", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    run = stack.wait_for_run(answer.json()["run_id"])
+    assert run["run_status"] == "SUCCESS", run
+    results = api.get(f"/runs/{run['run_id']}/results").json()
+    assert results["status"] == "success" and results["results"]
+
+
+def test_local_pipeline_results_are_the_resized_images(stack: Stack, api: httpx.Client):
+    launched = api.post("/execute", json=local_pipeline(width=48)).json()
+    assert launched["status"] == "success"
+    assert launched["run_url"] == f"{stack.dagster_url}/runs/{launched['run_id']}"
+    run = stack.wait_for_run(launched["run_id"])
+    assert run["run_status"] == "SUCCESS"
+    assert run["done"] == run["total"] == 3
+    assert run["duration_s"] > 0 and run["ended_at"] >= run["started_at"]
+    [result] = api.get(f"/runs/{run['run_id']}/results").json()["results"]
+    names = [f["name"] for f in result["output"]["files"]]
+    expected = sorted(p.relative_to(stack.data_root / "samples").as_posix()
+                      for p in (stack.data_root / "samples").rglob("*.jpg"))
+    assert names == expected
+    for item in result["output"]["files"]:
+        assert Image.open(Path(item["uri"].removeprefix("file://"))).size == (48, 48)
+
+
+def test_run_shows_in_dagster_under_main_at_constellation(stack: Stack, api: httpx.Client):
+    run_id = api.post("/execute", json=local_pipeline()).json()["run_id"]
+    stack.wait_for_run(run_id)
+    query = """query($id: ID!) { runOrError(runId: $id) { ... on Run {
+        jobName repositoryOrigin { repositoryName repositoryLocationName } } } }"""
+    run = httpx.post(stack.dagster_url + "/graphql", json={"query": query, "variables": {"id": run_id}}).json()
+    found = run["data"]["runOrError"]
+    assert found["jobName"] == "build_execute_job"
+    assert found["repositoryOrigin"] == {"repositoryName": "main", "repositoryLocationName": "constellation"}
+
+
+def test_a_failing_instruction_is_reported_with_its_path(stack: Stack, api: httpx.Client):
+    run_id = api.post("/execute", json=local_pipeline(path="missing-folder")).json()["run_id"]
+    run = stack.wait_for_run(run_id)
+    assert run["run_status"] == "FAILURE"
+    assert run["error"]["path"] == "/instructions/0/parameters/data/parameters/data"
+    assert "missing-folder" in run["error"]["message"]
+    failed = api.get(f"/runs/{run_id}/results")
+    assert failed.status_code == 409 and "FAILURE" in failed.json()["message"]
+
+
+def test_idempotency_key_returns_the_same_run(api: httpx.Client):
+    headers = {"Idempotency-Key": f"e2e-{time.time_ns()}"}
+    first = api.post("/execute", json=local_pipeline(), headers=headers).json()
+    again = api.post("/execute", json=local_pipeline(), headers=headers).json()
+    assert again["run_id"] == first["run_id"] and again["replayed"] is True
+    other = api.post("/execute", json=local_pipeline(width=20), headers=headers)
+    assert other.status_code == 409 and "different pipeline" in other.json()["message"]
+
+
+def test_unknown_run_is_404(api: httpx.Client):
+    for path in ("/runs/00000000-0000-0000-0000-000000000000", "/runs/not-a-run/results", "/runs/../etc"):
+        answer = api.get(path)
+        assert answer.status_code == 404 and answer.json()["message"], path
+    assert api.post("/runs/00000000-0000-0000-0000-000000000000/cancel").status_code == 404
+
+
+@pytest.fixture
+def slow_file_url() -> Iterator[str]:
+    """A local URL that trickles bytes for a minute: a download that is still running."""
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(120 * 1024))
+            self.end_headers()
+            try:
+                for _ in range(120):
+                    self.wfile.write(b"x" * 1024)
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
+    server.shutdown()
+
+
+def test_cancel_stops_a_running_pipeline(stack: Stack, api: httpx.Client, slow_file_url: str):
+    pipeline = {"instructions": [{"operation": "import_from_url", "parameters": {"url": slow_file_url}}]}
+    run_id = api.post("/execute", json=pipeline).json()["run_id"]
+    deadline = time.monotonic() + 30
+    while api.get(f"/runs/{run_id}").json()["run_status"] != "STARTED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cancelled = api.post(f"/runs/{run_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    run = stack.wait_for_run(run_id, timeout_s=45)
+    assert run["run_status"] == "CANCELED"
+    again = api.post(f"/runs/{run_id}/cancel")
+    assert again.status_code == 409 and again.json()["message"]
