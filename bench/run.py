@@ -357,7 +357,7 @@ def render(samples: dict[str, list[Sample]], repeat: int) -> str:
             rows.append(_row(f"{label}, {stat_name}", stat([getattr(s, attr) for s in pipeline]),
                              stat([getattr(s, attr) for s in baseline])))
     per_round = "\n".join(
-        f"- {kind}: " + ", ".join(f"{s.total_s:.2f}" for s in kind_samples)
+        f"- {kind}: " + ", ".join(f"{s.total_s:.2f} ({s.submit_s:.2f})" for s in kind_samples)
         for kind, kind_samples in samples.items()
     )
     return (
@@ -368,7 +368,7 @@ def render(samples: dict[str, list[Sample]], repeat: int) -> str:
         "| seconds | pipeline (POST /execute) | baseline (GraphQL launchRun) | pipeline / baseline |\n"
         "|---|---:|---:|---:|\n"
         + "\n".join(rows)
-        + f"\n\nsubmit→SUCCESS per round (s):\n{per_round}\n"
+        + f"\n\nsubmit→SUCCESS (submit answered) per round, in seconds:\n{per_round}\n"
     )
 
 

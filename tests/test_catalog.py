@@ -46,7 +46,12 @@ def test_every_nested_input_names_documented_types():
     "so both parameters are served with description ''",
 )
 def test_every_parameter_has_a_description():
-    missing = [f"{op.name}.{p.name}" for op in CATALOG.operations.values() for p in op.parameters if not p.description]
+    missing = [
+        f"{op.name}.{p.name}"
+        for op in CATALOG.operations.values()
+        for p in op.parameters
+        if not p.description
+    ]
     assert missing == []
 
 
@@ -87,7 +92,11 @@ def test_catalog_json_round_trips():
 BAD_PIPELINES = [
     [instruction("resize_imag", data=instruction("import_from_local", path="a"), width=1, height=1)],
     [instruction("resize_image", data=instruction("import_from_local", path=""), widht=1, height=0)],
-    [instruction("dict_to_list", data=instruction("batch_formatted_data", data=instruction("import_from_url")))],
+    [
+        instruction(
+            "dict_to_list", data=instruction("batch_formatted_data", data=instruction("import_from_url"))
+        )
+    ],
     [instruction("batch_formatted_data", data="photos", batch_size=2.5)],
     [instruction("resize_image", data=instruction("import_from_local", path="a"), width={"operation": "x"})],
 ]
@@ -104,7 +113,9 @@ def test_the_json_catalog_accepts_what_the_real_one_accepts():
     pipeline = [
         instruction(
             "batch_formatted_data",
-            data=instruction("resize_image", data=instruction("import_from_url", url="http://x/a.jpg"), width=3, height=3),
+            data=instruction(
+                "resize_image", data=instruction("import_from_url", url="http://x/a.jpg"), width=3, height=3
+            ),
         )
     ]
     from_json = Catalog.from_json(CATALOG.to_json())
@@ -131,7 +142,9 @@ def greet(
     return Greeting(" ".join([f"hello {name}"] * times))
 
 
-def shout(ctx: RunContext, greeting: Annotated[Greeting, Field(description="the greeting to shout")]) -> Greeting:
+def shout(
+    ctx: RunContext, greeting: Annotated[Greeting, Field(description="the greeting to shout")]
+) -> Greeting:
     """Shout a greeting."""
     return Greeting(greeting.text.upper() + "!")
 
@@ -159,7 +172,10 @@ def test_a_new_op_is_validated_and_runs(tmp_path):
     catalog = Catalog.from_functions([greet, shout])
     assert problems([instruction("shout", greeting=instruction("greet", name="", times=4))], catalog) == [
         ("/instructions/0/parameters/greeting/parameters/name", "greet.name: '' should be non-empty"),
-        ("/instructions/0/parameters/greeting/parameters/times", "greet.times: 4 is greater than the maximum of 3"),
+        (
+            "/instructions/0/parameters/greeting/parameters/times",
+            "greet.times: 4 is greater than the maximum of 3",
+        ),
     ]
     plan = build_plan([instruction("shout", greeting=instruction("greet", name="Ada", times=2))], catalog)
     [output] = execute(plan, catalog, RunContext(run_dir=tmp_path))

@@ -133,7 +133,13 @@ def test_top_level_instructions_run_in_the_order_given(tmp_path, journal):
 
 
 def test_nested_instructions_run_before_their_parent(tmp_path, journal):
-    pipeline = [op("join", left=op("make", name="x"), right=op("join", left=op("make", name="y"), right=op("make", name="z")))]
+    pipeline = [
+        op(
+            "join",
+            left=op("make", name="x"),
+            right=op("join", left=op("make", name="y"), right=op("make", name="z")),
+        )
+    ]
     [output] = run(pipeline, tmp_path, journal)
     assert output.value == "x+y+z"
     order = journal.entries
@@ -150,7 +156,11 @@ def test_list_inputs_keep_their_order(tmp_path, journal):
 
 def test_a_shared_nested_instruction_runs_once(tmp_path, journal):
     same = op("make", name="s")
-    outputs = run([op("join", left=same, right=same), op("join", left=same, right=op("make", name="t"))], tmp_path, journal)
+    outputs = run(
+        [op("join", left=same, right=same), op("join", left=same, right=op("make", name="t"))],
+        tmp_path,
+        journal,
+    )
     assert [o.value for o in outputs] == ["s+s", "s+t"]
     assert journal.entries.count("make s") == 1
 
@@ -162,7 +172,12 @@ def test_identical_top_level_instructions_each_run(tmp_path, journal):
 
 def test_every_instruction_reports_started_then_finished(tmp_path, journal):
     events: list[NodeEvent] = []
-    run([op("join", left=op("nap", name="a", seconds=0.05), right=op("make", name="b"))], tmp_path, journal, events)
+    run(
+        [op("join", left=op("nap", name="a", seconds=0.05), right=op("make", name="b"))],
+        tmp_path,
+        journal,
+        events,
+    )
     by_op: dict[str, list[NodeEvent]] = {}
     for event in events:
         by_op.setdefault(event.node.operation, []).append(event)

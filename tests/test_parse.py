@@ -10,8 +10,10 @@ from orchestrator.engine import Limits, PipelineInvalid, parse_request
 
 IMPORT = {"operation": "import_from_local", "parameters": {"path": "photos"}}
 
+DEFAULTS = Limits()
 
-def problems(body: bytes | str, limits: Limits = Limits()) -> list[tuple[str, str]]:
+
+def problems(body: bytes | str, limits: Limits = DEFAULTS) -> list[tuple[str, str]]:
     with pytest.raises(PipelineInvalid) as caught:
         parse_request(body, limits)
     return [(p.path, p.message) for p in caught.value.problems]
@@ -136,7 +138,9 @@ def test_extra_key_beside_valid_instructions_is_refused():
     assert [p for p, _ in problems(json.dumps({"instructions": [IMPORT], "x": 1}))] == ["/x"]
 
 
-@pytest.mark.parametrize(("value", "kind"), [({}, "an object"), ("a", "a string"), (None, "null"), (3, "a number")])
+@pytest.mark.parametrize(
+    ("value", "kind"), [({}, "an object"), ("a", "a string"), (None, "null"), (3, "a number")]
+)
 def test_instructions_that_are_not_a_list_are_refused(value, kind):
     assert problems(json.dumps({"instructions": value})) == [
         ("/instructions", f"expected a list of instructions, got {kind}")

@@ -18,13 +18,16 @@ def local(path: str = "photos") -> dict[str, Any]:
     return instruction("import_from_local", path=path)
 
 
-def problems(instructions: list[Any], limits: Limits = Limits()) -> list[tuple[str, str]]:
+DEFAULTS = Limits()
+
+
+def problems(instructions: list[Any], limits: Limits = DEFAULTS) -> list[tuple[str, str]]:
     with pytest.raises(PipelineInvalid) as caught:
         build_plan(instructions, CATALOG, limits)
     return [(p.path, p.message) for p in caught.value.problems]
 
 
-def paths(instructions: list[Any], limits: Limits = Limits()) -> list[str]:
+def paths(instructions: list[Any], limits: Limits = DEFAULTS) -> list[str]:
     return [path for path, _ in problems(instructions, limits)]
 
 
@@ -33,7 +36,9 @@ def test_a_valid_chain_is_planned():
         local("other"),
         instruction(
             "batch_formatted_data",
-            data=instruction("resize_image", data=instruction("dict_to_list", data=local()), width=3, height=4),
+            data=instruction(
+                "resize_image", data=instruction("dict_to_list", data=local()), width=3, height=4
+            ),
             batch_size=2,
         ),
     ]
@@ -86,7 +91,8 @@ def test_unknown_parameter_is_reported_with_a_suggestion():
     assert found == [
         (
             "/instructions/0/parameters/heigth",
-            "unknown parameter 'heigth' of resize_image; did you mean 'height'? it takes: data, width, height",
+            "unknown parameter 'heigth' of resize_image; did you mean 'height'? "
+            "it takes: data, width, height",
         )
     ]
 
@@ -137,11 +143,16 @@ def test_instruction_where_a_literal_is_required_is_refused():
     found = problems([instruction("resize_image", data=local(), width=local(), height=[1, local()])])
     assert found == [
         ("/instructions/0/parameters/width", "resize_image.width takes a literal value, not an instruction"),
-        ("/instructions/0/parameters/height", "resize_image.height takes a literal value, not an instruction"),
+        (
+            "/instructions/0/parameters/height",
+            "resize_image.height takes a literal value, not an instruction",
+        ),
     ]
 
 
-@pytest.mark.parametrize(("item", "kind"), [(3, "a number"), ("x", "a string"), (None, "null"), ([], "a list")])
+@pytest.mark.parametrize(
+    ("item", "kind"), [(3, "a number"), ("x", "a string"), (None, "null"), ([], "a list")]
+)
 def test_an_instruction_that_is_not_an_object_is_refused(item, kind):
     [(path, message)] = problems([local(), item])
     assert path == "/instructions/1"
@@ -198,7 +209,10 @@ def test_errors_inside_nested_instructions_of_an_unknown_operation_are_still_rep
 
 def test_errors_inside_nested_instructions_of_an_unknown_parameter_are_still_reported():
     pipeline = [instruction("dict_to_list", data=local(), extra=instruction("nope"))]
-    assert paths(pipeline) == ["/instructions/0/parameters/extra", "/instructions/0/parameters/extra/operation"]
+    assert paths(pipeline) == [
+        "/instructions/0/parameters/extra",
+        "/instructions/0/parameters/extra/operation",
+    ]
 
 
 def test_identical_nested_instructions_are_shared():

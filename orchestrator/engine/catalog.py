@@ -209,8 +209,7 @@ def operation(fn: Callable[..., Any]) -> Operation:
 
 
 def _parameter(param: inspect.Parameter, hint: Any) -> Parameter:
-    base, info = _split_annotated(hint)
-    description = (info.description if info else None) or ""
+    base, description = _split_annotated(hint)
     required = param.default is inspect.Parameter.empty
     default = None if required else param.default
     data, many = _data_types(base)
@@ -225,12 +224,13 @@ def _parameter(param: inspect.Parameter, hint: Any) -> Parameter:
     return Parameter(param.name, description, schema, required, default)
 
 
-def _split_annotated(hint: Any) -> tuple[Any, FieldInfo | None]:
+def _split_annotated(hint: Any) -> tuple[Any, str]:
+    """The bare type and the description given by any `Field` in its (flattened) metadata."""
     if get_origin(hint) is Annotated:
         base, *extras = get_args(hint)
-        info = next((e for e in extras if isinstance(e, FieldInfo)), None)
-        return base, info
-    return hint, None
+        described = [e.description for e in extras if isinstance(e, FieldInfo) and e.description]
+        return base, described[-1] if described else ""
+    return hint, ""
 
 
 def _union_members(tp: Any) -> tuple[Any, ...]:

@@ -1,0 +1,90 @@
+"""The gateway in process, in front of the real Dagster of the test stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from api.config import Settings
+from api.main import create_app
+from conftest import Stack, free_port, local_pipeline
+
+pytestmark = pytest.mark.e2e
+
+PROTECTED = [
+    ("POST", "/execute"),
+    ("POST", "/validate"),
+    ("GET", "/runs/00000000-0000-0000-0000-000000000000"),
+    ("GET", "/runs/00000000-0000-0000-0000-000000000000/results"),
+    ("POST", "/runs/00000000-0000-0000-0000-000000000000/cancel"),
+    ("GET", "/operations"),
+]
+
+
+def gateway(**settings) -> TestClient:
+    return TestClient(create_app(Settings(**settings)))
+
+
+@pytest.fixture
+def locked(stack: Stack) -> Iterator[TestClient]:
+    with gateway(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root, api_token="s3cr3t-t0ken") as c:
+        yield c
+
+
+@pytest.mark.parametrize("method,path", PROTECTED)
+def test_token_is_required_on_every_route_but_health(locked: TestClient, method: str, path: str):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cr3t-t0ken"}):
+        answer = locked.request(method, path, headers=headers)
+        assert answer.status_code == 401, (headers, answer.text)
+        assert answer.json()["status"] == "failure" and "bearer token" in answer.json()["message"]
+    assert locked.get("/health").status_code == 200
+
+
+def test_right_token_is_let_through(locked: TestClient):
+    answer = locked.post("/validate", json=local_pipeline(), headers={"Authorization": "Bearer s3cr3t-t0ken"})
+    assert answer.status_code == 200 and answer.json() == {
+        "status": "success", "message": "the pipeline is valid", "instructions": 1, "nodes": 3}
+
+
+def test_placeholder_token_is_refused_at_start():
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings(api_token="changeme")
+
+
+def test_dagster_down_is_503_with_a_message():
+    with gateway(dagster_url=f"http://127.0.0.1:{free_port()}") as client:
+        for method, path in [("POST", "/execute"), ("POST", "/validate"), ("GET", "/operations")]:
+            answer = client.request(method, path, json=local_pipeline())
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["status"] == "failure" and "Dagster is unreachable" in answer.json()["message"]
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["dagster"] == "unreachable"
+
+
+def test_invalid_pipeline_is_refused_even_when_dagster_is_down():
+    with gateway(dagster_url=f"http://127.0.0.1:{free_port()}") as client:
+        answer = client.post("/execute", content=b"{not json")
+        assert answer.status_code == 422 and "malformed JSON" in answer.json()["message"]
+
+
+def test_catalog_lists_every_op_with_its_schema(stack: Stack):
+    with gateway(dagster_url=stack.dagster_url) as client:
+        catalog = client.get("/operations").json()
+    ops = {op["name"]: op for op in catalog["operations"]}
+    assert {"import_from_local", "import_from_url", "dict_to_list", "resize_image",
+            "batch_formatted_data"} <= set(ops)
+    width = ops["resize_image"]["parameters_schema"]["properties"]["width"]
+    assert width["type"] == "integer" and width["minimum"] == 1 and width["description"]
+    assert ops["dict_to_list"]["output"] == "FileList" and "FileList" in catalog["types"]
+
+
+def test_openapi_documents_every_route(stack: Stack):
+    with gateway(dagster_url=stack.dagster_url) as client:
+        assert client.get("/docs").status_code == 200
+        paths = client.get("/openapi.json").json()["paths"]
+    assert {"/execute", "/validate", "/runs/{run_id}", "/runs/{run_id}/results", "/runs/{run_id}/cancel",
+            "/operations", "/health"} <= set(paths)
+    assert "requestBody" in paths["/execute"]["post"]
