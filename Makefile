@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: lint
 
 bench: install
 	$(PY) bench/run.py
+
+readme: install
+	$(PY) scripts/op_reference.py --write README.md
 
 clean:
 	rm -rf .dagster .artifacts .pytest_cache

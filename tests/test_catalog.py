@@ -38,13 +38,6 @@ def test_every_nested_input_names_documented_types():
             assert all(CATALOG.type_docs.get(t) for t in param.accepts), f"{op.name}.{param.name}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resize_image.width/height are Annotated[Pixels, Field(description=...)] with "
-    "Pixels = Annotated[int, Field(ge=1, le=16384)]; Python flattens the nested Annotated and "
-    "catalog._split_annotated keeps only the FIRST FieldInfo (the one without a description), "
-    "so both parameters are served with description ''",
-)
 def test_every_parameter_has_a_description():
     missing = [
         f"{op.name}.{p.name}"
@@ -63,6 +56,8 @@ def test_resize_image_width_is_a_bounded_required_integer():
     assert width.schema["maximum"] == 16384
     assert width.required
     assert not width.takes_instructions
+    # Pixels carries the bounds, the outer Field the description: both must survive.
+    assert width.description == "target width in pixels"
 
 
 def test_batch_size_defaults_to_32_and_is_optional():

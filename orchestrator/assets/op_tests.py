@@ -92,12 +92,6 @@ def test_a_link_pointing_inside_the_data_root_is_allowed(ctx, data):
     assert imported.files["a-link.jpg"].read_bytes() == b"a"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local.find_local_files names a single imported file after its resolved target "
-    "({target.name: target}), so importing the link 'photo.jpg' yields a file named 'blob-1234', "
-    "while a folder import names the same link 'photo.jpg'",
-)
 def test_import_of_a_single_linked_file_keeps_the_link_name(ctx, data):
     original = write(data / "store" / "blob-1234", b"a")
     os.symlink(original, data / "photo.jpg")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from orchestrator.data.datasets import FileRef
 from orchestrator.engine import OperationError
@@ -37,7 +37,9 @@ def resize_one(ref: FileRef, out_dir: Path, width: int, height: int) -> Path:
             fmt = image.format
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far less work for thumbnails.
             image.draft("RGB", (width, height))
-            resized = image.resize((width, height), Image.Resampling.LANCZOS)
+            # Phone photos store their rotation in EXIF; apply it so nothing comes out sideways.
+            upright = ImageOps.exif_transpose(image)
+            resized = upright.resize((width, height), Image.Resampling.LANCZOS)
     except (UnidentifiedImageError, OSError) as exc:
         raise OperationError(f"{ref.name!r} is not a readable image: {exc}") from None
     options = {"quality": 95} if fmt == "JPEG" else {}

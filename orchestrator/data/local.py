@@ -22,17 +22,24 @@ def find_local_files(root: Path, relative: str) -> dict[str, Path]:
     if not target.exists():
         raise OperationError(f"path {relative!r} does not exist under the data root")
     if target.is_file():
-        return {target.name: target}
+        return {Path(relative).name: target}
     files: dict[str, Path] = {}
-    for folder, dirs, names in os.walk(target):
+    visited = {target}
+    # Links are followed (when they stay inside the root), so a linked folder is not skipped.
+    for folder, dirs, names in os.walk(root / relative, followlinks=True):
+        base = Path(folder)
+        for d in sorted(dirs):
+            real = _inside(root, base / d, (base / d).relative_to(root / relative).as_posix())
+            if real in visited:  # a link cycle, or a folder reached twice
+                dirs.remove(d)
+            visited.add(real)
         dirs.sort()
         for name in sorted(names):
-            found = Path(folder) / name
-            real = _inside(root, found, str(found.relative_to(target)))
+            found = base / name
+            shown = found.relative_to(root / relative).as_posix()
+            real = _inside(root, found, shown)
             if real.is_file():
-                files[found.relative_to(target).as_posix()] = real
-        for d in list(dirs):
-            _inside(root, Path(folder) / d, str((Path(folder) / d).relative_to(target)))
+                files[shown] = real
     if not files:
         raise OperationError(f"folder {relative!r} holds no files")
     return files

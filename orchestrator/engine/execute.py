@@ -7,7 +7,9 @@ I/O and Pillow, which release the GIL). Every start, end and failure is reported
 
 from __future__ import annotations
 
+import functools
 import time
+import typing
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -87,6 +89,8 @@ class _Runner:
                 try:
                     self.outputs[id(node)] = future.result()
                 except BaseException:
+                    # Siblings still running are told to stop before we wait for them.
+                    self.context.cancelled.set()
                     for other in running:
                         other.cancel()
                     wait(running)
@@ -137,18 +141,15 @@ def _post_order(root: Node) -> list[Node]:
     return order
 
 
-_ADAPTERS: dict[tuple[int, str], TypeAdapter[Any]] = {}
+@functools.cache
+def _adapter(function: Callable[..., Any], name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(typing.get_type_hints(function, include_extras=True)[name])
 
 
-def _coerce(function: Any, name: str, value: Any) -> Any:
+def _coerce(function: Callable[..., Any], name: str, value: Any) -> Any:
     """Turn a validated JSON literal into the Python type the op declares (e.g. 3.0 -> 3)."""
-    key = (id(function), name)
-    if key not in _ADAPTERS:
-        import typing
-
-        _ADAPTERS[key] = TypeAdapter(typing.get_type_hints(function, include_extras=True)[name])
     try:
-        return _ADAPTERS[key].validate_python(value)
+        return _adapter(function, name).validate_python(value)
     except ValidationError as exc:
         raise OperationError(f"parameter {name!r}: {exc.errors()[0]['msg']}") from None
 

@@ -34,7 +34,7 @@ class _ObjectWithDuplicates(dict):
 
 def parse_request(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
     """Parse a `POST /execute` body into its instruction list, or raise PipelineInvalid."""
-    size = len(body)
+    size = len(body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass"))
     if size > limits.max_body_bytes:
         raise PipelineInvalid([Problem("", f"body is {size} bytes; the limit is {limits.max_body_bytes}")])
     try:
@@ -49,7 +49,9 @@ def parse_request(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> list[An
             [Problem("", f"JSON nests {depth} levels deep; the limit is {limits.max_json_depth}")]
         )
     try:
-        document = json.loads(text, object_pairs_hook=_note_duplicates)
+        document = json.loads(text, object_pairs_hook=_note_duplicates, parse_constant=_not_json)
+    except _NotJson as exc:
+        raise PipelineInvalid([Problem("", str(exc))]) from None
     except json.JSONDecodeError as exc:
         raise PipelineInvalid(
             [Problem("", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
@@ -108,6 +110,14 @@ def json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return "an object"
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _not_json(constant: str) -> Any:
+    raise _NotJson(f"{constant} is not a JSON value; use a number or null")
 
 
 def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

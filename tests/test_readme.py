@@ -1,0 +1,49 @@
+"""The README is the user's first contact: its commands work as written."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from op_reference import BEGIN, END, reference
+
+from conftest import Stack
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL)
+
+
+def test_readme_leads_with_the_two_commands():
+    first = bash_blocks()[0]
+    assert [line.split("#")[0].strip() for line in first.strip().splitlines()] == ["make run", "make test"]
+
+
+def test_operation_reference_matches_the_declarations():
+    text = README.read_text()
+    section = text[text.index(BEGIN): text.index(END) + len(END)]
+    assert section == reference(), "the README's operation table is stale: run `make readme`"
+
+
+@pytest.mark.e2e
+def test_try_it_commands_work_against_the_stack(stack: Stack):
+    blocks = [b for b in bash_blocks() if "localhost:8000" in b]
+    assert len(blocks) == 2
+    host = stack.api_url.removeprefix("http://")
+    outputs = []
+    for block in blocks:
+        script = "set -euo pipefail\n" + block.replace("localhost:8000", host)
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    launched, followed = outputs
+    assert json.loads(launched)["status"] == "success"
+    status, end = json.JSONDecoder().raw_decode(followed)
+    results = json.loads(followed[end:])
+    assert status["run_status"] == "SUCCESS", status
+    assert [r["operation"] for r in results["results"]] == ["dict_to_list"]
