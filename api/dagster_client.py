@@ -92,12 +92,17 @@ class DagsterClient:
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        self.url = base_url.rstrip("/") + "/graphql"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/graphql"
         self.selector = {"repositoryLocationName": location, "repositoryName": repository}
         self.job = job
         self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
         self._catalog: tuple[float, dict[str, Any]] | None = None
         self._catalog_lock = asyncio.Lock()
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page in the Dagster UI."""
+        return f"{self.base_url}/runs/{run_id}"
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -6,10 +6,12 @@ import asyncio
 import hashlib
 import json
 import re
+import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 
+from api.config import Settings
 from api.dagster_client import BODY_HASH_TAG, IDEMPOTENCY_TAG, DagsterClient
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
@@ -29,7 +31,8 @@ _BODY_DOC = {
     }
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_key_locks: dict[str, asyncio.Lock] = {}
+# Weak values: a key's lock lives while a request holds or awaits it, then goes.
+_key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 @router.post("/execute", response_model=Launched, responses=ERRORS, openapi_extra=_BODY_DOC)
@@ -44,14 +47,12 @@ async def execute(
     """Validate a pipeline and launch it as a run of build_execute_job."""
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
-    instructions, _ = await _checked(
-        request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s
-    )
+    instructions, _ = await _checked(request, settings, dagster)
     digest = hashlib.sha256(json.dumps(instructions, sort_keys=True).encode()).hexdigest()
     tags = {BODY_HASH_TAG: digest}
     if idempotency_key is None:
         run_id = await dagster.launch(instructions, tags)
-        return Launched(run_id=run_id, run_url=_run_url(settings.dagster_url, run_id))
+        return Launched(run_id=run_id, run_url=dagster.run_url(run_id))
     # One gateway process serialises submissions per key; the key itself lives in Dagster's
     # run tags, so a retry finds its run even after a gateway restart.
     lock = _key_locks.setdefault(idempotency_key, asyncio.Lock())
@@ -61,28 +62,25 @@ async def execute(
             if earlier.tags.get(BODY_HASH_TAG) != digest:
                 raise ApiError(409, "this Idempotency-Key was already used for a different pipeline")
             return Launched(
-                run_id=earlier.run_id, replayed=True, run_url=_run_url(settings.dagster_url, earlier.run_id)
+                run_id=earlier.run_id, replayed=True, run_url=dagster.run_url(earlier.run_id)
             )
         run_id = await dagster.launch(instructions, {**tags, IDEMPOTENCY_TAG: idempotency_key})
-    return Launched(run_id=run_id, run_url=_run_url(settings.dagster_url, run_id))
+    return Launched(run_id=run_id, run_url=dagster.run_url(run_id))
 
 
 @router.post("/validate", response_model=Valid, responses=ERRORS, openapi_extra=_BODY_DOC)
 async def validate(request: Request, settings: SettingsDep, dagster: DagsterDep) -> Valid:
     """Run every check of /execute without launching anything."""
-    instructions, plan = await _checked(
-        request, settings.max_body_bytes, settings.max_drain_bytes, dagster, settings.catalog_ttl_s
-    )
+    instructions, plan = await _checked(request, settings, dagster)
     return Valid(message="the pipeline is valid", instructions=len(instructions), nodes=len(plan))
 
 
-async def _checked(
-    request: Request, limit: int, drain: int, dagster: DagsterClient, ttl_s: float
-) -> tuple[list[Any], Plan]:
-    body = await _read_body(request, limit, drain)
+async def _checked(request: Request, settings: Settings, dagster: DagsterClient) -> tuple[list[Any], Plan]:
+    """The request's instructions and their plan, or 413/422 saying what is wrong."""
+    body = await _read_body(request, settings.max_body_bytes, settings.max_drain_bytes)
     try:
-        instructions = parse_request(body, Limits(max_body_bytes=limit))
-        catalog = Catalog.from_json(await dagster.catalog(ttl_s))
+        instructions = parse_request(body, Limits(max_body_bytes=settings.max_body_bytes))
+        catalog = Catalog.from_json(await dagster.catalog(settings.catalog_ttl_s))
         return instructions, build_plan(instructions, catalog)
     except PipelineInvalid as invalid:
         errors = [p.to_json() for p in invalid.problems]
@@ -108,5 +106,3 @@ async def _read_body(request: Request, limit: int, drain: int) -> bytes:
     return b"".join(chunks)
 
 
-def _run_url(dagster_url: str, run_id: str) -> str:
-    return f"{dagster_url.rstrip('/')}/runs/{run_id}"

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Depends
 from api.dagster_client import RunInfo
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
-from api.routes.pipelines import _run_url
 from api.schemas import ERRORS, Cancelled, RunResults, RunStatus
 from orchestrator import runs
 
@@ -21,8 +20,7 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
     progress = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.PROGRESS) or {}
     error = progress.get("error")
     if info.status == "FAILURE" and error is None:
-        log_url = _run_url(settings.dagster_url, run_id)
-        error = {"message": f"the run failed outside its instructions; its log is at {log_url}"}
+        error = {"message": f"the run failed outside its instructions; its log is at {dagster.run_url(run_id)}"}
     duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
     return RunStatus(
         run_id=run_id,
@@ -35,7 +33,7 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
         total=progress.get("total", 0),
         instructions=progress.get("instructions", []),
         error=error,
-        run_url=_run_url(settings.dagster_url, run_id),
+        run_url=dagster.run_url(run_id),
     )
 
 
