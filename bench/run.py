@@ -6,7 +6,7 @@ code server (bench/baseline_repo.py), then alternates N times between
   baseline  GraphQL launchRun of trivial_job, polled with GraphQL runOrError
 and prints a Markdown table (also written to bench/out/latest.md). See bench/README.md.
 
-    .venv/bin/python bench/run.py [--repeat 5]
+    .venv/bin/python bench/run.py [--repeat 5] [--settle 1.5]
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ BIN = Path(sys.executable).parent
 OUT = ROOT / "bench" / "out" / "latest.md"
 HOST = "127.0.0.1"
 POLL_S = 0.1
+# Pause before each submission. Right after a run's SUCCESS its worker is still shutting down;
+# submitting then made about half the submits 4-5 times slower (0.11 s → 0.4-0.55 s, 2 CPUs).
+SETTLE_S = 1.5
 START_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 120.0
-# The daemon re-reads workspace.yaml every 60 s (dagster._daemon.controller); past this we give up.
-DAEMON_REFRESH_S = 90.0
 ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 BASELINE_LOCATION = "baseline"
@@ -72,9 +73,6 @@ _JOB = """
 query Job($selector: PipelineSelector!) {
   pipelineOrError(params: $selector) { __typename }
 }"""
-
-_RELOAD = """
-mutation { reloadWorkspace { __typename } }"""
 
 
 class BenchError(RuntimeError):
@@ -178,12 +176,13 @@ def measure_baseline(stack: Stack) -> Sample:
 KINDS: dict[str, Callable[[Stack], Sample]] = {"pipeline": measure_pipeline, "baseline": measure_baseline}
 
 
-def run_interleaved(stack: Stack, repeat: int) -> dict[str, list[Sample]]:
+def run_interleaved(stack: Stack, repeat: int, settle_s: float) -> dict[str, list[Sample]]:
     """Alternate the kinds, swapping which goes first each round so neither always follows the other."""
     samples: dict[str, list[Sample]] = {kind: [] for kind in KINDS}
     for round_ in range(repeat):
         order = list(KINDS) if round_ % 2 == 0 else list(reversed(KINDS))
         for kind in order:
+            time.sleep(settle_s)
             samples[kind].append(KINDS[kind](stack))
             print(f"  round {round_ + 1}/{repeat} {kind:8} {samples[kind][-1].total_s:.3f} s", flush=True)
     return samples
@@ -263,17 +262,12 @@ def start_stack_script(env: dict[str, str], log: Path) -> subprocess.Popen[bytes
                                 stdout=sink, stderr=subprocess.STDOUT)
 
 
-def add_baseline_location(workspace: Path, port: int, stack: subprocess.Popen[bytes]) -> None:
-    """Append the baseline code server to the workspace.yaml that stack.py has just written.
-
-    stack.py writes the file once, before it starts the code server, and the webserver and
-    daemon read it only after that server is up, so appending right away lands first.
-    """
-    wait_for(lambda: "location_name: constellation" in _read(workspace), "stack.py's workspace.yaml",
-             [stack], every_s=0.02)
-    with workspace.open("a") as file:
-        file.write(f"  - grpc_server:\n      host: {HOST}\n      port: {port}\n"
-                   f"      location_name: {BASELINE_LOCATION}\n")
+def baseline_workspace(base: Path, port: int) -> Path:
+    """The baseline code server as an extra workspace entry for stack.py."""
+    path = base / "baseline_workspace.yaml"
+    path.write_text(f"  - grpc_server:\n      host: {HOST}\n      port: {port}\n"
+                    f"      location_name: {BASELINE_LOCATION}\n")
+    return path
 
 
 def _read(path: Path) -> str:
@@ -294,22 +288,10 @@ def webserver_serves_baseline(dagster_client: httpx.Client) -> bool:
 
 
 def ensure_baseline_loaded(stack: Stack) -> None:
-    """Make sure the webserver and the daemon both know the baseline location, and warm both kinds."""
+    """Check that the webserver serves the baseline job, and warm up both kinds once."""
     if not webserver_serves_baseline(stack.dagster):
-        # Only when the append lost a race with the webserver's start: re-read workspace.yaml.
-        graphql(stack.dagster, _RELOAD)
-        if not webserver_serves_baseline(stack.dagster):
-            raise BenchError(f"the webserver does not serve {BASELINE_JOB}@{BASELINE_LOCATION}")
-    deadline = time.monotonic() + DAEMON_REFRESH_S
-    while True:
-        try:
-            measure_baseline(stack)  # the daemon fails a run whose location it has not loaded
-            break
-        except BenchError as exc:
-            if time.monotonic() > deadline:
-                raise BenchError(f"the daemon does not launch the baseline job: {exc}") from None
-            print(f"  baseline warm-up: {exc}; waiting for the daemon to reload its workspace", flush=True)
-            time.sleep(5)
+        raise BenchError(f"the webserver does not serve {BASELINE_JOB}@{BASELINE_LOCATION}")
+    measure_baseline(stack)
     measure_pipeline(stack)
 
 
@@ -318,14 +300,14 @@ def start(stack: Stack, base: Path, ports: dict[str, int]) -> None:
 
     Every process goes into stack.processes as soon as it exists, for main's `finally`.
     """
-    env = child_env(base, ports)
+    env = {**child_env(base, ports),
+           "CONSTELLATION_EXTRA_WORKSPACE": str(baseline_workspace(base, ports["baseline"]))}
     subprocess.run([sys.executable, str(ROOT / "scripts" / "sample_data.py"), env["CONSTELLATION_DATA_ROOT"]],
                    check=True, stdout=subprocess.DEVNULL)
     stack.processes.append(start_baseline_server(env, ports["baseline"], stack.log))
     wait_for(lambda: port_open(ports["baseline"]), "baseline code server", stack.processes)
     # Stopped first: the daemon stops launching before the baseline server goes away.
     stack.processes.insert(0, start_stack_script(env, stack.log))
-    add_baseline_location(Path(env["DAGSTER_HOME"]) / "workspace.yaml", ports["baseline"], stack.processes[0])
     wait_for(lambda: healthy(stack.api), "gateway /health", stack.processes)
 
 
@@ -348,11 +330,11 @@ def _row(label: str, pipeline: float | None, baseline: float | None) -> str:
     return f"| {label} | {cells[0]} | {cells[1]} | {ratio} |"
 
 
-def render(samples: dict[str, list[Sample]], repeat: int) -> str:
+def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float) -> str:
     pipeline, baseline = samples["pipeline"], samples["baseline"]
     rows = []
     for label, attr in (("submit→SUCCESS", "total_s"), ("submit answered", "submit_s"),
-                          ("run start→end (Dagster)", "run_s")):
+                        ("run start→end (Dagster)", "run_s")):
         for stat_name, stat in (("median", _median), ("min", _min)):
             rows.append(_row(f"{label}, {stat_name}", stat([getattr(s, attr) for s in pipeline]),
                              stat([getattr(s, attr) for s in baseline])))
@@ -362,7 +344,8 @@ def render(samples: dict[str, list[Sample]], repeat: int) -> str:
     )
     return (
         "## submit→SUCCESS: 3-node Constellation pipeline vs trivial Dagster job\n\n"
-        f"{repeat} interleaved rounds after one warm-up each, one local stack, polling every {POLL_S} s; "
+        f"{repeat} interleaved rounds after one warm-up each, one local stack, {settle_s} s pause before "
+        f"each submission, polling every {POLL_S} s; "
         f"dagster {dagster.__version__}, Python {platform.python_version()}, {platform.system()} "
         f"{platform.machine()}, {os.cpu_count()} CPUs.\n\n"
         "| seconds | pipeline (POST /execute) | baseline (GraphQL launchRun) | pipeline / baseline |\n"
@@ -378,9 +361,13 @@ def render(samples: dict[str, list[Sample]], repeat: int) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="rounds of each kind (default 5)")
+    parser.add_argument("--settle", type=float, default=SETTLE_S,
+                        help=f"seconds of pause before each submission (default {SETTLE_S})")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.settle < 0:
+        parser.error("--settle must not be negative")
     return args
 
 
@@ -395,14 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("warming up ...", flush=True)
             ensure_baseline_loaded(stack)
             print(f"measuring {args.repeat} rounds ...", flush=True)
-            samples = run_interleaved(stack, args.repeat)
+            samples = run_interleaved(stack, args.repeat, args.settle)
         except BenchError:
             print(f"--- last lines of the stack's output ---\n{_tail(stack.log)}", file=sys.stderr)
             raise
         finally:
             print("stopping the stack ...", flush=True)
             stack.close()
-    table = render(samples, args.repeat)
+    table = render(samples, args.repeat, args.settle)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(table)
     print("\n" + table + f"\n(written to {OUT.relative_to(ROOT)})")

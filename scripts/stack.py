@@ -103,10 +103,12 @@ def _prepare_home(home: Path, host: str, grpc_port: int) -> Path:
     if not (home / "dagster.yaml").exists():
         shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
     workspace = home / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n"
-        f"  - grpc_server:\n      host: {host}\n      port: {grpc_port}\n      location_name: constellation\n"
-    )
+    entries = f"  - grpc_server:\n      host: {host}\n      port: {grpc_port}\n      location_name: constellation\n"
+    # More code locations to serve beside ours (e.g. the benchmark's baseline): YAML list items.
+    extra = os.environ.get("CONSTELLATION_EXTRA_WORKSPACE")
+    if extra:
+        entries += Path(extra).read_text()
+    workspace.write_text("load_from:\n" + entries)
     return workspace
 
 
