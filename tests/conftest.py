@@ -69,6 +69,7 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
         "CONSTELLATION_DATA_ROOT": str(data_root),
         "CONSTELLATION_ARTIFACT_ROOT": str(artifact_root),
         "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "CONSTELLATION_URL_ALLOW_PRIVATE": "true",  # the tests serve files from 127.0.0.1
         "DAGSTER_HOME": str(home),
         **(extra_env or {}),
     }

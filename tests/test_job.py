@@ -24,7 +24,7 @@ def workspace(tmp_path: Path) -> Workspace:
 
 
 def run(workspace: Workspace, raw_input: list, instance: DagsterInstance | None = None):
-    job = make_execute_job(CATALOG, workspace)
+    job = make_execute_job(CATALOG, {"workspace": workspace})
     config = {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": raw_input}}}}
     return job.execute_in_process(run_config=config, instance=instance or DagsterInstance.ephemeral(),
                                   raise_on_error=False)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,8 +26,9 @@ def data(tmp_path: Path) -> Path:
 @pytest.fixture
 def ctx(tmp_path: Path, data: Path) -> RunContext:
     """What an op gets inside a run: the run folder and the Workspace resource."""
-    workspace = Workspace(data_root=str(data), artifact_root=str(tmp_path / "art"))
-    return RunContext(run_dir=tmp_path / "run", resources=workspace)
+    # The test servers listen on 127.0.0.1, which the URL policy refuses unless allowed.
+    workspace = Workspace(data_root=str(data), artifact_root=str(tmp_path / "art"), url_allow_private=True)
+    return RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace))
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -3,10 +3,13 @@
 
 import json
 import threading
+from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from dagster import (
     Array,
+    ConfigurableResource,
     Enum,
     EnumValue,
     Failure,
@@ -57,8 +60,11 @@ def instructions_config(catalog: Catalog) -> Field:
     )
 
 
-def make_execute_job(catalog: Catalog, workspace: Workspace):
-    """Build `build_execute_job` for the operations in `catalog`."""
+def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResource]):
+    """Build `build_execute_job` for the operations in `catalog`.
+
+    `resources` (at least `workspace`) reach every op as `ctx.resources.<key>`.
+    """
 
     @op(config_schema={"raw_input": instructions_config(catalog)}, out=Out(list))
     def generate_dynamic_job_configs(context: OpExecutionContext) -> list:
@@ -77,10 +83,11 @@ def make_execute_job(catalog: Catalog, workspace: Workspace):
         context.log.info(f"pipeline of {len(plan.roots)} instructions, {len(plan)} to run after sharing")
         return instructions
 
-    @op(ins={"instructions": In(list)}, out=Out(dict))
-    def parse_and_execute_job(context: OpExecutionContext, workspace: Workspace, instructions: list):
+    @op(ins={"instructions": In(list)}, out=Out(dict), required_resource_keys=set(resources))
+    def parse_and_execute_job(context: OpExecutionContext, instructions: list):
         """Resolve the instruction tree and run it; persist per-instruction progress and results."""
         plan = build_plan(instructions, catalog)
+        workspace: Workspace = context.resources.workspace
         folder = workspace.run_dir(context.run_id)
         progress = runs.ProgressLog(folder, plan)
         log_lock = threading.Lock()
@@ -90,7 +97,8 @@ def make_execute_job(catalog: Catalog, workspace: Workspace):
             with log_lock:
                 context.log.info(_describe_event(event))
 
-        run_context = RunContext(run_dir=folder, resources=workspace, log=context.log)
+        op_resources = SimpleNamespace(**{key: getattr(context.resources, key) for key in resources})
+        run_context = RunContext(run_dir=folder, resources=op_resources, log=context.log)
         try:
             outputs = execute(plan, catalog, run_context, on_event)
         except InstructionFailed as failed:
@@ -119,7 +127,7 @@ def make_execute_job(catalog: Catalog, workspace: Workspace):
 
     @job(
         executor_def=in_process_executor,
-        resource_defs={"workspace": workspace},
+        resource_defs=dict(resources),
         metadata={CATALOG_METADATA_KEY: MetadataValue.json(catalog.to_json())},
         description="Run a Constellation pipeline (config: the instruction list as raw_input).",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -137,8 +138,10 @@ def test_a_non_http_url_is_refused(ctx):
 def test_a_download_over_the_size_limit_is_refused_and_leaves_nothing(tmp_path, data, site):
     folder, base = site
     write(folder / "big.bin", b"0" * 5000)
-    workspace = Workspace(data_root=str(data), artifact_root=str(tmp_path / "art"), url_max_bytes=1000)
-    ctx = RunContext(run_dir=tmp_path / "run", resources=workspace)
+    workspace = Workspace(
+        data_root=str(data), artifact_root=str(tmp_path / "art"), url_max_bytes=1000, url_allow_private=True
+    )
+    ctx = RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace))
     with pytest.raises(OperationError, match="larger than the limit of 1000 bytes"):
         ops.import_from_url(ctx, f"{base}/big.bin")
     assert [p for p in ctx.run_dir.rglob("*") if p.is_file()] == []
@@ -147,8 +150,10 @@ def test_a_download_over_the_size_limit_is_refused_and_leaves_nothing(tmp_path, 
 def test_a_download_exactly_at_the_size_limit_is_kept(tmp_path, data, site):
     folder, base = site
     write(folder / "fits.bin", b"0" * 1000)
-    workspace = Workspace(data_root=str(data), artifact_root=str(tmp_path / "art"), url_max_bytes=1000)
-    ctx = RunContext(run_dir=tmp_path / "run", resources=workspace)
+    workspace = Workspace(
+        data_root=str(data), artifact_root=str(tmp_path / "art"), url_max_bytes=1000, url_allow_private=True
+    )
+    ctx = RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace))
     assert ops.import_from_url(ctx, f"{base}/fits.bin").files["fits.bin"].stat().st_size == 1000
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from orchestrator.data import images, local
+from orchestrator.data import archives, images, local
 from orchestrator.data.datasets import Batches, FileDict, FileList, as_refs
 from orchestrator.data.url import download
 from orchestrator.engine import RunContext
@@ -29,15 +29,19 @@ def import_from_local(
     ],
 ) -> FileDict:
     """Read a file, or every file in a folder, from the server's data root."""
-    return FileDict(local.find_local_files(ctx.resources.data_path, path))
+    return FileDict(local.find_local_files(ctx.resources.workspace.data_path, path))
 
 
 def import_from_url(
     ctx: RunContext,
     url: Annotated[str, Field(min_length=1, max_length=8192, description="an http(s) URL of one file")],
+    unpack: Annotated[bool, Field(description="unpack a zip or tar into its files")] = True,
 ) -> FileDict:
-    """Download one file over HTTP(S) into the run's folder."""
-    target = download(url, ctx.node_dir, ctx.resources.url_max_bytes, ctx.check_cancelled)
+    """Download one file over HTTP(S) into the run's folder (public addresses only)."""
+    workspace = ctx.resources.workspace
+    target = download(url, ctx.node_dir, workspace.url_policy(), ctx.check_cancelled)
+    if unpack:
+        return FileDict(archives.expand(target, workspace.archive_limits()))
     return FileDict({target.name: target})
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import repository
 
 from orchestrator.assets import ops
@@ -23,15 +21,12 @@ OP_DEFS = [
 CATALOG = Catalog.from_functions(OP_DEFS)
 
 
-def workspace_from_env() -> Workspace:
-    """The run folders, as the server's environment sets them (DESIGN.md §6)."""
-    return Workspace(
-        data_root=os.environ.get("CONSTELLATION_DATA_ROOT", "./data"),
-        artifact_root=os.environ.get("CONSTELLATION_ARTIFACT_ROOT", "./.artifacts"),
-    )
+# What ops may use, as `ctx.resources.<key>`; each reads its settings from the environment.
+RESOURCES = {
+    "workspace": Workspace.from_env(),
+}
 
-
-build_execute_job = make_execute_job(CATALOG, workspace_from_env())
+build_execute_job = make_execute_job(CATALOG, RESOURCES)
 
 
 @repository(name="main")

@@ -59,6 +59,11 @@ class RunContext:
             raise OperationError("stopped: the run is being cancelled or another instruction failed")
 
     @property
+    def run_id(self) -> str:
+        """The run's id: its folder's name."""
+        return self.run_dir.name
+
+    @property
     def node_dir(self) -> Path:
         """A folder private to the running instruction, inside the run's folder."""
         path = self.run_dir / "nodes" / self.node_key
