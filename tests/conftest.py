@@ -20,6 +20,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from sample_data import write_samples  # noqa: E402
 
+# Each family of sources brings its local server and the settings the stack needs to reach it.
+pytest_plugins = ["services_s3", "services_drive", "services_databases"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -105,8 +108,14 @@ def stop_stack(stack: Stack, sig: int = signal.SIGTERM) -> int:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(tmp_path_factory.mktemp("stack"))
+def stack_env(s3_env: dict[str, str], drive_env: dict[str, str], database_env: dict[str, str]) -> dict[str, str]:
+    """Server settings that point the stack at the test S3, Drive and databases."""
+    return {**s3_env, **drive_env, **database_env}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[Stack]:
+    running = start_stack(tmp_path_factory.mktemp("stack"), stack_env)
     yield running
     stop_stack(running)
 

@@ -6,8 +6,9 @@ the dataset: the bytes stay on disk until an operation streams them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,16 @@ from orchestrator.engine import DataType
 
 @dataclass(frozen=True)
 class FileRef:
-    """One file of a dataset: its name within the dataset and where it lies."""
+    """One file of a dataset: its name within the dataset, where it lies, and facts about it
+    that later steps need (a tile's origin in its scene, a label...)."""
 
     name: str
     path: Path
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "uri": self.path.resolve().as_uri()}
+        described = {"name": self.name, "uri": self.path.resolve().as_uri()}
+        return {**described, **self.meta} if self.meta else described
 
 
 class FileDict(DataType):
@@ -85,6 +89,36 @@ class Batches(DataType):
             "type": "Batches",
             "count": self.count,
             "batches": [[r.to_json() for r in batch] for batch in self.batches],
+        }
+
+
+class Table(DataType):
+    """Rows with named columns, kept on disk as JSON Lines (one object per row)."""
+
+    PREVIEW_ROWS = 20
+
+    def __init__(self, path: Path, columns: list[str], count: int):
+        self.path = path
+        self.columns = list(columns)
+        self.count = count
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """The rows in order, read one at a time."""
+        with self.path.open() as lines:
+            for line in lines:
+                yield json.loads(line)
+
+    def summary(self) -> str:
+        return f"{self.count} rows × {len(self.columns)} columns"
+
+    def to_result(self) -> dict[str, Any]:
+        preview = [row for _, row in zip(range(self.PREVIEW_ROWS), self.rows(), strict=False)]
+        return {
+            "type": "Table",
+            "columns": self.columns,
+            "count": self.count,
+            "uri": self.path.resolve().as_uri(),
+            "preview": preview,
         }
 
 
