@@ -34,6 +34,7 @@ def main() -> int:
         "CONSTELLATION_ARTIFACT_ROOT": str(
             Path(os.environ.get("CONSTELLATION_ARTIFACT_ROOT", ROOT / ".artifacts")).resolve()
         ),
+        "CONSTELLATION_OUTPUT_ROOT": str(Path(os.environ.get("CONSTELLATION_OUTPUT_ROOT", ROOT / "outputs")).resolve()),
         "CONSTELLATION_DAGSTER_URL": f"http://{host}:{dagster_port}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }

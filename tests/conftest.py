@@ -71,6 +71,7 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
         "CONSTELLATION_GRPC_PORT": str(grpc_port),
         "CONSTELLATION_DATA_ROOT": str(data_root),
         "CONSTELLATION_ARTIFACT_ROOT": str(artifact_root),
+        "CONSTELLATION_OUTPUT_ROOT": str(base / "outputs"),
         "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
         "CONSTELLATION_URL_ALLOW_PRIVATE": "true",  # the tests serve files from 127.0.0.1
         "DAGSTER_HOME": str(home),

@@ -7,16 +7,22 @@ the work lives in `orchestrator.data`, plain Python tested on its own.
 
 from __future__ import annotations
 
-from typing import Annotated
+import fnmatch
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from orchestrator.data import archives, images, local
-from orchestrator.data.datasets import Batches, FileDict, FileList, as_refs
+from orchestrator.data.datasets import ArrayList, Batches, Exported, FileDict, FileList, FileRef, Table, as_refs
 from orchestrator.data.url import download
-from orchestrator.engine import RunContext
+from orchestrator.engine import OperationError, RunContext
 
 Pixels = Annotated[int, Field(ge=1, le=16384)]
+ColourMode = Literal["RGB", "RGBA", "L", "LA", "CMYK", "1", "P", "I", "F"]
+ImageFormat = Literal["JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"]
 
 
 def import_from_local(
@@ -60,13 +66,7 @@ def resize_image(
     height: Annotated[Pixels, Field(description="target height in pixels")],
 ) -> FileList:
     """Resize every image to width × height pixels, keeping its format and order."""
-
-    def resize(ref, out):
-        ctx.check_cancelled()
-        return images.resize_one(ref, out, width, height)
-
-    resized = images.map_images(as_refs(data), ctx.node_dir, resize)
-    return FileList(resized)
+    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.resize(ref, out, width, height, cap)))
 
 
 def batch_formatted_data(
@@ -77,3 +77,136 @@ def batch_formatted_data(
     """Cut files into consecutive batches of batch_size (the last may be smaller)."""
     refs = as_refs(data)
     return Batches([refs[i : i + batch_size] for i in range(0, len(refs), batch_size)])
+
+
+def convert_image(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="the images to convert")],
+    mode: Annotated[ColourMode, Field(description="colour mode: RGB, RGBA, L (grey), CMYK...")] = "RGB",
+    format: Annotated[
+        ImageFormat | None, Field(description="file format to write; null keeps each image's own")
+    ] = None,
+) -> FileList:
+    """Convert every image to a colour mode and, optionally, another file format."""
+    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.convert(ref, out, mode, format, cap)))
+
+
+def normalize_image(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="the images to normalize")],
+    mean: Annotated[
+        list[float], Field(min_length=1, max_length=3, description="per-channel mean (1 value: grey, 3: RGB)")
+    ] = [0.485, 0.456, 0.406],  # noqa: B006 - a declaration's default, never mutated
+    std: Annotated[
+        list[Annotated[float, Field(gt=0)]],
+        Field(min_length=1, max_length=3, description="per-channel standard deviation, same length as mean"),
+    ] = [0.229, 0.224, 0.225],  # noqa: B006
+) -> ArrayList:
+    """Turn images into float32 arrays (C×H×W): pixels / 255, minus mean, over std, per channel."""
+    if len(mean) != len(std):
+        raise OperationError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
+    refs = _each_image(ctx, data, lambda ref, out, cap: images.normalize(ref, out, mean, std, cap))
+    return ArrayList(refs)
+
+
+def crop_image(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="the images to crop")],
+    left: Annotated[int, Field(ge=0, description="left edge of the box, in pixels")],
+    top: Annotated[int, Field(ge=0, description="top edge of the box, in pixels")],
+    width: Annotated[Pixels, Field(description="width of the box")],
+    height: Annotated[Pixels, Field(description="height of the box")],
+) -> FileList:
+    """Cut the same box out of every image (it must lie inside each one)."""
+    box = (left, top, width, height)
+    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.crop(ref, out, box, cap)))
+
+
+def tile_image(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="the scenes to cut")],
+    tile_width: Annotated[Pixels, Field(description="tile width in pixels")],
+    tile_height: Annotated[Pixels, Field(description="tile height in pixels")],
+    overlap: Annotated[int, Field(ge=0, le=16383, description="pixels shared by neighbouring tiles")] = 0,
+) -> FileList:
+    """Cut large scenes into model-sized tiles; each keeps its source and origin (x, y)."""
+    if overlap >= min(tile_width, tile_height):
+        raise OperationError(f"overlap {overlap} must be smaller than the tile ({tile_width}×{tile_height})")
+    size = (tile_width, tile_height)
+    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.tile(ref, out, size, overlap, cap)))
+
+
+def filter_files(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="the files to filter")],
+    pattern: Annotated[
+        str | None, Field(max_length=1024, description="glob on names, e.g. 'Fire/*' or '*.png'")
+    ] = None,
+    extensions: Annotated[
+        list[Annotated[str, Field(pattern=r"^\.?[A-Za-z0-9]{1,10}$")]] | None,
+        Field(max_length=50, description="keep these extensions, e.g. ['jpg', 'png'] (any case)"),
+    ] = None,
+) -> FileList:
+    """Keep the files whose name matches a glob and/or has one of the given extensions."""
+    if pattern is None and extensions is None:
+        raise OperationError("give a pattern, extensions, or both")
+    wanted = {"." + e.lower().lstrip(".") for e in extensions or []}
+    kept = [
+        ref
+        for ref in as_refs(data)
+        if (pattern is None or fnmatch.fnmatchcase(ref.name, pattern))
+        and (not wanted or Path(ref.name).suffix.lower() in wanted)
+    ]
+    return FileList(kept)
+
+
+def sample(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="the files to sample from")],
+    n: Annotated[int, Field(ge=1, le=10_000_000, description="how many files to keep")],
+    mode: Annotated[Literal["first", "random"], Field(description="the first n, or n at random")] = "first",
+    seed: Annotated[int, Field(description="random seed: the same seed picks the same files")] = 0,
+) -> FileList:
+    """Keep n files: the first n in order, or n drawn at random (reproducible by seed, order kept)."""
+    refs = as_refs(data)
+    if mode == "first" or n >= len(refs):
+        return FileList(refs[:n])
+    picked = sorted(random.Random(seed).sample(range(len(refs)), n))
+    return FileList([refs[i] for i in picked])
+
+
+def export_to_local(
+    ctx: RunContext,
+    data: Annotated[
+        FileDict | FileList | ArrayList | Batches | Table, Field(description="the files or table to write out")
+    ],
+    folder: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", description="a folder under the server's output root"),
+    ] = "constellation",
+) -> Exported:
+    """Copy files (or a table as JSON Lines) to <output root>/<folder>/<run id>/, never over another run's."""
+    target = Path(ctx.resources.workspace.output_root).resolve() / folder / ctx.run_id
+    return local.export_files(_files_of(data), target, ctx.check_cancelled)
+
+
+def _each_image(
+    ctx: RunContext, data: FileList | FileDict, work: Callable[[FileRef, Path, int], FileRef | list[FileRef]]
+) -> list[FileRef]:
+    """Run `work(ref, out_dir, max_pixels)` on every image (two at a time), stopping on cancel."""
+    out_dir, cap = ctx.node_dir, ctx.resources.workspace.max_image_pixels
+
+    def one(ref: FileRef) -> list[FileRef]:
+        ctx.check_cancelled()
+        produced = work(ref, out_dir, cap)
+        return produced if isinstance(produced, list) else [produced]
+
+    return images.map_images(as_refs(data), one)
+
+
+def _files_of(data: FileDict | FileList | Batches | Table) -> list[FileRef]:
+    if isinstance(data, Table):
+        return [FileRef("table.jsonl", data.path)]
+    if isinstance(data, Batches):
+        return [ref for batch in data.batches for ref in batch]
+    return as_refs(data)

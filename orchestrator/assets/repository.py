@@ -16,6 +16,13 @@ OP_DEFS = [
     ops.dict_to_list,
     ops.resize_image,
     ops.batch_formatted_data,
+    ops.convert_image,
+    ops.normalize_image,
+    ops.crop_image,
+    ops.tile_image,
+    ops.filter_files,
+    ops.sample,
+    ops.export_to_local,
 ]
 
 CATALOG = Catalog.from_functions(OP_DEFS)

@@ -67,6 +67,18 @@ class FileList(DataType):
         return {"type": "FileList", "count": len(self), "files": [r.to_json() for r in self.refs]}
 
 
+class ArrayList(FileList):
+    """Images as float32 arrays (.npy, channels × height × width), ready for a model."""
+
+    def summary(self) -> str:
+        shapes = {tuple(r.meta.get("shape", ())) for r in self.refs}
+        shown = "/".join("×".join(map(str, s)) for s in sorted(shapes))
+        return f"{len(self)} arrays of {shown or 'no'} float32"
+
+    def to_result(self) -> dict[str, Any]:
+        return {**super().to_result(), "type": "ArrayList"}
+
+
 class Batches(DataType):
     """Files cut into consecutive batches of a fixed size (the last may be smaller)."""
 
@@ -125,3 +137,17 @@ class Table(DataType):
 def as_refs(data: FileDict | FileList) -> list[FileRef]:
     """The files of a dataset in order, whichever shape it arrived in."""
     return data.refs() if isinstance(data, FileDict) else list(data.refs)
+
+
+class Exported(DataType):
+    """What an export wrote, and where: one entry per item written."""
+
+    def __init__(self, destination: str, items: list[dict[str, Any]]):
+        self.destination = destination
+        self.items = items
+
+    def summary(self) -> str:
+        return f"{len(self.items)} items written to {self.destination}"
+
+    def to_result(self) -> dict[str, Any]:
+        return {"type": "Exported", "destination": self.destination, "count": len(self.items), "items": self.items}

@@ -1,47 +1,134 @@
 """Image preparation with Pillow, streamed one file at a time on a few threads.
 
 Pillow releases the GIL while decoding and resampling, so two threads use both cores;
-only as many images as threads are ever open at once.
+only as many images as threads are ever open at once, which bounds memory by that, not
+by the dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from orchestrator.data.datasets import FileRef
 from orchestrator.engine import OperationError
 
 IMAGE_THREADS = 2
+# Our own cap (a server setting) replaces Pillow's global one, so the limit and its message
+# are ours; every open checks the header's size before any pixel is decoded.
+Image.MAX_IMAGE_PIXELS = None
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif"}
 
 
-def map_images(
-    refs: list[FileRef], out_dir: Path, transform: Callable[[FileRef, Path], Path]
-) -> list[FileRef]:
-    """Apply `transform(ref, out_dir)` to every image in order, on `IMAGE_THREADS` threads."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def map_images(refs: list[FileRef], transform: Callable[[FileRef], list[FileRef]]) -> list[FileRef]:
+    """Apply `transform` to every image on `IMAGE_THREADS` threads; results keep the input order."""
     with ThreadPoolExecutor(IMAGE_THREADS, thread_name_prefix="image") as pool:
-        paths = list(pool.map(lambda ref: transform(ref, out_dir), refs))
-    return [FileRef(ref.name, path) for ref, path in zip(refs, paths, strict=True)]
+        return [out for produced in pool.map(transform, refs) for out in produced]
 
 
-def resize_one(ref: FileRef, out_dir: Path, width: int, height: int) -> Path:
-    """Resize one image to exactly width × height, keeping its format."""
-    target = out_dir / ref.name
-    target.parent.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def open_image(ref: FileRef, max_pixels: int) -> Iterator[Image.Image]:
+    """Open an image lazily, refusing unreadable files and ones over `max_pixels`."""
     try:
         with Image.open(ref.path) as image:
-            fmt = image.format
-            # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far less work for thumbnails.
-            image.draft("RGB", (width, height))
-            # Phone photos store their rotation in EXIF; apply it so nothing comes out sideways.
-            upright = ImageOps.exif_transpose(image)
-            resized = upright.resize((width, height), Image.Resampling.LANCZOS)
+            if image.width * image.height > max_pixels:
+                raise OperationError(
+                    f"{ref.name!r} is {image.width}×{image.height} pixels, over the limit of {max_pixels} "
+                    "(a decompression bomb, or a scene to cut with tile_image after raising the limit)"
+                )
+            yield image
     except (UnidentifiedImageError, OSError) as exc:
         raise OperationError(f"{ref.name!r} is not a readable image: {exc}") from None
-    options = {"quality": 95} if fmt == "JPEG" else {}
-    resized.save(target, format=fmt, **options)
+
+
+def save(image: Image.Image, target: Path, fmt: str) -> Path:
+    """Write `image` as `fmt`, converting the mode when the format cannot hold it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
+        image = image.convert("RGB")
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    image.save(target, format=fmt, **options)
     return target
+
+
+def resize(ref: FileRef, out_dir: Path, width: int, height: int, max_pixels: int) -> FileRef:
+    """Resize one image to exactly width × height, keeping its format."""
+    with open_image(ref, max_pixels) as image:
+        fmt = image.format or "PNG"
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far less work for thumbnails.
+        image.draft("RGB", (width, height))
+        # Phone photos store their rotation in EXIF; apply it so nothing comes out sideways.
+        upright = ImageOps.exif_transpose(image)
+        resized = upright.resize((width, height), Image.Resampling.LANCZOS)
+    return FileRef(ref.name, save(resized, out_dir / ref.name, fmt), ref.meta)
+
+
+def convert(ref: FileRef, out_dir: Path, mode: str, fmt: str | None, max_pixels: int) -> FileRef:
+    """Change an image's colour mode and/or file format (the name's extension follows the format)."""
+    with open_image(ref, max_pixels) as image:
+        target_format = fmt or image.format or "PNG"
+        converted = ImageOps.exif_transpose(image).convert(mode)
+    name = str(Path(ref.name).with_suffix(EXTENSIONS[target_format])) if fmt else ref.name
+    return FileRef(name, save(converted, out_dir / name, target_format), ref.meta)
+
+
+def crop(ref: FileRef, out_dir: Path, box: tuple[int, int, int, int], max_pixels: int) -> FileRef:
+    """Cut the box (left, top, width, height) out of one image; the box must lie inside it."""
+    left, top, width, height = box
+    with open_image(ref, max_pixels) as image:
+        if left + width > image.width or top + height > image.height:
+            raise OperationError(
+                f"{ref.name!r} is {image.width}×{image.height}; the box {width}×{height} at ({left}, {top}) "
+                "does not fit inside it"
+            )
+        fmt = image.format or "PNG"
+        cropped = image.crop((left, top, left + width, top + height))
+    return FileRef(ref.name, save(cropped, out_dir / ref.name, fmt), ref.meta)
+
+
+def tile_origins(length: int, tile: int, step: int) -> list[int]:
+    """Tile starts along one axis; the last tile is moved back to end at the edge (never padded)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile + 1, step))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def tile(ref: FileRef, out_dir: Path, size: tuple[int, int], overlap: int, max_pixels: int) -> list[FileRef]:
+    """Cut one image into size-d tiles overlapping by `overlap` pixels; each tile keeps its origin."""
+    tile_w, tile_h = size
+    with open_image(ref, max_pixels) as image:
+        fmt = image.format or "PNG"
+        image.load()
+        stem, suffix = Path(ref.name).with_suffix(""), Path(ref.name).suffix or EXTENSIONS.get(fmt, ".png")
+        tiles = []
+        for y in tile_origins(image.height, tile_h, tile_h - overlap):
+            for x in tile_origins(image.width, tile_w, tile_w - overlap):
+                box = (x, y, min(x + tile_w, image.width), min(y + tile_h, image.height))
+                name = f"{stem}/x{x}_y{y}{suffix}"
+                meta = {**ref.meta, "source": ref.name, "x": x, "y": y, "width": box[2] - x, "height": box[3] - y}
+                tiles.append(FileRef(name, save(image.crop(box), out_dir / name, fmt), meta))
+    return tiles
+
+
+def normalize(ref: FileRef, out_dir: Path, mean: list[float], std: list[float], max_pixels: int) -> FileRef:
+    """Scale pixels to [0, 1], subtract `mean` and divide by `std` per channel; save float32 CHW .npy."""
+    with open_image(ref, max_pixels) as image:
+        mode = "L" if len(mean) == 1 else "RGB"
+        pixels = np.asarray(ImageOps.exif_transpose(image).convert(mode), dtype=np.float32) / 255.0
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    array = ((pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+    target = out_dir / Path(ref.name).with_suffix(".npy")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target, array)
+    return FileRef(str(Path(ref.name).with_suffix(".npy")), target, {**ref.meta, "shape": list(array.shape)})

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator.data.datasets import Exported, FileRef
 from orchestrator.engine import OperationError
 
 
@@ -43,6 +46,24 @@ def find_local_files(root: Path, relative: str) -> dict[str, Path]:
     if not files:
         raise OperationError(f"folder {relative!r} holds no files")
     return files
+
+
+def export_files(refs: list[FileRef], target: Path, check_cancelled: Callable[[], None]) -> Exported:
+    """Copy each file to target/<its name>; never replace a file already there."""
+    items = []
+    for ref in refs:
+        check_cancelled()
+        destination = (target / ref.name).resolve()
+        if not destination.is_relative_to(target):
+            raise OperationError(f"{ref.name!r} would be written outside {target}; refused")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with ref.path.open("rb") as source, destination.open("xb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+        except FileExistsError:
+            raise OperationError(f"{destination} already exists; exports never overwrite") from None
+        items.append({"name": ref.name, "uri": destination.as_uri()})
+    return Exported(target.as_uri(), items)
 
 
 def _inside(root: Path, path: Path, shown: str) -> Path:
