@@ -30,11 +30,8 @@ class ArchiveLimits:
 
 
 def is_archive(path: Path) -> bool:
-    """True for a zip or tar file, judged by its name and then its content."""
-    name = path.name.lower()
-    if not name.endswith(ARCHIVE_SUFFIXES):
-        return False
-    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+    """True for a file named like a zip or tar archive."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def expand(path: Path, limits: ArchiveLimits) -> dict[str, Path]:
@@ -46,8 +43,13 @@ def expand(path: Path, limits: ArchiveLimits) -> dict[str, Path]:
 
 def unpack(archive: Path, target: Path, limits: ArchiveLimits) -> dict[str, Path]:
     """Extract `archive` into the new folder `target`; return its files by their path inside the archive."""
+    if zipfile.is_zipfile(archive):
+        members = _zip_members(archive)
+    elif tarfile.is_tarfile(archive):
+        members = _tar_members(archive)
+    else:
+        raise OperationError(f"{archive.name} is named like an archive but is not a readable zip or tar")
     target.mkdir(parents=True, exist_ok=False)
-    members = _zip_members(archive) if zipfile.is_zipfile(archive) else _tar_members(archive)
     files: dict[str, Path] = {}
     written = 0
     try:
