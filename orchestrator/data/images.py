@@ -8,8 +8,9 @@ by the dataset.
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,9 +30,25 @@ EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "B
 
 
 def map_images(refs: list[FileRef], transform: Callable[[FileRef], list[FileRef]]) -> list[FileRef]:
-    """Apply `transform` to every image on `IMAGE_THREADS` threads; results keep the input order."""
+    """Apply `transform` to every image on `IMAGE_THREADS` threads; results keep the input order.
+
+    Only a few images are in flight at once (not one task per image queued up front), so
+    memory stays flat however large the dataset.
+    """
+    results: list[FileRef] = []
+    in_flight: deque[Future[list[FileRef]]] = deque()
     with ThreadPoolExecutor(IMAGE_THREADS, thread_name_prefix="image") as pool:
-        return [out for produced in pool.map(transform, refs) for out in produced]
+        try:
+            for ref in refs:
+                in_flight.append(pool.submit(transform, ref))
+                if len(in_flight) >= 4 * IMAGE_THREADS:
+                    results.extend(in_flight.popleft().result())
+            while in_flight:
+                results.extend(in_flight.popleft().result())
+        finally:
+            for future in in_flight:
+                future.cancel()
+    return results
 
 
 @contextmanager
