@@ -19,20 +19,32 @@ def reference() -> str:
     parts = [BEGIN]
     for name in CATALOG.names():
         op = CATALOG[name]
-        parts.append(f"\n#### `{name}` → {op.output}\n\n{op.description}\n")
+        parts.append(f"\n#### `{name}` → {op.output}\n\n{_markdown(op.description)}\n")
         parts.append("| parameter | type | required | description |\n|---|---|---|---|")
         for p in op.parameters:
             kind = " or ".join(p.accepts) if p.accepts else _literal_type(p.schema)
             kind = f"list of {kind}" if p.many else kind
             required = "yes" if p.required else f"no (default `{json.dumps(p.default)}`)"
-            parts.append(f"| `{p.name}` | {kind} | {required} | {p.description} |")
+            parts.append(f"| `{p.name}` | {kind} | {required} | {_markdown(p.description)} |")
     parts.append("\n" + END)
     return "\n".join(parts)
 
 
 def _literal_type(schema: dict) -> str:
+    """A short reading of a parameter's JSON Schema: its type(s), bounds and choices."""
+    if "anyOf" in schema:
+        return " or ".join(_literal_type(option) for option in schema["anyOf"])
+    if "enum" in schema:
+        return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
+    if schema.get("type") == "array" and "items" in schema:
+        return f"list of {_literal_type(schema['items'])}"
     bounds = [f"{word} {schema[key]}" for key, word in (("minimum", "≥"), ("maximum", "≤")) if key in schema]
-    return " ".join([schema.get("type", "JSON"), *bounds])
+    return " ".join([str(schema.get("type", "JSON")), *bounds])
+
+
+def _markdown(text: str) -> str:
+    """Keep <placeholders> visible: a Markdown renderer would take them for HTML tags."""
+    return text.replace("<", "&lt;").replace("|", "\\|")
 
 
 def write_into(readme: Path) -> None:

@@ -42,6 +42,11 @@ def main() -> int:
         if _port_open(host, port):
             print(f"port {port} ({name}) is already in use; set another with the env vars in the README")
             return 1
+    # The database examples in sample_dags.txt read the connection `samples`; locally it is an
+    # SQLite file written by `make run` (scripts/sample_data.py), unless the server names another.
+    sample_db = Path(env["CONSTELLATION_DATA_ROOT"]) / "samples.db"
+    if "CONSTELLATION_DB_SAMPLES_URL" not in env and sample_db.exists():
+        env["CONSTELLATION_DB_SAMPLES_URL"] = f"sqlite:///{sample_db}"
     workspace = _prepare_home(home, host, grpc_port)
 
     commands = {
@@ -79,8 +84,9 @@ def main() -> int:
                 list(map(str, command)), cwd=ROOT, env=env, start_new_session=True
             )
             if name in waits and not _wait_for_port(host, waits[name], children[name], lambda: stopping):
-                if not stopping:
-                    print(f"{name} did not start; see its output above")
+                if stopping:  # Ctrl-C while starting up is a normal stop
+                    return 0
+                print(f"{name} did not start; see its output above")
                 return 1
         print(
             f"\nConstellation is up:\n  gateway   http://{host}:{api_port}  (docs at /docs)\n"

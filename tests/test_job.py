@@ -11,20 +11,31 @@ from PIL import Image
 
 from orchestrator import runs
 from orchestrator.assets.job import make_execute_job
-from orchestrator.assets.repository import CATALOG
+from orchestrator.assets.repository import CATALOG, resources_from_env
 from orchestrator.assets.resources import Workspace
 from sample_data import write_samples
 from samples import sample_instructions
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
+def resources(tmp_path: Path, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The repository's resources, configured like the test stack's server (S3, Drive, databases)."""
     write_samples(tmp_path / "data")
-    return Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"))
+    env = {**stack_env, "CONSTELLATION_DATA_ROOT": str(tmp_path / "data"),
+           "CONSTELLATION_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+           "CONSTELLATION_OUTPUT_ROOT": str(tmp_path / "outputs")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return resources_from_env()
 
 
-def run(workspace: Workspace, raw_input: list, instance: DagsterInstance | None = None):
-    job = make_execute_job(CATALOG, {"workspace": workspace})
+@pytest.fixture
+def workspace(resources: dict) -> Workspace:
+    return resources["workspace"]
+
+
+def run(resources: dict, raw_input: list, instance: DagsterInstance | None = None):
+    job = make_execute_job(CATALOG, resources)
     config = {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": raw_input}}}}
     return job.execute_in_process(run_config=config, instance=instance or DagsterInstance.ephemeral(),
                                   raise_on_error=False)
@@ -36,17 +47,17 @@ def log_lines(instance: DagsterInstance, run_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize("index", range(len(sample_instructions())))
-def test_every_sample_pipeline_succeeds_in_process(workspace: Workspace, index: int):
-    result = run(workspace, sample_instructions()[index])
+def test_every_sample_pipeline_succeeds_in_process(resources: dict, workspace: Workspace, index: int):
+    result = run(resources, sample_instructions()[index])
     assert result.success
     folder = workspace.run_dir(result.run_id)
     document = json.loads((folder / runs.RESULTS).read_text())
     assert len(document["results"]) == len(sample_instructions()[index])
 
 
-def test_results_and_progress_are_written_to_the_runs_folder(workspace: Workspace):
+def test_results_and_progress_are_written_to_the_runs_folder(resources: dict, workspace: Workspace):
     pipeline = sample_instructions()[1]  # resize_image(224) over dict_to_list(import_from_local)
-    result = run(workspace, pipeline)
+    result = run(resources, pipeline)
     folder = workspace.run_dir(result.run_id)
     [entry] = json.loads((folder / runs.RESULTS).read_text())["results"]
     assert entry["path"] == "/instructions/0" and entry["operation"] == "resize_image"
@@ -61,9 +72,9 @@ def test_results_and_progress_are_written_to_the_runs_folder(workspace: Workspac
     assert all(i["state"] == "succeeded" and i["duration_s"] >= 0 for i in progress["instructions"])
 
 
-def test_each_instruction_shows_in_the_run_log_with_path_and_timing(workspace: Workspace):
+def test_each_instruction_shows_in_the_run_log_with_path_and_timing(resources: dict, workspace: Workspace):
     instance = DagsterInstance.ephemeral()
-    result = run(workspace, sample_instructions()[1], instance)
+    result = run(resources, sample_instructions()[1], instance)
     lines = log_lines(instance, result.run_id)
     for path, op in [
         ("/instructions/0", "resize_image"),
@@ -74,16 +85,16 @@ def test_each_instruction_shows_in_the_run_log_with_path_and_timing(workspace: W
         assert any(line.startswith(f"{path} {op} finished in ") and " s: " in line for line in lines)
 
 
-def test_shared_import_runs_once(workspace: Workspace):
+def test_shared_import_runs_once(resources: dict, workspace: Workspace):
     instance = DagsterInstance.ephemeral()
-    result = run(workspace, sample_instructions()[3], instance)  # two resizes of one import
+    result = run(resources, sample_instructions()[3], instance)  # two resizes of one import
     started = [line for line in log_lines(instance, result.run_id) if "import_from_local started" in line]
     assert len(started) == 1 and "(+1 shared)" in started[0]
 
 
-def test_event_log_holds_a_reference_to_the_results_not_the_data(workspace: Workspace):
+def test_event_log_holds_a_reference_to_the_results_not_the_data(resources: dict, workspace: Workspace):
     instance = DagsterInstance.ephemeral()
-    result = run(workspace, sample_instructions()[1], instance)
+    result = run(resources, sample_instructions()[1], instance)
     output = result.output_for_node("parse_and_execute_job")
     results_file = Path(output["results"])
     assert results_file.parent == workspace.run_dir(result.run_id)
@@ -92,10 +103,10 @@ def test_event_log_holds_a_reference_to_the_results_not_the_data(workspace: Work
     assert "file://" in results_file.read_text()
 
 
-def test_a_failing_instruction_fails_the_run_naming_its_path(workspace: Workspace):
+def test_a_failing_instruction_fails_the_run_naming_its_path(resources: dict, workspace: Workspace):
     pipeline = [{"operation": "dict_to_list", "parameters": {
         "data": {"operation": "import_from_local", "parameters": {"path": "no/such/folder"}}}}]
-    result = run(workspace, pipeline)
+    result = run(resources, pipeline)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert failure.step_key == "parse_and_execute_job"
@@ -105,10 +116,10 @@ def test_a_failing_instruction_fails_the_run_naming_its_path(workspace: Workspac
     assert progress["error"]["path"] == "/instructions/0/parameters/data"
 
 
-def test_launchpad_input_is_validated_like_the_api(workspace: Workspace):
+def test_launchpad_input_is_validated_like_the_api(resources: dict, workspace: Workspace):
     pipeline = [{"operation": "resize_image", "parameters": {"width": 0, "height": 10, "data": {
         "operation": "import_from_local", "parameters": {"path": "samples"}}}}]
-    result = run(workspace, pipeline)
+    result = run(resources, pipeline)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert failure.step_key == "generate_dynamic_job_configs"

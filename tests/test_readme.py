@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from op_reference import BEGIN, END, reference
 
 from conftest import Stack
+from op_reference import BEGIN, END, reference
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

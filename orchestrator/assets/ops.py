@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter, WithJsonSchema
 
-from orchestrator.data import archives, images, local
+from orchestrator.data import archives, database_export, databases, drive, images, local, s3, table_images
 from orchestrator.data.datasets import ArrayList, Batches, Exported, FileDict, FileList, FileRef, Table, as_refs
 from orchestrator.data.url import download
 from orchestrator.engine import OperationError, RunContext
@@ -210,3 +210,195 @@ def _files_of(data: FileDict | FileList | Batches | Table) -> list[FileRef]:
     if isinstance(data, Batches):
         return [ref for batch in data.batches for ref in batch]
     return as_refs(data)
+
+
+Bucket = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$", description="bucket name, e.g. constellation-samples (no s3://)"),
+]
+
+
+def import_from_s3(
+    ctx: RunContext,
+    bucket: Bucket,
+    key: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=1024,
+            description="one object's key; named by its last segment (an archive: by its members' paths)",
+        ),
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        Field(
+            max_length=1024,
+            description="every object whose key starts with this (\"\" = the whole bucket); each is named "
+            "by its key after the prefix's last /, an archive's members by <archive name>/<member path>",
+        ),
+    ] = None,
+    unpack: Annotated[bool, Field(description="unpack zip and tar objects into their files")] = True,
+) -> FileDict:
+    """Download one object (key) or a folder of objects (prefix) from S3 into the run's folder."""
+    limits = ctx.resources.workspace.archive_limits()
+    store = s3.client(ctx.resources.s3.settings())
+    files = s3.import_objects(
+        store,
+        bucket,
+        key=key,
+        prefix=prefix,
+        out_dir=ctx.node_dir,
+        expand=(lambda path: archives.expand(path, limits)) if unpack else None,
+        check_cancelled=ctx.check_cancelled,
+    )
+    return FileDict(files)
+
+
+def export_to_s3(
+    ctx: RunContext,
+    data: Annotated[
+        FileDict | FileList | ArrayList | Batches | Table, Field(description="the files or table to upload")
+    ],
+    bucket: Bucket,
+    prefix: Annotated[
+        str | None,
+        Field(min_length=1, max_length=512, description="key prefix; objects go to <prefix>/<run id>/<name>"),
+    ] = None,
+) -> Exported:
+    """Upload files (or a table as JSON Lines) to s3://bucket/<prefix or constellation>/<run id>/<name>."""
+    store = s3.client(ctx.resources.s3.settings())
+    return s3.export_files(store, _files_of(data), bucket, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled)
+
+
+# Published as a string (omit the parameter rather than send null), so a bad id is refused
+# before launch with the pattern it misses.
+DriveId = Annotated[
+    str | None,
+    Field(pattern=drive.ID_PATTERN),
+    WithJsonSchema({"type": "string", "pattern": drive.ID_PATTERN}),
+]
+
+
+def import_from_google_drive(
+    ctx: RunContext,
+    file_id: Annotated[
+        DriveId, Field(description="the id of one Drive file, as in its share link; or give folder_id")
+    ] = None,
+    folder_id: Annotated[
+        DriveId, Field(description="the id of a Drive folder: every file under it, subfolders included")
+    ] = None,
+    unpack: Annotated[bool, Field(description="unpack zip and tar files into their files")] = True,
+) -> FileDict:
+    """Download a Google Drive file, or every file under a folder, into the run's folder."""
+    if (file_id is None) == (folder_id is None):
+        raise OperationError("give exactly one of file_id (one file) or folder_id (a folder's files)")
+    limits = ctx.resources.workspace.archive_limits()
+    client = ctx.resources.google_drive.connect()
+    if file_id is not None:
+        path = drive.download_file(client, file_id, ctx.node_dir, ctx.check_cancelled)
+        return FileDict(archives.expand(path, limits) if unpack else {path.name: path})
+    files = drive.download_folder(client, folder_id, ctx.node_dir, ctx.check_cancelled, ctx.log)
+    return FileDict(drive.expand_each(files, limits) if unpack else files)
+
+
+# SQL databases: a pipeline names a connection; its URL and password live only in the server's environment.
+DbConnection = Annotated[
+    str,
+    Field(
+        pattern=databases.NAME_PATTERN,
+        description="a connection name; the server holds its URL in `CONSTELLATION_DB_<NAME>_URL`",
+    ),
+]
+DbParam = str | int | float | bool | None
+DbParams = dict[str, DbParam | list[DbParam]]
+# Optional parameters are published as their plain type: omit one rather than send null.
+DbQuery = Annotated[
+    str | None,
+    Field(min_length=1, max_length=100_000),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100_000}),
+]
+DbTable = Annotated[
+    str | None,
+    Field(pattern=databases.TABLE_PATTERN),
+    WithJsonSchema({"type": "string", "pattern": databases.TABLE_PATTERN}),
+]
+DbColumn = Annotated[
+    str | None,
+    Field(min_length=1, max_length=256),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 256}),
+]
+
+
+def import_from_database(
+    ctx: RunContext,
+    connection: DbConnection,
+    query: Annotated[
+        DbQuery,
+        Field(description="one SQL query that reads (SELECT ...), :name where a params value goes; or give table"),
+    ] = None,
+    params: Annotated[
+        DbParams | None,
+        WithJsonSchema(TypeAdapter(DbParams).json_schema()),
+        Field(description="values bound to the query's :name placeholders, never pasted in (a list fills IN :name)"),
+    ] = None,
+    table: Annotated[DbTable, Field(description="a table (or schema.table) to read; or give query")] = None,
+    limit: Annotated[
+        int | None,
+        Field(ge=1),
+        WithJsonSchema({"type": "integer", "minimum": 1}),
+        Field(description="read at most this many rows"),
+    ] = None,
+) -> Table:
+    """Read rows from a SQL database in a read-only transaction, streamed into a table (JSON Lines)."""
+    engine = ctx.resources.databases.engine(connection)
+    out = ctx.node_dir / "rows.jsonl"
+    imported = databases.import_rows(
+        engine, connection, out, query=query, params=params, table=table, limit=limit,
+        check_cancelled=ctx.check_cancelled,
+    )
+    if imported.binary_columns:
+        ctx.log.info(f"{connection}: column(s) {', '.join(sorted(imported.binary_columns))} hold bytes, kept as base64")
+    return Table(out, imported.columns, imported.count)
+
+
+def export_to_database(
+    ctx: RunContext,
+    data: Annotated[Table, Field(description="the rows to write")],
+    connection: DbConnection,
+    table: Annotated[
+        str,
+        Field(pattern=databases.TABLE_PATTERN, description="the table (or schema.table); created if missing"),
+    ],
+    if_exists: Annotated[
+        Literal["append", "fail"], Field(description="when the table exists: append this run's rows, or fail")
+    ] = "append",
+) -> Exported:
+    """Insert a table's rows into a SQL database table in one transaction, each tagged with the run's id (run_id)."""
+    engine = ctx.resources.databases.engine(connection)
+    count = database_export.export_rows(
+        engine, connection, table, data.columns, data.rows, ctx.run_id, if_exists, ctx.check_cancelled
+    )
+    return Exported(f"database:{connection}/{table}", [{"table": table, "rows": count, "run_id": ctx.run_id}])
+
+
+def table_to_images(
+    ctx: RunContext,
+    data: Annotated[Table, Field(description="a table with a column of image bytes, e.g. from import_from_database")],
+    image_column: Annotated[
+        str,
+        Field(min_length=1, max_length=256, description="the column of image bytes (URIs and paths are not fetched)"),
+    ],
+    name_column: Annotated[
+        DbColumn, Field(description="a column naming each file (an extension is added if missing); default: row number")
+    ] = None,
+) -> FileDict:
+    """Write the images held in a table column (bytes) as files, one per row with an image."""
+    files, skipped = table_images.write_images(
+        data.rows(), data.columns, image_column, name_column, ctx.node_dir,
+        total=data.count, max_pixels=ctx.resources.workspace.max_image_pixels, check_cancelled=ctx.check_cancelled,
+    )
+    if skipped:
+        ctx.log.info(f"table_to_images: {skipped} row(s) have no image in {image_column!r} and were skipped")
+    if not files:
+        raise OperationError(f"no row of the table holds an image in column {image_column!r}")
+    return FileDict(files)

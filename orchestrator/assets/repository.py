@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dagster import repository
+from dagster import ConfigurableResource, repository
 
 from orchestrator.assets import ops
 from orchestrator.assets.job import make_execute_job
-from orchestrator.assets.resources import Workspace
+from orchestrator.assets.resources import Databases, GoogleDrive, S3Storage, Workspace
 from orchestrator.engine import Catalog
 
 # Every operation a pipeline may use. Adding one: write the function in ops.py, list it here.
@@ -23,15 +23,29 @@ OP_DEFS = [
     ops.filter_files,
     ops.sample,
     ops.export_to_local,
+    ops.import_from_s3,
+    ops.export_to_s3,
+    ops.import_from_google_drive,
+    ops.import_from_database,
+    ops.export_to_database,
+    ops.table_to_images,
 ]
 
 CATALOG = Catalog.from_functions(OP_DEFS)
 
 
 # What ops may use, as `ctx.resources.<key>`; each reads its settings from the environment.
-RESOURCES = {
-    "workspace": Workspace.from_env(),
-}
+def resources_from_env() -> dict[str, ConfigurableResource]:
+    """Every resource, configured from the server's environment as it is now."""
+    return {
+        "workspace": Workspace.from_env(),
+        "s3": S3Storage.from_env(),
+        "google_drive": GoogleDrive.from_env(),
+        "databases": Databases(),
+    }
+
+
+RESOURCES = resources_from_env()
 
 build_execute_job = make_execute_job(CATALOG, RESOURCES)
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
+from sqlalchemy.engine import Engine
 
 from orchestrator import runs
+from orchestrator.data import drive
 from orchestrator.data.archives import ArchiveLimits
+from orchestrator.data.databases import Connections
+from orchestrator.data.s3 import S3Settings
 from orchestrator.data.url import UrlPolicy
 
 
@@ -48,3 +53,69 @@ class Workspace(ConfigurableResource):
 
     def archive_limits(self) -> ArchiveLimits:
         return ArchiveLimits(max_bytes=self.archive_max_bytes, max_files=self.archive_max_files)
+
+
+class S3Storage(ConfigurableResource):
+    """Where S3 (or an S3-compatible store: MinIO, R2...) answers; credentials are not fields.
+
+    boto3 reads credentials from its standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+    a profile, a role) in the server's environment, so they never show in the Dagster UI.
+    `from_env()` reads CONSTELLATION_S3_ENDPOINT_URL and CONSTELLATION_S3_REGION.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls) -> S3Storage:
+        return cls(
+            endpoint_url=os.environ.get("CONSTELLATION_S3_ENDPOINT_URL") or None,
+            region=os.environ.get("CONSTELLATION_S3_REGION") or None,
+        )
+
+    def settings(self) -> S3Settings:
+        return S3Settings(endpoint_url=self.endpoint_url, region=self.region)
+
+
+class GoogleDrive(ConfigurableResource):
+    """Where the Google Drive v3 API answers; credentials are not fields.
+
+    They are read from the server's environment each time a client is built
+    (GOOGLE_APPLICATION_CREDENTIALS: a service-account key file, else
+    CONSTELLATION_GOOGLE_API_KEY: an API key for public files), so they never show in the
+    Dagster UI. `from_env()` reads CONSTELLATION_GOOGLE_API_ENDPOINT: the API's base URL,
+    https://www.googleapis.com/drive/v3/ when unset.
+    """
+
+    api_endpoint: str | None = None
+
+    @classmethod
+    def from_env(cls) -> GoogleDrive:
+        return cls(api_endpoint=os.environ.get("CONSTELLATION_GOOGLE_API_ENDPOINT") or None)
+
+    def connect(self) -> drive.Drive:
+        return drive.connect(self.api_endpoint, os.environ)
+
+
+class Databases(ConfigurableResource):
+    """SQL databases by connection name; URLs are not fields.
+
+    Connection `<name>` is the SQLAlchemy URL in the server's environment variable
+    CONSTELLATION_DB_<NAME>_URL, read when a run first uses it, so no URL or password shows in
+    the Dagster UI. Each connection gets one engine per run (pre-pinged, disposed at the end).
+    """
+
+    _connections: Connections = PrivateAttr(default_factory=Connections)
+
+    def engine(self, name: str) -> Engine:
+        return self._connections.engine(name)
+
+    def names(self) -> list[str]:
+        return self._connections.names()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self._connections.dispose()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self.dispose()

@@ -124,7 +124,10 @@ class Table(DataType):
         return f"{self.count} rows × {len(self.columns)} columns"
 
     def to_result(self) -> dict[str, Any]:
-        preview = [row for _, row in zip(range(self.PREVIEW_ROWS), self.rows(), strict=False)]
+        preview = [
+            {key: _clipped(value) for key, value in row.items()}
+            for _, row in zip(range(self.PREVIEW_ROWS), self.rows(), strict=False)
+        ]
         return {
             "type": "Table",
             "columns": self.columns,
@@ -132,6 +135,11 @@ class Table(DataType):
             "uri": self.path.resolve().as_uri(),
             "preview": preview,
         }
+
+
+def _clipped(value: Any, limit: int = 200) -> Any:
+    """A preview keeps long values (base64 images, documents) short; the file has them whole."""
+    return value[:limit] + "…" if isinstance(value, str) and len(value) > limit else value
 
 
 def as_refs(data: FileDict | FileList) -> list[FileRef]:

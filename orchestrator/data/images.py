@@ -66,6 +66,14 @@ def open_image(ref: FileRef, max_pixels: int) -> Iterator[Image.Image]:
         raise OperationError(f"{ref.name!r} is not a readable image: {exc}") from None
 
 
+def output_path(out_dir: Path, name: str) -> Path:
+    """Where a derived file named `name` goes: inside `out_dir`, whatever the name says."""
+    target = (out_dir / name).resolve()
+    if not target.is_relative_to(out_dir.resolve()):
+        raise OperationError(f"{name!r} would be written outside the run's folder; refused")
+    return target
+
+
 def save(image: Image.Image, target: Path, fmt: str) -> Path:
     """Write `image` as `fmt`, converting the mode when the format cannot hold it."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +93,7 @@ def resize(ref: FileRef, out_dir: Path, width: int, height: int, max_pixels: int
         # Phone photos store their rotation in EXIF; apply it so nothing comes out sideways.
         upright = ImageOps.exif_transpose(image)
         resized = upright.resize((width, height), Image.Resampling.LANCZOS)
-    return FileRef(ref.name, save(resized, out_dir / ref.name, fmt), ref.meta)
+    return FileRef(ref.name, save(resized, output_path(out_dir, ref.name), fmt), ref.meta)
 
 
 def convert(ref: FileRef, out_dir: Path, mode: str, fmt: str | None, max_pixels: int) -> FileRef:
@@ -94,7 +102,7 @@ def convert(ref: FileRef, out_dir: Path, mode: str, fmt: str | None, max_pixels:
         target_format = fmt or image.format or "PNG"
         converted = ImageOps.exif_transpose(image).convert(mode)
     name = str(Path(ref.name).with_suffix(EXTENSIONS[target_format])) if fmt else ref.name
-    return FileRef(name, save(converted, out_dir / name, target_format), ref.meta)
+    return FileRef(name, save(converted, output_path(out_dir, name), target_format), ref.meta)
 
 
 def crop(ref: FileRef, out_dir: Path, box: tuple[int, int, int, int], max_pixels: int) -> FileRef:
@@ -108,7 +116,7 @@ def crop(ref: FileRef, out_dir: Path, box: tuple[int, int, int, int], max_pixels
             )
         fmt = image.format or "PNG"
         cropped = image.crop((left, top, left + width, top + height))
-    return FileRef(ref.name, save(cropped, out_dir / ref.name, fmt), ref.meta)
+    return FileRef(ref.name, save(cropped, output_path(out_dir, ref.name), fmt), ref.meta)
 
 
 def tile_origins(length: int, tile: int, step: int) -> list[int]:
@@ -134,7 +142,7 @@ def tile(ref: FileRef, out_dir: Path, size: tuple[int, int], overlap: int, max_p
                 box = (x, y, min(x + tile_w, image.width), min(y + tile_h, image.height))
                 name = f"{stem}/x{x}_y{y}{suffix}"
                 meta = {**ref.meta, "source": ref.name, "x": x, "y": y, "width": box[2] - x, "height": box[3] - y}
-                tiles.append(FileRef(name, save(image.crop(box), out_dir / name, fmt), meta))
+                tiles.append(FileRef(name, save(image.crop(box), output_path(out_dir, name), fmt), meta))
     return tiles
 
 
@@ -145,7 +153,7 @@ def normalize(ref: FileRef, out_dir: Path, mean: list[float], std: list[float], 
         pixels = np.asarray(ImageOps.exif_transpose(image).convert(mode), dtype=np.float32) / 255.0
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     array = ((pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
-    target = out_dir / Path(ref.name).with_suffix(".npy")
+    target = output_path(out_dir, str(Path(ref.name).with_suffix(".npy")))
     target.parent.mkdir(parents=True, exist_ok=True)
     np.save(target, array)
     return FileRef(str(Path(ref.name).with_suffix(".npy")), target, {**ref.meta, "shape": list(array.shape)})

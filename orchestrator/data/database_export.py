@@ -1,0 +1,125 @@
+"""Exports into SQL databases: rows of a table inserted in one transaction, each tagged with its run.
+
+A missing table is created with column types inferred from the values (boolean, integer,
+float, else text); the `run_id` column tells runs apart, so no run replaces another's rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Engine
+
+from orchestrator.data.databases import BATCH_ROWS, RUN_ID_COLUMN, database_errors
+from orchestrator.engine import OperationError
+
+
+def export_rows(
+    engine: Engine,
+    connection: str,
+    table: str,
+    columns: list[str],
+    rows: Callable[[], Iterable[Mapping[str, Any]]],
+    run_id: str,
+    if_exists: str = "append",
+    check_cancelled: Callable[[], None] = lambda: None,
+) -> int:
+    """Insert every row, tagged with `run_id`, into `table` (created if missing) in one transaction; return the count.
+
+    `rows()` is called once to infer column types for a new table, and once more to insert.
+    """
+    if RUN_ID_COLUMN in columns:
+        raise OperationError(
+            f"the data has a column {RUN_ID_COLUMN!r}, which the export adds itself to tell runs apart; rename it"
+        )
+    schema, _, name = table.rpartition(".")
+    with database_errors(connection, engine.url), engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        if inspector.has_table(name, schema=schema or None):
+            if if_exists == "fail":
+                raise OperationError(
+                    f"table {table!r} already exists in connection {connection!r} (if_exists is 'fail')"
+                )
+            present = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
+            missing = [c for c in [*columns, RUN_ID_COLUMN] if c not in present]
+            if missing:
+                raise OperationError(
+                    f"table {table!r} in connection {connection!r} has no column(s) {', '.join(map(repr, missing))}; "
+                    "export to a new table, or add them"
+                )
+            text_columns = {c for c in columns if isinstance(present[c], sa.String)}
+        else:
+            kinds = infer_column_types(columns, rows())
+            sa.Table(name, sa.MetaData(), *_new_columns(kinds), schema=schema or None).create(conn)
+            text_columns = {c for c, kind in kinds.items() if kind == "text"}
+        target = sa.table(name, *(sa.column(c) for c in [*columns, RUN_ID_COLUMN]), schema=schema or None)
+        count = 0
+        for batch in _batches(rows(), BATCH_ROWS):
+            check_cancelled()
+            values = [
+                {**{c: _db_value(row.get(c), c in text_columns) for c in columns}, RUN_ID_COLUMN: run_id}
+                for row in batch
+            ]
+            conn.execute(target.insert(), values)
+            count += len(batch)
+        return count
+
+
+def infer_column_types(columns: list[str], rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Each column's kind for a new table: boolean, integer or float when every value is one, else text."""
+    seen: dict[str, set[str]] = {c: set() for c in columns}
+    for row in rows:
+        for column in columns:
+            value = row.get(column)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                seen[column].add("boolean")
+            elif isinstance(value, int) and -(2**63) <= value < 2**63:
+                seen[column].add("integer")
+            elif isinstance(value, float):
+                seen[column].add("float")
+            else:
+                seen[column].add("text")
+    kinds = {}
+    for column, found in seen.items():
+        if found in ({"boolean"}, {"integer"}, {"float"}):
+            kinds[column] = found.pop()
+        elif found == {"integer", "float"}:
+            kinds[column] = "float"
+        else:
+            kinds[column] = "text"
+    return kinds
+
+
+_LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")  # MySQL's TEXT stops at 64 KiB
+_TYPES = {"boolean": sa.Boolean(), "integer": sa.BigInteger(), "float": sa.Double(), "text": _LONG_TEXT}
+
+
+def _new_columns(kinds: Mapping[str, str]) -> list[sa.Column]:
+    run_id = sa.Column(RUN_ID_COLUMN, sa.String(64), nullable=False)
+    return [*(sa.Column(c, _TYPES[k]) for c, k in kinds.items()), run_id]
+
+
+def _db_value(value: Any, text: bool) -> Any:
+    """A JSON value for the database: into a text column as text (JSON text unless a string), else as it is."""
+    if value is None or (isinstance(value, str) and text):
+        return value
+    if text or isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    batch: list[Mapping[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

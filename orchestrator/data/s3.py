@@ -1,0 +1,254 @@
+"""S3 and S3-compatible stores (MinIO, R2...): objects streamed to and from the run's folder.
+
+Credentials are never ours to hold: boto3 finds them in its standard chain (AWS_* variables,
+profile, instance role). Error messages name the bucket and key, never a credential.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+from orchestrator.data.datasets import Exported, FileRef
+from orchestrator.engine import OperationError
+
+# Keys asked for per listing request; S3's own maximum. Tests lower it to exercise paging.
+PAGE_SIZE = 1000
+# Objects fetched at once under a prefix: small objects are dominated by request latency.
+DOWNLOAD_THREADS = 8
+DEFAULT_EXPORT_PREFIX = "constellation"
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the store is; None means AWS itself (and boto3's own region lookup)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+def client(settings: S3Settings) -> Any:
+    """A new S3 client with standard retries; credentials come from boto3's chain."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint_url or None,
+        region_name=settings.region or None,
+        config=Config(retries={"mode": "standard"}),
+    )
+
+
+def import_objects(
+    s3: Any,
+    bucket: str,
+    *,
+    key: str | None,
+    prefix: str | None,
+    out_dir: Path,
+    expand: Callable[[Path], dict[str, Path]] | None,
+    check_cancelled: Callable[[], None],
+) -> dict[str, Path]:
+    """Download one object (`key`) or every object under `prefix` into `out_dir`.
+
+    Names: a single key is named by its last segment; under a prefix, each key is named
+    relative to the prefix's folder (the prefix up to its last "/"). `expand`, when given,
+    turns each downloaded file into entries (an archive's members); under a prefix, members
+    are named `<archive's name>/<member path>` so that two archives never clash.
+    """
+    if (key is None) == (prefix is None):
+        raise OperationError(f"bucket {bucket!r}: give exactly one of key (one object) or prefix (a folder)")
+    if key is not None:
+        if key.endswith("/"):
+            raise OperationError(f"key {key!r} in bucket {bucket!r} ends with '/': a folder; use prefix instead")
+        name = _file_name(bucket, key, _last_segment(key))
+        target = _download(s3, bucket, key, _local_path(out_dir, 0, key), check_cancelled)
+        return _entries(target, name, expand, nest=False)
+    return _import_prefix(s3, bucket, prefix, out_dir, expand, check_cancelled)
+
+
+def _import_prefix(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    out_dir: Path,
+    expand: Callable[[Path], dict[str, Path]] | None,
+    check_cancelled: Callable[[], None],
+) -> dict[str, Path]:
+    """Every object under `prefix`, listed page by page and fetched DOWNLOAD_THREADS at a time."""
+    folder = prefix[: prefix.rfind("/") + 1]
+    files: dict[str, Path] = {}
+
+    def fetch(index: int, key: str, name: str) -> dict[str, Path]:
+        check_cancelled()
+        return _entries(
+            _download(s3, bucket, key, _local_path(out_dir, index, key), check_cancelled), name, expand, True
+        )
+
+    def collect(entries: dict[str, Path]) -> None:
+        if clash := files.keys() & entries.keys():
+            raise OperationError(f"s3://{bucket}/{folder}{min(clash)} is both an object and an archive member")
+        files.update(entries)
+
+    # A bounded window of downloads in flight: the listing stays streamed, results keep its order.
+    pending: deque[Future[dict[str, Path]]] = deque()
+    with ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="s3-download") as pool:
+        try:
+            for index, key in enumerate(_keys_under(s3, bucket, prefix, check_cancelled)):
+                pending.append(pool.submit(fetch, index, key, _file_name(bucket, key, key[len(folder) :])))
+                if len(pending) > 2 * DOWNLOAD_THREADS:
+                    collect(pending.popleft().result())
+            while pending:
+                collect(pending.popleft().result())
+        except BaseException:
+            for future in pending:
+                future.cancel()  # those not started yet; the running ones end on their own
+            raise
+    if not files:
+        raise OperationError(f"no objects under s3://{bucket}/{prefix} (bucket {bucket!r}, prefix {prefix!r})")
+    return files
+
+
+def _entries(target: Path, name: str, expand: Callable[[Path], dict[str, Path]] | None, nest: bool) -> dict[str, Path]:
+    """A downloaded object as dataset entries: itself, or an archive's members (under its name if `nest`)."""
+    members = expand(target) if expand else {target.name: target}
+    if members == {target.name: target}:  # not an archive
+        return {name: target}
+    return {f"{name}/{member}": path for member, path in members.items()} if nest else members
+
+
+def export_files(s3: Any, refs: list[FileRef], bucket: str, base: str, check_cancelled: Callable[[], None]) -> Exported:
+    """Upload each file to s3://bucket/<base>/<its name>; never replace an object already there."""
+    keys = {}
+    for ref in refs:
+        if ref.name in keys:
+            raise OperationError(
+                f"two files are named {ref.name!r}; each needs its own key under s3://{bucket}/{base}/"
+            )
+        keys[ref.name] = f"{base}/{ref.name}"
+    taken = set(_keys_under(s3, bucket, base + "/", check_cancelled)) & set(keys.values())
+    if taken:
+        raise OperationError(f"s3://{bucket}/{min(taken)} already exists; exports never overwrite")
+    items = []
+    for ref in refs:
+        check_cancelled()
+        _upload(s3, ref.path, bucket, keys[ref.name], check_cancelled)
+        items.append({"name": ref.name, "uri": f"s3://{bucket}/{keys[ref.name]}"})
+    return Exported(f"s3://{bucket}/{base}/", items)
+
+
+def run_base(prefix: str | None, run_id: str) -> str:
+    """The key prefix a run exports under: `<prefix or "constellation">/<run id>`."""
+    return f"{(prefix or '').strip('/') or DEFAULT_EXPORT_PREFIX}/{run_id}"
+
+
+def _keys_under(s3: Any, bucket: str, prefix: str, check_cancelled: Callable[[], None]) -> Iterator[str]:
+    """Every object key under `prefix`, page by page, skipping "folder" marker objects."""
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": PAGE_SIZE}
+    )
+    try:
+        for page in pages:
+            check_cancelled()
+            for item in page.get("Contents", ()):
+                if not item["Key"].endswith("/"):
+                    yield item["Key"]
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, s3, bucket, prefix, "list") from None
+
+
+def _download(s3: Any, bucket: str, key: str, target: Path, check_cancelled: Callable[[], None]) -> Path:
+    """Stream one object to `target` (boto3 writes a temporary file and renames it when complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # The callback runs as bytes arrive, so a cancel stops a large download midway.
+        s3.download_file(bucket, key, str(target), Callback=lambda _bytes: check_cancelled())
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, s3, bucket, key, "read") from None
+    return target
+
+
+def _upload(s3: Any, path: Path, bucket: str, key: str, check_cancelled: Callable[[], None]) -> None:
+    content_type = mimetypes.guess_type(path.name)[0]
+    extra = {"ContentType": content_type} if content_type else None
+    try:
+        s3.upload_file(str(path), bucket, key, ExtraArgs=extra, Callback=lambda _bytes: check_cancelled())
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, s3, bucket, key, "write") from None
+
+
+def _local_path(out_dir: Path, index: int, key: str) -> Path:
+    """A file for the index-th object: numbered folders, so that no key can reach outside
+    `out_dir` ("..", absolute keys) or collide with another (an object "a" beside "a/b")."""
+    name = _last_segment(key)
+    if name in ("", ".", ".."):
+        name = "object"
+    elif len(name.encode()) > 200:  # file names are limited to 255 bytes; keys to 1024
+        name = "object" + Path(name).suffix[:16]
+    return out_dir / "objects" / str(index) / name
+
+
+def _last_segment(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def _file_name(bucket: str, key: str, name: str) -> str:
+    """`name` if it is a plain relative path; later steps write files by name, so a name with
+    an empty, "." or ".." segment (a key like "/a.jpg", "a//b" or "../b") could escape their folder."""
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise OperationError(
+            f"s3://{bucket}/{key}: the name {name!r} it would get has an empty, '.' or '..' segment; "
+            "such keys cannot be file names (import a narrower prefix, or rename the object)"
+        )
+    return name
+
+
+def _explain(exc: Exception, s3: Any, bucket: str, key: str, action: str) -> OperationError:
+    """A message naming the bucket and key and what went wrong, without any credential."""
+    where = f"s3://{bucket}/{key}"
+    if isinstance(exc, NoCredentialsError):
+        return OperationError(
+            f"cannot {action} {where}: the server has no S3 credentials "
+            "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or a role on the server)"
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return OperationError(f"cannot {action} {where}: the S3 endpoint {s3.meta.endpoint_url} does not answer")
+    if not isinstance(exc, ClientError):
+        return OperationError(f"cannot {action} {where}: {type(exc).__name__}")
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code == "NoSuchBucket" or (code in _MISSING and not _bucket_exists(s3, bucket)):
+        return OperationError(f"bucket {bucket!r} does not exist (looking for {where})")
+    if code in _MISSING:
+        hint = "; it is a folder: use prefix instead of key" if _has_keys_under(s3, bucket, key + "/") else ""
+        return OperationError(f"no object {key!r} in bucket {bucket!r}{hint}")
+    if code in ("403", "AccessDenied", "AllAccessDisabled"):
+        return OperationError(f"cannot {action} {where}: access denied to the server's S3 credentials")
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+        return OperationError(f"cannot {action} {where}: S3 refused the server's credentials ({code})")
+    message = exc.response.get("Error", {}).get("Message", "")
+    return OperationError(f"cannot {action} {where}: S3 answered {code or 'an error'} {message}".rstrip())
+
+
+def _bucket_exists(s3: Any, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound")
+    except BotoCoreError:
+        return True  # unknown: do not claim the bucket is missing
+    return True
+
+
+def _has_keys_under(s3: Any, bucket: str, prefix: str) -> bool:
+    try:
+        return bool(s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+    except (BotoCoreError, ClientError):
+        return False

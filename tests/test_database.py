@@ -1,0 +1,373 @@
+"""import_from_database, export_to_database and table_to_images, called as a run calls them,
+against the real PostgreSQL and MariaDB of this machine and an SQLite file."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import logging
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+
+from orchestrator.assets import ops
+from orchestrator.assets.resources import Databases, Workspace
+from orchestrator.data.datasets import Table
+from orchestrator.engine import OperationError, RunContext
+from sample_data import SAMPLES_TABLE, sample_rows, seed_samples
+from services_databases import SessionDatabases
+
+BACKENDS = ["samples", "maria", "lite"]  # PostgreSQL, MariaDB, SQLite
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_env: dict[str, str]) -> Iterator[RunContext]:
+    """A run's context on a server whose environment names the test connections."""
+    for key, value in database_env.items():
+        monkeypatch.setenv(key, value)
+    databases = Databases()
+    workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "art"))
+    yield RunContext(run_dir=tmp_path / "run-a", resources=SimpleNamespace(workspace=workspace, databases=databases))
+    databases.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def connection(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def scratch(test_databases: SessionDatabases, connection: str) -> Iterator[Callable[[], str]]:
+    """Names for this test's own tables in `connection`; they are dropped afterwards."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(f"constellation_t_{uuid.uuid4().hex[:12]}")
+        return made[-1]
+
+    yield new
+    for name in made:
+        test_databases.drop(connection, name)
+
+
+def node(ctx: RunContext, key: str) -> RunContext:
+    """The context of another instruction of the same run (its own folder)."""
+    return replace(ctx, node_key=key)
+
+
+def other_run(ctx: RunContext, run_id: str) -> RunContext:
+    return replace(ctx, run_dir=ctx.run_dir.parent / run_id)
+
+
+def write_table(path: Path, rows: list[dict]) -> Table:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return Table(path, list(rows[0]), len(rows))
+
+
+# import_from_database: queries, tables, streaming, values
+
+
+def test_query_values_are_bound_never_pasted(ctx, connection):
+    query = f"SELECT id, name FROM {SAMPLES_TABLE} WHERE label = :label AND id IN :ids ORDER BY id"
+    found = ops.import_from_database(ctx, connection, query=query, params={"label": "fire", "ids": [1, 2, 4]})
+    assert found.columns == ["id", "name"]
+    assert list(found.rows()) == [{"id": 1, "name": "fire-1"}, {"id": 2, "name": "fire-2"}]
+    hostile = {"label": "x' OR '1'='1", "ids": [1, 2, 3, 4]}
+    assert ops.import_from_database(node(ctx, "b"), connection, query=query, params=hostile).count == 0
+
+
+def test_params_the_query_does_not_use_are_named(ctx, connection):
+    with pytest.raises(OperationError, match=r"'lable' not used by the query \(its parameters: :label\)"):
+        ops.import_from_database(ctx, connection, query=f"SELECT * FROM {SAMPLES_TABLE} WHERE label = :label",
+                                 params={"lable": "fire"})
+
+
+def test_a_placeholder_without_a_value_is_named(ctx, connection):
+    with pytest.raises(OperationError, match=r"the query has :label but params gives no value for it"):
+        ops.import_from_database(ctx, connection, query=f"SELECT * FROM {SAMPLES_TABLE} WHERE label = :label")
+    escaped = ops.import_from_database(node(ctx, "b"), connection, query="SELECT 'at 10\\:30' AS t")
+    assert list(escaped.rows()) == [{"t": "at 10:30"}]
+
+
+def test_explain_runs(ctx, connection):
+    assert ops.import_from_database(ctx, connection, query=f"EXPLAIN SELECT * FROM {SAMPLES_TABLE}").count >= 1
+
+
+def test_table_with_limit(ctx, connection):
+    found = ops.import_from_database(ctx, connection, table=SAMPLES_TABLE, limit=2)
+    assert found.columns == ["id", "name", "label", "taken_at", "score", "image", "note"]
+    assert found.count == 2 and len(list(found.rows())) == 2
+    everything = ops.import_from_database(node(ctx, "all"), connection, table=SAMPLES_TABLE)
+    assert sorted(row["name"] for row in everything.rows()) == ["fire-1", "fire-2", "forest-1", "lake-1"]
+    limited = ops.import_from_database(node(ctx, "q"), connection, query=f"SELECT id FROM {SAMPLES_TABLE}", limit=3)
+    assert limited.count == 3
+
+
+def test_a_missing_table_is_named(ctx, connection):
+    with pytest.raises(OperationError, match=f"connection '{connection}' has no table 'no_such_table'"):
+        ops.import_from_database(ctx, connection, table="no_such_table")
+
+
+@pytest.mark.parametrize("given", [{}, {"query": "SELECT 1", "table": SAMPLES_TABLE}])
+def test_exactly_one_of_query_or_table(ctx, given):
+    with pytest.raises(OperationError, match="exactly one of query or table"):
+        ops.import_from_database(ctx, "samples", **given)
+
+
+def test_thousands_of_rows_stream_to_the_file_and_back(ctx, connection, test_databases, scratch):
+    source, copy = scratch(), scratch()
+    table = sa.Table(source, sa.MetaData(), sa.Column("n", sa.Integer), sa.Column("word", sa.String(32)))
+    with test_databases.admin[connection].begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [{"n": n, "word": f"w{n}"} for n in range(5000)])
+    found = ops.import_from_database(ctx, connection, query=f"SELECT n, word FROM {source} ORDER BY n")
+    lines = found.path.read_text().splitlines()
+    assert found.count == len(lines) == 5000
+    assert [json.loads(line)["n"] for line in lines] == list(range(5000))
+    exported = ops.export_to_database(ctx, found, connection, copy)
+    assert exported.items[0]["rows"] == 5000 and test_databases.count(connection, copy) == 5000
+
+
+def test_values_become_json(ctx, connection, test_databases, scratch, caplog):
+    name = scratch()
+    table = sa.Table(
+        name, sa.MetaData(),
+        sa.Column("taken", sa.DateTime), sa.Column("day", sa.Date), sa.Column("amount", sa.Numeric(12, 4)),
+        sa.Column("blob", sa.LargeBinary), sa.Column("absent", sa.Text), sa.Column("ratio", sa.Float),
+    )
+    values = {"taken": dt.datetime(2024, 2, 29, 23, 59, 58), "day": dt.date(2024, 2, 29),
+              "amount": decimal.Decimal("12345.6789"), "blob": b"\x00\x01\xfe\xffbytes", "absent": None, "ratio": 0.25}
+    with test_databases.admin[connection].begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [values])
+    expected = {"taken": "2024-02-29T23:59:58", "day": "2024-02-29", "amount": "12345.6789",
+                "blob": base64.b64encode(b"\x00\x01\xfe\xffbytes").decode(), "absent": None, "ratio": 0.25}
+    with caplog.at_level(logging.INFO, logger="constellation"):
+        [row] = ops.import_from_database(ctx, connection, table=name).rows()
+    assert row == expected
+    assert "blob hold bytes, kept as base64" in caplog.text
+    if connection != "lite":  # SQLite has no date type: a query gives back the text stored
+        [row] = ops.import_from_database(node(ctx, "q"), connection, query=f"SELECT * FROM {name}").rows()
+        assert row == expected
+
+
+# Read-only: no write reaches the database, whatever the query says
+
+WRITES = [
+    "DELETE FROM {t}",
+    "DROP TABLE {t}",
+    "INSERT INTO {t} (id, name, label, taken_at, score) VALUES (9, 'x', 'x', '2024-01-01 00:00:00', 1)",
+    "UPDATE {t} SET label = 'gone'",
+    "TRUNCATE TABLE {t}",
+    "CREATE TABLE {t}_copy (id INTEGER)",
+    "SELECT 1 AS one; DELETE FROM {t}",
+    "SELECT ';' AS semi; DROP TABLE {t}; -- end",
+    "/* a comment first */ delete from {t}",
+]
+
+
+@pytest.fixture
+def guarded(test_databases: SessionDatabases, connection: str, scratch) -> str:
+    """A copy of the samples table that a failed guard would damage."""
+    name = scratch()
+    seed_samples(test_databases.admin[connection], name)
+    return name
+
+
+def assert_untouched(test_databases: SessionDatabases, connection: str, name: str) -> None:
+    with test_databases.admin[connection].connect() as conn:
+        labels = conn.execute(sa.text(f"SELECT label FROM {name} ORDER BY id")).scalars().all()
+    assert labels == [row["label"] for row in sample_rows()]
+
+
+@pytest.mark.parametrize("statement", WRITES)
+def test_writes_are_refused_and_the_table_is_unchanged(ctx, connection, test_databases, guarded, statement):
+    with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports"):
+        ops.import_from_database(ctx, connection, query=statement.format(t=guarded))
+    assert_untouched(test_databases, connection, guarded)
+
+
+def test_writes_hidden_in_a_reading_query_meet_the_read_only_transaction(ctx, connection, test_databases, guarded):
+    """A query that starts like a read but writes (a function, a CTE) is stopped by the database itself."""
+    admin = test_databases.admin[connection]
+    if connection == "samples":
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE FUNCTION {guarded}_wipe() RETURNS integer LANGUAGE plpgsql AS "
+                                 f"$$ BEGIN DELETE FROM {guarded}; RETURN 1; END $$")
+        sneaky = [f"SELECT {guarded}_wipe()", f"SELECT * FROM (SELECT {guarded}_wipe()) AS w"]
+    elif connection == "maria":
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE FUNCTION {guarded}_wipe() RETURNS INT MODIFIES SQL DATA "
+                                 f"BEGIN DELETE FROM {guarded}; RETURN 1; END")
+        sneaky = [f"SELECT {guarded}_wipe()"]
+    else:
+        sneaky = [f"WITH x AS (SELECT 1) DELETE FROM {guarded}", f"WITH x AS (SELECT 1) INSERT INTO {guarded} (id) "
+                  "SELECT 99"]
+    for query in sneaky:
+        with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports"):
+            ops.import_from_database(ctx, connection, query=query)
+        assert_untouched(test_databases, connection, guarded)
+
+
+def test_a_trailing_semicolon_and_semicolons_in_strings_are_fine(ctx, connection):
+    found = ops.import_from_database(ctx, connection, query="SELECT 'a;b' AS s, 1 AS n -- one; two\n;")
+    assert list(found.rows()) == [{"s": "a;b", "n": 1}]
+
+
+def test_the_connection_is_usable_after_a_refused_import(ctx, connection):
+    with pytest.raises(OperationError):
+        ops.import_from_database(ctx, connection, query=f"SELECT * FROM {SAMPLES_TABLE} WHERE nonsense_column = 1")
+    assert ops.import_from_database(node(ctx, "b"), connection, table=SAMPLES_TABLE).count == 4
+
+
+# Connections by name; no URL or password in any message
+
+
+def test_an_unknown_connection_lists_the_configured_names_only(ctx, test_databases):
+    with pytest.raises(OperationError) as refused:
+        ops.import_from_database(ctx, "warehouse", table=SAMPLES_TABLE)
+    message = str(refused.value)
+    assert "no database connection named 'warehouse'" in message
+    assert "'lite', 'maria', 'reader', 'samples'" in message and "CONSTELLATION_DB_WAREHOUSE_URL" in message
+    assert "://" not in message and test_databases.reader_password not in message
+
+
+def test_a_database_error_names_the_connection_without_the_password(ctx, test_databases):
+    with pytest.raises(OperationError) as failed:
+        ops.import_from_database(ctx, "reader", query="SELECT * FROM no_such_table_here")
+    message = str(failed.value)
+    assert message.startswith("database connection 'reader': ")
+    assert 'relation "no_such_table_here" does not exist' in message
+    assert test_databases.reader_password not in message and "://" not in message and "DECLARE" not in message
+
+
+def test_a_failed_connection_hides_the_password(ctx, monkeypatch):
+    with socket.socket() as sock:  # a port where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    password = "S/p3r@:" + uuid.uuid4().hex
+    quoted = quote(password, safe="")
+    monkeypatch.setenv("CONSTELLATION_DB_DOWN_URL", f"postgresql://someone:{quoted}@127.0.0.1:{port}/db")
+    monkeypatch.setenv("CONSTELLATION_DB_GARBLED_URL", f"postgresql//someone:{quoted}@127.0.0.1/db")
+    for name in ("down", "garbled"):
+        with pytest.raises(OperationError, match=f"database connection '{name}'") as failed:
+            ops.import_from_database(node(ctx, name), name, query="SELECT 1")
+        message = str(failed.value)
+        assert password not in message and quoted not in message and "someone:" not in message
+
+
+# table_to_images
+
+
+@pytest.mark.parametrize("name_column", ["name", None])
+def test_image_bytes_become_files_that_resize_reads(ctx, connection, name_column):
+    found = ops.import_from_database(ctx, connection, query=f"SELECT name, image FROM {SAMPLES_TABLE} ORDER BY id")
+    images = ops.table_to_images(node(ctx, "images"), found, "image", name_column)
+    expected = ["fire-1.png", "fire-2.jpg", "forest-1.png", "lake-1.jpg"] if name_column else ["1.png", "2.jpg",
+                                                                                              "3.png", "4.jpg"]
+    assert list(images.files) == expected
+    resized = ops.resize_image(node(ctx, "resized"), images, 16, 12)
+    for ref in resized:
+        with Image.open(ref.path) as picture:
+            assert picture.size == (16, 12)
+
+
+def test_rows_without_an_image_are_skipped(ctx, caplog):
+    query = f"SELECT name, CASE WHEN id <= 2 THEN image END AS image FROM {SAMPLES_TABLE} ORDER BY id"
+    found = ops.import_from_database(ctx, "samples", query=query)
+    with caplog.at_level(logging.INFO, logger="constellation"):
+        images = ops.table_to_images(node(ctx, "images"), found, "image", "name")
+    assert list(images.files) == ["fire-1.png", "fire-2.jpg"]
+    assert "2 row(s) have no image in 'image'" in caplog.text
+
+
+def test_uris_and_paths_are_refused_not_fetched(ctx, tmp_path):
+    table = write_table(tmp_path / "t.jsonl", [{"picture": "https://example.com/cat.jpg"}])
+    with pytest.raises(OperationError, match="row 1, column 'picture' holds text .* does not fetch URIs or paths"):
+        ops.table_to_images(ctx, table, "picture")
+    with pytest.raises(OperationError, match=r"the table has no column 'image' \(its columns: picture\)"):
+        ops.table_to_images(ctx, table, "image")
+
+
+def test_names_must_be_plain_and_distinct(ctx, tmp_path):
+    png = base64.b64encode(sample_rows()[0]["image"]).decode()
+    sneaky = write_table(tmp_path / "a.jsonl", [{"image": png, "name": "../../etc/cron.d/x"}])
+    with pytest.raises(OperationError, match="not a plain file name"):
+        ops.table_to_images(ctx, sneaky, "image", "name")
+    twins = write_table(tmp_path / "b.jsonl", [{"image": png, "name": "same"}, {"image": png, "name": "same"}])
+    with pytest.raises(OperationError, match="row 2, column 'image': two rows are named 'same.png'"):
+        ops.table_to_images(node(ctx, "b"), twins, "image", "name")
+
+
+# export_to_database
+
+
+def test_two_runs_keep_their_rows_apart_by_run_id(ctx, connection, test_databases, scratch):
+    target = scratch()
+    query = f"SELECT id, name, score, note FROM {SAMPLES_TABLE} ORDER BY id"
+    for run_id in ("run-a", "run-b"):
+        run = other_run(ctx, run_id)
+        imported = ops.import_from_database(run, connection, query=query)
+        exported = ops.export_to_database(run, imported, connection, target)
+        assert exported.to_result() == {
+            "type": "Exported", "destination": f"database:{connection}/{target}", "count": 1,
+            "items": [{"table": target, "rows": 4, "run_id": run_id}],
+        }
+    with test_databases.admin[connection].connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT run_id, id, name, score, note FROM {target} ORDER BY run_id, id")).all()
+    # Decimals travel as exact text; SQLite has no decimal type and stores the score as a float.
+    expected = [(row["id"], row["name"], str(row["score"]), row["note"]) for row in sample_rows()]
+    assert [(i, name, str(score), note) for _, i, name, score, note in rows] == expected * 2
+    assert [r[0] for r in rows] == ["run-a"] * 4 + ["run-b"] * 4
+
+
+def test_column_types_of_a_new_table(ctx, connection, test_databases, scratch, tmp_path):
+    target = scratch()
+    rows = [{"k": 1, "ratio": 0.5, "flag": True, "tags": ["a", "b"], "meta": {"x": 1}, "mixed": 1, "empty": None},
+            {"k": 2, "ratio": 2, "flag": False, "tags": [], "meta": None, "mixed": "two", "empty": None}]
+    ops.export_to_database(ctx, write_table(tmp_path / "t.jsonl", rows), connection, target)
+    with test_databases.admin[connection].connect() as conn:
+        query = f"SELECT k, ratio, flag, tags, meta, mixed, empty FROM {target} ORDER BY k"
+        stored = conn.execute(sa.text(query)).all()
+    assert [tuple(r) for r in stored] == [(1, 0.5, True, '["a", "b"]', '{"x": 1}', "1", None),
+                                          (2, 2.0, False, "[]", None, "two", None)]
+
+
+@pytest.mark.parametrize("connection", ["samples", "maria"])  # SQLite stores text in an integer column
+def test_an_export_is_all_or_nothing(ctx, connection, test_databases, scratch, tmp_path):
+    target = scratch()
+    ops.export_to_database(ctx, write_table(tmp_path / "a.jsonl", [{"k": 1}]), connection, target)
+    rows = [{"k": n} for n in range(1500)] + [{"k": "not a number"}]  # fails in the second batch of 1000
+    with pytest.raises(OperationError, match=f"database connection '{connection}'"):
+        ops.export_to_database(other_run(ctx, "run-b"), write_table(tmp_path / "b.jsonl", rows), connection, target)
+    assert test_databases.count(connection, target) == 1
+
+
+def test_if_exists_fail_leaves_the_table_alone(ctx, connection, test_databases, scratch, tmp_path):
+    target = scratch()
+    table = write_table(tmp_path / "t.jsonl", [{"k": 1}])
+    ops.export_to_database(ctx, table, connection, target, if_exists="fail")
+    with pytest.raises(OperationError, match=f"table '{target}' already exists in connection '{connection}'"):
+        ops.export_to_database(other_run(ctx, "run-b"), table, connection, target, if_exists="fail")
+    assert test_databases.count(connection, target) == 1
+
+
+def test_appending_needs_the_columns(ctx, connection, scratch, tmp_path):
+    target = scratch()
+    ops.export_to_database(ctx, write_table(tmp_path / "a.jsonl", [{"k": 1}]), connection, target)
+    missing = f"table '{target}' in connection '{connection}' has no column\\(s\\) 'extra'"
+    with pytest.raises(OperationError, match=missing):
+        ops.export_to_database(ctx, write_table(tmp_path / "b.jsonl", [{"k": 1, "extra": 2}]), connection, target)
+    with pytest.raises(OperationError, match="the data has a column 'run_id'"):
+        ops.export_to_database(ctx, write_table(tmp_path / "c.jsonl", [{"run_id": 1}]), connection, target)

@@ -1,0 +1,294 @@
+"""import_from_google_drive, called as a run calls it: the real Drive client against the local fake."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from fake_drive import FakeDrive, ServiceAccount
+from orchestrator.assets import ops
+from orchestrator.assets.repository import CATALOG
+from orchestrator.assets.resources import GoogleDrive, Workspace
+from orchestrator.data import drive
+from orchestrator.engine import OperationError, PipelineInvalid, RunContext, build_plan
+from services_drive import SAMPLE_FOLDER_ID, SEED_FILE_ID
+
+
+@pytest.fixture
+def service_account_env(monkeypatch: pytest.MonkeyPatch, drive_account: ServiceAccount) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(drive_account.key_file))
+    monkeypatch.delenv("CONSTELLATION_GOOGLE_API_KEY", raising=False)
+
+
+@pytest.fixture
+def api_key_env(monkeypatch: pytest.MonkeyPatch, fake_drive: FakeDrive) -> str:
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CONSTELLATION_GOOGLE_API_KEY", fake_drive.api_key)
+    return fake_drive.api_key
+
+
+def make_ctx(tmp_path: Path, fake: FakeDrive, **limits: int) -> RunContext:
+    workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "art"), **limits)
+    google_drive = GoogleDrive(api_endpoint=fake.api_endpoint)
+    resources = SimpleNamespace(workspace=workspace, google_drive=google_drive)
+    return RunContext(run_dir=tmp_path / "run", resources=resources)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, fake_drive: FakeDrive, service_account_env: None) -> RunContext:
+    return make_ctx(tmp_path, fake_drive)
+
+
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A zip holding `members` under exactly the names given (even ones that climb out: zip-slip)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, content in members.items():
+            archive.writestr(zipfile.ZipInfo(name), content, compress_type=compression)
+    return buffer.getvalue()
+
+
+def seed_names(fake: FakeDrive) -> list[str]:
+    with zipfile.ZipFile(io.BytesIO(fake.items[SEED_FILE_ID].content or b"")) as archive:
+        return sorted(archive.namelist())
+
+
+# one file
+
+
+def test_a_plain_file_arrives_under_its_drive_name_in_the_run_folder(ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("photo.jpg", b"\xff\xd8 jpeg bytes", mime_type="image/jpeg")
+    imported = ops.import_from_google_drive(ctx, file_id=file_id)
+    [(name, path)] = imported.files.items()
+    assert name == "photo.jpg" and path.name == "photo.jpg"
+    assert path.is_relative_to(ctx.run_dir)
+    assert path.read_bytes() == b"\xff\xd8 jpeg bytes"
+    seen = fake_drive.seen(file_id)
+    assert [s.query.get("alt") for s in seen] == ["json", "media"]
+    assert all(s.query["supportsAllDrives"] == "true" for s in seen)
+    assert all(s.headers["authorization"].removeprefix("Bearer ") in fake_drive.issued_tokens for s in seen)
+
+
+def test_the_seed_zip_is_unpacked_into_its_labelled_images(ctx: RunContext, fake_drive: FakeDrive):
+    imported = ops.import_from_google_drive(ctx, file_id=SEED_FILE_ID)
+    assert list(imported.files) == seed_names(fake_drive)
+    assert {name.split("/")[0] for name in imported.files} == {"Fire", "Normal", "Smoke"}
+    for path in imported.files.values():
+        with Image.open(path) as image:
+            assert image.format == "JPEG"
+
+
+def test_unpack_false_keeps_the_zip_as_one_file(ctx: RunContext):
+    imported = ops.import_from_google_drive(ctx, file_id=SEED_FILE_ID, unpack=False)
+    [(name, path)] = imported.files.items()
+    assert name == "fire-dataset.zip" and zipfile.is_zipfile(path)
+
+
+def test_drive_names_that_are_not_file_names_are_made_safe(ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("../../etc/passwd", b"not really")
+    [(name, path)] = ops.import_from_google_drive(ctx, file_id=file_id).files.items()
+    assert "/" not in name and path.is_relative_to(ctx.run_dir)
+
+
+# folders
+
+
+def test_a_folder_is_listed_page_by_page_subfolders_included(ctx: RunContext, fake_drive: FakeDrive, caplog):
+    caplog.set_level(logging.INFO)
+    imported = ops.import_from_google_drive(ctx, folder_id=SAMPLE_FOLDER_ID)
+    assert list(imported.files) == [
+        "Normal/normal_0.jpg", "Normal/normal_1.jpg", "fire_0.jpg", "fire_1.jpg", "smoke_0.jpg", "smoke_1.jpg"
+    ]
+    pages = [s.query.get("pageToken") for s in fake_drive.listings(SAMPLE_FOLDER_ID)]
+    assert pages[0] is None and len(pages) >= 2 and all(pages[1:])  # 6 items, 3 per page
+    assert "skipped 'notes about the images'" in caplog.text and "Google document" in caplog.text
+
+
+def test_archives_in_a_folder_are_unpacked_under_their_own_name(ctx: RunContext, fake_drive: FakeDrive):
+    folder = fake_drive.add_folder("mixed")
+    fake_drive.add_file("set.zip", zip_bytes({"a/1.jpg": b"1", "2.jpg": b"2"}), parent=folder)
+    fake_drive.add_file("loose.jpg", b"3", parent=folder)
+    imported = ops.import_from_google_drive(ctx, folder_id=folder)
+    assert {name: path.read_bytes() for name, path in imported.files.items()} == {
+        "loose.jpg": b"3", "set.zip/2.jpg": b"2", "set.zip/a/1.jpg": b"1"
+    }
+
+
+def test_two_drive_files_of_the_same_name_are_both_kept(ctx: RunContext, fake_drive: FakeDrive):
+    folder = fake_drive.add_folder("twins")
+    first = fake_drive.add_file("same.jpg", b"first", parent=folder)
+    second = fake_drive.add_file("same.jpg", b"second", parent=folder)
+    imported = ops.import_from_google_drive(ctx, folder_id=folder)
+    assert sorted(p.read_bytes() for p in imported.files.values()) == [b"first", b"second"]
+    assert "same.jpg" in imported.files and any(first in n or second in n for n in imported.files)
+
+
+def test_a_folder_of_only_google_documents_is_reported(ctx: RunContext, fake_drive: FakeDrive):
+    folder = fake_drive.add_folder("docs only")
+    fake_drive.add_document("a spreadsheet", parent=folder)
+    with pytest.raises(OperationError, match=f"folder '{folder}' .*holds no downloadable files"):
+        ops.import_from_google_drive(ctx, folder_id=folder)
+
+
+# what the user gets wrong
+
+
+def test_a_missing_file_names_the_id_and_googles_message(ctx: RunContext, drive_account: ServiceAccount):
+    missing = "1missingFileIdxxxxxxxxxxxx"
+    with pytest.raises(OperationError) as failure:
+        ops.import_from_google_drive(ctx, file_id=missing)
+    message = str(failure.value)
+    assert f"no file '{missing}'" in message and f"File not found: {missing}." in message
+    assert drive_account.email in message  # whom to share it with
+
+
+def test_a_missing_folder_names_the_id(ctx: RunContext):
+    with pytest.raises(OperationError, match="no folder '1missingFolderxxxxxxx'.*HTTP 404"):
+        ops.import_from_google_drive(ctx, folder_id="1missingFolderxxxxxxx")
+
+
+def test_ids_of_the_wrong_kind_say_which_parameter_to_use(ctx: RunContext, fake_drive: FakeDrive):
+    with pytest.raises(OperationError, match="is a folder .*give it as folder_id"):
+        ops.import_from_google_drive(ctx, file_id=SAMPLE_FOLDER_ID)
+    with pytest.raises(OperationError, match="not a folder; give it as file_id"):
+        ops.import_from_google_drive(ctx, folder_id=SEED_FILE_ID)
+    document = fake_drive.add_document("meeting notes")
+    with pytest.raises(OperationError, match="'meeting notes'.*is a Google document"):
+        ops.import_from_google_drive(ctx, file_id=document)
+
+
+@pytest.mark.parametrize("given", [{}, {"file_id": SEED_FILE_ID, "folder_id": SAMPLE_FOLDER_ID}])
+def test_exactly_one_of_file_id_and_folder_id(ctx: RunContext, given: dict):
+    with pytest.raises(OperationError, match="exactly one of file_id .* or folder_id"):
+        ops.import_from_google_drive(ctx, **given)
+
+
+@pytest.mark.parametrize("bad", ["short", "has space in it", "quote'injection'x", "../../../etc/passwd"])
+def test_a_malformed_id_fails_validation_before_launch(bad: str):
+    for name in ("file_id", "folder_id"):
+        with pytest.raises(PipelineInvalid) as invalid:
+            build_plan([{"operation": "import_from_google_drive", "parameters": {name: bad}}], CATALOG)
+        [problem] = invalid.value.problems
+        assert problem.path == f"/instructions/0/parameters/{name}" and "does not match" in problem.message
+
+
+# large files, cancelling, hostile archives
+
+
+def test_a_large_file_streams_in_ranged_chunks(ctx: RunContext, fake_drive: FakeDrive, monkeypatch):
+    monkeypatch.setattr(drive, "CHUNK_SIZE", 64 * 1024)
+    content = os.urandom(300_000)
+    file_id = fake_drive.add_file("scene.tif", content)
+    [path] = ops.import_from_google_drive(ctx, file_id=file_id).files.values()
+    assert path.read_bytes() == content
+    ranges = [s.headers.get("range") for s in fake_drive.seen(file_id) if s.query.get("alt") == "media"]
+    assert ranges == [f"bytes={start}-{start + 65535}" for start in range(0, 300_000, 65536)]
+
+
+def test_an_empty_file_is_downloaded(ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("empty.txt", b"")
+    [path] = ops.import_from_google_drive(ctx, file_id=file_id).files.values()
+    assert path.read_bytes() == b""
+
+
+def test_cancel_stops_between_chunks_and_leaves_no_partial_file(ctx: RunContext, fake_drive: FakeDrive, monkeypatch):
+    monkeypatch.setattr(drive, "CHUNK_SIZE", 64 * 1024)
+    file_id = fake_drive.add_file("big.bin", os.urandom(400_000))
+    fake_drive.after_range = lambda seen: ctx.cancelled.set() if seen.file_id == file_id else None
+    try:
+        with pytest.raises(OperationError, match="stopped"):
+            ops.import_from_google_drive(ctx, file_id=file_id)
+    finally:
+        fake_drive.after_range = None
+    assert len([s for s in fake_drive.seen(file_id) if s.query.get("alt") == "media"]) == 1  # of 7 chunks
+    assert [p for p in ctx.run_dir.rglob("*") if p.is_file()] == []
+
+
+def test_a_zip_slip_archive_is_refused(ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("slip.zip", zip_bytes({"ok.jpg": b"1", "../../escaped.jpg": b"2"}))
+    with pytest.raises(OperationError, match="'../../escaped.jpg' would be written outside its folder"):
+        ops.import_from_google_drive(ctx, file_id=file_id)
+    assert not list(ctx.run_dir.parent.rglob("escaped.jpg"))
+
+
+def test_a_zip_bomb_is_refused(tmp_path: Path, fake_drive: FakeDrive, service_account_env: None):
+    ctx = make_ctx(tmp_path, fake_drive, archive_max_bytes=1_000_000)
+    bomb = zip_bytes({"zeros.bin": bytes(5_000_000)}, zipfile.ZIP_DEFLATED)
+    assert len(bomb) < 10_000
+    file_id = fake_drive.add_file("bomb.zip", bomb)
+    with pytest.raises(OperationError, match="unpacks to more than 1000000 bytes"):
+        ops.import_from_google_drive(ctx, file_id=file_id)
+
+
+# credentials
+
+
+def test_the_service_account_signs_in_with_the_read_only_scope(ctx: RunContext, drive_account: ServiceAccount,
+                                                                fake_drive: FakeDrive):
+    ops.import_from_google_drive(ctx, file_id=SEED_FILE_ID, unpack=False)
+    claims = [c for c in fake_drive.token_claims if c["iss"] == drive_account.email]
+    assert claims and claims[-1]["scope"] == "https://www.googleapis.com/auth/drive.readonly"
+
+
+def test_an_api_key_reads_public_files_and_never_shows(tmp_path: Path, fake_drive: FakeDrive, api_key_env: str,
+                                                       caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)  # the client logs every request URL at debug level
+    ctx = make_ctx(tmp_path, fake_drive)
+    file_id = fake_drive.add_file("public.jpg", b"public")
+    [path] = ops.import_from_google_drive(ctx, file_id=file_id).files.values()
+    assert path.read_bytes() == b"public"
+    seen = fake_drive.seen(file_id)
+    assert seen and all(s.query.get("key") == api_key_env and "authorization" not in s.headers for s in seen)
+    with pytest.raises(OperationError) as failure:
+        ops.import_from_google_drive(ctx, file_id="1missingPublicFilexxxxxx")
+    assert "1missingPublicFilexxxxxx" in str(failure.value) and "API key" in str(failure.value)
+    assert api_key_env not in str(failure.value)
+    assert "URL being requested" in caplog.text and "key=<redacted>" in caplog.text
+    assert api_key_env not in caplog.text
+
+
+def test_no_secret_reaches_messages_or_logs(ctx: RunContext, fake_drive: FakeDrive, drive_account: ServiceAccount,
+                                            caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    ops.import_from_google_drive(ctx, folder_id=SAMPLE_FOLDER_ID)
+    with pytest.raises(OperationError) as failure:
+        ops.import_from_google_drive(ctx, file_id="1missingFileIdyyyyyyyyyy")
+    secrets = [*fake_drive.issued_tokens, *drive_account.private_key_pem.splitlines()[1:-1]]
+    for secret in secrets:
+        assert secret not in caplog.text and secret not in str(failure.value)
+
+
+def test_without_credentials_the_message_says_what_to_set(tmp_path: Path, fake_drive: FakeDrive, monkeypatch):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("CONSTELLATION_GOOGLE_API_KEY", raising=False)
+    with pytest.raises(OperationError, match="set GOOGLE_APPLICATION_CREDENTIALS .* or CONSTELLATION_GOOGLE_API_KEY"):
+        ops.import_from_google_drive(make_ctx(tmp_path, fake_drive), file_id=SEED_FILE_ID)
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"type": "service_account"}'])
+def test_an_unusable_key_file_is_named(tmp_path: Path, fake_drive: FakeDrive, monkeypatch, content: str | None):
+    key_file = tmp_path / "key.json"
+    if content is not None:
+        key_file.write_text(content)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    with pytest.raises(OperationError, match=f"GOOGLE_APPLICATION_CREDENTIALS names {key_file}"):
+        ops.import_from_google_drive(make_ctx(tmp_path, fake_drive), file_id=SEED_FILE_ID)
+
+
+def test_a_key_google_refuses_is_reported_without_the_key(tmp_path: Path, fake_drive: FakeDrive, monkeypatch):
+    account = fake_drive.service_account(tmp_path)
+    del fake_drive.accounts[next(k for k, a in fake_drive.accounts.items() if a is account)]  # a revoked key
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(account.key_file))
+    with pytest.raises(OperationError) as failure:
+        ops.import_from_google_drive(make_ctx(tmp_path, fake_drive), file_id=SEED_FILE_ID)
+    message = str(failure.value)
+    assert f"did not accept this server's service account {account.email}" in message
+    assert SEED_FILE_ID in message and "invalid_grant" in message
+    assert all(line not in message for line in account.private_key_pem.splitlines()[1:-1])
