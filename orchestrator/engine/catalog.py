@@ -20,6 +20,7 @@ from typing import Annotated, Any, get_args, get_origin
 from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
 
+from orchestrator.engine.cleanup import RunCleanup
 from orchestrator.engine.errors import OperationError
 
 JSON_TYPE = "Json"
@@ -52,6 +53,8 @@ class RunContext:
     node_key: str = "adhoc"
     # Set when the run is being stopped (cancel, failure elsewhere): long ops check it often.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Shared by every instruction of the run (dataclasses.replace keeps the same object).
+    cleanup: RunCleanup = field(default_factory=RunCleanup)
 
     def check_cancelled(self) -> None:
         """Raise if the run is being stopped; call it between units of work."""

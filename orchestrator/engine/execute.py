@@ -48,14 +48,18 @@ def execute(
     Raises InstructionFailed naming the failing instruction's path.
     """
     runner = _Runner(catalog, context, on_event)
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="instruction") as pool:
-        try:
-            return [runner.run_subtree(root, pool) for root in plan.roots]
-        except BaseException:
-            # Interrupted (run cancelled) or failed: tell running ops to stop at their next check,
-            # so the pool's shutdown does not wait for a long download to finish.
-            context.cancelled.set()
-            raise
+    try:
+        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="instruction") as pool:
+            try:
+                return [runner.run_subtree(root, pool) for root in plan.roots]
+            except BaseException:
+                # Interrupted (run cancelled) or failed: tell running ops to stop at their next check,
+                # so the pool's shutdown does not wait for a long download to finish.
+                context.cancelled.set()
+                raise
+    finally:
+        # Success, failure or cancel: undo what the run left behind (e.g. models it deployed).
+        context.cleanup.run_all(context.log)
 
 
 def summarize(value: Any) -> str:
