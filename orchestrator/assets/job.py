@@ -117,13 +117,17 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
             f"| `{root.path}` | {root.operation} | {summarize(output)} |"
             for root, output in zip(plan.roots, outputs, strict=True)
         )
-        yield Output(
-            {"results": str(results_path), "count": len(results)},
-            metadata={
-                "results": MetadataValue.path(str(results_path)),
-                "outputs": MetadataValue.md("| path | operation | output |\n|---|---|---|\n" + table),
-            },
-        )
+        metadata = {
+            "results": MetadataValue.path(str(results_path)),
+            "outputs": MetadataValue.md("| path | operation | output |\n|---|---|---|\n" + table),
+        }
+        # Reports (e.g. compare_models) show in the UI as Markdown, their charts as file paths.
+        for root, output in zip(plan.roots, outputs, strict=True):
+            if isinstance(getattr(output, "markdown", None), str):
+                metadata[f"{root.operation} {root.path}"] = MetadataValue.md(output.markdown)
+            if getattr(output, "chart", None) is not None:
+                metadata[f"{root.operation} {root.path} chart"] = MetadataValue.path(str(output.chart))
+        yield Output({"results": str(results_path), "count": len(results)}, metadata=metadata)
 
     @job(
         executor_def=in_process_executor,

@@ -8,6 +8,7 @@ the work lives in `orchestrator.data`, plain Python tested on its own.
 from __future__ import annotations
 
 import fnmatch
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,31 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter, WithJsonSchema
 
-from orchestrator.data import archives, database_export, databases, drive, images, local, s3, table_images
-from orchestrator.data.datasets import ArrayList, Batches, Exported, FileDict, FileList, FileRef, Table, as_refs
+from orchestrator.data import (
+    archives,
+    compare,
+    database_export,
+    databases,
+    drive,
+    images,
+    inference,
+    local,
+    model_server,
+    s3,
+    table_images,
+)
+from orchestrator.data.datasets import (
+    ArrayList,
+    Batches,
+    Comparison,
+    Exported,
+    FileDict,
+    FileList,
+    FileRef,
+    Predictions,
+    Table,
+    as_refs,
+)
 from orchestrator.data.url import download
 from orchestrator.engine import OperationError, RunContext
 
@@ -402,3 +426,90 @@ def table_to_images(
     if not files:
         raise OperationError(f"no row of the table holds an image in column {image_column!r}")
     return FileDict(files)
+
+
+# Models: deployed, used and deleted on a model server through the Open Inference Protocol.
+ModelId = Annotated[
+    str,
+    Field(pattern=model_server.MODEL_ID_PATTERN, description="the model's Hugging Face id, e.g. org/name"),
+]
+
+
+def deploy_model(
+    ctx: RunContext,
+    model: ModelId,
+    task: Annotated[Literal["image-classification"], Field(description="what the model does")] = "image-classification",
+    source: Annotated[
+        str | None,
+        Field(
+            pattern=model_server.MODEL_ID_PATTERN,
+            description="where the server loads it from: a Hugging Face id or a folder in its models root "
+            "(default: the model id)",
+        ),
+    ] = None,
+) -> dict:
+    """Load a model on the model server (a model already ready is not loaded twice)."""
+    with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
+        if server.is_ready(model):
+            ctx.log.info(f"{model} is already ready on the model server; not loading it again")
+            return {"model": model, "name": model_server.slug(model), "loaded": False}
+        server.load(model, source or model, task)
+    # Deployments cost money: whatever happens next, the run unloads what it loaded.
+    connection = ctx.resources.model_server
+    ctx.cleanup.add(f"model:{model}", f"unloading {model}, deployed by this run", lambda: _unload(connection, model))
+    return {"model": model, "name": model_server.slug(model), "loaded": True}
+
+
+def model_inference(
+    ctx: RunContext,
+    model: ModelId,
+    data: Annotated[FileList | FileDict | Batches, Field(description="the images (Batches keep their batching)")],
+    batch_size: Annotated[int, Field(ge=1, le=1024, description="images per request (unless data is Batches)")] = 16,
+    top_k: Annotated[int, Field(ge=1, le=100, description="labels kept per image, best first")] = 3,
+) -> Predictions:
+    """Run a deployed model over every image: one prediction per input, keyed by its name."""
+    if isinstance(data, Batches):
+        batches = data.batches
+    else:
+        refs = as_refs(data)
+        batches = [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
+    with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
+        items, stats = inference.classify_all(server, model, batches, top_k, ctx.check_cancelled)
+    path = ctx.node_dir / "predictions.json"
+    path.write_text(json.dumps({"model": model, "stats": stats, "predictions": items}))
+    return Predictions(model, items, stats, path)
+
+
+def delete_model(ctx: RunContext, model: ModelId) -> dict:
+    """Unload a model from the model server."""
+    _unload(ctx.resources.model_server, model)
+    ctx.cleanup.discard(f"model:{model}")
+    return {"model": model, "name": model_server.slug(model), "unloaded": True}
+
+
+def compare_models(
+    ctx: RunContext,
+    results: Annotated[
+        list[Predictions], Field(min_length=2, description="model_inference results over the same data")
+    ],
+    labels: Annotated[
+        Literal["folders", "none"],
+        Field(description="ground truth: each input's folder name (Fire/a.jpg is Fire), or none"),
+    ] = "folders",
+) -> Comparison:
+    """Compare models on the same inputs: accuracy, macro-F1, confusion, agreement, kappa, speed."""
+    names = [item["name"] for item in results[0].items]
+    truth = compare.labels_from_folders(names) if labels == "folders" else None
+    if labels == "folders" and truth is None:
+        raise OperationError("labels 'folders' needs every input in a folder named by its class; "
+                             "use labels 'none' to compare agreement only")
+    runs = [{"model": r.model, "top1": r.top1(), "stats": r.stats} for r in results]
+    report = compare.compare(runs, truth)
+    chart = compare.chart(report, ctx.node_dir / "comparison.png")
+    (ctx.node_dir / "comparison.json").write_text(json.dumps(report, indent=1))
+    return Comparison(report, compare.markdown(report), chart)
+
+
+def _unload(connection, model: str) -> None:
+    with connection.connect() as server:
+        server.unload(model)

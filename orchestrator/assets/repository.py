@@ -6,7 +6,7 @@ from dagster import ConfigurableResource, repository
 
 from orchestrator.assets import ops
 from orchestrator.assets.job import make_execute_job
-from orchestrator.assets.resources import Databases, GoogleDrive, S3Storage, Workspace
+from orchestrator.assets.resources import Databases, GoogleDrive, ModelServerConnection, S3Storage, Workspace
 from orchestrator.engine import Catalog
 
 # Every operation a pipeline may use. Adding one: write the function in ops.py, list it here.
@@ -29,6 +29,10 @@ OP_DEFS = [
     ops.import_from_database,
     ops.export_to_database,
     ops.table_to_images,
+    ops.deploy_model,
+    ops.model_inference,
+    ops.delete_model,
+    ops.compare_models,
 ]
 
 CATALOG = Catalog.from_functions(OP_DEFS)
@@ -42,6 +46,7 @@ def resources_from_env() -> dict[str, ConfigurableResource]:
         "s3": S3Storage.from_env(),
         "google_drive": GoogleDrive.from_env(),
         "databases": Databases(),
+        "model_server": ModelServerConnection.from_env(),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
@@ -13,6 +14,7 @@ from orchestrator import runs
 from orchestrator.data import drive
 from orchestrator.data.archives import ArchiveLimits
 from orchestrator.data.databases import Connections
+from orchestrator.data.model_server import ModelServer, Retry
 from orchestrator.data.s3 import S3Settings
 from orchestrator.data.url import UrlPolicy
 
@@ -119,3 +121,22 @@ class Databases(ConfigurableResource):
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self.dispose()
+
+
+class ModelServerConnection(ConfigurableResource):
+    """The model server that model ops talk to (any Open Inference Protocol server)."""
+
+    url: str = "http://127.0.0.1:8080"
+    timeout_s: float = 120.0
+    retry_attempts: int = 5
+    retry_first_delay_s: float = 0.5
+
+    @classmethod
+    def from_env(cls) -> ModelServerConnection:
+        env = {"url": "CONSTELLATION_MODEL_SERVER_URL", "timeout_s": "CONSTELLATION_MODEL_SERVER_TIMEOUT_S",
+               "retry_attempts": "CONSTELLATION_MODEL_SERVER_RETRY_ATTEMPTS"}
+        return cls(**{field: os.environ[var] for field, var in env.items() if var in os.environ})
+
+    def connect(self, check_cancelled: Callable[[], None] = lambda: None) -> ModelServer:
+        retry = Retry(attempts=self.retry_attempts, first_delay_s=self.retry_first_delay_s)
+        return ModelServer(self.url, self.timeout_s, retry, check_cancelled)

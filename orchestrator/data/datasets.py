@@ -159,3 +159,40 @@ class Exported(DataType):
 
     def to_result(self) -> dict[str, Any]:
         return {"type": "Exported", "destination": self.destination, "count": len(self.items), "items": self.items}
+
+
+class Predictions(DataType):
+    """One model's top-k labels and scores for every input, keyed by the input's name."""
+
+    def __init__(self, model: str, items: list[dict[str, Any]], stats: dict[str, Any], path: Path):
+        self.model = model
+        self.items = items
+        self.stats = stats
+        self.path = path
+
+    def top1(self) -> dict[str, str]:
+        return {item["name"]: item["labels"][0] for item in self.items}
+
+    def summary(self) -> str:
+        rate = self.stats["images"] / self.stats["seconds"] if self.stats.get("seconds") else 0
+        return f"{len(self.items)} predictions by {self.model} ({rate:.1f} images/s)"
+
+    def to_result(self) -> dict[str, Any]:
+        stats = {k: v for k, v in self.stats.items() if k != "batch_seconds"}
+        return {"type": "Predictions", "model": self.model, "count": len(self.items), "stats": stats,
+                "uri": self.path.resolve().as_uri(), "predictions": self.items}
+
+
+class Comparison(DataType):
+    """Several models compared on the same inputs: metrics, agreement, and a chart."""
+
+    def __init__(self, report: dict[str, Any], markdown: str, chart: Path):
+        self.report = report
+        self.markdown = markdown
+        self.chart = chart
+
+    def summary(self) -> str:
+        return f"{len(self.report['models'])} models compared on {self.report['inputs']} inputs"
+
+    def to_result(self) -> dict[str, Any]:
+        return {"type": "Comparison", **self.report, "chart": self.chart.resolve().as_uri()}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
+import annotated_types
 from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
 
@@ -223,13 +224,26 @@ def _parameter(param: inspect.Parameter, hint: Any) -> Parameter:
     data, many = _data_types(base)
     if data:
         item = {"type": "object", "required": ["operation"], "x-accepts": [t.__name__ for t in data]}
-        schema = {"type": "array", "items": item} if many else item
+        schema = {"type": "array", "items": item, **_length_bounds(hint)} if many else item
         accepts = tuple(t.__name__ for t in data)
         return Parameter(param.name, description, schema, required, default, accepts, many)
     schema = TypeAdapter(hint).json_schema()
     schema.pop("title", None)
     schema.pop("description", None)
     return Parameter(param.name, description, schema, required, default)
+
+
+def _length_bounds(hint: Any) -> dict[str, int]:
+    """minItems / maxItems from a `Field(min_length=..., max_length=...)` on a list parameter."""
+    bounds: dict[str, int] = {}
+    if get_origin(hint) is Annotated:
+        for extra in get_args(hint)[1:]:
+            for rule in getattr(extra, "metadata", []) if isinstance(extra, FieldInfo) else []:
+                if isinstance(rule, annotated_types.MinLen):
+                    bounds["minItems"] = rule.min_length
+                elif isinstance(rule, annotated_types.MaxLen):
+                    bounds["maxItems"] = rule.max_length
+    return bounds
 
 
 def _split_annotated(hint: Any) -> tuple[Any, str]:

@@ -190,6 +190,10 @@ class _Planner:
                     f"{_or_list(param.accepts)}, got {json_kind(given)}",
                 )
                 return None
+            fewest, most = param.schema.get("minItems", 0), param.schema.get("maxItems", len(given))
+            if not fewest <= len(given) <= most:
+                bound = f"at least {fewest}" if len(given) < fewest else f"at most {most}"
+                self.problem(where, f"{op.name}.{param.name} takes {bound} instructions, got {len(given)}")
             nodes = [
                 self._one_input(op, param, item, pointer_join(where, i), depth)
                 for i, item in enumerate(given)
