@@ -1,4 +1,4 @@
-"""Start the local stack in the foreground: code server, webserver, daemon, gateway.
+"""Start the local stack in the foreground: model server, code server, webserver, daemon, gateway.
 
 Ctrl-C (or SIGTERM) stops every process it started. Ports and folders come from the
 environment; see the README's configuration table.
@@ -24,6 +24,7 @@ def main() -> int:
     grpc_port = int(os.environ.get("CONSTELLATION_GRPC_PORT", "4000"))
     dagster_port = int(os.environ.get("CONSTELLATION_DAGSTER_PORT", "3000"))
     api_port = int(os.environ.get("CONSTELLATION_API_PORT", "8000"))
+    model_port = int(os.environ.get("CONSTELLATION_MODEL_SERVER_PORT", "8080"))
     home = Path(os.environ.get("DAGSTER_HOME", ROOT / ".dagster")).resolve()
     env = {
         **os.environ,
@@ -36,9 +37,16 @@ def main() -> int:
         ),
         "CONSTELLATION_OUTPUT_ROOT": str(Path(os.environ.get("CONSTELLATION_OUTPUT_ROOT", ROOT / "outputs")).resolve()),
         "CONSTELLATION_DAGSTER_URL": f"http://{host}:{dagster_port}",
+        "CONSTELLATION_MODEL_SERVER_HOST": host,
+        "CONSTELLATION_MODEL_SERVER_PORT": str(model_port),
+        # Set it to use another server of the protocol (Triton, KServe); ours still starts, unused.
+        "CONSTELLATION_MODEL_SERVER_URL": os.environ.get("CONSTELLATION_MODEL_SERVER_URL")
+        or f"http://{host}:{model_port}",
+        "CONSTELLATION_MODELS_ROOT": str(Path(os.environ.get("CONSTELLATION_MODELS_ROOT", ROOT / "models")).resolve()),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    for port, name in ((grpc_port, "code server"), (dagster_port, "webserver"), (api_port, "gateway")):
+    ports = {"code server": grpc_port, "webserver": dagster_port, "gateway": api_port, "model server": model_port}
+    for name, port in ports.items():
         if _port_open(host, port):
             print(f"port {port} ({name}) is already in use; set another with the env vars in the README")
             return 1
@@ -50,6 +58,8 @@ def main() -> int:
     workspace = _prepare_home(home, host, grpc_port)
 
     commands = {
+        # First, and waited for last: it spends seconds importing torch while the others start.
+        "model server": [sys.executable, "-m", "model_server"],
         "code server": [
             BIN / "dagster",
             "api",
@@ -88,17 +98,29 @@ def main() -> int:
                     return 0
                 print(f"{name} did not start; see its output above")
                 return 1
+        if not _wait_for_port(host, model_port, children["model server"], lambda: stopping):
+            if stopping:
+                return 0
+            print("model server did not start; see its output above")
+            return 1
         print(
             f"\nConstellation is up:\n  gateway   http://{host}:{api_port}  (docs at /docs)\n"
             f"  Dagster   http://{host}:{dagster_port}  (main@constellation)\n"
+            f"  models    {env['CONSTELLATION_MODEL_SERVER_URL']}  (models root {env['CONSTELLATION_MODELS_ROOT']})\n"
             f"  data root {env['CONSTELLATION_DATA_ROOT']}\nCtrl-C stops everything.\n",
             flush=True,
         )
+        # Without the model server only model operations fail (a big model may get it killed): keep the rest.
+        reported: set[str] = set()
         while not stopping:
             for name, child in children.items():
-                if child.poll() is not None:
+                if child.poll() is None or name in reported:
+                    continue
+                if name != "model server":
                     print(f"{name} exited with code {child.returncode}; stopping the stack")
                     return 1
+                reported.add(name)
+                print(f"model server exited with code {child.returncode}; model operations fail until a restart")
             time.sleep(0.5)
         return 0
     finally:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from sample_data import write_samples  # noqa: E402
 
 # Each family of sources brings its local server and the settings the stack needs to reach it.
-pytest_plugins = ["services_s3", "services_drive", "services_databases"]
+pytest_plugins = ["services_s3", "services_drive", "services_databases", "services_models"]
 
 
 def free_port() -> int:
@@ -41,6 +41,7 @@ class Stack:
     home: Path
     log: Path
     process: subprocess.Popen[bytes]
+    model_server_url: str = ""
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.api_url, timeout=30, **kwargs)
@@ -61,7 +62,7 @@ class Stack:
 
 
 def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
-    api_port, dagster_port, grpc_port = free_port(), free_port(), free_port()
+    api_port, dagster_port, grpc_port, model_port = free_port(), free_port(), free_port(), free_port()
     data_root, artifact_root, home = base / "data", base / "artifacts", base / "dagster_home"
     write_samples(data_root)
     env = {
@@ -72,7 +73,8 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
         "CONSTELLATION_DATA_ROOT": str(data_root),
         "CONSTELLATION_ARTIFACT_ROOT": str(artifact_root),
         "CONSTELLATION_OUTPUT_ROOT": str(base / "outputs"),
-        "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "CONSTELLATION_MODEL_SERVER_PORT": str(model_port),
+        "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
         "CONSTELLATION_URL_ALLOW_PRIVATE": "true",  # the tests serve files from 127.0.0.1
         "DAGSTER_HOME": str(home),
         **(extra_env or {}),
@@ -83,7 +85,7 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
             [sys.executable, str(ROOT / "scripts" / "stack.py")], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     stack = Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dagster_port}", data_root,
-                  artifact_root, home, log, process)
+                  artifact_root, home, log, process, model_server_url=env["CONSTELLATION_MODEL_SERVER_URL"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -109,9 +111,11 @@ def stop_stack(stack: Stack, sig: int = signal.SIGTERM) -> int:
 
 
 @pytest.fixture(scope="session")
-def stack_env(s3_env: dict[str, str], drive_env: dict[str, str], database_env: dict[str, str]) -> dict[str, str]:
-    """Server settings that point the stack at the test S3, Drive and databases."""
-    return {**s3_env, **drive_env, **database_env}
+def stack_env(
+    s3_env: dict[str, str], drive_env: dict[str, str], database_env: dict[str, str], models_env: dict[str, str]
+) -> dict[str, str]:
+    """Server settings that point the stack at the test S3, Drive, databases and models."""
+    return {**s3_env, **drive_env, **database_env, **models_env}
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ def test_ctrl_c_stops_every_process(tmp_path: Path):
     launcher = psutil.Process(stack.process.pid)
     children = launcher.children(recursive=True)
     names = " ".join(" ".join(c.cmdline()) for c in children)
-    assert all(word in names for word in ("api grpc", "dagster-webserver", "dagster-daemon", "uvicorn"))
+    assert all(word in names for word in ("api grpc", "dagster-webserver", "dagster-daemon", "uvicorn", "model_server"))
     assert stop_stack(stack, signal.SIGINT) == 0
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"still running after Ctrl-C: {[p.cmdline() for p in alive]}"

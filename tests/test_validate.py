@@ -81,7 +81,7 @@ def test_unknown_operation_suggests_a_close_match():
 
 
 def test_unknown_operation_without_a_close_match_points_to_the_list():
-    [(path, message)] = problems([instruction("deploy_rocket")])
+    [(path, message)] = problems([instruction("fly_to_the_moon")])
     assert path == "/instructions/0/operation"
     assert "GET /operations" in message
 

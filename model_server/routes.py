@@ -1,0 +1,162 @@
+"""The V2 endpoints: health, server and model metadata, inference, and the model repository."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from model_server.config import Settings
+from model_server.errors import ServerError
+from model_server.protocol import (
+    IndexEntry,
+    IndexRequest,
+    InferRequest,
+    InferResponse,
+    LoadRequest,
+    LoadResponse,
+    ModelMetadata,
+    ReadyResponse,
+    ServerMetadata,
+    UnloadResponse,
+)
+from model_server.registry import NAME_PATTERN, ModelLoading, ModelRegistry, ModelState
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _model_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ServerError(400, f"model name {name!r} is not a valid name: 1-201 letters, digits, '.', '_' or '-', "
+                               "starting with a letter or digit (e.g. 'org--model' for the id 'org/model')")
+    return name
+
+
+Registry = Annotated[ModelRegistry, Depends(_registry)]
+ServerSettings = Annotated[Settings, Depends(_settings)]
+ModelName = Annotated[str, Depends(_model_name)]
+router = APIRouter(prefix="/v2")
+
+
+@router.get("/health/live")
+async def live() -> dict[str, bool]:
+    """The server process answers."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready() -> dict[str, bool]:
+    """The server accepts requests (models are loaded on demand)."""
+    return {"ready": True}
+
+
+@router.get("", response_model=ServerMetadata)
+async def server_metadata() -> ServerMetadata:
+    """Name, version and protocol extensions."""
+    return ServerMetadata()
+
+
+@router.get("/models/{name}", response_model=ModelMetadata)
+async def model_metadata(name: ModelName, registry: Registry) -> ModelMetadata:
+    """A loaded model's task, source, labels, inputs and outputs."""
+    entry = registry.ready(name)
+    return ModelMetadata(name=name, task=entry.task, source=entry.source, labels=entry.labels)
+
+
+@router.get("/models/{name}/ready", response_model=ReadyResponse)
+async def model_ready(name: ModelName, registry: Registry) -> ReadyResponse | JSONResponse:
+    """200 when the model is loaded; 404 when it is not; 400 while it loads."""
+    try:
+        registry.ready(name)
+    except ModelLoading as loading:
+        return JSONResponse({"error": str(loading), "name": name, "ready": False}, status_code=400)
+    return ReadyResponse(name=name, ready=True)
+
+
+@router.post("/models/{name}/infer", response_model=InferResponse, response_model_exclude_none=True)
+async def infer(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> InferResponse:
+    """Classify the request's images: top-k labels and scores per image, best first."""
+    body = await read_body(request, settings)
+    registry.ready(name)  # an unknown model is the first thing to say
+
+    def run() -> InferResponse:
+        parsed = parse(body, InferRequest)
+        k, results = registry.classify(name, parsed.inputs[0].images(), parsed.parameters.top_k)
+        return InferResponse.of(name, parsed.id, k, results)
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/repository/index", response_model=list[IndexEntry])
+async def repository_index(request: Request, registry: Registry, settings: ServerSettings) -> list[IndexEntry]:
+    """Every model this server has known: READY, LOADING or UNAVAILABLE with the reason."""
+    wanted = parse(await read_body(request, settings), IndexRequest, optional=True)
+    return [
+        IndexEntry(name=e.name, state=e.state, reason=e.reason)
+        for e in registry.index()
+        if e.state is ModelState.READY or not wanted.ready
+    ]
+
+
+@router.post("/repository/models/{name}/load", response_model=LoadResponse)
+async def load(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> LoadResponse:
+    """Load a model from `parameters.source` (a Hugging Face id or a folder under the models root)."""
+    parameters = parse(await read_body(request, settings), LoadRequest, optional=True).parameters
+    entry = await run_in_threadpool(registry.load, name, parameters.source or name, parameters.task)
+    return LoadResponse(name=name, state=entry.state, source=entry.source, task=entry.task)
+
+
+@router.post("/repository/models/{name}/unload", response_model=UnloadResponse)
+async def unload(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> UnloadResponse:
+    """Unload a model and release its memory (the answer says how much the process holds before and after)."""
+    await read_body(request, settings)  # Triton accepts parameters here; we need none
+    memory = await run_in_threadpool(registry.unload, name)
+    return UnloadResponse(name=name, state=ModelState.UNAVAILABLE, resident_bytes_before=memory.before,
+                          resident_bytes_after=memory.after)
+
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """Read at most the request limit; past it, keep reading (and dropping) up to the drain limit, then 413."""
+    limit, drain = settings.max_request_bytes, settings.max_drain_bytes
+    too_large = ServerError(413, f"request body is larger than the limit of {limit} bytes "
+                                 "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES); send fewer images per request")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > drain:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > drain:
+            break
+    if size > limit:
+        raise too_large
+    return b"".join(chunks)
+
+
+def parse(body: bytes, schema: type[Body], optional: bool = False) -> Body:
+    """Validate a JSON body: 400 when it is not JSON, 422 naming each field that is wrong."""
+    if optional and not body.strip():
+        return schema()
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False)
+        if any(p["type"] == "json_invalid" for p in problems):
+            raise ServerError(400, f"request body is not valid JSON: {problems[0]['msg']}") from None
+        details = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'body'}: {p['msg']}" for p in problems[:5])
+        raise ServerError(422, f"request body is not a valid {schema.__name__}: {details}") from None

@@ -1,0 +1,148 @@
+"""Models end to end on the real stack: deploy, infer, compare, delete — and clean-up on failure."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from conftest import Stack, start_stack, stop_stack
+from orchestrator.data import compare
+from samples import sample_bodies
+
+pytestmark = pytest.mark.e2e
+
+SEED_MODEL = "EdBianchi/vit-fire-detection"
+SECOND_MODEL = "tiny-fire-b"
+
+
+def body_with(*operations: str) -> dict:
+    """The sample body of sample_dags.txt that uses all these operations, verbatim."""
+    for body in sample_bodies():
+        if all(f'"{op}"' in body for op in operations):
+            return json.loads(body)
+    raise AssertionError(f"no sample uses {operations}")
+
+
+def models_loaded(stack: Stack) -> list[str]:
+    index = httpx.post(stack.model_server_url + "/v2/repository/index", timeout=10).json()
+    return sorted(m["name"] for m in index if m.get("state") == "READY")
+
+
+def run_logs(stack: Stack, run_id: str) -> list[str]:
+    query = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+        ... on MessageEvent { message } } } } }"""
+    answer = httpx.post(stack.dagster_url + "/graphql", json={"query": query, "variables": {"id": run_id}}).json()
+    return [e.get("message", "") for e in answer["data"]["logsForRun"]["events"]]
+
+
+def test_the_seed_pipeline_runs_verbatim(stack: Stack, api: httpx.Client):
+    pipeline = body_with("deploy_model", "import_from_google_drive", "delete_model")
+    run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=120)
+    assert run["run_status"] == "SUCCESS", run
+    deployed, predicted, deleted = api.get(f"/runs/{run['run_id']}/results").json()["results"]
+    assert deployed["output"]["loaded"] is True and deleted["output"]["unloaded"] is True
+    predictions = predicted["output"]["predictions"]
+    names = [p["name"] for p in predictions]
+    assert len(names) == len(set(names)) == predicted["output"]["count"] > 0  # none dropped, none duplicated
+    for p in predictions:
+        assert set(p["labels"]) <= {"Fire", "Normal", "Smoke"} and p["scores"] == sorted(p["scores"], reverse=True)
+    assert "EdBianchi--vit-fire-detection" not in models_loaded(stack)
+
+
+def test_two_models_compared_on_one_import(stack: Stack, api: httpx.Client):
+    pipeline = body_with("compare_models")
+    run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=120)
+    assert run["run_status"] == "SUCCESS", run
+    imports = [i for i in run["instructions"] if i["operation"] == "import_from_local"]
+    assert len(imports) == 1 and len(imports[0]["also_at"]) == 1, "one import feeds both models"
+    report = api.get(f"/runs/{run['run_id']}/results").json()["results"][2]["output"]
+    assert report["type"] == "Comparison" and report["labelled"] and report["inputs"] == 12
+    # Check the report by hand against each model's own predictions, read from the run's files.
+    folder = stack.artifact_root / "runs" / run["run_id"] / "nodes"
+    predictions = {doc["model"]: doc for doc in (json.loads(p.read_text()) for p in folder.glob("*/predictions.json"))}
+    assert sorted(predictions) == [SEED_MODEL, SECOND_MODEL]
+    for entry in report["models"]:
+        items = predictions[entry["model"]]["predictions"]
+        truth = [i["name"].split("/")[0].lower() for i in items]
+        top1 = [i["labels"][0].lower() for i in items]
+        assert entry["accuracy"] == pytest.approx(sum(t == p for t, p in zip(truth, top1, strict=True)) / 12)
+        assert entry["macro_f1"] == pytest.approx(compare.macro_f1(truth, top1))
+        assert sum(map(sum, entry["confusion"]["matrix"])) == 12
+        assert entry["throughput_per_s"] > 0
+    [pair] = report["pairs"]
+    first = {i["name"]: i["labels"][0] for i in predictions[SEED_MODEL]["predictions"]}
+    second = {i["name"]: i["labels"][0] for i in predictions[SECOND_MODEL]["predictions"]}
+    assert pair["agreement"] == pytest.approx(sum(first[n] == second[n] for n in first) / 12)
+    assert Path(report["chart"].removeprefix("file://")).stat().st_size > 0
+    assert SECOND_MODEL not in models_loaded(stack)
+
+
+def test_a_failure_after_deploy_still_unloads_the_model(stack: Stack, api: httpx.Client):
+    pipeline = {"instructions": [
+        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+        {"operation": "model_inference", "parameters": {"model": SECOND_MODEL, "data": {
+            "operation": "import_from_local", "parameters": {"path": "no-such-folder"}}}},
+        {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
+    ]}
+    run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=60)
+    assert run["run_status"] == "FAILURE"
+    assert run["error"]["path"] == "/instructions/1/parameters/data"
+    assert SECOND_MODEL not in models_loaded(stack)
+    assert any(f"clean-up: unloading {SECOND_MODEL}, deployed by this run" in m for m in run_logs(stack, run["run_id"]))
+
+
+def test_a_model_that_fails_to_load_fails_clearly(stack: Stack, api: httpx.Client):
+    pipeline = {"instructions": [{"operation": "deploy_model", "parameters": {"model": "nobody/no-such-model"}}]}
+    run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=60)
+    assert run["run_status"] == "FAILURE"
+    assert run["error"]["path"] == "/instructions/0"
+    assert "loading nobody/no-such-model" in run["error"]["message"]
+
+
+def test_model_names_cannot_inject_paths_or_urls(api: httpx.Client):
+    for name in ("../../etc/passwd", "a/b/c", "http://evil", "x?y=1", "a b"):
+        pipeline = {"instructions": [{"operation": "deploy_model", "parameters": {"model": name}}]}
+        answer = api.post("/validate", json=pipeline)
+        assert answer.status_code == 422 and answer.json()["errors"][0]["path"] == "/instructions/0/parameters/model"
+
+
+def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(tmp_path: Path, stack_env):
+    own = start_stack(tmp_path, {**stack_env, "CONSTELLATION_MODEL_SERVER_RETRY_ATTEMPTS": "3"})
+    try:
+        many = own.data_root / "many"
+        many.mkdir()
+        source = next((own.data_root / "samples" / "Fire").iterdir()).read_bytes()
+        for i in range(600):
+            (many / f"{i:04d}.jpg").write_bytes(source)
+        pipeline = {"instructions": [
+            {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+            {"operation": "model_inference", "parameters": {"model": SECOND_MODEL, "batch_size": 1, "data": {
+                "operation": "import_from_local", "parameters": {"path": "many"}}}},
+        ]}
+        with own.client() as client:
+            run_id = client.post("/execute", json=pipeline).json()["run_id"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                states = {i["operation"]: i["state"] for i in client.get(f"/runs/{run_id}").json()["instructions"]}
+                if states.get("model_inference") == "running":
+                    break
+                time.sleep(0.1)
+        model_servers = [p for p in psutil.Process(own.process.pid).children(recursive=True)
+                         if p.cmdline()[-2:] == ["-m", "model_server"]]
+        assert model_servers, "the stack runs no model server"
+        for process in model_servers:
+            process.kill()
+        run = own.wait_for_run(run_id, timeout_s=90)
+        assert run["run_status"] == "FAILURE"
+        assert run["error"]["path"] == "/instructions/1"
+        assert "the model server at" in run["error"]["message"] and "failed 3 times" in run["error"]["message"]
+        logs = run_logs(own, run_id)
+        assert any(f"clean-up: unloading {SECOND_MODEL}, deployed by this run" in m for m in logs)
+        assert any("clean-up failed" in m for m in logs)
+    finally:
+        stop_stack(own)
