@@ -27,6 +27,7 @@ test: lint
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/data_plane.py
+	$(PY) bench/inference.py
 
 readme: install
 	$(PY) scripts/op_reference.py --write README.md
