@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench readme clean
+.PHONY: install run test lint bench readme diagram clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ bench: install
 
 readme: install
 	$(PY) scripts/op_reference.py --write README.md
+
+diagram: diagram.png
+
+diagram.png: diagram.dot
+	dot -Tpng -Gdpi=100 diagram.dot -o diagram.png
 
 clean:
 	rm -rf .dagster .artifacts .pytest_cache
