@@ -1,0 +1,94 @@
+"""The gateway's routes, as plain method calls; every failure is one of two exceptions."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+TOKEN_ENV = "CONSTELLATION_API_TOKEN"
+
+
+class GatewayUnreachable(Exception):
+    """Nothing answered at the gateway's URL (refused, timed out, not a host)."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"cannot reach the gateway at {url} ({reason}); is it running? (--url or CONSTELLATION_URL)")
+        self.url = url
+
+
+class GatewayError(Exception):
+    """The gateway answered with an error: its status code, message and, for 422, every problem."""
+
+    def __init__(self, status_code: int, message: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.errors = errors or []
+
+
+class Gateway:
+    """A client of one gateway; the token, when given, goes in the Authorization header only."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._has_token = bool(token)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._http.close()
+
+    def execute(self, body: bytes, idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"content-type": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return self._call("POST", "/execute", content=body, headers=headers)
+
+    def validate(self, body: bytes) -> dict[str, Any]:
+        return self._call("POST", "/validate", content=body, headers={"content-type": "application/json"})
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/runs/{_segment(run_id)}")
+
+    def results(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/runs/{_segment(run_id)}/results")
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/runs/{_segment(run_id)}/cancel")
+
+    def operations(self) -> dict[str, Any]:
+        return self._call("GET", "/operations")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, type(exc).__name__) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise GatewayError(
+                response.status_code,
+                f"{method} {self.base_url}{path} answered {response.status_code} without a JSON object; "
+                "is this a Constellation gateway?",
+            )
+        if response.is_success:
+            return body
+        message = str(body.get("message") or body.get("detail") or response.reason_phrase)
+        if response.status_code == 401:
+            hint = f"{TOKEN_ENV} is not the gateway's token" if self._has_token else f"set {TOKEN_ENV}"
+            message = f"{message} ({hint})"
+        errors = body.get("errors") if isinstance(body.get("errors"), list) else None
+        raise GatewayError(response.status_code, message, errors)
+
+
+def _segment(run_id: str) -> str:
+    """A run id as one URL path segment, whatever the user typed."""
+    return quote(run_id, safe="")

@@ -1,0 +1,149 @@
+"""What the command line shows: the gateway's answers as short lines and tables (no I/O here)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
+def output_summary(output: Any, width: int = 60) -> str:
+    """A dataset as its type and size ("FileList: 6 items"); any other JSON, shortened to `width`."""
+    if isinstance(output, Mapping) and isinstance(output.get("type"), str):
+        parts = [output["type"]]
+        facts = []
+        if isinstance(output.get("count"), int):
+            facts.append(f"{output['count']} {'rows' if output['type'] == 'Table' else 'items'}")
+        if isinstance(output.get("columns"), list):
+            facts.append(f"{len(output['columns'])} columns")
+        if isinstance(output.get("models"), list | dict):
+            facts.append(f"{len(output['models'])} models")
+        if facts:
+            parts.append(": " + ", ".join(facts))
+        for key, word in (("model", "by"), ("destination", "to")):
+            if isinstance(output.get(key), str):
+                parts.append(f" {word} {output[key]}")
+        return "".join(parts)
+    return shorten(json.dumps(output, ensure_ascii=False), width)
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def problem_lines(errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One `path: message` line per problem the gateway found."""
+    return [f"{e.get('path') or '/'}: {e.get('message', '')}" for e in errors]
+
+
+def results_table(results: Iterable[Mapping[str, Any]]) -> Table:
+    table = _table("path", "operation", "output")
+    for item in results:
+        table.add_row(Text(str(item.get("path", ""))), Text(str(item.get("operation", ""))),
+                      Text(output_summary(item.get("output"))))
+    return table
+
+
+def instructions_table(instructions: Iterable[Mapping[str, Any]]) -> Table:
+    """A run's instructions: where, what, how far, how long, and what came out (or went wrong)."""
+    table = _table("path", "operation", "state", "time", "output or error")
+    for entry in instructions:
+        detail = entry.get("error") or entry.get("summary") or ""
+        style = "red" if entry.get("state") == "failed" else ""
+        table.add_row(Text(str(entry.get("path", ""))), Text(str(entry.get("operation", ""))),
+                      Text(str(entry.get("state", "")), style=style), Text(seconds(entry.get("duration_s"))),
+                      Text(str(detail), style=style))
+    return table
+
+
+def run_lines(run: Mapping[str, Any]) -> list[str]:
+    """A run's status, progress and timings, one fact a line."""
+    lines = [
+        f"run       {run.get('run_id', '')}",
+        f"status    {run.get('run_status', '')}",
+        f"progress  {run.get('done', 0)}/{run.get('total', 0)} instructions",
+    ]
+    for key in ("created_at", "started_at", "ended_at"):
+        if run.get(key):
+            lines.append(f"{key.removesuffix('_at'):<9} {clock(run[key])}")
+    if run.get("duration_s") is not None:
+        lines.append(f"duration  {seconds(run['duration_s'])}")
+    if run.get("run_url"):
+        lines.append(f"dagster   {run['run_url']}")
+    return lines
+
+
+def error_line(run: Mapping[str, Any]) -> str:
+    """Why a run did not succeed: the failing instruction's path and message, when known."""
+    error = run.get("error") or {}
+    where = f"{error['operation']} at {error['path']}: " if error.get("path") and error.get("operation") else ""
+    where = where or (f"{error['path']}: " if error.get("path") else "")
+    message = error.get("message", "no error recorded")
+    return f"run {run.get('run_id', '')} {run.get('run_status', '')}: {where}{message}"
+
+
+def progress_caption(run: Mapping[str, Any]) -> str:
+    """The run's state and the instructions running now, e.g. `STARTED resize_image /instructions/0`."""
+    running = [e for e in run.get("instructions", []) if e.get("state") == "running"]
+    now = " ".join(f"{e.get('operation')} {e.get('path')}" for e in running[:1])
+    more = f" (+{len(running) - 1} more)" if len(running) > 1 else ""
+    return f"{run.get('run_status', '')} {now}{more}".strip()
+
+
+def operations_table(operations: Iterable[Mapping[str, Any]]) -> Table:
+    table = _table("operation", "output", "description")
+    for op in operations:
+        table.add_row(Text(str(op.get("name", ""))), Text(str(op.get("output", ""))),
+                      Text(str(op.get("description", ""))))
+    return table
+
+
+def parameters_table(operation: Mapping[str, Any]) -> Table:
+    table = _table("parameter", "type", "required", "description", wrapping=3)
+    for p in operation.get("parameters", []):
+        required = "yes" if p.get("required") else f"no (default {json.dumps(p.get('default'))})"
+        table.add_row(Text(str(p.get("name", ""))), Text(parameter_type(p)), Text(required),
+                      Text(str(p.get("description", ""))))
+    return table
+
+
+def parameter_type(parameter: Mapping[str, Any]) -> str:
+    """What a parameter takes: the outputs it accepts from instructions, or its JSON Schema, read short."""
+    accepts = parameter.get("accepts") or []
+    kind = " or ".join(accepts) if accepts else literal_type(parameter.get("schema") or {})
+    return f"list of {kind}" if parameter.get("many") else kind
+
+
+def literal_type(schema: Mapping[str, Any]) -> str:
+    if "anyOf" in schema:
+        return " or ".join(literal_type(option) for option in schema["anyOf"])
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    if schema.get("type") == "array" and "items" in schema:
+        return f"list of {literal_type(schema['items'])}"
+    bounds = [f"{word} {schema[key]}" for key, word in (("minimum", "≥"), ("maximum", "≤")) if key in schema]
+    return " ".join([str(schema.get("type", "JSON")), *bounds])
+
+
+def seconds(value: Any) -> str:
+    return f"{value:.2f} s" if isinstance(value, int | float) else ""
+
+
+def clock(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _table(*columns: str, wrapping: int = 1) -> Table:
+    """A table whose last `wrapping` columns wrap; the others (paths, names) stay on one line."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for index, column in enumerate(columns):
+        wraps = index >= len(columns) - wrapping
+        table.add_column(column, overflow="fold", no_wrap=not wraps, min_width=16 if wraps else None)
+    return table

@@ -1,0 +1,75 @@
+"""What the `constellation` command shows for the gateway's answers: summaries, captions, tables."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from constellation_cli import render
+
+
+def rendered(table) -> list[str]:
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(table)
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def test_a_dataset_is_summarised_by_type_and_size():
+    files = {"type": "FileList", "count": 12, "files": [{"name": f"{i}.jpg", "uri": "file:///x"} for i in range(12)]}
+    assert render.output_summary(files) == "FileList: 12 items"
+    assert render.output_summary({"type": "Table", "count": 5, "columns": ["a", "b"]}) == "Table: 5 rows, 2 columns"
+    exported = {"type": "Exported", "destination": "s3://bucket/runs/1", "count": 3, "items": []}
+    assert render.output_summary(exported) == "Exported: 3 items to s3://bucket/runs/1"
+    predictions = {"type": "Predictions", "model": "org/m", "count": 4}
+    assert render.output_summary(predictions) == "Predictions: 4 items by org/m"
+
+
+def test_other_json_is_shortened():
+    assert render.output_summary({"model": "org/m", "state": "ready"}) == '{"model": "org/m", "state": "ready"}'
+    long = render.output_summary(list(range(100)), width=20)
+    assert len(long) == 20 and long.endswith("…") and long.startswith("[0, 1, 2")
+
+
+def test_parameter_types_read_like_the_readme():
+    assert render.parameter_type({"accepts": ["FileList", "FileDict"], "schema": {}}) == "FileList or FileDict"
+    assert render.parameter_type({"accepts": ["Predictions"], "many": True}) == "list of Predictions"
+    width = {"schema": {"type": "integer", "minimum": 1, "maximum": 16384}}
+    assert render.parameter_type(width) == "integer ≥ 1 ≤ 16384"
+    choice = {"schema": {"anyOf": [{"enum": ["JPEG", "PNG"]}, {"type": "null"}]}}
+    assert render.parameter_type(choice) == 'one of "JPEG", "PNG" or null'
+    assert render.parameter_type({"schema": {"type": "array", "items": {"type": "number"}}}) == "list of number"
+
+
+def test_the_caption_names_what_is_running():
+    run = {"run_status": "STARTED", "instructions": [
+        {"path": "/instructions/0", "operation": "resize_image", "state": "pending"},
+        {"path": "/instructions/0/parameters/data", "operation": "import_from_url", "state": "running"},
+        {"path": "/instructions/1/parameters/data", "operation": "import_from_s3", "state": "running"},
+    ]}
+    assert render.progress_caption(run) == "STARTED import_from_url /instructions/0/parameters/data (+1 more)"
+    assert render.progress_caption({"run_status": "QUEUED", "instructions": []}) == "QUEUED"
+
+
+def test_a_failure_names_the_instruction_and_its_path():
+    run = {"run_id": "r1", "run_status": "FAILURE", "error": {
+        "path": "/instructions/0/parameters/data", "operation": "import_from_local", "message": "no such folder"}}
+    assert render.error_line(run) == (
+        "run r1 FAILURE: import_from_local at /instructions/0/parameters/data: no such folder")
+    assert render.error_line({"run_id": "r2", "run_status": "CANCELED", "error": None}) == (
+        "run r2 CANCELED: no error recorded")
+    problems = [{"path": "/instructions/0/operation", "message": "unknown operation 'x'"}, {"path": "", "message": "m"}]
+    assert render.problem_lines(problems) == ["/instructions/0/operation: unknown operation 'x'", "/: m"]
+
+
+def test_tables_keep_paths_on_one_line_and_never_read_markup():
+    long_error = "a [bold]message[/bold] " + "that goes on " * 12
+    lines = rendered(render.instructions_table([
+        {"path": "/instructions/0/parameters/data/parameters/data", "operation": "import_from_local",
+         "state": "failed", "duration_s": 0.0123, "error": long_error},
+    ]))
+    assert lines[0].split() == ["path", "operation", "state", "time", "output", "or", "error"]
+    row = lines[2]
+    assert row.split()[:4] == ["/instructions/0/parameters/data/parameters/data", "import_from_local", "failed", "0.01"]
+    assert "[bold]message[/bold]" in row  # shown as typed, not styled away
+    assert len(lines) > 3  # the long error wraps onto more lines, the path does not
