@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench readme diagram clean
+.PHONY: install run test lint bench readme diagram check-deploy clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: install
 
 readme: install
 	$(PY) scripts/op_reference.py --write README.md
+
+# The Compose files, Dockerfiles and Kubernetes manifests, checked without a Docker engine.
+check-deploy:
+	$(PYTHON) scripts/check_deploy.py
 
 diagram: diagram.png
 

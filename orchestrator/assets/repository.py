@@ -6,6 +6,7 @@ from dagster import ConfigurableResource, repository
 
 from orchestrator.assets import ops
 from orchestrator.assets.job import make_execute_job
+from orchestrator.assets.notifications import StatusNotifier, notification_sensors
 from orchestrator.assets.resources import Databases, GoogleDrive, ModelServerConnection, S3Storage, Workspace
 from orchestrator.engine import Catalog
 
@@ -54,7 +55,10 @@ RESOURCES = resources_from_env()
 
 build_execute_job = make_execute_job(CATALOG, RESOURCES)
 
+# Run-status sensors that call CONSTELLATION_NOTIFY_URL; evaluated by the daemon's sensor loop.
+NOTIFICATION_SENSORS = notification_sensors(build_execute_job, StatusNotifier.from_env())
+
 
 @repository(name="main")
 def main():
-    return [build_execute_job]
+    return [build_execute_job, *NOTIFICATION_SENSORS]
