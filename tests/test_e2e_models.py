@@ -146,3 +146,18 @@ def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(t
         assert any("clean-up failed" in m for m in logs)
     finally:
         stop_stack(own)
+
+
+def test_runs_are_tagged_for_per_user_and_per_model_limits(stack: Stack, api: httpx.Client):
+    pipeline = {"instructions": [
+        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+        {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
+    ]}
+    run_id = api.post("/execute", json=pipeline, headers={"X-Constellation-User": "alice"}).json()["run_id"]
+    assert stack.wait_for_run(run_id)["run_status"] == "SUCCESS"
+    query = 'query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }'
+    answer = httpx.post(stack.dagster_url + "/graphql", json={"query": query, "variables": {"id": run_id}}).json()
+    tags = {t["key"]: t["value"] for t in answer["data"]["runOrError"]["tags"]}
+    assert tags["constellation/user"] == "alice" and tags["constellation/model"] == SECOND_MODEL
+    refused = api.post("/execute", json=pipeline, headers={"X-Constellation-User": "bob smith"})
+    assert refused.status_code == 400 and "X-Constellation-User" in refused.json()["message"]

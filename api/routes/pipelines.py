@@ -31,6 +31,8 @@ _BODY_DOC = {
     }
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+USER_TAG, MODEL_TAG = "constellation/user", "constellation/model"
 # Weak values: a key's lock lives while a request holds or awaits it, then goes.
 _key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -43,13 +45,19 @@ async def execute(
     idempotency_key: Annotated[
         str | None, Header(description="retrying with the same key returns the same run")
     ] = None,
+    user: Annotated[
+        str | None,
+        Header(alias="X-Constellation-User", description="who submits; tags the run for per-user concurrency limits"),
+    ] = None,
 ) -> Launched:
     """Validate a pipeline and launch it as a run of build_execute_job."""
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
-    instructions, _ = await _checked(request, settings, dagster)
+    if user is not None and not _USER.match(user):
+        raise ApiError(400, "X-Constellation-User must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+    instructions, plan = await _checked(request, settings, dagster)
     digest = hashlib.sha256(json.dumps(instructions, sort_keys=True).encode()).hexdigest()
-    tags = {BODY_HASH_TAG: digest}
+    tags = {BODY_HASH_TAG: digest, **_concurrency_tags(plan, user)}
     if idempotency_key is None:
         run_id = await dagster.launch(instructions, tags)
         return Launched(run_id=run_id, run_url=dagster.run_url(run_id))
@@ -85,6 +93,19 @@ async def _checked(request: Request, settings: Settings, dagster: DagsterClient)
     except PipelineInvalid as invalid:
         errors = [p.to_json() for p in invalid.problems]
         raise ApiError(422, f"invalid pipeline: {invalid}", errors) from None
+
+
+def _concurrency_tags(plan: Plan, user: str | None) -> dict[str, str]:
+    """Tags that Dagster's tag concurrency limits can count: the user, and the model if only one is used."""
+    models = {
+        node.literals["model"]
+        for node in [*plan.roots, *plan.shared.values()]
+        if isinstance(node.literals.get("model"), str)
+    }
+    tags = {USER_TAG: user} if user else {}
+    if len(models) == 1:
+        tags[MODEL_TAG] = models.pop().replace("/", "--")
+    return tags
 
 
 async def _read_body(request: Request, limit: int, drain: int) -> bytes:
