@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,3 +140,30 @@ def local_pipeline(path: str = "samples", width: int = 32) -> dict:
     return {"instructions": [
         {"operation": "resize_image", "parameters": {"data": listed, "width": width, "height": width}}
     ]}
+
+
+@pytest.fixture
+def slow_file_url() -> Iterator[str]:
+    """A local URL that trickles bytes for a minute: a download that is still running."""
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(120 * 1024))
+            self.end_headers()
+            try:
+                for _ in range(120):
+                    self.wfile.write(b"x" * 1024)
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
+    server.shutdown()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import queue
@@ -155,33 +154,6 @@ def test_ops_lists_the_catalog_and_describes_one_operation(stack: Stack):
     assert re.search(r"^data\s+FileList or FileDict\s+yes", one.stdout, re.M)
     typo = cli(stack.api_url, "ops", "resize_imag")
     assert typo.returncode == 2 and "did you mean resize_image" in typo.stderr
-
-
-@pytest.fixture
-def slow_file_url() -> Iterator[str]:
-    """A local URL that trickles bytes for a minute: a run that is still going when we look."""
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-length", str(120 * 1024))
-            self.end_headers()
-            try:
-                for _ in range(120):
-                    self.wfile.write(b"x" * 1024)
-                    self.wfile.flush()
-                    time.sleep(0.5)
-            except OSError:
-                pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
-    server.shutdown()
 
 
 @e2e

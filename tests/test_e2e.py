@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -83,33 +80,6 @@ def test_unknown_run_is_404(api: httpx.Client):
         answer = api.get(path)
         assert answer.status_code == 404 and answer.json()["message"], path
     assert api.post("/runs/00000000-0000-0000-0000-000000000000/cancel").status_code == 404
-
-
-@pytest.fixture
-def slow_file_url() -> Iterator[str]:
-    """A local URL that trickles bytes for a minute: a download that is still running."""
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-length", str(120 * 1024))
-            self.end_headers()
-            try:
-                for _ in range(120):
-                    self.wfile.write(b"x" * 1024)
-                    self.wfile.flush()
-                    time.sleep(0.5)
-            except OSError:
-                pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
-    server.shutdown()
 
 
 def test_cancel_stops_a_running_pipeline(stack: Stack, api: httpx.Client, slow_file_url: str):
