@@ -15,7 +15,7 @@ from api.config import Settings
 from api.dagster_client import BODY_HASH_TAG, IDEMPOTENCY_TAG, DagsterClient
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
-from api.schemas import ERRORS, Launched, PipelineRequest, Valid
+from api.schemas import ERRORS, Failure, Launched, PipelineRequest, Valid
 from orchestrator.engine import Catalog, Limits, PipelineInvalid, Plan, build_plan, parse_request
 
 router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_token)])
@@ -30,6 +30,10 @@ _BODY_DOC = {
         },
     }
 }
+_EXECUTE_ERRORS = {
+    **ERRORS,
+    400: {"model": Failure, "description": "malformed Idempotency-Key or X-Constellation-User header"},
+}
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 USER_TAG, MODEL_TAG = "constellation/user", "constellation/model"
@@ -37,7 +41,7 @@ USER_TAG, MODEL_TAG = "constellation/user", "constellation/model"
 _key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
-@router.post("/execute", response_model=Launched, responses=ERRORS, openapi_extra=_BODY_DOC)
+@router.post("/execute", response_model=Launched, responses=_EXECUTE_ERRORS, openapi_extra=_BODY_DOC)
 async def execute(
     request: Request,
     settings: SettingsDep,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,13 +51,23 @@ def parse_request(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> list[An
             [Problem("", f"JSON nests {depth} levels deep; the limit is {limits.max_json_depth}")]
         )
     try:
-        document = json.loads(text, object_pairs_hook=_note_duplicates, parse_constant=_not_json)
+        document = json.loads(
+            text,
+            object_pairs_hook=_note_duplicates,
+            parse_constant=_not_json,
+            parse_float=_finite_float,
+            parse_int=_readable_int,
+        )
     except _NotJson as exc:
         raise PipelineInvalid([Problem("", str(exc))]) from None
     except json.JSONDecodeError as exc:
         raise PipelineInvalid(
             [Problem("", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
         ) from None
+    # Checked first: a path or message holding a lone surrogate could not itself be sent as UTF-8.
+    not_text = list(_unpaired_surrogates(document, ""))
+    if not_text:
+        raise PipelineInvalid(not_text)
     duplicates = list(_duplicate_keys(document, ""))
     if duplicates:
         raise PipelineInvalid(duplicates)
@@ -69,7 +81,7 @@ def instructions_of(document: Any) -> list[Any]:
             [Problem("", f'expected an object {{"instructions": [...]}}, got {json_kind(document)}')]
         )
     problems = [
-        Problem(f"/{key}", f"unknown key {key!r}; the body holds only 'instructions'")
+        Problem(pointer_join("", key), f"unknown key {key!r}; the body holds only 'instructions'")
         for key in document
         if key != "instructions"
     ]
@@ -118,6 +130,45 @@ class _NotJson(ValueError):
 
 def _not_json(constant: str) -> Any:
     raise _NotJson(f"{constant} is not a JSON value; use a number or null")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 40 else text[:39] + "…"
+        raise _NotJson(f"the number {shown} is out of range (beyond ±1.8e308)")
+    return value
+
+
+def _readable_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > sys.get_int_max_str_digits():
+        raise _NotJson(f"an integer of {digits} digits is too long; the limit is {sys.get_int_max_str_digits()}")
+    return int(text)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unpaired_surrogates(value: Any, path: str):
+    """Strings that escape half of a UTF-16 pair (\\ud800 alone): valid JSON, but not Unicode text."""
+    why = "holds an unpaired UTF-16 surrogate (a lone \\ud800-\\udfff escape); send valid Unicode text"
+    if isinstance(value, str) and not _is_text(value):
+        yield Problem(path, f"the string {value[:40]!r} {why}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _is_text(key):
+                yield from _unpaired_surrogates(item, pointer_join(path, key))
+            else:
+                yield Problem(path, f"the key {key[:40]!r} {why}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unpaired_surrogates(item, pointer_join(path, index))
 
 
 def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
