@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -26,6 +28,9 @@ class Settings(BaseSettings):
     max_drain_bytes: int = 64 * 1024 * 1024
     catalog_ttl_s: float = 10.0
     dagster_timeout_s: float = 10.0
+    # Web pages allowed to call the gateway from a browser (CORS), e.g. https://app.example.com;
+    # comma-separated or a JSON list. Empty: no page of another origin may (closed).
+    cors_origins: Annotated[list[str], NoDecode] = []
 
     @field_validator("api_token")
     @classmethod
@@ -33,6 +38,21 @@ class Settings(BaseSettings):
         if value is not None and value.strip().lower() in {"", "changeme", "change-me", "secret", "token"}:
             raise ValueError("CONSTELLATION_API_TOKEN is a placeholder; set a real token or unset it")
         return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [o for o in text.split(",") if o.strip()]
+        if not isinstance(value, list):
+            return value
+        origins = [str(o).strip().rstrip("/") for o in value]
+        for origin in origins:
+            # A browser sends scheme://host[:port]; anything else would silently never match.
+            if origin != "*" and (not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1]):
+                raise ValueError(f"CONSTELLATION_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com")
+        return origins
 
 
 @lru_cache

@@ -15,6 +15,8 @@ from api.errors import ApiError
 CATALOG_METADATA_KEY = "constellation/catalog"
 IDEMPOTENCY_TAG = "constellation/idempotency-key"
 BODY_HASH_TAG = "constellation/pipeline-sha256"
+# GraphQL requests in flight at once: enough to keep the webserver busy, few enough that none waits long.
+MAX_CONNECTIONS = 8
 
 _LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
@@ -69,6 +71,15 @@ class DagsterUnavailable(ApiError):
         super().__init__(503, f"Dagster is unreachable: {detail}")
 
 
+class CodeLocationUnavailable(ApiError):
+    """Dagster answers but cannot reach the code location (its code server is down or restarting)."""
+
+    def __init__(self, location: str, detail: str):
+        super().__init__(
+            503, f"the code location {location} is unavailable; retry once its code server is back ({detail})"
+        )
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
@@ -96,7 +107,13 @@ class DagsterClient:
         self.url = self.base_url + "/graphql"
         self.selector = {"repositoryLocationName": location, "repositoryName": repository}
         self.job = job
-        self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        # A burst of submissions waits here for one of a few connections, not inside the webserver,
+        # where the wait would count against the timeout (tests/test_load.py: 200 at once gave 503s).
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, pool=None),
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS),
+            transport=transport,
+        )
         self._catalog: tuple[float, dict[str, Any]] | None = None
         self._catalog_lock = asyncio.Lock()
 
@@ -113,6 +130,10 @@ class DagsterClient:
         except httpx.HTTPError as exc:
             raise DagsterUnavailable(f"{type(exc).__name__} at {self.url}") from None
         if response.status_code != 200:
+            reason = _first_error(response)
+            # The webserver answers 500 while the code server is down, before it marks the location failed.
+            if "DagsterUserCodeUnreachableError" in reason:
+                raise CodeLocationUnavailable(self.selector["repositoryLocationName"], reason.strip())
             raise DagsterUnavailable(f"GraphQL answered HTTP {response.status_code}")
         payload = response.json()
         if payload.get("errors"):
@@ -134,7 +155,7 @@ class DagsterClient:
             data = await self.query(_CATALOG, {"selector": {**self.selector, "pipelineName": self.job}})
             result = data["pipelineOrError"]
             if result["__typename"] != "Pipeline":
-                raise ApiError(503, f"the code location does not serve {self.job}: {result.get('message')}")
+                raise CodeLocationUnavailable(self.selector["repositoryLocationName"], str(result.get("message")))
             entry = next((e for e in result["metadataEntries"] if e["label"] == CATALOG_METADATA_KEY), None)
             if entry is None:
                 raise ApiError(503, f"{self.job} publishes no operation catalog")
@@ -156,6 +177,8 @@ class DagsterClient:
         if result["__typename"] == "RunConfigValidationInvalid":
             errors = [{"path": "/" + "/".join(e["path"]), "message": e["message"]} for e in result["errors"]]
             raise ApiError(422, "Dagster refused the run config", errors)
+        if result["__typename"] == "PipelineNotFoundError":  # nothing was launched: safe to retry
+            raise CodeLocationUnavailable(self.selector["repositoryLocationName"], str(result.get("message")))
         raise ApiError(
             502, f"Dagster did not launch the run ({result['__typename']}): {result.get('message')}"
         )
@@ -198,3 +221,16 @@ class DagsterClient:
         if kind == "TerminateRunFailure":
             raise ApiError(409, result["message"])
         raise ApiError(502, f"Dagster could not cancel run {run_id}: {result.get('message')}")
+
+
+def _first_error(response: httpx.Response) -> str:
+    """The first error message of a GraphQL answer (top-level or a result's), or ''."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(payload, dict):
+        return ""
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    found = [*(payload.get("errors") or []), *(v for v in data.values() if isinstance(v, dict))]
+    return next((str(f["message"]) for f in found if isinstance(f, dict) and f.get("message")), "")

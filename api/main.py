@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.config import Settings, get_settings
 from api.dagster_client import DagsterClient
@@ -41,6 +42,14 @@ def create_app(
     )
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    if settings.cors_origins:
+        # Bearer tokens, not cookies: no credentials mode is needed.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
     for module in (pipelines, runs, operations, health):
         app.include_router(module.router)
     return app

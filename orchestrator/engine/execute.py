@@ -7,6 +7,7 @@ I/O and Pillow, which release the GIL). Every start, end and failure is reported
 
 from __future__ import annotations
 
+import errno
 import functools
 import time
 import typing
@@ -110,7 +111,7 @@ class _Runner:
             assert op.function is not None, f"{op.name} has no implementation in this catalog"
             output = op.function(replace(self.context, node_key=node.key), **kwargs)
         except Exception as exc:  # every failure becomes one message naming the instruction
-            message = _describe(exc)
+            message = _describe(exc, self.context)
             self.on_event(NodeEvent("failed", node, time.perf_counter() - start, error=message))
             raise InstructionFailed(node.path, node.operation, message) from exc
         duration = time.perf_counter() - start
@@ -158,7 +159,12 @@ def _coerce(function: Callable[..., Any], name: str, value: Any) -> Any:
         raise OperationError(f"parameter {name!r}: {exc.errors()[0]['msg']}") from None
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, context: RunContext) -> str:
     if isinstance(exc, (OperationError, InstructionFailed)):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # Whatever op wrote: a full disk is the server's problem, not the pipeline's. A failed
+        # write() names no file, so say at least where this run's files go.
+        where = f"writing {exc.filename}" if exc.filename else f"this run's files go to {context.run_dir}"
+        return f"no space left on the server's disk ({where}): [Errno {exc.errno}] {exc.strerror}"
     return f"{type(exc).__name__}: {exc}"
