@@ -46,6 +46,16 @@ query Tagged($tags: [ExecutionTag!]) {
   }
 }"""
 
+_FAILURES = """
+query Failures($runId: ID!) {
+  logsForRun(runId: $runId, limit: 500) {
+    __typename
+    ... on EventConnection { events { __typename
+      ... on ExecutionStepFailureEvent { stepKey error { message } }
+      ... on RunFailureEvent { message } } }
+  }
+}"""
+
 _TERMINATE = """
 mutation Terminate($runId: String!) {
   terminateRun(runId: $runId) {
@@ -198,6 +208,17 @@ class DagsterClient:
             ended_at=result.get("endTime"),
             tags={t["key"]: t["value"] for t in result["tags"]},
         )
+
+    async def failure_message(self, run_id: str) -> str | None:
+        """Why Dagster says a run failed: its first step failure, else its run failure message."""
+        result = (await self.query(_FAILURES, {"runId": run_id}))["logsForRun"]
+        if result["__typename"] != "EventConnection":
+            return None
+        events = result["events"]
+        for event in events:
+            if event["__typename"] == "ExecutionStepFailureEvent" and event.get("error"):
+                return f"{event['stepKey']}: {event['error']['message'].strip()}"
+        return next((e["message"] for e in events if e["__typename"] == "RunFailureEvent"), None)
 
     async def run_tagged(self, key: str, value: str) -> RunInfo | None:
         data = await self.query(_RUNS_TAGGED, {"tags": [{"key": key, "value": value}]})

@@ -94,3 +94,19 @@ def test_cancel_stops_a_running_pipeline(stack: Stack, api: httpx.Client, slow_f
     assert run["run_status"] == "CANCELED"
     again = api.post(f"/runs/{run_id}/cancel")
     assert again.status_code == 409 and again.json()["message"]
+
+
+def test_a_launchpad_run_with_a_bad_pipeline_reports_why(stack: Stack, api: httpx.Client):
+    """Launched around the gateway (as from the launchpad): Dagster's failure reaches GET /runs/{id}."""
+    bad = [{"operation": "resize_image", "parameters": {"width": 0, "height": 5, "data": {
+        "operation": "import_from_local", "parameters": {"path": "samples"}}}}]
+    mutation = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+        ... on LaunchRunSuccess { run { runId } } } }"""
+    params = {"selector": {"repositoryLocationName": "constellation", "repositoryName": "main",
+                           "jobName": "build_execute_job"},
+              "runConfigData": {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": bad}}}}}
+    launched = httpx.post(stack.dagster_url + "/graphql", json={"query": mutation, "variables": {"p": params}}).json()
+    run = stack.wait_for_run(launched["data"]["launchRun"]["run"]["runId"])
+    assert run["run_status"] == "FAILURE"
+    assert "generate_dynamic_job_configs" in run["error"]["message"]
+    assert "/instructions/0/parameters/width" in run["error"]["message"]

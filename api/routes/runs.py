@@ -20,7 +20,9 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
     progress = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.PROGRESS) or {}
     error = progress.get("error")
     if info.status == "FAILURE" and error is None:
-        error = {"message": f"the run failed outside its instructions; its log is at {dagster.run_url(run_id)}"}
+        # Failed before or around the instructions (e.g. launchpad config, a full disk): Dagster knows why.
+        why = await dagster.failure_message(run_id)
+        error = {"message": f"{why or 'the run failed outside its instructions'} (log: {dagster.run_url(run_id)})"}
     duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
     return RunStatus(
         run_id=run_id,
