@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import stack as launcher  # noqa: E402
+
 from sample_data import write_samples  # noqa: E402
 
 # Each family of sources brings its local server and the settings the stack needs to reach it.
@@ -110,6 +112,51 @@ def stop_stack(stack: Stack, sig: int = signal.SIGTERM) -> int:
     except subprocess.TimeoutExpired:
         stack.process.kill()
         return stack.process.wait()
+
+
+def separate_processes_env(base: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """`make run`'s environment on free ports and folders under `base`, with no model server."""
+    return launcher.stack_env({
+        **os.environ,
+        "CONSTELLATION_API_PORT": str(free_port()),
+        "CONSTELLATION_DAGSTER_PORT": str(free_port()),
+        "CONSTELLATION_GRPC_PORT": str(free_port()),
+        "CONSTELLATION_MODEL_SERVER_PORT": str(free_port()),
+        # No model server: these pipelines use none, and nothing listens there.
+        "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "CONSTELLATION_DATA_ROOT": str(base / "data"),
+        "CONSTELLATION_ARTIFACT_ROOT": str(base / "artifacts"),
+        "CONSTELLATION_OUTPUT_ROOT": str(base / "outputs"),
+        "DAGSTER_HOME": str(base / "dagster_home"),
+        **(extra or {}),
+    })
+
+
+class Processes:
+    """`make run`'s processes minus the model server, each startable and stoppable on its own."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env, self.log = env, log
+        self.commands = launcher.stack_commands(env)
+        self.ports = launcher.stack_ports(env)
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        with self.log.open("ab") as sink:
+            child = self.children[name] = launcher.launch(self.commands[name], self.env, output=sink)
+        if name != "daemon" and not launcher.wait_for_port("127.0.0.1", self.ports[name], child, timeout_s=60):
+            raise RuntimeError(f"{name} did not start:\n{self.log_tail()}")
+
+    def stop(self, name: str) -> None:
+        launcher.stop_all([self.children.pop(name)])
+
+    def stop_everything(self) -> None:
+        launcher.stop_all(self.children.values())
+        self.children.clear()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,6 @@ PostgreSQL database of its own, created here and dropped at the end.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import sqlalchemy as sa
 import stack as launcher
 import yaml
 
-from conftest import ROOT, Stack, free_port, local_pipeline
+from conftest import ROOT, Processes, Stack, local_pipeline, separate_processes_env
 from sample_data import write_samples
 from services_databases import PG_ADMIN_URL
 
@@ -55,32 +53,6 @@ def postgres_storage() -> dict:
     return {key: compose[key] for key in STORAGE_KEYS if key in compose}
 
 
-class Processes:
-    """`make run`'s processes minus the model server, each startable and stoppable on its own."""
-
-    def __init__(self, env: dict[str, str], log: Path):
-        self.env, self.log = env, log
-        self.commands = launcher.stack_commands(env)
-        self.ports = launcher.stack_ports(env)
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> None:
-        with self.log.open("ab") as sink:
-            child = self.children[name] = launcher.launch(self.commands[name], self.env, output=sink)
-        if name != "daemon" and not launcher.wait_for_port("127.0.0.1", self.ports[name], child, timeout_s=60):
-            raise RuntimeError(f"{name} did not start:\n{self.log_tail()}")
-
-    def stop(self, name: str) -> None:
-        launcher.stop_all([self.children.pop(name)])
-
-    def stop_everything(self) -> None:
-        launcher.stop_all(self.children.values())
-        self.children.clear()
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
 @pytest.fixture(scope="module")
 def database() -> Iterator[sa.URL]:
     """A fresh PostgreSQL database for the Dagster instance; its connections are ended and it is dropped."""
@@ -102,18 +74,7 @@ def database() -> Iterator[sa.URL]:
 def processes(tmp_path_factory: pytest.TempPathFactory, database: sa.URL) -> Iterator[Processes]:
     base = tmp_path_factory.mktemp("pg_stack")
     write_samples(base / "data")
-    env = launcher.stack_env({
-        **os.environ,
-        "CONSTELLATION_API_PORT": str(free_port()),
-        "CONSTELLATION_DAGSTER_PORT": str(free_port()),
-        "CONSTELLATION_GRPC_PORT": str(free_port()),
-        "CONSTELLATION_MODEL_SERVER_PORT": str(free_port()),
-        # No model server: these pipelines use none, and nothing listens there.
-        "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-        "CONSTELLATION_DATA_ROOT": str(base / "data"),
-        "CONSTELLATION_ARTIFACT_ROOT": str(base / "artifacts"),
-        "CONSTELLATION_OUTPUT_ROOT": str(base / "outputs"),
-        "DAGSTER_HOME": str(base / "dagster_home"),
+    env = separate_processes_env(base, {
         "DAGSTER_POSTGRES_USER": database.username or "postgres",
         "DAGSTER_POSTGRES_PASSWORD": database.password or "",
         "DAGSTER_POSTGRES_HOST": database.host or "127.0.0.1",

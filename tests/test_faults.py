@@ -22,9 +22,8 @@ import httpx
 import pytest
 import stack as launcher
 from pydantic import Field
-from test_e2e_postgres import Processes
 
-from conftest import Stack, free_port, local_pipeline
+from conftest import Processes, Stack, local_pipeline, separate_processes_env
 from orchestrator.engine import Catalog, InstructionFailed, RunContext, build_plan, execute
 from sample_data import write_samples
 
@@ -38,19 +37,7 @@ RUN_COUNT = """query { runsOrError(filter: {pipelineName: "build_execute_job"}) 
 def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
     base = tmp_path_factory.mktemp("fault_stack")
     write_samples(base / "data")
-    env = launcher.stack_env({
-        **os.environ,
-        "CONSTELLATION_API_PORT": str(free_port()),
-        "CONSTELLATION_DAGSTER_PORT": str(free_port()),
-        "CONSTELLATION_GRPC_PORT": str(free_port()),
-        "CONSTELLATION_MODEL_SERVER_PORT": str(free_port()),
-        # No model server: these pipelines use none, and nothing listens there.
-        "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-        "CONSTELLATION_DATA_ROOT": str(base / "data"),
-        "CONSTELLATION_ARTIFACT_ROOT": str(base / "artifacts"),
-        "CONSTELLATION_OUTPUT_ROOT": str(base / "outputs"),
-        "DAGSTER_HOME": str(base / "dagster_home"),
-    })
+    env = separate_processes_env(base)
     Path(env["CONSTELLATION_ARTIFACT_ROOT"]).mkdir()
     launcher.prepare_home(env)
     running = Processes(env, base / "stack.log")
