@@ -58,6 +58,17 @@ class Gateway:
     def results(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/runs/{_segment(run_id)}/results")
 
+    def report(self, run_id: str) -> str:
+        """The run's comparison report: one HTML page."""
+        path = f"/runs/{_segment(run_id)}/report"
+        try:
+            response = self._http.get(path)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, type(exc).__name__) from None
+        if response.is_success and response.headers.get("content-type", "").startswith("text/html"):
+            return response.text
+        return str(self._call("GET", path))  # an error: _call raises it with the gateway's message
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"/runs/{_segment(run_id)}/cancel")
 

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import webbrowser
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,24 @@ def results(gateway: Gateway, args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
     else:
         out.print(render.results_table(answer["results"]))
+        for item in answer["results"]:
+            output = item.get("output")
+            if isinstance(output, dict) and output.get("type") == "Comparison":
+                out.print()
+                out.print(f"{item.get('path', '')} compare_models", style="bold")
+                for part in render.comparison_tables(output):
+                    out.print(part)
+    return OK
+
+
+def report(gateway: Gateway, args: argparse.Namespace) -> int:
+    """Save a run's model comparison as an HTML page (and open it with --open)."""
+    page = gateway.report(args.run)
+    target = Path(args.output or f"constellation-report-{args.run[:8]}.html")
+    target.write_text(page, encoding="utf-8")
+    out.print(f"report saved to {target}")
+    if args.open:
+        webbrowser.open(target.resolve().as_uri())
     return OK
 
 
@@ -216,6 +235,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("run", metavar="RUN", help="a run id, as submit prints it")
         if function is results:
             sub.add_argument("--json", action="store_true", help="the gateway's answer as JSON")
+    sub = command(report, "report")
+    sub.add_argument("run", metavar="RUN", help="a run id, as submit prints it")
+    sub.add_argument("-o", "--output", metavar="FILE", 
+                     help="where to save it (default: constellation-report-<run>.html)")
+    sub.add_argument("--open", action="store_true", help="open it in the web browser")
     sub = command(ops, "ops")
     sub.add_argument("name", metavar="NAME", nargs="?", help="an operation: show its parameters")
     return parser

@@ -51,6 +51,56 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
+# Per model: the columns a comparison table shows, when the report has them (with their intervals).
+COMPARISON_COLUMNS = (
+    ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("rmse", "RMSE"), ("mae", "MAE"), ("r2", "R²"),
+    ("map", "mAP"), ("map_50", "mAP@.5"), ("miou", "mIoU"), ("pixel_accuracy", "pixel acc."),
+    ("throughput_per_s", "inputs/s"), ("latency_p50_ms", "p50 ms"), ("latency_p95_ms", "p95 ms"),
+)
+
+
+def comparison_tables(output: Mapping[str, Any]) -> list[Table | str]:
+    """A comparison as the verdict, a metrics table (value [low, high]) and a table of model pairs."""
+    models = [m for m in output.get("models", []) if isinstance(m, Mapping)]
+    shown = [(key, title) for key, title in COMPARISON_COLUMNS if any(m.get(key) is not None for m in models)]
+    metrics = _table("model", *(title for _, title in shown))
+    for m in models:
+        metrics.add_row(Text(str(m.get("model", ""))), *(Text(_with_interval(m, key)) for key, _ in shown))
+    parts: list[Table | str] = [metrics]
+    pairs = [p for p in output.get("pairs", []) if isinstance(p, Mapping)]
+    if pairs:
+        pair_columns = [k for k in ("agreement", "kappa", "mcnemar_p", "p_value") if any(p.get(k) is not None
+                                                                                          for p in pairs)]
+        table = _table("models", *pair_columns)
+        for p in pairs:
+            table.add_row(Text(" vs ".join(map(str, p.get("models", [])))),
+                          *(Text(_number(p.get(k))) for k in pair_columns))
+        parts.append(table)
+    if output.get("verdict"):
+        parts.append(str(output["verdict"]))
+    return parts
+
+
+def _with_interval(model: Mapping[str, Any], key: str) -> str:
+    value, interval = model.get(key), model.get(f"{key}_ci")
+    text = _number(value)
+    if isinstance(interval, list) and len(interval) == 2 and all(isinstance(x, int | float) for x in interval):
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value and abs(value) < 0.001:
+            return f"{value:.3g}"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
 def instructions_table(instructions: Iterable[Mapping[str, Any]]) -> Table:
     """A run's instructions: where, what, how far, how long, and what came out (or went wrong)."""
     table = _table("path", "operation", "state", "time", "output or error")

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from PIL import Image, ImageDraw
 from sqlalchemy.dialects import mysql
 
+import comparison_samples
+
 LABELS = {"Fire": (220, 80, 20), "Normal": (60, 140, 60), "Smoke": (150, 150, 160)}
 
 
@@ -85,11 +87,12 @@ def write_sample_database(root: Path) -> str:
     """An SQLite file holding `constellation_samples`, for the database examples; its URL."""
     path = root / "samples.db"
     url = f"sqlite:///{path.resolve()}"
-    if not path.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url)
+    root.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url)
+    if SAMPLES_TABLE not in sa.inspect(engine).get_table_names():
         seed_samples(engine)
-        engine.dispose()
+    comparison_samples.write_tables(engine)  # labelled rows and texts for the comparisons
+    engine.dispose()
     return url
 
 
@@ -97,3 +100,5 @@ if __name__ == "__main__":
     root = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("CONSTELLATION_DATA_ROOT", "data"))
     print(f"sample images in {write_samples(root)}")
     print(f"sample database: {write_sample_database(root)}")
+    print(f"detection samples in {comparison_samples.write_detection(root)}")
+    print(f"segmentation samples in {comparison_samples.write_segmentation(root)}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse
 
+from api import artifacts
 from api.dagster_client import RunInfo
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
@@ -40,15 +42,46 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
 
 
 @router.get("/{run_id}/results", response_model=RunResults, responses=ERRORS)
-async def run_results(run_id: str, settings: SettingsDep, dagster: DagsterDep) -> RunResults:
+async def run_results(run_id: str, request: Request, settings: SettingsDep, dagster: DagsterDep) -> RunResults:
     """Each top-level instruction's output, once the run has succeeded (large data as URIs)."""
     info = await _find(run_id, dagster)
     if info.status != "SUCCESS":
         raise ApiError(409, f"run {run_id} is {info.status}; results exist once it succeeds")
-    document = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.RESULTS)
+    folder = runs.run_dir(settings.artifact_root, run_id)
+    document = _results(folder, run_id, settings)
+    return RunResults(run_id=run_id, results=artifacts.public_uris(document["results"], folder, str(request.base_url),
+                                                                   run_id))
+
+
+@router.get("/{run_id}/report", response_class=HTMLResponse, responses=ERRORS)
+async def run_report(
+    run_id: str,
+    settings: SettingsDep,
+    dagster: DagsterDep,
+    path: str | None = Query(None, max_length=512, description="the compare_models instruction, e.g. /instructions/2"),
+) -> HTMLResponse:
+    """The run's model comparison as one self-contained HTML page."""
+    info = await _find(run_id, dagster)
+    if info.status != "SUCCESS":
+        raise ApiError(409, f"run {run_id} is {info.status}; its report exists once it succeeds")
+    folder = runs.run_dir(settings.artifact_root, run_id)
+    report = artifacts.find_report(_results(folder, run_id, settings)["results"], folder, path)
+    return HTMLResponse(report.read_text(), headers=artifacts.SAFE_HEADERS)
+
+
+@router.get("/{run_id}/files/{relative:path}", response_class=FileResponse, responses=ERRORS)
+async def run_file(run_id: str, relative: str, settings: SettingsDep, dagster: DagsterDep) -> FileResponse:
+    """A file the run wrote (a chart, predictions, a mask), as its results link to it."""
+    await _find(run_id, dagster)
+    path = artifacts.run_file(runs.run_dir(settings.artifact_root, run_id), relative)
+    return FileResponse(path, media_type=artifacts.media_type(path), headers=artifacts.SAFE_HEADERS)
+
+
+def _results(folder, run_id: str, settings) -> dict:
+    document = runs.read_json(folder / runs.RESULTS)
     if document is None:
         raise ApiError(404, f"run {run_id} succeeded but its results are not under {settings.artifact_root}")
-    return RunResults(run_id=run_id, results=document["results"])
+    return document
 
 
 @router.post("/{run_id}/cancel", response_model=Cancelled, responses=ERRORS)
