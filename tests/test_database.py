@@ -9,6 +9,8 @@ import decimal
 import json
 import logging
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -371,3 +373,159 @@ def test_appending_needs_the_columns(ctx, connection, scratch, tmp_path):
         ops.export_to_database(ctx, write_table(tmp_path / "b.jsonl", [{"k": 1, "extra": 2}]), connection, target)
     with pytest.raises(OperationError, match="the data has a column 'run_id'"):
         ops.export_to_database(ctx, write_table(tmp_path / "c.jsonl", [{"run_id": 1}]), connection, target)
+
+
+# Issue 11: the guard on the real servers, caps on what an import reads, time limits and cancels
+
+
+def test_the_mariadb_comment_bypass_writes_no_file(ctx, test_databases):
+    """MariaDB reads `--\\x01` as a comment; the old guard did not, missed INTO OUTFILE, and the file was written."""
+    target = f"/tmp/constellation_outfile_{uuid.uuid4().hex}"
+    query = f"SELECT 'x' AS x --\x01 '\nINTO OUTFILE '{target}' -- '"
+    refused = r"connection 'maria' is read-only for imports: .*control character U\+0001"
+    with pytest.raises(OperationError, match=refused):
+        ops.import_from_database(ctx, "maria", query=query)
+    assert not Path(target).exists()
+    # The same statement without the control character is refused by the parser, and writes nothing either.
+    with pytest.raises(OperationError, match=r"SELECT \.\.\. INTO writes a file"):
+        ops.import_from_database(node(ctx, "b"), "maria", query=f"SELECT 'x' AS x INTO OUTFILE '{target}'")
+    assert not Path(target).exists()
+
+
+@pytest.mark.parametrize("connection,query", [
+    ("maria", "SELECT LOAD_FILE('/etc/passwd') AS f"),
+    ("samples", "SELECT pg_read_file('/etc/passwd') AS f"),
+    ("samples", "SELECT * FROM pg_ls_dir('/') AS f"),
+    ("samples", "SELECT lo_import('/etc/passwd') AS f"),
+])
+def test_file_functions_are_refused_before_they_run(ctx, connection, query):
+    with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports: the query calls"):
+        ops.import_from_database(ctx, connection, query=query)
+
+
+@pytest.mark.parametrize("connection", ["samples", "maria"])
+def test_locking_reads_are_refused(ctx, connection):
+    with pytest.raises(OperationError, match="locking clauses"):
+        ops.import_from_database(ctx, connection, query=f"SELECT * FROM {SAMPLES_TABLE} FOR UPDATE")
+
+
+def test_the_guard_follows_the_servers_quoting_mode(test_databases):
+    from orchestrator.data.databases import server_quoting
+
+    with test_databases.admin["maria"].connect() as conn:
+        assert server_quoting(conn).backslash_escapes is True
+        conn.exec_driver_sql("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES,ANSI_QUOTES'")
+        quoting = server_quoting(conn)
+        assert quoting.backslash_escapes is False and quoting.ansi_quotes is True
+        conn.invalidate()  # not back into the pool with that mode
+    with test_databases.admin["samples"].connect() as conn:
+        assert server_quoting(conn).backslash_escapes is False
+
+
+def sqlite_engine(path: Path) -> sa.Engine:
+    return sa.create_engine(f"sqlite:///{path}")
+
+
+def test_a_huge_value_is_refused_as_it_is_made_without_the_memory(tmp_path):
+    """`SELECT zeroblob(400000000)` took ~400 MB before any cap; now SQLite refuses to build it."""
+    script = f"""
+import resource, sys
+from pathlib import Path
+import sqlalchemy as sa
+from orchestrator.data import databases
+from orchestrator.engine import OperationError
+engine = sa.create_engine("sqlite:///{tmp_path / 'z.db'}")
+try:
+    databases.import_rows(engine, "lite", Path("{tmp_path / 'out.jsonl'}"), query="SELECT zeroblob(400000000) AS z")
+except OperationError as exc:
+    print("refused:", exc)
+print("maxrss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert "refused: the import from connection 'lite' read a value larger than the limit of 67108864 bytes" in (
+        done.stdout
+    ), done.stdout + done.stderr
+    assert "CONSTELLATION_DB_MAX_VALUE_BYTES" in done.stdout
+    peak = int(done.stdout.split("maxrss_mb")[1])
+    assert peak < 250, f"peak memory {peak} MB: the value was built"
+    # Connection still usable, with SQLite's own limit restored afterwards.
+    engine = sqlite_engine(tmp_path / "z.db")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT length(zeroblob(100000000))").scalar() == 100_000_000
+
+
+@pytest.mark.parametrize("connection", BACKENDS)
+def test_rows_bytes_and_values_are_capped_while_streaming(ctx, connection, test_databases, scratch, tmp_path):
+    from orchestrator.data.databases import ImportLimits, import_rows
+
+    name = scratch()
+    table = sa.Table(name, sa.MetaData(), sa.Column("n", sa.Integer), sa.Column("word", sa.Text))
+    with test_databases.admin[connection].begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [{"n": n, "word": "w" * 100} for n in range(50)])
+    engine = ctx.resources.databases.engine(connection)
+    query = f"SELECT n, word FROM {name} ORDER BY n"
+    rows_cap = r"holds more than 10 rows, the limit of the server's CONSTELLATION_DB_MAX_ROWS"
+    with pytest.raises(OperationError, match=rows_cap):
+        import_rows(engine, connection, tmp_path / "a.jsonl", query=query, limits=ImportLimits(max_rows=10))
+    with pytest.raises(OperationError, match=r"holds more than 10 rows"):
+        import_rows(engine, connection, tmp_path / "a.jsonl", table=name, limits=ImportLimits(max_rows=10))
+    # With a limit under the cap, the cap does not get in the way.
+    assert import_rows(engine, connection, tmp_path / "b.jsonl", query=query, limit=10,
+                       limits=ImportLimits(max_rows=10)).count == 10
+    bytes_cap = r"larger than 1000 bytes, the limit of the server's CONSTELLATION_DB_MAX_BYTES"
+    with pytest.raises(OperationError, match=bytes_cap):
+        import_rows(engine, connection, tmp_path / "c.jsonl", query=query, limits=ImportLimits(max_bytes=1000))
+    # SQLite refuses to build the value at all (so no row to name); the others are checked as they stream.
+    where = "" if connection == "lite" else r" \(row 1, column 'word': 100 bytes\)"
+    with pytest.raises(OperationError, match=rf"read a value{where} larger than the limit of 50 bytes for one value"):
+        import_rows(engine, connection, tmp_path / "d.jsonl", query=query, limits=ImportLimits(max_value_bytes=50))
+    # The connection is still usable afterwards.
+    assert import_rows(engine, connection, tmp_path / "e.jsonl", query=query).count == 50
+
+
+def test_the_servers_caps_reach_the_op(ctx):
+    ctx.resources.workspace = ctx.resources.workspace.model_copy(update={"db_max_rows": 2})
+    with pytest.raises(OperationError, match="holds more than 2 rows"):
+        ops.import_from_database(ctx, "samples", table=SAMPLES_TABLE)
+
+
+SLOW = {"samples": "SELECT pg_sleep(30) AS s", "maria": "SELECT SLEEP(30) AS s",
+        # SQLite has no sleep: count far enough to take a long time.
+        "lite": "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT max(n) AS s FROM r"}
+
+
+@pytest.mark.parametrize("connection", BACKENDS)
+def test_a_statement_over_the_time_limit_is_stopped(ctx, connection, tmp_path):
+    from orchestrator.data.databases import ImportLimits, import_rows
+
+    engine = ctx.resources.databases.engine(connection)
+    started = time.monotonic()
+    with pytest.raises(OperationError, match=r"ran longer than the limit of 0.5 s per statement \(the server's "
+                                             "CONSTELLATION_DB_STATEMENT_TIMEOUT_S\\)"):
+        import_rows(engine, connection, tmp_path / "a.jsonl", query=SLOW[connection],
+                    limits=ImportLimits(statement_timeout_s=0.5))
+    assert time.monotonic() - started < 10
+    assert import_rows(engine, connection, tmp_path / "b.jsonl", query="SELECT 1 AS one").count == 1
+
+
+@pytest.mark.parametrize("connection", BACKENDS)
+def test_a_cancel_interrupts_a_running_statement(ctx, connection, tmp_path):
+    """A cancel waited 16-25 s for the query to end; now the database is told to stop it."""
+    from orchestrator.data.databases import import_rows
+
+    engine = ctx.resources.databases.engine(connection)
+    timer = threading.Timer(0.5, ctx.cancelled.set)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(OperationError, match="stopped: the run is being cancelled"):
+        import_rows(engine, connection, tmp_path / "a.jsonl", query=SLOW[connection],
+                    check_cancelled=ctx.check_cancelled)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert elapsed < 3, f"the cancel took {elapsed:.1f} s"
+    ctx.cancelled.clear()
+    assert import_rows(engine, connection, tmp_path / "b.jsonl", query="SELECT 1 AS one").count == 1

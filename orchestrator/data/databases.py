@@ -14,7 +14,9 @@ import json
 import math
 import os
 import re
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,19 +28,22 @@ from urllib.parse import quote, quote_plus
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from orchestrator.data.sql_guard import check_read_query
+from orchestrator.data.sql_guard import ServerQuoting, check_read_query
 from orchestrator.engine import OperationError
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
 # A table, optionally in a schema (`schema.table`); SQLAlchemy quotes it, the pattern keeps it one name.
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$"
-BATCH_ROWS = 1000  # rows per round trip when reading, and per INSERT batch when writing
+BATCH_ROWS = 1000  # rows per round trip when reading (at most), and per INSERT batch when writing
+BATCH_BYTES = 8 * 1024**2  # a read's batch shrinks so that about this much is held at once
 RUN_ID_COLUMN = "run_id"
 
 _ENV_NAME = re.compile(r"^CONSTELLATION_DB_([A-Z0-9_]+)_URL$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # What each database says when a read-only transaction refuses a write.
 _READ_ONLY_CODES = {"25006", 1792, "SQLITE_READONLY"}
+# ... and when a statement ran out of time (PostgreSQL, MariaDB, MySQL).
+_TIMEOUT_CODES = {"57014", 1969, 3024}
 
 
 def env_var(name: str) -> str:
@@ -141,6 +146,16 @@ def _clean(message: str, url: str | sa.URL) -> str:
 # Import
 
 
+@dataclass(frozen=True)
+class ImportLimits:
+    """What one import may read: server settings (CONSTELLATION_DB_MAX_ROWS, _MAX_BYTES, ...)."""
+
+    max_rows: int = 10_000_000
+    max_bytes: int = 2 * 1024**3  # of JSON Lines written
+    max_value_bytes: int = 64 * 1024**2  # one value (a text or a blob)
+    statement_timeout_s: float = 600.0  # per statement (PostgreSQL: per fetch of a streamed query)
+
+
 @dataclass
 class Imported:
     """What an import wrote: its columns, how many rows, and which columns held bytes (now base64)."""
@@ -160,53 +175,206 @@ def import_rows(
     table: str | None = None,
     limit: int | None = None,
     check_cancelled: Callable[[], None] = lambda: None,
+    limits: ImportLimits = ImportLimits(),
 ) -> Imported:
-    """Run one read-only query (or read `table`) and write its rows to `out` as JSON Lines, streamed."""
+    """Run one read-only query (or read `table`) and write its rows to `out` as JSON Lines, streamed.
+
+    The rows and bytes read are capped by `limits` as they stream, each statement has a time limit,
+    and a cancel (seen by `check_cancelled`) interrupts a running statement.
+    """
     if (query is None) == (table is None):
         raise OperationError("give exactly one of query or table")
     if params and query is None:
         raise OperationError("params bind values into a query; with table, give no params")
-    with database_errors(connection, engine.url), engine.connect() as conn, _read_only(conn, connection):
-        stream = True
-        if query is not None:
-            first = check_read_query(query, conn.dialect.name, connection)
-            statement = _bound_query(query, params or {})
-            # PostgreSQL streams through a cursor (DECLARE ... FOR), which takes queries only, not SHOW or EXPLAIN.
-            stream = conn.dialect.name != "postgresql" or first in ("SELECT", "WITH", "VALUES", "TABLE")
-        else:
-            statement = sa.select(_reflect(conn, connection, table)).limit(limit)
-        result = conn.execute(statement, execution_options={"stream_results": stream})
+    with database_errors(connection, engine.url), engine.connect() as conn:
+        watch = _Interrupter(engine, conn, check_cancelled, limits.statement_timeout_s)
         try:
-            if not result.returns_rows:
-                raise OperationError(f"the query on connection {connection!r} returns no rows; give a SELECT")
-            return _write_rows(result, out, limit, check_cancelled)
-        finally:
-            result.close()
+            with _read_only(conn, connection, limits), watch:
+                return _run_import(conn, connection, out, query, params, table, limit, limits, check_cancelled)
+        except Exception as exc:
+            if watch.fired:  # the statement failed because the cancel interrupted it: say so
+                conn.invalidate()  # a connection that was sent a cancel is not reused
+                check_cancelled()
+            if _is_timeout(exc, watch):
+                raise OperationError(
+                    f"the query on connection {connection!r} ran longer than the limit of "
+                    f"{limits.statement_timeout_s:g} s per statement (the server's "
+                    "CONSTELLATION_DB_STATEMENT_TIMEOUT_S)"
+                ) from None
+            if _is_too_big(exc):
+                raise _value_too_big(connection, limits, None) from None
+            raise
+
+
+def _run_import(
+    conn: Connection, connection: str, out: Path, query: str | None, params: Mapping[str, Any] | None,
+    table: str | None, limit: int | None, limits: ImportLimits, check_cancelled: Callable[[], None],
+) -> Imported:
+    stream = True
+    if query is not None:
+        kind = check_read_query(query, conn.dialect.name, connection, server_quoting(conn))
+        statement = _bound_query(query, params or {})
+        # PostgreSQL streams through a cursor (DECLARE ... FOR), which takes queries only, not EXPLAIN.
+        stream = conn.dialect.name != "postgresql" or kind != "EXPLAIN"
+    else:
+        # One row past the cap is enough to know the table holds more than the cap.
+        cap = min(limit, limits.max_rows + 1) if limit is not None else limits.max_rows + 1
+        statement = sa.select(_reflect(conn, connection, table)).limit(cap)
+    result = conn.execute(statement, execution_options={"stream_results": stream})
+    try:
+        if not result.returns_rows:
+            raise OperationError(f"the query on connection {connection!r} returns no rows; give a SELECT")
+        return _write_rows(result, out, limit, check_cancelled, connection, limits)
+    finally:
+        result.close()
+
+
+def server_quoting(conn: Connection) -> ServerQuoting:
+    """How this server reads backslashes and double quotes now (its sql_mode / standard_conforming_strings)."""
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        modes = set(str(conn.exec_driver_sql("SELECT @@SESSION.sql_mode").scalar() or "").upper().split(","))
+        return ServerQuoting(backslash_escapes="NO_BACKSLASH_ESCAPES" not in modes, ansi_quotes="ANSI_QUOTES" in modes)
+    if dialect == "postgresql":
+        standard = str(conn.exec_driver_sql("SHOW standard_conforming_strings").scalar()).lower()
+        return ServerQuoting(backslash_escapes=standard != "on")
+    return ServerQuoting()
 
 
 @contextmanager
-def _read_only(conn: Connection, connection: str) -> Iterator[None]:
-    """A transaction in which the database itself refuses writes; always rolled back."""
+def _read_only(conn: Connection, connection: str, limits: ImportLimits = ImportLimits()) -> Iterator[None]:
+    """A transaction in which the database itself refuses writes, with a time limit per statement; rolled back."""
     dialect = conn.dialect.name
     if dialect not in ("postgresql", "mysql", "mariadb", "sqlite"):
         raise OperationError(
             f"connection {connection!r} is a {dialect} database; imports run only where a read-only "
             "transaction can be enforced (PostgreSQL, MySQL, MariaDB, SQLite)"
         )
+    timeout_ms = max(1, int(limits.statement_timeout_s * 1000))
+    raw = conn.connection.driver_connection
+    mysql_timeout = "max_statement_time" if getattr(conn.dialect, "is_mariadb", False) else "max_execution_time"
     transaction = conn.begin()
+    sqlite_limit = None
     try:
         if dialect == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
         elif dialect == "sqlite":
             conn.exec_driver_sql("PRAGMA query_only = ON")
+            # SQLite builds a value whole before handing it over: refuse one over the cap as it is made.
+            sqlite_limit = raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1, min(limits.max_value_bytes, 2**31 - 1)))
         else:
+            value = timeout_ms / 1000 if mysql_timeout == "max_statement_time" else timeout_ms
+            conn.exec_driver_sql(f"SET SESSION {mysql_timeout} = {value}")
             conn.exec_driver_sql("START TRANSACTION READ ONLY")
         yield
     finally:
         transaction.rollback()
-        if dialect == "sqlite":  # a connection setting, not a transaction's: undo it before the pool reuses it
+        # Connection settings, not a transaction's: undo them before the pool reuses the connection.
+        if dialect == "sqlite":
             conn.exec_driver_sql("PRAGMA query_only = OFF")
+            if sqlite_limit is not None:
+                raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, sqlite_limit)
             conn.rollback()
+        elif dialect in ("mysql", "mariadb"):
+            conn.exec_driver_sql(f"SET SESSION {mysql_timeout} = DEFAULT")
+            conn.rollback()
+
+
+class _Interrupter:
+    """While a statement runs, watch for a cancel and interrupt the statement in the database.
+
+    A thread polls `check_cancelled`; when it raises, the running statement is stopped the way
+    each driver allows: PostgreSQL's cancel request, MySQL's KILL QUERY from a second
+    connection, SQLite's interrupt(). SQLite has no statement timeout of its own, so a progress
+    handler enforces the deadline there.
+    """
+
+    POLL_S = 0.1
+
+    def __init__(self, engine: Engine, conn: Connection, check_cancelled: Callable[[], None], timeout_s: float):
+        self._engine, self._conn, self._check, self._timeout_s = engine, conn, check_cancelled, timeout_s
+        self._raw = conn.connection.driver_connection
+        self._dialect = conn.dialect.name
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.fired = False
+        self.timed_out = False
+        self._deadline = 0.0
+
+    def __enter__(self) -> _Interrupter:
+        if self._dialect == "sqlite":  # the deadline covers the whole import there, not one fetch
+            self._deadline = time.monotonic() + self._timeout_s
+            self._raw.set_progress_handler(self._sqlite_progress, 10_000)
+        self._thread = threading.Thread(target=self._watch, name="db-cancel-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._dialect == "sqlite" and not self._conn.invalidated:
+            self._raw.set_progress_handler(None, 0)
+
+    def _sqlite_progress(self) -> int:
+        if self._deadline and time.monotonic() > self._deadline:
+            self.timed_out = True
+            return 1
+        return 1 if self.fired else 0
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.POLL_S):
+            try:
+                self._check()
+            except Exception:  # the run is being stopped
+                with self._lock:
+                    if self._done.is_set():
+                        return
+                    self.fired = True
+                    self._interrupt()
+                return
+
+    def _interrupt(self) -> None:
+        try:
+            if self._dialect == "postgresql":
+                cancel = getattr(self._raw, "cancel_safe", None) or self._raw.cancel
+                cancel()
+            elif self._dialect == "sqlite":
+                self._raw.interrupt()
+            else:
+                thread_id = int(self._raw.thread_id())
+                with self._engine.connect() as other:
+                    other.exec_driver_sql(f"KILL QUERY {thread_id}")
+        except Exception:  # the statement may have just ended; the import sees the cancel at its next check
+            pass
+
+
+def _is_timeout(exc: BaseException, watch: _Interrupter) -> bool:
+    if watch.timed_out:
+        return True
+    cause = getattr(exc, "orig", None) or exc
+    codes = {getattr(cause, key, None) for key in ("sqlstate", "pgcode")}
+    if len(getattr(cause, "args", ())) == 2 and isinstance(cause.args[0], int):
+        codes.add(cause.args[0])
+    if "57014" in codes:  # PostgreSQL's query_canceled: a timeout unless we sent the cancel
+        return "statement timeout" in str(cause)
+    return bool(codes & _TIMEOUT_CODES)
+
+
+def _is_too_big(exc: BaseException) -> bool:
+    cause = getattr(exc, "orig", None) or exc
+    return getattr(cause, "sqlite_errorname", None) == "SQLITE_TOOBIG"
+
+
+def _value_too_big(connection: str, limits: ImportLimits, where: str | None) -> OperationError:
+    return OperationError(
+        f"the import from connection {connection!r} read a value{where or ''} larger than the limit of "
+        f"{limits.max_value_bytes} bytes for one value (the server's CONSTELLATION_DB_MAX_VALUE_BYTES); "
+        "select a smaller part of it"
+    )
 
 
 def _bound_query(query: str, params: Mapping[str, Any]) -> sa.TextClause:
@@ -240,28 +408,58 @@ def _reflect(conn: Connection, connection: str, table: str) -> sa.Table:
         raise OperationError(f"connection {connection!r} has no table {table!r}") from None
 
 
-def _write_rows(result: sa.CursorResult, out: Path, limit: int | None, check_cancelled: Callable[[], None]) -> Imported:
+def _write_rows(
+    result: sa.CursorResult, out: Path, limit: int | None, check_cancelled: Callable[[], None],
+    connection: str = "", limits: ImportLimits = ImportLimits(),
+) -> Imported:
     columns = list(result.keys())
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
         names = ", ".join(map(repr, repeated))
         raise OperationError(f"the query returns column(s) {names} more than once; name them apart with AS")
     imported = Imported(columns)
+    written = 0
+    batch_rows = 1  # grows while rows are small, shrinks when they are large: memory stays near BATCH_BYTES
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as sink:
-        for batch in result.partitions(BATCH_ROWS):
+    with out.open("wb") as sink:
+        while True:
             check_cancelled()
+            batch = result.fetchmany(batch_rows)
+            if not batch:
+                return imported
+            batch_bytes = 0
             for row in batch:
                 if limit is not None and imported.count >= limit:
                     return imported
+                if imported.count >= limits.max_rows:
+                    raise OperationError(
+                        f"the import from connection {connection!r} holds more than {limits.max_rows} rows, the "
+                        "limit of the server's CONSTELLATION_DB_MAX_ROWS; give a limit or narrow the query"
+                    )
                 values = {}
                 for column, value in zip(columns, row, strict=True):
-                    if isinstance(value, bytes | bytearray | memoryview):
-                        imported.binary_columns.add(column)
+                    if isinstance(value, bytes | bytearray | memoryview | str):
+                        size = len(value) if not isinstance(value, memoryview) else value.nbytes
+                        if size > limits.max_value_bytes:
+                            where = f" (row {imported.count + 1}, column {column!r}: {size} bytes)"
+                            raise _value_too_big(connection, limits, where)
+                        if not isinstance(value, str):
+                            imported.binary_columns.add(column)
                     values[column] = json_value(value)
-                sink.write(json.dumps(values, ensure_ascii=False, allow_nan=False) + "\n")
+                line = (json.dumps(values, ensure_ascii=False, allow_nan=False) + "\n").encode()
+                written += len(line)
+                batch_bytes += len(line)
+                if written > limits.max_bytes:
+                    raise OperationError(
+                        f"the import from connection {connection!r} is larger than {limits.max_bytes} bytes, the "
+                        "limit of the server's CONSTELLATION_DB_MAX_BYTES; give a limit or narrow the query"
+                    )
+                sink.write(line)
                 imported.count += 1
-    return imported
+            if batch_bytes * 4 <= BATCH_BYTES:
+                batch_rows = min(BATCH_ROWS, batch_rows * 4)
+            elif batch_bytes > BATCH_BYTES:
+                batch_rows = max(1, batch_rows // 4)
 
 
 def json_value(value: Any) -> Any:
