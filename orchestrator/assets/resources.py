@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from orchestrator import runs
 from orchestrator.data import drive
 from orchestrator.data.archives import ArchiveLimits
-from orchestrator.data.databases import Connections
+from orchestrator.data.databases import Connections, ImportLimits
 from orchestrator.data.model_server import ModelServer, Retry
 from orchestrator.data.s3 import S3Settings
 from orchestrator.data.url import UrlPolicy
@@ -33,6 +33,12 @@ class Workspace(ConfigurableResource):
     archive_max_bytes: int = 10 * 1024**3
     archive_max_files: int = 100_000
     max_image_pixels: int = 200_000_000
+    max_tiles_per_image: int = 10_000
+    db_max_rows: int = 10_000_000
+    db_max_bytes: int = 2 * 1024**3
+    db_max_value_bytes: int = 64 * 1024**2
+    db_statement_timeout_s: float = 600.0
+    db_export_any_schema: bool = False
 
     @classmethod
     def from_env(cls) -> Workspace:
@@ -55,6 +61,12 @@ class Workspace(ConfigurableResource):
 
     def archive_limits(self) -> ArchiveLimits:
         return ArchiveLimits(max_bytes=self.archive_max_bytes, max_files=self.archive_max_files)
+
+    def database_limits(self) -> ImportLimits:
+        return ImportLimits(
+            max_rows=self.db_max_rows, max_bytes=self.db_max_bytes, max_value_bytes=self.db_max_value_bytes,
+            statement_timeout_s=self.db_statement_timeout_s,
+        )
 
 
 class S3Storage(ConfigurableResource):
