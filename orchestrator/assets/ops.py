@@ -378,7 +378,7 @@ def import_from_database(
     out = ctx.node_dir / "rows.jsonl"
     imported = databases.import_rows(
         engine, connection, out, query=query, params=params, table=table, limit=limit,
-        check_cancelled=ctx.check_cancelled,
+        check_cancelled=ctx.check_cancelled, limits=ctx.resources.workspace.database_limits(),
     )
     if imported.binary_columns:
         ctx.log.info(f"{connection}: column(s) {', '.join(sorted(imported.binary_columns))} hold bytes, kept as base64")
