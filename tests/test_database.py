@@ -529,3 +529,44 @@ def test_a_cancel_interrupts_a_running_statement(ctx, connection, tmp_path):
     assert elapsed < 3, f"the cancel took {elapsed:.1f} s"
     ctx.cancelled.clear()
     assert import_rows(engine, connection, tmp_path / "b.jsonl", query="SELECT 1 AS one").count == 1
+
+
+# export_to_database stays in the connection's own schema (issue 11, item 11)
+
+
+@pytest.mark.parametrize("connection,elsewhere", [
+    ("maria", "mysql"),  # a root connection could create mysql.probe_*
+    ("samples", "public"),  # the session's search_path holds only its own schema
+    ("lite", "temp"),
+])
+def test_an_export_into_another_schema_is_refused(ctx, connection, elsewhere, test_databases, tmp_path):
+    probe = f"probe_{uuid.uuid4().hex[:12]}"
+    table = write_table(tmp_path / "t.jsonl", [{"k": 1}])
+    with pytest.raises(OperationError, match=rf"table '{elsewhere}.{probe}' is in schema '{elsewhere}'; connection "
+                                             rf"'{connection}' exports only into its own schema \('.*'\): give the "
+                                             r"table without a schema \(or the server sets CONSTELLATION_DB_EXPORT"):
+        ops.export_to_database(ctx, table, connection, f"{elsewhere}.{probe}")
+    with test_databases.admin[connection].connect() as conn:
+        assert not sa.inspect(conn).has_table(probe, schema=elsewhere)
+
+
+def test_the_own_schema_named_explicitly_is_fine_and_the_server_can_allow_others(ctx, test_databases, tmp_path):
+    from orchestrator.data.database_export import own_schemas
+
+    with test_databases.admin["maria"].connect() as conn:
+        [own] = own_schemas(conn)
+    probe = f"probe_{uuid.uuid4().hex[:12]}"
+    table = write_table(tmp_path / "t.jsonl", [{"k": 1}])
+    try:
+        assert ops.export_to_database(ctx, table, "maria", f"{own}.{probe}").items[0]["rows"] == 1
+    finally:
+        test_databases.drop("maria", probe)
+    ctx.resources.workspace = ctx.resources.workspace.model_copy(update={"db_export_any_schema": True})
+    other = f"constellation_other_{uuid.uuid4().hex[:12]}"
+    with test_databases.admin["maria"].begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{other}`")
+    try:
+        assert ops.export_to_database(ctx, table, "maria", f"{other}.{probe}").items[0]["rows"] == 1
+    finally:
+        with test_databases.admin["maria"].begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE `{other}`")

@@ -2,6 +2,11 @@
 
 A missing table is created with column types inferred from the values (boolean, integer,
 float, else text); the `run_id` column tells runs apart, so no run replaces another's rows.
+
+An export writes only into the connection's own schema (PostgreSQL: one on its search_path;
+MySQL/MariaDB: its database; SQLite: main), even when the account could reach others (a root
+connection could create `mysql.probe`). The server setting CONSTELLATION_DB_EXPORT_ANY_SCHEMA=1
+lifts that; the database's own privileges are then the only limit.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ def export_rows(
     run_id: str,
     if_exists: str = "append",
     check_cancelled: Callable[[], None] = lambda: None,
+    allow_any_schema: bool = False,
 ) -> int:
     """Insert every row, tagged with `run_id`, into `table` (created if missing) in one transaction; return the count.
 
@@ -38,6 +44,8 @@ def export_rows(
         )
     schema, _, name = table.rpartition(".")
     with database_errors(connection, engine.url), engine.begin() as conn:
+        if schema and not allow_any_schema:
+            _check_own_schema(conn, connection, table, schema)
         inspector = sa.inspect(conn)
         if inspector.has_table(name, schema=schema or None):
             if if_exists == "fail":
@@ -67,6 +75,31 @@ def export_rows(
             conn.execute(target.insert(), values)
             count += len(batch)
         return count
+
+
+def own_schemas(conn: sa.Connection) -> list[str]:
+    """The schemas a connection writes to by default: where its unqualified names go."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return list(conn.exec_driver_sql("SELECT unnest(current_schemas(false))").scalars())
+    if dialect in ("mysql", "mariadb"):
+        return [name for name in [conn.exec_driver_sql("SELECT DATABASE()").scalar()] if name]
+    if dialect == "sqlite":
+        return ["main"]
+    return [name for name in [conn.dialect.default_schema_name] if name]
+
+
+def _check_own_schema(conn: sa.Connection, connection: str, table: str, schema: str) -> None:
+    own = own_schemas(conn)
+    # MySQL folds database names to lower case on most systems; PostgreSQL keeps what SQLAlchemy quoted.
+    fold = conn.dialect.name in ("mysql", "mariadb", "sqlite")
+    if any(schema == name or (fold and schema.lower() == name.lower()) for name in own):
+        return
+    mine = ", ".join(map(repr, own)) or "none"
+    raise OperationError(
+        f"table {table!r} is in schema {schema!r}; connection {connection!r} exports only into its own schema "
+        f"({mine}): give the table without a schema (or the server sets CONSTELLATION_DB_EXPORT_ANY_SCHEMA=1)"
+    )
 
 
 def infer_column_types(columns: list[str], rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
