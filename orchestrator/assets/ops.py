@@ -400,7 +400,8 @@ def export_to_database(
     """Insert a table's rows into a SQL database table in one transaction, each tagged with the run's id (run_id)."""
     engine = ctx.resources.databases.engine(connection)
     count = database_export.export_rows(
-        engine, connection, table, data.columns, data.rows, ctx.run_id, if_exists, ctx.check_cancelled
+        engine, connection, table, data.columns, data.rows, ctx.run_id, if_exists, ctx.check_cancelled,
+        allow_any_schema=ctx.resources.workspace.db_export_any_schema,
     )
     return Exported(f"database:{connection}/{table}", [{"table": table, "rows": count, "run_id": ctx.run_id}])
 
