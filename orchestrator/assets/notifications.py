@@ -1,89 +1,133 @@
-"""Run-status notifications: tell a backend when a pipeline run starts, succeeds, fails or is cancelled.
+"""Run-status callbacks: tell a back-end when a pipeline run starts and how it ends, in order.
 
-One run-status sensor per status watches `build_execute_job`. The daemon's sensor loop evaluates
-them every few seconds (in the code server); for each new status event the sensor sends
-`CONSTELLATION_NOTIFY_METHOD` (default PUT) to `CONSTELLATION_NOTIFY_URL` with `{run_id}` and
-`{status}` filled in, e.g. `http://backend:8000/pipelines/status/{run_id}/{status}`. Failed
-calls are retried with backoff, then logged on the sensor tick: a notification never fails a run,
-and the sensor itself never raises (a raising run-status sensor would mark its tick failed).
+When `CONSTELLATION_NOTIFY_URL` is set, the code location defines ONE sensor, `notify_run_status`,
+evaluated every few seconds by the daemon's sensor loop (in the code server). It reads Dagster's
+run-status events (start, success, failure, cancel) of `build_execute_job` runs after its cursor, in
+the order the event log stored them (storage ids), and for each sends `CONSTELLATION_NOTIFY_METHOD`
+(default PUT) to the URL with `{run_id}` and `{status}` filled in, e.g.
+`http://main_api:8000/pipelines/status/{run_id}/{status}`, with the body
+`{"message": …, "run_id": …, "status": …}`: the message says why a run failed.
+
+The words are the Agentic Earth back-end's by default (its front-end shows `completed` green,
+`running` yellow, anything else red, and a failure's message only for `failed`):
+
+    started → running    success → completed    failure → failed    canceled → failed
+
+`CONSTELLATION_NOTIFY_WORDS` changes them for other receivers, e.g.
+`started=started,success=success,failure=failure,canceled=canceled`; an empty word
+(`started=`) sends nothing for that status.
+
+Per run, callbacks go out in order and never go back (no `running` after `completed`): one sensor
+sees every status, a run's statuses are sent one after the other, and a status already sent is
+not sent again when a tick is replayed. Runs are sent for side by side. Failed calls are retried
+with backoff, then logged on the sensor's tick: a callback never fails a run, and the sensor
+never raises. With no URL set there is no sensor at all (nothing ticks, nothing is logged).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from dagster import (
-    DagsterRunStatus,
+    DagsterEventType,
+    DagsterInstance,
     DefaultSensorStatus,
     JobDefinition,
-    RunStatusSensorContext,
+    RunsFilter,
     SensorDefinition,
+    SensorEvaluationContext,
     SkipReason,
-    run_status_sensor,
+    sensor,
 )
+from dagster._core.event_api import EventLogRecord, RunStatusChangeRecordsFilter
 
-# Dagster's status → the word in the URL (the Agentic Earth backend's `{status}`).
-STATUS_WORDS = {
-    DagsterRunStatus.STARTED: "started",
-    DagsterRunStatus.SUCCESS: "success",
-    DagsterRunStatus.FAILURE: "failure",
-    DagsterRunStatus.CANCELED: "canceled",
+from orchestrator import runs
+from orchestrator.assets.resources import Workspace
+
+SENSOR_NAME = "notify_run_status"
+# Dagster's run-status event → the status's name in settings, and its rank (a run never goes back).
+STATUS_EVENTS = {
+    DagsterEventType.RUN_START: "started",
+    DagsterEventType.RUN_SUCCESS: "success",
+    DagsterEventType.RUN_FAILURE: "failure",
+    DagsterEventType.RUN_CANCELED: "canceled",
+}
+RANK = {"started": 1, "success": 2, "failure": 2, "canceled": 2}
+# What the original Agentic Earth back-end and front-end understand.
+DEFAULT_WORDS = {"started": "running", "success": "completed", "failure": "failed", "canceled": "failed"}
+MESSAGES = {
+    "started": "Run has started",
+    "success": "Run has been completed successfully",  # the original pipelines' words
 }
 # The daemon's sensor loop runs every 5 s; Dagster's default sensor interval would be 30 s.
 SENSOR_INTERVAL_S = 5
+# Events read per status per tick; the rest wait for the next tick.
+FETCH_LIMIT = 100
+# No new call starts after this long in a tick: the daemon gives a tick 60 s, and a call that
+# starts just before takes at most attempts × timeout + delays (3 × 3 + 0.5 + 1 = 10.5 s).
+TICK_BUDGET_S = 25.0
+# Runs notified side by side (each run's own statuses always one after the other).
+PARALLEL_RUNS = 8
+MAX_MESSAGE_CHARS = 2000
+# Answers worth asking again: the server's trouble, and the original back-end's 400, which it
+# also gives for a run it does not know yet (it stores the run id after /execute answered).
+RETRY_STATUSES = frozenset({400, 404, 408, 409, 425, 429})
+_WORD = re.compile(r"^[A-Za-z0-9_.~-]{0,40}$")
 
 _logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class StatusNotifier:
-    """Where and how to send a run's status; `token`, when set, goes as `Authorization: Bearer`.
-
-    The retry budget is small on purpose: a sensor tick handles up to 5 events inside one gRPC
-    call that times out after 60 s, so one event may take at most
-    attempts × timeout_s + the delays (3 × 3 + 0.5 + 1 = 10.5 s).
-    """
+    """Where and how to send a run's status; `token`, when set, goes as `Authorization: Bearer`."""
 
     url_template: str
     method: str = "PUT"
     token: str | None = None
+    words: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_WORDS))
     attempts: int = 3
     timeout_s: float = 3.0
     first_delay_s: float = 0.5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> StatusNotifier | None:
-        """From CONSTELLATION_NOTIFY_URL / _METHOD / _TOKEN; None when no URL is set."""
+        """From CONSTELLATION_NOTIFY_URL / _METHOD / _TOKEN / _WORDS; None when no URL is set."""
         url = environ.get("CONSTELLATION_NOTIFY_URL", "").strip()
         if not url:
             return None
         method = environ.get("CONSTELLATION_NOTIFY_METHOD", "").strip().upper() or "PUT"
-        return cls(url, method, environ.get("CONSTELLATION_NOTIFY_TOKEN") or None)
+        words = parse_words(environ.get("CONSTELLATION_NOTIFY_WORDS", ""))
+        return cls(url, method, environ.get("CONSTELLATION_NOTIFY_TOKEN") or None, words)
 
-    def url(self, run_id: str, status: str) -> str:
+    def url(self, run_id: str, word: str) -> str:
         # Plain replacement: other braces in the template are left alone instead of raising.
-        return self.url_template.replace("{run_id}", run_id).replace("{status}", status)
+        return self.url_template.replace("{run_id}", run_id).replace("{status}", word)
 
-    def send(self, run_id: str, status: str, log: logging.Logger) -> bool:
-        """Send one status; retry server errors and connection failures; log the outcome, never raise."""
+    def send(self, run_id: str, word: str, log: logging.Logger, message: str = "") -> bool:
+        """Send one status; retry what may pass next time; log the outcome, never raise."""
         try:
-            url = self.url(run_id, status)
+            url = self.url(run_id, word)
             shown = _without_secrets(url)
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            body = {"run_id": run_id, "status": status}
+            body = {"message": message, "run_id": run_id, "status": word}
             with httpx.Client(timeout=self.timeout_s, headers=headers) as client:
-                return self._send(client, url, body, shown, log)
-        except Exception as error:  # a notification must never break the sensor
-            log.error(f"status notification {status} of run {run_id} failed: {_describe(error)}")
+                return self._send(client, url, body, f"{word} of run {run_id} ({self.method} {shown})", log)
+        except Exception as error:  # a callback must never break the sensor
+            log.error(f"status callback {word} of run {run_id} failed: {_describe(error)}")
             return False
 
-    def _send(self, client: httpx.Client, url: str, body: dict, shown: str, log: logging.Logger) -> bool:
-        what = f"{body['status']} of run {body['run_id']} ({self.method} {shown})"
+    def _send(self, client: httpx.Client, url: str, body: dict, what: str, log: logging.Logger) -> bool:
         problem = ""
         for attempt in range(1, self.attempts + 1):
             try:
@@ -95,8 +139,8 @@ class StatusNotifier:
                     log.info(f"notified {what}: HTTP {response.status_code}")
                     return True
                 problem = f"HTTP {response.status_code}"
-                if response.status_code < 500 and response.status_code != 429:
-                    break  # the backend refuses this request: asking again will not help
+                if response.status_code < 500 and response.status_code not in RETRY_STATUSES:
+                    break  # the receiver refuses this request (401, 403, 405...): asking again will not help
             if attempt < self.attempts:
                 log.warning(f"notifying {what}: {problem} (attempt {attempt} of {self.attempts}); retrying")
                 time.sleep(self.first_delay_s * 2 ** (attempt - 1))
@@ -104,32 +148,212 @@ class StatusNotifier:
         return False
 
 
-def notification_sensors(job: JobDefinition, notifier: StatusNotifier | None) -> Sequence[SensorDefinition]:
-    """One run-status sensor per status in STATUS_WORDS, watching `job`, on by default."""
+def parse_words(text: str) -> dict[str, str]:
+    """`started=running,success=completed,...` over DEFAULT_WORDS; an empty word turns a status off."""
+    words = dict(DEFAULT_WORDS)
+    for pair in (p.strip() for p in text.split(",")):
+        if not pair:
+            continue
+        status, equals, word = (part.strip() for part in pair.partition("="))
+        if not equals or status not in DEFAULT_WORDS or not _WORD.match(word):
+            raise ValueError(
+                f"CONSTELLATION_NOTIFY_WORDS: {pair!r} is not <status>=<word> with a status among "
+                f"{', '.join(DEFAULT_WORDS)} and a word of letters, digits, '.', '_', '~' or '-' (or empty: not sent)"
+            )
+        words[status] = word
+    return words
+
+
+class _SentStatuses:
+    """The highest rank sent per run, in this process: a replayed tick neither repeats nor goes back."""
+
+    def __init__(self, capacity: int = 20_000):
+        self._ranks: OrderedDict[str, int] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def claim(self, run_id: str, rank: int) -> bool:
+        """True if a status of `rank` may go out for the run (and records it); False if one of it or later went."""
+        with self._lock:
+            if self._ranks.get(run_id, 0) >= rank:
+                return False
+            self._ranks[run_id] = rank
+            self._ranks.move_to_end(run_id)
+            while len(self._ranks) > self._capacity:
+                self._ranks.popitem(last=False)
+            return True
+
+
+SENT = _SentStatuses()
+
+
+@dataclass(frozen=True)
+class _Status:
+    storage_id: int
+    run_id: str
+    status: str  # a key of DEFAULT_WORDS
+    event_message: str
+
+
+def notification_sensors(
+    job: JobDefinition, notifier: StatusNotifier | None, artifact_root: str | Path | None = None
+) -> Sequence[SensorDefinition]:
+    """The callback sensor for `job`'s runs, on by default; none at all when `notifier` is None.
+
+    A failure's reason is read from the run's progress file under `artifact_root`
+    (CONSTELLATION_ARTIFACT_ROOT when not given).
+    """
     if notifier is None:
-        _logger.debug("CONSTELLATION_NOTIFY_URL is not set: run-status notifications are off")
-    return [_status_sensor(job, status, word, notifier) for status, word in STATUS_WORDS.items()]
+        return []
+    if artifact_root is None:
+        artifact_root = Workspace.from_env().artifact_root
+    return [status_sensor(job.name, notifier, artifact_root)]
 
 
-def _status_sensor(
-    job: JobDefinition, status: DagsterRunStatus, word: str, notifier: StatusNotifier | None
-) -> SensorDefinition:
-    @run_status_sensor(
-        run_status=status,
-        name=f"notify_run_{word}",
-        description=f"Calls CONSTELLATION_NOTIFY_URL when a {job.name} run reaches {status.value}.",
-        monitored_jobs=[job],
+def status_sensor(job_name: str, notifier: StatusNotifier, artifact_root: str | Path | None = None) -> SensorDefinition:
+    @sensor(
+        name=SENSOR_NAME,
+        description=(
+            f"Calls CONSTELLATION_NOTIFY_URL when a {job_name} run starts, succeeds, fails or is cancelled "
+            "(in order, per run)."
+        ),
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=DefaultSensorStatus.RUNNING,
     )
-    def notify(context: RunStatusSensorContext):
-        if notifier is None:
-            # Returned reasons show on the sensor's ticks in the UI, saying why nothing was sent.
-            return SkipReason("CONSTELLATION_NOTIFY_URL is not set: no notification sent")
-        notifier.send(context.dagster_run.run_id, word, context.log)
-        return None  # None lets Dagster go on to the next run in the same tick
+    def notify_run_status(context: SensorEvaluationContext):
+        try:
+            return evaluate(context, job_name, notifier, artifact_root)
+        except Exception as error:  # a raising sensor marks its tick failed: log it, try again next tick
+            context.log.error(f"run-status callbacks: {_describe(error)}")
+            return SkipReason(f"could not read run-status events: {_describe(error)}")
 
-    return notify
+    return notify_run_status
+
+
+def evaluate(
+    context: SensorEvaluationContext,
+    job_name: str,
+    notifier: StatusNotifier,
+    artifact_root: str | Path | None,
+    clock: Callable[[], float] = time.monotonic,
+) -> SkipReason | None:
+    """One tick: send the statuses stored after the cursor, in storage order per run; move the cursor."""
+    instance = context.instance
+    after = _cursor(context.cursor)
+    if after is None:
+        # The first tick starts at the newest event: turning callbacks on does not replay history.
+        newest = _newest_storage_id(instance)
+        context.update_cursor(json.dumps({"after": newest}))
+        return SkipReason(f"callbacks start after event {newest}: runs before now are not notified")
+    statuses = _statuses_after(instance, after, FETCH_LIMIT)
+    if not statuses:
+        return None
+    deadline = clock() + TICK_BUDGET_S
+    by_run: dict[str, list[_Status]] = {}
+    for status in statuses:
+        by_run.setdefault(status.run_id, []).append(status)
+    ours = _runs_of_job(instance, list(by_run), job_name, context.repository_name)
+
+    def send_run(run_id: str) -> int | None:
+        """Send one run's statuses in order; the storage id of the first left for the next tick, if any."""
+        for status in by_run[run_id]:
+            if clock() > deadline:
+                return status.storage_id
+            word = notifier.words[status.status]
+            if not word or not SENT.claim(run_id, RANK[status.status]):
+                continue
+            message = _message(instance, status, artifact_root)
+            notifier.send(run_id, word, context.log, message)
+        return None
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS, thread_name_prefix="notify") as pool:
+        left = [s for s in pool.map(send_run, [r for r in by_run if r in ours]) if s is not None]
+    # Everything before the first status left over is done; statuses sent after it are not sent again.
+    context.update_cursor(json.dumps({"after": min(left) - 1 if left else statuses[-1].storage_id}))
+    return None
+
+
+def _cursor(text: str | None) -> int | None:
+    try:
+        return int(json.loads(text)["after"]) if text else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _newest_storage_id(instance: DagsterInstance) -> int:
+    newest = -1
+    for event_type in STATUS_EVENTS:
+        records = instance.fetch_run_status_changes(records_filter=event_type, limit=1).records
+        newest = max([newest, *(r.storage_id for r in records)])
+    return newest
+
+
+def _statuses_after(instance: DagsterInstance, after: int, limit: int) -> list[_Status]:
+    """Every run-status event after `after`, in storage order, up to where all four queries are complete."""
+    found: list[EventLogRecord] = []
+    complete_to: int | None = None
+    for event_type in STATUS_EVENTS:
+        records = instance.fetch_run_status_changes(
+            records_filter=RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after),
+            limit=limit,
+            ascending=True,
+        ).records
+        found.extend(records)
+        if len(records) == limit:  # more of this kind wait: the others may only be taken up to here
+            last = records[-1].storage_id
+            complete_to = last if complete_to is None else min(complete_to, last)
+    found.sort(key=lambda r: r.storage_id)
+    return [
+        _Status(r.storage_id, r.run_id, STATUS_EVENTS[r.event_log_entry.dagster_event_type],
+                r.event_log_entry.message or "")
+        for r in found
+        if complete_to is None or r.storage_id <= complete_to
+    ]
+
+
+def _runs_of_job(instance: DagsterInstance, run_ids: list[str], job_name: str, repository: str | None) -> set[str]:
+    found = set()
+    for record in instance.get_run_records(filters=RunsFilter(run_ids=run_ids)):
+        run = record.dagster_run
+        origin = run.remote_job_origin
+        if run.job_name != job_name:
+            continue
+        if origin is not None and repository and origin.repository_origin.repository_name != repository:
+            continue
+        found.add(run.run_id)
+    return found
+
+
+def _message(instance: DagsterInstance, status: _Status, artifact_root: str | Path | None) -> str:
+    if status.status in MESSAGES:
+        return MESSAGES[status.status]
+    if status.status == "canceled":
+        return _clip(f"the run was cancelled: {status.event_message}".rstrip(": "))
+    return _clip(failure_reason(instance, status.run_id, artifact_root) or status.event_message or "the run failed")
+
+
+def failure_reason(instance: DagsterInstance, run_id: str, artifact_root: str | Path | None) -> str | None:
+    """Why a run failed: the failing instruction (its progress file), else Dagster's first step failure."""
+    if artifact_root is not None and runs.is_run_id(run_id):
+        progress = runs.read_json(runs.run_dir(Path(artifact_root).resolve(), run_id) / runs.PROGRESS)
+        error = progress.get("error") if isinstance(progress, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return f"{error.get('operation')} at {error.get('path')} failed: {error['message']}"
+    try:
+        for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+            data = entry.dagster_event.step_failure_data if entry.dagster_event else None
+            error = data.error if data is not None else None
+            while error is not None and error.cause is not None:  # Dagster wraps the op's own error
+                error = error.cause
+            if error is not None:
+                return f"{entry.step_key}: {error.message.strip()}"
+    except Exception as error:  # the reason is a courtesy: the callback goes out without it
+        _logger.debug(f"could not read the step failures of run {run_id}: {_describe(error)}")
+    return None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def _without_secrets(url: str) -> str:
