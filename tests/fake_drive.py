@@ -1,15 +1,25 @@
-"""A local stand-in for the Google Drive v3 API and Google's OAuth token endpoint.
+"""A local stand-in for the Google Drive v3 API, Google's OAuth token endpoint and Drive's public downloads.
 
 It answers exactly what the real google-api-python-client requests when its `api_endpoint`
 is `<url>/drive/v3/` (seen by printing the requests): `GET /drive/v3/files/{id}` (metadata),
 the same with `alt=media` (bytes, in the ranges MediaIoBaseDownload asks for),
 `GET /drive/v3/files?q='<folder>' in parents and trashed = false&pageToken=...` (paged), and
 `POST /token` (a service account's signed JWT, checked against its public key, for an access
-token). Errors are JSON bodies shaped like Google's. Every request is recorded.
+token). Errors are JSON bodies shaped like Google's.
+
+And what a browser (or gdown) gets without credentials, as Drive serves it since 2024:
+`GET /uc?id=<id>&export=download` redirects to `GET /download?id=<id>&export=download`
+(drive.google.com → drive.usercontent.google.com), which sends a file shared with anyone who
+has the link as an attachment; a file larger than `confirm_above` gets instead the 200 HTML
+page "Google Drive can't scan this file for viruses" whose form `download-form` (GET, hidden
+`id`, `export`, `confirm=t`, `uuid`) downloads it; an unknown id or a folder gets a 404 HTML
+page; a file not shared publicly redirects to a Google sign-in page (200 HTML). Every request
+is recorded.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import secrets
@@ -18,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -27,6 +37,7 @@ from google.auth import jwt
 FOLDER = "application/vnd.google-apps.folder"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 PAGE_SIZE = 3  # small, so that listing a folder of a few files takes several pages
+PUBLIC_CHUNK = 64 * 1024  # public downloads are sent in pieces of this size
 _FILE = re.compile(r"^/drive/v3/files/([^/]+)$")
 _PARENT_QUERY = re.compile(r"^'([A-Za-z0-9_-]+)' in parents and trashed = false$")
 
@@ -43,6 +54,7 @@ class Item:
     mime_type: str
     parents: list[str]
     content: bytes | None = None
+    shared: bool = True  # shared with "anyone with the link": downloadable without credentials
 
     def metadata(self) -> dict:
         described = {"kind": "drive#file", "id": self.id, "name": self.name, "mimeType": self.mime_type}
@@ -84,6 +96,11 @@ class FakeDrive:
     accounts: dict[str, ServiceAccount] = field(default_factory=dict)
     # Called after each media range is sent: a test's hook into "between chunks".
     after_range: Callable[[Seen], None] | None = None
+    # Public downloads of files larger than this get the virus-scan warning page first.
+    confirm_above: int = 200_000
+    # Called after each piece of a public download is sent, with the bytes sent so far.
+    after_public_chunk: Callable[[Seen, int], None] | None = None
+    issued_uuids: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,8 +113,9 @@ class FakeDrive:
         parent: str | None = None,
         mime_type: str = "application/octet-stream",
         file_id: str | None = None,
+        shared: bool = True,
     ) -> str:
-        item = Item(file_id or new_id(), name, mime_type, [parent] if parent else [], content)
+        item = Item(file_id or new_id(), name, mime_type, [parent] if parent else [], content, shared)
         self.items[item.id] = item
         return item.id
 
@@ -138,6 +156,16 @@ class FakeDrive:
     def seen(self, file_id: str) -> list[Seen]:
         with self._lock:
             return [s for s in self.requests if s.file_id == file_id]
+
+    def public_requests(self, file_id: str) -> list[Seen]:
+        """Requests to the public download endpoint (/uc, /download) for `file_id`."""
+        with self._lock:
+            return [s for s in self.requests if s.path in ("/uc", "/download") and s.query.get("id") == file_id]
+
+    @property
+    def download_url(self) -> str:
+        """What CONSTELLATION_GOOGLE_DOWNLOAD_URL is set to: as https://drive.usercontent.google.com/download."""
+        return f"{self.url}/download"
 
     def listings(self, folder_id: str) -> list[Seen]:
         with self._lock:
@@ -191,6 +219,8 @@ class FakeDrive:
         body = handler.rfile.read(length) if length else b""
         if handler.command == "POST" and parts.path == "/token":
             return self._token(handler, body)
+        if handler.command == "GET" and parts.path in ("/uc", "/download", "/ServiceLogin"):
+            return self._public(handler, parts.path, query, seen)
         if handler.command != "GET" or not parts.path.startswith("/drive/v3/files"):
             return _error(handler, 404, f"no such endpoint: {handler.command} {parts.path}", "notFound")
         if not self._authorized(seen):
@@ -255,6 +285,75 @@ class FakeDrive:
         if self.after_range is not None:
             self.after_range(seen)  # before the bytes leave, so the client sees its effect next
         _bytes(handler, 206, content[first : last + 1], {"content-range": f"bytes {first}-{last}/{total}"})
+
+
+    def _public(self, handler: BaseHTTPRequestHandler, path: str, query: dict[str, str], seen: Seen) -> None:
+        """Drive's downloads for browsers: no credentials, HTML pages for anything but the file."""
+        if path == "/ServiceLogin":
+            return _page(handler, 200, "Sign in - Google Accounts", "<form action='/signin' method='post'>"
+                         "<input type='email' name='identifier'><input type='submit' value='Next'></form>")
+        if path == "/uc":  # drive.google.com/uc sends browsers on to drive.usercontent.google.com/download
+            return _bytes(handler, 303, b"", {"location": f"{self.url}/download?{urlencode(query)}"})
+        item = self.items.get(query.get("id", ""))
+        if item is None or item.content is None:
+            return _page(handler, 404, "Google Drive - Page Not Found",
+                         "<p>Sorry, the file you have requested does not exist.</p>")
+        if not item.shared:
+            target = f"{self.url}/ServiceLogin?{urlencode({'continue': self.download_url + '?id=' + item.id})}"
+            return _bytes(handler, 302, b"", {"location": target})
+        confirmed = query.get("confirm") == "t" and query.get("uuid") in self.issued_uuids
+        if len(item.content) > self.confirm_above and not confirmed:
+            return self._virus_scan_warning(handler, item)
+        headers = {
+            "content-type": item.mime_type,
+            "content-disposition": f"attachment; filename=\"{item.name}\"; filename*=UTF-8''{quote(item.name)}",
+            "content-length": str(len(item.content)),
+        }
+        handler.send_response(200)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        sent = 0
+        try:
+            for start in range(0, len(item.content), PUBLIC_CHUNK):
+                piece = item.content[start : start + PUBLIC_CHUNK]
+                handler.wfile.write(piece)
+                handler.wfile.flush()
+                sent += len(piece)
+                if self.after_public_chunk is not None:
+                    self.after_public_chunk(seen, sent)
+        except OSError:
+            pass  # the client stopped reading (a cancelled or refused download)
+
+    def _virus_scan_warning(self, handler: BaseHTTPRequestHandler, item: Item) -> None:
+        """The page Drive shows instead of a file too large to scan, as of 2024 (its form, its wording)."""
+        uuid = secrets.token_hex(16)
+        with self._lock:
+            self.issued_uuids.append(uuid)
+        size_mb = max(1, len(item.content or b"") // (1024 * 1024))
+        name = html.escape(item.name)
+        body = (
+            "<div class='uc-main'><div id='uc-text'><p class='uc-warning-caption'>Google Drive can't scan this "
+            f"file for viruses.</p><p class='uc-warning-subcaption'><span class='uc-name-size'><a href='/open?id="
+            f"{item.id}'>{name}</a> ({size_mb}M)</span> is too large for Google to scan for viruses. Would you "
+            "still like to download this file?</p>"
+            # A decoy form first: only the download form's fields lead to the file.
+            "<form id='search' action='/search' method='get'><input type='text' name='q' value=''></form>"
+            f"<form id='download-form' action='{self.download_url}' method='get'>"
+            "<input type='submit' id='uc-download-link' class='goog-inline-block jfk-button jfk-button-action' "
+            "value='Download anyway'/>"
+            f"<input type='hidden' name='id' value='{item.id}'>"
+            "<input type='hidden' name='export' value='download'>"
+            "<input type='hidden' name='confirm' value='t'>"
+            f"<input type='hidden' name='uuid' value='{uuid}'>"
+            "</form></div></div>"
+        )
+        _page(handler, 200, "Google Drive - Virus scan warning", body)
+
+
+def _page(handler: BaseHTTPRequestHandler, status: int, title: str, body: str) -> None:
+    document = f"<!DOCTYPE html><html><head><title>{html.escape(title)}</title></head><body>{body}</body></html>"
+    _bytes(handler, status, document.encode(), {"content-type": "text/html; charset=utf-8"})
 
 
 def _json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:

@@ -2,7 +2,9 @@
 
 The Google Drive API is served by tests/fake_drive.py on 127.0.0.1; the real
 google-api-python-client reaches it through CONSTELLATION_GOOGLE_API_ENDPOINT, signed in as a
-service account made here (its key file's token_uri is the fake's /token).
+service account made here (its key file's token_uri is the fake's /token). Drive's public
+download endpoint (files shared with anyone who has the link, no credentials) is the same fake's
+/download, reached through CONSTELLATION_GOOGLE_DOWNLOAD_URL.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def drive_account(fake_drive: FakeDrive, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def drive_env(fake_drive: FakeDrive, drive_account: ServiceAccount) -> dict[str, str]:
-    """Settings for the stack: the fake's endpoint, and the service account's key file."""
+    """Settings for the stack: the fake's endpoints, and the service account's key file."""
     return {
         "CONSTELLATION_GOOGLE_API_ENDPOINT": fake_drive.api_endpoint,
+        "CONSTELLATION_GOOGLE_DOWNLOAD_URL": fake_drive.download_url,
         "GOOGLE_APPLICATION_CREDENTIALS": str(drive_account.key_file),
     }

@@ -34,9 +34,17 @@ def api_key_env(monkeypatch: pytest.MonkeyPatch, fake_drive: FakeDrive) -> str:
     return fake_drive.api_key
 
 
-def make_ctx(tmp_path: Path, fake: FakeDrive, **limits: int) -> RunContext:
+@pytest.fixture
+def no_credentials_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("CONSTELLATION_GOOGLE_API_KEY", raising=False)
+
+
+def make_ctx(tmp_path: Path, fake: FakeDrive, download_url: str | None = None, download_max_bytes: int = 2**31,
+             **limits: int) -> RunContext:
     workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "art"), **limits)
-    google_drive = GoogleDrive(api_endpoint=fake.api_endpoint)
+    google_drive = GoogleDrive(api_endpoint=fake.api_endpoint, download_url=download_url or fake.download_url,
+                               download_max_bytes=download_max_bytes)
     resources = SimpleNamespace(workspace=workspace, google_drive=google_drive)
     return RunContext(run_dir=tmp_path / "run", resources=resources)
 
@@ -265,11 +273,10 @@ def test_no_secret_reaches_messages_or_logs(ctx: RunContext, fake_drive: FakeDri
         assert secret not in caplog.text and secret not in str(failure.value)
 
 
-def test_without_credentials_the_message_says_what_to_set(tmp_path: Path, fake_drive: FakeDrive, monkeypatch):
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.delenv("CONSTELLATION_GOOGLE_API_KEY", raising=False)
-    with pytest.raises(OperationError, match="set GOOGLE_APPLICATION_CREDENTIALS .* or CONSTELLATION_GOOGLE_API_KEY"):
-        ops.import_from_google_drive(make_ctx(tmp_path, fake_drive), file_id=SEED_FILE_ID)
+def test_with_credentials_the_api_is_used_not_the_public_endpoint(ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("shared.jpg", b"shared with the service account")
+    ops.import_from_google_drive(ctx, file_id=file_id)
+    assert fake_drive.seen(file_id) and fake_drive.public_requests(file_id) == []
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '{"type": "service_account"}'])
@@ -292,3 +299,121 @@ def test_a_key_google_refuses_is_reported_without_the_key(tmp_path: Path, fake_d
     assert f"did not accept this server's service account {account.email}" in message
     assert SEED_FILE_ID in message and "invalid_grant" in message
     assert all(line not in message for line in account.private_key_pem.splitlines()[1:-1])
+
+
+# without credentials: files shared with "anyone with the link", from Drive's public download endpoint
+
+
+@pytest.fixture
+def public_ctx(tmp_path: Path, fake_drive: FakeDrive, no_credentials_env: None) -> RunContext:
+    return make_ctx(tmp_path, fake_drive)
+
+
+def test_the_seed_pipelines_public_zip_downloads_without_credentials(public_ctx: RunContext, fake_drive: FakeDrive):
+    """The original pipelines' import_from_google_drive(file_id): no key, no account, as gdown did."""
+    imported = ops.import_from_google_drive(public_ctx, file_id=SEED_FILE_ID)
+    assert list(imported.files) == seed_names(fake_drive)
+    assert all(path.is_relative_to(public_ctx.run_dir) for path in imported.files.values())
+    requests = fake_drive.public_requests(SEED_FILE_ID)
+    assert [(s.path, s.query.get("export")) for s in requests][-1] == ("/download", "download")
+    assert all("authorization" not in s.headers and "key" not in s.query for s in requests)
+
+
+def test_a_public_file_keeps_its_drive_name(public_ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("Feu de forêt n°1.jpg", b"\xff\xd8 public bytes", mime_type="image/jpeg")
+    [(name, path)] = ops.import_from_google_drive(public_ctx, file_id=file_id).files.items()
+    assert name == "Feu de forêt n°1.jpg" and path.read_bytes() == b"\xff\xd8 public bytes"
+
+
+def test_a_large_file_is_confirmed_through_the_virus_scan_page(public_ctx: RunContext, fake_drive: FakeDrive):
+    content = os.urandom(fake_drive.confirm_above + 100_000)
+    file_id = fake_drive.add_file("scene.tif", content)
+    [path] = ops.import_from_google_drive(public_ctx, file_id=file_id).files.values()
+    assert path.name == "scene.tif" and path.read_bytes() == content
+    first, confirmed = fake_drive.public_requests(file_id)
+    assert "confirm" not in first.query
+    assert confirmed.query == {"id": file_id, "export": "download", "confirm": "t", "uuid": fake_drive.issued_uuids[-1]}
+
+
+def test_the_old_share_link_endpoint_redirects_and_still_works(tmp_path: Path, fake_drive: FakeDrive,
+                                                               no_credentials_env: None):
+    """drive.google.com/uc?export=download&id=…, the URL gdown and the original pipelines used."""
+    ctx = make_ctx(tmp_path, fake_drive, download_url=fake_drive.url + "/uc")
+    content = os.urandom(fake_drive.confirm_above + 1)
+    file_id = fake_drive.add_file("big.bin", content)
+    [path] = ops.import_from_google_drive(ctx, file_id=file_id, unpack=False).files.values()
+    assert path.read_bytes() == content
+    assert [s.path for s in fake_drive.public_requests(file_id)] == ["/uc", "/download", "/download"]
+
+
+def test_a_file_not_shared_publicly_says_what_to_do(public_ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("private.jpg", b"private", shared=False)
+    with pytest.raises(OperationError) as failure:
+        ops.import_from_google_drive(public_ctx, file_id=file_id)
+    message = str(failure.value)
+    assert f"Google Drive file {file_id!r} could not be downloaded without credentials" in message
+    assert "'Sign in - Google Accounts'" in message and 'not shared with "anyone with the link"' in message
+    assert not [p for p in public_ctx.run_dir.rglob("*") if p.is_file()]
+
+
+def test_a_missing_public_file_names_the_id(public_ctx: RunContext):
+    with pytest.raises(OperationError, match=r"'1missingPublicFilexxxxxx' could not be downloaded .*HTTP 404, "
+                                             r"'Google Drive - Page Not Found'"):
+        ops.import_from_google_drive(public_ctx, file_id="1missingPublicFilexxxxxx")
+
+
+def test_a_folder_without_credentials_needs_an_api_key_or_a_service_account(public_ctx: RunContext):
+    with pytest.raises(OperationError) as failure:
+        ops.import_from_google_drive(public_ctx, folder_id=SAMPLE_FOLDER_ID)
+    message = str(failure.value)
+    assert "reading a folder needs an API key or a service account" in message
+    assert "CONSTELLATION_GOOGLE_API_KEY" in message and "GOOGLE_APPLICATION_CREDENTIALS" in message
+
+
+def test_a_public_download_over_the_size_cap_is_refused(tmp_path: Path, fake_drive: FakeDrive,
+                                                        no_credentials_env: None):
+    ctx = make_ctx(tmp_path, fake_drive, download_max_bytes=50_000)
+    file_id = fake_drive.add_file("too-big.bin", os.urandom(60_000))
+    with pytest.raises(OperationError, match="60000 bytes, more than the limit of 50000 bytes"):
+        ops.import_from_google_drive(ctx, file_id=file_id)
+    assert not [p for p in ctx.run_dir.rglob("*") if p.is_file()]
+
+
+def test_cancel_stops_a_public_download_and_leaves_no_partial_file(public_ctx: RunContext, fake_drive: FakeDrive):
+    file_id = fake_drive.add_file("slow.bin", os.urandom(150_000))  # three pieces, under confirm_above
+
+    def after_first_piece(seen, sent: int) -> None:
+        if seen.query.get("id") == file_id:
+            public_ctx.cancelled.set()
+
+    fake_drive.after_public_chunk = after_first_piece
+    try:
+        with pytest.raises(OperationError, match="stopped"):
+            ops.import_from_google_drive(public_ctx, file_id=file_id)
+    finally:
+        fake_drive.after_public_chunk = None
+    assert not [p for p in public_ctx.run_dir.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("page, expected", [
+    # Drive since 2024: the download form, after another form; attribute quoting as browsers accept it.
+    ("<form id=search action=/search method=get><input name=q value=x></form>"
+     "<form id=\"download-form\" action=\"https://drive.usercontent.google.com/download\" method=\"get\">"
+     "<input type=\"submit\" id=\"uc-download-link\" value=\"Download anyway\"/>"
+     "<input type=\"hidden\" name=\"id\" value=\"1abcdefghijk\"><input type=\"hidden\" name=\"export\" "
+     "value=\"download\"><input type=hidden name=confirm value=t><input type=hidden name=uuid value=u-1&amp;2></form>",
+     ("https://drive.usercontent.google.com/download",
+      {"id": "1abcdefghijk", "export": "download", "confirm": "t", "uuid": "u-1&2"})),
+    # Drive before 2024: a link carrying the confirmation code, relative to the page.
+    ("<p>too large</p><a id=\"uc-download-link\" href=\"/uc?export=download&amp;confirm=AbCd&amp;id=1abc\">"
+     "Download anyway</a>",
+     ("https://drive.google.com/uc?export=download&confirm=AbCd&id=1abc", {})),
+    ("<html><head><title>Google Drive - Quota exceeded</title></head><body>Too many users</body></html>", None),
+])
+def test_the_confirmation_is_read_from_the_page_with_an_html_parser(page: str, expected):
+    assert drive._confirm_form(page, "https://drive.google.com/uc?id=1abc&export=download") == expected
+
+
+def test_a_quota_page_is_reported_as_such():
+    page = "<html><head><title>Google Drive - Quota exceeded</title></head></html>"
+    assert "too many downloads of this file lately" in drive._public_refusal("Google Drive file 'x'", 200, page)

@@ -98,17 +98,25 @@ class GoogleDrive(ConfigurableResource):
     (GOOGLE_APPLICATION_CREDENTIALS: a service-account key file, else
     CONSTELLATION_GOOGLE_API_KEY: an API key for public files), so they never show in the
     Dagster UI. `from_env()` reads CONSTELLATION_GOOGLE_API_ENDPOINT: the API's base URL,
-    https://www.googleapis.com/drive/v3/ when unset.
+    https://www.googleapis.com/drive/v3/ when unset. With neither credential, files shared with
+    anyone who has the link download from CONSTELLATION_GOOGLE_DOWNLOAD_URL (Drive's public
+    download endpoint when unset), up to CONSTELLATION_URL_MAX_BYTES like any download by URL.
     """
 
     api_endpoint: str | None = None
+    download_url: str = drive.PUBLIC_DOWNLOAD_URL
+    download_max_bytes: int = drive.PUBLIC_MAX_BYTES
 
     @classmethod
     def from_env(cls) -> GoogleDrive:
-        return cls(api_endpoint=os.environ.get("CONSTELLATION_GOOGLE_API_ENDPOINT") or None)
+        given = {"download_url": os.environ.get("CONSTELLATION_GOOGLE_DOWNLOAD_URL") or None,
+                 "download_max_bytes": os.environ.get("CONSTELLATION_URL_MAX_BYTES") or None}
+        return cls(api_endpoint=os.environ.get("CONSTELLATION_GOOGLE_API_ENDPOINT") or None,
+                   **{name: value for name, value in given.items() if value is not None})
 
     def connect(self) -> drive.Drive:
-        return drive.connect(self.api_endpoint, os.environ)
+        return drive.connect(self.api_endpoint, os.environ, drive.PublicDownloads(self.download_url,
+                                                                                   self.download_max_bytes))
 
 
 class Databases(ConfigurableResource):

@@ -6,6 +6,13 @@ it, else an API key (CONSTELLATION_GOOGLE_API_KEY) for public files. Neither eve
 in a message or a log line: errors are built from the HTTP status and Google's own message,
 never from the exception's text (which holds the request URL, and so the key).
 
+With neither, a file shared as "anyone with the link" still downloads, as the original
+Agentic Earth pipelines (and `gdown`) did: by its id from Drive's public download endpoint
+(https://drive.usercontent.google.com/download?id=<id>&export=download; the setting
+CONSTELLATION_GOOGLE_DOWNLOAD_URL replaces it), confirming the "can't scan this file for
+viruses" page that Drive shows instead of a large file, streamed with the same size cap as
+downloads by URL. Listing a folder needs the API, so folders need credentials.
+
 Files stream to disk in CHUNK_SIZE ranges, so memory holds one chunk, never a whole file.
 Folders are read recursively; Google Docs, Sheets, Slides, shortcuts... have no file content
 to download and are skipped with a log line.
@@ -17,11 +24,15 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.message import Message
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httplib2
+import httpx
 from google.auth.exceptions import GoogleAuthError, TransportError
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
@@ -43,6 +54,12 @@ PAGE_SIZE = 1000  # Drive's largest page of a folder listing
 NUM_RETRIES = 3  # the client's own backoff, on 429 and 5xx answers
 LIST_FIELDS = "nextPageToken, files(id, name, mimeType, size)"
 FILE_FIELDS = "id, name, mimeType, size"
+# Drive's public download endpoint (drive.google.com/uc?export=download redirects there).
+PUBLIC_DOWNLOAD_URL = "https://drive.usercontent.google.com/download"
+PUBLIC_MAX_BYTES = 2 * 1024**3  # the default cap, as for downloads by URL (CONSTELLATION_URL_MAX_BYTES)
+PUBLIC_TIMEOUT_S = 30.0
+PAGE_MAX_BYTES = 1024 * 1024  # the most of an HTML page (a warning or an error) read
+CONFIRM_STEPS = 2  # "download anyway" pages followed before giving up
 
 _ID = re.compile(ID_PATTERN)
 _KEY_IN_URL = re.compile(r"(?i)([?&]key=)[^&\s'\"]+")
@@ -70,11 +87,21 @@ def redact(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class PublicDownloads:
+    """Where public files download from without credentials, and how much of one is accepted."""
+
+    url: str = PUBLIC_DOWNLOAD_URL
+    max_bytes: int = PUBLIC_MAX_BYTES
+    timeout_s: float = PUBLIC_TIMEOUT_S
+
+
+@dataclass(frozen=True)
 class Drive:
-    """A Drive v3 client and, for messages, who it reads as (never the secret itself)."""
+    """A Drive v3 client (None: no credentials, public files only) and, for messages, who it reads as."""
 
     service: Any
     identity: str
+    public: PublicDownloads = field(default_factory=PublicDownloads)
 
 
 @dataclass(frozen=True)
@@ -94,8 +121,12 @@ class DriveItem:
         return self.mime_type.startswith(GOOGLE_APPS_MIME) and not self.is_folder
 
 
-def connect(api_endpoint: str | None, environ: Mapping[str, str]) -> Drive:
-    """A Drive v3 client authenticated from `environ`: a service account, else an API key."""
+def connect(api_endpoint: str | None, environ: Mapping[str, str], public: PublicDownloads | None = None) -> Drive:
+    """A Drive v3 client authenticated from `environ`: a service account, else an API key, else none.
+
+    Without credentials, files shared with anyone who has the link download from `public`.
+    """
+    public = public or PublicDownloads()
     # The endpoint replaces the whole base URL (https://www.googleapis.com/drive/v3/): keep its last slash.
     options = {"api_endpoint": api_endpoint.rstrip("/") + "/"} if api_endpoint else None
     # The discovery document shipped in the package: building a client needs no network.
@@ -104,14 +135,11 @@ def connect(api_endpoint: str | None, environ: Mapping[str, str]) -> Drive:
     if key_file:
         credentials = _service_account(key_file)
         service = build("drive", "v3", credentials=credentials, **common)
-        return Drive(service, f"service account {credentials.service_account_email}")
+        return Drive(service, f"service account {credentials.service_account_email}", public)
     api_key = environ.get(API_KEY_ENV)
     if api_key:
-        return Drive(build("drive", "v3", developerKey=api_key, **common), "an API key (public files only)")
-    raise OperationError(
-        f"Google Drive is not configured on this server: set {CREDENTIALS_ENV} to a service-account "
-        f"key file (for files shared with that account) or {API_KEY_ENV} to an API key (for public files)"
-    )
+        return Drive(build("drive", "v3", developerKey=api_key, **common), "an API key (public files only)", public)
+    return Drive(None, "no credentials (files shared with anyone who has the link)", public)
 
 
 def _service_account(key_file: str) -> service_account.Credentials:
@@ -142,6 +170,8 @@ def item(drive: Drive, item_id: str, kind: str) -> DriveItem:
 
 def download_file(drive: Drive, file_id: str, out_dir: Path, check_cancelled: Callable[[], None]) -> Path:
     """Download one Drive file into `out_dir`; return its path (named as in Drive)."""
+    if drive.service is None:
+        return download_public_file(drive.public, check_id(file_id, "file_id"), out_dir, check_cancelled)
     found = item(drive, check_id(file_id, "file_id"), "file")
     if found.is_folder:
         raise OperationError(f"Google Drive id {file_id!r} is a folder ({found.name!r}); give it as folder_id")
@@ -154,7 +184,14 @@ def download_folder(
     drive: Drive, folder_id: str, out_dir: Path, check_cancelled: Callable[[], None], log: logging.Logger
 ) -> dict[str, Path]:
     """Download every file under a Drive folder, subfolders included; keyed by path inside the folder."""
-    folder = item(drive, check_id(folder_id, "folder_id"), "folder")
+    check_id(folder_id, "folder_id")
+    if drive.service is None:
+        raise OperationError(
+            f"Google Drive folder {folder_id!r}: reading a folder needs an API key or a service account, and "
+            f"this server has neither (set {API_KEY_ENV} for public folders, or {CREDENTIALS_ENV} to a "
+            "service-account key file); without them only single public files download, by file_id"
+        )
+    folder = item(drive, folder_id, "folder")
     if not folder.is_folder:
         raise OperationError(
             f"Google Drive id {folder_id!r} is a file ({folder.name!r}), not a folder; give it as file_id"
@@ -295,3 +332,169 @@ def _unique(path: str, item_id: str, taken: set[str]) -> str:
         path = f"{stem} ({item_id}).{suffix}" if dot and "/" not in suffix else f"{path} ({item_id})"
     taken.add(path)
     return path
+
+
+# --- public files, without credentials ------------------------------------------------------------
+
+
+def download_public_file(
+    public: PublicDownloads, file_id: str, out_dir: Path, check_cancelled: Callable[[], None]
+) -> Path:
+    """Download a file shared with anyone who has the link, as a browser (or gdown) does.
+
+    Drive answers with the file (Content-Disposition: attachment), or, for a file too large to
+    scan for viruses, with an HTML page whose "Download anyway" form carries the confirmation to
+    send back; any other page means the file is missing or not public.
+    """
+    url, params = public.url, {"id": file_id, "export": "download"}
+    what = f"Google Drive file {file_id!r}"
+    try:
+        with httpx.Client(timeout=public.timeout_s, follow_redirects=True) as client:
+            for _ in range(CONFIRM_STEPS + 1):
+                check_cancelled()
+                with client.stream("GET", url, params=params) as response:
+                    if _is_file(response):
+                        return _save_public(response, file_id, out_dir, public.max_bytes, what, check_cancelled)
+                    page = _read_page(response)
+                confirm = _confirm_form(page, str(response.url))
+                if response.status_code >= 400 or confirm is None:
+                    raise OperationError(_public_refusal(what, response.status_code, page))
+                url, params = confirm
+    except httpx.HTTPError as exc:
+        raise OperationError(f"downloading {what} from {_origin(public.url)} failed: {_describe(exc)}") from None
+    raise OperationError(f"{what}: Drive kept asking to confirm the download ({CONFIRM_STEPS} times)")
+
+
+def _is_file(response: httpx.Response) -> bool:
+    """Drive sends a file as an attachment; its pages (warnings, errors, sign-in) are inline HTML."""
+    if response.status_code >= 400:
+        return False
+    if "attachment" in response.headers.get("content-disposition", "").lower():
+        return True
+    return not response.headers.get("content-type", "").lower().startswith("text/html")
+
+
+def _read_page(response: httpx.Response) -> str:
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= PAGE_MAX_BYTES:
+            break
+    return bytes(body[:PAGE_MAX_BYTES]).decode(response.encoding or "utf-8", errors="replace")
+
+
+def _save_public(
+    response: httpx.Response,
+    file_id: str,
+    out_dir: Path,
+    max_bytes: int,
+    what: str,
+    check_cancelled: Callable[[], None],
+) -> Path:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise OperationError(f"{what} is {int(declared)} bytes, more than the limit of {max_bytes} bytes")
+    target = out_dir / file_id / _safe(_attachment_name(response) or file_id, file_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with target.open("wb") as sink:
+            for chunk in response.iter_bytes():  # as received: memory stays small, a cancel is seen promptly
+                check_cancelled()
+                written += len(chunk)
+                if written > max_bytes:
+                    raise OperationError(f"{what} is larger than the limit of {max_bytes} bytes")
+                sink.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)  # never leave a truncated file behind
+        raise
+    return target
+
+
+def _attachment_name(response: httpx.Response) -> str | None:
+    """The file's name from Content-Disposition (filename*=UTF-8''… preferred, as RFC 6266 says)."""
+    header = response.headers.get("content-disposition")
+    if not header:
+        return None
+    message = Message()
+    message["content-disposition"] = header
+    name = message.get_filename()
+    return str(name) if name else None
+
+
+class _PageParser(HTMLParser):
+    """The forms (action, method, named inputs), links and title of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[dict[str, Any]] = []
+        self.links: list[dict[str, str]] = []
+        self.title = ""
+        self._in_form: dict[str, Any] | None = None
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self._in_form = {"attrs": found, "inputs": {}}
+            self.forms.append(self._in_form)
+        elif tag == "input" and self._in_form is not None and found.get("name"):
+            if found.get("type", "text").lower() not in ("submit", "button", "image", "reset"):
+                self._in_form["inputs"][found["name"]] = found.get("value", "")
+        elif tag == "a" and found.get("href"):
+            self.links.append(found)
+        elif tag == "title":
+            self._in_title = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = None
+        elif tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+
+def _parse(page: str) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+def _confirm_form(page: str, page_url: str) -> tuple[str, dict[str, str]] | None:
+    """Where "Download anyway" leads: the download form (Drive today), else its confirm link (before 2024)."""
+    parsed = _parse(page)
+    for form in parsed.forms:
+        inputs = form["inputs"]
+        if form["attrs"].get("id") == "download-form" or "confirm" in inputs:
+            if form["attrs"].get("method", "get").lower() != "get":
+                continue
+            return urljoin(page_url, form["attrs"].get("action") or page_url), dict(inputs)
+    for link in parsed.links:
+        if link.get("id") == "uc-download-link" or "confirm=" in link["href"]:
+            return urljoin(page_url, link["href"]), {}
+    return None
+
+
+def _public_refusal(what: str, status: int, page: str) -> str:
+    title = " ".join(_parse(page).title.split())[:200] if page else ""
+    said = f"HTTP {status}" + (f", {title!r}" if title else "")
+    if status == 429 or "quota" in title.lower():
+        return f"{what}: Drive refused the download ({said}): too many downloads of this file lately; try later"
+    return (
+        f"{what} could not be downloaded without credentials ({said}): it does not exist, or it is not shared "
+        f"with \"anyone with the link\", or it is a folder (folders need {API_KEY_ENV} or {CREDENTIALS_ENV} "
+        "on the server)"
+    )
+
+
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
