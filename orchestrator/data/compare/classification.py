@@ -1,0 +1,155 @@
+"""Classification (image, zero-shot, text, tabular): top-1 labels against the truth's classes.
+
+Metrics come from scikit-learn (accuracy, macro-F1, per-class precision/recall/F1, confusion
+matrix, Cohen's kappa); the exact McNemar test from SciPy. Labels match without regard to case
+(a folder "fire" is the class "Fire"); a class is shown as a model spelt it, else as the truth did.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from orchestrator.data.compare import stats
+from orchestrator.data.compare.inputs import ModelRun, Truth, items_by_name
+from orchestrator.engine import OperationError
+
+
+def top1(run: ModelRun, item: dict[str, Any]) -> tuple[str, float | None]:
+    """A prediction's best label and its score (labels are best first); "" when it has none."""
+    labels = item.get("labels")
+    if not isinstance(labels, list):
+        raise OperationError(
+            f"model {run.model!r}: the prediction for {item.get('name')!r} has no 'labels' list; "
+            "classification predictions are {'name', 'labels': [best first], 'scores': [...]}"
+        )
+    scores = item.get("scores") or []
+    return (str(labels[0]) if labels else ""), (float(scores[0]) if scores else None)
+
+
+class Encoded:
+    """Every run's top-1 (and the truth) as integer class codes over one shared, case-folded vocabulary."""
+
+    def __init__(self, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None):
+        self.runs = list(runs)
+        shown: dict[str, str] = {}
+        self.top1: list[list[str]] = []
+        self.scores: list[list[float | None]] = []
+        for run in runs:
+            by_name = items_by_name(run)
+            pairs = [top1(run, by_name[name]) for name in names]
+            self.top1.append([label for label, _ in pairs])
+            self.scores.append([score for _, score in pairs])
+        self.truth: list[str] | None = [str(truth.values[n]) for n in names] if truth is not None else None
+        for label in itertools.chain(*(run.labels for run in runs), *self.top1, self.truth or []):
+            shown.setdefault(label.casefold(), label)
+        keys = sorted(shown)
+        code = {key: i for i, key in enumerate(keys)}
+        self.display = [shown[key] for key in keys]
+        self.k = len(keys)
+        self.predicted = np.array([[code[v.casefold()] for v in labels] for labels in self.top1], dtype=np.int64)
+        self.expected = None if self.truth is None else np.array([code[v.casefold()] for v in self.truth], np.int64)
+
+
+def resampled_scores(expected: np.ndarray, predicted: np.ndarray, k: int, idx: np.ndarray) -> np.ndarray:
+    """Accuracy and macro-F1 of every model on each resample: rows [acc_1..acc_M, f1_1..f1_M], (2M, batch).
+
+    `idx` (batch, n) indexes the inputs. Per class: tp, true and predicted counts by bincount;
+    F1 = 2·tp / (true + predicted), averaged over the classes present in the truth or the
+    predictions of that resample (as `f1_score(average="macro")` does).
+    """
+    batch, n = idx.shape
+    offsets = (np.arange(batch) * (k + 1))[:, None]
+
+    def counts(codes: np.ndarray) -> np.ndarray:
+        flat = (codes[idx] + offsets).ravel()
+        return np.bincount(flat, minlength=batch * (k + 1)).reshape(batch, k + 1)[:, :k]
+
+    true = counts(expected)
+    accuracy, macro_f1 = [], []
+    for codes in predicted:
+        tp = counts(np.where(codes == expected, expected, k))
+        support = true + counts(codes)
+        present = support > 0
+        f1 = np.where(present, 2 * tp / np.maximum(support, 1), 0.0)
+        macro_f1.append(f1.sum(axis=1) / present.sum(axis=1))
+        accuracy.append(tp.sum(axis=1) / n)
+    return np.array(accuracy + macro_f1)
+
+
+def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
+             seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
+    enc = Encoded(runs, names, truth)
+    models: list[dict[str, Any]] = [{} for _ in runs]
+    resamples = None
+    if enc.expected is not None:
+        expected = enc.expected
+        boot = stats.bootstrap(lambda idx: resampled_scores(expected, enc.predicted, enc.k, idx), len(names),
+                               n_resamples=n_resamples, seed=seed)
+        resamples = None if boot is None else n_resamples
+        m = len(runs)
+        for i, codes in enumerate(enc.predicted):
+            present = np.union1d(expected, codes)
+            precision, recall, f1, support = precision_recall_fscore_support(
+                expected, codes, labels=present, zero_division=0
+            )
+            models[i] = {
+                "accuracy": float(accuracy_score(expected, codes)),
+                "accuracy_ci": boot.interval(i) if boot else None,
+                "macro_f1": float(f1_score(expected, codes, average="macro", zero_division=0)),
+                "macro_f1_ci": boot.interval(m + i) if boot else None,
+                "per_class": {
+                    enc.display[c]: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                    for c, p, r, f, s in zip(present, precision, recall, f1, support, strict=True)
+                },
+                "confusion": {
+                    "labels": [enc.display[c] for c in present],
+                    "matrix": confusion_matrix(expected, codes, labels=present).tolist(),
+                },
+            }
+    pairs = []
+    for a, b in itertools.combinations(range(len(runs)), 2):
+        first, second = enc.predicted[a], enc.predicted[b]
+        kappa = float(cohen_kappa_score(first, second, labels=np.union1d(first, second), replace_undefined_by=np.nan))
+        pair: dict[str, Any] = {
+            "models": [runs[a].model, runs[b].model],
+            "agreement": float(accuracy_score(first, second)),
+            "kappa": kappa,
+            "cohen_kappa": kappa,
+        }
+        if enc.expected is not None:
+            p, only_first, only_second = stats.mcnemar(first == enc.expected, second == enc.expected)
+            pair.update(mcnemar_p=p, only_first_correct=only_first, only_second_correct=only_second)
+        pairs.append(pair)
+    return stats.Evaluation(models, pairs, resamples)
+
+
+def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:
+    """Inputs whose top-1 differs between models, scored by how many different answers they got."""
+    enc = Encoded(runs, names, truth)
+    rows = []
+    for j, name in enumerate(names):
+        answers = {int(codes[j]) for codes in enc.predicted}
+        if len(answers) < 2:
+            continue
+        shown = {}
+        for i, run in enumerate(runs):
+            score = enc.scores[i][j]
+            shown[run.model] = enc.top1[i][j] + (f" ({score:.2f})" if score is not None else "")
+        row: dict[str, Any] = {"name": name, "predictions": shown, "truth": enc.truth[j] if enc.truth else None}
+        confidence = np.mean([s for s in (enc.scores[i][j] for i in range(len(runs))) if s is not None] or [0.0])
+        row["disagreement"] = len(answers) - 1 + float(confidence) / 2
+        if enc.expected is not None:
+            row["correct"] = {run.model: bool(enc.predicted[i][j] == enc.expected[j]) for i, run in enumerate(runs)}
+        rows.append(row)
+    return rows

@@ -1,0 +1,193 @@
+"""Semantic segmentation: class-id masks against truth masks.
+
+Classes are matched by name (case-folded) through each model's `labels` (class names by id); a
+mask id without a name is the class `#id`. The truth's ids are named by `Truth.labels`, or, when
+that is empty, by each model's own labels. Truth pixels equal to `Truth.ignore_index` are not scored.
+
+Per image and model, scikit-learn's `confusion_matrix` of truth against prediction; summed over
+images it gives per-class IoU = diag / (row + col − diag), the mean IoU over the classes present
+in the truth or the prediction (`miou`), and `pixel_accuracy`. The bootstrap over images keeps
+each image's diagonal, row and column sums, so a resample is a weighted sum.
+
+Agreement of two models (no truth needed): the share of pixels with the same class, averaged
+over images. Kappa does not apply (null).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from sklearn.metrics import confusion_matrix
+
+from orchestrator.data.compare import stats
+from orchestrator.data.compare.inputs import ModelRun, Truth, items_by_name
+from orchestrator.engine import OperationError
+
+
+def load_mask(path: Any, what: str) -> np.ndarray:
+    """A PNG of class ids as a 2-D integer array."""
+    try:
+        with Image.open(Path(str(path))) as image:
+            mode, array = image.mode, np.asarray(image)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise OperationError(f"cannot read {what} {str(path)!r}: {error}") from error
+    if array.ndim != 2:
+        raise OperationError(
+            f"{what} {str(path)!r} is a {mode} image; expected a single-channel PNG of class ids (mode L, I;16 or P)"
+        )
+    return array.astype(np.int64)
+
+
+class Vocabulary:
+    """Class names (case-folded) shared by every model and the truth, each with one index."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def of(self, mask: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        """The mask with every class id replaced by the index of its class name."""
+        ids, inverse = np.unique(mask, return_inverse=True)
+        indices = []
+        for class_id in ids:
+            name = str(labels[class_id]) if 0 <= class_id < len(labels) else f"#{class_id}"
+            indices.append(self.index.setdefault(name.casefold(), len(self.names)))
+            if indices[-1] == len(self.names):
+                self.names.append(name)
+        return np.array(indices, dtype=np.int64)[inverse.reshape(-1)].reshape(mask.shape)
+
+
+class Scan:
+    """One pass over every image: per-image confusion sums, pair agreements and what each mask shows."""
+
+    def __init__(self, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None):
+        self.vocab = Vocabulary()
+        self.names = list(names)
+        m, n = len(runs), len(names)
+        self.agreement = {pair: np.zeros(n) for pair in itertools.combinations(range(m), 2)}
+        self.shown: list[dict[str, str]] = []
+        self.truth_shown: list[str | None] = []
+        sums: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
+        items = [items_by_name(run) for run in runs]
+        for j, name in enumerate(names):
+            masks = []
+            for run, by_name in zip(runs, items, strict=True):
+                path = by_name[name].get("mask")
+                if not path:
+                    raise OperationError(f"model {run.model!r} has no 'mask' for {name!r}")
+                masks.append(self.vocab.of(load_mask(path, f"model {run.model!r}'s mask for {name!r}"), run.labels))
+                if masks[-1].shape != masks[0].shape:
+                    raise OperationError(
+                        f"models {runs[0].model!r} and {run.model!r} gave masks of different sizes for {name!r}: "
+                        f"{_size(masks[0])} and {_size(masks[-1])}"
+                    )
+            self.shown.append({run.model: self.summary(mask) for run, mask in zip(runs, masks, strict=True)})
+            for a, b in self.agreement:
+                self.agreement[(a, b)][j] = float(np.mean(masks[a] == masks[b]))
+            if truth is None:
+                continue
+            raw = load_mask(truth.values[name], f"the truth mask for {name!r}")
+            if raw.shape != masks[0].shape:
+                raise OperationError(
+                    f"the truth mask for {name!r} is {_size(raw)} pixels but model {runs[0].model!r} predicted "
+                    f"{_size(masks[0])}; truth masks must have the size of the images"
+                )
+            scored = raw != truth.ignore_index if truth.ignore_index is not None else np.ones(raw.shape, bool)
+            named = {}
+            row = []
+            for run, mask in zip(runs, masks, strict=True):
+                key = tuple(truth.labels or run.labels)
+                if key not in named:
+                    named[key] = self.vocab.of(raw, key)
+                expected, predicted = named[key][scored], mask[scored]
+                present = np.union1d(np.unique(expected), np.unique(predicted))
+                matrix = confusion_matrix(expected, predicted, labels=present) if present.size else np.zeros((0, 0))
+                row.append((present, np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)))
+            self.truth_shown.append(self.summary(next(iter(named.values()))[scored]))
+            sums.append(row)
+        self.sums = None
+        if truth is not None:
+            g = len(self.vocab.names)
+            self.sums = np.zeros((3, n, m, g))  # diagonal, truth (row) and predicted (column) counts
+            for j, row in enumerate(sums):
+                for i, (present, diag, rows, cols) in enumerate(row):
+                    self.sums[0, j, i, present], self.sums[1, j, i, present] = diag, rows
+                    self.sums[2, j, i, present] = cols
+
+    def summary(self, mask: np.ndarray) -> str:
+        """The largest classes of a mask with their share of the pixels: `road 45%, car 20%, sky 12%`."""
+        ids, counts = np.unique(mask, return_counts=True)
+        order = np.argsort(-counts, kind="stable")[:3]
+        return ", ".join(f"{self.vocab.names[ids[k]]} {100 * counts[k] / max(mask.size, 1):.0f}%" for k in order)
+
+
+def _size(mask: np.ndarray) -> str:
+    return f"{mask.shape[1]}×{mask.shape[0]}"
+
+
+def scores(diag: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From summed confusion counts (..., classes): per-class IoU (NaN when absent from both), mIoU, pixel accuracy."""
+    present = rows + cols > 0
+    union = np.where(present, rows + cols - diag, 1)
+    iou = np.where(present, diag / union, np.nan)
+    count = present.sum(axis=-1)
+    miou = np.where(count > 0, np.where(present, iou, 0.0).sum(axis=-1) / np.maximum(count, 1), np.nan)
+    total = rows.sum(axis=-1)
+    accuracy = np.where(total > 0, diag.sum(axis=-1) / np.where(total > 0, total, 1), np.nan)
+    return iou, miou, accuracy
+
+
+def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
+             seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
+    scan = Scan(runs, names, truth)
+    models: list[dict[str, Any]] = [{} for _ in runs]
+    boot = None
+    if scan.sums is not None:
+        n, m, g = scan.sums.shape[1:]
+        flat = scan.sums.reshape(3, n, m * g)
+        iou, miou, accuracy = scores(*scan.sums.sum(axis=1))
+
+        def statistic(idx: np.ndarray) -> np.ndarray:
+            weights = stats.resample_weights(idx, n)
+            diag, rows, cols = (weights @ part for part in flat)
+            _, miou, accuracy = scores(*(x.reshape(-1, m, g) for x in (diag, rows, cols)))
+            return np.concatenate([miou.T, accuracy.T])
+
+        boot = stats.bootstrap(statistic, n, n_resamples=min(n_resamples, stats.IMAGE_RESAMPLES), seed=seed)
+        for i in range(m):
+            models[i] = {
+                "miou": _number(miou[i]),
+                "miou_ci": boot.interval(i) if boot else None,
+                "pixel_accuracy": _number(accuracy[i]),
+                "pixel_accuracy_ci": boot.interval(m + i) if boot else None,
+                "per_class_iou": {scan.vocab.names[c]: float(iou[i, c]) for c in range(g) if not np.isnan(iou[i, c])},
+            }
+    pairs = []
+    for (a, b), agreement in scan.agreement.items():
+        pair: dict[str, Any] = {"models": [runs[a].model, runs[b].model], "agreement": float(np.mean(agreement)),
+                                "kappa": None, "cohen_kappa": None}
+        if truth is not None:
+            pair["p_value"] = stats.paired_p(boot.distribution[a], boot.distribution[b]) if boot else None
+        pairs.append(pair)
+    resamples = min(n_resamples, stats.IMAGE_RESAMPLES) if boot else None
+    return stats.Evaluation(models, pairs, resamples, "images")
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:
+    """Images whose masks differ between models (lowest mean pixel agreement first)."""
+    scan = Scan(runs, names, truth)
+    mean = np.mean(np.array(list(scan.agreement.values())), axis=0) if scan.agreement else np.ones(len(names))
+    return [
+        {"name": name, "predictions": scan.shown[j], "truth": scan.truth_shown[j] if truth is not None else None,
+         "disagreement": float(1.0 - mean[j])}
+        for j, name in enumerate(names) if mean[j] < 1.0
+    ]
