@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,10 @@ class Settings(BaseSettings):
     artifact_root: Path = Path("./.artifacts")
     # Unset: the gateway is open, which is only for a local machine. Compose always sets it.
     api_token: str | None = None
+    # Networks (CIDRs, comma-separated or a JSON list) whose requests may come without the token,
+    # e.g. a product's private Docker network whose back-end sends none. Empty (default): none may.
+    # Only for a gateway that is not published on the host (deploy/README.md, Agentic Earth).
+    allow_anonymous_from: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = []
     location_name: str = "constellation"
     repository_name: str = "main"
     job_name: str = "build_execute_job"
@@ -38,6 +43,30 @@ class Settings(BaseSettings):
         if value is not None and value.strip().lower() in {"", "changeme", "change-me", "secret", "token"}:
             raise ValueError("CONSTELLATION_API_TOKEN is a placeholder; set a real token or unset it")
         return value
+
+    @field_validator("allow_anonymous_from", mode="before")
+    @classmethod
+    def _network_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [n for n in text.split(",") if n.strip()]
+        if not isinstance(value, list):
+            return value
+        networks = []
+        for given in value:
+            try:
+                network = ipaddress.ip_network(str(given).strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"CONSTELLATION_ALLOW_ANONYMOUS_FROM: {given!r} is not a network like 172.30.0.0/16"
+                ) from None
+            if network.prefixlen == 0:
+                raise ValueError(
+                    f"CONSTELLATION_ALLOW_ANONYMOUS_FROM: {given!r} is every address; unset CONSTELLATION_API_TOKEN "
+                    "instead if the gateway is really meant to be open"
+                )
+            networks.append(network)
+        return networks
 
     @field_validator("cors_origins", mode="before")
     @classmethod
