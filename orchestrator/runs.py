@@ -18,6 +18,7 @@ from orchestrator.engine import InstructionFailed, NodeEvent, Plan
 
 PROGRESS = "progress.json"
 RESULTS = "results.json"
+MAX_MESSAGE_CHARS = 2000  # an error message stored or served is cut to this (a 100 MB file name was served whole)
 _RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -30,6 +31,13 @@ def run_dir(artifact_root: Path, run_id: str) -> Path:
     if not is_run_id(run_id):
         raise ValueError(f"{run_id!r} is not a run id")
     return artifact_root / "runs" / run_id
+
+
+def clip(message: str | None, limit: int = MAX_MESSAGE_CHARS) -> str | None:
+    """`message` cut to `limit` characters, saying how much was cut."""
+    if message is None or len(message) <= limit:
+        return message
+    return f"{message[:limit]}... [{len(message) - limit} more characters cut]"
 
 
 def write_json(path: Path, document: Any) -> None:
@@ -77,12 +85,12 @@ class ProgressLog:
                     ended_at=now,
                     duration_s=round(event.duration_s, 4),
                 )
-                entry["summary" if event.kind == "finished" else "error"] = event.summary or event.error
+                entry["summary" if event.kind == "finished" else "error"] = clip(event.summary or event.error)
             self._flush()
 
     def fail(self, failure: InstructionFailed) -> None:
         with self._lock:
-            self._error = {"path": failure.path, "operation": failure.operation, "message": failure.message}
+            self._error = {"path": failure.path, "operation": failure.operation, "message": clip(failure.message)}
             self._flush()
 
     def _flush(self) -> None:
