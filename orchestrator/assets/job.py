@@ -104,7 +104,7 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         except InstructionFailed as failed:
             progress.fail(failed)
             raise Failure(
-                description=str(failed),
+                description=runs.clip(str(failed)),
                 metadata={"path": failed.path, "operation": failed.operation},
             ) from None
         results = [
@@ -148,7 +148,7 @@ def _describe_event(event: NodeEvent) -> str:
         return f"{where} {node.operation} started"
     if event.kind == "finished":
         return f"{where} {node.operation} finished in {event.duration_s:.3f} s: {event.summary}"
-    return f"{where} {node.operation} failed after {event.duration_s:.3f} s: {event.error}"
+    return f"{where} {node.operation} failed after {event.duration_s:.3f} s: {runs.clip(event.error)}"
 
 
 def _to_result(output: Any) -> Any:
