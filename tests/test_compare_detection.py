@@ -15,7 +15,7 @@ from pycocotools.cocoeval import COCOeval
 from orchestrator.data import compare
 from orchestrator.data.compare import ModelRun, Truth
 from orchestrator.data.compare import coco as coco_truth
-from orchestrator.data.compare.detection import evaluation, resampled_map
+from orchestrator.data.compare.detection import Resampler, evaluation, resample_count
 from orchestrator.engine import OperationError
 
 CATEGORIES = [{"id": 1, "name": "person"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "cat"}]
@@ -98,7 +98,7 @@ def test_a_resample_is_cocoeval_over_the_repeated_images(tmp_path: Path):
     images = coco_truth.match_images(gt, names, "test")
     dt, _ = coco_truth.results(gt, run("m", "poor"), {f"photos/{n}": images[n] for n in names}, "test")
     ev = evaluation(gt, dt, list(images.values()))
-    assert resampled_map(ev, np.arange(IMAGES)) == pytest.approx(ev.stats[0])
+    assert Resampler(ev)(np.arange(IMAGES)) == pytest.approx(ev.stats[0])
     # a resample with repeats equals COCOeval on a data set that really holds those images twice
     picks = [0, 0, 3, 5, 5, 5, 8, 13, 13, 19]
     data = json.loads(path.read_text())
@@ -120,7 +120,9 @@ def test_a_resample_is_cocoeval_over_the_repeated_images(tmp_path: Path):
         direct.evaluate()
         direct.accumulate()
         direct.summarize()
-    assert resampled_map(ev, np.array(picks)) == pytest.approx(direct.stats[0])
+    assert Resampler(ev)(np.array(picks)) == pytest.approx(direct.stats[0])
+    assert resample_count(1000, 500) == 200 and resample_count(100, 500) == 100
+    assert resample_count(1000, 200_000) == 100 and resample_count(1000, 10**8) == 50
 
 
 def test_significance_and_agreement(tmp_path: Path):

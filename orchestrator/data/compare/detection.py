@@ -26,6 +26,11 @@ from pycocotools.cocoeval import COCOeval
 from orchestrator.data.compare import coco, stats
 from orchestrator.data.compare.inputs import ModelRun, Truth, items_by_name
 
+#: The detection bootstrap keeps resamples × detections (of all models) under this budget...
+DETECTION_BUDGET = 20_000_000
+#: ...but never uses fewer resamples than this.
+MIN_RESAMPLES = 50
+
 
 def evaluation(gt: COCO, dt: COCO, image_ids: Sequence[int]) -> COCOeval:
     """The COCOeval of one model's results over the given images, evaluated, accumulated and summarised."""
@@ -50,26 +55,43 @@ def per_class_ap(ev: COCOeval, gt: COCO) -> dict[str, float]:
     return result
 
 
-def resampled_map(ev: COCOeval, positions: np.ndarray) -> float:
-    """mAP@[.5:.95] over a resample of the evaluated images (positions in the evaluated image list).
+class Resampler:
+    """mAP@[.5:.95] over resamples of the evaluated images (positions in the evaluated image list).
 
     The per-image results of `evaluate()` are reused: only `accumulate()` runs again, over the
     resampled images (a repeated image counts again), for area "all" and the largest max-detections.
     """
-    pe = ev._paramsEval
-    images, areas = len(pe.imgIds), len(pe.areaRng)
-    resample = copy.copy(ev)
-    resample.evalImgs = [ev.evalImgs[k * areas * images + int(j)] for k in range(len(pe.catIds)) for j in positions]
-    narrow = copy.copy(pe)
-    narrow.imgIds = list(range(len(positions)))
-    narrow.areaRng, narrow.areaRngLbl, narrow.maxDets = pe.areaRng[:1], pe.areaRngLbl[:1], pe.maxDets[-1:]
-    resample._paramsEval = narrow
-    resample.params = copy.copy(narrow)
-    with coco.quiet():
-        resample.accumulate()
-    precision = resample.eval["precision"][:, :, :, 0, 0]
-    precision = precision[precision > -1]
-    return float(np.mean(precision)) if precision.size else float("nan")
+
+    def __init__(self, ev: COCOeval):
+        pe = ev._paramsEval
+        cells = np.empty(len(ev.evalImgs), dtype=object)
+        cells[:] = ev.evalImgs
+        self.cells = cells.reshape(len(pe.catIds), len(pe.areaRng), len(pe.imgIds))[:, 0, :]  # area "all" first
+        self.ev = ev
+        self.narrow = copy.copy(pe)
+        self.narrow.areaRng, self.narrow.areaRngLbl = pe.areaRng[:1], pe.areaRngLbl[:1]
+        self.narrow.maxDets = pe.maxDets[-1:]
+
+    def __call__(self, positions: np.ndarray) -> float:
+        resample = copy.copy(self.ev)
+        resample.evalImgs = self.cells[:, np.asarray(positions, dtype=np.int64)].ravel().tolist()
+        narrow = copy.copy(self.narrow)
+        narrow.imgIds = list(range(len(positions)))
+        resample._paramsEval, resample.params = narrow, copy.copy(narrow)
+        with coco.quiet():
+            resample.accumulate()
+        precision = resample.eval["precision"][:, :, :, 0, 0]
+        precision = precision[precision > -1]
+        return float(np.mean(precision)) if precision.size else float("nan")
+
+
+def resample_count(n_resamples: int, detections: int) -> int:
+    """Resamples for the detection bootstrap: at most 200, fewer (not below 50) for very many detections.
+
+    Each resample re-runs `accumulate()`, whose cost grows with the detections; the count depends
+    only on the data, so a comparison stays reproducible.
+    """
+    return min(n_resamples, stats.IMAGE_RESAMPLES, max(MIN_RESAMPLES, DETECTION_BUDGET // max(detections, 1)))
 
 
 class Boxes:
@@ -117,7 +139,7 @@ def _pair_agreements(runs: Sequence[ModelRun], names: Sequence[str], iou_thresho
 def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
              iou_threshold: float, seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
     models: list[dict[str, Any]] = [{} for _ in runs]
-    boot = None
+    boot, resamples = None, None
     if truth is not None:
         source = repr(truth.source or str(truth.coco))
         gt = coco.load(truth.coco)
@@ -136,11 +158,12 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
                 models[i]["ignored_labels"] = ignored
         position = {image: j for j, image in enumerate(evals[0]._paramsEval.imgIds)}
         positions = np.array([position[images[n]] for n in names])
+        resamplers = [Resampler(ev) for ev in evals]
 
         def statistic(idx: np.ndarray) -> np.ndarray:
-            return np.array([[resampled_map(ev, positions[row]) for row in idx] for ev in evals])
+            return np.array([[resample(positions[row]) for row in idx] for resample in resamplers])
 
-        resamples = min(n_resamples, stats.IMAGE_RESAMPLES)
+        resamples = resample_count(n_resamples, sum(len(ev.cocoDt.anns) for ev in evals))
         boot = stats.bootstrap(statistic, len(names), n_resamples=resamples, seed=seed)
         for i in range(len(runs)):
             models[i]["map_ci"] = boot.interval(i) if boot else None
@@ -151,7 +174,7 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
         if truth is not None:
             pair["p_value"] = stats.paired_p(boot.distribution[a], boot.distribution[b]) if boot else None
         pairs.append(pair)
-    return stats.Evaluation(models, pairs, min(n_resamples, stats.IMAGE_RESAMPLES) if boot else None, "images")
+    return stats.Evaluation(models, pairs, resamples if boot else None, "images")
 
 
 def summary(detections: list[tuple[str, float | None, Sequence[float]]], limit: int = 6) -> str:

@@ -40,6 +40,8 @@ def load_mask(path: Any, what: str) -> np.ndarray:
         raise OperationError(
             f"{what} {str(path)!r} is a {mode} image; expected a single-channel PNG of class ids (mode L, I;16 or P)"
         )
+    if array.size and array.min() < 0:
+        raise OperationError(f"{what} {str(path)!r} has negative values; class ids are 0 or more")
     return array.astype(np.int64)
 
 
@@ -52,14 +54,13 @@ class Vocabulary:
 
     def of(self, mask: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """The mask with every class id replaced by the index of its class name."""
-        ids, inverse = np.unique(mask, return_inverse=True)
-        indices = []
-        for class_id in ids:
-            name = str(labels[class_id]) if 0 <= class_id < len(labels) else f"#{class_id}"
-            indices.append(self.index.setdefault(name.casefold(), len(self.names)))
-            if indices[-1] == len(self.names):
+        table = np.zeros(int(mask.max(initial=0)) + 1, dtype=np.int32)
+        for class_id in np.flatnonzero(np.bincount(mask.ravel(), minlength=table.size)):
+            name = str(labels[class_id]) if class_id < len(labels) else f"#{class_id}"
+            table[class_id] = self.index.setdefault(name.casefold(), len(self.names))
+            if table[class_id] == len(self.names):
                 self.names.append(name)
-        return np.array(indices, dtype=np.int64)[inverse.reshape(-1)].reshape(mask.shape)
+        return table[mask]
 
 
 class Scan:
@@ -97,33 +98,34 @@ class Scan:
                     f"the truth mask for {name!r} is {_size(raw)} pixels but model {runs[0].model!r} predicted "
                     f"{_size(masks[0])}; truth masks must have the size of the images"
                 )
-            scored = raw != truth.ignore_index if truth.ignore_index is not None else np.ones(raw.shape, bool)
-            named = {}
+            scored = (raw != truth.ignore_index).ravel() if truth.ignore_index is not None else None
+            named: dict[tuple[str, ...], np.ndarray] = {}
             row = []
             for run, mask in zip(runs, masks, strict=True):
                 key = tuple(truth.labels or run.labels)
                 if key not in named:
-                    named[key] = self.vocab.of(raw, key)
-                expected, predicted = named[key][scored], mask[scored]
-                present = np.union1d(np.unique(expected), np.unique(predicted))
-                matrix = confusion_matrix(expected, predicted, labels=present) if present.size else np.zeros((0, 0))
-                row.append((present, np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)))
-            self.truth_shown.append(self.summary(next(iter(named.values()))[scored]))
+                    named[key] = self.vocab.of(raw, key).ravel()
+                    named[key] = named[key] if scored is None else named[key][scored]
+                predicted = mask.ravel() if scored is None else mask.ravel()[scored]
+                # labels 0..g-1: scikit-learn's fast path (no per-pixel lookup)
+                matrix = confusion_matrix(named[key], predicted, labels=np.arange(len(self.vocab.names)))
+                row.append((np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)))
+            self.truth_shown.append(self.summary(next(iter(named.values()))))
             sums.append(row)
         self.sums = None
         if truth is not None:
             g = len(self.vocab.names)
             self.sums = np.zeros((3, n, m, g))  # diagonal, truth (row) and predicted (column) counts
             for j, row in enumerate(sums):
-                for i, (present, diag, rows, cols) in enumerate(row):
-                    self.sums[0, j, i, present], self.sums[1, j, i, present] = diag, rows
-                    self.sums[2, j, i, present] = cols
+                for i, counts in enumerate(row):
+                    for part, values in enumerate(counts):
+                        self.sums[part, j, i, : values.size] = values
 
     def summary(self, mask: np.ndarray) -> str:
         """The largest classes of a mask with their share of the pixels: `road 45%, car 20%, sky 12%`."""
-        ids, counts = np.unique(mask, return_counts=True)
-        order = np.argsort(-counts, kind="stable")[:3]
-        return ", ".join(f"{self.vocab.names[ids[k]]} {100 * counts[k] / max(mask.size, 1):.0f}%" for k in order)
+        counts = np.bincount(mask.ravel(), minlength=len(self.vocab.names))
+        order = [k for k in np.argsort(-counts, kind="stable")[:3] if counts[k]]
+        return ", ".join(f"{self.vocab.names[k]} {100 * counts[k] / max(mask.size, 1):.0f}%" for k in order)
 
 
 def _size(mask: np.ndarray) -> str:
