@@ -15,7 +15,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
         title="Constellation model server",
-        summary="Hugging Face pipelines behind the Open Inference Protocol (KServe V2) and Triton's repository API.",
+        summary="Hugging Face pipelines and ONNX Runtime behind the Open Inference Protocol (KServe V2) and Triton's "
+                "repository API.",
         version="0.1.0",
     )
     app.state.settings = settings

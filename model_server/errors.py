@@ -7,12 +7,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model_server import registry as reg
+from model_server import exceptions as reg
 
 # What each refusal of the registry deserves.
 STATUS = {
     reg.InvalidRequest: 400,
     reg.LoadFailed: 400,
+    reg.InputMismatch: 400,
     reg.UnknownModel: 404,
     reg.SourceNotFound: 404,
     reg.InvalidInput: 422,

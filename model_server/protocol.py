@@ -1,21 +1,26 @@
 """Open Inference Protocol (KServe V2 REST) messages, and Triton's repository-extension bodies.
 
-Only what image classification needs: one BYTES input `image` of base64 image files, two
-outputs `label` (BYTES) and `score` (FP32) of shape [N, k].
+A request's tensors are checked here only for what holds for any model: a known datatype, a
+shape that matches the data (flat row-major, or nested), strings in BYTES tensors. Which inputs a
+model takes is its task's business (model_server/tasks/).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from model_server.registry import InvalidInput
+from model_server.exceptions import InputMismatch, InvalidInput
 
-INPUT_NAME = "image"
 DEFAULT_TOP_K = 5
+DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+             "FP64", "BYTES")
+Datatype = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+                   "FP64", "BYTES"]
 
 
 class _Message(BaseModel):
@@ -27,41 +32,87 @@ class InferInput(_Message):
     name: str
     shape: list[int]
     datatype: str
-    data: list[str]
+    data: list[Any]
     parameters: dict[str, Any] = Field(default_factory=dict)
+    _flat: list[Any] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_image_per_item(self) -> InferInput:
-        if self.name != INPUT_NAME:
-            raise ValueError(f"input {self.name!r} is not expected; send one input named {INPUT_NAME!r}")
-        if self.datatype != "BYTES":
-            raise ValueError(f"input {self.name!r} has datatype {self.datatype!r}; expected 'BYTES'")
-        if self.shape != [len(self.data)]:
-            raise ValueError(f"input {self.name!r} has shape {self.shape} but {len(self.data)} items; "
-                             f"expected shape [{len(self.data)}]")
-        content_type = self.parameters.get("content_type", "base64")
-        if content_type != "base64":
-            raise ValueError(f"input {self.name!r} has content_type {content_type!r}; only 'base64' is supported")
+    def _shape_fits_data(self) -> InferInput:
+        if self.datatype not in DATATYPES:
+            raise ValueError(f"input {self.name!r} has datatype {self.datatype!r}; the protocol's datatypes are "
+                             f"{', '.join(DATATYPES)}")
+        if any(dim < 0 for dim in self.shape):
+            raise ValueError(f"input {self.name!r} has shape {self.shape}; dimensions cannot be negative")
+        self._flat = flatten(self.data)
+        if math.prod(self.shape) != len(self._flat):
+            expected = f"expected shape [{len(self._flat)}]" if len(self.shape) <= 1 else \
+                f"which is {math.prod(self.shape)} values"
+            raise ValueError(f"input {self.name!r} has shape {self.shape} but {len(self._flat)} items; {expected}")
+        if self.datatype == "BYTES":
+            for index, item in enumerate(self._flat):
+                if not isinstance(item, str):
+                    raise ValueError(f"input {self.name!r} data item {index} is {type(item).__name__}, not a string")
         return self
+
+    @property
+    def flat(self) -> list[Any]:
+        """The data, row-major, whatever its nesting."""
+        return self._flat
 
     def images(self) -> list[bytes]:
         """The decoded image files; InvalidInput names the item that is not base64."""
+        content_type = self.parameters.get("content_type", "base64")
+        if content_type != "base64":
+            raise InputMismatch(f"input {self.name!r} has content_type {content_type!r}; images are sent as "
+                                "base64 image files (content_type 'base64')")
         decoded = []
-        for index, item in enumerate(self.data):
+        for index, item in enumerate(self._flat):
             try:
                 decoded.append(base64.b64decode(item, validate=True))
             except (binascii.Error, ValueError) as exc:
                 raise InvalidInput(f"input {self.name!r} item {index} is not valid base64: {exc}") from None
         return decoded
 
+    def strings(self) -> list[str]:
+        """Plain UTF-8 strings (content_type 'str', the default), or base64 of UTF-8 (content_type 'base64')."""
+        content_type = self.parameters.get("content_type", "str")
+        if content_type == "str":
+            return list(self._flat)
+        if content_type != "base64":
+            raise InputMismatch(f"input {self.name!r} has content_type {content_type!r}; send plain strings "
+                                "(content_type 'str') or base64 of UTF-8 ('base64')")
+        try:
+            return [base64.b64decode(item, validate=True).decode("utf-8") for item in self._flat]
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(f"input {self.name!r} is not base64 of UTF-8 text: {exc}") from None
+
+
+def flatten(data: list[Any]) -> list[Any]:
+    """Nested lists to one row-major list, without recursion (no nesting depth can overflow the stack)."""
+    if not any(isinstance(item, list) for item in data):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
 
 class InferParameters(_Message):
-    top_k: int = Field(DEFAULT_TOP_K, ge=1, description="labels per image, capped at the model's label count")
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, description="labels per input, capped at the labels there are")
+    threshold: float | None = Field(None, ge=0, le=1, description="object detection: the least score kept "
+                                                                  "(default 0.5)")
 
 
 class InferRequest(_Message):
     id: str | None = None
-    inputs: list[InferInput] = Field(min_length=1, max_length=1)
+    inputs: list[InferInput] = Field(min_length=1, max_length=16)
     parameters: InferParameters = Field(default_factory=InferParameters)
 
     @field_validator("parameters", mode="before")
@@ -73,26 +124,15 @@ class InferRequest(_Message):
 class InferOutput(BaseModel):
     name: str
     shape: list[int]
-    datatype: Literal["BYTES", "FP32"]
-    data: list[Any]  # labels (BYTES) or scores (FP32), row-major
+    datatype: Datatype
+    data: list[Any]  # row-major
+    parameters: dict[str, Any] | None = None
 
 
 class InferResponse(BaseModel):
     model_name: str
     id: str | None = None
     outputs: list[InferOutput]
-
-    @classmethod
-    def of(cls, name: str, request_id: str | None, k: int, results: list[list[tuple[str, float]]]) -> InferResponse:
-        shape = [len(results), k]
-        return cls(
-            model_name=name,
-            id=request_id,
-            outputs=[
-                InferOutput(name="label", shape=shape, datatype="BYTES", data=[lb for row in results for lb, _ in row]),
-                InferOutput(name="score", shape=shape, datatype="FP32", data=[sc for row in results for _, sc in row]),
-            ],
-        )
 
 
 class TensorMetadata(BaseModel):
@@ -104,15 +144,12 @@ class TensorMetadata(BaseModel):
 class ModelMetadata(BaseModel):
     name: str
     versions: list[str] = ["1"]
-    platform: str = "transformers"
+    platform: str
     task: str
     source: str
     labels: list[str]
-    inputs: list[TensorMetadata] = [TensorMetadata(name=INPUT_NAME, datatype="BYTES", shape=[-1])]
-    outputs: list[TensorMetadata] = [
-        TensorMetadata(name="label", datatype="BYTES", shape=[-1, -1]),
-        TensorMetadata(name="score", datatype="FP32", shape=[-1, -1]),
-    ]
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
 
 
 class ServerMetadata(BaseModel):
@@ -122,8 +159,8 @@ class ServerMetadata(BaseModel):
 
 
 class LoadParameters(_Message):
-    source: str | None = Field(None, description="a Hugging Face id, or a folder under the models root; "
-                                                 "default: the model's name")
+    source: str | None = Field(None, description="a Hugging Face id, a folder under the models root, or (tabular "
+                                                 "tasks) an .onnx file under the models root; default: the name")
     task: str = "image-classification"
 
 

@@ -69,9 +69,10 @@ async def server_metadata() -> ServerMetadata:
 
 @router.get("/models/{name}", response_model=ModelMetadata)
 async def model_metadata(name: ModelName, registry: Registry) -> ModelMetadata:
-    """A loaded model's task, source, labels, inputs and outputs."""
-    entry = registry.ready(name)
-    return ModelMetadata(name=name, task=entry.task, source=entry.source, labels=entry.labels)
+    """A loaded model's platform, task, source, labels (class names by id), inputs and outputs."""
+    entry, model = registry.model(name)
+    return ModelMetadata(name=name, platform=model.platform, task=entry.task, source=entry.source,
+                         labels=model.labels, inputs=model.inputs, outputs=model.outputs)
 
 
 @router.get("/models/{name}/ready", response_model=ReadyResponse)
@@ -86,14 +87,13 @@ async def model_ready(name: ModelName, registry: Registry) -> ReadyResponse | JS
 
 @router.post("/models/{name}/infer", response_model=InferResponse, response_model_exclude_none=True)
 async def infer(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> InferResponse:
-    """Classify the request's images: top-k labels and scores per image, best first."""
+    """Run the model on the request's inputs; what it takes and answers depends on its task (GET /v2/models/{name})."""
     body = await read_body(request, settings)
     registry.ready(name)  # an unknown model is the first thing to say
 
     def run() -> InferResponse:
         parsed = parse(body, InferRequest)
-        k, results = registry.classify(name, parsed.inputs[0].images(), parsed.parameters.top_k)
-        return InferResponse.of(name, parsed.id, k, results)
+        return InferResponse(model_name=name, id=parsed.id, outputs=registry.infer(name, parsed))
 
     return await run_in_threadpool(run)
 
@@ -111,7 +111,8 @@ async def repository_index(request: Request, registry: Registry, settings: Serve
 
 @router.post("/repository/models/{name}/load", response_model=LoadResponse)
 async def load(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> LoadResponse:
-    """Load a model from `parameters.source` (a Hugging Face id or a folder under the models root)."""
+    """Load a model for `parameters.task` from `parameters.source`: a Hugging Face id or a folder under the models
+    root (transformers tasks), an .onnx file under the models root (tabular tasks)."""
     parameters = parse(await read_body(request, settings), LoadRequest, optional=True).parameters
     entry = await run_in_threadpool(registry.load, name, parameters.source or name, parameters.task)
     return LoadResponse(name=name, state=entry.state, source=entry.source, task=entry.task)

@@ -81,7 +81,7 @@ def probe(profile: str, tmp_path: Path, env: dict[str, str] | None = None, insta
         [sys.executable, str(ROOT / "tests" / "deploy_probe.py"), profile],
         env={**clean, **(env or {}), "DAGSTER_HOME": str(home), "DEPLOY_PROBE_ALLOWED": json.dumps(allowed),
              "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])},
+             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")])},
         cwd=ROOT, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, (

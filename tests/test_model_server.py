@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,20 +41,14 @@ class ModelServerProcess:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, models_env: dict[str, str]) -> Iterator[ModelServerProcess]:
+@contextmanager
+def running_server(env: dict[str, str], log: Path) -> Iterator[ModelServerProcess]:
+    """`python -m model_server` on a free port with `env` over this process's environment, until the block ends."""
     port = free_port()
-    log = tmp_path_factory.mktemp("model_server") / "server.log"
-    env = {
-        **os.environ,
-        **models_env,
-        "CONSTELLATION_MODEL_SERVER_PORT": str(port),
-        "CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
-        "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(BATCH_SIZE),
-    }
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=ROOT, env=env, stdout=sink,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=ROOT,
+                                   env={**os.environ, **env, "CONSTELLATION_MODEL_SERVER_PORT": str(port)},
+                                   stdout=sink, stderr=subprocess.STDOUT)
     running = ModelServerProcess(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + 60
@@ -73,6 +68,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_env: dict[str, str])
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, models_env: dict[str, str]) -> Iterator[ModelServerProcess]:
+    env = {
+        **models_env,
+        "CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(BATCH_SIZE),
+    }
+    with running_server(env, tmp_path_factory.mktemp("model_server") / "server.log") as running:
+        yield running
 
 
 @pytest.fixture
@@ -252,9 +258,17 @@ def test_a_name_that_is_not_a_slug(http: httpx.Client, name: str):
 
 
 def test_unsupported_task(http: httpx.Client):
+    answer = load(http, "tiny-text", FOLDER_MODEL, task="summarization")
+    assert answer.status_code == 400
+    assert "summarization" in answer.json()["error"] and "image-classification" in answer.json()["error"]
+
+
+def test_a_model_of_another_task_is_refused_naming_its_task(http: httpx.Client):
     answer = load(http, "tiny-text", FOLDER_MODEL, task="text-classification")
     assert answer.status_code == 400
-    assert "text-classification" in answer.json()["error"] and "image-classification" in answer.json()["error"]
+    message = answer.json()["error"]
+    assert all(words in message for words in ("tiny-text", "text-classification", "ViTForImageClassification",
+                                              "a model for image-classification")), message
 
 
 def test_missing_source_carries_the_library_message(http: httpx.Client):
@@ -307,8 +321,9 @@ def test_oversized_request_is_answered_413(server: ModelServerProcess, http: htt
     (b"[]", 422, "InferRequest"),
     (b'{"inputs": []}', 422, "inputs"),
     (b'{"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": ["aGk="]}]}', 422, "shape [3]"),
-    (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": ["aGk="]}]}', 422, "datatype"),
-    (b'{"inputs": [{"name": "pixels", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}', 422, "pixels"),
+    # Inputs that are well formed but not the model's: 400 naming the model, its task and its inputs.
+    (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": ["aGk="]}]}', 400, "datatype"),
+    (b'{"inputs": [{"name": "pixels", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}', 400, "pixels"),
     (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [7]}]}', 422, "data"),
     (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}], '
      b'"parameters": {"top_k": 0}}', 422, "top_k"),

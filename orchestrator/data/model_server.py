@@ -8,6 +8,7 @@ exponential backoff; anything else fails at once with the server's own message.
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,20 +67,109 @@ class ModelServer:
     def unload(self, model_id: str) -> None:
         self._call("POST", f"/v2/repository/models/{slug(model_id)}/unload", what=f"unloading {model_id}")
 
-    def classify(self, model_id: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
-        """Top-k (label, score) per image, in the order given."""
-        body = {
-            "inputs": [{
-                "name": "image",
-                "shape": [len(images)],
-                "datatype": "BYTES",
-                "data": [base64.b64encode(image).decode("ascii") for image in images],
-                "parameters": {"content_type": "base64"},
-            }],
-            "parameters": {"top_k": top_k},
-        }
+    def metadata(self, model_id: str) -> dict[str, Any]:
+        """The loaded model's metadata: platform, task, source, labels (class names by id), inputs, outputs."""
+        body = self._call("GET", f"/v2/models/{slug(model_id)}", what=f"reading {model_id}'s metadata").json()
+        if not isinstance(body, dict):
+            raise OperationError(f"{model_id}: the model server's metadata is not a JSON object")
+        return body
+
+    def classify(self, model_id: str, images: list[bytes], top_k: int,
+                 candidate_labels: list[str] | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k (label, score) per image, in the order given; zero-shot among `candidate_labels` when given."""
+        inputs = [_images(images)]
+        if candidate_labels is not None:
+            inputs.append(_strings("candidate_labels", candidate_labels))
+        body = self._infer(model_id, inputs, {"top_k": top_k})
+        return _predictions(body, len(images), model_id)
+
+    def classify_texts(self, model_id: str, texts: list[str], top_k: int) -> list[list[tuple[str, float]]]:
+        """Top-k (label, score) per text, in the order given."""
+        return _predictions(self._infer(model_id, [_strings("text", texts)], {"top_k": top_k}), len(texts), model_id)
+
+    def detect(self, model_id: str, images: list[bytes], threshold: float) -> list[list[dict[str, Any]]]:
+        """Per image, its detections: {"label", "score", "box": [xmin, ymin, xmax, ymax]} (pixels of the image)."""
+        outputs = _outputs(self._infer(model_id, [_images(images)], {"threshold": threshold}), model_id,
+                           ("image_index", "label", "score", "box"))
+        index, labels, scores, boxes = (outputs[n]["data"] for n in ("image_index", "label", "score", "box"))
+        count = len(index)
+        if not (len(labels) == len(scores) == count and len(boxes) == 4 * count):
+            raise OperationError(f"{model_id}: the answer's detection outputs differ in length")
+        found: list[list[dict[str, Any]]] = [[] for _ in images]
+        for i, image in enumerate(index):
+            if not isinstance(image, int) or not 0 <= image < len(images):
+                raise OperationError(f"{model_id}: a detection names image {image!r} of the {len(images)} sent")
+            found[image].append({"label": labels[i], "score": float(scores[i]),
+                                 "box": [float(v) for v in boxes[4 * i:4 * i + 4]]})
+        return found
+
+    def segment(self, model_id: str, images: list[bytes]) -> list[bytes]:
+        """Per image, the PNG of its class-id mask (each pixel the class id, the image's size)."""
+        mask = _outputs(self._infer(model_id, [_images(images)], {}), model_id, ("mask",))["mask"]
+        if mask.get("shape") != [len(images)] or len(mask.get("data", [])) != len(images):
+            raise OperationError(f"{model_id}: sent {len(images)} images but the answer has "
+                                 f"{len(mask.get('data', []))} masks")
+        try:
+            return [base64.b64decode(item, validate=True) for item in mask["data"]]
+        except (ValueError, TypeError) as exc:
+            raise OperationError(f"{model_id}: a mask in the answer is not base64: {exc}") from None
+
+    def predict_rows(self, model_id: str, rows: list[list[float]], task: str) -> list[dict[str, Any]]:
+        """Per row: {"label": str, "scores": {class: p}} (tabular-classification; scores empty when the model gives
+        no probabilities) or {"value": float} (tabular-regression)."""
+        if task not in ("tabular-classification", "tabular-regression"):
+            raise OperationError(f"predict_rows serves tabular-classification and tabular-regression, not {task!r}")
+        if not rows:
+            return []
+        width = len(rows[0]) if rows else 0
+        flat: list[float] = []
+        for i, row in enumerate(rows):
+            if len(row) != width:
+                raise OperationError(f"row {i} has {len(row)} values but row 0 has {width}")
+            for j, value in enumerate(row):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = math.nan
+                if not math.isfinite(number):
+                    # JSON carries no NaN or infinity; a missing value has to be filled in before the model sees it.
+                    raise OperationError(f"row {i} column {j} is {value!r}, not a finite number")
+                flat.append(number)
+        metadata = self.metadata(model_id)
+        try:
+            name = metadata["inputs"][0]["name"]
+        except (KeyError, IndexError, TypeError):
+            raise OperationError(f"{model_id}: the model server's metadata names no input") from None
+        tensor = {"name": name, "shape": [len(rows), width], "datatype": "FP32",
+                  "data": flat}
+        body = self._infer(model_id, [tensor], {})
+        if task == "tabular-regression":
+            values = _outputs(body, model_id, ("value",))["value"]["data"]
+            _expect_rows(values, len(rows), model_id, "value")
+            return [{"value": float(v)} for v in values]
+        outputs = _outputs(body, model_id, ("label",))
+        labels = outputs["label"]["data"]
+        _expect_rows(labels, len(rows), model_id, "label")
+        probabilities = _probabilities(outputs, len(rows))
+        if probabilities is None:
+            return [{"label": str(label), "scores": {}} for label in labels]
+        data, columns = probabilities
+        names = [str(n) for n in metadata.get("labels") or []]
+        names = names if len(names) == columns else [str(i) for i in range(columns)]
+        return [{"label": str(label), "scores": dict(zip(names, map(float, data[i * columns:(i + 1) * columns]),
+                                                         strict=True))}
+                for i, label in enumerate(labels)]
+
+    def _infer(self, model_id: str, inputs: list[dict[str, Any]], parameters: dict[str, Any]) -> dict[str, Any]:
+        body = {"inputs": inputs, "parameters": parameters}
         response = self._call("POST", f"/v2/models/{slug(model_id)}/infer", json=body, what=f"inference on {model_id}")
-        return _predictions(response.json(), len(images), model_id)
+        try:
+            answer = response.json()
+        except ValueError:
+            raise OperationError(f"{model_id}: the model server's answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise OperationError(f"{model_id}: the model server's answer is not a JSON object")
+        return answer
 
     def _call(self, method: str, path: str, json: Any = None, expect: tuple[int, ...] = (200,),
               what: str = "") -> httpx.Response:
@@ -112,16 +202,55 @@ def _server_message(response: httpx.Response) -> str:
     return str(body.get("error") or body.get("message") or body)[:500] if isinstance(body, dict) else str(body)[:300]
 
 
+def _images(images: list[bytes]) -> dict[str, Any]:
+    return {"name": "image", "shape": [len(images)], "datatype": "BYTES",
+            "data": [base64.b64encode(image).decode("ascii") for image in images],
+            "parameters": {"content_type": "base64"}}
+
+
+def _strings(name: str, strings: list[str]) -> dict[str, Any]:
+    return {"name": name, "shape": [len(strings)], "datatype": "BYTES", "data": list(strings)}
+
+
+def _outputs(body: dict[str, Any], model_id: str, wanted: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    outputs = {o.get("name"): o for o in body.get("outputs", []) if isinstance(o, dict)}
+    missing = [name for name in wanted if not isinstance(outputs.get(name, {}).get("data"), list)]
+    if missing:
+        raise OperationError(f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "
+                             f"it has {', '.join(map(repr, outputs)) or 'none'}")
+    return outputs
+
+
+def _expect_rows(data: list[Any], count: int, model_id: str, name: str) -> None:
+    if len(data) != count:
+        # One prediction per input, none dropped, none duplicated.
+        raise OperationError(f"{model_id}: sent {count} rows but the answer's {name!r} has {len(data)} values")
+
+
+def _probabilities(outputs: dict[str, dict[str, Any]], count: int) -> tuple[list[float], int] | None:
+    """The graph's FP32 [N, C] probability output (the one named like it, else the first) and C; None if none."""
+    tables = [o for name, o in outputs.items() if name != "label" and o.get("datatype") in ("FP32", "FP64")
+              and len(o.get("shape", [])) == 2 and o["shape"][0] == count]
+    tables.sort(key=lambda o: "prob" not in str(o.get("name", "")).lower())
+    if not tables:
+        return None
+    columns = tables[0]["shape"][1]
+    return (tables[0]["data"], columns) if len(tables[0]["data"]) == count * columns else None
+
+
 def _predictions(body: dict[str, Any], count: int, model_id: str) -> list[list[tuple[str, float]]]:
-    outputs = {o.get("name"): o for o in body.get("outputs", [])}
-    if "label" not in outputs or "score" not in outputs:
-        raise OperationError(f"{model_id}: the answer lacks the 'label' and 'score' outputs")
+    outputs = _outputs(body, model_id, ("label", "score"))
     labels, scores = outputs["label"], outputs["score"]
     shape = labels.get("shape", [])
-    if len(shape) != 2 or shape[0] != count or scores.get("shape") != shape:
+    if len(shape) != 2:
+        raise OperationError(f"{model_id}: the answer's 'label' has shape {shape}, not [inputs, k] as a classifier's "
+                             f"(its outputs: {', '.join(str(o.get('name')) for o in body.get('outputs', []))})")
+    if shape[0] != count or scores.get("shape") != shape:
         # One prediction per input, none dropped, none duplicated.
-        raise OperationError(f"{model_id}: sent {count} images but the answer has shape {shape}")
+        raise OperationError(f"{model_id}: sent {count} inputs but the answer has shape {shape}")
     k = shape[1]
+    if len(labels["data"]) != count * k or len(scores["data"]) != count * k:
+        raise OperationError(f"{model_id}: the answer's shape {shape} does not match its data")
     return [
         list(zip(labels["data"][i * k:(i + 1) * k], map(float, scores["data"][i * k:(i + 1) * k]), strict=True))
         for i in range(count)

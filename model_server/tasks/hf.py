@@ -1,0 +1,109 @@
+"""Models served through a Hugging Face `transformers` pipeline, and the check that a model fits its task.
+
+transformers builds a pipeline from nearly any model and fails (or, worse, answers with a
+freshly initialised head) only when it runs. So a load first reads the model's config and
+refuses a model whose architectures are not the task's (a ViT classifier as object-detection, a
+CLIPModel as image-classification), saying which task the model is for; then it checks the class
+the pipeline actually built.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from functools import cache
+from typing import Any, ClassVar
+
+from PIL import Image, UnidentifiedImageError
+from transformers.utils import logging as transformers_logging
+
+from model_server.exceptions import InvalidInput, LoadFailed
+from model_server.tasks.base import TaskModel
+
+log = logging.getLogger(__name__)
+# Progress bars would flood the server's log with every load.
+transformers_logging.disable_progress_bar()
+
+# The auto-model mappings (transformers.models.auto.modeling_auto) each task's pipeline loads from.
+MAPPINGS = {
+    "image-classification": ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+    "zero-shot-image-classification": ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+    "object-detection": ("MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",),
+    "image-segmentation": ("MODEL_FOR_IMAGE_SEGMENTATION_MAPPING_NAMES",
+                           "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+                           "MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING_NAMES",
+                           "MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES"),
+    "text-classification": ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",),
+}
+
+
+@cache
+def model_classes(task: str) -> frozenset[str]:
+    """The model class names transformers' pipeline for `task` takes."""
+    from transformers.models.auto import modeling_auto
+
+    names: set[str] = set()
+    for mapping in MAPPINGS[task]:
+        for value in getattr(modeling_auto, mapping, {}).values():
+            names.update([value] if isinstance(value, str) else value)
+    return frozenset(names)
+
+
+def tasks_of(architectures: list[str]) -> list[str]:
+    return [task for task in MAPPINGS if model_classes(task) & set(architectures)]
+
+
+class TransformersModel(TaskModel):
+    """A transformers pipeline for one of MAPPINGS' tasks."""
+
+    platform = "transformers"
+    own_labels: ClassVar[bool] = True  # False: the model's id2label means nothing (zero-shot)
+
+    def __init__(self, pipeline: Any):
+        config = pipeline.model.config
+        super().__init__(labels_by_id(config.id2label) if self.own_labels else [])
+        self.pipeline = pipeline
+
+    @classmethod
+    def load(cls, location: str, device: str | None) -> TaskModel:
+        from transformers import AutoConfig, pipeline
+
+        config = AutoConfig.from_pretrained(location)
+        architectures = list(getattr(config, "architectures", None) or [])
+        if architectures and not model_classes(cls.task) & set(architectures):
+            fits = tasks_of(architectures)
+            what = f"a model for {' and '.join(fits)}, not {cls.task}" if fits else \
+                f"which the {cls.task} pipeline does not take"
+            raise LoadFailed(f"its config names {', '.join(architectures)}, {what}; {cls.task} takes models such as "
+                             f"{examples(cls.task)}")
+        loaded = pipeline(cls.task, model=location, **({"device": device} if device else {}))
+        built = type(loaded.model).__name__
+        if built not in model_classes(cls.task):
+            raise LoadFailed(f"transformers built a {built} from it, not a model for {cls.task}; {cls.task} takes "
+                             f"models such as {examples(cls.task)}")
+        return cls(loaded)
+
+    def close(self) -> None:
+        self.pipeline = None
+
+
+def examples(task: str, count: int = 4) -> str:
+    names = sorted(model_classes(task))
+    return ", ".join(names[:count]) + (f" ({len(names)} in all)" if len(names) > count else "")
+
+
+def labels_by_id(id2label: dict[Any, str]) -> list[str]:
+    """Class names indexed by id; a gap in the ids gets the id itself as its name."""
+    by_id = {int(i): str(label) for i, label in id2label.items()}
+    return [by_id.get(i, str(i)) for i in range(max(by_id, default=-1) + 1)]
+
+
+def open_image(data: bytes, index: int) -> Image.Image:
+    """Decode one image; InvalidInput names its index."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        raise InvalidInput(f"input 'image' item {index} is not an image in a format Pillow reads") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"input 'image' item {index} is not a decodable image: {exc}") from None

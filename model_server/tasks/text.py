@@ -1,0 +1,26 @@
+"""Text classification: top-k labels per text, through a transformers pipeline."""
+
+from __future__ import annotations
+
+from model_server.protocol import InferInput, InferOutput, InferParameters
+from model_server.tasks.base import RANKED, InputSpec, batches, library_call, ranked, ranked_outputs
+from model_server.tasks.hf import TransformersModel
+
+
+class TextClassifier(TransformersModel):
+    task = "text-classification"
+    input_specs = [InputSpec("text", ("BYTES",), (-1,), "plain UTF-8 strings")]
+    outputs = RANKED
+
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+        texts = self.take(inputs)["text"].strings()
+        k = min(parameters.top_k, len(self.labels))
+        results: list[list[tuple[str, float]]] = []
+        for indexes in batches(len(texts), batch_size):
+            batch = [texts[i] for i in indexes]
+            # Longer texts than the model reads are cut to its length, as the pipeline's tokenizer does when asked.
+            answers = library_call(f"texts {indexes.start}-{indexes.stop - 1}",
+                                   lambda batch=batch: self.pipeline(batch, top_k=k, truncation=True,
+                                                                     batch_size=batch_size))
+            results.extend(ranked(answer, k) for answer in answers)
+        return ranked_outputs(results, k)
