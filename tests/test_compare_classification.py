@@ -198,3 +198,15 @@ def test_ten_thousand_predictions_of_three_models_take_well_under_two_seconds():
     elapsed = time.perf_counter() - start
     assert elapsed < 2.0, f"compare took {elapsed:.2f} s"
     assert report["best"] == "model-2" and "is significant" in report["verdict"]
+
+
+def test_numeric_truth_classes_and_a_single_model():
+    names = ["0", "1", "2", "3"]
+    predicted = ["1", "0", "1", "1"]
+    rows = ModelRun("tree", "tabular-classification",
+                    [{"name": n, "labels": [p], "scores": []} for n, p in zip(names, predicted, strict=True)])
+    report = compare.compare([rows], Truth("classes", {"0": 1.0, "1": 0, "2": 1, "3": 0.0}, source="column 'y'"))
+    [m] = report["models"]
+    assert m["accuracy"] == 0.75 and list(m["per_class"]) == ["0", "1"]
+    assert report["pairs"] == [] and report["verdict"].endswith("it is the only model, so there is nothing to compare "
+                                                                 "it with.")

@@ -37,6 +37,13 @@ def top1(run: ModelRun, item: dict[str, Any]) -> tuple[str, float | None]:
     return (str(labels[0]) if labels else ""), (float(scores[0]) if scores else None)
 
 
+def as_class(value: Any) -> str:
+    """A truth value as a class name: 1.0 from a numeric table column is the class "1"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class Encoded:
     """Every run's top-1 (and the truth) as integer class codes over one shared, case-folded vocabulary."""
 
@@ -50,7 +57,7 @@ class Encoded:
             pairs = [top1(run, by_name[name]) for name in names]
             self.top1.append([label for label, _ in pairs])
             self.scores.append([score for _, score in pairs])
-        self.truth: list[str] | None = [str(truth.values[n]) for n in names] if truth is not None else None
+        self.truth: list[str] | None = [as_class(truth.values[n]) for n in names] if truth is not None else None
         for label in itertools.chain(*(run.labels for run in runs), *self.top1, self.truth or []):
             shown.setdefault(label.casefold(), label)
         keys = sorted(shown)

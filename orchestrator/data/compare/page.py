@@ -108,12 +108,14 @@ def _input_cell(row: dict[str, Any]) -> str:
 def _disagreements(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     models = [m["model"] for m in report["models"]]
     labelled = report["labelled"] or any(r.get("truth") is not None for r in rows)
-    head = "<th>input</th><th></th>" + ("<th>truth</th>" if labelled else "") + "".join(
-        f"<th>{esc(m)}</th>" for m in models)
+    shown = [_input_cell(row) for row in rows]
+    pictures = any(shown)
+    head = "<th>input</th>" + ("<th>preview</th>" if pictures else "") + (
+        "<th>truth</th>" if labelled else "") + "".join(f"<th>{esc(m)}</th>" for m in models)
     body = []
-    for row in rows:
+    for row, picture in zip(rows, shown, strict=True):
         predictions, correct = row.get("predictions") or {}, row.get("correct") or {}
-        cells = [f'<td class="name">{esc(row.get("name"))}</td>', f"<td>{_input_cell(row)}</td>"]
+        cells = [f'<td class="name">{esc(row.get("name"))}</td>'] + ([f"<td>{picture}</td>"] if pictures else [])
         if labelled:
             cells.append(f"<td>{esc(row.get('truth'))}</td>")
         for model in models:
@@ -136,6 +138,7 @@ def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None 
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',  # no favicon request (which the policy above would refuse, noisily)
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{esc(title)}</h1>",
         f'<p class="meta">{esc(report.get("task"))} · {esc(text.method(report))}</p>',
