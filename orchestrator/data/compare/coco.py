@@ -110,8 +110,8 @@ def results(gt: COCO, run: ModelRun, images: dict[str, int], source: str) -> tup
     for name, image_id in images.items():
         item = by_name[name]
         info = gt.imgs[image_id]
-        if item.get("width") and info.get("width") and (item["width"], item.get("height")) != (
-                info["width"], info.get("height")):
+        seen, expected = (item.get("width"), item.get("height")), (info.get("width"), info.get("height"))
+        if all(seen) and all(expected) and seen != expected:
             raise OperationError(
                 f"model {run.model!r} saw {name!r} as {item['width']}×{item.get('height')} pixels, but the COCO "
                 f"ground truth {source} says {info['width']}×{info.get('height')}: the boxes would not line up"
