@@ -54,3 +54,36 @@ def test_sources_are_confined_to_the_models_root(registry):
     for source in ("/etc", "../x", f"{FOLDER_MODEL}/../../x", "", " padded"):
         with pytest.raises(InvalidRequest):
             registry.resolve(source)
+
+
+def test_unload_drops_an_onnx_session(tmp_path: Path):
+    from model_server.registry import ModelRegistry
+    from tiny_models import make_tabular_regressor
+
+    make_tabular_regressor(tmp_path / "reg.onnx")
+    registry = ModelRegistry(tmp_path)
+    entry = registry.load("reg", "reg.onnx", "tabular-regression")
+    session = weakref.ref(entry.pipeline)
+    registry.unload("reg")
+    assert session() is None, "something still holds the unloaded ONNX Runtime session"
+
+
+def test_a_segmenter_of_more_than_256_classes_answers_16_bit_masks(tmp_path: Path):
+    import base64
+
+    import numpy as np
+
+    from model_server.protocol import InferRequest
+    from model_server.registry import ModelRegistry
+    from tiny_models import make_semantic_segmenter
+
+    make_semantic_segmenter(tmp_path / "seg", labels=tuple(f"class {i}" for i in range(300)))
+    registry = ModelRegistry(tmp_path)
+    registry.load("seg", "seg", "image-segmentation")
+    image = base64.b64encode(png((200, 30, 90))).decode()
+    request = InferRequest.model_validate({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                                       "data": [image]}]})
+    (mask,) = registry.infer("seg", request)
+    decoded = Image.open(io.BytesIO(base64.b64decode(mask.data[0])))
+    assert decoded.mode.startswith("I") and decoded.size == (20, 20)
+    assert set(np.unique(np.asarray(decoded)).tolist()) <= set(range(300))

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 from PIL import Image
 from test_model_server import ModelServerProcess, image_file, running_server
 
@@ -541,6 +542,55 @@ def test_client_errors_carry_the_servers_message(client: ModelServer):
         client.classify("yolos", images(1), 1)  # a detector answers, but not with ranked labels
     with pytest.raises(OperationError, match="lacks the 'mask' output"):
         client.segment("vit", images(1))
+
+
+# Random bodies, from nonsense to nearly right, against a model of every task: never a 5xx.
+
+VALUES = (st.none() | st.booleans() | st.integers() | st.sampled_from([10**400, -(2**63), 1e308, -0.0])
+          | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6) | st.sampled_from([PNG, "", "%%"]))
+DATA = st.recursive(VALUES, lambda inner: st.lists(inner, max_size=5), max_leaves=12)
+TENSORS = st.fixed_dictionaries(
+    {"name": st.sampled_from(["image", "text", "candidate_labels", "float_input", "x"]),
+     "shape": st.lists(st.integers(-1, 5) | st.sampled_from([2**40, 10**20]), max_size=3),
+     "datatype": st.sampled_from(["BYTES", "FP32", "FP64", "INT64", "BOOL", "fp32"]),
+     "data": st.lists(DATA, max_size=8)},
+    optional={"parameters": st.fixed_dictionaries({}, optional={"content_type": st.sampled_from(["base64", "str",
+                                                                                                 "x"])})})
+
+
+@st.composite
+def fitting_tensors(draw: st.DrawFn) -> dict:
+    """Tensors whose shape fits their data: they get past the protocol, to the model's own checks."""
+    count, width = draw(st.integers(0, 3)), draw(st.integers(1, 5))
+    values = draw(st.lists(VALUES | st.floats(-10, 10), min_size=count * width, max_size=count * width))
+    return {"name": draw(st.sampled_from(["image", "text", "candidate_labels", "float_input"])),
+            "shape": [count, width] if draw(st.booleans()) else [count * width],
+            "datatype": draw(st.sampled_from(["BYTES", "FP32", "INT64"])), "data": values}
+
+
+BODIES = st.fixed_dictionaries(
+    {"inputs": st.lists(TENSORS | fitting_tensors(), min_size=1, max_size=3)},
+    optional={"parameters": st.fixed_dictionaries({}, optional={
+        "top_k": st.integers(-2, 10) | st.sampled_from([2**63, 10**30]),
+        "threshold": st.floats(-1, 2) | st.sampled_from([1e308, "x", None])})})
+
+
+def test_random_bodies_never_get_a_server_error(http: httpx.Client):
+    from hypothesis import HealthCheck, given, settings
+
+    answers: set[int] = set()
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None, print_blob=False,
+              suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(list(MODELS)), BODIES)
+    def no_server_error(name: str, body: dict) -> None:
+        answer = http.post(f"/v2/models/{name}/infer", json=body)
+        assert answer.status_code < 500, (name, body, answer.text)
+        assert "error" in answer.json() or answer.status_code == 200
+        answers.add(answer.status_code)
+
+    no_server_error()
+    assert {200, 400, 422} <= answers, answers
 
 def test_no_internal_error_was_logged(server: ModelServerProcess):
     log = server.log_text()
