@@ -149,3 +149,109 @@ def test_export_to_local_writes_per_run_and_never_overwrites(tmp_path: Path, pic
         )
     with pytest.raises(OperationError, match="already exists; exports never overwrite"):
         ops.export_to_local(first, pictures, folder="exports")
+
+
+# Issue 11: small inputs, unbounded outputs (item 9), and names that overwrite each other (item 10)
+
+
+def with_settings(ctx: RunContext, **settings) -> RunContext:
+    workspace = ctx.resources.workspace.model_copy(update=settings)
+    return RunContext(run_dir=ctx.run_dir, resources=SimpleNamespace(workspace=workspace), node_key=ctx.node_key)
+
+
+def test_the_tile_count_is_capped_before_any_tile_is_written(ctx: RunContext, data: Path):
+    """Before: a 177-byte PNG (100,001 × 1) cut into 1 × 1 tiles wrote 100,001 files."""
+    Image.new("L", (100_001, 1)).save(data / "strip.png", optimize=True)
+    assert (data / "strip.png").stat().st_size < 300
+    strip = FileDict({"strip.png": data / "strip.png"})
+    with pytest.raises(OperationError, match=r"'strip.png' \(100001×1\) would make 100001 tiles of 1×1 with overlap 0, "
+                                             r"over the limit of 10000 per image \(the server's "
+                                             r"CONSTELLATION_MAX_TILES_PER_IMAGE\)"):
+        ops.tile_image(ctx, strip, tile_width=1, tile_height=1)
+    assert not any(p.is_file() for p in ctx.node_dir.rglob("*")), "no tile was written"
+
+
+def test_the_tile_cap_is_a_server_setting(ctx: RunContext, pictures: FileDict):
+    scene = ops.filter_files(None, pictures, pattern="a.png")  # 100 × 60: 6 tiles of 40 × 40 with overlap 10
+    with pytest.raises(OperationError, match="would make 6 tiles .* over the limit of 5 per image"):
+        ops.tile_image(with_settings(ctx, max_tiles_per_image=5), scene, tile_width=40, tile_height=40, overlap=10)
+    assert len(ops.tile_image(with_settings(ctx, max_tiles_per_image=6), scene, 40, 40, 10)) == 6
+
+
+def test_resize_output_is_held_to_the_pixel_cap(ctx: RunContext, pictures: FileDict):
+    """Before: with a cap of 1,000,000 pixels, resize_image wrote a 2000 × 2000 image."""
+    capped = with_settings(ctx, max_image_pixels=1_000_000)
+    with pytest.raises(OperationError, match=r"an output of 2000×2000 pixels is over the limit of 1000000"):
+        ops.resize_image(capped, images_only(pictures), width=2000, height=2000)
+    assert len(ops.resize_image(capped, images_only(pictures), width=1000, height=1000)) == 3
+
+
+def test_normalize_streams_in_bands_with_the_same_values(ctx: RunContext, data: Path, monkeypatch):
+    from orchestrator.data import images
+
+    gradient(123, 77).save(data / "odd.png")
+    monkeypatch.setattr(images, "NORMALIZE_BAND_PIXELS", 1000)  # 8 rows a band: many bands, a short last one
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    [ref] = ops.normalize_image(ctx, FileDict({"odd.png": data / "odd.png"}), mean=mean, std=std).refs
+    with Image.open(data / "odd.png") as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    expected = ((pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+    assert np.array_equal(np.load(ref.path), expected)
+    grey = ops.normalize_image(node(ctx, "grey"), FileDict({"odd.png": data / "odd.png"}), mean=[0.5], std=[0.5])
+    assert np.load(grey.refs[0].path).shape == (1, 77, 123)
+
+
+def test_normalize_memory_is_bounded_by_the_8_bit_image(ctx: RunContext, data: Path):
+    """Before: about 32 bytes a pixel (+507 MB for 16 Mpx); now the 8-bit pixels and one band of floats."""
+    import tracemalloc
+
+    side = 2000
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(data / "big.png")
+    tracemalloc.start()
+    try:
+        [ref] = ops.normalize_image(ctx, FileDict({"big.png": data / "big.png"})).refs
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.load(ref.path, mmap_mode="r").shape == (3, side, side)
+    assert peak < 8 * side * side, f"{peak / side / side:.1f} bytes a pixel"
+
+
+def test_normalize_needs_one_or_three_channels(ctx: RunContext, pictures: FileDict):
+    with pytest.raises(OperationError, match="give 1 \\(grey images\\) or 3 \\(RGB\\)"):
+        ops.normalize_image(ctx, images_only(pictures), mean=[0.5, 0.5], std=[0.5, 0.5])
+
+
+def test_converted_names_never_overwrite_each_other(ctx: RunContext, data: Path):
+    """Before: a.png and a.jpg both became a.jpg, and one image was silently lost."""
+    Image.new("RGB", (10, 10), "red").save(data / "a.png")
+    Image.new("RGB", (10, 10), "blue").save(data / "a.jpg")
+    twins = FileDict({"a.png": data / "a.png", "a.jpg": data / "a.jpg"})
+    converted = ops.convert_image(ctx, twins, format="JPEG")
+    assert sorted(r.name for r in converted) == ["a.jpg", "a.png.jpg"]
+    colours = {}
+    for ref in converted:
+        with Image.open(ref.path) as image:
+            colours[ref.name] = image.getpixel((5, 5))
+    assert colours["a.png.jpg"][0] > 200 and colours["a.jpg"][2] > 200  # red from a.png, blue from a.jpg
+    tiffs = ops.convert_image(node(ctx, "tif"), twins, format="TIFF")
+    assert sorted(r.name for r in tiffs) == ["a.jpg.tif", "a.png.tif"]
+    arrays = ops.normalize_image(node(ctx, "npy"), twins)
+    assert sorted(r.name for r in arrays.refs) == ["a.jpg.npy", "a.png.npy"]
+    assert len({r.path for r in arrays.refs}) == 2
+
+
+def test_two_images_of_the_same_name_fail_clearly(ctx: RunContext, data: Path):
+    from orchestrator.data.datasets import FileRef
+
+    Image.new("RGB", (10, 10)).save(data / "x.png")
+    same = FileList([FileRef("x.png", data / "x.png"), FileRef("x.png", data / "x.png")])
+    for op in (lambda: ops.resize_image(ctx, same, width=5, height=5), lambda: ops.convert_image(ctx, same),
+               lambda: ops.tile_image(ctx, same, 5, 5), lambda: ops.normalize_image(ctx, same)):
+        with pytest.raises(OperationError, match="two images are named 'x.png'; their outputs would overwrite"):
+            op()
+
+
+def node(ctx: RunContext, key: str) -> RunContext:
+    return RunContext(run_dir=ctx.run_dir, resources=ctx.resources, node_key=key)

@@ -84,8 +84,36 @@ def save(image: Image.Image, target: Path, fmt: str) -> Path:
     return target
 
 
+def distinct_names(names: list[str], derive: Callable[[str], str] = lambda name: name) -> list[str]:
+    """`derive(name)` for each name, kept apart so that no output is written over another.
+
+    Where two would collide (a.png and a.jpg both becoming a.jpg), a name that changes keeps
+    its old extension in front (a.png.jpg); a name `derive` leaves as it is keeps it. Two inputs
+    of the same name, or what still collides, fail clearly.
+    """
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        raise OperationError(f"two images are named {repeated!r}; their outputs would overwrite each other")
+    derived = [derive(name) for name in names]
+    taken = {new: name for name, new in zip(names, derived, strict=True) if new == name}
+    result = []
+    for name, new in zip(names, derived, strict=True):
+        if taken.get(new) == name:
+            result.append(new)
+            continue
+        candidate = name + Path(new).suffix if new in taken or derived.count(new) > 1 else new
+        if candidate in taken:
+            raise OperationError(
+                f"{name!r} and {taken[candidate]!r} would both be written as {candidate!r}; rename one of them"
+            )
+        taken[candidate] = name
+        result.append(candidate)
+    return result
+
+
 def resize(ref: FileRef, out_dir: Path, width: int, height: int, max_pixels: int) -> FileRef:
-    """Resize one image to exactly width × height, keeping its format."""
+    """Resize one image to exactly width × height, keeping its format; the output is held to the pixel cap too."""
+    check_output_pixels(width, height, max_pixels)
     with open_image(ref, max_pixels) as image:
         fmt = image.format or "PNG"
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far less work for thumbnails.
@@ -96,12 +124,30 @@ def resize(ref: FileRef, out_dir: Path, width: int, height: int, max_pixels: int
     return FileRef(ref.name, save(resized, output_path(out_dir, ref.name), fmt), ref.meta)
 
 
-def convert(ref: FileRef, out_dir: Path, mode: str, fmt: str | None, max_pixels: int) -> FileRef:
-    """Change an image's colour mode and/or file format (the name's extension follows the format)."""
+def check_output_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise OperationError(
+            f"an output of {width}×{height} pixels is over the limit of {max_pixels} (the server's "
+            "CONSTELLATION_MAX_IMAGE_PIXELS)"
+        )
+
+
+def converted_name(name: str, fmt: str | None) -> str:
+    """The name an image gets from convert: its extension follows the new format."""
+    return str(Path(name).with_suffix(EXTENSIONS[fmt])) if fmt else name
+
+
+def convert(
+    ref: FileRef, out_dir: Path, mode: str, fmt: str | None, max_pixels: int, name: str | None = None
+) -> FileRef:
+    """Change an image's colour mode and/or file format (the name's extension follows the format).
+
+    `name` is the output's name when the caller has kept names apart (see `distinct_names`).
+    """
     with open_image(ref, max_pixels) as image:
         target_format = fmt or image.format or "PNG"
         converted = ImageOps.exif_transpose(image).convert(mode)
-    name = str(Path(ref.name).with_suffix(EXTENSIONS[target_format])) if fmt else ref.name
+    name = name or converted_name(ref.name, fmt)
     return FileRef(name, save(converted, output_path(out_dir, name), target_format), ref.meta)
 
 
@@ -129,16 +175,29 @@ def tile_origins(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def tile(ref: FileRef, out_dir: Path, size: tuple[int, int], overlap: int, max_pixels: int) -> list[FileRef]:
-    """Cut one image into size-d tiles overlapping by `overlap` pixels; each tile keeps its origin."""
+def tile(
+    ref: FileRef, out_dir: Path, size: tuple[int, int], overlap: int, max_pixels: int, max_tiles: int = 10_000
+) -> list[FileRef]:
+    """Cut one image into size-d tiles overlapping by `overlap` pixels; each tile keeps its origin.
+
+    The tile count is checked from the header before any pixel is decoded or any tile written.
+    """
     tile_w, tile_h = size
     with open_image(ref, max_pixels) as image:
+        rows = tile_origins(image.height, tile_h, tile_h - overlap)
+        columns = tile_origins(image.width, tile_w, tile_w - overlap)
+        if len(rows) * len(columns) > max_tiles:
+            raise OperationError(
+                f"{ref.name!r} ({image.width}×{image.height}) would make {len(rows) * len(columns)} tiles of "
+                f"{tile_w}×{tile_h} with overlap {overlap}, over the limit of {max_tiles} per image (the server's "
+                "CONSTELLATION_MAX_TILES_PER_IMAGE); use larger tiles or less overlap"
+            )
         fmt = image.format or "PNG"
         image.load()
         stem, suffix = Path(ref.name).with_suffix(""), Path(ref.name).suffix or EXTENSIONS.get(fmt, ".png")
         tiles = []
-        for y in tile_origins(image.height, tile_h, tile_h - overlap):
-            for x in tile_origins(image.width, tile_w, tile_w - overlap):
+        for y in rows:
+            for x in columns:
                 box = (x, y, min(x + tile_w, image.width), min(y + tile_h, image.height))
                 name = f"{stem}/x{x}_y{y}{suffix}"
                 meta = {**ref.meta, "source": ref.name, "x": x, "y": y, "width": box[2] - x, "height": box[3] - y}
@@ -146,14 +205,43 @@ def tile(ref: FileRef, out_dir: Path, size: tuple[int, int], overlap: int, max_p
     return tiles
 
 
-def normalize(ref: FileRef, out_dir: Path, mean: list[float], std: list[float], max_pixels: int) -> FileRef:
-    """Scale pixels to [0, 1], subtract `mean` and divide by `std` per channel; save float32 CHW .npy."""
+NORMALIZE_BAND_PIXELS = 1 << 20  # pixels turned into floats at a time: about 4 MB per channel
+
+
+def normalized_name(name: str) -> str:
+    return str(Path(name).with_suffix(".npy"))
+
+
+def normalize(
+    ref: FileRef, out_dir: Path, mean: list[float], std: list[float], max_pixels: int, name: str | None = None
+) -> FileRef:
+    """Scale pixels to [0, 1], subtract `mean` and divide by `std` per channel; save float32 CHW .npy.
+
+    Streamed in bands of rows, channel by channel, straight into the .npy file: memory is the
+    decoded 8-bit image (1 byte a pixel per channel) plus one band of floats, not ~30 bytes a
+    pixel for float copies of the whole image.
+    """
+    channels = len(mean)
     with open_image(ref, max_pixels) as image:
-        mode = "L" if len(mean) == 1 else "RGB"
-        pixels = np.asarray(ImageOps.exif_transpose(image).convert(mode), dtype=np.float32) / 255.0
-    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-    array = ((pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
-    target = output_path(out_dir, str(Path(ref.name).with_suffix(".npy")))
+        ImageOps.exif_transpose(image, in_place=True)
+        converted = image.convert("L" if channels == 1 else "RGB")
+    with converted:
+        pixels = np.asarray(converted)  # uint8, H×W or H×W×3
+    height, width = pixels.shape[:2]
+    pixels = pixels.reshape(height, width, -1)
+    band = max(1, NORMALIZE_BAND_PIXELS // max(1, width))
+    name = name or normalized_name(ref.name)
+    target = output_path(out_dir, name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    np.save(target, array)
-    return FileRef(str(Path(ref.name).with_suffix(".npy")), target, {**ref.meta, "shape": list(array.shape)})
+    with target.open("wb") as sink:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                  "shape": (channels, height, width)}
+        np.lib.format.write_array_header_1_0(sink, header)
+        for channel in range(channels):
+            for top in range(0, height, band):
+                rows = pixels[top : top + band, :, channel].astype("<f4")
+                rows /= np.float32(255.0)  # the same float32 arithmetic as on the whole image, a band at a time
+                rows -= np.float32(mean[channel])
+                rows /= np.float32(std[channel])
+                sink.write(rows.tobytes())
+    return FileRef(name, target, {**ref.meta, "shape": [channels, height, width]})
