@@ -90,6 +90,7 @@ def resize_image(
     height: Annotated[Pixels, Field(description="target height in pixels")],
 ) -> FileList:
     """Resize every image to width × height pixels, keeping its format and order."""
+    images.distinct_names([ref.name for ref in as_refs(data)])  # two inputs of one name: fail, never overwrite
     return FileList(_each_image(ctx, data, lambda ref, out, cap: images.resize(ref, out, width, height, cap)))
 
 
@@ -112,7 +113,13 @@ def convert_image(
     ] = None,
 ) -> FileList:
     """Convert every image to a colour mode and, optionally, another file format."""
-    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.convert(ref, out, mode, format, cap)))
+    # a.png and a.jpg both become a.<ext>: keep both (the second as a.png.<ext>), never one over the other.
+    inputs = FileList(as_refs(data))
+    derived = images.distinct_names([r.name for r in inputs], lambda name: images.converted_name(name, format))
+    names = {id(ref): name for ref, name in zip(inputs, derived, strict=True)}
+    return FileList(
+        _each_image(ctx, inputs, lambda ref, out, cap: images.convert(ref, out, mode, format, cap, names[id(ref)]))
+    )
 
 
 def normalize_image(
@@ -129,7 +136,13 @@ def normalize_image(
     """Turn images into float32 arrays (C×H×W): pixels / 255, minus mean, over std, per channel."""
     if len(mean) != len(std):
         raise OperationError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
-    refs = _each_image(ctx, data, lambda ref, out, cap: images.normalize(ref, out, mean, std, cap))
+    if len(mean) == 2:
+        raise OperationError("mean and std have 2 values; give 1 (grey images) or 3 (RGB)")
+    # a.png and a.jpg both become a.npy: keep both (the second as a.png.npy), never one over the other.
+    inputs = FileList(as_refs(data))
+    derived = images.distinct_names([r.name for r in inputs], images.normalized_name)
+    names = {id(ref): name for ref, name in zip(inputs, derived, strict=True)}
+    refs = _each_image(ctx, inputs, lambda ref, out, cap: images.normalize(ref, out, mean, std, cap, names[id(ref)]))
     return ArrayList(refs)
 
 
@@ -157,7 +170,11 @@ def tile_image(
     if overlap >= min(tile_width, tile_height):
         raise OperationError(f"overlap {overlap} must be smaller than the tile ({tile_width}×{tile_height})")
     size = (tile_width, tile_height)
-    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.tile(ref, out, size, overlap, cap)))
+    images.distinct_names([ref.name for ref in as_refs(data)])  # two inputs of one name: fail, never overwrite
+    max_tiles = ctx.resources.workspace.max_tiles_per_image
+    return FileList(
+        _each_image(ctx, data, lambda ref, out, cap: images.tile(ref, out, size, overlap, cap, max_tiles))
+    )
 
 
 def filter_files(
