@@ -21,6 +21,8 @@ ALL = ["postgresql", "mysql", "mariadb", "sqlite"]
     "/* leading; comment */ SELECT 1",
     "SELECT 'it''s; fine'",
     "SELECT 1 /* multi\nline; */ ;  \n",
+    "SELECT 1; -- done",
+    "SELECT 1; /* done */",
 ])
 def test_one_reading_statement_passes(dialect, sql):
     check_read_query(sql, dialect, "db")

@@ -354,7 +354,9 @@ def _check_function(name: str, refuse) -> None:
 def _parse(sql: str, dialect: str, refuse) -> exp.Expression:
     try:
         with _quiet_sqlglot():
-            trees = [tree for tree in sqlglot.parse(sql, read=_SQLGLOT_DIALECT[dialect]) if tree is not None]
+            parsed = sqlglot.parse(sql, read=_SQLGLOT_DIALECT[dialect])
+        # A comment after the last ';' comes back as an empty "statement" holding it.
+        trees = [tree for tree in parsed if tree is not None and not isinstance(tree, exp.Semicolon)]
     except Exception as exc:  # ParseError, TokenError, RecursionError on absurd nesting...
         raise refuse(
             f"the query could not be parsed as {dialect} SQL ({_first_line(exc)}); only a query that the checker "
