@@ -3,8 +3,8 @@
 What a user would notice: the answer through the protocol is the answer of the transformers pipeline
 or the ONNX Runtime session itself, in the protocol's tensors (names, datatypes, shapes); a model
 loaded for the wrong task, or sent inputs that are not its own, is refused with a message naming
-the model, the task and what it takes; nothing answers 500. Then the client (ModelServer) over the same
-server.
+the model, the task and what it takes; nothing answers 500. tests/test_model_server_client.py runs the
+client over the same kind of server.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_model_server import ModelServerProcess, image_file, running_server
 
-from orchestrator.data.model_server import ModelServer, Retry
-from orchestrator.engine import OperationError
 from tiny_models import (
     DETECTION_LABELS,
     FIRE_LABELS,
@@ -95,12 +93,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Itera
 def http(server: ModelServerProcess) -> Iterator[httpx.Client]:
     with server.client() as client:
         yield client
-
-
-@pytest.fixture
-def client(server: ModelServerProcess) -> Iterator[ModelServer]:
-    with ModelServer(server.url, timeout_s=60, retry=Retry(attempts=1)) as model_server:
-        yield model_server
 
 
 @cache
@@ -451,97 +443,6 @@ def test_nested_and_empty_requests(http: httpx.Client):
     none = http.post("/v2/models/bert/infer", json={"inputs": [strings_input("text", [])]})
     assert none.status_code == 200 and none.json()["outputs"][0]["shape"] == [0, 2]
 
-
-
-# The client (orchestrator/data/model_server.py, what the pipeline's ops call) over the same server.
-
-
-def test_client_loads_reads_metadata_and_unloads(client: ModelServer):
-    client.load("tiny/iris", "tabular/iris.onnx", "tabular-classification")
-    metadata = client.metadata("tiny/iris")
-    assert (metadata["name"], metadata["platform"], metadata["task"]) == ("tiny--iris", "onnxruntime",
-                                                                           "tabular-classification")
-    assert metadata["inputs"] == [{"name": "float_input", "datatype": "FP32", "shape": [-1, 4]}]
-    assert metadata["labels"] == list(IRIS_LABELS)
-    client.unload("tiny/iris")
-    with pytest.raises(OperationError, match="tiny--iris.*not loaded"):
-        client.metadata("tiny/iris")
-
-
-def test_client_classify_and_zero_shot_classify(client: ModelServer, models_root: Path):
-    files = images(4)
-    same_ranking(client.classify("vit", files, 2),
-                 local(models_root, "vit")(pictures(files), top_k=2, batch_size=BATCH_SIZE))
-    same_ranking(client.classify("clip", files, 2, CANDIDATES),
-                 local(models_root, "clip")(pictures(files), candidate_labels=CANDIDATES, batch_size=BATCH_SIZE))
-
-
-def test_client_detect_groups_detections_by_image(client: ModelServer, models_root: Path):
-    files = images(4)
-    found = client.detect("yolos", files, 0.4)
-    expected = local(models_root, "yolos")(pictures(files), threshold=0.4, batch_size=BATCH_SIZE)
-    assert len(found) == 4 and sum(map(len, found)) > 0
-    for got, answer in zip(found, expected, strict=True):
-        assert [(d["label"], d["box"]) for d in got] == [
-            (a["label"], [float(a["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]) for a in answer]
-        assert [d["score"] for d in got] == pytest.approx([a["score"] for a in answer], abs=1e-5)
-    assert [len(f) for f in client.detect("yolos", files[:2], 0.0)] == [6, 6]  # every detection token
-
-
-def test_client_segment_gives_png_class_id_masks(client: ModelServer, models_root: Path):
-    files = images(3)
-    masks = client.segment("segformer", files)
-    pipe = local(models_root, "segformer")
-    answers = pipe(pictures(files), subtask="semantic", batch_size=BATCH_SIZE)
-    for png, picture, segments in zip(masks, pictures(files), answers, strict=True):
-        mask = Image.open(io.BytesIO(png))
-        assert (mask.mode, mask.size) == ("L", picture.size)
-        np.testing.assert_array_equal(np.asarray(mask), class_mask(pipe, picture, segments))
-
-
-def test_client_classify_texts(client: ModelServer, models_root: Path):
-    same_ranking(client.classify_texts("bert", TEXTS, 2),
-                 local(models_root, "bert")(TEXTS, top_k=2, truncation=True, batch_size=BATCH_SIZE))
-
-
-@pytest.mark.parametrize(("name", "classes"), [("iris", IRIS_LABELS), ("iris-zipmap", IRIS_LABELS),
-                                               ("iris-int", ("0", "1", "2"))])
-def test_client_predict_rows_classification(client: ModelServer, models_root: Path, name: str,
-                                            classes: tuple[str, ...]):
-    rows, _ = tabular_data(rows=5, seed=3)
-    got = client.predict_rows(name, rows.tolist(), "tabular-classification")
-    label, probabilities = local(models_root, name).run(None, {"float_input": rows})
-    if isinstance(probabilities, list):  # a ZipMap's {class: p} per row
-        probabilities = [[row[c] for c in row] for row in probabilities]
-    assert [g["label"] for g in got] == [str(v) for v in label.tolist()]
-    for prediction, expected in zip(got, probabilities, strict=True):
-        assert list(prediction["scores"]) == list(classes)
-        assert list(prediction["scores"].values()) == pytest.approx(list(expected), abs=1e-6)
-
-
-def test_client_predict_rows_regression(client: ModelServer, models_root: Path):
-    rows, _ = tabular_data(rows=5, seed=3)
-    got = client.predict_rows("reg", rows.tolist(), "tabular-regression")
-    (expected,) = local(models_root, "reg").run(None, {"float_input": rows})
-    assert [g["value"] for g in got] == pytest.approx(expected.ravel().tolist(), rel=1e-6)
-    assert client.predict_rows("reg", [], "tabular-regression") == []
-
-
-def test_client_errors_carry_the_servers_message(client: ModelServer):
-    with pytest.raises(OperationError, match="expected 4 features per row, got 3"):
-        client.predict_rows("iris", [[1.0, 2.0, 3.0]], "tabular-classification")
-    with pytest.raises(OperationError, match="row 1 column 2 is nan"):
-        client.predict_rows("iris", [ROW, [1.0, 2.0, float("nan"), 4.0]], "tabular-classification")
-    with pytest.raises(OperationError, match="row 1 has 3 values but row 0 has 4"):
-        client.predict_rows("iris", [ROW, ROW[:3]], "tabular-classification")
-    with pytest.raises(OperationError, match="not 'image-classification'"):
-        client.predict_rows("iris", [ROW], "image-classification")
-    with pytest.raises(OperationError, match="'vit' \\(task image-classification\\) takes 'image'"):
-        client.classify_texts("vit", ["hello"], 1)
-    with pytest.raises(OperationError, match="not \\[inputs, k\\] as a classifier's .*image_index, label, score, box"):
-        client.classify("yolos", images(1), 1)  # a detector answers, but not with ranked labels
-    with pytest.raises(OperationError, match="lacks the 'mask' output"):
-        client.segment("vit", images(1))
 
 
 # Random bodies, from nonsense to nearly right, against a model of every task: never a 5xx.
