@@ -167,7 +167,7 @@ class ModelRegistry:
         with entry.lock:
             entry, model = self.model(name)
             if not isinstance(model, ImageClassifier):
-                raise InputMismatch(f"model {name!r} is a {entry.task} model, not an image-classification one")
+                raise InputMismatch(f"model {name!r} (task {entry.task}) is not an image-classification model")
             return model.classify(images, top_k, self.batch_size)
 
     def resolve(self, source: str, task: str = "image-classification") -> str:
