@@ -16,6 +16,7 @@ install: $(STAMP)
 
 run: install
 	$(PY) scripts/sample_data.py
+	$(PY) scripts/sample_models.py
 	$(PY) scripts/stack.py
 
 lint: install

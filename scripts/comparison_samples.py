@@ -82,6 +82,20 @@ def write_tables(engine: sa.Engine) -> None:
                 conn.execute(table.insert(), rows)
 
 
+def write_csv_table(root: Path) -> Path:
+    """The held-out fire_risk rows as a CSV file too, for read_table."""
+    import csv
+
+    path = root / "tables" / "fire_risk.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = fire_risk_rows(200, seed=2)
+    with path.open("w", newline="") as sink:
+        writer = csv.DictWriter(sink, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def write_detection(root: Path, count: int = 8, size: int = 96) -> Path:
     """Images with fire and smoke boxes, and `coco.json` saying where they are."""
     folder = root / "detection"
@@ -123,3 +137,8 @@ def write_segmentation(root: Path, count: int = 6, size: int = 64) -> Path:
         image.save(folder / "images" / f"patch_{i}.png")
         mask.save(folder / "masks" / f"patch_{i}.png")
     return folder
+
+
+def write_files(root: Path) -> list[Path]:
+    """Every file-based comparison sample under the data root: the CSV table, detection and segmentation sets."""
+    return [write_csv_table(root), write_detection(root), write_segmentation(root)]

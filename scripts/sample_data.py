@@ -100,5 +100,4 @@ if __name__ == "__main__":
     root = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("CONSTELLATION_DATA_ROOT", "data"))
     print(f"sample images in {write_samples(root)}")
     print(f"sample database: {write_sample_database(root)}")
-    print(f"detection samples in {comparison_samples.write_detection(root)}")
-    print(f"segmentation samples in {comparison_samples.write_segmentation(root)}")
+    print(f"comparison samples: {', '.join(str(p) for p in comparison_samples.write_files(root))}")

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import stack as launcher  # noqa: E402
 
+import comparison_samples  # noqa: E402
 from sample_data import write_samples  # noqa: E402
 
 # Each family of sources brings its local server and the settings the stack needs to reach it.
@@ -46,6 +47,7 @@ class Stack:
     log: Path
     process: subprocess.Popen[bytes]
     model_server_url: str = ""
+    models_root: Path = Path()
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.api_url, timeout=30, **kwargs)
@@ -64,11 +66,21 @@ class Stack:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def fetch(self, url: str) -> bytes:
+        """A file a run's results link to, fetched from the gateway as a user would."""
+        assert url.startswith(self.api_url + "/runs/"), f"{url!r} is not a gateway URL"
+        with self.client() as client:
+            answer = client.get(url)
+        assert answer.status_code == 200, answer.text
+        return answer.content
+
 
 def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
     api_port, dagster_port, grpc_port, model_port = free_port(), free_port(), free_port(), free_port()
     data_root, artifact_root, home = base / "data", base / "artifacts", base / "dagster_home"
     write_samples(data_root)
+    # What `make run` writes for the comparisons (their tables live in the `samples` database).
+    comparison_samples.write_files(data_root)
     env = {
         **os.environ,
         "CONSTELLATION_API_PORT": str(api_port),
@@ -89,7 +101,8 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
             [sys.executable, str(ROOT / "scripts" / "stack.py")], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     stack = Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dagster_port}", data_root,
-                  artifact_root, home, log, process, model_server_url=env["CONSTELLATION_MODEL_SERVER_URL"])
+                  artifact_root, home, log, process, model_server_url=env["CONSTELLATION_MODEL_SERVER_URL"],
+                  models_root=Path(env.get("CONSTELLATION_MODELS_ROOT", ".")))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:

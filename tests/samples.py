@@ -15,3 +15,11 @@ def sample_bodies() -> list[str]:
 
 def sample_instructions() -> list[list[dict]]:
     return [json.loads(body)["instructions"] for body in sample_bodies()]
+
+
+def sample_with(*needles: str) -> dict:
+    """The first sample body of sample_dags.txt that holds all these strings, parsed."""
+    for body in sample_bodies():
+        if all(n in body for n in needles):
+            return json.loads(body)
+    raise AssertionError(f"no sample holds {needles}")

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
+import comparison_samples
 from sample_data import seed_samples
 
 # Where the machine's servers answer, as an administrator (trust auth / empty password).
@@ -72,6 +73,7 @@ def test_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session
         for name in ("samples", "maria", "lite"):
             databases.admin[name] = sa.create_engine(urls[name])
             seed_samples(databases.admin[name])
+        comparison_samples.write_tables(databases.admin["samples"])  # the comparisons of sample_dags.txt
         with databases.admin["samples"].begin() as conn:
             conn.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
         yield databases

@@ -2,7 +2,7 @@
 
 `EdBianchi/vit-fire-detection` (the seed's model id) is a tiny ViT placed in a temporary
 Hugging Face cache, found offline exactly as a model downloaded earlier; `tiny-fire-b` and
-`mid-vit` are folders under a temporary models root.
+`mid-vit` are folders under a temporary models root, beside the sample models `make run` makes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ MID_MODEL = "mid-vit"
 @pytest.fixture(scope="session")
 def models_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """HF_HOME with the cached id, offline switches, and CONSTELLATION_MODELS_ROOT with the folder models."""
+    from sample_models import write_sample_models
     from tiny_models import install_in_hf_cache, make_image_classifier
 
     base = tmp_path_factory.mktemp("models")
@@ -25,6 +26,7 @@ def models_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     install_in_hf_cache(hf_home, FIRE_MODEL_ID, make_image_classifier(base / "fire-a", seed=0))
     make_image_classifier(models_root / FOLDER_MODEL, seed=1)
     make_image_classifier(models_root / MID_MODEL, seed=2, hidden=512, layers=4)
+    write_sample_models(models_root)  # what `make run` makes: the models of sample_dags.txt's comparisons
     return {
         "HF_HOME": str(hf_home),
         "HF_HUB_OFFLINE": "1",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -42,7 +42,7 @@ def test_local_pipeline_results_are_the_resized_images(stack: Stack, api: httpx.
                       for p in (stack.data_root / "samples").rglob("*.jpg"))
     assert names == expected
     for item in result["output"]["files"]:
-        assert Image.open(Path(item["uri"].removeprefix("file://"))).size == (48, 48)
+        assert Image.open(io.BytesIO(stack.fetch(item["uri"]))).size == (48, 48)
 
 
 def test_run_shows_in_dagster_under_main_at_constellation(stack: Stack, api: httpx.Client):

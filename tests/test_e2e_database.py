@@ -3,6 +3,7 @@ the session's PostgreSQL, MariaDB and SQLite connections."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -63,7 +64,7 @@ def test_images_held_in_a_table_are_resized(stack, api):
     files = result["output"]["files"]
     assert [f["name"] for f in files] == ["fire-1.png", "fire-2.jpg", "forest-1.png", "lake-1.jpg"]
     for item in files:
-        assert Image.open(item["uri"].removeprefix("file://")).size == (20, 10)
+        assert Image.open(io.BytesIO(stack.fetch(item["uri"]))).size == (20, 10)
 
 
 @pytest.mark.parametrize("connection", ["samples", "maria", "lite"])

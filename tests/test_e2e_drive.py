@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import httpx
 import pytest
@@ -59,7 +58,7 @@ def test_the_seed_pipeline_resizes_the_images_of_the_drive_zip(
         expected = sorted(archive.namelist())
     assert [f["name"] for f in result["output"]["files"]] == expected
     for item in result["output"]["files"]:
-        with Image.open(Path(item["uri"].removeprefix("file://"))) as image:
+        with Image.open(io.BytesIO(stack.fetch(item["uri"]))) as image:
             assert image.size == (40, 30)
     assert any(c["iss"] == drive_account.email for c in fake_drive.token_claims)
 

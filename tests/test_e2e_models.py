@@ -11,7 +11,6 @@ import psutil
 import pytest
 
 from conftest import Stack, start_stack, stop_stack
-from orchestrator.data import compare
 from samples import sample_bodies
 
 pytestmark = pytest.mark.e2e
@@ -52,34 +51,6 @@ def test_the_seed_pipeline_runs_verbatim(stack: Stack, api: httpx.Client):
     for p in predictions:
         assert set(p["labels"]) <= {"Fire", "Normal", "Smoke"} and p["scores"] == sorted(p["scores"], reverse=True)
     assert "EdBianchi--vit-fire-detection" not in models_loaded(stack)
-
-
-def test_two_models_compared_on_one_import(stack: Stack, api: httpx.Client):
-    pipeline = body_with("compare_models")
-    run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=120)
-    assert run["run_status"] == "SUCCESS", run
-    imports = [i for i in run["instructions"] if i["operation"] == "import_from_local"]
-    assert len(imports) == 1 and len(imports[0]["also_at"]) == 1, "one import feeds both models"
-    report = api.get(f"/runs/{run['run_id']}/results").json()["results"][2]["output"]
-    assert report["type"] == "Comparison" and report["labelled"] and report["inputs"] == 12
-    # Check the report by hand against each model's own predictions, read from the run's files.
-    folder = stack.artifact_root / "runs" / run["run_id"] / "nodes"
-    predictions = {doc["model"]: doc for doc in (json.loads(p.read_text()) for p in folder.glob("*/predictions.json"))}
-    assert sorted(predictions) == [SEED_MODEL, SECOND_MODEL]
-    for entry in report["models"]:
-        items = predictions[entry["model"]]["predictions"]
-        truth = [i["name"].split("/")[0].lower() for i in items]
-        top1 = [i["labels"][0].lower() for i in items]
-        assert entry["accuracy"] == pytest.approx(sum(t == p for t, p in zip(truth, top1, strict=True)) / 12)
-        assert entry["macro_f1"] == pytest.approx(compare.macro_f1(truth, top1))
-        assert sum(map(sum, entry["confusion"]["matrix"])) == 12
-        assert entry["throughput_per_s"] > 0
-    [pair] = report["pairs"]
-    first = {i["name"]: i["labels"][0] for i in predictions[SEED_MODEL]["predictions"]}
-    second = {i["name"]: i["labels"][0] for i in predictions[SECOND_MODEL]["predictions"]}
-    assert pair["agreement"] == pytest.approx(sum(first[n] == second[n] for n in first) / 12)
-    assert Path(report["chart"].removeprefix("file://")).stat().st_size > 0
-    assert SECOND_MODEL not in models_loaded(stack)
 
 
 def test_a_failure_after_deploy_still_unloads_the_model(stack: Stack, api: httpx.Client):

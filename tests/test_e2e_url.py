@@ -46,7 +46,7 @@ def test_a_zip_from_a_url_is_unpacked_and_resized(stack: Stack, api: httpx.Clien
     [result] = api.get(f"/runs/{run['run_id']}/results").json()["results"]
     assert [f["name"] for f in result["output"]["files"]] == ["Fire/a.jpg", "Normal/b.jpg"]
     for item in result["output"]["files"]:
-        assert Image.open(item["uri"].removeprefix("file://")).size == (30, 20)
+        assert Image.open(io.BytesIO(stack.fetch(item["uri"]))).size == (30, 20)
 
 
 def test_a_missing_url_fails_the_run_with_the_http_status(stack: Stack, api: httpx.Client, served: str):

@@ -9,6 +9,7 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance
 from PIL import Image
 
+import comparison_samples
 from conftest import Stack
 from orchestrator import runs
 from orchestrator.assets.job import make_execute_job
@@ -22,6 +23,7 @@ from samples import sample_instructions
 def resources(tmp_path: Path, stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
     """The repository's resources, configured like the test stack's server (S3, Drive, databases, models)."""
     write_samples(tmp_path / "data")
+    comparison_samples.write_files(tmp_path / "data")
     env = {**stack_env, "CONSTELLATION_MODEL_SERVER_URL": stack.model_server_url,
            "CONSTELLATION_DATA_ROOT": str(tmp_path / "data"),
            "CONSTELLATION_ARTIFACT_ROOT": str(tmp_path / "artifacts"),

@@ -1,6 +1,7 @@
 """The job `build_execute_job`: validate the instruction list, then run it with the engine."""
 # No `from __future__ import annotations` here: Dagster reads these type hints at runtime.
 
+import base64
 import json
 import threading
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from dagster import (
     Out,
     Output,
     Permissive,
+    TableRecord,
     in_process_executor,
     job,
     op,
@@ -27,6 +29,7 @@ from dagster import (
 
 from orchestrator import runs
 from orchestrator.assets.resources import Workspace
+from orchestrator.data.datasets import Comparison
 from orchestrator.engine import (
     Catalog,
     InstructionFailed,
@@ -121,12 +124,12 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
             "results": MetadataValue.path(str(results_path)),
             "outputs": MetadataValue.md("| path | operation | output |\n|---|---|---|\n" + table),
         }
-        # Reports (e.g. compare_models) show in the UI as Markdown, their charts as file paths.
+        # Comparisons show on the run page itself: verdict, metrics table, and the chart inline.
         for root, output in zip(plan.roots, outputs, strict=True):
-            if isinstance(getattr(output, "markdown", None), str):
-                metadata[f"{root.operation} {root.path}"] = MetadataValue.md(output.markdown)
-            if getattr(output, "chart", None) is not None:
-                metadata[f"{root.operation} {root.path} chart"] = MetadataValue.path(str(output.chart))
+            if isinstance(output, Comparison):
+                where = f"{root.operation} {root.path}"
+                metadata.update(_comparison_metadata(where, output))
+                context.log.info(f"{where}: {output.report.get('verdict', '')}\n{output.markdown}")
         yield Output({"results": str(results_path), "count": len(results)}, metadata=metadata)
 
     @job(
@@ -139,6 +142,24 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         parse_and_execute_job(generate_dynamic_job_configs())
 
     return build_execute_job
+
+
+def _comparison_metadata(where: str, comparison: Comparison) -> dict[str, Any]:
+    """The verdict as text, the metrics as a table, and the report with its chart as Markdown."""
+    metadata: dict[str, Any] = {f"{where} verdict": MetadataValue.text(str(comparison.report.get("verdict", "")))}
+    chart = comparison.chart
+    picture = ""
+    if chart is not None and chart.is_file():
+        # The webserver's Markdown allows data: images, so the chart needs no file server.
+        picture = f"\n\n![comparison chart](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})"
+    metadata[where] = MetadataValue.md(comparison.markdown + picture)
+    models = comparison.report.get("models", [])
+    columns = [k for k, v in (models[0] if models else {}).items() if isinstance(v, int | float | str | None)]
+    rows = [TableRecord({k: m.get(k) if isinstance(m.get(k), int | float | str) else None for k in columns})
+            for m in models]
+    if rows:
+        metadata[f"{where} metrics"] = MetadataValue.table(rows)
+    return metadata
 
 
 def _describe_event(event: NodeEvent) -> str:

@@ -22,13 +22,17 @@ from orchestrator.data import (
     database_export,
     databases,
     drive,
+    exports,
     images,
     inference,
     local,
     model_server,
+    reporting,
     s3,
     table_images,
+    tables,
 )
+from orchestrator.data import truth as truth_sources
 from orchestrator.data.datasets import (
     ArrayList,
     Batches,
@@ -218,9 +222,7 @@ def sample(
 
 def export_to_local(
     ctx: RunContext,
-    data: Annotated[
-        FileDict | FileList | ArrayList | Batches | Table, Field(description="the files or table to write out")
-    ],
+    data: Annotated[Exportable, Field(description="the files, table, predictions or comparison to write out")],
     folder: Annotated[
         str,
         Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", description="a folder under the server's output root"),
@@ -228,7 +230,7 @@ def export_to_local(
 ) -> Exported:
     """Copy files (or a table as JSON Lines) to <output root>/<folder>/<run id>/, never over another run's."""
     target = Path(ctx.resources.workspace.output_root).resolve() / folder / ctx.run_id
-    return local.export_files(_files_of(data), target, ctx.check_cancelled)
+    return local.export_files(_files_of(data, ctx.node_dir), target, ctx.check_cancelled)
 
 
 def _each_image(
@@ -245,11 +247,14 @@ def _each_image(
     return images.map_images(as_refs(data), one)
 
 
-def _files_of(data: FileDict | FileList | Batches | Table) -> list[FileRef]:
+def _files_of(data: Exportable, work_dir: Path | None = None) -> list[FileRef]:
     if isinstance(data, Table):
         return [FileRef("table.jsonl", data.path)]
     if isinstance(data, Batches):
         return [ref for batch in data.batches for ref in batch]
+    if isinstance(data, Predictions | Comparison):
+        assert work_dir is not None
+        return exports.result_files(data, work_dir)
     return as_refs(data)
 
 
@@ -295,20 +300,69 @@ def import_from_s3(
     return FileDict(files)
 
 
+Exportable = FileDict | FileList | ArrayList | Batches | Table | Predictions | Comparison
+OptionalBucket = Annotated[
+    str | None,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$"),
+    WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$"}),
+]
+
+
 def export_to_s3(
     ctx: RunContext,
     data: Annotated[
-        FileDict | FileList | ArrayList | Batches | Table, Field(description="the files or table to upload")
-    ],
-    bucket: Bucket,
+        Exportable | None,
+        Field(description="the files, table, predictions or comparison to upload (or give inference_results)"),
+    ] = None,
+    bucket: Annotated[
+        OptionalBucket,
+        Field(description="bucket name, e.g. constellation-samples (no s3://); default: the server's "
+                          "CONSTELLATION_EXPORT_BUCKET"),
+    ] = None,
     prefix: Annotated[
         str | None,
         Field(min_length=1, max_length=512, description="key prefix; objects go to <prefix>/<run id>/<name>"),
     ] = None,
+    inference_results: Annotated[
+        Predictions | Comparison | Table | None,
+        Field(description="the original clients' name for data: model_inference results, uploaded as JSON Lines"),
+    ] = None,
 ) -> Exported:
-    """Upload files (or a table as JSON Lines) to s3://bucket/<prefix or constellation>/<run id>/<name>."""
+    """Upload files, a table or predictions (JSON Lines) to s3://bucket/<prefix or constellation>/<run id>/<name>."""
+    chosen = _one_of(data, inference_results)
+    target = bucket or ctx.resources.s3.export_bucket
+    if target is None:
+        raise OperationError("give bucket: this server has no default export bucket (CONSTELLATION_EXPORT_BUCKET)")
     store = s3.client(ctx.resources.s3.settings())
-    return s3.export_files(store, _files_of(data), bucket, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled)
+    files = _files_of(chosen, ctx.node_dir)
+    return s3.export_files(store, files, target, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled)
+
+
+def write_csv(
+    ctx: RunContext,
+    result: Annotated[Table | Predictions, Field(description="a table, or a model's predictions, to write as CSV")],
+    name: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}$", description="the file's name, without .csv")
+    ] = "output",
+) -> FileDict:
+    """Write a table or predictions to a CSV file (one row per row or per input), ready for an export."""
+    path = ctx.node_dir / f"{name}.csv"
+    columns = result.columns if isinstance(result, Table) else exports.prediction_columns(result)
+    count = tables.write_csv(_rows_of(result), columns, path)
+    ctx.log.info(f"write_csv: {count} rows written to {path.name}")
+    return FileDict({path.name: path})
+
+
+def _one_of(data, inference_results):
+    if (data is None) == (inference_results is None):
+        raise OperationError("give exactly one of data or inference_results (its original name): what to upload")
+    return data if data is not None else inference_results
+
+
+def _rows_of(result: Table | Predictions):
+    if isinstance(result, Table):
+        return result.rows()
+    return (exports.prediction_row(result, item) for item in result.items)
 
 
 # Published as a string (omit the parameter rather than send null), so a bad id is refused
@@ -453,49 +507,114 @@ ModelId = Annotated[
 ]
 
 
+Task = Literal[
+    "image-classification",
+    "zero-shot-image-classification",
+    "object-detection",
+    "image-segmentation",
+    "text-classification",
+    "tabular-classification",
+    "tabular-regression",
+]
+# Optional parameters are published as their plain type: omit one rather than send null.
+Columns = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+    Field(min_length=1, max_length=10_000),
+    WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "minItems": 1, "maxItems": 10_000}),
+]
+CandidateLabels = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
+    Field(min_length=1, max_length=1000),
+    WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "minItems": 1, "maxItems": 1000}),
+]
+
+
 def deploy_model(
     ctx: RunContext,
     model: ModelId,
-    task: Annotated[Literal["image-classification"], Field(description="what the model does")] = "image-classification",
+    task: Annotated[Task, Field(description="what the model does")] = "image-classification",
     source: Annotated[
         str | None,
         Field(
             pattern=model_server.MODEL_ID_PATTERN,
-            description="where the server loads it from: a Hugging Face id or a folder in its models root "
-            "(default: the model id)",
+            description="where the server loads it from: a Hugging Face id, a folder in its models root, "
+            "or an .onnx file there (tabular tasks) (default: the model id)",
         ),
     ] = None,
 ) -> dict:
-    """Load a model on the model server (a model already ready is not loaded twice)."""
+    """Load a model on the model server for a task (a model already ready is not loaded twice)."""
     with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
         if server.is_ready(model):
             ctx.log.info(f"{model} is already ready on the model server; not loading it again")
-            return {"model": model, "name": model_server.slug(model), "loaded": False}
+            return {"model": model, "name": model_server.slug(model), "task": task, "loaded": False}
         server.load(model, source or model, task)
     # Deployments cost money: whatever happens next, the run unloads what it loaded.
     connection = ctx.resources.model_server
     ctx.cleanup.add(f"model:{model}", f"unloading {model}, deployed by this run", lambda: _unload(connection, model))
-    return {"model": model, "name": model_server.slug(model), "loaded": True}
+    return {"model": model, "name": model_server.slug(model), "task": task, "loaded": True}
+
+
+def read_table(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="CSV, JSON Lines or Parquet files, e.g. from an import")],
+    format: Annotated[
+        Literal["auto", "csv", "jsonl", "parquet"], Field(description="the files' format; auto: by extension")
+    ] = "auto",
+) -> Table:
+    """Read CSV, JSON Lines or Parquet files (same columns) into one table, in name order."""
+    return tables.read_tables(as_refs(data), ctx.node_dir / "rows.jsonl", format, ctx.check_cancelled)
 
 
 def model_inference(
     ctx: RunContext,
     model: ModelId,
-    data: Annotated[FileList | FileDict | Batches, Field(description="the images (Batches keep their batching)")],
-    batch_size: Annotated[int, Field(ge=1, le=1024, description="images per request (unless data is Batches)")] = 16,
-    top_k: Annotated[int, Field(ge=1, le=100, description="labels kept per image, best first")] = 3,
+    data: Annotated[
+        FileList | FileDict | Batches | Table,
+        Field(description="images (Batches keep their batching), or a Table for text and tabular models"),
+    ],
+    batch_size: Annotated[int, Field(ge=1, le=1024, description="inputs per request (unless data is Batches)")] = 16,
+    top_k: Annotated[int, Field(ge=1, le=100, description="labels kept per input, best first")] = 3,
+    features: Annotated[Columns, Field(description="tabular: the feature columns, in the model's order")] = None,
+    key: Annotated[DbColumn, Field(description="table: the column naming each row (default: the row number)")] = None,
+    text: Annotated[DbColumn, Field(description="text-classification: the column holding the text")] = None,
+    candidate_labels: Annotated[
+        CandidateLabels, Field(description="zero-shot: the labels to choose from")
+    ] = None,
+    threshold: Annotated[
+        float, Field(ge=0.0, le=1.0, description="object-detection: keep boxes scoring at least this")
+    ] = 0.5,
 ) -> Predictions:
-    """Run a deployed model over every image: one prediction per input, keyed by its name."""
-    if isinstance(data, Batches):
-        batches = data.batches
-    else:
-        refs = as_refs(data)
-        batches = [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
+    """Run a deployed model over every input: one prediction per image (by name) or per row (by key)."""
     with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
-        items, stats = inference.classify_all(server, model, batches, top_k, ctx.check_cancelled)
+        described = server.metadata(model)
+        task = described.get("task") or "image-classification"
+        if task == "zero-shot-image-classification" and not candidate_labels:
+            raise OperationError(f"model {model!r} is zero-shot: give candidate_labels, the labels to choose from")
+        if isinstance(data, Table):
+            options = inference.TableOptions(top_k, features, key, text, batch_size)
+            items, stats = inference.predict_table(server, model, task, data, options, ctx.check_cancelled)
+            sources: dict = {}
+        else:
+            if task not in inference.IMAGE_TASKS:
+                raise OperationError(f"model {model!r} serves {task!r}, which takes a table: give it read_table(...) "
+                                     "or a database import, not files")
+            refs = data.batches if isinstance(data, Batches) else _batched(as_refs(data), batch_size)
+            options = inference.ImageOptions(top_k, candidate_labels, threshold, ctx.node_dir / "masks")
+            items, stats = inference.predict_images(server, model, task, refs, options, ctx.check_cancelled)
+            sources = {ref.name: ref.path for batch in refs for ref in batch}
     path = ctx.node_dir / "predictions.json"
-    path.write_text(json.dumps({"model": model, "stats": stats, "predictions": items}))
-    return Predictions(model, items, stats, path)
+    labels = list(described.get("labels") or [])
+    path.write_text(json.dumps({"model": model, "task": task, "labels": labels, "stats": stats, "predictions": items}))
+    predictions = Predictions(model, items, stats, path, task=task, labels=labels, inputs=sources)
+    if isinstance(data, Table):
+        predictions.table, predictions.table_key = data, key  # the report shows the rows models disagree on
+    return predictions
+
+
+def _batched(refs: list[FileRef], size: int) -> list[list[FileRef]]:
+    return [refs[i : i + size] for i in range(0, len(refs), size)]
 
 
 def delete_model(ctx: RunContext, model: ModelId) -> dict:
@@ -508,24 +627,58 @@ def delete_model(ctx: RunContext, model: ModelId) -> dict:
 def compare_models(
     ctx: RunContext,
     results: Annotated[
-        list[Predictions], Field(min_length=2, description="model_inference results over the same data")
+        list[Predictions], Field(min_length=2, max_length=20, description="model_inference results over the same data")
     ],
     labels: Annotated[
-        Literal["folders", "none"],
-        Field(description="ground truth: each input's folder name (Fire/a.jpg is Fire), or none"),
-    ] = "folders",
+        Literal["auto", "folders", "none"],
+        Field(description="without truth: auto = class folders when every input has one, else agreement only; "
+                          "folders = require them; none = agreement only"),
+    ] = "auto",
+    truth: Annotated[
+        Table | FileDict | FileList | None,
+        Field(description="ground truth: a Table (key and truth columns), a COCO JSON file (detection) "
+                          "or mask PNGs named like the images (segmentation)"),
+    ] = None,
+    truth_key: Annotated[
+        str, Field(min_length=1, max_length=256, description="truth table: the column matching the prediction keys")
+    ] = "name",
+    truth_column: Annotated[
+        str, Field(min_length=1, max_length=256, description="truth table: the column holding the class or value")
+    ] = "label",
+    iou_threshold: Annotated[
+        float, Field(gt=0.0, lt=1.0, description="detection: the IoU at which a box counts as found")
+    ] = 0.5,
 ) -> Comparison:
-    """Compare models on the same inputs: accuracy, macro-F1, confusion, agreement, kappa, speed."""
+    """Compare models on the same inputs against ground truth: metrics with 95% intervals, significance, a report."""
+    task = results[0].task
     names = [item["name"] for item in results[0].items]
-    truth = compare.labels_from_folders(names) if labels == "folders" else None
-    if labels == "folders" and truth is None:
-        raise OperationError("labels 'folders' needs every input in a folder named by its class; "
-                             "use labels 'none' to compare agreement only")
-    runs = [{"model": r.model, "top1": r.top1(), "stats": r.stats} for r in results]
-    report = compare.compare(runs, truth)
-    chart = compare.chart(report, ctx.node_dir / "comparison.png")
-    (ctx.node_dir / "comparison.json").write_text(json.dumps(report, indent=1))
-    return Comparison(report, compare.markdown(report), chart)
+    found = _truth_for(task, names, labels, truth, truth_key, truth_column)
+    runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels)
+            for r in results]
+    report = compare.compare(runs, found, iou_threshold=iou_threshold)
+    folder = ctx.node_dir
+    charts = compare.charts(report, folder / "charts")
+    markdown = compare.markdown(report)
+    (folder / "comparison.json").write_text(json.dumps(report, indent=1))
+    shown = reporting.disagreements(results, runs, found)
+    html = folder / "report.html"
+    html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models"))
+    ctx.log.info(f"compare_models: {report.get('verdict', '')}")
+    return Comparison(report, markdown, charts, html)
+
+
+def _truth_for(task: str, names: list[str], labels: str, truth, key: str, column: str):
+    if truth is None:
+        found = None if labels == "none" else truth_sources.from_folders(names)
+        if labels == "folders" and found is None:
+            raise OperationError("labels 'folders' needs every input in a folder named by its class (Fire/a.jpg); "
+                                 "use labels 'auto' or 'none' to compare agreement only, or give truth")
+        return found if task in truth_sources.CLASSIFICATION else None
+    if isinstance(truth, Table):
+        if task in ("object-detection", "image-segmentation"):
+            raise OperationError(f"{task} truth is a COCO JSON file or mask files, not a table")
+        return truth_sources.from_table(truth, task, key, column)
+    return truth_sources.from_files(as_refs(truth), task, names)
 
 
 def _unload(connection, model: str) -> None:

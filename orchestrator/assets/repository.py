@@ -26,17 +26,20 @@ OP_DEFS = [
     ops.export_to_local,
     ops.import_from_s3,
     ops.export_to_s3,
+    ops.write_csv,
     ops.import_from_google_drive,
     ops.import_from_database,
     ops.export_to_database,
     ops.table_to_images,
+    ops.read_table,
     ops.deploy_model,
     ops.model_inference,
     ops.delete_model,
     ops.compare_models,
 ]
 
-CATALOG = Catalog.from_functions(OP_DEFS)
+# The operations as declared (the README's reference); CATALOG adds what this server's settings default.
+DECLARED = Catalog.from_functions(OP_DEFS)
 
 
 # What ops may use, as `ctx.resources.<key>`; each reads its settings from the environment.
@@ -52,6 +55,11 @@ def resources_from_env() -> dict[str, ConfigurableResource]:
 
 
 RESOURCES = resources_from_env()
+
+CATALOG = DECLARED.with_default(
+    "export_to_s3", "bucket", RESOURCES["s3"].export_bucket,
+    unset="bucket name (no s3://); this server sets no CONSTELLATION_EXPORT_BUCKET to default it to",
+)
 
 build_execute_job = make_execute_job(CATALOG, RESOURCES)
 

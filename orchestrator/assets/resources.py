@@ -79,12 +79,15 @@ class S3Storage(ConfigurableResource):
 
     endpoint_url: str | None = None
     region: str | None = None
+    # export_to_s3 writes here when a pipeline names no bucket (the original clients never do).
+    export_bucket: str | None = None
 
     @classmethod
     def from_env(cls) -> S3Storage:
         return cls(
             endpoint_url=os.environ.get("CONSTELLATION_S3_ENDPOINT_URL") or None,
             region=os.environ.get("CONSTELLATION_S3_REGION") or None,
+            export_bucket=os.environ.get("CONSTELLATION_EXPORT_BUCKET") or None,
         )
 
     def settings(self) -> S3Settings:

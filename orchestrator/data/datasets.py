@@ -162,37 +162,70 @@ class Exported(DataType):
 
 
 class Predictions(DataType):
-    """One model's top-k labels and scores for every input, keyed by the input's name."""
+    """One model's predictions for every input, keyed by the input's name (or the row's key).
 
-    def __init__(self, model: str, items: list[dict[str, Any]], stats: dict[str, Any], path: Path):
+    Classification: top-k `labels` and `scores`; regression: `value`; detection: `detections`;
+    segmentation: the path of a class-id `mask`. `inputs` maps each name to where it came from
+    (an image file, or a table row), so that a report can show the inputs models disagree on.
+    """
+
+    def __init__(self, model: str, items: list[dict[str, Any]], stats: dict[str, Any], path: Path,
+                 task: str = "image-classification", labels: list[str] | None = None,
+                 inputs: Mapping[str, Path | dict[str, Any]] | None = None):
         self.model = model
         self.items = items
         self.stats = stats
         self.path = path
+        self.task = task
+        self.labels = list(labels or [])
+        self.inputs = dict(inputs or {})
+        self.table: Table | None = None
+        self.table_key: str | None = None
 
     def top1(self) -> dict[str, str]:
         return {item["name"]: item["labels"][0] for item in self.items}
 
     def summary(self) -> str:
-        rate = self.stats["images"] / self.stats["seconds"] if self.stats.get("seconds") else 0
-        return f"{len(self.items)} predictions by {self.model} ({rate:.1f} images/s)"
+        count = self.stats.get("inputs", len(self.items))
+        rate = count / self.stats["seconds"] if self.stats.get("seconds") else 0
+        return f"{len(self.items)} {self.task} predictions by {self.model} ({rate:.1f} inputs/s)"
 
     def to_result(self) -> dict[str, Any]:
-        stats = {k: v for k, v in self.stats.items() if k != "batch_seconds"}
-        return {"type": "Predictions", "model": self.model, "count": len(self.items), "stats": stats,
-                "uri": self.path.resolve().as_uri(), "predictions": self.items}
+        stats = {k: v for k, v in self.stats.items() if k not in ("batch_seconds", "batch_sizes")}
+        items = [_masked(item) for item in self.items]
+        return {"type": "Predictions", "model": self.model, "task": self.task, "count": len(self.items),
+                "stats": stats, "labels": self.labels, "uri": self.path.resolve().as_uri(), "predictions": items}
+
+
+def _masked(item: dict[str, Any]) -> dict[str, Any]:
+    """A segmentation mask's path, as a URI (the gateway serves the run's files)."""
+    if "mask" in item:
+        return {**item, "mask": Path(item["mask"]).resolve().as_uri()}
+    return item
 
 
 class Comparison(DataType):
-    """Several models compared on the same inputs: metrics, agreement, and a chart."""
+    """Several models compared on the same inputs: metrics with intervals, significance, charts, a report."""
 
-    def __init__(self, report: dict[str, Any], markdown: str, chart: Path):
+    def __init__(self, report: dict[str, Any], markdown: str, charts: Mapping[str, Path], html: Path | None = None):
         self.report = report
         self.markdown = markdown
-        self.chart = chart
+        self.charts = dict(charts)
+        self.html = html
+
+    @property
+    def chart(self) -> Path | None:
+        """The headline chart: the metric (or agreement) per model."""
+        return next(iter(self.charts.values()), None)
 
     def summary(self) -> str:
-        return f"{len(self.report['models'])} models compared on {self.report['inputs']} inputs"
+        return f"{len(self.report['models'])} models compared on {self.report['inputs']} inputs: " + str(
+            self.report.get("verdict", "")
+        )
 
     def to_result(self) -> dict[str, Any]:
-        return {"type": "Comparison", **self.report, "chart": self.chart.resolve().as_uri()}
+        charts = {name: path.resolve().as_uri() for name, path in self.charts.items()}
+        extra: dict[str, Any] = {"charts": charts, "chart": next(iter(charts.values()), None)}
+        if self.html is not None:
+            extra["report"] = self.html.resolve().as_uri()
+        return {"type": "Comparison", **self.report, **extra}

@@ -1,27 +1,73 @@
-"""Sending a dataset through a model, one batch in memory at a time."""
+"""Sending a dataset through a model, one batch in memory at a time, for every task.
+
+Each task turns a batch of inputs into one prediction item per input (contract: the `name`
+of the input, then the task's own fields); `run_batches` times every request, so that the
+comparison can report throughput and latency percentiles.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from orchestrator.data.datasets import FileRef
+from PIL import Image
+
+from orchestrator.data.datasets import FileRef, Table
 from orchestrator.data.model_server import ModelServer
+from orchestrator.data.tables import features_of, keyed_rows, require_columns
 from orchestrator.engine import OperationError
 
+IMAGE_TASKS = ("image-classification", "zero-shot-image-classification", "object-detection", "image-segmentation")
+TABLE_TASKS = ("text-classification", "tabular-classification", "tabular-regression")
+TASKS = IMAGE_TASKS + TABLE_TASKS
 
-def classify_all(
-    server: ModelServer,
-    model_id: str,
-    batches: Iterable[list[FileRef]],
-    top_k: int,
+
+@dataclass
+class ImageOptions:
+    top_k: int = 3
+    candidate_labels: list[str] | None = None
+    threshold: float = 0.5
+    mask_dir: Path | None = None
+
+
+@dataclass
+class TableOptions:
+    top_k: int = 3
+    features: list[str] | None = None
+    key: str | None = None
+    text: str | None = None
+    batch_size: int = 16
+
+
+@dataclass
+class Timing:
+    batch_seconds: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def stats(self, inputs: int, unit: str) -> dict[str, Any]:
+        return {"inputs": inputs, unit: inputs, "seconds": sum(self.batch_seconds), "batches": len(self.batch_seconds),
+                "batch_seconds": self.batch_seconds, "batch_sizes": self.batch_sizes}
+
+
+def _timed(timing: Timing, size: int, call: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    answer = call()
+    timing.batch_seconds.append(time.perf_counter() - start)
+    timing.batch_sizes.append(size)
+    return answer
+
+
+def predict_images(
+    server: ModelServer, model_id: str, task: str, batches: Iterable[list[FileRef]], options: ImageOptions,
     check_cancelled: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One prediction per input, keyed by its name, and timing: total seconds and per batch."""
+    """One prediction per image, keyed by its name, and the timing of every request."""
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
-    batch_seconds: list[float] = []
+    timing = Timing()
     for batch in batches:
         check_cancelled()
         for ref in batch:
@@ -29,15 +75,118 @@ def classify_all(
                 raise OperationError(f"two inputs are named {ref.name!r}; predictions are keyed by name")
             seen.add(ref.name)
         images = [ref.path.read_bytes() for ref in batch]
-        start = time.perf_counter()
-        predicted = server.classify(model_id, images, top_k)
-        batch_seconds.append(time.perf_counter() - start)
-        items += [
-            {"name": ref.name, "labels": [label for label, _ in ranked], "scores": [score for _, score in ranked]}
-            for ref, ranked in zip(batch, predicted, strict=True)
-        ]
+        items += _image_batch(server, model_id, task, batch, images, options, timing)
     if not items:
         raise OperationError("there is nothing to run the model on: the data holds no files")
-    stats = {"images": len(items), "seconds": sum(batch_seconds), "batches": len(batch_seconds),
-             "batch_seconds": batch_seconds}
-    return items, stats
+    return items, timing.stats(len(items), "images")
+
+
+def _image_batch(server: ModelServer, model_id: str, task: str, batch: list[FileRef], images: list[bytes],
+                 options: ImageOptions, timing: Timing) -> list[dict[str, Any]]:
+    size = len(batch)
+    if task in ("image-classification", "zero-shot-image-classification"):
+        labels = options.candidate_labels if task == "zero-shot-image-classification" else None
+        ranked = _timed(timing, size, lambda: server.classify(model_id, images, options.top_k, labels))
+        return [_ranked(ref.name, r) for ref, r in zip(batch, ranked, strict=True)]
+    if task == "object-detection":
+        found = _timed(timing, size, lambda: server.detect(model_id, images, options.threshold))
+        items = []
+        for ref, detections in zip(batch, found, strict=True):
+            width, height = _image_size(ref)
+            items.append({"name": ref.name, "width": width, "height": height, "detections": detections})
+        return items
+    if task == "image-segmentation":
+        masks = _timed(timing, size, lambda: server.segment(model_id, images))
+        assert options.mask_dir is not None
+        items = []
+        for index, (ref, png) in enumerate(zip(batch, masks, strict=True)):
+            path = options.mask_dir / f"{len(timing.batch_sizes):06d}-{index:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png)
+            items.append({"name": ref.name, "mask": str(path)})
+        return items
+    raise OperationError(f"model {model_id!r} serves {task!r}, which does not take images")
+
+
+def _image_size(ref: FileRef) -> tuple[int, int]:
+    try:
+        with Image.open(ref.path) as image:  # reads the header only
+            return image.size
+    except (OSError, ValueError) as exc:
+        raise OperationError(f"{ref.name!r} is not an image: {exc}") from None
+
+
+def _ranked(name: str, ranked: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    return {"name": name, "labels": [label for label, _ in ranked], "scores": [float(s) for _, s in ranked]}
+
+
+def predict_table(
+    server: ModelServer, model_id: str, task: str, table: Table, options: TableOptions,
+    check_cancelled: Callable[[], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One prediction per row, keyed by the key column (or the row number)."""
+    where = f"model_inference with {model_id!r} ({task})"
+    if options.key is not None:
+        require_columns(table, [options.key], where)
+    if task == "text-classification":
+        if not options.text:
+            raise OperationError(f"{where}: name the table's text column with `text` "
+                                 f"(columns: {', '.join(table.columns[:30])})")
+        require_columns(table, [options.text], where)
+    elif task in ("tabular-classification", "tabular-regression"):
+        if not options.features:
+            raise OperationError(f"{where}: list the feature columns in the model's order with `features` "
+                                 f"(columns: {', '.join(table.columns[:30])})")
+        require_columns(table, options.features, where)
+    else:
+        raise OperationError(f"model {model_id!r} serves {task!r}, which takes images, not a table; "
+                             "give it files (e.g. from an import)")
+    items: list[dict[str, Any]] = []
+    timing = Timing()
+    for chunk in _chunks(keyed_rows(table, options.key), options.batch_size):
+        check_cancelled()
+        items += _table_batch(server, model_id, task, chunk, options, timing)
+    if not items:
+        raise OperationError("there is nothing to run the model on: the table holds no rows")
+    return items, timing.stats(len(items), "rows")
+
+
+def _table_batch(server: ModelServer, model_id: str, task: str, chunk: list[tuple[str, dict[str, Any]]],
+                 options: TableOptions, timing: Timing) -> list[dict[str, Any]]:
+    names = [name for name, _ in chunk]
+    if task == "text-classification":
+        texts = [_text_of(row, options.text or "", name) for name, row in chunk]
+        ranked = _timed(timing, len(chunk), lambda: server.classify_texts(model_id, texts, options.top_k))
+        return [_ranked(name, r) for name, r in zip(names, ranked, strict=True)]
+    rows = [features_of(row, options.features or [], name) for name, row in chunk]
+    answers = _timed(timing, len(chunk), lambda: server.predict_rows(model_id, rows, task))
+    if task == "tabular-regression":
+        return [{"name": name, "value": float(a["value"])} for name, a in zip(names, answers, strict=True)]
+    items = []
+    for name, answer in zip(names, answers, strict=True):
+        scores = answer.get("scores") or {}
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1])[: options.top_k] if scores else []
+        labels = [str(answer["label"])] + [label for label, _ in ranked if label != str(answer["label"])]
+        by_label = dict(ranked)
+        items.append({"name": name, "labels": labels[: max(1, options.top_k)],
+                      "scores": [float(by_label.get(label, 1.0 if not scores else 0.0))
+                                 for label in labels[: max(1, options.top_k)]]})
+    return items
+
+
+def _text_of(row: dict[str, Any], column: str, name: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, str) or not value.strip():
+        raise OperationError(f"row {name!r}: text column {column!r} holds {value!r}, not text")
+    return value
+
+
+def _chunks(rows: Iterator[tuple[str, dict[str, Any]]], size: int) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    chunk: list[tuple[str, dict[str, Any]]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

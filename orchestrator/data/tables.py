@@ -90,6 +90,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # dates, decimals: their text, as a database import keeps them
 
 
+def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path) -> int:
+    """Write rows as CSV with a header of `columns` (nested values as JSON); the number of rows."""
+    import csv
+
+    count = 0
+    with path.open("w", newline="") as sink:
+        writer = csv.DictWriter(sink, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: json.dumps(row.get(c)) if isinstance(row.get(c), dict | list) else row.get(c)
+                             for c in columns})
+            count += 1
+    return count
+
+
 def require_columns(table: Table, wanted: Iterable[str], what: str) -> None:
     """Fail naming each column that the table lacks, and the columns it has."""
     missing = [c for c in wanted if c not in table.columns]

@@ -7,6 +7,7 @@ else from it: the catalog served by `GET /operations`, validation, and the launc
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import threading
@@ -179,6 +180,22 @@ class Catalog:
 
     def __getitem__(self, name: str) -> Operation:
         return self.operations[name]
+
+    def with_default(self, op_name: str, param_name: str, value: Any, unset: str = "") -> Catalog:
+        """A copy where a parameter defaults to a server setting's `value`, or, when unset (None), must be given.
+
+        `unset` is the description the parameter gets when it must be given (say which setting is missing).
+        """
+        op = self.operations[op_name]
+
+        def changed_one(p: Parameter) -> Parameter:
+            if value is None:
+                return dataclasses.replace(p, required=True, default=None, description=unset or p.description)
+            return dataclasses.replace(p, required=False, default=value)
+
+        changed = tuple(changed_one(p) if p.name == param_name else p for p in op.parameters)
+        operations = [dataclasses.replace(op, parameters=changed) if o is op else o for o in self.operations.values()]
+        return Catalog(operations, self.type_docs)
 
     def names(self) -> list[str]:
         return sorted(self.operations)
