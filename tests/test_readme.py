@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from conftest import Stack
 from op_reference import BEGIN, END, reference
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+BIN = Path(sys.executable).parent
 
 
 def bash_blocks() -> list[str]:
@@ -31,17 +33,20 @@ def test_operation_reference_matches_the_declarations():
 
 
 @pytest.mark.e2e
-def test_try_it_commands_work_against_the_stack(stack: Stack):
+def test_try_it_commands_work_against_the_stack(stack: Stack, tmp_path: Path):
     blocks = [b for b in bash_blocks() if "localhost:8000" in b]
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     host = stack.api_url.removeprefix("http://")
     outputs = []
     for block in blocks:
-        script = "set -euo pipefail\n" + block.replace("localhost:8000", host)
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        script = "set -euo pipefail\n" + block.replace("localhost:8000", host).replace(".venv/bin/", f"{BIN}/")
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
-    launched, followed = outputs
+    launched, followed, compared = outputs
+    assert "accuracy" in compared and ("significant" in compared or "tie" in compared), compared
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "fire-vit-b" in page
     assert json.loads(launched)["status"] == "success"
     status, end = json.JSONDecoder().raw_decode(followed)
     results = json.loads(followed[end:])
