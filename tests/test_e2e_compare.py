@@ -233,3 +233,22 @@ def test_a_table_given_to_an_image_model_is_refused_naming_the_model(stack: Stac
     run = stack.wait_for_run(api.post("/execute", json=body).json()["run_id"], timeout_s=120)
     assert run["run_status"] == "FAILURE"
     assert "fire-vit-a" in run["error"]["message"] and "image-classification" in run["error"]["message"]
+
+
+def test_the_dagster_run_page_shows_verdict_table_and_chart(stack: Stack, api: httpx.Client):
+    run, comparison, _ = run_sample(stack, api, '"fire-risk-tree"', "compare_models")
+    query = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+        __typename ... on MessageEvent { message }
+        ... on ExecutionStepOutputEvent { metadataEntries { label __typename
+            ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr }
+            ... on TableMetadataEntry { table { records } } } } } } } }"""
+    answer = httpx.post(stack.dagster_url + "/graphql", json={"query": query, "variables": {"id": run["run_id"]}})
+    events = answer.json()["data"]["logsForRun"]["events"]
+    entries = {e["label"]: e for ev in events if ev["__typename"] == "ExecutionStepOutputEvent"
+               for e in ev["metadataEntries"]}
+    where = "compare_models /instructions/2"
+    assert entries[f"{where} verdict"]["text"] == comparison["verdict"]
+    assert "![comparison chart](data:image/png;base64," in entries[where]["mdStr"]
+    records = [json.loads(r) for r in entries[f"{where} metrics"]["table"]["records"]]
+    assert sorted(r["model"] for r in records) == ["fire-risk-logreg", "fire-risk-tree"]
+    assert any(comparison["verdict"] in (ev.get("message") or "") for ev in events), "the verdict is in the run's log"
