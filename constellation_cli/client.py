@@ -19,13 +19,15 @@ class GatewayUnreachable(Exception):
 
 
 class GatewayError(Exception):
-    """The gateway answered with an error: its status code, message and, for 422, every problem."""
+    """The gateway answered with an error: its status code, message, for 422 every problem, and its JSON answer."""
 
-    def __init__(self, status_code: int, message: str, errors: list[dict[str, str]] | None = None):
+    def __init__(self, status_code: int, message: str, errors: list[dict[str, str]] | None = None,
+                 body: dict[str, Any] | None = None):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.errors = errors or []
+        self.body = body
 
 
 class Gateway:
@@ -72,6 +74,10 @@ class Gateway:
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"/runs/{_segment(run_id)}/cancel")
 
+    def retry(self, run_id: str) -> dict[str, Any]:
+        """A new run of a failed run's pipeline that reuses what its succeeded instructions produced."""
+        return self._call("POST", f"/runs/{_segment(run_id)}/retry")
+
     def operations(self) -> dict[str, Any]:
         return self._call("GET", "/operations")
 
@@ -97,7 +103,7 @@ class Gateway:
             hint = f"{TOKEN_ENV} is not the gateway's token" if self._has_token else f"set {TOKEN_ENV}"
             message = f"{message} ({hint})"
         errors = body.get("errors") if isinstance(body.get("errors"), list) else None
-        raise GatewayError(response.status_code, message, errors)
+        raise GatewayError(response.status_code, message, errors, body)
 
 
 def _segment(run_id: str) -> str:

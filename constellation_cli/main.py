@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import os
 import sys
 import time
 import webbrowser
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -25,9 +27,18 @@ POLL_S = 0.5
 
 # Exit codes, also in --help.
 OK, RUN_FAILED, INVALID, UNREACHABLE, REFUSED, INTERRUPTED = 0, 1, 2, 3, 4, 130
-EXIT_CODES = """exit codes: 0 done (run succeeded), 1 the run failed or was canceled, 2 invalid pipeline or input,
-  3 gateway unreachable, 4 the gateway refused the request (token, unknown run, results not ready...),
-  130 interrupted (the run keeps running)"""
+
+HELP = """Submit pipelines to the Constellation gateway, follow their runs, read their results.
+
+A pipeline FILE is a request body {"instructions": [...]}, as in sample_dags.txt, or - for standard input.
+Progress and messages go to stderr; tables, run ids and --json answers go to stdout."""
+
+EPILOG = f"""The gateway is --url, else ${URL_ENV}, else {DEFAULT_URL}.
+When it needs a token, set ${TOKEN_ENV}: it is sent as the bearer token and never printed.
+
+Exit codes: 0 done (the run succeeded); 1 the run failed or was canceled; 2 invalid pipeline or input;
+3 gateway unreachable; 4 the gateway refused (token, unknown run, results not ready, Dagster down);
+130 interrupted (the run keeps running)."""
 
 
 def _console(stderr: bool) -> Console:
@@ -40,79 +51,161 @@ def _console(stderr: bool) -> Console:
 
 out, err = _console(stderr=False), _console(stderr=True)
 
-Command = Callable[[Gateway, argparse.Namespace], int]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    url = getattr(args, "url", None) or os.environ.get(URL_ENV) or DEFAULT_URL
-    command: Command = args.command
-    try:
-        with Gateway(url, os.environ.get(TOKEN_ENV) or None) as gateway:
-            return command(gateway, args)
-    except GatewayUnreachable as exc:
-        err.print(f"error: {exc}")
-        return UNREACHABLE
-    except GatewayError as exc:
-        err.print(f"error: {exc.message}")
-        for line in render.problem_lines(exc.errors):
-            err.print(f"  {line}")
-        return INVALID if exc.status_code in (413, 422) else REFUSED
-    except InputError as exc:
-        err.print(f"error: {exc}")
-        return INVALID
-    except KeyboardInterrupt:
-        return INTERRUPTED
+app = typer.Typer(
+    name="constellation",
+    help=HELP,
+    epilog=EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,  # a bug in the CLI is a plain traceback; a gateway's refusal is one line
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 class InputError(Exception):
     """The user's own input is unusable before anything is sent (unreadable file, unknown name)."""
 
 
-def submit(gateway: Gateway, args: argparse.Namespace) -> int:
-    """Launch the pipeline in FILE; follow its run to the end, then show its results."""
-    launched = gateway.execute(_read_body(args.file), args.idempotency_key)
-    run_id = launched["run_id"]
-    replayed = " (an earlier submission with this Idempotency-Key)" if launched.get("replayed") else ""
-    err.print(f"run {run_id}{replayed}: {launched.get('run_url', '')}")
-    if args.no_wait:
-        out.print(run_id)
-        return OK
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `constellation` command: its exit code (see EPILOG)."""
     try:
-        run = _follow(gateway, run_id)
+        app(args=list(argv) if argv is not None else None, prog_name="constellation")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (OK if exc.code is None else RUN_FAILED)
+    return OK
+
+
+# Options every command takes, before or after the command's name (`--url X ops` or `ops --url X`).
+Url = Annotated[str | None, typer.Option(
+    "--url", metavar="URL", show_default=False,
+    help=f"The gateway's base URL (default: ${URL_ENV}, else {DEFAULT_URL}).")]
+AsJson = Annotated[bool, typer.Option(
+    "--json", help="Print the gateway's answer as JSON on stdout (its error answer too), instead of tables.")]
+File = Annotated[Path, typer.Argument(
+    metavar="FILE", show_default=False, allow_dash=True, dir_okay=False,
+    help='A request body {"instructions": [...]}, or - for standard input.')]
+Run = Annotated[str, typer.Argument(metavar="RUN", show_default=False, help="A run id, as submit prints it.")]
+NoWait = Annotated[bool, typer.Option(
+    "--no-wait", help="Print the run id (with --json: the launch answer) and return at once.")]
+
+
+@dataclass
+class Given:
+    """The options given before the command's name."""
+
+    url: str | None = None
+    as_json: bool = False
+
+
+@app.callback()
+def _before_the_command(ctx: typer.Context, url: Url = None, as_json: AsJson = False) -> None:
+    ctx.obj = Given(url, as_json)
+
+
+@contextmanager
+def _connect(ctx: typer.Context, url: str | None, as_json: bool) -> Iterator[tuple[Gateway, bool]]:
+    """The gateway to talk to and whether to answer in JSON; every failure becomes its exit code and one message."""
+    given = ctx.obj if isinstance(ctx.obj, Given) else Given()
+    url = url or given.url or os.environ.get(URL_ENV) or DEFAULT_URL
+    as_json = as_json or given.as_json
+    try:
+        with Gateway(url, os.environ.get(TOKEN_ENV) or None) as gateway:
+            yield gateway, as_json
+    except GatewayUnreachable as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(UNREACHABLE) from None
+    except GatewayError as exc:
+        if as_json and exc.body is not None:
+            _print_json(exc.body)
+        err.print(f"error: {exc.message}")
+        for line in render.problem_lines(exc.errors):
+            err.print(f"  {line}")
+        raise typer.Exit(INVALID if exc.status_code in (413, 422) else REFUSED) from None
+    except InputError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(INVALID) from None
     except KeyboardInterrupt:
-        err.print(f"\nstopped following run {run_id}; it keeps running. Cancel it with: constellation cancel {run_id}")
-        return INTERRUPTED
-    return _finish(gateway, run)
+        raise typer.Exit(INTERRUPTED) from None
 
 
-def validate(gateway: Gateway, args: argparse.Namespace) -> int:
-    """Check the pipeline in FILE as /execute would, launching nothing."""
-    answer = gateway.validate(_read_body(args.file))
-    count = answer["instructions"]
-    out.print(f"valid: {count} instruction{'' if count == 1 else 's'} ({answer['nodes']} to run)")
-    return OK
+@app.command()
+def submit(
+    ctx: typer.Context,
+    file: File,
+    idempotency_key: Annotated[str | None, typer.Option(
+        "--idempotency-key", metavar="KEY", show_default=False,
+        help="Submitting again with the same key returns the same run instead of launching another.")] = None,
+    no_wait: NoWait = False,
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """Launch the pipeline in FILE, follow its run to the end, then show its results.
+
+    A progress bar (a line per change when stderr is not a terminal) shows what is running.
+    Ctrl-C stops following, not the run. With --json, stdout gets the run's final status.
+    """
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        launched = gateway.execute(_read_body(file), idempotency_key)
+        replayed = " (an earlier submission with this Idempotency-Key)" if launched.get("replayed") else ""
+        err.print(f"run {launched['run_id']}{replayed}: {launched.get('run_url', '')}")
+        _see_through(gateway, launched, no_wait, as_json)
 
 
-def status(gateway: Gateway, args: argparse.Namespace) -> int:
-    """Show a run's status, timings and every instruction's progress."""
-    run = gateway.run(args.run)
-    for line in render.run_lines(run):
-        out.print(line)
-    if run.get("error"):
-        out.print(render.error_line(run), style="red")
-    if run.get("instructions"):
-        out.print()
-        out.print(render.instructions_table(run["instructions"]))
-    return OK
+@app.command()
+def retry(ctx: typer.Context, run: Run, no_wait: NoWait = False, url: Url = None, as_json: AsJson = False) -> None:
+    """Resume a failed run: a new run reuses what RUN's instructions produced, then follow it like submit.
+
+    Every instruction that succeeded in RUN, with the same inputs, is reused from its stored output
+    (its state is "reused"); the others run again. With --json, stdout gets the new run's final status.
+    """
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        launched = gateway.retry(run)
+        parent = launched.get("parent_run_id") or run
+        err.print(f"run {launched['run_id']} (retry of {parent}): {launched.get('run_url', '')}")
+        _see_through(gateway, launched, no_wait, as_json, parent=parent)
 
 
-def results(gateway: Gateway, args: argparse.Namespace) -> int:
-    """Show what a succeeded run's top-level instructions produced."""
-    answer = gateway.results(args.run)
-    if args.json:
-        sys.stdout.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
-    else:
+@app.command()
+def validate(ctx: typer.Context, file: File, url: Url = None, as_json: AsJson = False) -> None:
+    """Check the pipeline in FILE as submit would, launching nothing.
+
+    Prints how many instructions it has and how many will run (shared ones run once),
+    or every problem as `path: message`.
+    """
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        answer = gateway.validate(_read_body(file))
+        if as_json:
+            _print_json(answer)
+            return
+        count = answer["instructions"]
+        out.print(f"valid: {count} instruction{'' if count == 1 else 's'} ({answer['nodes']} to run)")
+
+
+@app.command()
+def status(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = False) -> None:
+    """Show a run's status, timings and every instruction's state, time and output."""
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        answer = gateway.run(run)
+        if as_json:
+            _print_json(answer)
+            return
+        for line in render.run_lines(answer):
+            out.print(line)
+        if answer.get("error"):
+            out.print(render.error_line(answer), style="red")
+        if answer.get("instructions"):
+            out.print()
+            out.print(render.instructions_table(answer["instructions"]))
+
+
+@app.command()
+def results(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = False) -> None:
+    """Show what a succeeded run's top-level instructions produced, and its model comparisons."""
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        answer = gateway.results(run)
+        if as_json:
+            _print_json(answer)
+            return
         out.print(render.results_table(answer["results"]))
         for item in answer["results"]:
             output = item.get("output")
@@ -121,41 +214,112 @@ def results(gateway: Gateway, args: argparse.Namespace) -> int:
                 out.print(f"{item.get('path', '')} compare_models", style="bold")
                 for part in render.comparison_tables(output):
                     out.print(part)
-    return OK
 
 
-def report(gateway: Gateway, args: argparse.Namespace) -> int:
-    """Save a run's model comparison as an HTML page (and open it with --open)."""
-    page = gateway.report(args.run)
-    target = Path(args.output or f"constellation-report-{args.run[:8]}.html")
-    target.write_text(page, encoding="utf-8")
-    out.print(f"report saved to {target}")
-    if args.open:
-        webbrowser.open(target.resolve().as_uri())
-    return OK
+@app.command()
+def report(
+    ctx: typer.Context,
+    run: Run,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE", show_default=False, dir_okay=False,
+        help="Where to save it (default: constellation-report-RUN.html, with the first 8 characters of RUN).")] = None,
+    open_it: Annotated[bool, typer.Option("--open", help="Open it in the web browser.")] = False,
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """Save a run's model comparison as one HTML page (and open it with --open).
+
+    With --json, stdout gets `{"path": ...}`: where the page was saved.
+    """
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        page = gateway.report(run)
+        target = output or Path(f"constellation-report-{run[:8]}.html")
+        try:
+            target.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write {target}: {exc.strerror}") from None
+        if as_json:
+            _print_json({"path": str(target.resolve())})
+        else:
+            out.print(f"report saved to {target}")
+        if open_it:
+            webbrowser.open(target.resolve().as_uri())
 
 
-def cancel(gateway: Gateway, args: argparse.Namespace) -> int:
+@app.command()
+def cancel(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = False) -> None:
     """Terminate a queued or running run."""
-    answer = gateway.cancel(args.run)
-    out.print(f"run {answer['run_id']}: {answer['run_status']}")
-    return OK
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        answer = gateway.cancel(run)
+        if as_json:
+            _print_json(answer)
+        else:
+            out.print(f"run {answer['run_id']}: {answer['run_status']}")
 
 
-def ops(gateway: Gateway, args: argparse.Namespace) -> int:
-    """List the operations, or describe one operation's parameters."""
-    catalog = gateway.operations()["operations"]
-    if args.name is None:
-        out.print(render.operations_table(catalog))
-        return OK
-    found = {op["name"]: op for op in catalog}
-    if args.name not in found:
-        close = difflib.get_close_matches(args.name, found, n=3)
-        raise InputError(f"no operation {args.name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    op = found[args.name]
-    out.print(f"{op['name']} → {op.get('output', '')}: {op.get('description', '')}")
-    out.print(render.parameters_table(op))
-    return OK
+def _complete_operation(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of an operation's name, from the gateway's catalog (nothing when it is out of reach)."""
+    given = [c.params.get("url") for c in (ctx, ctx.parent) if c is not None]
+    url = next((u for u in given if u), None) or os.environ.get(URL_ENV) or DEFAULT_URL
+    try:
+        with Gateway(url, os.environ.get(TOKEN_ENV) or None, timeout_s=3) as gateway:
+            names = [op["name"] for op in gateway.operations()["operations"]]
+    except (GatewayUnreachable, GatewayError, KeyError, TypeError):
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+@app.command()
+def ops(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", show_default=False, autocompletion=_complete_operation,
+        help="An operation: show its parameters, their types and defaults.")] = None,
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the operations a pipeline can use, or describe one operation's parameters."""
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        answer = gateway.operations()
+        catalog = answer["operations"]
+        if name is None:
+            _print_json(answer) if as_json else out.print(render.operations_table(catalog))
+            return
+        found = {op["name"]: op for op in catalog}
+        if name not in found:
+            close = difflib.get_close_matches(name, found, n=3)
+            raise InputError(f"no operation {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        op = found[name]
+        if as_json:
+            _print_json(op)
+            return
+        out.print(f"{op['name']} → {op.get('output', '')}: {op.get('description', '')}")
+        out.print(render.parameters_table(op))
+
+
+def _see_through(gateway: Gateway, launched: dict[str, Any], no_wait: bool, as_json: bool,
+                 parent: str | None = None) -> None:
+    """After a launch: return at once (--no-wait), or follow the run to its end and show how it went."""
+    run_id = launched["run_id"]
+    if no_wait:
+        _print_json(launched) if as_json else out.print(run_id)
+        return
+    try:
+        run = _follow(gateway, run_id)
+    except KeyboardInterrupt:
+        err.print(f"\nstopped following run {run_id}; it keeps running. Cancel it with: constellation cancel {run_id}")
+        raise typer.Exit(INTERRUPTED) from None
+    if parent is not None:
+        err.print(render.reuse_line(run, parent))
+    if run.get("run_status") != "SUCCESS":
+        if as_json:
+            _print_json(run)
+        err.print(render.error_line(run), style="red")
+        raise typer.Exit(RUN_FAILED)
+    if as_json:
+        _print_json(run)
+    else:
+        out.print(render.results_table(gateway.results(run_id)["results"]))
 
 
 def _follow(gateway: Gateway, run_id: str) -> dict[str, Any]:
@@ -190,56 +354,14 @@ def _follow_plainly(gateway: Gateway, run: dict[str, Any]) -> dict[str, Any]:
         run = gateway.run(run["run_id"])
 
 
-def _finish(gateway: Gateway, run: dict[str, Any]) -> int:
-    if run.get("run_status") != "SUCCESS":
-        err.print(render.error_line(run), style="red")
-        return RUN_FAILED
-    out.print(render.results_table(gateway.results(run["run_id"])["results"]))
-    return OK
+def _print_json(answer: Any) -> None:
+    sys.stdout.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
-def _read_body(file: str) -> bytes:
+def _read_body(file: Path) -> bytes:
     """The request body as given, unparsed: the gateway checks it (duplicate keys included)."""
     try:
-        return sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        return sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {file}: {exc.strerror}") from None
-
-
-def _parser() -> argparse.ArgumentParser:
-    # --url is accepted before or after the command; SUPPRESS keeps the later one from erasing the first.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=argparse.SUPPRESS,
-                        help=f"the gateway's base URL (default: ${URL_ENV} or {DEFAULT_URL})")
-    parser = argparse.ArgumentParser(
-        prog="constellation", parents=[common], description=__doc__,
-        epilog=f"The token, when the gateway needs one, is read from ${TOKEN_ENV}.\n{EXIT_CODES}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    def command(function: Command, name: str) -> argparse.ArgumentParser:
-        doc = (function.__doc__ or "").strip()
-        sub = commands.add_parser(name, parents=[common], help=doc, description=doc)
-        sub.set_defaults(command=function)
-        return sub
-
-    sub = command(submit, "submit")
-    sub.add_argument("file", metavar="FILE", help="a request body {\"instructions\": [...]}, or - for stdin")
-    sub.add_argument("--idempotency-key", metavar="KEY", help="retrying with the same key returns the same run")
-    sub.add_argument("--no-wait", action="store_true", help="print the run id and return at once")
-    sub = command(validate, "validate")
-    sub.add_argument("file", metavar="FILE", help="a request body, or - for stdin")
-    for function in (status, results, cancel):
-        sub = command(function, function.__name__)
-        sub.add_argument("run", metavar="RUN", help="a run id, as submit prints it")
-        if function is results:
-            sub.add_argument("--json", action="store_true", help="the gateway's answer as JSON")
-    sub = command(report, "report")
-    sub.add_argument("run", metavar="RUN", help="a run id, as submit prints it")
-    sub.add_argument("-o", "--output", metavar="FILE", 
-                     help="where to save it (default: constellation-report-<run>.html)")
-    sub.add_argument("--open", action="store_true", help="open it in the web browser")
-    sub = command(ops, "ops")
-    sub.add_argument("name", metavar="NAME", nargs="?", help="an operation: show its parameters")
-    return parser

@@ -106,7 +106,7 @@ def instructions_table(instructions: Iterable[Mapping[str, Any]]) -> Table:
     table = _table("path", "operation", "state", "time", "output or error")
     for entry in instructions:
         detail = entry.get("error") or entry.get("summary") or ""
-        style = "red" if entry.get("state") == "failed" else ""
+        style = {"failed": "red", "reused": "cyan"}.get(str(entry.get("state")), "")
         table.add_row(Text(str(entry.get("path", ""))), Text(str(entry.get("operation", ""))),
                       Text(str(entry.get("state", "")), style=style), Text(seconds(entry.get("duration_s"))),
                       Text(str(detail), style=style))
@@ -137,6 +137,13 @@ def error_line(run: Mapping[str, Any]) -> str:
     where = where or (f"{error['path']}: " if error.get("path") else "")
     message = error.get("message", "no error recorded")
     return f"run {run.get('run_id', '')} {run.get('run_status', '')}: {where}{message}"
+
+
+def reuse_line(run: Mapping[str, Any], parent_run_id: str) -> str:
+    """How much of a resumed run came from its parent: `2 of 3 instructions reused from run <parent>`."""
+    entries = run.get("instructions") or []
+    reused = sum(1 for e in entries if e.get("state") == "reused")
+    return f"{reused} of {len(entries)} instruction{'' if len(entries) == 1 else 's'} reused from run {parent_run_id}"
 
 
 def progress_caption(run: Mapping[str, Any]) -> str:

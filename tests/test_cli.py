@@ -1,7 +1,9 @@
-"""The `constellation` command, run as installed, against the real stack (and a real gateway for tokens)."""
+"""The `constellation` command, run as installed, against the real stack (and a real gateway for tokens);
+`retry` and a few answers the stack cannot give cheaply, against a local stand-in of the gateway's routes."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import queue
@@ -18,6 +20,7 @@ import httpx
 import pytest
 
 from conftest import ROOT, Stack, free_port, local_pipeline
+from constellation_cli.link import place
 
 CLI = Path(sys.executable).parent / "constellation"
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -188,8 +191,9 @@ def test_an_unreachable_gateway_is_one_line_naming_the_url():
         assert down.returncode == 3, down
         [line] = down.stderr.splitlines()
         assert url in line and "cannot reach the gateway" in line
-    flag = cli("http://127.0.0.1:1", "ops", "--url", url)  # --url wins over CONSTELLATION_URL
-    assert flag.returncode == 3 and url in flag.stderr
+    for args in (("ops", "--url", url), ("--url", url, "ops"), ("--url", "http://127.0.0.1:2", "ops", "--url", url)):
+        flag = cli("http://127.0.0.1:1", *args)  # --url wins over CONSTELLATION_URL, after the command over before
+        assert flag.returncode == 3 and url in flag.stderr, (args, flag)
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +228,242 @@ def test_a_missing_or_wrong_token_says_what_to_set(gateway_with_token: tuple[str
     past_the_door = cli(url, "ops", token=token)  # accepted; then Dagster, absent here, is the problem
     assert past_the_door.returncode == 4 and "Dagster" in past_the_door.stderr, past_the_door
     assert token not in past_the_door.stderr + past_the_door.stdout
+
+
+@e2e
+def test_every_command_answers_json_with_the_gateways_answer(stack: Stack, write_body):
+    def answer(*args: str, code: int = 0, stdin: str | None = None) -> dict:
+        done = cli(stack.api_url, *args, stdin=stdin)
+        assert done.returncode == code, (args, done)
+        return json.loads(done.stdout)
+
+    body = local_pipeline()
+    valid = answer("validate", write_body(body), "--json")
+    assert valid["status"] == "success" and (valid["instructions"], valid["nodes"]) == (1, 3)
+    refused = answer("validate", "--json", write_body(INVALID), code=2)  # the 422 answer: every problem
+    assert "/instructions/1/parameters/width" in {e["path"] for e in refused["errors"]}
+
+    final = answer("submit", "--json", "-", stdin=json.dumps(body))  # the run's status once it ended
+    run_id = final["run_id"]
+    assert final["run_status"] == "SUCCESS" and final["done"] == final["total"] == 3
+    launched = answer("submit", write_body(body), "--no-wait", "--json")  # the launch answer
+    assert RUN_ID.fullmatch(launched["run_id"]) and launched["status"] == "success"
+    stack.wait_for_run(launched["run_id"])
+
+    assert answer("status", run_id, "--json") == {**final, **answer("--json", "status", run_id)}  # before the command
+    [result] = answer("results", run_id, "--json")["results"]
+    assert result["operation"] == "resize_image"
+    catalog = answer("ops", "--json")["operations"]
+    one = answer("ops", "resize_image", "--json")
+    assert one in catalog and one["name"] == "resize_image"
+    no_report = answer("report", run_id, "--json", code=4)  # no comparison in this run
+    assert "compare_models" in no_report["message"]
+    ended = answer("cancel", run_id, "--json", code=4)  # a finished run cannot be cancelled
+    assert ended["message"], ended
+
+
+@e2e
+def test_a_failed_run_with_json_still_exits_1_and_prints_its_status(stack: Stack, write_body):
+    failed = cli(stack.api_url, "submit", "--json", write_body(local_pipeline(path="missing-folder")))
+    assert failed.returncode == 1, failed
+    status = json.loads(failed.stdout)
+    assert status["run_status"] == "FAILURE" and "missing-folder" in status["error"]["message"]
+    assert "FAILURE" in failed.stderr.strip().splitlines()[-1]
+
+
+def test_help_names_every_command_the_environment_and_the_exit_codes():
+    top = cli("http://127.0.0.1:1", "--help")
+    assert top.returncode == 0, top
+    for command in ("submit", "retry", "validate", "status", "results", "report", "cancel", "ops"):
+        assert re.search(rf"^\W*{command}\s+\w", top.stdout, re.M), (command, top.stdout)
+        own = cli("http://127.0.0.1:1", command, "-h")
+        assert own.returncode == 0 and f"Usage: constellation {command}" in own.stdout, own
+        assert "--json" in own.stdout and "--url" in own.stdout, (command, own.stdout)
+    flat = " ".join(top.stdout.split())
+    for words in ("$CONSTELLATION_URL, else http://127.0.0.1:8000", "set $CONSTELLATION_API_TOKEN",
+                  "Exit codes: 0 done", "3 gateway unreachable", "130 interrupted", "--install-completion",
+                  "--show-completion"):
+        assert words in flat, (words, top.stdout)
+    bare = cli("http://127.0.0.1:1")
+    assert bare.returncode == 2 and "Usage: constellation" in bare.stdout + bare.stderr
+
+
+def test_shell_completion_is_offered_and_completes_commands_options_and_operations(stand_in: str):
+    script = cli(stand_in, "--show-completion", "bash")
+    assert script.returncode == 0 and "_CONSTELLATION_COMPLETE=complete_bash" in script.stdout, script
+    env = {**cli_env(stand_in), "_CONSTELLATION_COMPLETE": "complete_bash"}
+
+    def complete(*words: str) -> list[str]:
+        line = ["constellation", *words]
+        done = subprocess.run([str(CLI)], env={**env, "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(words))},
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done
+        return done.stdout.split()
+
+    assert sorted(complete("re")) == ["report", "results", "retry"]
+    assert {"--json", "--url"} <= set(complete("status", "--"))
+    assert complete("ops", "re") == ["read_table", "resize_image"]  # from the gateway's catalog
+    env["CONSTELLATION_URL"] = f"http://127.0.0.1:{free_port()}"
+    assert complete("ops", "re") == []  # no gateway, no names (and no error in the shell)
+
+
+class GatewayStandIn(http.server.BaseHTTPRequestHandler):
+    """A local stand-in of the gateway's routes, answering as they are specified: POST /runs/{id}/retry answers
+    like /execute plus `parent_run_id`; the new run is STARTED once, then ends; a report is an HTML page."""
+
+    FAILED, SUCCEEDED = "0f1e2d3c-0000-4000-8000-00000000000f", "0f1e2d3c-0000-4000-8000-0000000000a5"
+    RESUMED = "7a7a7a7a-0000-4000-8000-000000000001"
+    RESUMED_FAILS = "7a7a7a7a-0000-4000-8000-000000000002"
+    seen: list[tuple[str, str, str | None]] = []
+    polls: dict[str, int] = {}
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.seen.append(("POST", self.path, self.headers.get("Authorization")))
+        run_id, _, action = self.path.removeprefix("/runs/").partition("/")
+        if action == "cancel" and run_id == self.RESUMED:
+            return self.reply(200, {"run_id": run_id, "run_status": "CANCELING"})
+        if action != "retry" or run_id not in (self.FAILED, self.SUCCEEDED, self.RESUMED):
+            return self.reply(404, {"status": "error", "message": f"no run {run_id!r}"})
+        if run_id == self.SUCCEEDED:
+            return self.reply(409, {"status": "error", "message": f"run {run_id} is SUCCESS; nothing to resume"})
+        new = self.RESUMED if run_id == self.FAILED else self.RESUMED_FAILS
+        self.reply(200, {"status": "success", "run_id": new, "parent_run_id": run_id,
+                         "run_url": f"http://dagster.invalid/runs/{new}"})
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.seen.append(("GET", self.path, self.headers.get("Authorization")))
+        run_id, _, action = self.path.removeprefix("/runs/").partition("/")
+        if self.path == "/operations":
+            return self.reply(200, {"operations": [{"name": n} for n in ("read_table", "resize_image", "sample")]})
+        if action == "report":
+            page = b"<!doctype html><title>comparison</title>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return None
+        if action == "results":
+            return self.reply(200, {"run_id": run_id, "results": [
+                {"path": "/instructions/2", "operation": "model_inference",
+                 "output": {"type": "Predictions", "model": "fire-vit-b", "count": 9}}]})
+        self.polls[run_id] = self.polls.get(run_id, 0) + 1
+        first = self.polls[run_id] == 1
+        last = "running" if first else ("failed" if run_id == self.RESUMED_FAILS else "succeeded")
+        states = ["reused", "reused", last]
+        status = "STARTED" if first else ("FAILURE" if run_id == self.RESUMED_FAILS else "SUCCESS")
+        self.reply(200, {
+            "run_id": run_id, "run_status": status, "done": 2 if first else 3, "total": 3,
+            "instructions": [{"path": f"/instructions/{i}", "operation": "model_inference", "state": state}
+                             for i, state in enumerate(states)],
+            "error": {"path": "/instructions/2", "operation": "model_inference", "message": "model server down"}
+            if status == "FAILURE" else None,
+            "run_url": f"http://dagster.invalid/runs/{run_id}"})
+
+    def reply(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def stand_in() -> Iterator[str]:
+    GatewayStandIn.seen, GatewayStandIn.polls = [], {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GatewayStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_retry_follows_the_new_run_like_submit_against_a_stand_in_of_the_route(stand_in: str):
+    parent, new = GatewayStandIn.FAILED, GatewayStandIn.RESUMED
+    resumed = cli(stand_in, "retry", parent, token="stand-in-token")
+    assert resumed.returncode == 0, resumed
+    assert f"run {new} (retry of {parent}): http://dagster.invalid/runs/{new}" in resumed.stderr
+    assert "[3/3] SUCCESS" in resumed.stderr and f"2 of 3 instructions reused from run {parent}" in resumed.stderr
+    assert re.search(r"^/instructions/2\s+model_inference\s+Predictions: 9 items by fire-vit-b", resumed.stdout, re.M)
+    assert ("POST", f"/runs/{parent}/retry", "Bearer stand-in-token") in GatewayStandIn.seen
+
+
+def test_retry_no_wait_and_json_against_a_stand_in_of_the_route(stand_in: str):
+    parent, new = GatewayStandIn.FAILED, GatewayStandIn.RESUMED
+    quick = cli(stand_in, "retry", parent, "--no-wait")
+    assert quick.returncode == 0 and quick.stdout.strip() == new, quick
+    assert not any(method == "GET" for method, *_ in GatewayStandIn.seen)  # nothing followed
+    launched = json.loads(cli(stand_in, "retry", parent, "--no-wait", "--json").stdout)
+    assert launched == {"status": "success", "run_id": new, "parent_run_id": parent,
+                        "run_url": f"http://dagster.invalid/runs/{new}"}
+    followed = cli(stand_in, "--json", "retry", parent)
+    assert followed.returncode == 0, followed
+    final = json.loads(followed.stdout)
+    assert final["run_status"] == "SUCCESS" and [e["state"] for e in final["instructions"]][:2] == ["reused"] * 2
+
+
+def test_retry_refusals_and_a_failing_resumed_run_against_a_stand_in_of_the_route(stand_in: str):
+    unknown = cli(stand_in, "retry", "no-such-run")
+    assert unknown.returncode == 4 and unknown.stderr.strip() == "error: no run 'no-such-run'", unknown
+    done = cli(stand_in, "retry", GatewayStandIn.SUCCEEDED, "--json")
+    assert done.returncode == 4 and "nothing to resume" in json.loads(done.stdout)["message"], done
+    fails = cli(stand_in, "retry", GatewayStandIn.RESUMED)
+    assert fails.returncode == 1, fails
+    assert fails.stderr.strip().splitlines()[-1] == (
+        f"run {GatewayStandIn.RESUMED_FAILS} FAILURE: model_inference at /instructions/2: model server down")
+
+
+def test_report_and_cancel_json_against_a_stand_in(stand_in: str, tmp_path: Path):
+    run_id = GatewayStandIn.RESUMED
+    target = tmp_path / "page.html"
+    saved = cli(stand_in, "report", run_id, "-o", str(target), "--json")
+    assert saved.returncode == 0 and json.loads(saved.stdout) == {"path": str(target.resolve())}, saved
+    assert target.read_text().startswith("<!doctype html>")
+    plain = subprocess.run([str(CLI), "report", run_id], cwd=tmp_path, env=cli_env(stand_in), capture_output=True,
+                           text=True, timeout=30)
+    assert plain.stdout.strip() == f"report saved to constellation-report-{run_id[:8]}.html", plain
+    cancelled = cli(stand_in, "cancel", run_id, "--json")
+    assert json.loads(cancelled.stdout) == {"run_id": run_id, "run_status": "CANCELING"}
+
+
+def test_make_run_links_the_command_into_local_bin_when_that_is_on_path(tmp_path: Path):
+    home, venv_bin = tmp_path / "home", tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    command = venv_bin / "constellation"
+    command.write_text("#!/bin/sh\necho linked\n")
+    command.chmod(0o755)
+    local_bin = home / ".local" / "bin"
+    path = f"/usr/bin{os.pathsep}{local_bin}"
+
+    assert "ln -s" in place(command, "/usr/bin", home) and not local_bin.exists()  # not on PATH: a hint only
+    said = place(command, path, home)
+    assert said.startswith("constellation is on PATH: ") and "rm " in said, said
+    assert (local_bin / "constellation").resolve() == command.resolve()
+    assert subprocess.run(["constellation"], env={"PATH": path}, capture_output=True, text=True).stdout == "linked\n"
+    assert place(command, path, home) == f"constellation is on PATH: {local_bin / 'constellation'}"
+
+    other = tmp_path / "other-checkout" / "constellation"  # another checkout's link is moved to this one
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\n")
+    (local_bin / "constellation").unlink()
+    (local_bin / "constellation").symlink_to(other)
+    assert f"(was {other})" in place(command, path, home)
+    assert (local_bin / "constellation").resolve() == command.resolve()
+
+    (local_bin / "constellation").unlink()  # someone else's program by that name is left alone
+    (local_bin / "constellation").write_text("#!/bin/sh\necho theirs\n")
+    assert "left alone" in place(command, path, home)
+    assert (local_bin / "constellation").read_text().endswith("theirs\n")
+
+
+def test_make_run_prints_where_the_command_is_when_it_cannot_link(tmp_path: Path):
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    said = subprocess.run([sys.executable, "-m", "constellation_cli.link"], env=env, capture_output=True, text=True,
+                          cwd=ROOT, timeout=30)
+    assert said.returncode == 0, said
+    assert said.stdout.startswith(f"constellation is {CLI}") and f"ln -s {CLI} ~/.local/bin/" in said.stdout
+    assert not (tmp_path / ".local").exists()

@@ -73,3 +73,12 @@ def test_tables_keep_paths_on_one_line_and_never_read_markup():
     assert row.split()[:4] == ["/instructions/0/parameters/data/parameters/data", "import_from_local", "failed", "0.01"]
     assert "[bold]message[/bold]" in row  # shown as typed, not styled away
     assert len(lines) > 3  # the long error wraps onto more lines, the path does not
+
+
+def test_a_resumed_run_says_how_much_came_from_its_parent():
+    run = {"instructions": [{"path": "/instructions/0", "operation": "import_from_local", "state": "reused"},
+                            {"path": "/instructions/1", "operation": "model_inference", "state": "succeeded"}]}
+    assert render.reuse_line(run, "p1") == "1 of 2 instructions reused from run p1"
+    assert render.reuse_line({"instructions": []}, "p1") == "0 of 0 instructions reused from run p1"
+    [row] = [line for line in rendered(render.instructions_table(run["instructions"])) if "import_from_local" in line]
+    assert row.split()[:3] == ["/instructions/0", "import_from_local", "reused"]
