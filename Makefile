@@ -17,6 +17,7 @@ install: $(STAMP)
 run: install
 	$(PY) scripts/sample_data.py
 	$(PY) scripts/sample_models.py
+	$(PY) -m constellation_cli.link
 	$(PY) scripts/stack.py
 
 lint: install
