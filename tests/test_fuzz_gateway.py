@@ -43,6 +43,8 @@ ROUTES = [
     ("POST", "/validate"),
     ("GET", "/runs/{run_id}"),
     ("GET", "/runs/{run_id}/results"),
+    ("GET", "/runs/{run_id}/report"),
+    ("GET", "/runs/{run_id}/files/{relative}"),
     ("POST", "/runs/{run_id}/cancel"),
     ("GET", "/operations"),
     ("GET", "/health"),

@@ -646,7 +646,7 @@ def compare_models(
         str, Field(min_length=1, max_length=256, description="truth table: the column holding the class or value")
     ] = "label",
     iou_threshold: Annotated[
-        float, Field(gt=0.0, lt=1.0, description="detection: the IoU at which a box counts as found")
+        float, Field(ge=0.05, le=0.95, description="detection: the IoU at which a box counts as found")
     ] = 0.5,
 ) -> Comparison:
     """Compare models on the same inputs against ground truth: metrics with 95% intervals, significance, a report."""
