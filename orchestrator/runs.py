@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import threading
 import time
@@ -79,6 +80,8 @@ class ProgressLog:
             now = time.time()
             if event.kind == "started":
                 entry.update(state="running", started_at=now)
+            elif event.kind == "reused":
+                entry.update(state="reused", ended_at=now, duration_s=0.0, summary=clip(event.summary))
             else:
                 entry.update(
                     state="succeeded" if event.kind == "finished" else "failed",
@@ -95,10 +98,50 @@ class ProgressLog:
 
     def _flush(self) -> None:
         entries = sorted(self._entries.values(), key=lambda e: _pointer_order(e["path"]))
-        done = sum(e["state"] == "succeeded" for e in entries)
+        done = sum(e["state"] in ("succeeded", "reused") for e in entries)
         write_json(
             self.path, {"done": done, "total": len(entries), "instructions": entries, "error": self._error}
         )
+
+
+class KeptOutputs:
+    """Each instruction's output, pickled in its node folder, for a resumed run (the engine's `Reuse`).
+
+    A resumed run reads its parent's folder. The files an output names stay in the parent's
+    folder, which is why the parent's artifacts must be kept while its retries may run.
+    """
+
+    FILE = "output.pickle"
+
+    def __init__(self, folder: Path, parent: Path | None):
+        self.folder, self.parent = folder, parent
+
+    def load(self, node: Any) -> tuple[bool, Any]:
+        if self.parent is None:
+            return False, None
+        path = self.parent / "nodes" / node.key / self.FILE
+        try:
+            kept = path.read_bytes()
+            # Written by this code location into the server's own artifact root, never user input.
+            output = pickle.loads(kept)  # noqa: S301
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            return False, None
+        # Kept again here, so that a retry of this run finds it too.
+        target = self.folder / "nodes" / node.key / self.FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(kept)
+        return True, output
+
+    def save(self, node: Any, output: Any) -> None:
+        target = self.folder / "nodes" / node.key / self.FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{threading.get_ident()}.tmp")
+        try:
+            with partial.open("wb") as sink:
+                pickle.dump(output, sink, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(partial, target)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            partial.unlink(missing_ok=True)  # an output that cannot be kept is simply run again
 
 
 def _pointer_order(path: str) -> list[tuple[int, Any]]:

@@ -103,7 +103,7 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         op_resources = SimpleNamespace(**{key: getattr(context.resources, key) for key in resources})
         run_context = RunContext(run_dir=folder, resources=op_resources, log=context.log)
         try:
-            outputs = execute(plan, catalog, run_context, on_event)
+            outputs = execute(plan, catalog, run_context, on_event, reuse=_kept_outputs(context, workspace, folder))
         except InstructionFailed as failed:
             progress.fail(failed)
             raise Failure(
@@ -144,6 +144,14 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
     return build_execute_job
 
 
+def _kept_outputs(context: OpExecutionContext, workspace: Workspace, folder) -> runs.KeptOutputs:
+    """Outputs kept for a resumed run; a re-execution (retry, or the UI's from-failure) reads its parent's."""
+    parent = context.run.parent_run_id
+    if parent:
+        context.log.info(f"resuming run {parent}: instructions it completed are reused, not run again")
+    return runs.KeptOutputs(folder, workspace.run_dir(parent) if parent else None)
+
+
 def _comparison_metadata(where: str, comparison: Comparison) -> dict[str, Any]:
     """The verdict as text, the metrics as a table, and the report with its chart as Markdown."""
     metadata: dict[str, Any] = {f"{where} verdict": MetadataValue.text(str(comparison.report.get("verdict", "")))}
@@ -169,6 +177,8 @@ def _describe_event(event: NodeEvent) -> str:
         return f"{where} {node.operation} started"
     if event.kind == "finished":
         return f"{where} {node.operation} finished in {event.duration_s:.3f} s: {event.summary}"
+    if event.kind == "reused":
+        return f"{where} {node.operation} reused from the parent run: {event.summary}"
     return f"{where} {node.operation} failed after {event.duration_s:.3f} s: {runs.clip(event.error)}"
 
 

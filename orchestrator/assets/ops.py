@@ -46,7 +46,7 @@ from orchestrator.data.datasets import (
     as_refs,
 )
 from orchestrator.data.url import download
-from orchestrator.engine import OperationError, RunContext
+from orchestrator.engine import OperationError, RunContext, never_reused
 
 Pixels = Annotated[int, Field(ge=1, le=16384)]
 ColourMode = Literal["RGB", "RGBA", "L", "LA", "CMYK", "1", "P", "I", "F"]
@@ -531,6 +531,7 @@ CandidateLabels = Annotated[
 ]
 
 
+@never_reused  # a resumed run needs the model loaded again; the parent unloaded it
 def deploy_model(
     ctx: RunContext,
     model: ModelId,
@@ -617,6 +618,7 @@ def _batched(refs: list[FileRef], size: int) -> list[list[FileRef]]:
     return [refs[i : i + size] for i in range(0, len(refs), size)]
 
 
+@never_reused
 def delete_model(ctx: RunContext, model: ModelId) -> dict:
     """Unload a model from the model server."""
     _unload(ctx.resources.model_server, model)

@@ -6,14 +6,14 @@ and the tests all share one implementation.
 
 from __future__ import annotations
 
-from orchestrator.engine.catalog import Catalog, DataType, Operation, RunContext, operation
+from orchestrator.engine.catalog import Catalog, DataType, Operation, RunContext, never_reused, operation
 from orchestrator.engine.errors import (
     InstructionFailed,
     OperationError,
     PipelineInvalid,
     Problem,
 )
-from orchestrator.engine.execute import NodeEvent, execute
+from orchestrator.engine.execute import NodeEvent, Reuse, execute
 from orchestrator.engine.parse import Limits, parse_request
 from orchestrator.engine.plan import Node, Plan, build_plan
 
@@ -27,11 +27,13 @@ __all__ = [
     "Operation",
     "OperationError",
     "PipelineInvalid",
+    "Reuse",
     "Plan",
     "Problem",
     "RunContext",
     "build_plan",
     "execute",
+    "never_reused",
     "operation",
     "parse_request",
 ]

@@ -125,6 +125,8 @@ class Operation:
     output: str
     parameters: tuple[Parameter, ...]
     function: Callable[..., Any] | None = None
+    # False for operations whose effect a resumed run needs again (a deployment is undone at run end).
+    reusable: bool = True
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -231,7 +233,14 @@ def operation(fn: Callable[..., Any]) -> Operation:
         output=_type_name(hints.get("return", Any)),
         parameters=tuple(_parameter(p, hints[p.name]) for p in params),
         function=fn,
+        reusable=not getattr(fn, "never_reused", False),
     )
+
+
+def never_reused(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an operation that a resumed run always runs again, even where an earlier run succeeded."""
+    fn.never_reused = True  # type: ignore[attr-defined]
+    return fn
 
 
 def _parameter(param: inspect.Parameter, hint: Any) -> Parameter:

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -27,7 +27,7 @@ from orchestrator.engine.plan import Node, Plan
 class NodeEvent:
     """Progress of one instruction, as reported to the host."""
 
-    kind: Literal["started", "finished", "failed"]
+    kind: Literal["started", "finished", "failed", "reused"]
     node: Node
     duration_s: float = 0.0
     summary: str = ""
@@ -37,18 +37,31 @@ class NodeEvent:
 EventSink = Callable[[NodeEvent], None]
 
 
+class Reuse(Protocol):
+    """Where outputs of earlier runs are kept, so a resumed run can take them instead of running again."""
+
+    def load(self, node: Node) -> tuple[bool, Any]:
+        """(True, output) when an earlier run produced this very instruction; (False, None) otherwise."""
+
+    def save(self, node: Node, output: Any) -> None:
+        """Keep this run's output of `node` for a later resumed run."""
+
+
 def execute(
     plan: Plan,
     catalog: Catalog,
     context: RunContext,
     on_event: EventSink = lambda event: None,
     max_workers: int = 2,
+    reuse: Reuse | None = None,
 ) -> list[Any]:
     """Run every instruction of `plan`; return the top-level outputs in order.
 
-    Raises InstructionFailed naming the failing instruction's path.
+    With `reuse`, an instruction an earlier run already produced (same instruction, same inputs)
+    is taken from it, unless its operation is never reused (e.g. a deployment). Raises
+    InstructionFailed naming the failing instruction's path.
     """
-    runner = _Runner(catalog, context, on_event)
+    runner = _Runner(catalog, context, on_event, reuse)
     try:
         with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="instruction") as pool:
             try:
@@ -72,10 +85,11 @@ def summarize(value: Any) -> str:
 
 
 class _Runner:
-    def __init__(self, catalog: Catalog, context: RunContext, on_event: EventSink):
+    def __init__(self, catalog: Catalog, context: RunContext, on_event: EventSink, reuse: Reuse | None = None):
         self.catalog = catalog
         self.context = context
         self.on_event = on_event
+        self.reuse = reuse
         self.outputs: dict[int, Any] = {}  # id(node) -> output
 
     def run_subtree(self, root: Node, pool: ThreadPoolExecutor) -> Any:
@@ -104,6 +118,11 @@ class _Runner:
 
     def run_node(self, node: Node) -> Any:
         op = self.catalog[node.operation]
+        if self.reuse is not None and op.reusable:
+            found, output = self.reuse.load(node)
+            if found:
+                self.on_event(NodeEvent("reused", node, summary=summarize(output)))
+                return output
         self.on_event(NodeEvent("started", node))
         start = time.perf_counter()
         try:
@@ -115,6 +134,8 @@ class _Runner:
             self.on_event(NodeEvent("failed", node, time.perf_counter() - start, error=message))
             raise InstructionFailed(node.path, node.operation, message) from exc
         duration = time.perf_counter() - start
+        if self.reuse is not None and op.reusable:
+            self.reuse.save(node, output)
         self.on_event(NodeEvent("finished", node, duration, summary=summarize(output)))
         return output
 
