@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from orchestrator import runs
-from orchestrator.assets.resources import Workspace
+from orchestrator.assets.resources import Workspace, server_setting
 from orchestrator.data.datasets import Comparison
 from orchestrator.engine import (
     Catalog,
@@ -66,7 +66,8 @@ def instructions_config(catalog: Catalog) -> Field:
 def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResource]):
     """Build `build_execute_job` for the operations in `catalog`.
 
-    `resources` (at least `workspace`) reach every op as `ctx.resources.<key>`.
+    `resources` (at least `workspace`) reach every op as `ctx.resources.<key>`, with the values they
+    have here: run config for them is refused (`server_setting`).
     """
 
     @op(config_schema={"raw_input": instructions_config(catalog)}, out=Out(list))
@@ -134,7 +135,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
 
     @job(
         executor_def=in_process_executor,
-        resource_defs=dict(resources),
+        # Fixed from the server's environment: a launch with resource config is refused.
+        resource_defs={key: server_setting(resource) for key, resource in resources.items()},
         metadata={CATALOG_METADATA_KEY: MetadataValue.json(catalog.to_json())},
         description="Run a Constellation pipeline (config: the instruction list as raw_input).",
     )

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, InitResourceContext, ResourceDefinition
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
@@ -17,6 +17,20 @@ from orchestrator.data.databases import Connections, ImportLimits
 from orchestrator.data.model_server import ModelServer, Retry
 from orchestrator.data.s3 import S3Settings
 from orchestrator.data.url import UrlPolicy
+
+
+def server_setting(resource: ConfigurableResource) -> ResourceDefinition:
+    """`resource` as a job's resource whose values are the server's: run config cannot change them.
+
+    A ConfigurableResource handed to a job as it is turns its fields into run config with its values
+    as defaults, so a launch with `resources: {workspace: {config: {data_root: /anywhere}}}` would
+    replace them. This definition declares an empty config schema instead (Dagster refuses any field
+    given for it before the run starts) and keeps Dagster's own initialisation: each run gets a fresh
+    copy of `resource`, with the same values, and its setup/teardown hooks.
+    """
+    definition = resource.get_resource_definition()
+    return ResourceDefinition(resource_fn=definition.resource_fn, config_schema={},
+                              description=definition.description)
 
 
 class Workspace(ConfigurableResource):
