@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from api.guard import DEFAULT_ALLOWED_HOSTS, host_list
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONSTELLATION_", extra="ignore")
@@ -36,6 +38,10 @@ class Settings(BaseSettings):
     # Web pages allowed to call the gateway from a browser (CORS), e.g. https://app.example.com;
     # comma-separated or a JSON list. Empty: no page of another origin may (closed).
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Names the gateway answers for in the Host header (DNS rebinding defence); comma-separated or a
+    # JSON list, '*.example.com' for subdomains, '*' for any (only behind a proxy that checks Host).
+    # `make run` adds the host it binds to; Compose adds the service names.
+    allowed_hosts: Annotated[list[str], NoDecode] = list(DEFAULT_ALLOWED_HOSTS)
 
     @field_validator("api_token")
     @classmethod
@@ -67,6 +73,11 @@ class Settings(BaseSettings):
                 )
             networks.append(network)
         return networks
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        return host_list(value)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

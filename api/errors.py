@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchestrator.runs import clip
+
 
 class ApiError(Exception):
     """An answer other than success, with the status code it deserves."""
@@ -21,9 +23,11 @@ class ApiError(Exception):
 
 
 def failure(status_code: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"status": "failure", "message": message}
+    # Messages can quote what a client or an archive sent (a 100 MB member name was served whole):
+    # each is cut to MAX_MESSAGE_CHARS, saying how much was cut.
+    body: dict[str, Any] = {"status": "failure", "message": clip(message)}
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = [{k: clip(v) if isinstance(v, str) else v for k, v in e.items()} for e in errors]
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
     return JSONResponse(body, status_code=status_code, headers=headers)
 

@@ -11,7 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.config import Settings, get_settings
 from api.dagster_client import DagsterClient
-from api.errors import install_error_handlers
+from api.errors import failure, install_error_handlers
+from api.guard import HostGuard, WriteGuard
 from api.routes import health, operations, pipelines, runs
 
 
@@ -42,14 +43,19 @@ def create_app(
     )
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    # Added innermost first. Cross-site requests (api/guard.py): Host, then CORS, then the rules for
+    # writes (JSON or a header only a consenting server lets a page send; Origin of an allowed page).
+    app.add_middleware(WriteGuard, allowed_origins=settings.cors_origins, answer=failure)
     if settings.cors_origins:
         # Bearer tokens, not cookies: no credentials mode is needed.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Constellation-User",
+                           "X-Requested-With"],
         )
+    app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts, answer=failure)
     for module in (pipelines, runs, operations, health):
         app.include_router(module.router)
     return app

@@ -89,6 +89,7 @@ class Health(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Failure, "description": text}
     for code, text in {
+        400: "the Host header names no host the gateway answers for (CONSTELLATION_ALLOWED_HOSTS)",
         401: "missing or wrong bearer token",
         404: "no such run",
         409: "conflict with the run's state or an earlier use of the Idempotency-Key",
@@ -96,4 +97,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         422: "invalid pipeline; every problem listed with its JSON Pointer",
         503: "Dagster unreachable",
     }.items()
+}
+
+# Routes that change state also refuse what a page of another site could send (api/guard.py).
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    403: {"model": Failure, "description": "sent by a web page of an origin that is not allowed"},
+    415: {"model": Failure, "description": "a body that is not Content-Type: application/json"},
 }

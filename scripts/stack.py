@@ -34,6 +34,8 @@ PORTS = {
 def stack_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment every process gets: `environ` with ports, absolute folders and URLs filled in."""
     host = environ.get("CONSTELLATION_HOST", "127.0.0.1")
+    # Dagster's UI has no login: on loopback unless asked otherwise, whatever CONSTELLATION_HOST is.
+    dagster_host = environ.get("CONSTELLATION_DAGSTER_HOST", "127.0.0.1")
     ports = {var: environ.get(var, str(default)) for var, default in PORTS.values()}
 
     def folder(var: str, default: Path) -> str:
@@ -44,12 +46,16 @@ def stack_env(environ: Mapping[str, str]) -> dict[str, str]:
         **environ,
         **ports,
         "CONSTELLATION_HOST": host,
+        "CONSTELLATION_DAGSTER_HOST": dagster_host,
+        # The names the gateway and the webserver answer for (Host header): loopback and the bound hosts.
+        "CONSTELLATION_ALLOWED_HOSTS": environ.get("CONSTELLATION_ALLOWED_HOSTS")
+        or ",".join(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", *_named(host), *_named(dagster_host)])),
         "DAGSTER_HOME": folder("DAGSTER_HOME", ROOT / ".dagster"),
         "CONSTELLATION_DATA_ROOT": folder("CONSTELLATION_DATA_ROOT", ROOT / "data"),
         "CONSTELLATION_ARTIFACT_ROOT": folder("CONSTELLATION_ARTIFACT_ROOT", ROOT / ".artifacts"),
         "CONSTELLATION_OUTPUT_ROOT": folder("CONSTELLATION_OUTPUT_ROOT", ROOT / "outputs"),
         "CONSTELLATION_MODELS_ROOT": folder("CONSTELLATION_MODELS_ROOT", ROOT / "models"),
-        "CONSTELLATION_DAGSTER_URL": f"http://{host}:{ports['CONSTELLATION_DAGSTER_PORT']}",
+        "CONSTELLATION_DAGSTER_URL": f"http://{_reachable(dagster_host)}:{ports['CONSTELLATION_DAGSTER_PORT']}",
         "CONSTELLATION_MODEL_SERVER_HOST": host,
         # Set it to use another server of the protocol (Triton, KServe); ours still starts, unused.
         "CONSTELLATION_MODEL_SERVER_URL": environ.get("CONSTELLATION_MODEL_SERVER_URL")
@@ -62,6 +68,24 @@ def stack_env(environ: Mapping[str, str]) -> dict[str, str]:
     if "CONSTELLATION_DB_SAMPLES_URL" not in env and sample_db.exists():
         env["CONSTELLATION_DB_SAMPLES_URL"] = f"sqlite:///{sample_db}"
     return env
+
+
+def _named(host: str) -> list[str]:
+    """`host` as a Host header names it ([::1] for ::1); nothing for the any-address (0.0.0.0, ::)."""
+    if host in ("0.0.0.0", "::", ""):
+        return []
+    return [f"[{host}]" if ":" in host else host]
+
+
+def _reachable(host: str) -> str:
+    """An address that reaches a server bound to `host` (the any-address: through loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+
+
+def stack_hosts(env: Mapping[str, str]) -> dict[str, str]:
+    """The address each process with a port binds to, from an environment made by `stack_env`."""
+    return {name: env["CONSTELLATION_DAGSTER_HOST"] if name == "webserver" else env["CONSTELLATION_HOST"]
+            for name in PORTS}
 
 
 def stack_ports(env: Mapping[str, str]) -> dict[str, int]:
@@ -99,7 +123,9 @@ def stack_commands(env: Mapping[str, str]) -> dict[str, list[str]]:
             str(BIN / "dagster"), "api", "grpc", "-m", "orchestrator.assets.repository",
             "-h", host, "-p", str(ports["code server"]), "--location-name", "constellation",
         ],
-        "webserver": [str(BIN / "dagster-webserver"), "-h", host, "-p", str(ports["webserver"]), "-w", workspace],
+        # dagster-webserver itself, behind the gateway's cross-site request rules (api/dagster_ui.py).
+        "webserver": [sys.executable, "-m", "api.dagster_ui", "dagster-webserver",
+                      "-h", env["CONSTELLATION_DAGSTER_HOST"], "-p", str(ports["webserver"]), "-w", workspace],
         "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
         "gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", host, "--port", str(ports["gateway"])],
     }
@@ -149,9 +175,9 @@ def stop_all(children: Iterable[subprocess.Popen[bytes]]) -> None:
 
 def main() -> int:
     env = stack_env(os.environ)
-    host, ports = env["CONSTELLATION_HOST"], stack_ports(env)
+    host, ports, hosts = env["CONSTELLATION_HOST"], stack_ports(env), stack_hosts(env)
     for name, port in ports.items():
-        if port_open(host, port):
+        if port_open(hosts[name], port):
             print(f"port {port} ({name}) is already in use; set another with the env vars in the README")
             return 1
     prepare_home(env)
@@ -168,7 +194,7 @@ def main() -> int:
         for name, command in stack_commands(env).items():
             children[name] = launch(command, env)
             waits = name in ports and name != "model server"  # the daemon has no port; the model server: below
-            if waits and not wait_for_port(host, ports[name], children[name], lambda: stopping):
+            if waits and not wait_for_port(hosts[name], ports[name], children[name], lambda: stopping):
                 return 0 if stopping else _did_not_start(name)  # Ctrl-C while starting up is a normal stop
         if not wait_for_port(host, ports["model server"], children["model server"], lambda: stopping):
             return 0 if stopping else _did_not_start("model server")

@@ -17,7 +17,8 @@ PREFLIGHT = {"Access-Control-Request-Method": "POST",
 
 def gateway(**settings) -> TestClient:
     # Nothing listens at this Dagster URL: a preflight never reaches Dagster.
-    return TestClient(create_app(Settings(dagster_url=f"http://127.0.0.1:{free_port()}", **settings)))
+    app = create_app(Settings(dagster_url=f"http://127.0.0.1:{free_port()}", **settings))
+    return TestClient(app, base_url="http://localhost")
 
 
 def preflight(client: TestClient, origin: str, path: str = "/execute"):

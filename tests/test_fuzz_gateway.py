@@ -55,8 +55,9 @@ LAUNCHES = 6  # real runs launched from well-typed random pipelines (each fails 
 
 @pytest.fixture(scope="module")
 def gateway_app(stack: Stack) -> FastAPI:
+    # Schemathesis calls the app as host `testserver`.
     return create_app(Settings(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root,
-                               model_server_url=stack.model_server_url))
+                               model_server_url=stack.model_server_url, allowed_hosts=["testserver"]))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_launched_runs_are_followed_and_cancelled_as_documented(gateway_schema: 
 def client(stack: Stack) -> Iterator[TestClient]:
     """A gateway of its own (not the fuzzed app, whose lifespan schemathesis holds)."""
     app = create_app(Settings(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
         yield c
 
 

@@ -25,7 +25,7 @@ PROTECTED = [
 
 
 def gateway(**settings) -> TestClient:
-    return TestClient(create_app(Settings(**settings)))
+    return TestClient(create_app(Settings(**settings)), base_url="http://localhost")
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_dagster_down_is_503_with_a_message():
 
 def test_invalid_pipeline_is_refused_even_when_dagster_is_down():
     with gateway(dagster_url=f"http://127.0.0.1:{free_port()}") as client:
-        answer = client.post("/execute", content=b"{not json")
+        answer = client.post("/execute", content=b"{not json", headers={"content-type": "application/json"})
         assert answer.status_code == 422 and "malformed JSON" in answer.json()["message"]
 
 

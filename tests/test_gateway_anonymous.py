@@ -28,7 +28,7 @@ PRIVATE = "172.30.0.0/16"
 
 def gateway(client_host: str, **settings) -> TestClient:
     app = create_app(Settings(dagster_url=f"http://127.0.0.1:{free_port()}", api_token=TOKEN, **settings))
-    return TestClient(app, client=(client_host, 50000))
+    return TestClient(app, client=(client_host, 50000), base_url="http://localhost")
 
 
 def test_by_default_every_request_needs_the_token():

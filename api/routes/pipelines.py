@@ -15,7 +15,7 @@ from api.config import Settings
 from api.dagster_client import BODY_HASH_TAG, IDEMPOTENCY_TAG, DagsterClient
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
-from api.schemas import ERRORS, Failure, Launched, PipelineRequest, Valid
+from api.schemas import WRITE_ERRORS, Failure, Launched, PipelineRequest, Valid
 from orchestrator.engine import Catalog, Limits, PipelineInvalid, Plan, build_plan, parse_request
 
 router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_token)])
@@ -31,8 +31,9 @@ _BODY_DOC = {
     }
 }
 _EXECUTE_ERRORS = {
-    **ERRORS,
-    400: {"model": Failure, "description": "malformed Idempotency-Key or X-Constellation-User header"},
+    **WRITE_ERRORS,
+    400: {"model": Failure, "description": "malformed Idempotency-Key or X-Constellation-User header, or a Host "
+                                           "the gateway does not answer for"},
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -51,7 +52,9 @@ async def execute(
     ] = None,
     user: Annotated[
         str | None,
-        Header(alias="X-Constellation-User", description="who submits; tags the run for per-user concurrency limits"),
+        Header(alias="X-Constellation-User",
+               description="who submits, as the client says (unchecked: a tag for per-user concurrency limits, "
+                           "not an identity)"),
     ] = None,
 ) -> Launched:
     """Validate a pipeline and launch it as a run of build_execute_job."""
@@ -80,7 +83,7 @@ async def execute(
     return Launched(run_id=run_id, run_url=dagster.run_url(run_id))
 
 
-@router.post("/validate", response_model=Valid, responses=ERRORS, openapi_extra=_BODY_DOC)
+@router.post("/validate", response_model=Valid, responses=WRITE_ERRORS, openapi_extra=_BODY_DOC)
 async def validate(request: Request, settings: SettingsDep, dagster: DagsterDep) -> Valid:
     """Run every check of /execute without launching anything."""
     instructions, plan = await _checked(request, settings, dagster)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
@@ -9,7 +11,7 @@ from api import artifacts
 from api.dagster_client import RunInfo
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
-from api.schemas import ERRORS, Cancelled, RunResults, RunStatus
+from api.schemas import ERRORS, WRITE_ERRORS, Cancelled, RunResults, RunStatus
 from orchestrator import runs
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
@@ -20,10 +22,10 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
     """Status, timings and per-instruction progress of a run."""
     info = await _find(run_id, dagster)
     progress = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.PROGRESS) or {}
-    error = progress.get("error")
+    error = _clipped(progress.get("error"))
     if info.status == "FAILURE" and error is None:
         # Failed before or around the instructions (e.g. launchpad config, a full disk): Dagster knows why.
-        why = await dagster.failure_message(run_id)
+        why = runs.clip(await dagster.failure_message(run_id))
         error = {"message": f"{why or 'the run failed outside its instructions'} (log: {dagster.run_url(run_id)})"}
     duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
     return RunStatus(
@@ -35,7 +37,7 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
         duration_s=duration,
         done=progress.get("done", 0),
         total=progress.get("total", 0),
-        instructions=progress.get("instructions", []),
+        instructions=[_clipped(entry) for entry in progress.get("instructions", [])],
         error=error,
         run_url=dagster.run_url(run_id),
     )
@@ -77,6 +79,13 @@ async def run_file(run_id: str, relative: str, settings: SettingsDep, dagster: D
     return FileResponse(path, media_type=artifacts.media_type(path), headers=artifacts.SAFE_HEADERS)
 
 
+def _clipped(entry: Any) -> Any:
+    """A progress entry with its texts cut to runs.MAX_MESSAGE_CHARS (files of older runs were not)."""
+    if not isinstance(entry, dict):
+        return entry
+    return {k: runs.clip(v) if isinstance(v, str) else v for k, v in entry.items()}
+
+
 def _results(folder, run_id: str, settings) -> dict:
     document = runs.read_json(folder / runs.RESULTS)
     if document is None:
@@ -84,7 +93,7 @@ def _results(folder, run_id: str, settings) -> dict:
     return document
 
 
-@router.post("/{run_id}/cancel", response_model=Cancelled, responses=ERRORS)
+@router.post("/{run_id}/cancel", response_model=Cancelled, responses=WRITE_ERRORS)
 async def cancel(run_id: str, dagster: DagsterDep) -> Cancelled:
     """Terminate a queued or running run."""
     await _find(run_id, dagster)
