@@ -28,6 +28,7 @@ from dagster import (
 )
 
 from orchestrator import runs
+from orchestrator.assets import lineage
 from orchestrator.assets.resources import Workspace, server_setting
 from orchestrator.data.datasets import Comparison
 from orchestrator.engine import (
@@ -95,11 +96,16 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         folder = workspace.run_dir(context.run_id)
         progress = runs.ProgressLog(folder, plan)
         log_lock = threading.Lock()
+        # Sources read, destinations written and comparisons made, for Dagster's asset catalog. They
+        # are yielded by this op (not logged from the engine's threads), so each is recorded once.
+        catalog_events: list = []
 
         def on_event(event: NodeEvent) -> None:
             progress.record(event)
             with log_lock:
                 context.log.info(_describe_event(event))
+                if event.kind in ("finished", "reused"):
+                    catalog_events.extend(lineage.asset_events(event.node, event.output, context.run_id))
 
         op_resources = SimpleNamespace(**{key: getattr(context.resources, key) for key in resources})
         run_context = RunContext(run_dir=folder, resources=op_resources, log=context.log)
@@ -107,10 +113,12 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
             outputs = execute(plan, catalog, run_context, on_event, reuse=_kept_outputs(context, workspace, folder))
         except InstructionFailed as failed:
             progress.fail(failed)
+            yield from catalog_events  # what was read before the failure is still worth knowing
             raise Failure(
                 description=runs.clip(str(failed)),
                 metadata={"path": failed.path, "operation": failed.operation},
             ) from None
+        yield from catalog_events
         results = [
             {"path": root.path, "operation": root.operation, "output": _to_result(output)}
             for root, output in zip(plan.roots, outputs, strict=True)

@@ -13,7 +13,7 @@ import time
 import typing
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from pydantic import TypeAdapter, ValidationError
@@ -32,6 +32,7 @@ class NodeEvent:
     duration_s: float = 0.0
     summary: str = ""
     error: str = ""
+    output: Any = field(default=None, repr=False, compare=False)  # finished and reused: what it produced
 
 
 EventSink = Callable[[NodeEvent], None]
@@ -121,7 +122,7 @@ class _Runner:
         if self.reuse is not None and op.reusable:
             found, output = self.reuse.load(node)
             if found:
-                self.on_event(NodeEvent("reused", node, summary=summarize(output)))
+                self.on_event(NodeEvent("reused", node, summary=summarize(output), output=output))
                 return output
         self.on_event(NodeEvent("started", node))
         start = time.perf_counter()
@@ -136,7 +137,7 @@ class _Runner:
         duration = time.perf_counter() - start
         if self.reuse is not None and op.reusable:
             self.reuse.save(node, output)
-        self.on_event(NodeEvent("finished", node, duration, summary=summarize(output)))
+        self.on_event(NodeEvent("finished", node, duration, summary=summarize(output), output=output))
         return output
 
     def _arguments(self, node: Node) -> Mapping[str, Any]:

@@ -1,0 +1,31 @@
+"""A run's sources, destinations and comparisons in Dagster's asset catalog, through the real job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+from orchestrator.assets.job import make_execute_job
+from orchestrator.assets.repository import CATALOG
+from orchestrator.assets.resources import Workspace
+from sample_data import write_samples
+
+
+def test_an_import_is_observed_and_an_export_materialized(tmp_path: Path):
+    write_samples(tmp_path / "data")
+    workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"),
+                          output_root=str(tmp_path / "outputs"))
+    job = make_execute_job(CATALOG, {"workspace": workspace})
+    pipeline = [{"operation": "export_to_local", "parameters": {"folder": "lineage-test", "data": {
+        "operation": "import_from_local", "parameters": {"path": "samples/Fire"}}}}]
+    instance = DagsterInstance.ephemeral()
+    result = job.execute_in_process(
+        run_config={"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": pipeline}}}}, instance=instance)
+    assert result.success
+    written = instance.get_latest_materialization_event(AssetKey(["local_output", "lineage-test"]))
+    assert written is not None and written.run_id == result.run_id
+    assert written.asset_materialization.metadata["items"].value == 4
+    observed = [e for e in instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_OBSERVATION)]
+    assert [e.dagster_event.asset_key for e in observed] == [AssetKey(["local", "samples", "Fire"])]
+    assert observed[0].dagster_event.event_specific_data.asset_observation.metadata["files"].value == 4
