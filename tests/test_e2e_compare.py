@@ -252,3 +252,14 @@ def test_the_dagster_run_page_shows_verdict_table_and_chart(stack: Stack, api: h
     records = [json.loads(r) for r in entries[f"{where} metrics"]["table"]["records"]]
     assert sorted(r["model"] for r in records) == ["fire-risk-logreg", "fire-risk-tree"]
     assert any(comparison["verdict"] in (ev.get("message") or "") for ev in events), "the verdict is in the run's log"
+
+
+def test_the_comparison_is_in_dagsters_asset_catalog_under_its_dataset(stack: Stack, api: httpx.Client):
+    run, comparison, _ = run_sample(stack, api, '"fire-risk-tree"', "compare_models")
+    query = """query($key: AssetKeyInput!) { assetOrError(assetKey: $key) { ... on Asset {
+        assetMaterializations(limit: 1) { runId description metadataEntries { label } } } } }"""
+    key = {"path": ["comparisons", "database", "samples", "fire_risk"]}
+    answer = httpx.post(stack.dagster_url + "/graphql", json={"query": query, "variables": {"key": key}}).json()
+    [latest] = answer["data"]["assetOrError"]["assetMaterializations"]
+    assert latest["runId"] == run["run_id"] and latest["description"] == comparison["verdict"]
+    assert {"metrics", "models", "dataset", "verdict"} <= {e["label"] for e in latest["metadataEntries"]}
