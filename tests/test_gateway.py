@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -88,3 +89,25 @@ def test_openapi_documents_every_route(stack: Stack):
     assert {"/execute", "/validate", "/runs/{run_id}", "/runs/{run_id}/results", "/runs/{run_id}/cancel",
             "/operations", "/health"} <= set(paths)
     assert "requestBody" in paths["/execute"]["post"]
+
+
+
+def test_error_messages_are_cut_to_2000_characters(stack: Stack):
+    """A stored error (an archive's 100 MB member name was served whole) comes back cut, saying how much."""
+    from api.errors import failure
+    from orchestrator import runs
+
+    answer = json.loads(failure(502, "x" * 100_000, [{"path": "/a", "message": "y" * 100_000}]).body)
+    assert len(answer["message"]) < 2_100 and answer["message"].endswith("[98000 more characters cut]")
+    assert len(answer["errors"][0]["message"]) < 2_100
+    with gateway(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root) as client:
+        run_id = client.post("/execute", json=local_pipeline(path="no-such-folder")).json()["run_id"]
+        assert stack.wait_for_run(run_id)["run_status"] == "FAILURE"
+        progress = runs.run_dir(stack.artifact_root, run_id) / runs.PROGRESS
+        stored = json.loads(progress.read_text())  # as a run written before messages were cut would hold it
+        stored["error"]["message"] = "z" * 100_000
+        stored["instructions"][-1]["error"] = "z" * 100_000
+        progress.write_text(json.dumps(stored))
+        served = client.get(f"/runs/{run_id}").json()
+    assert len(served["error"]["message"]) < 2_100 and "more characters cut]" in served["error"]["message"]
+    assert all(len(str(i.get("error", ""))) < 2_100 for i in served["instructions"])
