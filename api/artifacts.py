@@ -22,12 +22,13 @@ def file_url(base_url: str, run_id: str, relative: str) -> str:
 
 
 def public_uris(document: Any, run_folder: Path, base_url: str, run_id: str) -> Any:
-    """`document` with every file:// URI inside the run's folder turned into a gateway URL.
+    """`document` with every file:// URI inside a run's folder turned into a gateway URL.
 
-    A file outside it (e.g. an input under the server's data root) keeps no server path:
-    its URI becomes null, its name stays.
+    Usually the run's own folder; a resumed run's reused outputs live in the folder of the run
+    that made them, and are served from there. A file outside every run's folder (e.g. an input
+    under the server's data root) keeps no server path: its URI becomes null, its name stays.
     """
-    root = run_folder.resolve()
+    runs_root = run_folder.resolve().parent
 
     def convert(value: Any) -> Any:
         if isinstance(value, dict):
@@ -36,8 +37,9 @@ def public_uris(document: Any, run_folder: Path, base_url: str, run_id: str) -> 
             return [convert(v) for v in value]
         if isinstance(value, str) and value.startswith("file://"):
             path = Path(unquote(urlparse(value).path)).resolve()
-            if path.is_relative_to(root):
-                return file_url(base_url, run_id, path.relative_to(root).as_posix())
+            if path.is_relative_to(runs_root) and len(path.relative_to(runs_root).parts) > 1:
+                owner, *rest = path.relative_to(runs_root).parts
+                return file_url(base_url, owner, "/".join(rest))
             return None
         return value
 

@@ -66,6 +66,13 @@ class RunResults(BaseModel):
     results: list[dict[str, Any]]
 
 
+class Retried(BaseModel):
+    status: Literal["success"] = "success"
+    run_id: str = Field(description="the new run")
+    parent_run_id: str = Field(description="the run it resumes; what that run completed is reused")
+    run_url: str
+
+
 class Cancelled(BaseModel):
     status: Literal["success"] = "success"
     run_id: str
@@ -104,4 +111,11 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     403: {"model": Failure, "description": "sent by a web page of an origin that is not allowed"},
     415: {"model": Failure, "description": "a body that is not Content-Type: application/json"},
+}
+
+# Routes that answer a page or a file still answer their errors as JSON; say so, or the media
+# type of the route's own answer would be documented for its errors too.
+FILE_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {**spec, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Failure"}}}}
+    for code, spec in ERRORS.items()
 }

@@ -45,6 +45,7 @@ ROUTES = [
     ("GET", "/runs/{run_id}/results"),
     ("GET", "/runs/{run_id}/report"),
     ("GET", "/runs/{run_id}/files/{relative}"),
+    ("POST", "/runs/{run_id}/retry"),
     ("POST", "/runs/{run_id}/cancel"),
     ("GET", "/operations"),
     ("GET", "/health"),

@@ -11,7 +11,7 @@ from api import artifacts
 from api.dagster_client import RunInfo
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
-from api.schemas import ERRORS, WRITE_ERRORS, Cancelled, RunResults, RunStatus
+from api.schemas import ERRORS, FILE_ERRORS, WRITE_ERRORS, Cancelled, Retried, RunResults, RunStatus
 from orchestrator import runs
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
@@ -55,7 +55,7 @@ async def run_results(run_id: str, request: Request, settings: SettingsDep, dags
                                                                    run_id))
 
 
-@router.get("/{run_id}/report", response_class=HTMLResponse, responses=ERRORS)
+@router.get("/{run_id}/report", response_class=HTMLResponse, responses=FILE_ERRORS)
 async def run_report(
     run_id: str,
     settings: SettingsDep,
@@ -71,7 +71,7 @@ async def run_report(
     return HTMLResponse(report.read_text(), headers=artifacts.SAFE_HEADERS)
 
 
-@router.get("/{run_id}/files/{relative:path}", response_class=FileResponse, responses=ERRORS)
+@router.get("/{run_id}/files/{relative:path}", response_class=FileResponse, responses=FILE_ERRORS)
 async def run_file(run_id: str, relative: str, settings: SettingsDep, dagster: DagsterDep) -> FileResponse:
     """A file the run wrote (a chart, predictions, a mask), as its results link to it."""
     await _find(run_id, dagster)
@@ -91,6 +91,16 @@ def _results(folder, run_id: str, settings) -> dict:
     if document is None:
         raise ApiError(404, f"run {run_id} succeeded but its results are not under {settings.artifact_root}")
     return document
+
+
+@router.post("/{run_id}/retry", response_model=Retried, responses=WRITE_ERRORS)
+async def retry(run_id: str, dagster: DagsterDep) -> Retried:
+    """Resume a failed or cancelled run: a new run that reuses every instruction the first one completed."""
+    info = await _find(run_id, dagster)
+    if info.status not in ("FAILURE", "CANCELED"):
+        raise ApiError(409, f"run {run_id} is {info.status}; only a failed or cancelled run can be resumed")
+    new_run = await dagster.reexecute(run_id, {"constellation/retry_of": run_id})
+    return Retried(run_id=new_run, parent_run_id=run_id, run_url=dagster.run_url(new_run))
 
 
 @router.post("/{run_id}/cancel", response_model=Cancelled, responses=WRITE_ERRORS)
