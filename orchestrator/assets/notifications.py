@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import tenacity
 from dagster import (
     DagsterEventType,
     DagsterInstance,
@@ -128,24 +129,43 @@ class StatusNotifier:
             return False
 
     def _send(self, client: httpx.Client, url: str, body: dict, what: str, log: logging.Logger) -> bool:
-        problem = ""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = client.request(self.method, url, json=body)
-            except httpx.HTTPError as error:
-                problem = _describe(error)
-            else:
-                if response.is_success:
-                    log.info(f"notified {what}: HTTP {response.status_code}")
-                    return True
-                problem = f"HTTP {response.status_code}"
-                if response.status_code < 500 and response.status_code not in RETRY_STATUSES:
-                    break  # the receiver refuses this request (401, 403, 405...): asking again will not help
-            if attempt < self.attempts:
-                log.warning(f"notifying {what}: {problem} (attempt {attempt} of {self.attempts}); retrying")
-                time.sleep(self.first_delay_s * 2 ** (attempt - 1))
-        log.error(f"could not notify {what}: {problem}, after {attempt} attempt(s); the run is not affected")
+        def attempt() -> httpx.Response:
+            response = client.request(self.method, url, json=body)
+            if not response.is_success and _worth_retrying(response.status_code):
+                raise _Retryable(f"HTTP {response.status_code}")
+            return response
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            log.warning(f"notifying {what}: {_describe(state.outcome.exception())} "
+                        f"(attempt {state.attempt_number} of {self.attempts}); retrying")
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.first_delay_s, exp_base=2),
+            retry=tenacity.retry_if_exception_type((httpx.HTTPError, _Retryable)),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            response = retrying(attempt)
+        except (httpx.HTTPError, _Retryable) as error:
+            problem = _describe(error)
+        else:
+            if response.is_success:
+                log.info(f"notified {what}: HTTP {response.status_code}")
+                return True
+            problem = f"HTTP {response.status_code}"  # refused (401, 403, 405...): asking again will not help
+        tries = retrying.statistics.get("attempt_number", 1)
+        log.error(f"could not notify {what}: {problem}, after {tries} attempt(s); the run is not affected")
         return False
+
+
+class _Retryable(Exception):
+    """An answer that may be different next time (5xx, 429, the back-end's 400 for a run it has not stored yet)."""
+
+
+def _worth_retrying(status: int) -> bool:
+    return status >= 500 or status in RETRY_STATUSES
 
 
 def parse_words(text: str) -> dict[str, str]:
@@ -362,5 +382,7 @@ def _without_secrets(url: str) -> str:
     return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, _Retryable):
+        return str(error)
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
