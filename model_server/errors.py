@@ -18,6 +18,10 @@ STATUS = {
     reg.SourceNotFound: 404,
     reg.InvalidInput: 422,
     reg.ModelLoading: 503,
+    reg.ModelConflict: 409,
+    reg.TooManyModels: 429,
+    reg.OutOfModelMemory: 507,
+    reg.ImageTooLarge: 413,
 }
 
 

@@ -33,3 +33,19 @@ class InputMismatch(ModelError):
 
 class InvalidInput(ModelError):
     """An input the model cannot process: an image that cannot be decoded, an output JSON cannot carry."""
+
+
+class ModelConflict(ModelError):
+    """The name is loaded from another source or for another task: loading it again would swap it under its users."""
+
+
+class TooManyModels(ModelError):
+    """A load past the cap on models (or names) loaded at once."""
+
+
+class OutOfModelMemory(ModelError):
+    """A load whose weights do not fit in what the cap on the loaded models' memory leaves."""
+
+
+class ImageTooLarge(ModelError):
+    """An image, or a request's images together, with more pixels than the caps allow (read from their headers)."""

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from model_server.exceptions import InputMismatch, InvalidInput
 
 DEFAULT_TOP_K = 5
+# A lease holder: any visible ASCII (a run id, "host:pid", ...).
+LEASE_PATTERN = r"^[\x21-\x7e]{1,200}$"
 DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
              "FP64", "BYTES")
 Datatype = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
@@ -108,6 +110,7 @@ class InferParameters(_Message):
     top_k: int = Field(DEFAULT_TOP_K, ge=1, description="labels per input, capped at the labels there are")
     threshold: float | None = Field(None, ge=0, le=1, description="object detection: the least score kept "
                                                                   "(default 0.5)")
+    lease: str | None = Field(None, pattern=LEASE_PATTERN, description="renews this holder's lease on the model")
 
 
 class InferRequest(_Message):
@@ -162,10 +165,28 @@ class LoadParameters(_Message):
     source: str | None = Field(None, description="a Hugging Face id, a folder under the models root, or (tabular "
                                                  "tasks) an .onnx file under the models root; default: the name")
     task: str = "image-classification"
+    lease: str | None = Field(None, pattern=LEASE_PATTERN,
+                              description="hold the model for this holder (e.g. a run id) until it unloads with the "
+                                          "same lease or the lease expires; none: hold it until a plain unload")
+    lease_ttl_s: float | None = Field(None, gt=0, description="seconds the lease lasts unless renewed (default: "
+                                                              "the server's CONSTELLATION_MODEL_SERVER_LEASE_TTL_S)")
 
 
 class LoadRequest(_Message):
     parameters: LoadParameters = Field(default_factory=LoadParameters)
+
+
+class LeaseParameters(_Message):
+    lease: str | None = Field(None, pattern=LEASE_PATTERN, description="the holder whose lease this is")
+    lease_ttl_s: float | None = Field(None, gt=0, description="renew: the lease's new length in seconds")
+
+
+class UnloadRequest(_Message):
+    parameters: LeaseParameters = Field(default_factory=LeaseParameters)
+
+
+class RenewRequest(_Message):
+    parameters: LeaseParameters
 
 
 class IndexRequest(_Message):
@@ -183,13 +204,23 @@ class LoadResponse(BaseModel):
     state: str
     source: str
     task: str
+    leases: int = Field(description="holders whose lease keeps the model loaded")
+    pinned: bool = Field(description="loaded without a lease: stays until a plain unload")
+    weight_bytes: int = Field(description="its weights in memory (shared by every name loaded from this source)")
 
 
 class UnloadResponse(BaseModel):
     name: str
     state: str
+    leases: int = Field(0, description="holders still holding it (it stays loaded while any does)")
     resident_bytes_before: int | None
     resident_bytes_after: int | None
+
+
+class RenewResponse(BaseModel):
+    name: str
+    lease: str
+    expires_in_s: float
 
 
 class ReadyResponse(BaseModel):

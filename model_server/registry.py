@@ -1,10 +1,24 @@
-"""The loaded models: load, infer, unload — plain Python, no web framework.
+"""The loaded models: load, infer, unload, leases — plain Python, no web framework.
 
 Every method blocks (loading and inference are slow); the web layer calls them from worker
-threads. One lock per model: a model is never loaded twice at once, never unloaded while it
-runs, and runs one request at a time (a forward pass already uses every core). What a model of
-each task takes and answers is model_server/tasks/' business; here: where its source is, its state,
-and giving its memory back.
+threads. What a model of each task takes and answers is model_server/tasks/' business; here:
+where its source is, its state, who holds it, what it may cost, and giving its memory back.
+
+Names and copies: a name (the model's name in URLs) is loaded from a source for a task; the copy
+in memory is keyed by the resolved source and the task, so every name loaded from one source for
+one task shares one copy, which goes with its last name. The caps count copies: how many
+(max_models) and their weights together (max_model_bytes).
+
+Leases: a load with a lease holder (a run id) holds the name for that holder until the holder
+unloads with the same lease or its lease expires (renewed by a renew, or an inference naming the
+holder). The name is unloaded when its last lease is let go of or has expired. A load without a
+lease pins it, as Triton's load does: it stays until a plain unload, which unloads it whoever
+holds it (the protocol's own unload).
+
+Locks: a name's lock orders its load, unload and lease changes (a name is never loaded twice at
+once); a copy's lock runs one request at a time on it (a forward pass already uses every core)
+and its close waits for the running one; `_guard` protects the two dictionaries only. A thread
+takes a name's lock before `_guard` or a copy's lock, never after.
 """
 
 from __future__ import annotations
@@ -16,6 +30,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -28,18 +44,26 @@ from model_server.exceptions import (
     InvalidInput,
     InvalidRequest,
     LoadFailed,
+    ModelConflict,
     ModelError,
     ModelLoading,
+    OutOfModelMemory,
     SourceNotFound,
+    TooManyModels,
     UnknownModel,
 )
 from model_server.protocol import InferOutput, InferRequest
 from model_server.tasks import SUPPORTED_TASKS, TASKS, TaskModel, reads_a_file
+from model_server.tasks.base import InferLimits
 from model_server.tasks.vision import ImageClassifier
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-__all__ = ["SUPPORTED_TASKS", "InputMismatch", "InvalidInput", "InvalidRequest", "LoadFailed", "ModelEntry",
+GiB = 1024**3
+MAX_LEASES_PER_MODEL = 10_000
+# Weight files, by preference: transformers loads safetensors when a folder has them.
+WEIGHT_SUFFIXES = ((".safetensors",), (".bin", ".pt", ".pth"), (".h5", ".msgpack", ".ckpt", ".onnx", ".gguf"))
+__all__ = ["SUPPORTED_TASKS", "InputMismatch", "InvalidInput", "InvalidRequest", "Limits", "LoadFailed", "ModelEntry",
            "ModelError", "ModelLoading", "ModelRegistry", "ModelState", "SourceNotFound", "UnknownModel"]
 
 
@@ -49,85 +73,216 @@ class ModelState(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the loaded models may cost, and how long a lease lasts (model_server/config.py says each one's setting)."""
+
+    max_models: int = 8
+    max_model_bytes: int = 8 * GiB
+    max_names: int = 256
+    lease_ttl_s: float = 300.0
+    max_lease_ttl_s: float = 24 * 3600.0
+    infer: InferLimits = InferLimits()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(max_models=settings.max_models, max_model_bytes=settings.max_model_bytes,
+                   max_names=settings.max_names, lease_ttl_s=settings.lease_ttl_s,
+                   max_lease_ttl_s=settings.max_lease_ttl_s,
+                   infer=InferLimits(settings.batch_size, settings.max_image_pixels, settings.max_request_pixels))
+
+
+@dataclass
+class Lease:
+    expires: float  # on the registry's clock
+    ttl_s: float
+
+
+@dataclass
+class LoadedModel:
+    """One copy of a model in memory, shared by every name loaded from its source for its task."""
+
+    key: tuple[str, str]  # (resolved source, task)
+    names: set[str]
+    weight_bytes: int  # the weight files' size while it loads, then its weights in memory
+    model: TaskModel | None = None
+    failure: str = ""  # why it could not be loaded
+    done: threading.Event = field(default_factory=threading.Event, repr=False)  # set when loading ended
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
 @dataclass
 class ModelEntry:
     name: str
     source: str = ""
     task: str = ""
+    location: str = ""  # the source resolved: a folder, an .onnx file or a Hugging Face id
     state: ModelState = ModelState.UNAVAILABLE
     reason: str = ""
-    model: TaskModel | None = None
+    loaded: LoadedModel | None = None
+    leases: dict[str, Lease] = field(default_factory=dict)
+    pinned: bool = False  # loaded without a lease: stays until a plain unload
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def model(self) -> TaskModel | None:
+        loaded = self.loaded
+        return loaded.model if loaded is not None else None
+
+    @property
+    def weight_bytes(self) -> int:
+        loaded = self.loaded
+        return loaded.weight_bytes if loaded is not None else 0
+
+    @property
     def labels(self) -> list[str]:
-        return self.model.labels if self.model is not None else []
+        model = self.model
+        return model.labels if model is not None else []
 
     @property
     def pipeline(self) -> Any:
         """The transformers pipeline (or ONNX Runtime session) the model runs on; None when unloaded."""
-        return getattr(self.model, "pipeline", None) or getattr(self.model, "session", None)
+        model = self.model
+        return getattr(model, "pipeline", None) or getattr(model, "session", None)
+
+    def holders(self) -> str:
+        held = ", ".join(sorted(self.leases)[:5]) + (f" and {len(self.leases) - 5} more" if len(self.leases) > 5
+                                                     else "")
+        if self.leases and self.pinned:
+            return f"the leases of {held} and a load without a lease"
+        return f"the leases of {held}" if self.leases else "a load without a lease" if self.pinned else "nobody"
 
 
 @dataclass(frozen=True)
-class Memory:
-    """Resident memory of this process around an unload, in bytes (None where unknown)."""
+class Unloaded:
+    """What an unload did: the name's state after it, the leases left, and resident memory around it (bytes)."""
 
+    state: ModelState
+    leases: int
     before: int | None
     after: int | None
 
 
+Memory = Unloaded  # the name of this answer before leases
+
+
 class ModelRegistry:
-    def __init__(self, models_root: Path, batch_size: int = 8, device: str | None = None):
+    def __init__(self, models_root: Path, batch_size: int = 8, device: str | None = None,
+                 limits: Limits | None = None, clock: Callable[[], float] = time.monotonic):
         self.models_root = Path(models_root).resolve()
         self.batch_size = batch_size
         self.device = device
+        self.limits = limits or Limits()
+        self.infer_limits = InferLimits(batch_size, self.limits.infer.max_image_pixels,
+                                        self.limits.infer.max_request_pixels)
+        self.clock = clock
         self._entries: dict[str, ModelEntry] = {}
-        self._guard = threading.Lock()  # guards _entries only; each entry has its own lock
+        self._copies: dict[tuple[str, str], LoadedModel] = {}
+        self._guard = threading.Lock()  # guards _entries and _copies (and copies' names) only
 
-    def load(self, name: str, source: str, task: str) -> ModelEntry:
-        """Load `source` as `name`; a no-op when it is already loaded from the same source and task."""
+    def load(self, name: str, source: str, task: str, lease: str | None = None,
+             lease_ttl_s: float | None = None) -> ModelEntry:
+        """Load `source` as `name` for `task`, held by `lease` (or pinned, without one).
+
+        A no-op but for the lease when it is already loaded from the same source for the same task;
+        ModelConflict when it is loaded from another source or for another task.
+        """
         if task not in SUPPORTED_TASKS:
             raise InvalidRequest(f"task {task!r} is not supported; supported tasks: {', '.join(SUPPORTED_TASKS)}")
         try:
             location = self.resolve_file(source, task) if reads_a_file(task) else self.resolve(source, task)
         except ModelError as exc:
             raise type(exc)(f"could not load model {name!r}: {exc}") from None
-        entry = self._entry(name, create=True)
-        with entry.lock:
-            if entry.state is ModelState.READY and (entry.source, entry.task) == (source, task):
+        with self._locked(name, create=True) as entry:
+            if entry.state is ModelState.READY:
+                if (entry.location, entry.task) != (location, task):
+                    raise ModelConflict(
+                        f"model {name!r} is loaded from {entry.source!r} as {entry.task}, not from {source!r} as "
+                        f"{task}: a different source is a different model. Load it under another name, or unload "
+                        f"{name!r} first (held by {entry.holders()})")
+                self._hold(entry, lease, lease_ttl_s)
                 return entry
-            self._release(entry)  # loading another source under the same name replaces it
-            entry.state, entry.source, entry.task, entry.reason = ModelState.LOADING, source, task, ""
-            started = time.monotonic()
-            log.info("loading model %s from %s (%s)", name, source, location)
-            error = None
+            with self._guard:
+                active = sum(1 for e in self._entries.values() if e.state is not ModelState.UNAVAILABLE)
+                if active >= self.limits.max_names:
+                    raise TooManyModels(
+                        f"could not load model {name!r}: {active} model names are loaded, the limit of this server "
+                        f"(CONSTELLATION_MODEL_SERVER_MAX_NAMES={self.limits.max_names}); unload one first")
+                entry.state = ModelState.LOADING
+            entry.source, entry.task, entry.location, entry.reason = source, task, location, ""
+            entry.leases.clear()
+            entry.pinned = False
             try:
-                model = TASKS[task].load(location, self.device)
-            except Exception as exc:  # the libraries raise many types; their message is what the user needs
-                error = self._load_error(name, source, task, exc)
-            if error is not None:  # out of the except block: the traceback, and what it holds, is gone
+                entry.loaded = self._acquire(name, source, location, task)
+            except ModelError as error:
                 entry.state, entry.reason = ModelState.UNAVAILABLE, f"load failed: {error}"
-                gc.collect()  # a model refused once loaded (the wrong task) leaves its weights to collect
-                _trim_heap()
-                raise error
-            entry.model = model
+                raise
             entry.state = ModelState.READY
-            log.info("loaded model %s from %s in %.2f s", name, source, time.monotonic() - started)
+            self._hold(entry, lease, lease_ttl_s)
             return entry
 
-    def unload(self, name: str) -> Memory:
-        """Drop the model and give its memory back; unloading an unloaded model is a no-op."""
-        entry = self._entry(name)
-        with entry.lock:
-            before = resident_bytes()
-            self._release(entry)
-            entry.state, entry.reason = ModelState.UNAVAILABLE, "unloaded"
-            memory = Memory(before, resident_bytes())
-        if memory.before is not None and memory.after is not None:
-            log.info("unloaded model %s; resident memory %.1f MB -> %.1f MB", name, memory.before / 1e6,
-                     memory.after / 1e6)
-        return memory
+    def unload(self, name: str, lease: str | None = None) -> Unloaded:
+        """Let go of `lease`'s hold (the model goes with the last one), or, without a lease, unload it outright.
+
+        Unloading a model that is not loaded, or letting go of a lease not held, is a no-op.
+        """
+        with self._locked(name) as entry:
+            if lease is not None:
+                if entry.state is not ModelState.READY:
+                    return Unloaded(entry.state, 0, None, None)
+                entry.leases.pop(lease, None)
+                self._drop_expired(entry)
+                if entry.leases or entry.pinned:
+                    log.info("model %s: %s let go of its lease; still held by %s", name, lease, entry.holders())
+                    return Unloaded(entry.state, len(entry.leases), None, None)
+                return self._unload_entry(entry, f"unloaded: its last lease ({lease}) was let go of")
+            return self._unload_entry(entry, "unloaded")
+
+    def renew(self, name: str, lease: str, lease_ttl_s: float | None = None) -> Lease:
+        """Extend `lease` on a loaded model (taking it again if it expired while others held the model)."""
+        with self._locked(name) as entry:
+            if entry.state is not ModelState.READY:
+                raise UnknownModel(f"model {name!r} is not loaded ({entry.reason or 'never loaded'}); load it again")
+            self._hold(entry, lease, lease_ttl_s)
+            return entry.leases[lease]
+
+    def sweep(self) -> list[str]:
+        """Unload every model whose every lease has expired; the names unloaded."""
+        now = self.clock()
+        with self._guard:
+            candidates = [e for e in self._entries.values() if e.state is ModelState.READY and not e.pinned
+                          and all(lease.expires <= now for lease in list(e.leases.values()))]
+        unloaded = []
+        for entry in candidates:
+            if not entry.lock.acquire(blocking=False):
+                continue  # busy (a load, an unload): the next sweep looks again
+            try:
+                if self._entries.get(entry.name) is not entry or entry.state is not ModelState.READY or entry.pinned:
+                    continue
+                last = max(entry.leases.items(), key=lambda item: item[1].expires, default=None)
+                self._drop_expired(entry)
+                if entry.leases:
+                    continue
+                why = f"held by {last[0]} for {last[1].ttl_s:g} s without renewal" if last else "held by nobody"
+                self._unload_entry(entry, f"unloaded: every lease expired ({why})")
+                unloaded.append(entry.name)
+            finally:
+                entry.lock.release()
+        return unloaded
+
+    def start_sweeping(self, interval_s: float) -> Callable[[], None]:
+        """Sweep every `interval_s` in a thread of its own; returns the function that stops it."""
+        stop = threading.Event()
+
+        def sweep_until_stopped() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    self.sweep()
+                except Exception:  # a bug of ours must not stop expiry for good
+                    log.exception("the sweep of expired leases failed")
+
+        threading.Thread(target=sweep_until_stopped, name="lease-sweep", daemon=True).start()
+        return stop.set
 
     def ready(self, name: str) -> ModelEntry:
         """The entry of a loaded model, or the error saying why it cannot answer."""
@@ -151,12 +306,16 @@ class ModelRegistry:
             return sorted(self._entries.values(), key=lambda e: e.name)
 
     def infer(self, name: str, request: InferRequest) -> list[InferOutput]:
-        """The model's outputs for the request; InputMismatch names the model, its task and the inputs it takes."""
+        """The model's outputs for the request; InputMismatch names the model, its task and the inputs it takes.
+
+        `parameters.lease` renews that holder's lease first.
+        """
         entry = self.ready(name)
-        with entry.lock:
-            entry, model = self.model(name)  # it may have been unloaded while we waited
+        if request.parameters.lease is not None:
+            self.renew(name, request.parameters.lease)
+        with self._running(entry) as model:
             try:
-                return model.infer(request.inputs, request.parameters, self.batch_size)
+                return model.infer(request.inputs, request.parameters, self.infer_limits)
             except InputMismatch as exc:
                 raise InputMismatch(f"model {name!r} (task {entry.task}) takes {model.describe_inputs()}; "
                                     f"{exc}") from None
@@ -164,11 +323,15 @@ class ModelRegistry:
     def classify(self, name: str, images: list[bytes], top_k: int) -> tuple[int, list[list[tuple[str, float]]]]:
         """An image classifier's top-k (label, score) per image, best first; k is top_k capped at the label count."""
         entry = self.ready(name)
-        with entry.lock:
-            entry, model = self.model(name)
+        with self._running(entry) as model:
             if not isinstance(model, ImageClassifier):
                 raise InputMismatch(f"model {name!r} (task {entry.task}) is not an image-classification model")
-            return model.classify(images, top_k, self.batch_size)
+            return model.classify(images, top_k, self.infer_limits)
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """The copies in memory (each with the names that share it)."""
+        with self._guard:
+            return list(self._copies.values())
 
     def resolve(self, source: str, task: str = "image-classification") -> str:
         """The folder (under the models root) or Hugging Face id that `source` names."""
@@ -216,6 +379,168 @@ class ModelRegistry:
                 "(no absolute paths, no '..')"
             )
 
+    @contextmanager
+    def _running(self, entry: ModelEntry) -> Iterator[TaskModel]:
+        """The entry's model, under its copy's lock (one request at a time); UnknownModel if it went meanwhile."""
+        loaded = entry.loaded
+        if loaded is None:
+            raise UnknownModel(f"model {entry.name!r} is not loaded ({entry.reason or 'unloaded'})")
+        with loaded.lock:
+            model = loaded.model
+            if entry.loaded is not loaded or model is None:  # unloaded while we waited
+                raise UnknownModel(f"model {entry.name!r} is not loaded ({entry.reason or 'unloaded'})")
+            yield model
+
+    def _acquire(self, name: str, source: str, location: str, task: str) -> LoadedModel:
+        """The copy of (location, task) for `name`: the one in memory, or a new one within the caps."""
+        key = (location, task)
+        with self._guard:
+            loaded = self._copies.get(key)
+            if loaded is not None:
+                loaded.names.add(name)
+        if loaded is None:
+            estimate = weights_on_disk(location, task)
+            with self._guard:
+                loaded = self._copies.get(key)  # another name may have started it meanwhile
+                owner = loaded is None
+                if owner:
+                    self._check_room(name, source, estimate)
+                    loaded = self._copies[key] = LoadedModel(key, {name}, estimate or 0)
+                else:
+                    loaded.names.add(name)
+            if owner:
+                return self._load_copy(loaded, name, source)
+        loaded.done.wait()
+        if loaded.model is None:
+            with self._guard:
+                loaded.names.discard(name)
+            raise LoadFailed(f"could not load model {name!r} from {source!r} as {task}: {loaded.failure}")
+        others = sorted(loaded.names - {name})
+        log.info("model %s shares the copy of %s (%s) loaded for %s", name, source, task,
+                 ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "") or "another name")
+        return loaded
+
+    def _check_room(self, name: str, source: str, estimate: int | None) -> None:
+        """Under _guard: refuse a new copy past the caps on models and on their weights."""
+        limits = self.limits
+        if len(self._copies) >= limits.max_models:
+            held = ", ".join(sorted(n for c in self._copies.values() for n in c.names)[:10])
+            raise TooManyModels(
+                f"could not load model {name!r}: {len(self._copies)} models are loaded ({held}), the limit of this "
+                f"server (CONSTELLATION_MODEL_SERVER_MAX_MODELS={limits.max_models}); unload one first, or wait for "
+                "the runs that hold one to end")
+        used = sum(c.weight_bytes for c in self._copies.values())
+        if estimate is not None and used + estimate > limits.max_model_bytes:
+            raise OutOfModelMemory(
+                f"could not load model {name!r} from {source!r}: its weight files take {_mb(estimate)}, and with the "
+                f"{_mb(used)} of the models loaded that is more than the {_mb(limits.max_model_bytes)} this server "
+                "allows (CONSTELLATION_MODEL_SERVER_MAX_MODEL_BYTES); unload a model first")
+
+    def _load_copy(self, loaded: LoadedModel, name: str, source: str) -> LoadedModel:
+        location, task = loaded.key
+        started = time.monotonic()
+        log.info("loading model %s from %s (%s)", name, source, location)
+        error: ModelError | None = None
+        model: TaskModel | None = None
+        try:
+            model = TASKS[task].load(location, self.device)
+        except Exception as exc:  # the libraries raise many types; their message is what the user needs
+            error = self._load_error(name, source, task, exc)
+        if model is not None:
+            size = model.memory_bytes()
+            with self._guard:
+                used = sum(c.weight_bytes for c in self._copies.values() if c is not loaded)
+                if used + size > self.limits.max_model_bytes:
+                    error = OutOfModelMemory(
+                        f"could not load model {name!r} from {source!r}: its weights take {_mb(size)} in memory, and "
+                        f"with the {_mb(used)} of the models loaded that is more than the "
+                        f"{_mb(self.limits.max_model_bytes)} this server allows "
+                        "(CONSTELLATION_MODEL_SERVER_MAX_MODEL_BYTES); unload a model first")
+                else:
+                    loaded.weight_bytes, loaded.model = size, model
+            if error is not None:
+                model.close()
+            model = None
+        if error is not None:  # out of the except block: the traceback, and what it holds, is gone
+            with self._guard:
+                if self._copies.get(loaded.key) is loaded:
+                    del self._copies[loaded.key]
+            loaded.failure = str(error)
+            loaded.done.set()
+            gc.collect()  # a model refused once loaded (the wrong task, too big) leaves its weights to collect
+            _trim_heap()
+            raise error
+        loaded.done.set()
+        log.info("loaded model %s from %s in %.2f s (%s of weights)", name, source, time.monotonic() - started,
+                 _mb(loaded.weight_bytes))
+        return loaded
+
+    def _hold(self, entry: ModelEntry, lease: str | None, lease_ttl_s: float | None) -> None:
+        """Under the entry's lock: pin it (no lease), or take or renew `lease`."""
+        if lease is None:
+            entry.pinned = True
+            return
+        if lease not in entry.leases and len(entry.leases) >= MAX_LEASES_PER_MODEL:
+            self._drop_expired(entry)
+            if len(entry.leases) >= MAX_LEASES_PER_MODEL:
+                raise TooManyModels(f"model {entry.name!r} already has {len(entry.leases)} leases, the most one model "
+                                    "may have")
+        held = entry.leases.get(lease)
+        # A renewal without a length keeps the lease's own; a new lease without one gets the server's default.
+        ttl = min(lease_ttl_s or (held.ttl_s if held else self.limits.lease_ttl_s), self.limits.max_lease_ttl_s)
+        entry.leases[lease] = Lease(self.clock() + ttl, ttl)
+
+    def _drop_expired(self, entry: ModelEntry) -> None:
+        now = self.clock()
+        for holder in [h for h, lease in entry.leases.items() if lease.expires <= now]:
+            del entry.leases[holder]
+            log.info("model %s: the lease of %s expired", entry.name, holder)
+
+    def _unload_entry(self, entry: ModelEntry, reason: str) -> Unloaded:
+        """Under the entry's lock: drop the name, and its copy with its last name."""
+        before = resident_bytes()
+        loaded, entry.loaded = entry.loaded, None
+        was_ready = entry.state is ModelState.READY
+        entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+        entry.leases.clear()
+        entry.pinned = False
+        if loaded is not None:
+            self._release(entry.name, loaded)
+        memory = Unloaded(ModelState.UNAVAILABLE, 0, before, resident_bytes())
+        if was_ready and memory.before is not None and memory.after is not None:
+            log.info("%s model %s; resident memory %.1f MB -> %.1f MB", reason.split(":")[0], entry.name,
+                     memory.before / 1e6, memory.after / 1e6)
+            if reason != "unloaded":
+                log.info("model %s %s", entry.name, reason)
+        return memory
+
+    def _release(self, name: str, loaded: LoadedModel) -> None:
+        """`name` lets go of its copy; the copy's last name closes it (after the request running on it)."""
+        with self._guard:
+            loaded.names.discard(name)
+            if loaded.names:
+                return
+            if self._copies.get(loaded.key) is loaded:
+                del self._copies[loaded.key]
+        with loaded.lock:
+            if loaded.model is not None:
+                loaded.model.close()
+                loaded.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        _trim_heap()
+
+    @contextmanager
+    def _locked(self, name: str, create: bool = False) -> Iterator[ModelEntry]:
+        """The name's entry under its lock (still the registry's: a forgotten entry is looked up again)."""
+        while True:
+            entry = self._entry(name, create)
+            with entry.lock:
+                if self._entries.get(name) is entry:
+                    yield entry
+                    return
+
     def _entry(self, name: str, create: bool = False) -> ModelEntry:
         if not NAME_PATTERN.match(name):
             raise InvalidRequest(f"model name {name!r} is not a valid name (letters, digits, '.', '_', '-')")
@@ -224,8 +549,20 @@ class ModelRegistry:
             if entry is None:
                 if not create:
                     raise UnknownModel(f"model {name!r} is not known to this server; load it first")
+                self._forget_unloaded()
                 entry = self._entries[name] = ModelEntry(name)
             return entry
+
+    def _forget_unloaded(self) -> None:
+        """Under _guard: past 4 x max_names entries, forget the oldest unloaded ones (kept for the index's reasons)."""
+        keep = 4 * self.limits.max_names
+        if len(self._entries) < keep:
+            return
+        for name, entry in list(self._entries.items()):
+            if len(self._entries) < keep // 2:
+                break
+            if entry.state is ModelState.UNAVAILABLE and not entry.lock.locked():
+                del self._entries[name]
 
     def _load_error(self, name: str, source: str, task: str, exc: Exception) -> ModelError:
         what = f"could not load model {name!r} from {source!r} as {task}"
@@ -236,16 +573,42 @@ class ModelRegistry:
             return SourceNotFound(f"could not load model {name!r}: source {source!r} is {where}: {exc}")
         return LoadFailed(f"{what}: {type(exc).__name__}: {exc}")
 
-    @staticmethod
-    def _release(entry: ModelEntry) -> None:
-        if entry.model is None:
-            return
-        entry.model.close()
-        entry.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        _trim_heap()
+
+def weights_on_disk(location: str, task: str) -> int | None:
+    """The bytes of the weight files a load of `location` reads, when they are on this machine; None when unknown.
+
+    A folder (or an id's snapshot in the Hugging Face cache): its safetensors files, else its PyTorch
+    files, else its other weight files; an .onnx file: its size.
+    """
+    path = Path(location)
+    try:
+        if reads_a_file(task):
+            return path.stat().st_size
+        folder = path if path.is_dir() else _cached_snapshot(location)
+        if folder is None:
+            return None
+        files = [p for p in folder.iterdir() if p.is_file()]
+        for suffixes in WEIGHT_SUFFIXES:
+            chosen = [p for p in files if p.suffix.lower() in suffixes]
+            if chosen:
+                return sum(p.stat().st_size for p in chosen)
+    except OSError:
+        return None
+    return None
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The folder of a Hugging Face id's snapshot in the local cache, without going to the network."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, not an id the hub library takes: unknown until loaded
+        return None
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 def resident_bytes() -> int | None:

@@ -20,7 +20,10 @@ from model_server.protocol import (
     LoadResponse,
     ModelMetadata,
     ReadyResponse,
+    RenewRequest,
+    RenewResponse,
     ServerMetadata,
+    UnloadRequest,
     UnloadResponse,
 )
 from model_server.registry import NAME_PATTERN, ModelLoading, ModelRegistry, ModelState
@@ -87,8 +90,10 @@ async def model_ready(name: ModelName, registry: Registry) -> ReadyResponse | JS
 
 @router.post("/models/{name}/infer", response_model=InferResponse, response_model_exclude_none=True)
 async def infer(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> InferResponse:
-    """Run the model on the request's inputs; what it takes and answers depends on its task (GET /v2/models/{name})."""
-    body = await read_body(request, settings)
+    """Run the model on the request's inputs; what it takes and answers depends on its task (GET /v2/models/{name}).
+
+    `parameters.lease` renews that holder's lease on the model."""
+    body = await read_body(request, settings, required=True)
     registry.ready(name)  # an unknown model is the first thing to say
 
     def run() -> InferResponse:
@@ -112,24 +117,65 @@ async def repository_index(request: Request, registry: Registry, settings: Serve
 @router.post("/repository/models/{name}/load", response_model=LoadResponse)
 async def load(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> LoadResponse:
     """Load a model for `parameters.task` from `parameters.source`: a Hugging Face id or a folder under the models
-    root (transformers tasks), an .onnx file under the models root (tabular tasks)."""
+    root (transformers tasks), an .onnx file under the models root (tabular tasks).
+
+    With `parameters.lease` (e.g. a run id) the model is held for that holder until it unloads with the
+    same lease or the lease expires (`parameters.lease_ttl_s`); without one it stays until a plain unload.
+    Loading a name that is loaded from another source or for another task is refused (409)."""
     parameters = parse(await read_body(request, settings), LoadRequest, optional=True).parameters
-    entry = await run_in_threadpool(registry.load, name, parameters.source or name, parameters.task)
-    return LoadResponse(name=name, state=entry.state, source=entry.source, task=entry.task)
+    entry = await run_in_threadpool(registry.load, name, parameters.source or name, parameters.task,
+                                    parameters.lease, parameters.lease_ttl_s)
+    return LoadResponse(name=name, state=entry.state, source=entry.source, task=entry.task,
+                        leases=len(entry.leases), pinned=entry.pinned, weight_bytes=entry.weight_bytes)
 
 
 @router.post("/repository/models/{name}/unload", response_model=UnloadResponse)
 async def unload(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> UnloadResponse:
-    """Unload a model and release its memory (the answer says how much the process holds before and after)."""
-    await read_body(request, settings)  # Triton accepts parameters here; we need none
-    memory = await run_in_threadpool(registry.unload, name)
-    return UnloadResponse(name=name, state=ModelState.UNAVAILABLE, resident_bytes_before=memory.before,
-                          resident_bytes_after=memory.after)
+    """With `parameters.lease`: let go of that holder's lease; the model is unloaded when no lease holds it.
+    Without: unload it outright, whoever holds it (the protocol's unload). The answer says how much memory the
+    process holds before and after."""
+    parameters = parse(await read_body(request, settings), UnloadRequest, optional=True).parameters
+    done = await run_in_threadpool(registry.unload, name, parameters.lease)
+    return UnloadResponse(name=name, state=done.state, leases=done.leases, resident_bytes_before=done.before,
+                          resident_bytes_after=done.after)
+
+
+@router.post("/repository/models/{name}/renew", response_model=RenewResponse)
+async def renew(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> RenewResponse:
+    """Extend `parameters.lease` on a loaded model by `parameters.lease_ttl_s` (default: the lease's own length).
+    Not part of the protocol: a holder that runs no inference for a while keeps its model with it."""
+    parameters = parse(await read_body(request, settings, required=True), RenewRequest).parameters
+    if parameters.lease is None:
+        raise ServerError(422, "request body is not a valid RenewRequest: parameters.lease: the holder is required")
+    lease = await run_in_threadpool(registry.renew, name, parameters.lease, parameters.lease_ttl_s)
+    return RenewResponse(name=name, lease=parameters.lease, expires_in_s=max(0.0, lease.expires - registry.clock()))
 
 
 
-async def read_body(request: Request, settings: Settings) -> bytes:
-    """Read at most the request limit; past it, keep reading (and dropping) up to the drain limit, then 413."""
+def check_content_type(request: Request, required: bool) -> None:
+    """415 unless the body is declared JSON; a route that takes no body may also get none, undeclared.
+
+    A browser's cross-site "simple" request (text/plain, a form) cannot declare application/json without
+    a CORS preflight, which this server never answers: no web page can load, unload or infer here.
+    """
+    declared = request.headers.get("content-type")
+    if declared is None:
+        length = request.headers.get("content-length")
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        if not required and not chunked and (length is None or length.strip() == "0"):
+            return
+        raise ServerError(415, "the request body must be JSON, declared as Content-Type: application/json")
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ServerError(415, f"the request body must be JSON, declared as Content-Type: application/json, not "
+                               f"{declared[:100]!r}")
+
+
+async def read_body(request: Request, settings: Settings, required: bool = False) -> bytes:
+    """Read at most the request limit; past it, keep reading (and dropping) up to the drain limit, then 413.
+
+    Only a JSON body is read (415 otherwise); `required`: the route needs one."""
+    check_content_type(request, required)
     limit, drain = settings.max_request_bytes, settings.max_drain_bytes
     too_large = ServerError(413, f"request body is larger than the limit of {limit} bytes "
                                  "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES); send fewer images per request")
@@ -146,6 +192,8 @@ async def read_body(request: Request, settings: Settings) -> bytes:
             break
     if size > limit:
         raise too_large
+    if size and request.headers.get("content-type") is None:
+        raise ServerError(415, "the request body must be JSON, declared as Content-Type: application/json")
     return b"".join(chunks)
 
 

@@ -76,6 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_env: dict[str, str])
         **models_env,
         "CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(BATCH_SIZE),
+        "CONSTELLATION_MODEL_SERVER_TOKEN": "",  # no token here: tests/test_model_leases.py runs one with a token
     }
     with running_server(env, tmp_path_factory.mktemp("model_server") / "server.log") as running:
         yield running
@@ -205,7 +206,9 @@ def test_load_is_idempotent_and_never_runs_twice_at_once(server: ModelServerProc
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(load_once, range(4))) == [200] * 4
     assert load(http, name, FOLDER_MODEL).status_code == 200
-    assert server.log_text().count(f"loading model {name} ") == 1
+    log = server.log_text()
+    # Loaded once, or (when another name holds the same source already) given that name's copy once.
+    assert log.count(f"loading model {name} ") + log.count(f"model {name} shares the copy of") == 1, log[-2000:]
 
 
 def test_unload_then_the_model_is_gone(http: httpx.Client):
@@ -336,9 +339,49 @@ def test_malformed_infer_request(http: httpx.Client, content: bytes, status: int
 
 
 def test_malformed_load_request(http: httpx.Client):
-    answer = http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b'{"parameters": "tiny"}')
+    json_body = {"content-type": "application/json"}
+    answer = http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b'{"parameters": "tiny"}',
+                       headers=json_body)
     assert answer.status_code == 422 and "parameters" in answer.json()["error"]
-    assert http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b"{").status_code == 400
+    assert http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b"{", headers=json_body).status_code == 400
+    answer = http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b'{"parameters": {"lease": "a b"}}',
+                       headers=json_body)
+    assert answer.status_code == 422 and "lease" in answer.json()["error"]
+
+
+LOAD_BODY = b'{"parameters": {"source": "tiny-fire-b"}}'
+
+
+@pytest.mark.parametrize("route", ["repository/models/tiny-fire-b.csrf/load",
+                                   "repository/models/tiny-fire-b.csrf/unload", "models/tiny-fire-b.csrf/infer",
+                                   "repository/index", "repository/models/tiny-fire-b.csrf/renew"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx", None])
+def test_state_changing_routes_take_json_only(http: httpx.Client, route: str, content_type: str | None):
+    # What a web page can send cross-site without a preflight: text/plain, a form; and a body with no type.
+    headers = {"content-type": content_type} if content_type else {}
+    answer = http.post(f"/v2/{route}", content=LOAD_BODY, headers=headers)
+    assert answer.status_code == 415, answer.text
+    assert "application/json" in answer.json()["error"]
+    assert http.get("/v2/models/tiny-fire-b.csrf/ready").status_code == 404, "a refused load loaded the model"
+
+
+def test_json_with_a_charset_and_no_body_where_none_is_needed_are_taken(http: httpx.Client):
+    name = "tiny-fire-b.charset"
+    answer = http.post(f"/v2/repository/models/{name}/load", content=LOAD_BODY,
+                       headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert answer.status_code == 200, answer.text
+    assert http.post("/v2/repository/index").status_code == 200  # no body, no type: the index takes none
+    assert http.post(f"/v2/repository/models/{name}/unload").status_code == 200
+    infer = http.post(f"/v2/models/{name}/infer")
+    assert infer.status_code == 415, infer.text  # infer needs a body
+
+
+def test_requests_from_other_sites_pages_are_refused(http: httpx.Client):
+    for site in ("cross-site", "same-site"):
+        answer = http.post("/v2/repository/index", json={}, headers={"sec-fetch-site": site})
+        assert answer.status_code == 403 and "other sites" in answer.json()["error"]
+    assert http.post("/v2/repository/index", json={}, headers={"sec-fetch-site": "same-origin"}).status_code == 200
 
 
 def test_no_internal_error_was_logged(server: ModelServerProcess):

@@ -79,7 +79,9 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[ModelServerProcess]:
     home = tmp_path_factory.mktemp("hf_home")
     env = {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "CONSTELLATION_MODELS_ROOT": str(models_root), "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(BATCH_SIZE)}
+           "CONSTELLATION_MODELS_ROOT": str(models_root), "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(BATCH_SIZE),
+           # One model of every task (and three ONNX variants), loaded at once: past the default cap of 8.
+           "CONSTELLATION_MODEL_SERVER_MAX_MODELS": str(len(MODELS) + 2), "CONSTELLATION_MODEL_SERVER_TOKEN": ""}
     with running_server(env, tmp_path_factory.mktemp("task_server") / "server.log") as running:
         with running.client() as http:
             for name, (source, task) in MODELS.items():

@@ -25,8 +25,10 @@ PROFILES: dict[str, list[str] | None] = {
     "dagster": ["dagster", "dagster-webserver", "dagster-graphql", "dagster-postgres"],
     # The gateway: FastAPI plus what orchestrator.engine (validation) imports.
     "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema"],
-    # The model server: FastAPI, Pillow and the `models` extra (torch, transformers).
-    "model_server": ["fastapi", "uvicorn", "pydantic", "pydantic-settings", "pillow", "numpy", "torch", "transformers"],
+    # The model server: FastAPI, Pillow and the `models` extra (torch, transformers; onnxruntime and onnx for the
+    # tabular tasks' ONNX graphs).
+    "model_server": ["fastapi", "uvicorn", "pydantic", "pydantic-settings", "pillow", "numpy", "torch", "transformers",
+                     "onnxruntime", "onnx"],
 }
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")

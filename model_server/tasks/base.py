@@ -14,6 +14,20 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class InferLimits:
+    """What one request may cost: images per forward pass, and pixels per image and per request.
+
+    The pixel caps are checked on the images' headers before any image is decoded; decoding then holds
+    at most one batch of images (batch_size of them, and no more than max_image_pixels together unless
+    one image alone has more).
+    """
+
+    batch_size: int = 8
+    max_image_pixels: int = 40_000_000
+    max_request_pixels: int = 256_000_000
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """One input a model takes; `datatypes` are the ones accepted (the first is the one to send)."""
 
@@ -53,12 +67,16 @@ class TaskModel(ABC):
     def outputs(self) -> list[TensorMetadata]: ...
 
     @abstractmethod
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         """The outputs for the request's inputs; InputMismatch when they are not the ones this model takes."""
 
     @abstractmethod
     def close(self) -> None:
         """Drop every reference to the library's model, so that its memory can be given back."""
+
+    @abstractmethod
+    def memory_bytes(self) -> int:
+        """The bytes its weights take in memory (what the cap on loaded models' memory counts)."""
 
     @property
     def inputs(self) -> list[TensorMetadata]:

@@ -86,6 +86,14 @@ class TransformersModel(TaskModel):
     def close(self) -> None:
         self.pipeline = None
 
+    def memory_bytes(self) -> int:
+        """Parameters and buffers of the pipeline's model, as loaded (dtype and all)."""
+        model = getattr(self.pipeline, "model", None)
+        if model is None:
+            return 0
+        tensors = [*model.parameters(), *model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
 
 def examples(task: str, count: int = 4) -> str:
     names = sorted(model_classes(task))

@@ -9,13 +9,14 @@ onnxruntime and onnx are imported only when a tabular model is loaded.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
 
 from model_server.exceptions import InputMismatch, InvalidInput, LoadFailed
 from model_server.protocol import InferInput, InferOutput, InferParameters, TensorMetadata
-from model_server.tasks.base import InputSpec, TaskModel, library_call
+from model_server.tasks.base import InferLimits, InputSpec, TaskModel, library_call
 
 log = logging.getLogger(__name__)
 DATATYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
@@ -37,6 +38,7 @@ class OnnxModel(TaskModel):
         self.input_name, self.input_type = graph_input.name, graph_input.type
         self.features = graph_input.shape[1] if isinstance(graph_input.shape[1], int) else -1
         self.graph_outputs = session.get_outputs()
+        self.weight_bytes = 0  # the graph file's size, set by load()
 
     @classmethod
     def load(cls, location: str, device: str | None) -> TaskModel:
@@ -50,7 +52,10 @@ class OnnxModel(TaskModel):
             described = ", ".join(f"{i.name!r} {i.type} {i.shape}" for i in inputs)
             raise LoadFailed(f"the graph takes {described}; {cls.task} serves graphs of one float input [N, F] "
                              "(convert with a single FloatTensorType input)")
-        return cls.checked(session, location)
+        model = cls.checked(session, location)
+        # ONNX Runtime holds the graph's initializers (its weights): about the file's size.
+        model.weight_bytes = os.path.getsize(location)
+        return model
 
     @classmethod
     def checked(cls, session: Any, location: str) -> OnnxModel:
@@ -63,6 +68,9 @@ class OnnxModel(TaskModel):
 
     def close(self) -> None:
         self.session = None
+
+    def memory_bytes(self) -> int:
+        return self.weight_bytes
 
     def rows(self, inputs: list[InferInput]) -> np.ndarray:
         """The request's rows as the graph's float array; InputMismatch names a wrong shape or value."""
@@ -124,7 +132,7 @@ class TabularClassifier(OnnxModel):
         return [o for o in self.graph_outputs_metadata() if o.name != "label"] + [
             TensorMetadata(name="label", datatype="BYTES", shape=[-1])]
 
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         rows = self.rows(inputs)
         results = dict(zip((o.name for o in self.graph_outputs), self.run(rows), strict=True))
         outputs = [tensor(name, value, self.labels) for name, value in results.items() if name != "label"]
@@ -159,7 +167,7 @@ class TabularRegressor(OnnxModel):
         return [o for o in self.graph_outputs_metadata() if o.name != "value"] + [
             TensorMetadata(name="value", datatype="FP32", shape=[-1])]
 
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         rows = self.rows(inputs)
         results = dict(zip((o.name for o in self.graph_outputs), self.run(rows), strict=True))
         outputs = [tensor(name, value, self.labels) for name, value in results.items() if name != "value"]

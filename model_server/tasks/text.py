@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from model_server.protocol import InferInput, InferOutput, InferParameters
-from model_server.tasks.base import RANKED, InputSpec, batches, library_call, ranked, ranked_outputs
+from model_server.tasks.base import RANKED, InferLimits, InputSpec, batches, library_call, ranked, ranked_outputs
 from model_server.tasks.hf import TransformersModel
 
 
@@ -12,15 +12,15 @@ class TextClassifier(TransformersModel):
     input_specs = [InputSpec("text", ("BYTES",), (-1,), "plain UTF-8 strings")]
     outputs = RANKED
 
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         texts = self.take(inputs)["text"].strings()
         k = min(parameters.top_k, len(self.labels))
         results: list[list[tuple[str, float]]] = []
-        for indexes in batches(len(texts), batch_size):
+        for indexes in batches(len(texts), limits.batch_size):
             batch = [texts[i] for i in indexes]
             # Longer texts than the model reads are cut to its length, as the pipeline's tokenizer does when asked.
             answers = library_call(f"texts {indexes.start}-{indexes.stop - 1}",
                                    lambda batch=batch: self.pipeline(batch, top_k=k, truncation=True,
-                                                                     batch_size=batch_size))
+                                                                     batch_size=limits.batch_size))
             results.extend(ranked(answer, k) for answer in answers)
         return ranked_outputs(results, k)

@@ -8,23 +8,65 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from model_server.exceptions import InputMismatch, LoadFailed
+from model_server.exceptions import ImageTooLarge, InputMismatch, InvalidInput, LoadFailed
 from model_server.protocol import InferInput, InferOutput, InferParameters, TensorMetadata
-from model_server.tasks.base import RANKED, InputSpec, batches, library_call, ranked, ranked_outputs
+from model_server.tasks.base import RANKED, InferLimits, InputSpec, library_call, ranked, ranked_outputs
 from model_server.tasks.hf import TransformersModel, open_image
 
 IMAGE = InputSpec("image", ("BYTES",), (-1,), "base64 image files")
 DEFAULT_THRESHOLD = 0.5
 
 
+def image_pixels(images: list[bytes], limits: InferLimits) -> list[int]:
+    """Each image's pixel count, from its header alone (nothing is decoded); ImageTooLarge past the caps."""
+    pixels = []
+    for index, data in enumerate(images):
+        try:
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                width, height = image.size
+        except UnidentifiedImageError:
+            raise InvalidInput(f"input 'image' item {index} is not an image in a format Pillow reads") from None
+        except Image.DecompressionBombError as exc:  # Pillow's own cap, at twice its default: far past ours
+            raise ImageTooLarge(f"input 'image' item {index} has too many pixels ({exc}); the limit is "
+                                f"{limits.max_image_pixels:,} pixels per image "
+                                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS)") from None
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"input 'image' item {index} is not a decodable image: {exc}") from None
+        if width * height > limits.max_image_pixels:
+            raise ImageTooLarge(f"input 'image' item {index} is {width}x{height} = {width * height:,} pixels; the "
+                                f"limit is {limits.max_image_pixels:,} pixels per image "
+                                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS): resize or tile it first")
+        pixels.append(width * height)
+    total = sum(pixels)
+    if total > limits.max_request_pixels:
+        raise ImageTooLarge(f"the request's {len(images)} images hold {total:,} pixels together; the limit is "
+                            f"{limits.max_request_pixels:,} pixels per request "
+                            "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_PIXELS): send fewer images per request")
+    return pixels
+
+
+def pixel_batches(pixels: list[int], batch_size: int, budget: int) -> Iterator[range]:
+    """Consecutive ranges of at most batch_size images and, unless one image alone is more, `budget` pixels."""
+    start, held = 0, 0
+    for index, count in enumerate(pixels):
+        if index > start and (index - start == batch_size or held + count > budget):
+            yield range(start, index)
+            start, held = index, 0
+        held += count
+    if start < len(pixels):
+        yield range(start, len(pixels))
+
+
 class ImageModel(TransformersModel):
-    def decoded(self, images: list[bytes], batch_size: int):
-        """(batch of decoded images, their indexes) per batch."""
-        for indexes in batches(len(images), batch_size):
+    def decoded(self, images: list[bytes], limits: InferLimits):
+        """(batch of decoded images, their indexes) per batch; every header is checked against the caps first."""
+        pixels = image_pixels(images, limits)
+        for indexes in pixel_batches(pixels, limits.batch_size, limits.max_image_pixels):
             yield [open_image(images[i], i) for i in indexes], indexes
 
 
@@ -33,17 +75,18 @@ class ImageClassifier(ImageModel):
     input_specs = [IMAGE]
     outputs = RANKED
 
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
-        k, results = self.classify(self.take(inputs)["image"].images(), parameters.top_k, batch_size)
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
+        k, results = self.classify(self.take(inputs)["image"].images(), parameters.top_k, limits)
         return ranked_outputs(results, k)
 
-    def classify(self, images: list[bytes], top_k: int, batch_size: int) -> tuple[int, list[list[tuple[str, float]]]]:
+    def classify(self, images: list[bytes], top_k: int,
+                 limits: InferLimits) -> tuple[int, list[list[tuple[str, float]]]]:
         """Top-k (label, score) per image, best first; k is top_k capped at the number of labels."""
         k = min(top_k, len(self.labels))
         results: list[list[tuple[str, float]]] = []
-        for batch, indexes in self.decoded(images, batch_size):
+        for batch, indexes in self.decoded(images, limits):
             answers = library_call(f"images {indexes.start}-{indexes.stop - 1}",
-                                   lambda batch=batch: self.pipeline(batch, top_k=k, batch_size=batch_size))
+                                   lambda batch=batch: self.pipeline(batch, top_k=k, batch_size=limits.batch_size))
             results.extend(ranked(answer, k) for answer in answers)
         return k, results
 
@@ -55,7 +98,7 @@ class ZeroShotImageClassifier(ImageModel):
                                                                              "plain strings")]
     outputs = RANKED
 
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         given = self.take(inputs)
         candidates = given["candidate_labels"].strings()
         if not candidates:
@@ -63,10 +106,10 @@ class ZeroShotImageClassifier(ImageModel):
         images = given["image"].images()
         k = min(parameters.top_k, len(candidates))
         results: list[list[tuple[str, float]]] = []
-        for batch, indexes in self.decoded(images, batch_size):
+        for batch, indexes in self.decoded(images, limits):
             answers = library_call(
                 f"images {indexes.start}-{indexes.stop - 1}",
-                lambda batch=batch: self.pipeline(batch, candidate_labels=candidates, batch_size=batch_size))
+                lambda batch=batch: self.pipeline(batch, candidate_labels=candidates, batch_size=limits.batch_size))
             results.extend(ranked(answer, k) for answer in answers)
         return ranked_outputs(results, k)
 
@@ -79,14 +122,14 @@ class ObjectDetector(ImageModel):
                TensorMetadata(name="score", datatype="FP32", shape=[-1]),
                TensorMetadata(name="box", datatype="FP32", shape=[-1, 4])]
 
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         images = self.take(inputs)["image"].images()
         threshold = DEFAULT_THRESHOLD if parameters.threshold is None else parameters.threshold
         index, labels, scores, boxes = [], [], [], []
-        for batch, indexes in self.decoded(images, batch_size):
+        for batch, indexes in self.decoded(images, limits):
             answers = library_call(
                 f"images {indexes.start}-{indexes.stop - 1}",
-                lambda batch=batch: self.pipeline(batch, threshold=threshold, batch_size=batch_size))
+                lambda batch=batch: self.pipeline(batch, threshold=threshold, batch_size=limits.batch_size))
             for image_index, found in zip(indexes, answers, strict=True):
                 for detection in found:
                     box = detection["box"]
@@ -116,12 +159,13 @@ class SemanticSegmenter(ImageModel):
         self.ids = {label: i for i, label in reversed(list(enumerate(self.labels)))}
         self.dtype = np.uint8 if len(self.labels) <= 256 else np.uint16
 
-    def infer(self, inputs: list[InferInput], parameters: InferParameters, batch_size: int) -> list[InferOutput]:
+    def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         images = self.take(inputs)["image"].images()
         masks: list[str] = []
-        for batch, indexes in self.decoded(images, batch_size):
-            answers = library_call(f"images {indexes.start}-{indexes.stop - 1}",
-                                   lambda batch=batch: self.pipeline(batch, subtask="semantic", batch_size=batch_size))
+        for batch, indexes in self.decoded(images, limits):
+            answers = library_call(
+                f"images {indexes.start}-{indexes.stop - 1}",
+                lambda batch=batch: self.pipeline(batch, subtask="semantic", batch_size=limits.batch_size))
             masks.extend(self.class_mask(image, found) for image, found in zip(batch, answers, strict=True))
         return [InferOutput(name="mask", shape=[len(masks)], datatype="BYTES", data=masks,
                             parameters={"content_type": "base64"})]
