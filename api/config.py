@@ -5,30 +5,31 @@ from __future__ import annotations
 import ipaddress
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from api.guard import DEFAULT_ALLOWED_HOSTS, host_list
+from orchestrator import contract
+from orchestrator.contract import SharedSettings
 
 
-class Settings(BaseSettings):
+class Settings(SharedSettings):
+    """The gateway's settings: those shared with the code location (artifact root, model server), and its own."""
+
     model_config = SettingsConfigDict(env_prefix="CONSTELLATION_", extra="ignore")
 
     dagster_url: str = "http://127.0.0.1:3000"
-    model_server_url: str = "http://127.0.0.1:8080"
-    artifact_root: Path = Path("./.artifacts")
     # Unset: the gateway is open, which is only for a local machine. Compose always sets it.
     api_token: str | None = None
     # Networks (CIDRs, comma-separated or a JSON list) whose requests may come without the token,
     # e.g. a product's private Docker network whose back-end sends none. Empty (default): none may.
     # Only for a gateway that is not published on the host (deploy/README.md, Agentic Earth).
     allow_anonymous_from: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = []
-    location_name: str = "constellation"
-    repository_name: str = "main"
-    job_name: str = "build_execute_job"
+    location_name: str = contract.CODE_LOCATION
+    repository_name: str = contract.REPOSITORY
+    job_name: str = contract.JOB
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     # Bodies up to this size are read and discarded before answering 413, so the client
     # reads the answer instead of a reset connection; beyond it the gateway stops reading.

@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 
 from api.errors import ApiError
+from orchestrator import contract
 
-CATALOG_METADATA_KEY = "constellation/catalog"
-IDEMPOTENCY_TAG = "constellation/idempotency-key"
-BODY_HASH_TAG = "constellation/pipeline-sha256"
+CATALOG_METADATA_KEY = contract.CATALOG_METADATA_KEY
+IDEMPOTENCY_TAG = contract.Tags.IDEMPOTENCY_KEY
+BODY_HASH_TAG = contract.Tags.PIPELINE_SHA256
 # GraphQL requests in flight at once: enough to keep the webserver busy, few enough that none waits long.
 MAX_CONNECTIONS = 8
 
@@ -185,9 +186,7 @@ class DagsterClient:
     async def launch(self, instructions: list[Any], tags: dict[str, str]) -> str:
         params = {
             "selector": {**self.selector, "jobName": self.job},
-            "runConfigData": {
-                "ops": {"generate_dynamic_job_configs": {"config": {"raw_input": instructions}}}
-            },
+            "runConfigData": contract.launch_config(instructions),
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         }
         result = (await self.query(_LAUNCH, {"params": params}))["launchRun"]

@@ -16,6 +16,7 @@ from api.dagster_client import BODY_HASH_TAG, IDEMPOTENCY_TAG, DagsterClient
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
 from api.schemas import WRITE_ERRORS, Failure, Launched, PipelineRequest, Valid
+from orchestrator import contract
 from orchestrator.engine import Catalog, Limits, PipelineInvalid, Plan, build_plan, parse_request
 
 router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_token)])
@@ -37,7 +38,7 @@ _EXECUTE_ERRORS = {
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
-USER_TAG, MODEL_TAG = "constellation/user", "constellation/model"
+USER_TAG, MODEL_TAG = contract.Tags.USER, contract.Tags.MODEL
 # Weak values: a key's lock lives while a request holds or awaits it, then goes.
 _key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 

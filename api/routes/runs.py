@@ -12,7 +12,7 @@ from api.dagster_client import RunInfo
 from api.deps import DagsterDep, SettingsDep, require_token
 from api.errors import ApiError
 from api.schemas import ERRORS, FILE_ERRORS, WRITE_ERRORS, Cancelled, Retried, RunResults, RunStatus
-from orchestrator import runs
+from orchestrator import contract, runs
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
 
@@ -99,7 +99,7 @@ async def retry(run_id: str, dagster: DagsterDep) -> Retried:
     info = await _find(run_id, dagster)
     if info.status not in ("FAILURE", "CANCELED"):
         raise ApiError(409, f"run {run_id} is {info.status}; only a failed or cancelled run can be resumed")
-    new_run = await dagster.reexecute(run_id, {"constellation/retry_of": run_id})
+    new_run = await dagster.reexecute(run_id, {contract.Tags.RETRY_OF: run_id})
     return Retried(run_id=new_run, parent_run_id=run_id, run_url=dagster.run_url(new_run))
 
 

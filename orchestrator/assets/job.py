@@ -27,7 +27,7 @@ from dagster import (
     op,
 )
 
-from orchestrator import runs
+from orchestrator import contract, runs
 from orchestrator.assets import lineage
 from orchestrator.assets.resources import Workspace, server_setting
 from orchestrator.data.datasets import Comparison
@@ -43,7 +43,7 @@ from orchestrator.engine import (
 )
 from orchestrator.engine.execute import summarize
 
-CATALOG_METADATA_KEY = "constellation/catalog"
+CATALOG_METADATA_KEY = contract.CATALOG_METADATA_KEY
 
 
 def instructions_config(catalog: Catalog) -> Field:
@@ -71,10 +71,10 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
     have here: run config for them is refused (`server_setting`).
     """
 
-    @op(config_schema={"raw_input": instructions_config(catalog)}, out=Out(list))
+    @op(name=contract.CONFIG_OP, config_schema={contract.CONFIG_FIELD: instructions_config(catalog)}, out=Out(list))
     def generate_dynamic_job_configs(context: OpExecutionContext) -> list:
         """Check the submitted instructions against the catalog; fail listing every problem."""
-        raw = context.op_config["raw_input"]
+        raw = context.op_config[contract.CONFIG_FIELD]
         try:
             # The same parser as the gateway, so the launchpad gets the same limits and errors.
             instructions = parse_request(json.dumps({"instructions": raw}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource, repository
 
+from orchestrator import contract
 from orchestrator.assets import ops
 from orchestrator.assets.job import make_execute_job
 from orchestrator.assets.notifications import StatusNotifier, notification_sensors
@@ -67,6 +68,7 @@ build_execute_job = make_execute_job(CATALOG, RESOURCES)
 NOTIFICATION_SENSORS = notification_sensors(build_execute_job, StatusNotifier.from_env())
 
 
-@repository(name="main")
+# Named in code, not after the module: the UI and the gateway know the code location as main@constellation.
+@repository(name=contract.REPOSITORY)
 def main():
     return [build_execute_job, *NOTIFICATION_SENSORS]
