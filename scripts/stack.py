@@ -9,6 +9,7 @@ with exactly the commands `make run` uses.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -61,6 +62,9 @@ def stack_env(environ: Mapping[str, str]) -> dict[str, str]:
         "CONSTELLATION_MODEL_SERVER_URL": environ.get("CONSTELLATION_MODEL_SERVER_URL")
         or f"http://{host}:{model_port}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")])),
+        # Shared by the code location and the model server; a fresh one per start when none is set.
+        "CONSTELLATION_MODEL_SERVER_TOKEN": environ.get("CONSTELLATION_MODEL_SERVER_TOKEN", "").strip()
+        or secrets.token_urlsafe(32),
     }
     # The database examples in sample_dags.txt read the connection `samples`; locally it is an
     # SQLite file written by `make run` (scripts/sample_data.py), unless the server names another.

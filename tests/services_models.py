@@ -13,6 +13,8 @@ FIRE_MODEL_ID = "EdBianchi/vit-fire-detection"
 FOLDER_MODEL = "tiny-fire-b"
 # Big enough (about 12 M weights, 50 MB) that loading it shows in the server's resident memory.
 MID_MODEL = "mid-vit"
+# The token the stack's model server and code location share in the tests (`make run` makes a random one).
+MODEL_SERVER_TOKEN = "test-model-server-token"
 
 
 @pytest.fixture(scope="session")
@@ -32,4 +34,5 @@ def models_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "CONSTELLATION_MODELS_ROOT": str(models_root),
+        "CONSTELLATION_MODEL_SERVER_TOKEN": MODEL_SERVER_TOKEN,
     }

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import Stack, start_stack, stop_stack
 from samples import sample_bodies
+from services_models import MODEL_SERVER_TOKEN
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +29,8 @@ def body_with(*operations: str) -> dict:
 
 
 def models_loaded(stack: Stack) -> list[str]:
-    index = httpx.post(stack.model_server_url + "/v2/repository/index", timeout=10).json()
+    index = httpx.post(stack.model_server_url + "/v2/repository/index", timeout=10,
+                       headers={"Authorization": f"Bearer {MODEL_SERVER_TOKEN}"}).json()
     return sorted(m["name"] for m in index if m.get("state") == "READY")
 
 
@@ -132,3 +134,35 @@ def test_runs_are_tagged_for_per_user_and_per_model_limits(stack: Stack, api: ht
     assert tags["constellation/user"] == "alice" and tags["constellation/model"] == SECOND_MODEL
     refused = api.post("/execute", json=pipeline, headers={"X-Constellation-User": "bob smith"})
     assert refused.status_code == 400 and "X-Constellation-User" in refused.json()["message"]
+
+
+def test_runs_share_a_model_and_the_server_asks_the_code_location_for_its_token(stack: Stack, api: httpx.Client,
+                                                                               slow_file_url: str):
+    """Run 1 holds a model (its download is still running) while run 2 deploys, uses and deletes the same model:
+    run 2's delete lets go of its own lease only; the model goes when run 1, cancelled, lets go too."""
+    assert httpx.post(stack.model_server_url + "/v2/repository/index", timeout=10).status_code == 401
+    holder = {"instructions": [
+        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+        {"operation": "import_from_url", "parameters": {"url": slow_file_url}},
+    ]}
+    first = api.post("/execute", json=holder).json()["run_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = {i["operation"]: i["state"] for i in api.get(f"/runs/{first}").json().get("instructions", [])}
+        if states.get("deploy_model") == "succeeded":
+            break
+        time.sleep(0.2)
+    assert SECOND_MODEL in models_loaded(stack), "run 1 did not deploy its model (the token, or the lease)"
+    user = {"instructions": [
+        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+        {"operation": "model_inference", "parameters": {"model": SECOND_MODEL, "data": {
+            "operation": "import_from_local", "parameters": {"path": "samples"}}}},
+        {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
+    ]}
+    second = stack.wait_for_run(api.post("/execute", json=user).json()["run_id"], timeout_s=120)
+    assert second["run_status"] == "SUCCESS", second
+    deleted = api.get(f"/runs/{second['run_id']}/results").json()["results"][2]["output"]
+    assert deleted["unloaded"] is False and SECOND_MODEL in models_loaded(stack), "run 2 unloaded run 1's model"
+    assert api.post(f"/runs/{first}/cancel").status_code == 200
+    assert stack.wait_for_run(first, timeout_s=60)["run_status"] == "CANCELED"
+    assert SECOND_MODEL not in models_loaded(stack), "the last run to let go left the model loaded"

@@ -546,15 +546,19 @@ def deploy_model(
     ] = None,
 ) -> dict:
     """Load a model on the model server for a task (a model already ready is not loaded twice)."""
-    with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
-        if server.is_ready(model):
-            ctx.log.info(f"{model} is already ready on the model server; not loading it again")
-            return {"model": model, "name": model_server.slug(model), "task": task, "loaded": False}
-        server.load(model, source or model, task)
-    # Deployments cost money: whatever happens next, the run unloads what it loaded.
+    # Always asked for, even when the model is ready: the load holds it for this run (a lease: other runs
+    # share it; the server unloads it when the last lets go), and the server refuses (409) an id loaded
+    # from another source or for another task instead of answering with that other model.
     connection = ctx.resources.model_server
-    ctx.cleanup.add(f"model:{model}", f"unloading {model}, deployed by this run", lambda: _unload(connection, model))
-    return {"model": model, "name": model_server.slug(model), "task": task, "loaded": True}
+    with connection.connect(ctx.check_cancelled, lease=ctx.run_id) as server:
+        answer = server.load(model, source or model, task)
+    if answer.get("leases", 1) > 1 or answer.get("pinned"):
+        ctx.log.info(f"{model} was already loaded; this run shares it ({answer.get('leases')} run(s) hold it)")
+    # Deployments cost money: whatever happens next, the run lets go of what it holds.
+    run = connection.for_run(ctx.run_id)
+    ctx.cleanup.add(f"model:{model}", f"unloading {model}, deployed by this run", lambda: _unload(run, model))
+    return {"model": model, "name": model_server.slug(model), "task": task, "source": source or model,
+            "loaded": True}
 
 
 def read_table(
@@ -621,9 +625,15 @@ def _batched(refs: list[FileRef], size: int) -> list[list[FileRef]]:
 @never_reused
 def delete_model(ctx: RunContext, model: ModelId) -> dict:
     """Unload a model from the model server."""
-    _unload(ctx.resources.model_server, model)
+    # This run lets go of its lease; the model stays loaded while other runs hold it.
+    with ctx.resources.model_server.connect(lease=ctx.run_id) as server:
+        answer = server.unload(model)
     ctx.cleanup.discard(f"model:{model}")
-    return {"model": model, "name": model_server.slug(model), "unloaded": True}
+    unloaded = answer.get("state") != "READY"
+    if not unloaded:
+        ctx.log.info(f"{model} stays loaded: {answer.get('leases', 0)} other run(s) hold it, or it was loaded "
+                     "without a lease")
+    return {"model": model, "name": model_server.slug(model), "unloaded": unloaded}
 
 
 def compare_models(

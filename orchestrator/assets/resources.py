@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext, ResourceDefinition
@@ -161,19 +162,45 @@ class Databases(ConfigurableResource):
 
 
 class ModelServerConnection(ConfigurableResource):
-    """The model server that model ops talk to (any Open Inference Protocol server)."""
+    """The model server that model ops talk to (any Open Inference Protocol server).
+
+    The token it shares with the model server is not a field (run config and the Dagster UI never
+    show it): `connect()` reads CONSTELLATION_MODEL_SERVER_TOKEN from the server's environment each
+    time and sends it as `Authorization: Bearer <token>`. `connect(lease=run_id)` (or `for_run`)
+    loads, infers and unloads as that run's lease; `lease_ttl_s` is how long a lease lasts without
+    renewal (the run's process renews it while it lives), CONSTELLATION_MODEL_SERVER_LEASE_TTL_S.
+    """
 
     url: str = "http://127.0.0.1:8080"
     timeout_s: float = 120.0
     retry_attempts: int = 5
     retry_first_delay_s: float = 0.5
+    lease_ttl_s: float = 300.0
 
     @classmethod
     def from_env(cls) -> ModelServerConnection:
         env = {"url": "CONSTELLATION_MODEL_SERVER_URL", "timeout_s": "CONSTELLATION_MODEL_SERVER_TIMEOUT_S",
-               "retry_attempts": "CONSTELLATION_MODEL_SERVER_RETRY_ATTEMPTS"}
+               "retry_attempts": "CONSTELLATION_MODEL_SERVER_RETRY_ATTEMPTS",
+               "lease_ttl_s": "CONSTELLATION_MODEL_SERVER_LEASE_TTL_S"}
         return cls(**{field: os.environ[var] for field, var in env.items() if var in os.environ})
 
-    def connect(self, check_cancelled: Callable[[], None] = lambda: None) -> ModelServer:
+    def connect(self, check_cancelled: Callable[[], None] = lambda: None, lease: str | None = None) -> ModelServer:
         retry = Retry(attempts=self.retry_attempts, first_delay_s=self.retry_first_delay_s)
-        return ModelServer(self.url, self.timeout_s, retry, check_cancelled)
+        token = os.environ.get("CONSTELLATION_MODEL_SERVER_TOKEN", "").strip() or None
+        return ModelServer(self.url, self.timeout_s, retry, check_cancelled, token=token, lease=lease,
+                           lease_ttl_s=self.lease_ttl_s)
+
+    def for_run(self, run_id: str) -> RunModelServer:
+        """This connection as run `run_id`'s lease holder (for clean-up actions, which call `connect()`)."""
+        return RunModelServer(self, run_id)
+
+
+@dataclass(frozen=True)
+class RunModelServer:
+    """A model server connection bound to one run's lease."""
+
+    connection: ModelServerConnection
+    run_id: str
+
+    def connect(self, check_cancelled: Callable[[], None] = lambda: None) -> ModelServer:
+        return self.connection.connect(check_cancelled, lease=self.run_id)

@@ -3,12 +3,21 @@
 It speaks only the protocol, so Triton, KServe or our own `model_server/` can answer it.
 Transient failures (connection refused or reset, timeouts, 502/503/504) are retried with
 exponential backoff; anything else fails at once with the server's own message.
+
+With a token it sends `Authorization: Bearer <token>`. With a lease holder (a run id) its loads
+hold the model for that holder, its inferences renew the lease, its unloads let go of it; while
+the holder's process lives, a thread renews its leases (LeaseKeeper), so a run that crashes
+stops renewing and its leases expire on the server. Servers without leases (Triton) ignore them.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 import math
+import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,14 +27,48 @@ import httpx
 
 from orchestrator.engine import OperationError
 
+log = logging.getLogger(__name__)
 # A Hugging Face style id: "name" or "org/name".
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+# A model's name on the server (Triton's and ours).
+SERVER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+MAX_NAME = 201
 TRANSIENT_STATUS = {502, 503, 504}
 
 
 def slug(model_id: str) -> str:
-    """The model's name in URLs: its id with '/' as '--' (ids are validated, never raw text)."""
-    return model_id.replace("/", "--")
+    """The model's name on the server, one to one with ids (ids are validated, never raw text).
+
+    A run of n dashes becomes 2n-1 of them, and '/' (with the n dashes before it) becomes 2n+2:
+    in a name, an odd run of dashes is dashes and an even run holds the slash. So plain ids keep
+    their look, 'org/model' is 'org--model', and 'org--model' (an id of its own) is 'org---model'.
+    An id whose name would pass the server's 201 characters (only long runs of dashes do that) is
+    shortened and ends in a digest of the id: '<start>--<32 hex>--h', with two even runs, which no
+    other id's name has.
+    """
+
+    def dashes(run: re.Match[str]) -> str:
+        text = run.group(0)
+        return "-" * (2 * len(text)) if text.endswith("/") else "-" * (2 * len(text) - 1)
+
+    name = re.sub(r"-*/|-+", dashes, model_id)
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:32]
+    return f"{name[:140].rstrip('-')}--{digest}--h"
+
+
+def model_id_of(name: str) -> str:
+    """The id whose name `slug` made `name` (ValueError for a shortened name, which keeps only a digest)."""
+    runs = [len(run) for run in re.findall(r"-+", name)]
+    if sum(1 for length in runs if length % 2 == 0) > 1:
+        raise ValueError(f"{name!r} is a shortened name: it keeps a digest of its id, not the id")
+
+    def undo(run: re.Match[str]) -> str:
+        length = len(run.group(0))
+        return "-" * ((length + 1) // 2) if length % 2 else "-" * ((length - 2) // 2) + "/"
+
+    return re.sub(r"-+", undo, name)
 
 
 @dataclass(frozen=True)
@@ -38,14 +81,21 @@ class Retry:
 
 
 class ModelServer:
-    """One model server, by base URL."""
+    """One model server, by base URL; `token`: the bearer token it asks for; `lease`: the holder this client loads,
+    infers and unloads for (a run id), its leases lasting `lease_ttl_s` unless renewed."""
 
     def __init__(self, base_url: str, timeout_s: float = 120.0, retry: Retry = Retry(),
-                 check_cancelled: Callable[[], None] = lambda: None):
+                 check_cancelled: Callable[[], None] = lambda: None, token: str | None = None,
+                 lease: str | None = None, lease_ttl_s: float = 300.0):
         self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
         self.retry = retry
         self.check_cancelled = check_cancelled
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self.token = token or None
+        self.lease = lease or None
+        self.lease_ttl_s = lease_ttl_s
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -60,12 +110,64 @@ class ModelServer:
         response = self._call("GET", f"/v2/models/{slug(model_id)}/ready", expect=(200, 404, 400))
         return response.status_code == 200 and response.json().get("ready", True) is not False
 
-    def load(self, model_id: str, source: str, task: str) -> None:
-        body = {"parameters": {"source": source, "task": task}}
-        self._call("POST", f"/v2/repository/models/{slug(model_id)}/load", json=body, what=f"loading {model_id}")
+    def load(self, model_id: str, source: str, task: str) -> dict[str, Any]:
+        """Load (or, when it is loaded from the same source for the same task, hold) the model; the server's answer.
 
-    def unload(self, model_id: str) -> None:
-        self._call("POST", f"/v2/repository/models/{slug(model_id)}/unload", what=f"unloading {model_id}")
+        Ours refuses (409) a name loaded from another source or for another task: a different source is a
+        different model, and the model's id names it, so an id means one source at a time on a server.
+        """
+        parameters: dict[str, Any] = {"source": source, "task": task}
+        if self.lease:
+            parameters.update(lease=self.lease, lease_ttl_s=self.lease_ttl_s)
+        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/load", json={"parameters": parameters},
+                              what=f"loading {model_id}")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        if answer.get("task", task) != task:
+            raise OperationError(f"loading {model_id}: the model server has it loaded for {answer['task']!r}, "
+                                 f"not {task!r}")
+        if self.lease and "leases" in answer:  # a server of leases: keep this one alive while we live
+            KEEPER.hold(self._lease_key(model_id), self._renewer(model_id), self.lease_ttl_s / 3)
+        return answer
+
+    def unload(self, model_id: str) -> dict[str, Any]:
+        """Let go of this client's lease (the server unloads the model when no lease holds it), or, without a lease,
+        unload it outright; the server's answer."""
+        if self.lease:
+            KEEPER.release(self._lease_key(model_id))
+        body = {"parameters": {"lease": self.lease}} if self.lease else None
+        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/unload", json=body,
+                              what=f"unloading {model_id}")
+        try:
+            answer = response.json()
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
+
+    def renew(self, model_id: str) -> bool:
+        """Extend this client's lease on the model; False when the model is no longer loaded."""
+        if not self.lease:
+            raise OperationError("renew needs a lease holder")
+        body = {"parameters": {"lease": self.lease, "lease_ttl_s": self.lease_ttl_s}}
+        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/renew", json=body, expect=(200, 404),
+                              what=f"renewing the lease on {model_id}")
+        return response.status_code == 200
+
+    def _lease_key(self, model_id: str) -> tuple[str, str, str]:
+        return (self.base_url, slug(model_id), self.lease or "")
+
+    def _renewer(self, model_id: str) -> Callable[[], bool]:
+        base_url, timeout_s, token, lease, ttl = self.base_url, self.timeout_s, self.token, self.lease, self.lease_ttl_s
+
+        def renew() -> bool:
+            with ModelServer(base_url, min(timeout_s, 30.0), Retry(attempts=2), token=token, lease=lease,
+                             lease_ttl_s=ttl) as server:
+                return server.renew(model_id)
+
+        return renew
 
     def metadata(self, model_id: str) -> dict[str, Any]:
         """The loaded model's metadata: platform, task, source, labels (class names by id), inputs, outputs."""
@@ -161,6 +263,8 @@ class ModelServer:
                 for i, label in enumerate(labels)]
 
     def _infer(self, model_id: str, inputs: list[dict[str, Any]], parameters: dict[str, Any]) -> dict[str, Any]:
+        if self.lease:
+            parameters = {**parameters, "lease": self.lease}  # renews this holder's lease
         body = {"inputs": inputs, "parameters": parameters}
         response = self._call("POST", f"/v2/models/{slug(model_id)}/infer", json=body, what=f"inference on {model_id}")
         try:
@@ -192,6 +296,72 @@ class ModelServer:
                 time.sleep(delays[attempt])
         raise OperationError(f"{what}: the model server at {self.base_url} failed {self.retry.attempts} times "
                              f"(last: {problem})")
+
+
+@dataclass
+class _Held:
+    renew: Callable[[], bool]
+    every_s: float
+    due: float
+
+
+class LeaseKeeper:
+    """Renews the leases this process holds, each every third of its length, until it is let go of.
+
+    One thread for the process. A renewal that fails is tried again at the next turn; one that finds
+    the model gone stops. When the process dies nothing renews: its leases expire on the server.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str, str], _Held] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, key: tuple[str, str, str], renew: Callable[[], bool], every_s: float) -> None:
+        every_s = max(every_s, 0.05)
+        with self._lock:
+            self._held[key] = _Held(renew, every_s, time.monotonic() + every_s)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="model-lease-keeper", daemon=True)
+                self._thread.start()
+        self._changed.set()
+
+    def release(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._held.pop(key, None)
+        self._changed.set()
+
+    def held(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return list(self._held)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                next_due = min((h.due for h in self._held.values()), default=None)
+            self._changed.wait(None if next_due is None else max(0.0, next_due - time.monotonic()))
+            self._changed.clear()
+            now = time.monotonic()
+            with self._lock:
+                due = [(key, held) for key, held in self._held.items() if held.due <= now]
+                for _, held in due:
+                    held.due = now + held.every_s
+            for key, held in due:
+                try:
+                    alive = held.renew()
+                except Exception as exc:  # the server may be restarting: try again next turn
+                    log.warning("renewing the lease on model %s at %s failed: %s", key[1], key[0], exc)
+                    continue
+                if not alive:
+                    log.warning("model %s at %s is no longer loaded; its lease for %s is not renewed", key[1],
+                                key[0], key[2])
+                    with self._lock:
+                        if self._held.get(key) is held:
+                            del self._held[key]
+
+
+KEEPER = LeaseKeeper()
 
 
 def _server_message(response: httpx.Response) -> str:
