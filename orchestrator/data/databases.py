@@ -28,12 +28,13 @@ from urllib.parse import quote, quote_plus
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from orchestrator.data import names
 from orchestrator.data.sql_guard import ServerQuoting, check_read_query
 from orchestrator.engine import OperationError
 
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+NAME_PATTERN = names.DB_CONNECTION_PATTERN
 # A table, optionally in a schema (`schema.table`); SQLAlchemy quotes it, the pattern keeps it one name.
-TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$"
+TABLE_PATTERN = names.DB_TABLE_PATTERN
 BATCH_ROWS = 1000  # rows per round trip when reading (at most), and per INSERT batch when writing
 BATCH_BYTES = 8 * 1024**2  # a read's batch shrinks so that about this much is held at once
 RUN_ID_COLUMN = "run_id"

@@ -39,6 +39,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
+from orchestrator.data import names
 from orchestrator.data import archives
 from orchestrator.data.archives import ArchiveLimits
 from orchestrator.engine import OperationError
@@ -46,7 +47,7 @@ from orchestrator.engine import OperationError
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 API_KEY_ENV = "CONSTELLATION_GOOGLE_API_KEY"
 SCOPES = ("https://www.googleapis.com/auth/drive.readonly",)
-ID_PATTERN = r"^[A-Za-z0-9_-]{10,200}$"
+ID_PATTERN = names.DRIVE_ID_PATTERN
 FOLDER_MIME = "application/vnd.google-apps.folder"
 GOOGLE_APPS_MIME = "application/vnd.google-apps."
 CHUNK_SIZE = 8 * 1024 * 1024  # bytes per ranged request: the most a download holds in memory

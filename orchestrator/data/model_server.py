@@ -25,11 +25,12 @@ from typing import Any
 
 import httpx
 
+from orchestrator.data import names
 from orchestrator.engine import OperationError
 
 log = logging.getLogger(__name__)
 # A Hugging Face style id: "name" or "org/name".
-MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+MODEL_ID_PATTERN = names.MODEL_ID_PATTERN
 # A model's name on the server (Triton's and ours).
 SERVER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MAX_NAME = 201
