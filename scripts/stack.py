@@ -209,7 +209,8 @@ def main() -> int:
             f"  data root {env['CONSTELLATION_DATA_ROOT']}\nCtrl-C stops everything.\n",
             flush=True,
         )
-        return _watch(children, lambda: stopping)
+        commands = stack_commands(env)
+        return _watch(children, lambda: stopping, restart=lambda: launch(commands["model server"], env))
     finally:
         stop_all(children.values())
 
@@ -219,19 +220,25 @@ def _did_not_start(name: str) -> int:
     return 1
 
 
-def _watch(children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool]) -> int:
-    """Wait for Ctrl-C; stop the stack if a process other than the model server exits."""
-    # Without the model server only model operations fail (a big model may get it killed): keep the rest.
-    reported: set[str] = set()
+def _watch(children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool],
+           restart: Callable[[], subprocess.Popen[bytes]] | None = None) -> int:
+    """Wait for Ctrl-C; restart the model server when it dies; stop the stack if any other process exits."""
+    # Without the model server only model operations fail (a big model may get it killed): keep the
+    # rest, and start it again, waiting longer after each death so a crash loop does not spin.
+    restarts, next_start = 0, 0.0
     while not stopping():
-        for name, child in children.items():
-            if child.poll() is None or name in reported:
+        for name, child in list(children.items()):
+            if child.poll() is None:
                 continue
             if name != "model server":
                 print(f"{name} exited with code {child.returncode}; stopping the stack")
                 return 1
-            reported.add(name)
-            print(f"model server exited with code {child.returncode}; model operations fail until a restart")
+            if restart is None or time.monotonic() < next_start:
+                continue
+            restarts += 1
+            print(f"model server exited with code {child.returncode}; restarting it (restart {restarts})", flush=True)
+            children[name] = restart()
+            next_start = time.monotonic() + min(60.0, 2.0 ** restarts)
         time.sleep(0.5)
     return 0
 

@@ -117,6 +117,19 @@ def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(t
         logs = run_logs(own, run_id)
         assert any(f"clean-up: unloading {SECOND_MODEL}, deployed by this run" in m for m in logs)
         assert any("clean-up failed" in m for m in logs)
+        # make run starts the model server again: model operations work once it is back.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(own.model_server_url + "/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert "restarting it (restart 1)" in own.log.read_text(), own.log_tail()
+        with own.client() as client:
+            again = client.post("/execute", json={"instructions": pipeline["instructions"][:1]}).json()
+        assert own.wait_for_run(again["run_id"], timeout_s=90)["run_status"] == "SUCCESS"
     finally:
         stop_stack(own)
 
