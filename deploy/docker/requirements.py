@@ -22,7 +22,7 @@ PROFILES: dict[str, list[str] | None] = {
     "code_server": None,
     # Dagster's webserver and daemon: no user code, the dagster family only (dagster-postgres brings
     # psycopg2, which dagster.yaml names as the driver).
-    "dagster": ["dagster", "dagster-webserver", "dagster-graphql", "dagster-postgres"],
+    "dagster": ["dagster", "dagster-webserver", "dagster-postgres"],
     # The gateway: FastAPI plus what orchestrator.engine (validation) imports.
     "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema"],
     # The model server: FastAPI, Pillow and the `models` extra (torch, transformers; onnxruntime and onnx for the
