@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.config import Settings, get_settings
 from api.dagster_client import DagsterClient
 from api.errors import ApiError
+from orchestrator.runstore import RunStore, open_store
 
 _bearer = HTTPBearer(auto_error=False, description="Required when CONSTELLATION_API_TOKEN is set.")
 
@@ -23,6 +24,14 @@ def get_dagster(request: Request) -> DagsterClient:
 
 
 DagsterDep = Annotated[DagsterClient, Depends(get_dagster)]
+
+
+def get_store(settings: SettingsDep) -> RunStore:
+    """Where runs keep their files (CONSTELLATION_ARTIFACT_ROOT): a folder, or s3://bucket/prefix."""
+    return open_store(settings.artifact_root)
+
+
+StoreDep = Annotated[RunStore, Depends(get_store)]
 
 
 def require_token(

@@ -1,24 +1,37 @@
 """A run's folder: its progress and results as JSON files beside its data.
 
 The code location writes them while the run goes; the gateway reads them to answer
-`GET /runs/{id}` and `GET /runs/{id}/results`. Both sides share only this format.
+`GET /runs/{id}` and `GET /runs/{id}/results`. Both sides share only this format, kept in a
+store (runstore.py): a local folder, or `s3://bucket/prefix` — then instructions work in a
+scratch folder per run (`RunFolder`), and what they produce goes to the store as they finish.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import pickle
 import re
+import shutil
+import tempfile
 import threading
 import time
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path, PurePath
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from orchestrator.engine import InstructionFailed, NodeEvent, Plan
+from orchestrator.runstore import TRANSFER_THREADS, RunStore, RunStoreError
+
+log = logging.getLogger("constellation")
 
 PROGRESS = "progress.json"
 RESULTS = "results.json"
+# Progress goes to a remote store at most this often (the final state is always written).
+PROGRESS_INTERVAL_S = 0.25
 MAX_MESSAGE_CHARS = 2000  # an error message stored or served is cut to this (a 100 MB file name was served whole)
 _RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -56,11 +69,147 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-class ProgressLog:
-    """Keeps `progress.json` up to date from the engine's node events."""
+class RunFolder:
+    """A run's folder as the code location writes it: a local folder for the instructions, and its store.
 
-    def __init__(self, folder: Path, plan: Plan):
-        self.path = folder / PROGRESS
+    With a local store the folder is the store's own (`<root>/runs/<run id>`), as it always was.
+    With a remote one it is `<scratch>/runs/<run id>` in a temporary folder of the worker, removed
+    by `close()`: each instruction's node folder is uploaded as it finishes (`upload_node`),
+    progress and results are written to the store, and files of other runs (a resumed run's
+    parent) are downloaded to `<scratch>/runs/<their run>/...` when needed (`fetch`). Local paths
+    under `runs_root` and the store's objects correspond one to one.
+    """
+
+    def __init__(self, path: Path, store: RunStore | None = None, scratch: Path | None = None):
+        self.path = path
+        self.run_id = path.name
+        self.runs_root = path.parent
+        self.store = store
+        self.scratch = scratch
+        self._pool = ThreadPoolExecutor(TRANSFER_THREADS, thread_name_prefix="runstore") if self.remote else None
+        self._uploads: list[Future[None]] = []
+        self._lock = threading.Lock()
+        self._fetching: dict[str, threading.Lock] = {}
+        self._closed = False
+
+    @classmethod
+    def open(cls, store: RunStore, run_id: str) -> RunFolder:
+        """Run `run_id`'s folder in `store`: a fresh scratch folder when the store is remote."""
+        if not is_run_id(run_id):
+            raise ValueError(f"{run_id!r} is not a run id")
+        if not store.remote:
+            return cls(store.folder(run_id), store)  # type: ignore[attr-defined]
+        scratch = Path(tempfile.mkdtemp(prefix=f"constellation-run-{run_id[:8]}-")).resolve()
+        path = scratch / "runs" / run_id
+        path.mkdir(parents=True)
+        return cls(path, store, scratch)
+
+    @property
+    def remote(self) -> bool:
+        return self.store is not None and self.store.remote
+
+    def local(self, run_id: str, rel: str = "") -> Path:
+        """Where run `run_id`'s file `rel` is (or would be, once fetched) on this machine."""
+        return self.runs_root / run_id / rel if rel else self.runs_root / run_id
+
+    def write_json(self, rel: str, document: Any) -> None:
+        if self.remote:
+            self.store.write_json(self.run_id, rel, document)  # type: ignore[union-attr]
+        else:
+            write_json(self.path / rel, document)
+
+    def location(self, rel: str) -> str:
+        """Where the run's file `rel` is kept, for people: a store URI, or the local path."""
+        return self.store.uri(self.run_id, rel) if self.remote else str(self.path / rel)  # type: ignore[union-attr]
+
+    def upload_node(self, key: str) -> None:
+        """Start storing the node folder of instruction `key` (every file in it); `close()` waits."""
+        if not self.remote:
+            return
+        folder = self.path / "nodes" / key
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        with self._lock:
+            for file in files:
+                rel = file.relative_to(self.path).as_posix()
+                self._uploads.append(self._pool.submit(self.store.upload, self.run_id, rel, file))  # type: ignore
+
+    def fetch(self, refs: set[str] | list[str]) -> None:
+        """Have the files `<run id>/<rel>` of `refs` on this machine (downloaded once, in parallel)."""
+        if not self.remote or not refs:
+            return
+        missing = [r for r in refs if "/" in r.strip("/") and not (self.runs_root / r).exists()]
+        for future in [self._pool.submit(self._fetch_one, ref) for ref in missing]:  # type: ignore[union-attr]
+            future.result()
+
+    def _fetch_one(self, ref: str) -> None:
+        with self._lock:
+            lock = self._fetching.setdefault(ref, threading.Lock())
+        with lock:
+            target = self.runs_root / ref
+            if not target.exists():
+                run_id, _, rel = ref.partition("/")
+                self.store.download(run_id, rel, target)  # type: ignore[union-attr]
+
+    def public(self, document: Any) -> Any:
+        """`document` with file:// URIs of run files turned into the store's URIs (s3://...)."""
+        if not self.remote:
+            return document
+        prefix = str(self.runs_root) + os.sep
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [convert(v) for v in value]
+            if isinstance(value, str) and value.startswith("file://"):
+                path = unquote(urlparse(value).path)
+                if path.startswith(prefix):
+                    run_id, _, rel = path[len(prefix):].partition("/")
+                    return self.store.uri(run_id, rel)  # type: ignore[union-attr]
+            return value
+
+        return convert(document)
+
+    def sync(self) -> None:
+        """Wait for the uploads started so far; raise RunStoreError if one failed."""
+        with self._lock:
+            uploads, self._uploads = self._uploads, []
+        wait(uploads)
+        errors = [e for e in (f.exception() for f in uploads) if e is not None]
+        if errors:
+            where = self.store.root if self.store is not None else self.path
+            raise RunStoreError(f"could not store the run's files in {where}: {errors[0]}") from errors[0]
+
+    def close(self) -> None:
+        """Wait for the uploads started (a failure is logged), then remove the scratch folder, if any."""
+        if self._closed:
+            return
+        try:
+            self.sync()
+        except RunStoreError as exc:
+            log.warning(str(exc))
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _as_folder(folder: Path | RunFolder) -> RunFolder:
+    return folder if isinstance(folder, RunFolder) else RunFolder(folder)
+
+
+class ProgressLog:
+    """Keeps `progress.json` up to date from the engine's node events.
+
+    Written at each event into a local folder; into a remote store at most every
+    PROGRESS_INTERVAL_S by a writer thread, and exactly by `close()` (the final state).
+    """
+
+    def __init__(self, folder: Path | RunFolder, plan: Plan, interval_s: float | None = None):
+        self.folder = _as_folder(folder)
+        self.path = self.folder.path / PROGRESS
+        self.interval_s = (PROGRESS_INTERVAL_S if self.folder.remote else 0.0) if interval_s is None else interval_s
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
         for node in [*plan.shared.values(), *plan.roots]:
@@ -72,7 +221,14 @@ class ProgressLog:
             }
         self._keys = {id(n): n.key + n.path for n in [*plan.shared.values(), *plan.roots]}
         self._error: dict[str, str] | None = None
-        self._flush()
+        self._changed = threading.Condition(self._lock)
+        self._version = self._written = 0
+        self._closed = False
+        self._writer: threading.Thread | None = None
+        self._write(self._document())
+        if self.interval_s > 0:
+            self._writer = threading.Thread(target=self._write_changes, name="progress-writer", daemon=True)
+            self._writer.start()
 
     def record(self, event: NodeEvent) -> None:
         with self._lock:
@@ -96,52 +252,168 @@ class ProgressLog:
             self._error = {"path": failure.path, "operation": failure.operation, "message": clip(failure.message)}
             self._flush()
 
-    def _flush(self) -> None:
+    def close(self) -> None:
+        """Stop the writer thread and write the final state (a no-op for a local folder)."""
+        if self._writer is None:
+            return
+        with self._lock:
+            self._closed = True
+            self._changed.notify_all()
+        self._writer.join()
+        self._writer = None
+        with self._lock:
+            document, version = self._document(), self._version
+        if version != self._written:
+            self._write(document)
+            self._written = version
+
+    def _flush(self) -> None:  # with self._lock held
+        self._version += 1
+        if self._writer is None:
+            self._write(self._document())
+            self._written = self._version
+        else:
+            self._changed.notify_all()
+
+    def _write_changes(self) -> None:
+        """The writer thread: the latest state, at most every interval_s, until close()."""
+        while True:
+            with self._lock:
+                self._changed.wait_for(lambda: self._closed or self._version != self._written)
+                if self._closed:
+                    return
+                document, version = self._document(), self._version
+            try:
+                self._write(document)
+                self._written = version
+            except Exception as exc:  # the next change tries again; close() writes the final state
+                log.warning(f"could not write the run's progress: {exc}")
+            with self._lock:
+                self._changed.wait_for(lambda: self._closed, timeout=self.interval_s)
+
+    def _document(self) -> dict[str, Any]:
         entries = sorted(self._entries.values(), key=lambda e: _pointer_order(e["path"]))
         done = sum(e["state"] in ("succeeded", "reused") for e in entries)
-        write_json(
-            self.path, {"done": done, "total": len(entries), "instructions": entries, "error": self._error}
-        )
+        return {"done": done, "total": len(entries), "instructions": [dict(e) for e in entries],
+                "error": self._error}
+
+    def _write(self, document: dict[str, Any]) -> None:
+        self.folder.write_json(PROGRESS, document)
 
 
 class KeptOutputs:
     """Each instruction's output, pickled in its node folder, for a resumed run (the engine's `Reuse`).
 
-    A resumed run reads its parent's folder. The files an output names stay in the parent's
-    folder, which is why the parent's artifacts must be kept while its retries may run.
+    A resumed run reads its parent's kept outputs. The files an output names stay in the folder of
+    the run that made them (the parent's, or an earlier one's), which is why those artifacts must
+    be kept while retries may run. Paths under the runs' folders are pickled relative to them
+    (`<run id>/<rel>`), so that a run on another machine, whose scratch folder differs, maps them
+    to its own copies: with a remote store those files are downloaded when an instruction that
+    runs takes the reused output (`track`), or when the run's results show it (`fetch`).
     """
 
     FILE = "output.pickle"
 
-    def __init__(self, folder: Path, parent: Path | None):
-        self.folder, self.parent = folder, parent
+    def __init__(self, folder: Path | RunFolder, parent: Path | str | None):
+        self.run = _as_folder(folder)
+        self.parent = parent
+        self._refs: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
 
     def load(self, node: Any) -> tuple[bool, Any]:
         if self.parent is None:
             return False, None
-        path = self.parent / "nodes" / node.key / self.FILE
+        rel = f"nodes/{node.key}/{self.FILE}"
         try:
-            kept = path.read_bytes()
+            if isinstance(self.parent, Path):
+                kept: bytes | None = (self.parent / rel).read_bytes()
+            elif self.run.store is not None:
+                kept = self.run.store.read_bytes(self.parent, rel)
+            else:
+                kept = self.run.local(self.parent, rel).read_bytes()
+            if kept is None:
+                return False, None
+            refs: set[str] = set()
             # Written by this code location into the server's own artifact root, never user input.
-            output = pickle.loads(kept)  # noqa: S301
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            output = _RunFileUnpickler(io.BytesIO(kept), self.run.runs_root, refs).load()
+        except (OSError, RunStoreError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
+                ValueError, TypeError):
             return False, None
+        with self._lock:
+            self._refs[node.key] = refs
         # Kept again here, so that a retry of this run finds it too.
-        target = self.folder / "nodes" / node.key / self.FILE
+        target = self.run.path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(kept)
         return True, output
 
     def save(self, node: Any, output: Any) -> None:
-        target = self.folder / "nodes" / node.key / self.FILE
+        target = self.run.path / "nodes" / node.key / self.FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{threading.get_ident()}.tmp")
         try:
             with partial.open("wb") as sink:
-                pickle.dump(output, sink, protocol=pickle.HIGHEST_PROTOCOL)
+                _RunFilePickler(sink, self.run.runs_root).dump(output)
             os.replace(partial, target)
         except (pickle.PicklingError, TypeError, AttributeError):
             partial.unlink(missing_ok=True)  # an output that cannot be kept is simply run again
+
+    def track(self, event: NodeEvent) -> None:
+        """Move files as the run goes: before an instruction starts, the files of the reused outputs it
+        takes come here; once it finished (or was reused), its node folder goes to the store."""
+        if event.kind == "started":
+            for child in event.node.children():
+                self.fetch(child)
+        elif event.kind in ("finished", "reused"):
+            self.run.upload_node(event.node.key)
+
+    def fetch(self, node: Any) -> None:
+        """Have on this machine the files that `node`'s reused output names (nothing if it was not reused)."""
+        with self._lock:
+            refs = self._refs.pop(node.key, set())
+        try:
+            self.run.fetch(refs)
+        except (OSError, RunStoreError) as exc:  # the instruction that reads them says what is missing
+            log.warning(f"could not fetch the files of reused instruction {node.path}: {exc}")
+
+
+_RUN_PATH, _RUN_TEXT = "constellation/run-path", "constellation/run-text"
+
+
+class _RunFilePickler(pickle.Pickler):
+    """Pickles paths (and path strings) under the runs' folder as `<run id>/<rel>`, not where they lie."""
+
+    def __init__(self, file: Any, runs_root: Path):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.prefix = str(runs_root) + os.sep
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, PurePath):
+            text = str(obj)
+            if text.startswith(self.prefix):
+                return (_RUN_PATH, text[len(self.prefix):])
+        elif type(obj) is str and obj.startswith(self.prefix):
+            return (_RUN_TEXT, obj[len(self.prefix):])
+        return None
+
+
+class _RunFileUnpickler(pickle.Unpickler):
+    """Maps `<run id>/<rel>` to this machine's runs folder, noting each one in `refs`."""
+
+    def __init__(self, file: Any, runs_root: Path, refs: set[str]):
+        super().__init__(file)
+        self.runs_root, self.refs = runs_root, refs
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, rel = pid
+        if not isinstance(rel, str) or any(part in ("", ".", "..") for part in rel.split("/")):
+            raise pickle.UnpicklingError(f"bad run file reference {rel!r}")
+        self.refs.add(rel)
+        if kind == _RUN_PATH:
+            return self.runs_root / rel
+        if kind == _RUN_TEXT:
+            return str(self.runs_root / rel)
+        raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
 
 
 def _pointer_order(path: str) -> list[tuple[int, Any]]:

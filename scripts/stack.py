@@ -53,7 +53,10 @@ def stack_env(environ: Mapping[str, str]) -> dict[str, str]:
         or ",".join(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", *_named(host), *_named(dagster_host)])),
         "DAGSTER_HOME": folder("DAGSTER_HOME", ROOT / ".dagster"),
         "CONSTELLATION_DATA_ROOT": folder("CONSTELLATION_DATA_ROOT", ROOT / "data"),
-        "CONSTELLATION_ARTIFACT_ROOT": folder("CONSTELLATION_ARTIFACT_ROOT", ROOT / ".artifacts"),
+        # A folder, or s3://bucket/prefix (a URL, kept as given).
+        "CONSTELLATION_ARTIFACT_ROOT": environ["CONSTELLATION_ARTIFACT_ROOT"]
+        if environ.get("CONSTELLATION_ARTIFACT_ROOT", "").startswith("s3://")
+        else folder("CONSTELLATION_ARTIFACT_ROOT", ROOT / ".artifacts"),
         "CONSTELLATION_OUTPUT_ROOT": folder("CONSTELLATION_OUTPUT_ROOT", ROOT / "outputs"),
         "CONSTELLATION_MODELS_ROOT": folder("CONSTELLATION_MODELS_ROOT", ROOT / "models"),
         "CONSTELLATION_DAGSTER_URL": f"http://{_reachable(dagster_host)}:{ports['CONSTELLATION_DAGSTER_PORT']}",

@@ -5,23 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api import artifacts
 from api.dagster_client import RunInfo
-from api.deps import DagsterDep, SettingsDep, require_token
+from api.deps import DagsterDep, StoreDep, require_token
 from api.errors import ApiError
 from api.schemas import ERRORS, FILE_ERRORS, WRITE_ERRORS, Cancelled, Retried, RunResults, RunStatus
 from orchestrator import contract, runs
+from orchestrator.runstore import RunStore, RunStoreError
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
 
 
 @router.get("/{run_id}", response_model=RunStatus, responses=ERRORS)
-async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) -> RunStatus:
+async def run_status(run_id: str, store: StoreDep, dagster: DagsterDep) -> RunStatus:
     """Status, timings and per-instruction progress of a run."""
     info = await _find(run_id, dagster)
-    progress = runs.read_json(runs.run_dir(settings.artifact_root, run_id) / runs.PROGRESS) or {}
+    progress = await _read(store, store.read_json, run_id, runs.PROGRESS) or {}
     error = _clipped(progress.get("error"))
     if info.status == "FAILURE" and error is None:
         # Failed before or around the instructions (e.g. launchpad config, a full disk): Dagster knows why.
@@ -44,21 +46,19 @@ async def run_status(run_id: str, settings: SettingsDep, dagster: DagsterDep) ->
 
 
 @router.get("/{run_id}/results", response_model=RunResults, responses=ERRORS)
-async def run_results(run_id: str, request: Request, settings: SettingsDep, dagster: DagsterDep) -> RunResults:
+async def run_results(run_id: str, request: Request, store: StoreDep, dagster: DagsterDep) -> RunResults:
     """Each top-level instruction's output, once the run has succeeded (large data as URIs)."""
     info = await _find(run_id, dagster)
     if info.status != "SUCCESS":
         raise ApiError(409, f"run {run_id} is {info.status}; results exist once it succeeds")
-    folder = runs.run_dir(settings.artifact_root, run_id)
-    document = _results(folder, run_id, settings)
-    return RunResults(run_id=run_id, results=artifacts.public_uris(document["results"], folder, str(request.base_url),
-                                                                   run_id))
+    document = await _results(store, run_id)
+    return RunResults(run_id=run_id, results=artifacts.public_uris(document["results"], store, str(request.base_url)))
 
 
 @router.get("/{run_id}/report", response_class=HTMLResponse, responses=FILE_ERRORS)
 async def run_report(
     run_id: str,
-    settings: SettingsDep,
+    store: StoreDep,
     dagster: DagsterDep,
     path: str | None = Query(None, max_length=512, description="the compare_models instruction, e.g. /instructions/2"),
 ) -> HTMLResponse:
@@ -66,17 +66,26 @@ async def run_report(
     info = await _find(run_id, dagster)
     if info.status != "SUCCESS":
         raise ApiError(409, f"run {run_id} is {info.status}; its report exists once it succeeds")
-    folder = runs.run_dir(settings.artifact_root, run_id)
-    report = artifacts.find_report(_results(folder, run_id, settings)["results"], folder, path)
-    return HTMLResponse(report.read_text(), headers=artifacts.SAFE_HEADERS)
+    owner, rel = artifacts.find_report((await _results(store, run_id))["results"], store, path)
+    page = await _read(store, store.read_bytes, owner, rel)
+    if page is None:
+        raise ApiError(404, "this run's report is no longer on the server")
+    return HTMLResponse(page.decode(errors="replace"), headers=artifacts.SAFE_HEADERS)
 
 
 @router.get("/{run_id}/files/{relative:path}", response_class=FileResponse, responses=FILE_ERRORS)
-async def run_file(run_id: str, relative: str, settings: SettingsDep, dagster: DagsterDep) -> FileResponse:
+async def run_file(run_id: str, relative: str, store: StoreDep, dagster: DagsterDep) -> Response:
     """A file the run wrote (a chart, predictions, a mask), as its results link to it."""
     await _find(run_id, dagster)
-    path = artifacts.run_file(runs.run_dir(settings.artifact_root, run_id), relative)
-    return FileResponse(path, media_type=artifacts.media_type(path), headers=artifacts.SAFE_HEADERS)
+    stored = await _read(store, artifacts.run_file, store, run_id, relative)
+    media_type = artifacts.media_type(stored.name)
+    if stored.path is not None:
+        return FileResponse(stored.path, media_type=media_type, headers=artifacts.SAFE_HEADERS)
+    # From the store, chunk by chunk (Starlette reads a plain iterator in its thread pool).
+    headers = dict(artifacts.SAFE_HEADERS)
+    if stored.size is not None:
+        headers["Content-Length"] = str(stored.size)
+    return StreamingResponse(_closing(stored), media_type=media_type, headers=headers)
 
 
 def _clipped(entry: Any) -> Any:
@@ -86,11 +95,26 @@ def _clipped(entry: Any) -> Any:
     return {k: runs.clip(v) if isinstance(v, str) else v for k, v in entry.items()}
 
 
-def _results(folder, run_id: str, settings) -> dict:
-    document = runs.read_json(folder / runs.RESULTS)
+async def _results(store: RunStore, run_id: str) -> dict:
+    document = await _read(store, store.read_json, run_id, runs.RESULTS)
     if document is None:
-        raise ApiError(404, f"run {run_id} succeeded but its results are not under {settings.artifact_root}")
+        raise ApiError(404, f"run {run_id} succeeded but its results are not under {store.root}")
     return document
+
+
+async def _read(store: RunStore, read, *args):
+    """`read(*args)` off the event loop (a store may be remote); a store that fails answers 503."""
+    try:
+        return await run_in_threadpool(read, *args)
+    except RunStoreError as exc:
+        raise ApiError(503, f"the run store does not answer: {exc}") from None
+
+
+def _closing(stored):
+    try:
+        yield from stored.chunks
+    finally:
+        stored.close()
 
 
 @router.post("/{run_id}/retry", response_model=Retried, responses=WRITE_ERRORS)

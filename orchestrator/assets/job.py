@@ -93,14 +93,23 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         """Resolve the instruction tree and run it; persist per-instruction progress and results."""
         plan = build_plan(instructions, catalog)
         workspace: Workspace = context.resources.workspace
-        folder = workspace.run_dir(context.run_id)
+        # The run's folder: in the artifact root, or a scratch folder whose files go to s3://... as they are made.
+        folder = runs.RunFolder.open(workspace.run_store(), context.run_id)
+        try:
+            yield from _run_plan(context, plan, folder)
+        finally:
+            folder.close()  # waits for the uploads started, removes a scratch folder
+
+    def _run_plan(context: OpExecutionContext, plan, folder: runs.RunFolder):
         progress = runs.ProgressLog(folder, plan)
+        kept = _kept_outputs(context, folder)
         log_lock = threading.Lock()
         # Sources read, destinations written and comparisons made, for Dagster's asset catalog. They
         # are yielded by this op (not logged from the engine's threads), so each is recorded once.
         catalog_events: list = []
 
         def on_event(event: NodeEvent) -> None:
+            kept.track(event)  # the files a starting instruction takes; a finished one's node folder stored
             progress.record(event)
             with log_lock:
                 context.log.info(_describe_event(event))
@@ -108,38 +117,43 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                     catalog_events.extend(lineage.asset_events(event.node, event.output, context.run_id))
 
         op_resources = SimpleNamespace(**{key: getattr(context.resources, key) for key in resources})
-        run_context = RunContext(run_dir=folder, resources=op_resources, log=context.log)
+        run_context = RunContext(run_dir=folder.path, resources=op_resources, log=context.log)
         try:
-            outputs = execute(plan, catalog, run_context, on_event, reuse=_kept_outputs(context, workspace, folder))
-        except InstructionFailed as failed:
-            progress.fail(failed)
-            yield from catalog_events  # what was read before the failure is still worth knowing
-            raise Failure(
-                description=runs.clip(str(failed)),
-                metadata={"path": failed.path, "operation": failed.operation},
-            ) from None
-        yield from catalog_events
-        results = [
-            {"path": root.path, "operation": root.operation, "output": _to_result(output)}
-            for root, output in zip(plan.roots, outputs, strict=True)
-        ]
-        results_path = folder / runs.RESULTS
-        runs.write_json(results_path, {"results": results})
-        table = "\n".join(
-            f"| `{root.path}` | {root.operation} | {summarize(output)} |"
-            for root, output in zip(plan.roots, outputs, strict=True)
-        )
-        metadata = {
-            "results": MetadataValue.path(str(results_path)),
-            "outputs": MetadataValue.md("| path | operation | output |\n|---|---|---|\n" + table),
-        }
-        # Comparisons show on the run page itself: verdict, metrics table, and the chart inline.
-        for root, output in zip(plan.roots, outputs, strict=True):
-            if isinstance(output, Comparison):
-                where = f"{root.operation} {root.path}"
-                metadata.update(_comparison_metadata(where, output))
-                context.log.info(f"{where}: {output.report.get('verdict', '')}\n{output.markdown}")
-        yield Output({"results": str(results_path), "count": len(results)}, metadata=metadata)
+            try:
+                outputs = execute(plan, catalog, run_context, on_event, reuse=kept)
+            except InstructionFailed as failed:
+                progress.fail(failed)
+                yield from catalog_events  # what was read before the failure is still worth knowing
+                raise Failure(
+                    description=runs.clip(str(failed)),
+                    metadata={"path": failed.path, "operation": failed.operation},
+                ) from None
+            yield from catalog_events
+            for root in plan.roots:
+                kept.fetch(root)  # a reused result shows its files (a table's preview, a chart)
+            results = [
+                {"path": root.path, "operation": root.operation, "output": _to_result(output)}
+                for root, output in zip(plan.roots, outputs, strict=True)
+            ]
+            table = "\n".join(
+                f"| `{root.path}` | {root.operation} | {summarize(output)} |"
+                for root, output in zip(plan.roots, outputs, strict=True)
+            )
+            metadata = {
+                "results": MetadataValue.path(folder.location(runs.RESULTS)),
+                "outputs": MetadataValue.md("| path | operation | output |\n|---|---|---|\n" + table),
+            }
+            # Comparisons show on the run page itself: verdict, metrics table, and the chart inline.
+            for root, output in zip(plan.roots, outputs, strict=True):
+                if isinstance(output, Comparison):
+                    where = f"{root.operation} {root.path}"
+                    metadata.update(_comparison_metadata(where, output))
+                    context.log.info(f"{where}: {output.report.get('verdict', '')}\n{output.markdown}")
+            folder.sync()  # every file the results name is stored before the results say so
+            folder.write_json(runs.RESULTS, {"results": folder.public(results)})
+        finally:
+            progress.close()  # the final state, exactly
+        yield Output({"results": folder.location(runs.RESULTS), "count": len(results)}, metadata=metadata)
 
     @job(
         executor_def=in_process_executor,
@@ -154,12 +168,12 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
     return build_execute_job
 
 
-def _kept_outputs(context: OpExecutionContext, workspace: Workspace, folder) -> runs.KeptOutputs:
+def _kept_outputs(context: OpExecutionContext, folder: runs.RunFolder) -> runs.KeptOutputs:
     """Outputs kept for a resumed run; a re-execution (retry, or the UI's from-failure) reads its parent's."""
     parent = context.run.parent_run_id
     if parent:
         context.log.info(f"resuming run {parent}: instructions it completed are reused, not run again")
-    return runs.KeptOutputs(folder, workspace.run_dir(parent) if parent else None)
+    return runs.KeptOutputs(folder, parent if parent and runs.is_run_id(parent) else None)
 
 
 def _comparison_metadata(where: str, comparison: Comparison) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dagster import ConfigurableResource, InitResourceContext, ResourceDefinitio
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
-from orchestrator import runs
+from orchestrator import runs, runstore
 from orchestrator.data import drive
 from orchestrator.data.archives import ArchiveLimits
 from orchestrator.data.databases import Connections, ImportLimits
@@ -41,7 +41,7 @@ class Workspace(ConfigurableResource):
     """
 
     data_root: str = "./data"
-    artifact_root: str = "./.artifacts"
+    artifact_root: str = "./.artifacts"  # a folder, or s3://bucket/prefix (orchestrator/runstore.py)
     output_root: str = "./outputs"
     url_max_bytes: int = 2 * 1024**3
     url_allow_private: bool = False
@@ -68,7 +68,14 @@ class Workspace(ConfigurableResource):
     def data_path(self) -> Path:
         return Path(self.data_root)
 
+    def run_store(self) -> runstore.RunStore:
+        """Where runs keep their files: the artifact root, a folder or `s3://bucket/prefix`."""
+        return runstore.open_store(self.artifact_root)
+
     def run_dir(self, run_id: str) -> Path:
+        """A run's folder under a local artifact root (an `s3://` root has none: see run_store)."""
+        if runstore.is_store_url(self.artifact_root):
+            raise ValueError(f"runs keep no local folder: the artifact root is {self.artifact_root}")
         return runs.run_dir(Path(self.artifact_root).resolve(), run_id)
 
     def url_policy(self) -> UrlPolicy:
