@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import tenacity
 
 from orchestrator.data import names
 from orchestrator.engine import OperationError
@@ -279,24 +280,34 @@ class ModelServer:
     def _call(self, method: str, path: str, json: Any = None, expect: tuple[int, ...] = (200,),
               what: str = "") -> httpx.Response:
         what = what or f"{method} {path}"
-        delays = self.retry.delays()
-        for attempt in range(self.retry.attempts):
+
+        def attempt() -> httpx.Response:
             self.check_cancelled()
-            try:
-                response = self._http.request(method, path, json=json)
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                problem = f"{type(exc).__name__}"
-            else:
-                if response.status_code in expect:
-                    return response
-                if response.status_code not in TRANSIENT_STATUS:
-                    raise OperationError(f"{what}: the model server answered {response.status_code}: "
-                                         f"{_server_message(response)}")
-                problem = f"HTTP {response.status_code}: {_server_message(response)}"
-            if attempt < len(delays):
-                time.sleep(delays[attempt])
-        raise OperationError(f"{what}: the model server at {self.base_url} failed {self.retry.attempts} times "
-                             f"(last: {problem})")
+            response = self._http.request(method, path, json=json)
+            if response.status_code in expect:
+                return response
+            if response.status_code in TRANSIENT_STATUS:
+                raise _Transient(f"HTTP {response.status_code}: {_server_message(response)}")
+            raise OperationError(f"{what}: the model server answered {response.status_code}: "
+                                 f"{_server_message(response)}")
+
+        # Connection errors, timeouts and 502/503/504 may pass next time; anything else fails at once.
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retry.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.retry.first_delay_s, exp_base=2),
+            retry=tenacity.retry_if_exception_type((httpx.TransportError, httpx.TimeoutException, _Transient)),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except (httpx.TransportError, httpx.TimeoutException, _Transient) as exc:
+            problem = str(exc) if isinstance(exc, _Transient) else type(exc).__name__
+            raise OperationError(f"{what}: the model server at {self.base_url} failed {self.retry.attempts} times "
+                                 f"(last: {problem})") from None
+
+
+class _Transient(Exception):
+    """An answer that may be different next time (502, 503, 504)."""
 
 
 @dataclass
