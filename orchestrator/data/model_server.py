@@ -76,10 +76,7 @@ def model_id_of(name: str) -> str:
 @dataclass(frozen=True)
 class Retry:
     attempts: int = 5
-    first_delay_s: float = 0.5
-
-    def delays(self) -> list[float]:
-        return [self.first_delay_s * 2**i for i in range(self.attempts - 1)]
+    first_delay_s: float = 0.5  # then doubling: 0.5, 1, 2, 4 s
 
 
 class ModelServer:
