@@ -225,10 +225,12 @@ class ProgressLog:
         self._version = self._written = 0
         self._closed = False
         self._writer: threading.Thread | None = None
-        self._write(self._document())
-        if self.interval_s > 0:
+        if self.interval_s > 0:  # the writer thread writes this first state at once
+            self._version = 1
             self._writer = threading.Thread(target=self._write_changes, name="progress-writer", daemon=True)
             self._writer.start()
+        else:
+            self._write(self._document())
 
     def record(self, event: NodeEvent) -> None:
         with self._lock:

