@@ -5,7 +5,6 @@ import base64
 import json
 import threading
 from collections.abc import Mapping
-from types import SimpleNamespace
 from typing import Any
 
 from dagster import (
@@ -29,7 +28,7 @@ from dagster import (
 
 from orchestrator import contract, runs
 from orchestrator.assets import lineage
-from orchestrator.assets.resources import Workspace, server_setting
+from orchestrator.assets.resources import OpResources, Workspace, server_setting
 from orchestrator.data.datasets import Comparison
 from orchestrator.engine import (
     Catalog,
@@ -116,7 +115,7 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                 if event.kind in ("finished", "reused"):
                     catalog_events.extend(lineage.asset_events(event.node, event.output, context.run_id))
 
-        op_resources = SimpleNamespace(**{key: getattr(context.resources, key) for key in resources})
+        op_resources = OpResources(**{key: getattr(context.resources, key) for key in resources})
         run_context = RunContext(run_dir=folder.path, resources=op_resources, log=context.log)
         try:
             try:

@@ -8,7 +8,7 @@ from orchestrator import contract
 from orchestrator.assets import ops
 from orchestrator.assets.job import make_execute_job
 from orchestrator.assets.notifications import StatusNotifier, notification_sensors
-from orchestrator.assets.resources import Databases, GoogleDrive, ModelServerConnection, S3Storage, Workspace
+from orchestrator.assets.resources import ServerSettings
 from orchestrator.engine import Catalog
 
 # Every operation a pipeline may use. Adding one: write the function in ops.py, list it here.
@@ -43,16 +43,10 @@ OP_DEFS = [
 DECLARED = Catalog.from_functions(OP_DEFS)
 
 
-# What ops may use, as `ctx.resources.<key>`; each reads its settings from the environment.
+# What ops may use, as `ctx.resources.<key>`: built from the server's settings, read once.
 def resources_from_env() -> dict[str, ConfigurableResource]:
     """Every resource, configured from the server's environment as it is now."""
-    return {
-        "workspace": Workspace.from_env(),
-        "s3": S3Storage.from_env(),
-        "google_drive": GoogleDrive.from_env(),
-        "databases": Databases(),
-        "model_server": ModelServerConnection.from_env(),
-    }
+    return ServerSettings().resources()
 
 
 RESOURCES = resources_from_env()

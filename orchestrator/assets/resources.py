@@ -6,18 +6,83 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource, InitResourceContext, ResourceDefinition
 from pydantic import PrivateAttr
-from sqlalchemy.engine import Engine
 
 from orchestrator import runs, runstore
-from orchestrator.data import drive
-from orchestrator.data.archives import ArchiveLimits
-from orchestrator.data.databases import Connections, ImportLimits
-from orchestrator.data.model_server import ModelServer, Retry
-from orchestrator.data.s3 import S3Settings
-from orchestrator.data.url import UrlPolicy
+from orchestrator.contract import SharedSettings
+
+# The clients behind these resources load when a run first uses them, not when the code location starts.
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from orchestrator.data import drive
+    from orchestrator.data.archives import ArchiveLimits
+    from orchestrator.data.databases import Connections, ImportLimits
+    from orchestrator.data.model_server import ModelServer
+    from orchestrator.data.s3 import S3Settings
+    from orchestrator.data.url import UrlPolicy
+
+DRIVE_PUBLIC_DOWNLOAD_URL = "https://drive.usercontent.google.com/download"
+
+
+class ServerSettings(SharedSettings):
+    """Every setting of the code location, read once from its environment (CONSTELLATION_<NAME>).
+
+    The resources below are built from these values; run config cannot change them (server_setting).
+    Secrets are not here: credentials stay in the environment and are read where they are used.
+    """
+
+    data_root: str = "./data"
+    output_root: str = "./outputs"
+    url_max_bytes: int = 2 * 1024**3
+    url_allow_private: bool = False
+    archive_max_bytes: int = 10 * 1024**3
+    archive_max_files: int = 100_000
+    max_image_pixels: int = 200_000_000
+    max_tiles_per_image: int = 10_000
+    db_max_rows: int = 10_000_000
+    db_max_bytes: int = 2 * 1024**3
+    db_max_value_bytes: int = 64 * 1024**2
+    db_statement_timeout_s: float = 600.0
+    db_export_any_schema: bool = False
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    export_bucket: str | None = None
+    google_api_endpoint: str | None = None
+    google_download_url: str = DRIVE_PUBLIC_DOWNLOAD_URL
+    model_server_timeout_s: float = 120.0
+    model_server_retry_attempts: int = 5
+    model_server_lease_ttl_s: float = 300.0
+
+    def resources(self) -> dict[str, ConfigurableResource]:
+        """The resources ops use (`ctx.resources.<key>`), with these values."""
+        workspace = {name: getattr(self, name) for name in Workspace.model_fields}
+        return {
+            "workspace": Workspace(**workspace),
+            "s3": S3Storage(endpoint_url=self.s3_endpoint_url or None, region=self.s3_region or None,
+                            export_bucket=self.export_bucket or None),
+            "google_drive": GoogleDrive(api_endpoint=self.google_api_endpoint or None,
+                                        download_url=self.google_download_url or DRIVE_PUBLIC_DOWNLOAD_URL,
+                                        download_max_bytes=self.url_max_bytes),
+            "databases": Databases(),
+            "model_server": ModelServerConnection(
+                url=self.model_server_url, timeout_s=self.model_server_timeout_s,
+                retry_attempts=self.model_server_retry_attempts, lease_ttl_s=self.model_server_lease_ttl_s),
+        }
+
+
+@dataclass(frozen=True)
+class OpResources:
+    """What an op reaches as `ctx.resources`: this run's instances of the job's resources."""
+
+    workspace: Workspace
+    s3: S3Storage | None = None
+    google_drive: GoogleDrive | None = None
+    databases: Databases | None = None
+    model_server: ModelServerConnection | None = None
 
 
 def server_setting(resource: ConfigurableResource) -> ResourceDefinition:
@@ -37,7 +102,7 @@ def server_setting(resource: ConfigurableResource) -> ResourceDefinition:
 class Workspace(ConfigurableResource):
     """The folders a run may use and the limits on what it may fetch and unpack.
 
-    `from_env()` reads each field from `CONSTELLATION_<FIELD>` (e.g. CONSTELLATION_DATA_ROOT).
+    Built from ServerSettings: each field from `CONSTELLATION_<FIELD>` (e.g. CONSTELLATION_DATA_ROOT).
     """
 
     data_root: str = "./data"
@@ -57,12 +122,7 @@ class Workspace(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> Workspace:
-        given = {
-            name: os.environ[f"CONSTELLATION_{name.upper()}"]
-            for name in cls.model_fields
-            if f"CONSTELLATION_{name.upper()}" in os.environ
-        }
-        return cls(**given)
+        return ServerSettings().resources()["workspace"]
 
     @property
     def data_path(self) -> Path:
@@ -79,12 +139,18 @@ class Workspace(ConfigurableResource):
         return runs.run_dir(Path(self.artifact_root).resolve(), run_id)
 
     def url_policy(self) -> UrlPolicy:
+        from orchestrator.data.url import UrlPolicy
+
         return UrlPolicy(max_bytes=self.url_max_bytes, allow_private=self.url_allow_private)
 
     def archive_limits(self) -> ArchiveLimits:
+        from orchestrator.data.archives import ArchiveLimits
+
         return ArchiveLimits(max_bytes=self.archive_max_bytes, max_files=self.archive_max_files)
 
     def database_limits(self) -> ImportLimits:
+        from orchestrator.data.databases import ImportLimits
+
         return ImportLimits(
             max_rows=self.db_max_rows, max_bytes=self.db_max_bytes, max_value_bytes=self.db_max_value_bytes,
             statement_timeout_s=self.db_statement_timeout_s,
@@ -96,7 +162,7 @@ class S3Storage(ConfigurableResource):
 
     boto3 reads credentials from its standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
     a profile, a role) in the server's environment, so they never show in the Dagster UI.
-    `from_env()` reads CONSTELLATION_S3_ENDPOINT_URL and CONSTELLATION_S3_REGION.
+    Built from ServerSettings: CONSTELLATION_S3_ENDPOINT_URL, CONSTELLATION_S3_REGION, CONSTELLATION_EXPORT_BUCKET.
     """
 
     endpoint_url: str | None = None
@@ -106,13 +172,11 @@ class S3Storage(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> S3Storage:
-        return cls(
-            endpoint_url=os.environ.get("CONSTELLATION_S3_ENDPOINT_URL") or None,
-            region=os.environ.get("CONSTELLATION_S3_REGION") or None,
-            export_bucket=os.environ.get("CONSTELLATION_EXPORT_BUCKET") or None,
-        )
+        return ServerSettings().resources()["s3"]
 
     def settings(self) -> S3Settings:
+        from orchestrator.data.s3 import S3Settings
+
         return S3Settings(endpoint_url=self.endpoint_url, region=self.region)
 
 
@@ -122,24 +186,23 @@ class GoogleDrive(ConfigurableResource):
     They are read from the server's environment each time a client is built
     (GOOGLE_APPLICATION_CREDENTIALS: a service-account key file, else
     CONSTELLATION_GOOGLE_API_KEY: an API key for public files), so they never show in the
-    Dagster UI. `from_env()` reads CONSTELLATION_GOOGLE_API_ENDPOINT: the API's base URL,
+    Dagster UI. Built from ServerSettings: CONSTELLATION_GOOGLE_API_ENDPOINT, the API's base URL,
     https://www.googleapis.com/drive/v3/ when unset. With neither credential, files shared with
     anyone who has the link download from CONSTELLATION_GOOGLE_DOWNLOAD_URL (Drive's public
     download endpoint when unset), up to CONSTELLATION_URL_MAX_BYTES like any download by URL.
     """
 
     api_endpoint: str | None = None
-    download_url: str = drive.PUBLIC_DOWNLOAD_URL
-    download_max_bytes: int = drive.PUBLIC_MAX_BYTES
+    download_url: str = DRIVE_PUBLIC_DOWNLOAD_URL
+    download_max_bytes: int = 2 * 1024**3  # as for downloads by URL (CONSTELLATION_URL_MAX_BYTES)
 
     @classmethod
     def from_env(cls) -> GoogleDrive:
-        given = {"download_url": os.environ.get("CONSTELLATION_GOOGLE_DOWNLOAD_URL") or None,
-                 "download_max_bytes": os.environ.get("CONSTELLATION_URL_MAX_BYTES") or None}
-        return cls(api_endpoint=os.environ.get("CONSTELLATION_GOOGLE_API_ENDPOINT") or None,
-                   **{name: value for name, value in given.items() if value is not None})
+        return ServerSettings().resources()["google_drive"]
 
     def connect(self) -> drive.Drive:
+        from orchestrator.data import drive
+
         return drive.connect(self.api_endpoint, os.environ, drive.PublicDownloads(self.download_url,
                                                                                    self.download_max_bytes))
 
@@ -152,17 +215,26 @@ class Databases(ConfigurableResource):
     the Dagster UI. Each connection gets one engine per run (pre-pinged, disposed at the end).
     """
 
-    _connections: Connections = PrivateAttr(default_factory=Connections)
+    _connections: Any = PrivateAttr(default=None)
+
+    @property
+    def _pool(self) -> Connections:
+        if self._connections is None:
+            from orchestrator.data.databases import Connections
+
+            self._connections = Connections()
+        return self._connections
 
     def engine(self, name: str) -> Engine:
-        return self._connections.engine(name)
+        return self._pool.engine(name)
 
     def names(self) -> list[str]:
-        return self._connections.names()
+        return self._pool.names()
 
     def dispose(self) -> None:
         """Close every pooled connection."""
-        self._connections.dispose()
+        if self._connections is not None:
+            self._connections.dispose()
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self.dispose()
@@ -186,12 +258,11 @@ class ModelServerConnection(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> ModelServerConnection:
-        env = {"url": "CONSTELLATION_MODEL_SERVER_URL", "timeout_s": "CONSTELLATION_MODEL_SERVER_TIMEOUT_S",
-               "retry_attempts": "CONSTELLATION_MODEL_SERVER_RETRY_ATTEMPTS",
-               "lease_ttl_s": "CONSTELLATION_MODEL_SERVER_LEASE_TTL_S"}
-        return cls(**{field: os.environ[var] for field, var in env.items() if var in os.environ})
+        return ServerSettings().resources()["model_server"]
 
     def connect(self, check_cancelled: Callable[[], None] = lambda: None, lease: str | None = None) -> ModelServer:
+        from orchestrator.data.model_server import ModelServer, Retry
+
         retry = Retry(attempts=self.retry_attempts, first_delay_s=self.retry_first_delay_s)
         token = os.environ.get("CONSTELLATION_MODEL_SERVER_TOKEN", "").strip() or None
         return ModelServer(self.url, self.timeout_s, retry, check_cancelled, token=token, lease=lease,
