@@ -340,7 +340,10 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
-        config=Config(retries={"mode": "standard"}, max_pool_connections=4 * TRANSFER_THREADS),
+        # Checksums only where S3 requires them: boto3's newer defaults (aws-chunked uploads with
+        # trailing checksums) are refused by some S3-compatible stores, and cost CPU per request.
+        config=Config(retries={"mode": "standard"}, max_pool_connections=4 * TRANSFER_THREADS,
+                      request_checksum_calculation="when_required", response_checksum_validation="when_required"),
     )
 
 
