@@ -53,7 +53,7 @@ from dagster import (
 )
 from dagster._core.event_api import EventLogRecord, RunStatusChangeRecordsFilter
 
-from orchestrator import runs
+from orchestrator import runs, runstore
 from orchestrator.assets.resources import Workspace
 
 SENSOR_NAME = "notify_run_status"
@@ -355,7 +355,11 @@ def _message(instance: DagsterInstance, status: _Status, artifact_root: str | Pa
 def failure_reason(instance: DagsterInstance, run_id: str, artifact_root: str | Path | None) -> str | None:
     """Why a run failed: the failing instruction (its progress file), else Dagster's first step failure."""
     if artifact_root is not None and runs.is_run_id(run_id):
-        progress = runs.read_json(runs.run_dir(Path(artifact_root).resolve(), run_id) / runs.PROGRESS)
+        try:  # a folder or s3://bucket/prefix, read alike
+            progress = runstore.open_store(artifact_root).read_json(run_id, runs.PROGRESS)
+        except runstore.RunStoreError as error:
+            _logger.debug(f"could not read the progress of run {run_id}: {_describe(error)}")
+            progress = None
         error = progress.get("error") if isinstance(progress, dict) else None
         if isinstance(error, dict) and error.get("message"):
             return f"{error.get('operation')} at {error.get('path')} failed: {error['message']}"
