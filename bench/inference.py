@@ -1,12 +1,16 @@
 """Benchmark: image classification through the model server vs the same pipeline in process.
 
-    .venv/bin/python bench/inference.py [--images 256] [--repeat 3]
+    .venv/bin/python bench/inference.py [--images 128] [--repeat 5]
+    .venv/bin/python bench/inference.py --server-from before=/tmp/old-checkout   # a second server, side by side
 
 A randomly initialised ViT (hidden 384, 6 layers, 224×224 input: a ViT-Small-sized network) is
 saved to a temporary models root; the model server (`python -m model_server`) loads it, and
 the client (orchestrator.data.model_server, what model_inference uses) sends the images in
 requests of 1 or 16. The baseline runs `transformers.pipeline` on the same files in this
-process, with batch size 1 or 16. Ratios are server time over in-process time.
+process, with batch size 1 or 16 (opening and decoding them inside the clock, as the server does).
+Every side runs once per round, in an order that rotates each round; the figures are medians.
+`--server-from LABEL=DIR` adds a server run from another checkout's `model_server/` (e.g. the
+commit before a change), so that the two are measured in the same session, interleaved.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -28,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out" / "inference.md"
 MODEL = "bench-vit-small"
+IN_PROCESS = "in process"
 
 
 def make_model(folder: Path) -> None:
@@ -59,12 +65,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(models_root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(models_root: Path, port: int, checkout: Path = ROOT, batch: int = 16,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`python -m model_server` from `checkout`, without a token (the bench's client sends none)."""
     env = {**os.environ, "CONSTELLATION_MODELS_ROOT": str(models_root), "CONSTELLATION_MODEL_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": "16"}
-    process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=ROOT, env=env,
+           "HF_HUB_OFFLINE": "1", "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(batch)}
+    env.pop("CONSTELLATION_MODEL_SERVER_TOKEN", None)
+    env.update(extra_env or {})
+    env.pop("PYTHONPATH", None)
+    process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=checkout, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
@@ -72,7 +83,17 @@ def start_server(models_root: Path, port: int) -> subprocess.Popen[bytes]:
         except httpx.HTTPError:
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError("the model server did not start")
+    raise RuntimeError(f"the model server from {checkout} did not start")
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def through_server(url: str, images: list[bytes], batch: int) -> float:
@@ -97,57 +118,105 @@ def in_process(classifier, paths: list[Path], batch: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; every side runs once per round")
+    parser.add_argument("--batches", default="1,16", help="request sizes, comma-separated (default 1,16)")
+    parser.add_argument("--server-from", action="append", default=[], metavar="LABEL=DIR",
+                        help="also run the model server of another checkout, labelled LABEL")
+    parser.add_argument("--server-env", action="append", default=[], metavar="LABEL:NAME=VALUE",
+                        help="an environment variable for server LABEL (a new label: this checkout's server)")
     args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    checkouts = {"server": ROOT}
+    for given in args.server_from:
+        label, _, folder = given.partition("=")
+        checkouts[label] = Path(folder).resolve()
+    server_env: dict[str, dict[str, str]] = {}
+    for given in args.server_env:
+        label, _, setting = given.partition(":")
+        name, _, value = setting.partition("=")
+        server_env.setdefault(label, {})[name] = value
+        checkouts.setdefault(label, ROOT)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers it started on the way out
     from transformers import pipeline
 
+    from orchestrator.data.model_server import ModelServer
+
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load_before = os.getloadavg()
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    peaks: dict[str, float | None] = {}
+    times: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="constellation-bench-") as tmp:
         base = Path(tmp)
         make_model(base / "models" / MODEL)
         paths = make_images(base / "images", args.images)
         images = [p.read_bytes() for p in paths]
-        port = free_port()
-        server = start_server(base / "models", port)
-        url = f"http://127.0.0.1:{port}"
         try:
-            from orchestrator.data.model_server import ModelServer
-
-            with ModelServer(url) as client:
-                client.load(MODEL, MODEL, "image-classification")
+            for label, checkout in checkouts.items():
+                port = free_port()
+                servers[label] = (start_server(base / "models", port, checkout, max(batches),
+                                               server_env.get(label, {})), f"http://127.0.0.1:{port}")
+                with ModelServer(servers[label][1]) as client:
+                    client.load(MODEL, MODEL, "image-classification")
+                through_server(servers[label][1], images[:16], 16)  # warm-up, not counted
             classifier = pipeline("image-classification", model=str(base / "models" / MODEL))
-            through_server(url, images[:16], 16)  # warm-up, not counted
             in_process(classifier, paths[:16], 16)
-            times: dict[tuple[str, int], list[float]] = {}
-            for _ in range(args.repeat):
-                for batch in (1, 16):
-                    times.setdefault(("server", batch), []).append(through_server(url, images, batch))
-                    times.setdefault(("in-process", batch), []).append(in_process(classifier, paths, batch))
-                    print({k: round(v[-1], 2) for k, v in times.items()}, flush=True)
+            sides = [IN_PROCESS, *servers]
+            for round_ in range(args.repeat):
+                for batch in batches:
+                    shift = round_ % len(sides)
+                    for side in sides[shift:] + sides[:shift]:
+                        took = in_process(classifier, paths, batch) if side == IN_PROCESS else \
+                            through_server(servers[side][1], images, batch)
+                        times.setdefault((side, batch), []).append(took)
+                print(f"round {round_ + 1}: " + ", ".join(f"{s} b{b} {args.images / t[-1]:.1f}/s"
+                                                          for (s, b), t in times.items()), flush=True)
+            peaks = {label: peak_rss_mb(process.pid) for label, (process, _) in servers.items()}
         finally:
-            server.terminate()
-            server.wait(30)
-    report = render(times, args)
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(30)
+    report = render(times, args, batches, list(servers), peaks, started, load_before)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(report)
     print(report)
     return 0
 
 
-def render(times: dict[tuple[str, int], list[float]], args: argparse.Namespace) -> str:
+def render(times: dict[tuple[str, int], list[float]], args: argparse.Namespace, batches: list[int],
+           servers: list[str], peaks: dict[str, float | None], started: str,
+           load_before: tuple[float, float, float]) -> str:
     n = args.images
+    load_after = os.getloadavg()
     rows = ["## Inference: through the model server vs in process",
             "",
             f"{n} JPEGs of 640×480, a random ViT-Small-sized classifier (224×224 input), CPU, median of "
-            f"{args.repeat} interleaved runs; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-            f"{time.strftime('%Y-%m-%d')}.",
+            f"{args.repeat} interleaved rounds; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+            f"{started}; load average (1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end.",
             "",
-            "| batch | server images/s | in-process images/s | server time / in-process time |",
-            "|---:|---:|---:|---:|"]
-    for batch in (1, 16):
-        server, local = statistics.median(times[("server", batch)]), statistics.median(times[("in-process", batch)])
-        rows.append(f"| {batch} | {n / server:.1f} | {n / local:.1f} | {server / local:.2f} |")
+            "| batch | side | images/s | throughput / in process | time / in process | rounds (images/s) |",
+            "|---:|---|---:|---:|---:|---|"]
+    for batch in batches:
+        local = statistics.median(times[(IN_PROCESS, batch)])
+        for side in [IN_PROCESS, *servers]:
+            taken = times[(side, batch)]
+            median = statistics.median(taken)
+            ratios = "" if side == IN_PROCESS else f"{local / median:.2f}"
+            each = ", ".join(f"{n / t:.1f}" for t in taken)
+            rows.append(f"| {batch} | {side} | {n / median:.1f} | {ratios} | "
+                        f"{'' if side == IN_PROCESS else f'{median / local:.2f}'} | {each} |")
+    # Paired per round: each round's ratio, then their median (a busy moment hits both sides of a round alike).
+    rows += ["", "Per-round throughput ratio (server / in process, same round), median [min–max]:", ""]
+    for batch in batches:
+        for side in servers:
+            paired = [b / a for a, b in zip(times[(side, batch)], times[(IN_PROCESS, batch)], strict=True)]
+            rows.append(f"- batch {batch}, {side}: {statistics.median(paired):.2f} "
+                        f"[{min(paired):.2f}–{max(paired):.2f}]")
+    memory = ", ".join(f"{label} {peak:.0f} MB" for label, peak in peaks.items() if peak is not None)
+    if memory:
+        rows += ["", f"Server peak RSS (VmHWM) at the end: {memory}."]
     return "\n".join(rows) + "\n"
 
 

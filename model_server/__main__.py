@@ -8,11 +8,13 @@ import uvicorn
 
 from model_server.app import create_app
 from model_server.config import Settings
+from model_server.cpus import configure_torch
 
 
 def main() -> None:
     settings = Settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_torch(settings.torch_threads)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -89,7 +89,8 @@ class Limits:
         return cls(max_models=settings.max_models, max_model_bytes=settings.max_model_bytes,
                    max_names=settings.max_names, lease_ttl_s=settings.lease_ttl_s,
                    max_lease_ttl_s=settings.max_lease_ttl_s,
-                   infer=InferLimits(settings.batch_size, settings.max_image_pixels, settings.max_request_pixels))
+                   infer=InferLimits(settings.batch_size, settings.max_image_pixels, settings.max_request_pixels,
+                                     settings.prepare_threads or 0))
 
 
 @dataclass
@@ -173,8 +174,7 @@ class ModelRegistry:
         self.batch_size = batch_size
         self.device = device
         self.limits = limits or Limits()
-        self.infer_limits = InferLimits(batch_size, self.limits.infer.max_image_pixels,
-                                        self.limits.infer.max_request_pixels)
+        self.infer_limits = replace(self.limits.infer, batch_size=batch_size)
         self.clock = clock
         self._entries: dict[str, ModelEntry] = {}
         self._copies: dict[tuple[str, str], LoadedModel] = {}

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from model_server.config import Settings
 from model_server.errors import ServerError
+from model_server.exceptions import InvalidInput
 from model_server.protocol import (
     IndexEntry,
     IndexRequest,
+    InferOutput,
     InferRequest,
     InferResponse,
     LoadRequest,
@@ -31,15 +34,17 @@ from model_server.registry import NAME_PATTERN, ModelLoading, ModelRegistry, Mod
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def _registry(request: Request) -> ModelRegistry:
+# The dependencies are `async def`: FastAPI would run a plain `def` one in its threadpool, a thread hop
+# each per request for nothing that blocks.
+async def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _model_name(name: str) -> str:
+async def _model_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
         raise ServerError(400, f"model name {name!r} is not a valid name: 1-201 letters, digits, '.', '_' or '-', "
                                "starting with a letter or digit (e.g. 'org--model' for the id 'org/model')")
@@ -89,16 +94,20 @@ async def model_ready(name: ModelName, registry: Registry) -> ReadyResponse | JS
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, response_model_exclude_none=True)
-async def infer(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> InferResponse:
+async def infer(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> Response:
     """Run the model on the request's inputs; what it takes and answers depends on its task (GET /v2/models/{name}).
 
     `parameters.lease` renews that holder's lease on the model."""
     body = await read_body(request, settings, required=True)
     registry.ready(name)  # an unknown model is the first thing to say
 
-    def run() -> InferResponse:
+    def run() -> Response:
         parsed = parse(body, InferRequest)
-        return InferResponse(model_name=name, id=parsed.id, outputs=registry.infer(name, parsed))
+        answer = InferResponse(model_name=name, id=parsed.id, outputs=registry.infer(name, parsed))
+        finite(answer.outputs)
+        # Encoded here, in the worker thread, once: FastAPI would validate the answer again, then encode it on
+        # the event loop.
+        return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
     return await run_in_threadpool(run)
 
@@ -150,6 +159,14 @@ async def renew(name: ModelName, request: Request, registry: Registry, settings:
     lease = await run_in_threadpool(registry.renew, name, parameters.lease, parameters.lease_ttl_s)
     return RenewResponse(name=name, lease=parameters.lease, expires_in_s=max(0.0, lease.expires - registry.clock()))
 
+
+
+def finite(outputs: list[InferOutput]) -> None:
+    """InvalidInput when a float output holds NaN or an infinity: JSON cannot carry them."""
+    for output in outputs:
+        if output.datatype in ("FP16", "FP32", "FP64") and not all(map(math.isfinite, output.data)):
+            raise InvalidInput(f"the model's output {output.name!r} holds a value that is not a finite number; the "
+                               "protocol's JSON cannot carry it: check the inputs")
 
 
 def check_content_type(request: Request, required: bool) -> None:

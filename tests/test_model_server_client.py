@@ -114,6 +114,28 @@ def test_client_predict_rows_regression(client: ModelServer, root: Path):
     assert client.predict_rows("reg", [], "tabular-regression") == []
 
 
+def test_client_predict_rows_reads_each_models_metadata_once(client: ModelServer):
+    sent: list[tuple[str, str]] = []
+    client._http.event_hooks["request"].append(lambda request: sent.append((request.method, request.url.path)))
+
+    def reads() -> list[str]:
+        return [path for method, path in sent if method == "GET"]
+
+    rows = tabular_data(rows=4, seed=5)[0].tolist()
+    first = client.predict_rows("iris", rows, "tabular-classification")
+    assert client.predict_rows("iris", rows, "tabular-classification") == first
+    client.predict_rows("reg", rows, "tabular-regression")
+    assert reads() == ["/v2/models/iris", "/v2/models/reg"]
+    posts = [path for method, path in sent if method == "POST"]
+    assert posts == ["/v2/models/iris/infer", "/v2/models/iris/infer", "/v2/models/reg/infer"]
+    with pytest.raises(OperationError, match="expected 4 features per row"):  # read again after a failure
+        client.predict_rows("iris", [row[:3] for row in rows], "tabular-classification")
+    client.predict_rows("iris", rows, "tabular-classification")
+    client.load("reg", "reg.onnx", "tabular-regression")  # and after a load (or an unload) by this client
+    client.predict_rows("reg", rows, "tabular-regression")
+    assert reads()[2:] == ["/v2/models/iris", "/v2/models/reg"]
+
+
 def test_client_errors_carry_the_servers_message(client: ModelServer):
     with pytest.raises(OperationError, match="expected 4 features per row, got 3"):
         client.predict_rows("iris", [[1.0, 2.0, 3.0]], "tabular-classification")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -17,14 +19,17 @@ T = TypeVar("T")
 class InferLimits:
     """What one request may cost: images per forward pass, and pixels per image and per request.
 
-    The pixel caps are checked on the images' headers before any image is decoded; decoding then holds
-    at most one batch of images (batch_size of them, and no more than max_image_pixels together unless
-    one image alone has more).
+    The pixel caps are checked on the images' headers before any image is decoded. Images are then
+    decoded and preprocessed by `prepare_threads` threads (0: one per available CPU) while the model
+    runs the batch before theirs: the images decoded at once hold no more than max_image_pixels
+    together (each is dropped once preprocessed), and the preprocessed inputs held are at most two
+    batches' worth (the one running and the next).
     """
 
     batch_size: int = 8
     max_image_pixels: int = 40_000_000
     max_request_pixels: int = 256_000_000
+    prepare_threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,23 @@ def library_call(what: str, call: Callable[[], T]) -> T:
         raise
     except Exception as exc:  # the libraries raise many types; their message is what the user needs
         raise InvalidInput(f"the model could not process {what}: {type(exc).__name__}: {exc}") from None
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_guard = threading.Lock()
+
+
+def preparation_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's threads that decode and preprocess inputs (one pool per size, made on first use)."""
+    if threads <= 0:
+        from model_server.cpus import available_cpus
+
+        threads = available_cpus()
+    with _pools_guard:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="prepare")
+        return pool
 
 
 def batches(count: int, size: int) -> Iterator[range]:

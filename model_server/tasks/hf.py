@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+from contextlib import nullcontext
 from functools import cache
 from typing import Any, ClassVar
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.utils import logging as transformers_logging
 
 from model_server.exceptions import InvalidInput, LoadFailed
@@ -63,6 +65,38 @@ class TransformersModel(TaskModel):
         config = pipeline.model.config
         super().__init__(labels_by_id(config.id2label) if self.own_labels else [])
         self.pipeline = pipeline
+        # A fast tokenizer is not safe to call from two threads at once; an image processor is.
+        self.preprocess_lock = threading.Lock() if getattr(pipeline, "tokenizer", None) is not None else nullcontext()
+
+    def parameters(self, **call: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The pipeline's preprocess, forward and postprocess parameters for a call with `call`, as its __call__
+        splits them (the pipeline's own defaults, then the call's)."""
+        pipe = self.pipeline
+        preprocess, forward, postprocess = pipe._sanitize_parameters(**call)
+        return ({**pipe._preprocess_params, **preprocess}, {**pipe._forward_params, **forward},
+                {**pipe._postprocess_params, **postprocess})
+
+    def preprocess(self, item: Any, parameters: dict[str, Any]) -> Any:
+        """One input through the pipeline's preprocessing (any thread)."""
+        with self.preprocess_lock:
+            return self.pipeline.preprocess(item, **parameters)
+
+    def run_batch(self, items: list[Any], forward: dict[str, Any], postprocess: dict[str, Any]) -> list[Any]:
+        """Preprocessed inputs as one forward pass, and each one's answer: what the pipeline does with a batch of
+        them (the same collation, forward and unbatching), under torch.inference_mode rather than no_grad."""
+        import torch
+        from transformers.pipelines.base import pad_collate_fn
+        from transformers.pipelines.pt_utils import PipelineIterator
+
+        pipe = self.pipeline
+        with torch.inference_mode():
+            if len(items) == 1:
+                batch, size = items[0], None
+            else:
+                processor = pipe.feature_extractor if pipe.feature_extractor is not None else pipe.image_processor
+                batch, size = pad_collate_fn(pipe.tokenizer, processor)(items), len(items)
+            outputs = PipelineIterator([batch], pipe.forward, forward, loader_batch_size=size)
+            return [pipe.postprocess(output, **postprocess) for output in outputs]
 
     @classmethod
     def load(cls, location: str, device: str | None) -> TaskModel:
@@ -107,10 +141,13 @@ def labels_by_id(id2label: dict[Any, str]) -> list[str]:
 
 
 def open_image(data: bytes, index: int) -> Image.Image:
-    """Decode one image; InvalidInput names its index."""
+    """Decode one image, upright (its EXIF orientation applied) and RGB, as the pipelines' load_image makes it,
+    without the copies that takes when there is nothing to turn or convert; InvalidInput names its index."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return image if image.mode == "RGB" else image.convert("RGB")
     except UnidentifiedImageError:
         raise InvalidInput(f"input 'image' item {index} is not an image in a format Pillow reads") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

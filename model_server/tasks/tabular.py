@@ -81,12 +81,14 @@ class OnnxModel(TaskModel):
         count, width = given.shape
         if self.features != -1 and width != self.features:
             raise InputMismatch(f"expected {self.features} features per row, got {width} (shape {given.shape})")
-        for index, value in enumerate(given.flat):
-            if type(value) not in (int, float):
-                raise InputMismatch(f"input {given.name!r} row {index // width} column {index % width} is "
-                                    f"{value!r:.40}, not a number")
+        flat = given.flat
+        if not set(map(type, flat)) <= {int, float}:  # one pass in C; the loop below only to name the value
+            for index, value in enumerate(flat):
+                if type(value) not in (int, float):
+                    raise InputMismatch(f"input {given.name!r} row {index // width} column {index % width} is "
+                                        f"{value!r:.40}, not a number")
         try:
-            values = np.array(given.flat, dtype=np.float64)
+            values = np.array(flat, dtype=np.float64)
         except OverflowError:
             raise InputMismatch(f"input {given.name!r} holds an integer too large for a float") from None
         limit = FP32_MAX if self.input_type == "tensor(float)" else np.inf

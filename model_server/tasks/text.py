@@ -15,12 +15,13 @@ class TextClassifier(TransformersModel):
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         texts = self.take(inputs)["text"].strings()
         k = min(parameters.top_k, len(self.labels))
+        # Longer texts than the model reads are cut to its length, as the pipeline's tokenizer does when asked.
+        preprocess, forward, postprocess = self.parameters(top_k=k, truncation=True)
         results: list[list[tuple[str, float]]] = []
         for indexes in batches(len(texts), limits.batch_size):
-            batch = [texts[i] for i in indexes]
-            # Longer texts than the model reads are cut to its length, as the pipeline's tokenizer does when asked.
-            answers = library_call(f"texts {indexes.start}-{indexes.stop - 1}",
-                                   lambda batch=batch: self.pipeline(batch, top_k=k, truncation=True,
-                                                                     batch_size=limits.batch_size))
+            answers = library_call(
+                f"texts {indexes.start}-{indexes.stop - 1}",
+                lambda indexes=indexes: self.run_batch([self.preprocess(texts[i], preprocess) for i in indexes],
+                                                       forward, postprocess))
             results.extend(ranked(answer, k) for answer in answers)
         return ranked_outputs(results, k)

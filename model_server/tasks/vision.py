@@ -1,30 +1,44 @@
 """Image tasks: classification, zero-shot classification, object detection, semantic segmentation.
 
-Each decodes the request's images one batch at a time (a request's compressed images may be far
-smaller than their pixels) and runs the pipeline on that batch.
+Each runs the request's images through its transformers pipeline in batches: the preparation
+threads decode and preprocess the next batch while the model runs this one (ImageModel.answers),
+within a budget of decoded pixels (a request's compressed images may be far smaller than their
+pixels); the forward pass and the answers are the pipeline's own (TransformersModel.run_batch).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, wait
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model_server.exceptions import ImageTooLarge, InputMismatch, InvalidInput, LoadFailed
 from model_server.protocol import InferInput, InferOutput, InferParameters, TensorMetadata
-from model_server.tasks.base import RANKED, InferLimits, InputSpec, library_call, ranked, ranked_outputs
+from model_server.tasks.base import (
+    RANKED,
+    InferLimits,
+    InputSpec,
+    library_call,
+    preparation_pool,
+    ranked,
+    ranked_outputs,
+)
 from model_server.tasks.hf import TransformersModel, open_image
 
 IMAGE = InputSpec("image", ("BYTES",), (-1,), "base64 image files")
 DEFAULT_THRESHOLD = 0.5
 
 
-def image_pixels(images: list[bytes], limits: InferLimits) -> list[int]:
-    """Each image's pixel count, from its header alone (nothing is decoded); ImageTooLarge past the caps."""
-    pixels = []
+def image_sizes(images: list[bytes], limits: InferLimits) -> list[tuple[int, int]]:
+    """Each image's (width, height), from its header alone (nothing is decoded); ImageTooLarge past the caps."""
+    sizes = []
     for index, data in enumerate(images):
         try:
             with Image.open(io.BytesIO(data)) as image:  # reads the header only
@@ -41,13 +55,13 @@ def image_pixels(images: list[bytes], limits: InferLimits) -> list[int]:
             raise ImageTooLarge(f"input 'image' item {index} is {width}x{height} = {width * height:,} pixels; the "
                                 f"limit is {limits.max_image_pixels:,} pixels per image "
                                 "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS): resize or tile it first")
-        pixels.append(width * height)
-    total = sum(pixels)
+        sizes.append((width, height))
+    total = sum(width * height for width, height in sizes)
     if total > limits.max_request_pixels:
         raise ImageTooLarge(f"the request's {len(images)} images hold {total:,} pixels together; the limit is "
                             f"{limits.max_request_pixels:,} pixels per request "
                             "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_PIXELS): send fewer images per request")
-    return pixels
+    return sizes
 
 
 def pixel_batches(pixels: list[int], batch_size: int, budget: int) -> Iterator[range]:
@@ -62,12 +76,67 @@ def pixel_batches(pixels: list[int], batch_size: int, budget: int) -> Iterator[r
         yield range(start, len(pixels))
 
 
+class PixelBudget:
+    """Pixels of the images decoded at once: a thread waits until its image fits (one larger than the whole
+    budget, which the caps refuse before, would wait until nothing else is held)."""
+
+    def __init__(self, pixels: int):
+        self.total = self.free = pixels
+        self.changed = threading.Condition()
+
+    @contextmanager
+    def held(self, pixels: int) -> Iterator[None]:
+        need = min(pixels, self.total)
+        with self.changed:
+            self.changed.wait_for(lambda: self.free >= need)
+            self.free -= need
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.free += need
+                self.changed.notify_all()
+
+
 class ImageModel(TransformersModel):
-    def decoded(self, images: list[bytes], limits: InferLimits):
-        """(batch of decoded images, their indexes) per batch; every header is checked against the caps first."""
-        pixels = image_pixels(images, limits)
-        for indexes in pixel_batches(pixels, limits.batch_size, limits.max_image_pixels):
-            yield [open_image(images[i], i) for i in indexes], indexes
+    def model_input(self, image: Image.Image) -> Any:
+        """What the pipeline's preprocess takes for a decoded image."""
+        return image
+
+    def answers(self, images: list[bytes], limits: InferLimits,
+                **call: Any) -> Iterator[tuple[range, list[Any], list[tuple[int, int]]]]:
+        """Per batch: its indexes, the pipeline's answer for each image (what `self.pipeline(batch, **call)`
+        answers) and each image's (width, height), upright.
+
+        Every header is checked against the caps first. Then the preparation threads decode and preprocess
+        the images, those of the next batch while the model runs this one; each image is dropped once
+        preprocessed, and the images being decoded hold no more than max_image_pixels together.
+        """
+        pixels = [width * height for width, height in image_sizes(images, limits)]
+        chunks = list(pixel_batches(pixels, limits.batch_size, limits.max_image_pixels))
+        preprocess, forward, postprocess = self.parameters(**call)
+        budget = PixelBudget(limits.max_image_pixels)
+        pool = preparation_pool(limits.prepare_threads)
+
+        def prepare(index: int) -> tuple[Any, tuple[int, int]]:
+            with budget.held(pixels[index]):
+                image = open_image(images[index], index)
+                item = self.model_input(image)
+                return library_call(f"image {index}", lambda: self.preprocess(item, preprocess)), image.size
+
+        pending: dict[int, Future[Any]] = {}
+        try:
+            for number, chunk in enumerate(chunks):
+                for following in chunks[number:number + 2]:  # this batch (at first) and the next one
+                    pending.update((i, pool.submit(prepare, i)) for i in following if i not in pending)
+                items, sizes = zip(*[pending.pop(i).result() for i in chunk], strict=True)
+                answers = library_call(f"images {chunk.start}-{chunk.stop - 1}",
+                                       lambda items=items: self.run_batch(list(items), forward, postprocess))
+                yield chunk, answers, list(sizes)
+        finally:  # an error, or the caller stopped: nothing of this request goes on running
+            for future in pending.values():
+                future.cancel()
+            wait(pending.values())
 
 
 class ImageClassifier(ImageModel):
@@ -79,14 +148,17 @@ class ImageClassifier(ImageModel):
         k, results = self.classify(self.take(inputs)["image"].images(), parameters.top_k, limits)
         return ranked_outputs(results, k)
 
+    def model_input(self, image: Image.Image) -> Any:
+        # Its preprocess takes an array as it is, where a PIL image would be turned (a copy) and converted to RGB
+        # (another) again, then made an array by the image processor all the same.
+        return np.asarray(image)
+
     def classify(self, images: list[bytes], top_k: int,
                  limits: InferLimits) -> tuple[int, list[list[tuple[str, float]]]]:
         """Top-k (label, score) per image, best first; k is top_k capped at the number of labels."""
         k = min(top_k, len(self.labels))
         results: list[list[tuple[str, float]]] = []
-        for batch, indexes in self.decoded(images, limits):
-            answers = library_call(f"images {indexes.start}-{indexes.stop - 1}",
-                                   lambda batch=batch: self.pipeline(batch, top_k=k, batch_size=limits.batch_size))
+        for _, answers, _ in self.answers(images, limits, top_k=k):
             results.extend(ranked(answer, k) for answer in answers)
         return k, results
 
@@ -106,10 +178,7 @@ class ZeroShotImageClassifier(ImageModel):
         images = given["image"].images()
         k = min(parameters.top_k, len(candidates))
         results: list[list[tuple[str, float]]] = []
-        for batch, indexes in self.decoded(images, limits):
-            answers = library_call(
-                f"images {indexes.start}-{indexes.stop - 1}",
-                lambda batch=batch: self.pipeline(batch, candidate_labels=candidates, batch_size=limits.batch_size))
+        for _, answers, _ in self.answers(images, limits, candidate_labels=candidates):
             results.extend(ranked(answer, k) for answer in answers)
         return ranked_outputs(results, k)
 
@@ -126,10 +195,7 @@ class ObjectDetector(ImageModel):
         images = self.take(inputs)["image"].images()
         threshold = DEFAULT_THRESHOLD if parameters.threshold is None else parameters.threshold
         index, labels, scores, boxes = [], [], [], []
-        for batch, indexes in self.decoded(images, limits):
-            answers = library_call(
-                f"images {indexes.start}-{indexes.stop - 1}",
-                lambda batch=batch: self.pipeline(batch, threshold=threshold, batch_size=limits.batch_size))
+        for indexes, answers, _ in self.answers(images, limits, threshold=threshold):
             for image_index, found in zip(indexes, answers, strict=True):
                 for detection in found:
                     box = detection["box"]
@@ -162,16 +228,14 @@ class SemanticSegmenter(ImageModel):
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         images = self.take(inputs)["image"].images()
         masks: list[str] = []
-        for batch, indexes in self.decoded(images, limits):
-            answers = library_call(
-                f"images {indexes.start}-{indexes.stop - 1}",
-                lambda batch=batch: self.pipeline(batch, subtask="semantic", batch_size=limits.batch_size))
-            masks.extend(self.class_mask(image, found) for image, found in zip(batch, answers, strict=True))
+        for _, answers, sizes in self.answers(images, limits, subtask="semantic"):
+            masks.extend(self.class_mask(size, found) for size, found in zip(sizes, answers, strict=True))
         return [InferOutput(name="mask", shape=[len(masks)], datatype="BYTES", data=masks,
                             parameters={"content_type": "base64"})]
 
-    def class_mask(self, image: Image.Image, segments: list[dict]) -> str:
-        ids = np.zeros((image.height, image.width), dtype=self.dtype)
+    def class_mask(self, size: tuple[int, int], segments: list[dict]) -> str:
+        width, height = size
+        ids = np.zeros((height, width), dtype=self.dtype)
         for segment in segments:
             ids[np.asarray(segment["mask"]) > 0] = self.ids[segment["label"]]
         out = io.BytesIO()

@@ -95,6 +95,9 @@ class ModelServer:
         self.lease_ttl_s = lease_ttl_s
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+        # Each model's metadata as last read by this client: predict_rows needs its input name and labels for
+        # every request, and a GET per request cost about as much as the inference of a small model.
+        self._metadata: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -115,6 +118,7 @@ class ModelServer:
         Ours refuses (409) a name loaded from another source or for another task: a different source is a
         different model, and the model's id names it, so an id means one source at a time on a server.
         """
+        self._metadata.pop(model_id, None)
         parameters: dict[str, Any] = {"source": source, "task": task}
         if self.lease:
             parameters.update(lease=self.lease, lease_ttl_s=self.lease_ttl_s)
@@ -135,6 +139,7 @@ class ModelServer:
     def unload(self, model_id: str) -> dict[str, Any]:
         """Let go of this client's lease (the server unloads the model when no lease holds it), or, without a lease,
         unload it outright; the server's answer."""
+        self._metadata.pop(model_id, None)
         if self.lease:
             KEEPER.release(self._lease_key(model_id))
         body = {"parameters": {"lease": self.lease}} if self.lease else None
@@ -169,11 +174,21 @@ class ModelServer:
         return renew
 
     def metadata(self, model_id: str) -> dict[str, Any]:
-        """The loaded model's metadata: platform, task, source, labels (class names by id), inputs, outputs."""
+        """The loaded model's metadata: platform, task, source, labels (class names by id), inputs, outputs.
+
+        Always read from the server; this client keeps the answer for its predict_rows calls."""
+        self._metadata.pop(model_id, None)
         body = self._call("GET", f"/v2/models/{slug(model_id)}", what=f"reading {model_id}'s metadata").json()
         if not isinstance(body, dict):
             raise OperationError(f"{model_id}: the model server's metadata is not a JSON object")
+        self._metadata[model_id] = body
         return body
+
+    def _known_metadata(self, model_id: str) -> dict[str, Any]:
+        """The model's metadata as this client last read it (read once; a load, unload or failed inference by this
+        client reads it again)."""
+        known = self._metadata.get(model_id)
+        return known if known is not None else self.metadata(model_id)
 
     def classify(self, model_id: str, images: list[bytes], top_k: int,
                  candidate_labels: list[str] | None = None) -> list[list[tuple[str, float]]]:
@@ -236,14 +251,18 @@ class ModelServer:
                     # JSON carries no NaN or infinity; a missing value has to be filled in before the model sees it.
                     raise OperationError(f"row {i} column {j} is {value!r}, not a finite number")
                 flat.append(number)
-        metadata = self.metadata(model_id)
+        metadata = self._known_metadata(model_id)
         try:
             name = metadata["inputs"][0]["name"]
         except (KeyError, IndexError, TypeError):
             raise OperationError(f"{model_id}: the model server's metadata names no input") from None
         tensor = {"name": name, "shape": [len(rows), width], "datatype": "FP32",
                   "data": flat}
-        body = self._infer(model_id, [tensor], {})
+        try:
+            body = self._infer(model_id, [tensor], {})
+        except OperationError:  # the model may have been loaded again, from another graph: read it afresh next time
+            self._metadata.pop(model_id, None)
+            raise
         if task == "tabular-regression":
             values = _outputs(body, model_id, ("value",))["value"]["data"]
             _expect_rows(values, len(rows), model_id, "value")
