@@ -231,16 +231,15 @@ def export_to_local(
 def _each_image(
     ctx: RunContext, data: FileList | FileDict, work: Callable[[FileRef, Path, int], FileRef | list[FileRef]]
 ) -> list[FileRef]:
-    """Run `work(ref, out_dir, max_pixels)` on every image (two at a time), stopping on cancel."""
+    """Run `work(ref, out_dir, max_pixels)` on every image (a worker process per core), stopping on cancel."""
     from orchestrator.data import images
     out_dir, cap = ctx.node_dir, ctx.resources.workspace.max_image_pixels
 
     def one(ref: FileRef) -> list[FileRef]:
-        ctx.check_cancelled()
         produced = work(ref, out_dir, cap)
         return produced if isinstance(produced, list) else [produced]
 
-    return images.map_images(as_refs(data), one)
+    return images.map_images(as_refs(data), one, ctx.check_cancelled)
 
 
 def _files_of(data: Exportable, work_dir: Path | None = None) -> list[FileRef]:

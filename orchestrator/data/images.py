@@ -1,18 +1,31 @@
-"""Image preparation with Pillow, streamed one file at a time on a few threads.
+"""Image preparation with Pillow, streamed one file at a time on one worker process per core.
 
-Pillow releases the GIL while decoding and resampling, so two threads use both cores;
-only as many images as threads are ever open at once, which bounds memory by that, not
-by the dataset.
+Decoding, resampling and encoding are CPU work. Threads share one interpreter lock, and the
+Python around each image (opening, naming, checks) holds it, so two threads fall short of two
+cores; `map_images` therefore forks one worker process per core for a long list (a short one
+stays on two threads, where forking would cost more than it saves). Workers are handed
+runs of indices into the list they inherited, never pixels, and only a few runs ahead of the
+oldest unfinished image, so memory is bounded by the images in flight, not by the dataset.
 """
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import traceback
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import lru_cache
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,26 +34,63 @@ from orchestrator.data.datasets import FileRef
 from orchestrator.engine import OperationError
 
 IMAGE_THREADS = 2
+# One worker process per core this process may use (a container's CPU set, not the host's).
+IMAGE_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Fewer images than this stay on threads: forking the workers costs tens of milliseconds.
+PROCESS_MIN_IMAGES = 16
+RUN_IMAGES = 16  # images handed to a worker process at once, answered in one message
+RUNS_PER_WORKER = 2  # runs a worker holds, so that it never waits for the next one
+RUNS_AHEAD = 4  # per worker: how far past the oldest unfinished image the work may go, in runs
+WORKER_IMAGES = 2000  # images a worker process prepares before a fresh one takes its place
+CANCEL_CHECK_S = 0.1
 # Our own cap (a server setting) replaces Pillow's global one, so the limit and its message
 # are ours; every open checks the header's size before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+# Python 3.12+ warns on every fork of a process that has threads (a run worker has several):
+# a worker only runs Pillow on what it inherited, and never takes a lock another thread held.
+warnings.filterwarnings(
+    "ignore", r"This process .* is multi-threaded, use of fork\(\) may lead to deadlocks", DeprecationWarning
+)
 
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif"}
 
+Transform = Callable[[FileRef], list[FileRef]]
 
-def map_images(refs: list[FileRef], transform: Callable[[FileRef], list[FileRef]]) -> list[FileRef]:
-    """Apply `transform` to every image on `IMAGE_THREADS` threads; results keep the input order.
 
-    Only a few images are in flight at once (not one task per image queued up front), so
-    memory stays flat however large the dataset.
+def map_images(
+    refs: list[FileRef], transform: Transform, check_cancelled: Callable[[], None] = lambda: None
+) -> list[FileRef]:
+    """Apply `transform` to every image; results keep the input order.
+
+    `check_cancelled` raises to stop: it is called before each image (threads) or every
+    0.1 s while the workers run (processes), and stopping kills the workers at once. The first
+    image that fails, in input order, raises its own error (which names it).
     """
+    workers = min(IMAGE_WORKERS, len(refs))
+    if len(refs) < PROCESS_MIN_IMAGES or workers < 2 or not _can_fork():
+        return _map_on_threads(refs, transform, check_cancelled)
+    return _map_on_processes(refs, transform, check_cancelled, workers)
+
+
+def _can_fork() -> bool:
+    # A process started as a daemon by multiprocessing may not have children of its own.
+    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
+
+
+def _map_on_threads(refs: list[FileRef], transform: Transform, check_cancelled: Callable[[], None]) -> list[FileRef]:
+    """`IMAGE_THREADS` threads with a few images in flight (not one task per image queued up front)."""
+
+    def one(ref: FileRef) -> list[FileRef]:
+        check_cancelled()
+        return transform(ref)
+
     results: list[FileRef] = []
     in_flight: deque[Future[list[FileRef]]] = deque()
     with ThreadPoolExecutor(IMAGE_THREADS, thread_name_prefix="image") as pool:
         try:
             for ref in refs:
-                in_flight.append(pool.submit(transform, ref))
+                in_flight.append(pool.submit(one, ref))
                 if len(in_flight) >= 4 * IMAGE_THREADS:
                     results.extend(in_flight.popleft().result())
             while in_flight:
@@ -49,6 +99,263 @@ def map_images(refs: list[FileRef], transform: Callable[[FileRef], list[FileRef]
             for future in in_flight:
                 future.cancel()
     return results
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an error raised in a worker process, kept as the error's cause."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _serve(
+    conn: Connection, transform: Transform, refs: list[FileRef], inherited: list[Connection], current: Any, number: int
+) -> None:
+    """A worker process: prepare the runs of images whose (start, stop) arrive on `conn`.
+
+    Each run is answered with one message, [(index, ok, value), ...], ending at its first
+    failure: one message per run rather than per image keeps the parent and the worker from
+    waking each other for every image. `current[number]` is the image in hand, for the parent
+    to name should this process die.
+    """
+    # Everything inherited from the parent is shared with it until written to; the cyclic
+    # collector would write to every object it walks (a copy of the parent's whole heap per
+    # worker), so it leaves the inherited objects alone.
+    gc.freeze()
+    for other in inherited:  # the parent's ends: without them, the parent's exit reads as end of input
+        other.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent = os.getppid()
+    while True:
+        try:
+            if not conn.poll(1.0):
+                if os.getppid() != parent:  # the parent was killed: nobody will read our results
+                    return
+                continue
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        replies = []
+        for index in range(*task):
+            current[number] = index
+            try:
+                produced = [(out.name, os.fspath(out.path), out.meta) for out in transform(refs[index])]
+                replies.append((index, True, produced))
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+                replies.append((index, False, (_portable(exc, refs[index]), traceback.format_exc())))
+                break
+        try:
+            conn.send(replies)
+        except Exception:  # a result that cannot be pickled: send those before it, and its error
+            conn.send(_picklable(replies, refs))
+
+
+def _picklable(replies: list[tuple[int, bool, object]], refs: list[FileRef]) -> list[tuple[int, bool, object]]:
+    kept = []
+    for index, ok, value in replies:
+        try:
+            pickle.dumps(value)
+        except Exception as exc:
+            error = OperationError(f"{refs[index].name!r}: its result cannot be sent back: {type(exc).__name__}: {exc}")
+            return [*kept, (index, False, (error, ""))]
+        kept.append((index, ok, value))
+    return kept
+
+
+def _portable(exc: BaseException, ref: FileRef) -> BaseException:
+    """`exc` if it survives pickling (type, message, errno...), else an OperationError that names the image."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return OperationError(f"{ref.name!r}: {type(exc).__name__}: {exc}")
+
+
+def _map_on_processes(
+    refs: list[FileRef], transform: Transform, check_cancelled: Callable[[], None], workers: int
+) -> list[FileRef]:
+    """One forked worker per core; each inherits `refs` and `transform`, and is sent runs of indices."""
+    _hold_the_heap(True)
+    pool = _Workers(refs, transform, workers)
+    try:
+        return pool.run(check_cancelled)
+    finally:
+        pool.close()
+        _hold_the_heap(False)
+
+
+class _Workers:
+    """The worker processes of one `map_images` call, the runs they hold and the results to hand back in order.
+
+    A worker is replaced by a fresh fork once it has been handed WORKER_IMAGES images: what it
+    copied of this process's memory by touching the images' objects (their reference counts)
+    goes with it, so no worker's memory grows with the dataset.
+    """
+
+    def __init__(self, refs: list[FileRef], transform: Transform, workers: int):
+        self.refs, self.transform, self.workers = refs, transform, workers
+        self.context = multiprocessing.get_context("fork")  # the work is a closure: only a fork carries it over
+        self.current = self.context.RawArray("q", workers)  # shared memory: the image each worker has in hand
+        # Runs of up to RUN_IMAGES images, shorter for short lists so that every worker gets several.
+        self.size = max(1, min(RUN_IMAGES, len(refs) // (workers * 4)))
+        self.runs = [(start, min(start + self.size, len(refs))) for start in range(0, len(refs), self.size)]
+        self.conns: list[Connection | None] = [None] * workers
+        self.processes: list[multiprocessing.process.BaseProcess | None] = [None] * workers
+        self.assigned: list[deque[tuple[int, int]]] = [deque() for _ in range(workers)]
+        self.handed = [0] * workers  # images handed to the worker now in each slot
+        self.leaving: list[multiprocessing.process.BaseProcess] = []  # replaced, finishing their exit
+        self.finished: dict[int, tuple[bool, object]] = {}
+        self.folders: dict[str, Path] = {}  # the results' folders, each parsed once
+        self.sent = self.emitted = 0  # runs handed out; images whose results were handed back
+
+    def start(self, slot: int) -> None:
+        ours, theirs = self.context.Pipe()
+        inherited = [conn for conn in self.conns if conn is not None] + [ours]
+        process = self.context.Process(
+            target=_serve,
+            args=(theirs, self.transform, self.refs, inherited, self.current, slot),
+            name=f"image-{slot}",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        self.conns[slot], self.processes[slot], self.handed[slot] = ours, process, 0
+        self.current[slot] = 0
+
+    def replace(self, slot: int) -> None:
+        """Let the worker in `slot` go (it reads the end of its input and leaves) and fork a fresh one."""
+        self.conns[slot].close()
+        self.conns[slot] = None
+        self.leaving.append(self.processes[slot])
+        self.start(slot)
+
+    def feed(self, slot: int) -> None:
+        if self.handed[slot] >= WORKER_IMAGES and not self.assigned[slot] and self.sent < len(self.runs):
+            self.replace(slot)
+        while (
+            len(self.assigned[slot]) < RUNS_PER_WORKER
+            and self.handed[slot] < WORKER_IMAGES
+            and self.sent < len(self.runs)
+            # bounded however slow one image is
+            and self.runs[self.sent][0] < self.emitted + RUNS_AHEAD * self.workers * self.size
+        ):
+            run = self.runs[self.sent]
+            self.assigned[slot].append(run)
+            try:
+                self.conns[slot].send(run)
+            except OSError:
+                self.died(slot)
+            self.sent += 1
+            self.handed[slot] += run[1] - run[0]
+
+    def died(self, slot: int) -> None:
+        process = self.processes[slot]
+        process.join(1)
+        if self.assigned[slot]:
+            name = self.refs[max(self.current[slot], self.assigned[slot][0][0])].name  # the one in hand, or the next
+            raise OperationError(
+                f"{name!r}: the process preparing it ended unexpectedly (exit code {process.exitcode}; out of memory?)"
+            )
+        raise OperationError(f"a process preparing images ended unexpectedly (exit code {process.exitcode})")
+
+    def take(self, slot: int) -> None:
+        conn = self.conns[slot]
+        while conn.poll():
+            try:
+                replies = conn.recv()
+            except (EOFError, OSError):
+                self.died(slot)
+            self.assigned[slot].remove(next(run for run in self.assigned[slot] if run[0] <= replies[0][0] < run[1]))
+            for index, ok, value in replies:
+                self.finished[index] = (ok, value)
+
+    def run(self, check_cancelled: Callable[[], None]) -> list[FileRef]:
+        results: list[FileRef] = []
+        for slot in range(self.workers):
+            self.start(slot)
+        for slot in range(self.workers):
+            self.feed(slot)
+        while self.emitted < len(self.refs):
+            check_cancelled()
+            by_conn = {id(conn): slot for slot, conn in enumerate(self.conns)}
+            by_sentinel = {process.sentinel: slot for slot, process in enumerate(self.processes)}
+            for ready in wait([*self.conns, *by_sentinel], timeout=CANCEL_CHECK_S):
+                if isinstance(ready, int):  # a worker ended: take what it sent before, then see what it held
+                    self.take(by_sentinel[ready])
+                    self.died(by_sentinel[ready])
+                self.take(by_conn[id(ready)])
+            while self.emitted in self.finished:
+                ok, value = self.finished.pop(self.emitted)
+                if not ok:
+                    error, remote = value
+                    if remote:
+                        error.__cause__ = _RemoteTraceback(remote)
+                    raise error
+                results.extend(_received(self.refs[self.emitted], value, self.folders))
+                self.emitted += 1
+            for slot in range(self.workers):
+                self.feed(slot)
+            self.leaving = [process for process in self.leaving if process.is_alive()]  # reaps those gone
+        return results
+
+    def close(self) -> None:
+        done = self.emitted == len(self.refs)
+        for conn in self.conns:
+            if conn is not None:
+                conn.close()  # a worker reads the end of its input and leaves
+        for process in [*self.leaving, *self.processes]:
+            if process is None:
+                continue
+            if not done:
+                process.kill()  # stopped or failed: do not wait for the images in hand
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+_frozen = 0
+_frozen_lock = threading.Lock()
+
+
+def _hold_the_heap(hold: bool) -> None:
+    """While workers share this process's memory, keep the cyclic collector off what exists.
+
+    A collection writes to every object it walks: each page it touches would be copied, this
+    process keeping the copy and the workers the original, up to the whole heap twice over.
+    Frozen objects are not walked; new ones (the results) are. Nested and concurrent calls
+    (two image instructions at once) count, and the last one out unfreezes.
+    """
+    global _frozen
+    with _frozen_lock:
+        if hold:
+            if _frozen == 0:
+                gc.freeze()
+            _frozen += 1
+        else:
+            _frozen -= 1
+            if _frozen == 0:
+                gc.unfreeze()
+
+
+def _received(ref: FileRef, produced: list[tuple[str, str, Any]], folders: dict[str, Path]) -> list[FileRef]:
+    """A worker's results as FileRefs, as small as the same made in this process.
+
+    A path arrives as text; made as its (cached) folder / its name, it shares the folder's
+    parts. A name or facts equal to the input's share the input's objects.
+    """
+    refs = []
+    for name, path, meta in produced:
+        folder, sep, base = path.rpartition(os.sep)
+        parent = folders.get(folder + sep)
+        if parent is None:
+            parent = folders[folder + sep] = Path(folder + sep)
+        shared_name, shared_meta = ref.name if name == ref.name else name, ref.meta if meta == ref.meta else meta
+        refs.append(FileRef(shared_name, parent / base, shared_meta))
+    return refs
 
 
 @contextmanager
@@ -67,20 +374,34 @@ def open_image(ref: FileRef, max_pixels: int) -> Iterator[Image.Image]:
 
 
 def output_path(out_dir: Path, name: str) -> Path:
-    """Where a derived file named `name` goes: inside `out_dir`, whatever the name says."""
-    target = (out_dir / name).resolve()
-    if not target.is_relative_to(out_dir.resolve()):
+    """Where a derived file named `name` goes: inside `out_dir`, whatever the name says.
+
+    The folder is resolved once; the name is resolved lexically (`..`, `/`), which is the
+    same here because an instruction's own folder holds only the files and folders it wrote,
+    never a link.
+    """
+    base = _resolved(out_dir)
+    target = os.path.normpath(os.path.join(base, name))
+    if not target.startswith(base + os.sep):
         raise OperationError(f"{name!r} would be written outside the run's folder; refused")
-    return target
+    return Path(target)
+
+
+@lru_cache(maxsize=64)
+def _resolved(folder: Path) -> str:
+    return str(folder.resolve())
 
 
 def save(image: Image.Image, target: Path, fmt: str) -> Path:
     """Write `image` as `fmt`, converting the mode when the format cannot hold it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
         image = image.convert("RGB")
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    image.save(target, format=fmt, **options)
+    try:
+        image.save(target, format=fmt, **options)
+    except FileNotFoundError:  # its folder is not there yet (a name with folders in it, or the first file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, format=fmt, **options)
     return target
 
 
@@ -91,17 +412,20 @@ def distinct_names(names: list[str], derive: Callable[[str], str] = lambda name:
     its old extension in front (a.png.jpg); a name `derive` leaves as it is keeps it. Two inputs
     of the same name, or what still collides, fail clearly.
     """
-    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
-    if repeated is not None:
-        raise OperationError(f"two images are named {repeated!r}; their outputs would overwrite each other")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise OperationError(f"two images are named {name!r}; their outputs would overwrite each other")
+        seen.add(name)
     derived = [derive(name) for name in names]
+    counts = Counter(derived)
     taken = {new: name for name, new in zip(names, derived, strict=True) if new == name}
     result = []
     for name, new in zip(names, derived, strict=True):
         if taken.get(new) == name:
             result.append(new)
             continue
-        candidate = name + Path(new).suffix if new in taken or derived.count(new) > 1 else new
+        candidate = name + Path(new).suffix if new in taken or counts[new] > 1 else new
         if candidate in taken:
             raise OperationError(
                 f"{name!r} and {taken[candidate]!r} would both be written as {candidate!r}; rename one of them"
@@ -118,9 +442,10 @@ def resize(ref: FileRef, out_dir: Path, width: int, height: int, max_pixels: int
         fmt = image.format or "PNG"
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far less work for thumbnails.
         image.draft("RGB", (width, height))
-        # Phone photos store their rotation in EXIF; apply it so nothing comes out sideways.
-        upright = ImageOps.exif_transpose(image)
-        resized = upright.resize((width, height), Image.Resampling.LANCZOS)
+        # Phone photos store their rotation in EXIF; apply it so nothing comes out sideways
+        # (in place: no copy of the pixels when there is nothing to turn).
+        ImageOps.exif_transpose(image, in_place=True)
+        resized = image.resize((width, height), Image.Resampling.LANCZOS)
     return FileRef(ref.name, save(resized, output_path(out_dir, ref.name), fmt), ref.meta)
 
 
