@@ -30,6 +30,7 @@ bench: install
 	$(PY) bench/run.py
 	$(PY) bench/data_plane.py
 	$(PY) bench/inference.py
+	$(PY) bench/comparison.py
 
 readme: install
 	$(PY) scripts/op_reference.py --write README.md

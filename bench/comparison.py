@@ -1,0 +1,602 @@
+"""Benchmark: tabular inference through the model server vs ONNX Runtime in process, and the comparison
+step's own time against the inference it compares.
+
+    .venv/bin/python bench/comparison.py [--rows 20000] [--compare-rows 10000] [--repeat 3]
+
+Three scikit-learn classifiers of very different cost (a logistic regression, 100 rounds of gradient
+boosting, a 200-tree random forest) and three regressors are trained here on synthetic rows of 20
+features, exported to ONNX with skl2onnx (zipmap off, as scripts/sample_models.py does) into a
+temporary models root, and loaded by a real model server (`python -m model_server`) as
+tabular-classification / tabular-regression.
+
+1. Throughput: the client model_inference uses (`ModelServer.predict_rows`) sends `--rows` rows in
+   requests of 16 (model_inference's default batch_size) and of 256; the baseline runs
+   `onnxruntime.InferenceSession.run` in this process on the same rows in the same batches (float32
+   arrays made before the clock starts). Interleaved rounds, the side that goes first switching every
+   round; the median of `--repeat`.
+2. Where one request's time goes: the same request peeled layer by layer (the real client; one raw POST
+   of a body encoded beforehand; the metadata GET the client makes before every request; the HTTP
+   floor, GET /v2/health/ready) and the server's steps timed in this process on the same body (parsing
+   into the protocol's pydantic models, the per-value check and conversion of the rows, ONNX Runtime,
+   turning the outputs into lists, the answer's JSON).
+3. The comparison step: the `model_inference` op over a table of `--compare-rows` rows for the three
+   models (batch 16 and 256), then the `compare_models` op on their predictions (truth from the same
+   table, bootstrap intervals, McNemar, charts, Markdown, the HTML page with the rows the models disagree
+   on), warm (median of `--repeat` in this process) and cold (its first call in a fresh process, as in
+   a run worker: matplotlib and the statistics imported on first use). Also for the regressors, and for
+   the classifiers' predictions presented as image predictions (24 disagreement thumbnails of a
+   1024×768 JPEG).
+
+`--server-from DIR` runs the model server (and the in-process server steps of part 2) from another
+checkout's `model_server/`, to compare two commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out" / "comparison.md"
+FEATURES = [f"f{i:02d}" for i in range(20)]
+CLASSES = ("low", "medium", "high")
+CLASSIFIERS = ("logreg", "boosting", "forest")
+REGRESSORS = ("ridge", "boosting-reg", "forest-reg")
+DESCRIBED = {"logreg": "logistic regression", "boosting": "gradient boosting, 100 rounds × 3 classes of depth 3",
+             "forest": "random forest, 200 trees of depth ≤ 12", "ridge": "ridge regression",
+             "boosting-reg": "gradient boosting, 100 trees of depth 3",
+             "forest-reg": "random forest, 100 trees of depth ≤ 12"}
+
+
+# --- data and models ---------------------------------------------------------------------------------------------
+
+def make_data(count: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """`count` rows of 20 features (float64), their class (3, overlapping) and a regression target."""
+    import numpy as np
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=count, n_features=len(FEATURES), n_informative=10, n_redundant=4,
+                               n_classes=len(CLASSES), n_clusters_per_class=2, class_sep=0.8, flip_y=0.05,
+                               random_state=seed)
+    rng = np.random.default_rng(seed)
+    target = x @ rng.normal(size=len(FEATURES)) + 2 * np.sin(x[:, 0]) + x[:, 1] * x[:, 2] + rng.normal(size=count)
+    return x, np.array(CLASSES, dtype=object)[y], target
+
+
+def make_models(root: Path, x: Any, classes: Any, target: Any) -> dict[str, tuple[Path, str]]:
+    """Train the six models on (x, classes / target) and save them as ONNX under `root`: {name: (path, task)}."""
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from tiny_models import save_sklearn_onnx
+
+    made = {
+        "logreg": LogisticRegression(max_iter=2000),
+        "boosting": GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=0),
+        "forest": RandomForestClassifier(n_estimators=200, max_depth=12, n_jobs=-1, random_state=0),
+        "ridge": Ridge(),
+        "boosting-reg": GradientBoostingRegressor(n_estimators=100, max_depth=3, random_state=0),
+        "forest-reg": RandomForestRegressor(n_estimators=100, max_depth=12, n_jobs=-1, random_state=0),
+    }
+    models = {}
+    for name, model in made.items():
+        classifier = name in CLASSIFIERS
+        model.fit(x, classes if classifier else target)
+        path = save_sklearn_onnx(model, root / f"bench-{name}.onnx", len(FEATURES),
+                                 {"zipmap": False} if classifier else None)
+        models[name] = (path, "tabular-classification" if classifier else "tabular-regression")
+    return models
+
+
+def write_table(path: Path, x: Any, classes: Any, target: Any) -> Any:
+    """The rows as a Table (JSON Lines): id, the 20 features, the class (`label`) and the value (`target`)."""
+    from orchestrator.data.datasets import Table
+
+    with path.open("w") as out:
+        for i, (row, label, value) in enumerate(zip(x.tolist(), classes, target.tolist(), strict=True)):
+            out.write(json.dumps({"id": f"row-{i:06d}", **dict(zip(FEATURES, row, strict=True)), "label": label,
+                                  "target": value}) + "\n")
+    return Table(path, ["id", *FEATURES, "label", "target"], len(x))
+
+
+# --- the model server --------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def client_takes_token() -> bool:
+    from orchestrator.data.model_server import ModelServer
+
+    return "token" in inspect.signature(ModelServer).parameters
+
+
+def make_client(url: str, token: str | None, check_cancelled: Callable[[], None] = lambda: None) -> Any:
+    from orchestrator.data.model_server import ModelServer
+
+    if token is not None:
+        return ModelServer(url, check_cancelled=check_cancelled, token=token)
+    return ModelServer(url, check_cancelled=check_cancelled)
+
+
+def start_server(models_root: Path, port: int, token: str | None, cwd: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CONSTELLATION_MODELS_ROOT": str(models_root), "CONSTELLATION_MODEL_SERVER_PORT": str(port)}
+    env.pop("CONSTELLATION_MODEL_SERVER_TOKEN", None)
+    if token is not None:
+        env["CONSTELLATION_MODEL_SERVER_TOKEN"] = token
+    process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=cwd, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the model server did not start")
+
+
+class Connection:
+    """What ctx.resources.model_server is to the ops: connect() gives a client."""
+
+    def __init__(self, url: str, token: str | None):
+        self.url, self.token = url, token
+
+    def connect(self, check_cancelled: Callable[[], None] = lambda: None) -> Any:
+        return make_client(self.url, self.token, check_cancelled)
+
+
+# --- 1. throughput -------------------------------------------------------------------------------------------------
+
+def through_server(client: Any, model: str, task: str, rows: list[list[float]], batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        client.predict_rows(model, rows[i:i + batch], task)
+    return time.perf_counter() - start
+
+
+def in_process(session: Any, arrays: list[Any]) -> float:
+    name = session.get_inputs()[0].name
+    start = time.perf_counter()
+    for array in arrays:
+        session.run(None, {name: array})
+    return time.perf_counter() - start
+
+
+def throughput(client: Any, sessions: dict[str, Any], models: dict[str, tuple[Path, str]], x: Any,
+               batches: list[int], repeat: int) -> dict[tuple[str, str, int], list[float]]:
+    import numpy as np
+
+    rows = x.tolist()
+    split = {b: [x[i:i + b].astype(np.float32) for i in range(0, len(x), b)] for b in batches}
+    for name in CLASSIFIERS:  # warm-up, not counted; and the same labels on both sides
+        task = models[name][1]
+        answer = client.predict_rows(name, rows[:256], task)
+        local = sessions[name].run(None, {sessions[name].get_inputs()[0].name: x[:256].astype(np.float32)})[0]
+        if [a["label"] for a in answer] != [str(v) for v in local.tolist()]:
+            raise RuntimeError(f"{name}: the server's labels differ from ONNX Runtime's in process")
+    times: dict[tuple[str, str, int], list[float]] = {}
+    for round_ in range(repeat):
+        for name in CLASSIFIERS:
+            for batch in batches:
+                sides = [("server", lambda n=name, b=batch: through_server(client, n, models[n][1], rows, b)),
+                         ("in-process", lambda n=name, b=batch: in_process(sessions[n], split[b]))]
+                for side, run in sides[::-1] if round_ % 2 else sides:
+                    times.setdefault((name, side, batch), []).append(run())
+                print(f"round {round_ + 1}: {name} batch {batch}: server "
+                      f"{times[(name, 'server', batch)][-1]:.2f} s, in process "
+                      f"{times[(name, 'in-process', batch)][-1]:.3f} s", flush=True)
+    return times
+
+
+# --- 2. where a request's time goes ----------------------------------------------------------------------------
+
+def interleaved(layers: dict[str, tuple[Callable[[Any], Any], list[Any]]]) -> dict[str, float]:
+    """The median seconds per call of each layer. Call i of every layer runs next to call i of the others (in
+    an order that turns), so that a busy moment of the machine hits them alike."""
+    names = list(layers)
+    spent: dict[str, list[float]] = {name: [] for name in names}
+    count = min(len(items) for _, items in layers.values())
+    for i in range(count):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            call, items = layers[name]
+            start = time.perf_counter()
+            call(items[i])
+            spent[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in spent.items()}
+
+
+def breakdown(url: str, token: str | None, name: str, path: Path, task: str, x: Any, batch: int,
+              calls: int) -> dict[str, float]:
+    """Median seconds per request of each layer, for requests of `batch` rows of x."""
+    from model_server.protocol import InferRequest, InferResponse
+    from model_server.routes import parse
+    from model_server.tasks.tabular import TabularClassifier, TabularRegressor
+
+    try:
+        from model_server.tasks.base import InferLimits
+        limits: Any = InferLimits()
+    except ImportError:  # before the limits object: a batch size
+        limits = 8
+    calls = min(calls, len(x) // batch)
+    client = make_client(url, token)
+    metadata = client.metadata(name)
+    input_name = metadata["inputs"][0]["name"]
+    chunks = [x[i * batch:(i + 1) * batch].tolist() for i in range(calls)]
+    bodies = [{"inputs": [{"name": input_name, "shape": [len(c), len(c[0])], "datatype": "FP32",
+                           "data": [v for row in c for v in row]}], "parameters": {}} for c in chunks]
+
+    def dumps(body: Any) -> bytes:  # as httpx encodes `json=`
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+    encoded = [dumps(b) for b in bodies]
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    raw = httpx.Client(base_url=url, headers=headers, timeout=60)
+    answers = [raw.post(f"/v2/models/{name}/infer", content=body).content for body in encoded]
+    # The client alone: the same client over a transport that answers at once with the answers recorded above.
+    current = {"answer": answers[0]}
+
+    def recorded(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=metadata)
+        return httpx.Response(200, content=current["answer"], headers={"Content-Type": "application/json"})
+
+    offline = make_client(url, token)
+    offline._http = httpx.Client(base_url=url, transport=httpx.MockTransport(recorded))
+
+    def client_alone(i: int) -> None:
+        current["answer"] = answers[i]
+        offline.predict_rows(name, chunks[i], task)
+
+    model = (TabularClassifier if task == "tabular-classification" else TabularRegressor).load(str(path), None)
+    parsed = [parse(body, InferRequest) for body in encoded]
+    arrays = [model.rows(p.inputs) for p in parsed]
+    outputs = [model.infer(p.inputs, p.parameters, limits) for p in parsed]
+    ran = [model.run(a) for a in arrays]
+    session_run = model.run
+
+    def without_model(i: int) -> None:  # model.infer with the graph's answers ready: rows() and the outputs
+        model.run = lambda _rows: ran[i]
+        try:
+            model.infer(parsed[i].inputs, parsed[i].parameters, limits)
+        finally:
+            model.run = session_run
+
+    indexes = list(range(calls))
+    layers = interleaved({
+        "whole": (lambda c: client.predict_rows(name, c, task), chunks),
+        "post": (lambda b: raw.post(f"/v2/models/{name}/infer", content=b), encoded),
+        "metadata": (lambda _: client.metadata(name), chunks),
+        "floor": (lambda _: raw.get("/v2/health/ready"), chunks),
+        "client": (client_alone, indexes),
+        "encode": (dumps, bodies),
+        "decode": (json.loads, answers),
+        "parse": (lambda b: parse(b, InferRequest), encoded),
+        "rows": (lambda p: model.rows(p.inputs), parsed),
+        "run": (model.run, arrays),
+        "infer": (without_model, indexes),
+        "respond": (lambda o: InferResponse(model_name=name, outputs=o).model_dump_json(exclude_none=True), outputs),
+    })
+    for closing in (client, offline, raw, model):
+        closing.close()
+    return layers
+
+
+def derived(layers: dict[str, float]) -> list[tuple[str, float]]:
+    """The table's rows, in seconds per request: each layer measured, and what is left between them."""
+    server = layers["parse"] + layers["infer"] + layers["run"] + layers["respond"]
+    return [
+        ("whole request through the client (`predict_rows`)", layers["whole"]),
+        ("client CPU alone (same client, recorded answers, no server)", layers["client"]),
+        ("  JSON encoding of the request (`json.dumps`, as httpx does)", layers["encode"]),
+        ("  JSON decoding of the answer", layers["decode"]),
+        ("  the rest: float() and finite check per value, httpx, per-row dicts",
+         layers["client"] - layers["encode"] - layers["decode"]),
+        ("metadata GET before each request (round trip)", layers["metadata"]),
+        ("inference POST of a body encoded beforehand (round trip)", layers["post"]),
+        ("  server: JSON → `InferRequest` (pydantic, flatten)", layers["parse"]),
+        ("  server: `rows()` per-value type check, list → ndarray", layers["rows"]),
+        ("  server: ONNX Runtime `session.run` (the model)", layers["run"]),
+        ("  server: outputs → lists, labels", layers["infer"] - layers["rows"]),
+        ("  server: `InferResponse` → JSON", layers["respond"]),
+        ("  HTTP, uvicorn, FastAPI, threadpool, access log (POST − server steps)", layers["post"] - server),
+        ("bare GET /v2/health/ready (the HTTP floor)", layers["floor"]),
+    ]
+
+
+# --- 3. the comparison step ------------------------------------------------------------------------------------
+
+def run_context(base: Path, key: str, url: str, token: str | None) -> Any:
+    from orchestrator.engine import RunContext
+
+    return RunContext(run_dir=base, resources=SimpleNamespace(model_server=Connection(url, token)), node_key=key)
+
+
+def inference_ops(base: Path, url: str, token: str | None, table: Any, names: tuple[str, ...],
+                  batch: int) -> tuple[list[Any], float]:
+    """model_inference for each model over the table: the predictions, and the seconds of the three calls."""
+    from orchestrator.assets import ops
+
+    results, spent = [], 0.0
+    for name in names:
+        ctx = run_context(base, f"infer-{name}-{batch}", url, token)
+        start = time.perf_counter()
+        results.append(ops.model_inference(ctx, name, table, batch_size=batch, features=FEATURES, key="id"))
+        spent += time.perf_counter() - start
+    return results, spent
+
+
+def compare_step(base: Path, key: str, results: list[Any], table: Any, column: str) -> float:
+    from orchestrator.assets import ops
+
+    ctx = run_context(base, key, "http://127.0.0.1:1", None)
+    start = time.perf_counter()
+    ops.compare_models(ctx, results, truth=table, truth_key="id", truth_column=column)
+    return time.perf_counter() - start
+
+
+def compare_pieces(folder: Path, results: list[Any], table: Any, column: str) -> dict[str, float]:
+    """The calls compare_models makes, each timed: {piece: seconds}."""
+    from orchestrator.data import compare, reporting
+    from orchestrator.data import truth as truth_sources
+
+    spent: dict[str, float] = {}
+
+    def timed(piece: str, call: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        answer = call()
+        spent[piece] = time.perf_counter() - start
+        return answer
+
+    task = results[0].task
+    truth = timed("truth from the table", lambda: truth_sources.from_table(table, task, "id", column))
+    runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels)
+            for r in results]
+    report = timed("compare(): metrics, bootstrap intervals, tests", lambda: compare.compare(runs, truth))
+    charts = timed("charts() (matplotlib PNGs)", lambda: compare.charts(report, folder / "charts"))
+    timed("markdown() + comparison.json", lambda: (compare.markdown(report), json.dumps(report, indent=1)))
+    shown = timed("disagreements (rows or thumbnails)", lambda: reporting.disagreements(results, runs, truth))
+    timed("html_report()", lambda: compare.html_report(report, charts, shown, title="Comparison"))
+    return spent
+
+
+def as_images(results: list[Any], jpeg: Path) -> list[Any]:
+    """The same predictions as image-classification predictions, every input an image file (for thumbnails)."""
+    from orchestrator.data.datasets import Predictions
+
+    images = []
+    for r in results:
+        inputs = {item["name"]: jpeg for item in r.items}
+        images.append(Predictions(r.model, r.items, r.stats, r.path, task="image-classification", labels=r.labels,
+                                  inputs=inputs))
+    return images
+
+
+def make_jpeg(path: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    image = Image.linear_gradient("L").resize((1024, 768)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for k in range(12):
+        draw.ellipse((k * 70, k * 50, k * 70 + 160, k * 50 + 120), fill=((k * 40) % 256, (k * 70) % 256, 90))
+    image.save(path, quality=90)
+    return path
+
+
+def cold_step(spec_path: Path) -> float:
+    """Run in a fresh process: load the saved predictions, then time compare_models' first call."""
+    from orchestrator.assets import ops  # noqa: F401  (a run worker has imported the ops before any runs)
+    from orchestrator.data.datasets import Predictions, Table
+
+    spec = json.loads(spec_path.read_text())
+    table = Table(Path(spec["table"]), spec["columns"], spec["count"])
+    results = []
+    for path in spec["predictions"]:
+        saved = json.loads(Path(path).read_text())
+        result = Predictions(saved["model"], saved["predictions"], saved["stats"], Path(path), task=saved["task"],
+                             labels=saved["labels"])
+        result.table, result.table_key = table, "id"
+        results.append(result)
+    if spec.get("jpeg"):
+        results = as_images(results, Path(spec["jpeg"]))
+    return compare_step(Path(spec["run_dir"]), "cold", results, table, spec["column"])
+
+
+def cold_in_subprocess(spec: dict[str, Any], folder: Path) -> float:
+    path = folder / f"cold-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(spec))
+    answer = subprocess.run([sys.executable, __file__, "--cold", str(path)], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    return float(answer.stdout.strip().splitlines()[-1])
+
+
+def comparison(base: Path, url: str, token: str | None, table: Any, repeat: int,
+               batches: list[int]) -> dict[str, Any]:
+    kinds = {"classification": (CLASSIFIERS, "label"), "regression": (REGRESSORS, "target")}
+    found: dict[str, Any] = {}
+    jpeg = make_jpeg(base / "input.jpg")
+    for kind, (names, column) in kinds.items():
+        inference, by_batch = {}, {}
+        for batch in batches:
+            by_batch[batch], inference[batch] = inference_ops(base, url, token, table, names, batch)
+            print(f"{kind}: model_inference of {len(names)} models, batch {batch}: {inference[batch]:.2f} s",
+                  flush=True)
+        results = by_batch[batches[0]]  # compared: the predictions made with the first batch size
+        variants = {kind: (results, None)}
+        if kind == "classification":
+            variants["classification, image inputs (thumbnails)"] = (as_images(results, jpeg), jpeg)
+        for variant, (shown, image) in variants.items():
+            warm, cold, pieces = [], [], []
+            spec = {"table": str(table.path), "columns": table.columns, "count": table.count, "column": column,
+                    "predictions": [str(r.path) for r in results], "run_dir": str(base),
+                    "jpeg": str(image) if image else None}
+            compare_step(base, "warm-up", shown, table, column)
+            for i in range(repeat):
+                cold.append(cold_in_subprocess(spec, base))
+                warm.append(compare_step(base, f"compare-{i}", shown, table, column))
+                pieces.append(compare_pieces(base / f"pieces-{i}", shown, table, column))
+            found[variant] = {"inference": inference, "warm": statistics.median(warm), "cold": statistics.median(cold),
+                              "pieces": {k: statistics.median(p[k] for p in pieces) for k in pieces[0]},
+                              "predictions": len(names) * table.count}
+            print(f"{variant}: compare_models warm {found[variant]['warm']:.2f} s, cold "
+                  f"{found[variant]['cold']:.2f} s", flush=True)
+    return found
+
+
+# --- main --------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000, help="rows sent in part 1 (default 20,000)")
+    parser.add_argument("--compare-rows", type=int, default=10_000, help="rows per model in part 3 (default 10,000)")
+    parser.add_argument("--train-rows", type=int, default=5_000)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported (default 3)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 256])
+    parser.add_argument("--calls", type=int, default=200, help="requests per layer in part 2 (default 200)")
+    parser.add_argument("--skip", choices=["throughput", "breakdown", "comparison"], nargs="*", default=[])
+    parser.add_argument("--server-from", type=Path, default=ROOT,
+                        help="the checkout whose model_server/ runs (default: this one)")
+    parser.add_argument("--cold", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.cold:
+        print(cold_step(args.cold))
+        return 0
+    server_from = args.server_from.resolve()
+    sys.path.insert(0, str(server_from))
+    import onnxruntime
+
+    token = secrets.token_urlsafe(24) if client_takes_token() else None
+    started = time.strftime("%Y-%m-%d")
+    with tempfile.TemporaryDirectory(prefix="constellation-bench-") as tmp:
+        base = Path(tmp)
+        count = args.train_rows + max(args.rows, args.compare_rows)
+        x, classes, target = make_data(count)
+        train, test = slice(0, args.train_rows), slice(args.train_rows, None)
+        print(f"training {len(CLASSIFIERS) + len(REGRESSORS)} models on {args.train_rows} rows ...", flush=True)
+        models = make_models(base / "models", x[train], classes[train], target[train])
+        sessions = {name: onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                    for name, (path, _) in models.items()}
+        port = free_port()
+        server = start_server(base / "models", port, token, server_from)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            client = make_client(url, token)
+            for name, (path, task) in models.items():
+                client.load(name, path.name, task)
+            times = layers = found = None
+            if "throughput" not in args.skip:
+                times = throughput(client, sessions, models, x[test][:args.rows], args.batches, args.repeat)
+            if "breakdown" not in args.skip:
+                layers = {}
+                for name in ("logreg", "forest"):
+                    for batch in args.batches:
+                        calls = max(20, args.calls * 16 // batch)
+                        layers[(name, batch)] = breakdown(url, token, name, models[name][0], models[name][1],
+                                                          x[test], batch, calls)
+                        print(f"breakdown {name} batch {batch}: done", flush=True)
+            if "comparison" not in args.skip:
+                table = write_table(base / "table.jsonl", x[test][:args.compare_rows],
+                                    classes[test][:args.compare_rows], target[test][:args.compare_rows])
+                found = comparison(base, url, token, table, args.repeat, args.batches)
+            client.close()
+        finally:
+            server.terminate()
+            server.wait(30)
+    report = render(args, started, token is not None, times, layers, found)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(report)
+    print(report)
+    return 0
+
+
+# --- the report --------------------------------------------------------------------------------------------------
+
+def machine(started: str) -> str:
+    import onnxruntime
+    import sklearn
+
+    return (f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, scikit-learn "
+            f"{sklearn.__version__}, {os.cpu_count()} CPUs ({platform.machine()}), {started}")
+
+
+def render(args: argparse.Namespace, started: str, token: bool, times: dict | None, layers: dict | None,
+           found: dict | None) -> str:
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    rows = [f"Measured with {machine(started)}; model server {'with' if token else 'without'} a bearer token; "
+            f"median of {args.repeat} rounds; load average at the end {load} (other work on the machine shows "
+            "here: compare runs made on a quiet machine).", ""]
+    if times:
+        rows += ["## Tabular inference: through the model server vs ONNX Runtime in process", "",
+                 f"{args.rows} rows × {len(FEATURES)} features, 3 classes; `ModelServer.predict_rows` vs "
+                 "`InferenceSession.run` on the same batches, interleaved.", "",
+                 "| model | batch | server rows/s | in-process rows/s | server / in-process throughput |",
+                 "|---|---:|---:|---:|---:|"]
+        for name in CLASSIFIERS:
+            for batch in args.batches:
+                server = statistics.median(times[(name, "server", batch)])
+                local = statistics.median(times[(name, "in-process", batch)])
+                rows.append(f"| {name} ({DESCRIBED[name]}) | {batch} | {args.rows / server:,.0f} | "
+                            f"{args.rows / local:,.0f} | {local / server:.3f} |")
+        rows.append("")
+    if layers:
+        columns = list(layers)
+        rows += ["## Where one request's time goes (µs per request, median)", "",
+                 "| | " + " | ".join(f"{n} × {b}" for n, b in columns) + " |",
+                 "|---|" + "---:|" * len(columns)]
+        table = [derived(layers[c]) for c in columns]
+        for i, (label, _) in enumerate(table[0]):
+            rows.append(f"| {label} | " + " | ".join(f"{t[i][1] * 1e6:,.0f}" for t in table) + " |")
+        rows.append("")
+    if found:
+        rows += ["## The comparison step vs the inference it compares", "",
+                 f"3 models × {args.compare_rows} rows = {3 * args.compare_rows:,} predictions; `model_inference` "
+                 "(the op, through the server) then `compare_models` (the op: truth from the table, bootstrap "
+                 "intervals of 1,000 resamples, McNemar / paired bootstrap, charts, Markdown, JSON, the HTML page with "
+                 "24 disagreeing inputs). Warm: median in one process; cold: the first call in a fresh process.", ""]
+        head = "| comparison | " + " | ".join(f"inference, batch {b}" for b in args.batches) + \
+            " | compare_models warm | cold | " + " | ".join(f"warm / inference {b}" for b in args.batches) + \
+            " | " + " | ".join(f"cold / inference {b}" for b in args.batches) + " |"
+        rows += [head, "|---|" + "---:|" * (3 * len(args.batches) + 2)]
+        for variant, f in found.items():
+            inference = [f["inference"][b] for b in args.batches]
+            rows.append(f"| {variant} | " + " | ".join(f"{s:.2f} s" for s in inference) +
+                        f" | {f['warm']:.2f} s | {f['cold']:.2f} s | " +
+                        " | ".join(f"{100 * f['warm'] / s:.1f} %" for s in inference) + " | " +
+                        " | ".join(f"{100 * f['cold'] / s:.1f} %" for s in inference) + " |")
+        variants = list(found)
+        rows += ["", "Where compare_models' warm time goes (seconds, median):", "",
+                 "| piece | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+        for piece in found[variants[0]]["pieces"]:
+            rows.append(f"| {piece} | " + " | ".join(f"{found[v]['pieces'][piece]:.3f}" for v in variants) + " |")
+        rows.append("")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
