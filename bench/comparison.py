@@ -15,8 +15,8 @@ tabular-classification / tabular-regression.
    arrays made before the clock starts). Interleaved rounds, the side that goes first switching every
    round; the median of `--repeat`.
 2. Where one request's time goes: the same request peeled layer by layer (the real client; one raw POST
-   of a body encoded beforehand; the metadata GET the client makes before every request; the HTTP
-   floor, GET /v2/health/ready) and the server's steps timed in this process on the same body (parsing
+   of a body encoded beforehand; a metadata GET, which the client made before every request until
+   4ff79db; the HTTP floor, GET /v2/health/ready) and the server's steps timed in this process on the same body (parsing
    into the protocol's pydantic models, the per-value check and conversion of the rows, ONNX Runtime,
    turning the outputs into lists, the answer's JSON).
 3. The comparison step: the `model_inference` op over a table of `--compare-rows` rows for the three
@@ -318,7 +318,7 @@ def derived(layers: dict[str, float]) -> list[tuple[str, float]]:
         ("  JSON decoding of the answer", layers["decode"]),
         ("  the rest: float() and finite check per value, httpx, per-row dicts",
          layers["client"] - layers["encode"] - layers["decode"]),
-        ("metadata GET before each request (round trip)", layers["metadata"]),
+        ("metadata GET round trip (once per model since 4ff79db; before it, once per request)", layers["metadata"]),
         ("inference POST of a body encoded beforehand (round trip)", layers["post"]),
         ("  server: JSON → `InferRequest` (pydantic, flatten)", layers["parse"]),
         ("  server: `rows()` per-value type check, list → ndarray", layers["rows"]),
