@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import signal
 import socket
 import statistics
@@ -96,24 +97,38 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def through_server(url: str, images: list[bytes], batch: int) -> float:
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) used so far by this process, or by process `pid` (from /proc)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def through_server(url: str, images: list[bytes], batch: int, pid: int | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this client and of the server process `pid` together)."""
     from orchestrator.data.model_server import ModelServer
 
     with ModelServer(url) as server:
+        cpu = cpu_seconds() + (cpu_seconds(pid) if pid else 0.0)
         start = time.perf_counter()
         for i in range(0, len(images), batch):
             server.classify(MODEL, images[i:i + batch], top_k=3)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        return wall, cpu_seconds() + (cpu_seconds(pid) if pid else 0.0) - cpu
 
 
-def in_process(classifier, paths: list[Path], batch: int) -> float:
+def in_process(classifier, paths: list[Path], batch: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process)."""
     from PIL import Image
 
+    cpu = cpu_seconds()
     start = time.perf_counter()
     for i in range(0, len(paths), batch):
         opened = [Image.open(p).convert("RGB") for p in paths[i:i + batch]]
         classifier(opened, top_k=3, batch_size=batch)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     peaks: dict[str, float | None] = {}
     times: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="constellation-bench-") as tmp:
         base = Path(tmp)
         make_model(base / "models" / MODEL)
@@ -168,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in batches:
                     shift = round_ % len(sides)
                     for side in sides[shift:] + sides[:shift]:
-                        took = in_process(classifier, paths, batch) if side == IN_PROCESS else \
-                            through_server(servers[side][1], images, batch)
+                        took, cpu = in_process(classifier, paths, batch) if side == IN_PROCESS else \
+                            through_server(servers[side][1], images, batch, servers[side][0].pid)
                         times.setdefault((side, batch), []).append(took)
+                        cpus.setdefault((side, batch), []).append(cpu)
                 print(f"round {round_ + 1}: " + ", ".join(f"{s} b{b} {args.images / t[-1]:.1f}/s"
                                                           for (s, b), t in times.items()), flush=True)
             peaks = {label: peak_rss_mb(process.pid) for label, (process, _) in servers.items()}
@@ -178,16 +195,16 @@ def main(argv: list[str] | None = None) -> int:
             for process, _ in servers.values():
                 process.terminate()
                 process.wait(30)
-    report = render(times, args, batches, list(servers), peaks, started, load_before)
+    report = render(times, cpus, args, batches, list(servers), peaks, started, load_before)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(report)
     print(report)
     return 0
 
 
-def render(times: dict[tuple[str, int], list[float]], args: argparse.Namespace, batches: list[int],
-           servers: list[str], peaks: dict[str, float | None], started: str,
-           load_before: tuple[float, float, float]) -> str:
+def render(times: dict[tuple[str, int], list[float]], cpus: dict[tuple[str, int], list[float]],
+           args: argparse.Namespace, batches: list[int], servers: list[str], peaks: dict[str, float | None],
+           started: str, load_before: tuple[float, float, float]) -> str:
     n = args.images
     load_after = os.getloadavg()
     rows = ["## Inference: through the model server vs in process",
@@ -196,8 +213,9 @@ def render(times: dict[tuple[str, int], list[float]], args: argparse.Namespace, 
             f"{args.repeat} interleaved rounds; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
             f"{started}; load average (1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end.",
             "",
-            "| batch | side | images/s | throughput / in process | time / in process | rounds (images/s) |",
-            "|---:|---|---:|---:|---:|---|"]
+            "| batch | side | images/s | throughput / in process | time / in process | CPU ms / image | "
+            "rounds (images/s) |",
+            "|---:|---|---:|---:|---:|---:|---|"]
     for batch in batches:
         local = statistics.median(times[(IN_PROCESS, batch)])
         for side in [IN_PROCESS, *servers]:
@@ -205,8 +223,9 @@ def render(times: dict[tuple[str, int], list[float]], args: argparse.Namespace, 
             median = statistics.median(taken)
             ratios = "" if side == IN_PROCESS else f"{local / median:.2f}"
             each = ", ".join(f"{n / t:.1f}" for t in taken)
+            cpu = statistics.median(cpus[(side, batch)]) / n * 1000
             rows.append(f"| {batch} | {side} | {n / median:.1f} | {ratios} | "
-                        f"{'' if side == IN_PROCESS else f'{median / local:.2f}'} | {each} |")
+                        f"{'' if side == IN_PROCESS else f'{median / local:.2f}'} | {cpu:.0f} | {each} |")
     # Paired per round: each round's ratio, then their median (a busy moment hits both sides of a round alike).
     rows += ["", "Per-round throughput ratio (server / in process, same round), median [min–max]:", ""]
     for batch in batches:
@@ -214,6 +233,9 @@ def render(times: dict[tuple[str, int], list[float]], args: argparse.Namespace, 
             paired = [b / a for a, b in zip(times[(side, batch)], times[(IN_PROCESS, batch)], strict=True)]
             rows.append(f"- batch {batch}, {side}: {statistics.median(paired):.2f} "
                         f"[{min(paired):.2f}–{max(paired):.2f}]")
+    rows += ["", "CPU ms / image: CPU time (user + system) per image, median of the rounds; for a server, the bench "
+             "process (the client) and the server process together. Other work on the machine slows the wall "
+             "clock of both sides (their threads wait for a CPU) more than it changes this."]
     memory = ", ".join(f"{label} {peak:.0f} MB" for label, peak in peaks.items() if peak is not None)
     if memory:
         rows += ["", f"Server peak RSS (VmHWM) at the end: {memory}."]

@@ -28,8 +28,11 @@ class Settings(BaseSettings):
     # torch's intra-op threads; unset: OMP_NUM_THREADS if set, else the CPUs this process may use
     # (its affinity, capped by the container's CPU quota). model_server/cpus.py says why.
     torch_threads: int | None = Field(None, ge=1, le=1024)
-    # Threads that decode and preprocess images while the model runs; unset: one per available CPU.
+    # Threads that decode and preprocess a batch's images; unset: one per available CPU.
     prepare_threads: int | None = Field(None, ge=1, le=256)
+    # Prepare the next batch while the model runs this one; unset: only when torch's threads and the
+    # preparation threads together fit in the available CPUs (set both to split the CPUs between them).
+    overlap: bool | None = None
     max_request_bytes: int = Field(64 * MiB, ge=1024)
     # Bodies up to this size are read and discarded before answering 413, so the client reads
     # the answer instead of a reset connection; beyond it the server stops reading.

@@ -90,7 +90,7 @@ class Limits:
                    max_names=settings.max_names, lease_ttl_s=settings.lease_ttl_s,
                    max_lease_ttl_s=settings.max_lease_ttl_s,
                    infer=InferLimits(settings.batch_size, settings.max_image_pixels, settings.max_request_pixels,
-                                     settings.prepare_threads or 0))
+                                     settings.prepare_threads or 0, settings.overlap))
 
 
 @dataclass

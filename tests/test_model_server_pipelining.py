@@ -1,7 +1,8 @@
 """How the model server runs a request's images (model_server/tasks/vision.py and hf.py, model_server/cpus.py):
-the next batch decoded and preprocessed by the preparation threads while the model runs this one, the decoded
-images within the pixel budget, the forward pass in torch's inference mode, torch's threads set for the CPUs the
-process may use. The answers themselves are the pipeline's: tests/test_model_server_tasks.py compares them."""
+a batch's images decoded and preprocessed by the preparation threads (the next batch's while the model runs
+this one when the CPUs suffice for both), the decoded images within the pixel budget, the forward pass in
+torch's inference mode, torch's threads set for the CPUs the process may use. The answers themselves are the
+pipeline's: tests/test_model_server_tasks.py compares them."""
 
 from __future__ import annotations
 
@@ -52,11 +53,12 @@ def request(files: list[bytes]):
                                                     "data": data}], "parameters": {"top_k": 2}})
 
 
+@pytest.mark.parametrize("overlap", [True, False])
 def test_the_next_batch_is_prepared_while_the_model_runs_this_one(models_root: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch):
+                                                                 monkeypatch: pytest.MonkeyPatch, overlap: bool):
     from model_server.tasks.hf import TransformersModel
 
-    registry = registry_of(models_root, prepare_threads=2)
+    registry = registry_of(models_root, prepare_threads=2, overlap=overlap)
     events: list[tuple[str, float, str]] = []
     preprocess, run_batch = TransformersModel.preprocess, TransformersModel.run_batch
 
@@ -84,10 +86,48 @@ def test_the_next_batch_is_prepared_while_the_model_runs_this_one(models_root: P
     assert len(starts) == len(ends) == 3
     prepared = [t for kind, t, _ in events if kind == "prepared"]
     assert len(prepared) == 6
-    # Each forward pass (0.3 s here) finds the next batch ready when it ends: prepared meanwhile.
-    assert sum(t < ends[0] for t in prepared) == 4, "batch 2 was not prepared during batch 1's forward"
-    assert sum(ends[0] < t < ends[1] for t in prepared) == 2, "batch 3 was not prepared during batch 2's forward"
+    if overlap:  # each forward pass (0.3 s here) finds the next batch ready when it ends: prepared meanwhile
+        assert sum(t < ends[0] for t in prepared) == 4, "batch 2 was not prepared during batch 1's forward"
+        assert sum(ends[0] < t < ends[1] for t in prepared) == 2, "batch 3 was not prepared during batch 2's forward"
+    else:  # each batch is prepared after the forward pass before it: they never compete for the CPUs
+        assert [sum(t < end for t in prepared) for end in ends] == [2, 4, 6]
+        assert all(not (start < t < end) for start, end in zip(starts, ends, strict=True) for t in prepared)
     assert {name for kind, _, name in events if kind == "prepared"} <= {f"prepare_{i}" for i in range(2)}
+
+
+def test_the_next_batch_is_prepared_meanwhile_only_when_the_cpus_suffice_for_both(monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    from model_server import cpus
+    from model_server.tasks.base import InferLimits
+
+    monkeypatch.setattr(cpus, "available_cpus", lambda: 4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert InferLimits(prepare_threads=2).overlaps()
+        assert not InferLimits(prepare_threads=3).overlaps()
+        assert not InferLimits().overlaps()  # one preparation thread per CPU: none left for torch
+        assert InferLimits(overlap=True).overlaps() and not InferLimits(prepare_threads=1, overlap=False).overlaps()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_single_image_is_prepared_by_the_thread_that_runs_the_model(models_root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    from model_server.tasks.hf import TransformersModel
+
+    registry = registry_of(models_root, prepare_threads=2)
+    threads: list[str] = []
+    preprocess = TransformersModel.preprocess
+
+    def recorded(self, item, parameters):
+        threads.append(threading.current_thread().name)
+        return preprocess(self, item, parameters)
+
+    monkeypatch.setattr(TransformersModel, "preprocess", recorded)
+    registry.infer("vit", request([jpeg(0)]))
+    assert threads == [threading.current_thread().name]  # no hand-off to a preparation thread and back
 
 
 def test_the_answers_are_the_same_however_many_preparation_threads(models_root: Path):

@@ -20,16 +20,36 @@ class InferLimits:
     """What one request may cost: images per forward pass, and pixels per image and per request.
 
     The pixel caps are checked on the images' headers before any image is decoded. Images are then
-    decoded and preprocessed by `prepare_threads` threads (0: one per available CPU) while the model
-    runs the batch before theirs: the images decoded at once hold no more than max_image_pixels
-    together (each is dropped once preprocessed), and the preprocessed inputs held are at most two
-    batches' worth (the one running and the next).
+    decoded and preprocessed by `prepare_threads` threads (0: one per available CPU); with `overlap`,
+    those of the next batch while the model runs this one. The images decoded at once hold no more
+    than max_image_pixels together (each is dropped once preprocessed), and the preprocessed inputs
+    held are at most two batches' worth (the one running and the next).
+
+    `overlap` None: only when torch's threads and the preparation threads together fit in the CPUs
+    available. Otherwise they would compete for the same CPUs, and a forward pass whose threads wait
+    for each other at every step loses more than the overlap gains (bench/RESULTS.md section 10).
     """
 
     batch_size: int = 8
     max_image_pixels: int = 40_000_000
     max_request_pixels: int = 256_000_000
     prepare_threads: int = 0
+    overlap: bool | None = None
+
+    def preparation_threads(self) -> int:
+        from model_server.cpus import available_cpus
+
+        return self.prepare_threads if self.prepare_threads > 0 else available_cpus()
+
+    def overlaps(self) -> bool:
+        """Whether the next batch is prepared while the model runs this one."""
+        if self.overlap is not None:
+            return self.overlap
+        import torch
+
+        from model_server.cpus import available_cpus
+
+        return torch.get_num_threads() + self.preparation_threads() <= available_cpus()
 
 
 @dataclass(frozen=True)
@@ -127,10 +147,6 @@ _pools_guard = threading.Lock()
 
 def preparation_pool(threads: int) -> ThreadPoolExecutor:
     """The process's threads that decode and preprocess inputs (one pool per size, made on first use)."""
-    if threads <= 0:
-        from model_server.cpus import available_cpus
-
-        threads = available_cpus()
     with _pools_guard:
         pool = _pools.get(threads)
         if pool is None:

@@ -1,7 +1,8 @@
 """Image tasks: classification, zero-shot classification, object detection, semantic segmentation.
 
 Each runs the request's images through its transformers pipeline in batches: the preparation
-threads decode and preprocess the next batch while the model runs this one (ImageModel.answers),
+threads decode and preprocess a batch's images in parallel, the next batch's while the model runs
+this one when they have CPUs of their own (ImageModel.answers),
 within a budget of decoded pixels (a request's compressed images may be far smaller than their
 pixels); the forward pass and the answers are the pipeline's own (TransformersModel.run_batch).
 """
@@ -109,14 +110,16 @@ class ImageModel(TransformersModel):
         answers) and each image's (width, height), upright.
 
         Every header is checked against the caps first. Then the preparation threads decode and preprocess
-        the images, those of the next batch while the model runs this one; each image is dropped once
-        preprocessed, and the images being decoded hold no more than max_image_pixels together.
+        the images (with limits.overlaps(), those of the next batch while the model runs this one); each
+        image is dropped once preprocessed, and the images being decoded hold no more than max_image_pixels
+        together.
         """
         pixels = [width * height for width, height in image_sizes(images, limits)]
         chunks = list(pixel_batches(pixels, limits.batch_size, limits.max_image_pixels))
         preprocess, forward, postprocess = self.parameters(**call)
         budget = PixelBudget(limits.max_image_pixels)
-        pool = preparation_pool(limits.prepare_threads)
+        pool = preparation_pool(limits.preparation_threads())
+        ahead = 2 if limits.overlaps() else 1  # batches submitted: this one, and the next while this one runs
 
         def prepare(index: int) -> tuple[Any, tuple[int, int]]:
             with budget.held(pixels[index]):
@@ -124,10 +127,15 @@ class ImageModel(TransformersModel):
                 item = self.model_input(image)
                 return library_call(f"image {index}", lambda: self.preprocess(item, preprocess)), image.size
 
+        if len(pixels) == 1:  # nothing to share out or to overlap: no hand-off to another thread and back
+            item, size = prepare(0)
+            answers = library_call("images 0-0", lambda: self.run_batch([item], forward, postprocess))
+            yield range(1), answers, [size]
+            return
         pending: dict[int, Future[Any]] = {}
         try:
             for number, chunk in enumerate(chunks):
-                for following in chunks[number:number + 2]:  # this batch (at first) and the next one
+                for following in chunks[number:number + ahead]:
                     pending.update((i, pool.submit(prepare, i)) for i in following if i not in pending)
                 items, sizes = zip(*[pending.pop(i).result() for i in chunk], strict=True)
                 answers = library_call(f"images {chunk.start}-{chunk.stop - 1}",
