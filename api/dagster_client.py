@@ -61,7 +61,8 @@ query Failures($runId: ID!) {
   logsForRun(runId: $runId, limit: 500) {
     __typename
     ... on EventConnection { events { __typename
-      ... on ExecutionStepFailureEvent { stepKey error { message } }
+      ... on ExecutionStepFailureEvent { stepKey error { message }
+        failureMetadata { metadataEntries { label ... on TextMetadataEntry { text } } } }
       ... on RunFailureEvent { message } } }
   }
 }"""
@@ -227,16 +228,23 @@ class DagsterClient:
             tags={t["key"]: t["value"] for t in result["tags"]},
         )
 
-    async def failure_message(self, run_id: str) -> str | None:
-        """Why Dagster says a run failed: its first step failure, else its run failure message."""
+    async def failure(self, run_id: str) -> dict[str, str] | None:
+        """Why Dagster says a run failed: its first step failure (with the failed instruction's
+        `path` and `operation` when the step said which), else its run failure message."""
         result = (await self.query(_FAILURES, {"runId": run_id}))["logsForRun"]
         if result["__typename"] != "EventConnection":
             return None
         events = result["events"]
         for event in events:
             if event["__typename"] == "ExecutionStepFailureEvent" and event.get("error"):
-                return f"{event['stepKey']}: {event['error']['message'].strip()}"
-        return next((e["message"] for e in events if e["__typename"] == "RunFailureEvent"), None)
+                entries = (event.get("failureMetadata") or {}).get("metadataEntries") or []
+                located = {e["label"]: e["text"] for e in entries
+                           if e.get("label") in ("path", "operation") and isinstance(e.get("text"), str)}
+                if len(located) == 2:  # an instruction failed: its own message, as the progress file has it
+                    return {**located, "message": event["error"]["message"].strip()}
+                return {"message": f"{event['stepKey']}: {event['error']['message'].strip()}"}
+        message = next((e["message"] for e in events if e["__typename"] == "RunFailureEvent"), None)
+        return {"message": message} if message else None
 
     async def run_tagged(self, key: str, value: str) -> RunInfo | None:
         data = await self.query(_RUNS_TAGGED, {"tags": [{"key": key, "value": value}]})

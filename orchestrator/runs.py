@@ -272,8 +272,13 @@ class ProgressLog:
     def _flush(self) -> None:  # with self._lock held
         self._version += 1
         if self._writer is None:
-            self._write(self._document())
-            self._written = self._version
+            try:
+                self._write(self._document())
+                self._written = self._version
+            except OSError as exc:
+                # A view of the run, not the run: a full disk must not hide the instruction's own
+                # error (the gateway then reads it, with its path, from Dagster's step failure).
+                log.warning(f"could not write the run's progress: {exc}")
         else:
             self._changed.notify_all()
 
@@ -359,6 +364,9 @@ class KeptOutputs:
             os.replace(partial, target)
         except (pickle.PicklingError, TypeError, AttributeError):
             partial.unlink(missing_ok=True)  # an output that cannot be kept is simply run again
+        except OSError as exc:  # e.g. a full disk: the run goes on; a retry runs this instruction again
+            partial.unlink(missing_ok=True)
+            log.warning(f"could not keep the output of {node.operation} at {node.path} for a retry: {exc}")
 
     def track(self, event: NodeEvent) -> None:
         """Move files as the run goes: before an instruction starts, the files of the reused outputs it

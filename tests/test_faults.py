@@ -143,7 +143,7 @@ def test_a_full_artifact_disk_fails_the_run_saying_so(fault_stack: Stack, full_d
         run = run_to_end(api, fault_stack, big)
     assert run["run_status"] == "FAILURE", run
     error = run["error"]
-    assert error["path"] == "/instructions/0" and error["operation"] == "resize_image"
+    assert error.get("path") == "/instructions/0" and error["operation"] == "resize_image", run
     assert error["message"].startswith(f"no space left on the server's disk (this run's files go to {full_disk}/runs/")
     assert error["message"].endswith("[Errno 28] No space left on device")
 

@@ -333,3 +333,30 @@ def test_a_local_store_keeps_the_run_where_it_always_was(tmp_path: Path):
     results = runs.read_json(seen[RUN_B] / runs.RESULTS)["results"]
     assert results[0]["output"]["uri"].startswith((tmp_path.resolve() / "runs" / RUN_A).as_uri())
     assert results[1]["output"]["uri"].startswith((tmp_path.resolve() / "runs" / RUN_B).as_uri())
+
+
+def test_a_full_disk_under_the_progress_file_does_not_hide_the_instructions_error(tmp_path: Path, monkeypatch):
+    """Progress and kept outputs are views of the run: when the disk is full they are skipped
+    (with a warning) and the failing instruction's own error is what the run raises."""
+    store = LocalRunStore(tmp_path)
+    folder = runs.RunFolder.open(store, RUN_A)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    plan = build_plan(pipeline(third="third"), CATALOG)
+    progress = runs.ProgressLog(folder, plan)
+    kept = runs.KeptOutputs(folder, None)
+    monkeypatch.setattr(runs.RunFolder, "write_json", full)
+    monkeypatch.setattr(runs, "_RunFilePickler", full)
+
+    def on_event(event) -> None:
+        kept.track(event)
+        progress.record(event)
+
+    with pytest.raises(InstructionFailed) as failed:
+        execute(plan, CATALOG, RunContext(run_dir=folder.path, resources=Calls(failing={"third"})), on_event,
+                max_workers=1, reuse=kept)
+    progress.fail(failed.value)
+    assert failed.value.path == "/instructions/1/parameters/parts/2" and "third is not ready yet" in str(failed.value)
+    assert not list(folder.path.rglob("*.tmp")), "no half-written output left behind"

@@ -27,8 +27,9 @@ async def run_status(run_id: str, store: StoreDep, dagster: DagsterDep) -> RunSt
     error = _clipped(progress.get("error"))
     if info.status == "FAILURE" and error is None:
         # Failed before or around the instructions (e.g. launchpad config, a full disk): Dagster knows why.
-        why = runs.clip(await dagster.failure_message(run_id))
-        error = {"message": f"{why or 'the run failed outside its instructions'} (log: {dagster.run_url(run_id)})"}
+        # An instruction's failure whose progress could not be written (a full disk) is found there too.
+        why = await dagster.failure(run_id) or {"message": "the run failed outside its instructions"}
+        error = {**_clipped(why), "message": f"{runs.clip(why['message'])} (log: {dagster.run_url(run_id)})"}
     duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
     return RunStatus(
         run_id=run_id,
