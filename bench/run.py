@@ -45,11 +45,18 @@ BASELINE_LOCATION = "baseline"
 BASELINE_SELECTOR = {"repositoryLocationName": BASELINE_LOCATION, "repositoryName": "baseline"}
 BASELINE_JOB = "trivial_job"
 
-_IMPORT = {"operation": "import_from_local", "parameters": {"path": "samples"}}
-_LIST = {"operation": "dict_to_list", "parameters": {"data": _IMPORT}}
-PIPELINE = {"instructions": [
-    {"operation": "resize_image", "parameters": {"width": 64, "height": 64, "data": _LIST}},
-]}
+
+
+def pipeline(folder: str = "samples") -> dict[str, Any]:
+    """import_from_local(folder) → dict_to_list → resize_image to 64×64."""
+    imported = {"operation": "import_from_local", "parameters": {"path": folder}}
+    listed = {"operation": "dict_to_list", "parameters": {"data": imported}}
+    return {"instructions": [
+        {"operation": "resize_image", "parameters": {"width": 64, "height": 64, "data": listed}},
+    ]}
+
+
+PIPELINE = pipeline()
 
 _LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
@@ -99,6 +106,8 @@ class Stack:
     dagster: httpx.Client  # the Dagster webserver
     log: Path  # the output of every process we start
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pipeline: dict[str, Any] = field(default_factory=pipeline)  # what POST /execute sends
+    images: int = 0  # how many it resizes
 
     @classmethod
     def on(cls, ports: dict[str, int], log: Path) -> Stack:
@@ -144,7 +153,7 @@ def measure(submit: Callable[[], str], poll: Callable[[str], Poll]) -> Sample:
 
 def measure_pipeline(stack: Stack) -> Sample:
     def submit() -> str:
-        body = _ok(stack.api.post("/execute", json=PIPELINE))
+        body = _ok(stack.api.post("/execute", json=stack.pipeline))
         if body.get("status") != "success":
             raise BenchError(f"POST /execute answered {body}")
         return body["run_id"]
@@ -295,7 +304,19 @@ def ensure_baseline_loaded(stack: Stack) -> None:
     measure_pipeline(stack)
 
 
-def start(stack: Stack, base: Path, ports: dict[str, int]) -> None:
+def scale_samples(data_root: Path, times: int) -> str:
+    """The sample images `times` over (hard links under other names) in a folder of their own."""
+    source, folder = data_root / "samples", data_root / f"samples_x{times}"
+    folder.mkdir(exist_ok=True)
+    for copy in range(times):
+        for path in sorted(source.rglob("*.jpg")):
+            link = folder / f"{copy:03d}_{path.parent.name}_{path.name}"
+            if not link.exists():
+                os.link(path, link)
+    return folder.name
+
+
+def start(stack: Stack, base: Path, ports: dict[str, int], scale: int = 1) -> None:
     """Sample data, the baseline code server, then stack.py; return once all answer.
 
     Every process goes into stack.processes as soon as it exists, for main's `finally`.
@@ -304,6 +325,10 @@ def start(stack: Stack, base: Path, ports: dict[str, int]) -> None:
            "CONSTELLATION_EXTRA_WORKSPACE": str(baseline_workspace(base, ports["baseline"]))}
     subprocess.run([sys.executable, str(ROOT / "scripts" / "sample_data.py"), env["CONSTELLATION_DATA_ROOT"]],
                    check=True, stdout=subprocess.DEVNULL)
+    data_root = Path(env["CONSTELLATION_DATA_ROOT"])
+    stack.images = len(list((data_root / "samples").rglob("*.jpg"))) * scale
+    if scale > 1:
+        stack.pipeline = pipeline(scale_samples(data_root, scale))
     stack.processes.append(start_baseline_server(env, ports["baseline"], stack.log))
     wait_for(lambda: port_open(ports["baseline"]), "baseline code server", stack.processes)
     # Stopped first: the daemon stops launching before the baseline server goes away.
@@ -330,7 +355,7 @@ def _row(label: str, pipeline: float | None, baseline: float | None) -> str:
     return f"| {label} | {cells[0]} | {cells[1]} | {ratio} |"
 
 
-def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float) -> str:
+def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float, images: int) -> str:
     pipeline, baseline = samples["pipeline"], samples["baseline"]
     rows = []
     for label, attr in (("submit→SUCCESS", "total_s"), ("submit answered", "submit_s"),
@@ -344,7 +369,8 @@ def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float) -> st
     )
     return (
         "## submit→SUCCESS: 3-node Constellation pipeline vs trivial Dagster job\n\n"
-        f"{repeat} interleaved rounds after one warm-up each, one local stack, {settle_s} s pause before "
+        f"The pipeline resizes {images} images. {repeat} interleaved rounds after one warm-up each, "
+        f"one local stack, {settle_s} s pause before "
         f"each submission, polling every {POLL_S} s; "
         f"dagster {dagster.__version__}, Python {platform.python_version()}, {platform.system()} "
         f"{platform.machine()}, {os.cpu_count()} CPUs.\n\n"
@@ -363,7 +389,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="rounds of each kind (default 5)")
     parser.add_argument("--settle", type=float, default=SETTLE_S,
                         help=f"seconds of pause before each submission (default {SETTLE_S})")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="the pipeline resizes the sample images this many times over (default 1: 12 images)")
     args = parser.parse_args(argv)
+    if args.scale < 1:
+        parser.error("--scale must be at least 1")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.settle < 0:
@@ -378,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack = Stack.on(ports, Path(tmp) / "stack.log")
         try:
             print("starting the stack ...", flush=True)
-            start(stack, Path(tmp), ports)
+            start(stack, Path(tmp), ports, args.scale)
             print("warming up ...", flush=True)
             ensure_baseline_loaded(stack)
             print(f"measuring {args.repeat} rounds ...", flush=True)
@@ -389,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             print("stopping the stack ...", flush=True)
             stack.close()
-    table = render(samples, args.repeat, args.settle)
+    table = render(samples, args.repeat, args.settle, stack.images)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(table)
     print("\n" + table + f"\n(written to {OUT.relative_to(ROOT)})")

@@ -91,12 +91,22 @@ def server_setting(resource: ConfigurableResource) -> ResourceDefinition:
     A ConfigurableResource handed to a job as it is turns its fields into run config with its values
     as defaults, so a launch with `resources: {workspace: {config: {data_root: /anywhere}}}` would
     replace them. This definition declares an empty config schema instead (Dagster refuses any field
-    given for it before the run starts) and keeps Dagster's own initialisation: each run gets a fresh
-    copy of `resource`, with the same values, and its setup/teardown hooks.
+    given for it before the run starts). Each run gets a fresh copy of `resource` with the same,
+    already validated values (a pydantic copy: Dagster's own initialisation would infer the
+    config schema and validate the values again, about 15 ms per resource and run), and its
+    setup/teardown hooks run around the run.
     """
-    definition = resource.get_resource_definition()
-    return ResourceDefinition(resource_fn=definition.resource_fn, config_schema={},
-                              description=definition.description)
+
+    def per_run(context: InitResourceContext):
+        fresh = resource.model_copy()  # fields are plain values; private state (a pool) starts empty
+        fresh.setup_for_execution(context)
+        try:
+            yield fresh
+        finally:
+            fresh.teardown_after_execution(context)
+
+    return ResourceDefinition(resource_fn=per_run, config_schema={},
+                              description=resource.get_resource_definition().description)
 
 
 class Workspace(ConfigurableResource):
