@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 import warnings
@@ -27,7 +28,6 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from orchestrator.data.datasets import FileRef
@@ -74,8 +74,9 @@ def map_images(
 
 
 def _can_fork() -> bool:
-    # A process started as a daemon by multiprocessing may not have children of its own.
-    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
+    # Linux only (forking a process with threads is unsafe on macOS); and a process started as a
+    # daemon by multiprocessing may not have children of its own.
+    return sys.platform.startswith("linux") and not multiprocessing.current_process().daemon
 
 
 def _map_on_threads(refs: list[FileRef], transform: Transform, check_cancelled: Callable[[], None]) -> list[FileRef]:
@@ -546,6 +547,8 @@ def normalize(
     decoded 8-bit image (1 byte a pixel per channel) plus one band of floats, not ~30 bytes a
     pixel for float copies of the whole image.
     """
+    import numpy as np  # here: a run that only resizes does not pay for numpy's import (~60 ms)
+
     channels = len(mean)
     with open_image(ref, max_pixels) as image:
         ImageOps.exif_transpose(image, in_place=True)
