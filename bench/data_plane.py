@@ -1,23 +1,28 @@
-"""Benchmark: the data plane (import → resize → batch) vs a hand-written two-core Pillow loop.
+"""Benchmark: the data plane (import → resize → batch) vs a hand-written two-process Pillow loop.
 
-    .venv/bin/python bench/data_plane.py [--images 2000] [--repeat 3]
+    .venv/bin/python bench/data_plane.py [--images 2000] [--repeat 5] [--before ../other-checkout]
 
-Both sides do the same work on the same 1024×768 JPEGs: open, decode with `draft()`, resize to
-224×224 (Lanczos), encode as JPEG (quality 95), write. Each run is a fresh subprocess, so its
-peak RSS is its own (`os.wait4`). Then the pipeline runs on 10× the dataset (hard links of
-the same files under other names) to show that memory does not grow with the dataset.
+Every side does the same work on the same 1024×768 JPEGs: open, decode with `draft()`, resize
+to 224×224 (Lanczos), encode as JPEG (quality 95), write. Each run is a fresh subprocess. The
+sides alternate round by round (the first switching every round) and the medians are compared;
+the CPU the rest of the machine used during each run is reported beside them. Then each side
+runs once more on 1× and on 10× the dataset (hard links of the same files under other names)
+with its process tree's memory sampled, to show how memory grows with the dataset.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "data_plane.md"
 SIZE = (1024, 768)
 TARGET = (224, 224)
+LOOP_PROCESSES = 2
 
 
 def make_dataset(folder: Path, count: int) -> None:
@@ -61,27 +67,22 @@ def replicate(source: Path, folder: Path, times: int) -> None:
                 os.link(path, link)
 
 
-# -- the two workers, each run in its own process ----------------------------------------------
+# -- the sides, each run in its own process ------------------------------------------------------
 
 
-def load_pipeline_modules():
-    sys.path.insert(0, str(ROOT))
+def load_pipeline_modules(root: Path):
+    sys.path.insert(0, str(root))
     from orchestrator.assets.repository import CATALOG
     from orchestrator.assets.resources import Workspace
+    from orchestrator.data import images  # noqa: F401 - the ops import it when they first run
     from orchestrator.engine import RunContext, build_plan, execute
 
     return CATALOG, Workspace, RunContext, build_plan, execute
 
 
-def run_imports_only(data_root: Path, folder: str, work: Path) -> int:
-    """The pipeline's process with its modules loaded and no work: the memory floor."""
-    load_pipeline_modules()
-    return 0
-
-
-def run_pipeline(data_root: Path, folder: str, work: Path) -> int:
+def run_pipeline(data_root: Path, folder: str, work: Path, root: Path) -> int:
     """import_from_local → dict_to_list → resize_image → batch_formatted_data, through the engine."""
-    CATALOG, Workspace, RunContext, build_plan, execute = load_pipeline_modules()  # noqa: N806
+    CATALOG, Workspace, RunContext, build_plan, execute = load_pipeline_modules(root)  # noqa: N806
 
     imported = {"operation": "import_from_local", "parameters": {"path": folder}}
     listed = {"operation": "dict_to_list", "parameters": {"data": imported}}
@@ -93,115 +94,264 @@ def run_pipeline(data_root: Path, folder: str, work: Path) -> int:
     return batches.count
 
 
-def run_baseline(data_root: Path, folder: str, work: Path) -> int:
-    """The same work by hand: two threads, draft(), Lanczos, JPEG 95."""
+def loop_one(job: tuple[Path, Path]) -> None:
+    """One image by hand: draft(), Lanczos, JPEG 95."""
     from PIL import Image
 
+    source, target = job
+    with Image.open(source) as image:
+        image.draft("RGB", TARGET)
+        resized = image.resize(TARGET, Image.Resampling.LANCZOS)
+    resized.save(target, format="JPEG", quality=95)
+
+
+def loop_jobs(data_root: Path, folder: str, work: Path) -> list[tuple[Path, Path]]:
     out = work / "baseline"
     out.mkdir(parents=True, exist_ok=True)
     files = sorted((data_root / folder).rglob("*.jpg"))
+    return [(path, out / path.relative_to(data_root).as_posix().replace("/", "_")) for path in files]
 
-    def one(path: Path) -> None:
-        with Image.open(path) as image:
-            image.draft("RGB", TARGET)
-            resized = image.resize(TARGET, Image.Resampling.LANCZOS)
-        target = out / path.relative_to(data_root).as_posix().replace("/", "_")
-        resized.save(target, format="JPEG", quality=95)
 
+def run_loop(data_root: Path, folder: str, work: Path, root: Path) -> int:
+    """The hand-written loop: a pool of two processes (no GIL to share), images handed out 16 at a time."""
+    jobs = loop_jobs(data_root, folder, work)
+    with multiprocessing.Pool(LOOP_PROCESSES) as pool:
+        for _ in pool.imap_unordered(loop_one, jobs, chunksize=16):
+            pass
+    return len(jobs)
+
+
+def run_threads(data_root: Path, folder: str, work: Path, root: Path) -> int:
+    """The same loop on two threads of one process (Pillow lets go of the GIL while it decodes and resamples)."""
+    jobs = loop_jobs(data_root, folder, work)
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(one, files))
-    return len(files)
+        list(pool.map(loop_one, jobs))
+    return len(jobs)
 
 
-WORKERS = {"pipeline": run_pipeline, "baseline": run_baseline, "imports": run_imports_only}
+def run_imports_only(data_root: Path, folder: str, work: Path, root: Path) -> int:
+    """The pipeline's process with its modules loaded and no work: the memory floor."""
+    return 0
 
 
-def measure(kind: str, data_root: Path, folder: str) -> dict[str, float]:
-    """Run one worker in a fresh process: the time of its work (after imports) and its own peak RSS."""
+SIDES = {"pipeline": run_pipeline, "before": run_pipeline, "loop": run_loop, "threads": run_threads,
+         "imports": run_imports_only}
+LABELS = {"pipeline": "pipeline (this checkout)", "before": "pipeline (--before)",
+          "loop": "two-process loop", "threads": "two-thread loop", "imports": "imports only"}
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores, all processes)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class TreeMemory:
+    """Samples a process and all its descendants: the peak of the summed RSS and of the summed PSS.
+
+    PSS counts a page shared by n processes (forked workers share their parent's pages until
+    they write to them) as 1/n in each, so the summed PSS is the memory the tree really holds;
+    the summed RSS counts shared pages once per process that maps them (an upper bound).
+    """
+
+    def __init__(self, pid: int, every_s: float = 0.05):
+        import psutil
+
+        self.root, self.every_s = psutil.Process(pid), every_s
+        self.rss = self.pss = 0
+        self.processes = 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def sample(self) -> None:
+        import psutil
+
+        try:
+            tree = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        rss = pss = 0
+        for process in tree:
+            try:
+                with open(f"/proc/{process.pid}/smaps_rollup") as rollup:
+                    for line in rollup:
+                        if line.startswith("Rss:"):
+                            rss += int(line.split()[1]) * 1024
+                        elif line.startswith("Pss:"):
+                            pss += int(line.split()[1]) * 1024
+            except OSError:
+                continue  # it ended between the listing and the read
+        self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+        self.processes = max(self.processes, len(tree))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(kind: str, data_root: Path, folder: str, root: Path, tree: bool = False) -> dict[str, float]:
+    """Run one side in a fresh process: its work's wall and CPU time (after imports) and its memory."""
     with tempfile.TemporaryDirectory(prefix="constellation-bench-") as work:
         command = [sys.executable, __file__, "--worker", kind, "--data", str(data_root), "--folder", folder,
-                   "--work", work]
+                   "--work", work, "--root", str(root)]
+        busy, started = busy_seconds(), time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE)
-        _, status, usage = os.wait4(process.pid, 0)
+        sampler = TreeMemory(process.pid) if tree else None
         output = process.stdout.read().decode() if process.stdout else ""
+        if sampler:
+            sampler.stop()
+        _, status, usage = os.wait4(process.pid, 0)
+        busy, lifetime = busy_seconds() - busy, time.perf_counter() - started
         if status != 0:
             raise RuntimeError(f"{kind} worker failed ({status}): {output}")
-    return {**json.loads(output), "peak_mb": usage.ru_maxrss / 1024}
+    result = json.loads(output)
+    own_cpu = usage.ru_utime + usage.ru_stime  # the worker (imports too) and every child it reaped
+    result.update(
+        # ru_maxrss of wait4: the largest single process of the tree (the worker or one of its children)
+        peak_mb=usage.ru_maxrss / 1024,
+        # what every other process of the machine kept busy during the run, in cores
+        others_cores=max(0.0, busy - own_cpu) / lifetime,
+    )
+    if sampler:
+        result.update(tree_rss_mb=sampler.rss / 2**20, tree_pss_mb=sampler.pss / 2**20, processes=sampler.processes)
+    return result
+
+
+def worker(kind: str, data: Path, folder: str, work: Path, root: Path) -> int:
+    """Inside a measured subprocess: imports first (not timed), then the timed work."""
+    if kind in ("pipeline", "before", "imports"):
+        load_pipeline_modules(root)
+    else:
+        from PIL import Image  # noqa: F401
+    started_wall = time.perf_counter()
+    mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    count = SIDES[kind](data, folder, work, root)
+    seconds = time.perf_counter() - started_wall
+    mine2, children2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+              for before, after in ((mine, mine2), (children, children2)))
+    print(json.dumps({"images": count, "seconds": seconds, "wall_s": time.perf_counter() - started_wall,
+                      "cpu_s": cpu}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "data")
-    parser.add_argument("--worker", choices=WORKERS)
+    parser.add_argument("--before", type=Path, help="another checkout: its pipeline runs beside this one's")
+    parser.add_argument("--threads", action="store_true", help="also time the two-thread loop")
+    parser.add_argument("--skip-memory", action="store_true", help="no 1× / 10× memory runs")
+    parser.add_argument("--worker", choices=SIDES)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--folder")
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--root", type=Path, default=ROOT)
     args = parser.parse_args(argv)
-    if args.worker:  # inside a measured subprocess
-        if args.worker != "baseline":
-            load_pipeline_modules()  # imports are not part of the timed work
-        start = time.perf_counter()
-        images = WORKERS[args.worker](args.data, args.folder, args.work)
-        print(json.dumps({"images": images, "seconds": time.perf_counter() - start}))
-        return 0
+    if args.worker:
+        return worker(args.worker, args.data, args.folder, args.work, args.root)
 
     data_root = args.cache / f"{args.images}"
     print(f"dataset: {args.images} JPEGs of {SIZE[0]}×{SIZE[1]} in {data_root} ...", flush=True)
     make_dataset(data_root / "one", args.images)
     replicate(data_root / "one", data_root / "ten", 10)
+    roots = {"pipeline": ROOT, "loop": ROOT, "threads": ROOT}
+    if args.before:
+        roots["before"] = args.before.resolve()
+    if not args.threads:
+        del roots["threads"]
+    kinds = list(roots)
+    load = [os.getloadavg()[0]]
 
-    samples: dict[str, list[dict[str, float]]] = {"pipeline": [], "baseline": []}
+    samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     for round_ in range(args.repeat):
-        order = ["baseline", "pipeline"] if round_ % 2 == 0 else ["pipeline", "baseline"]
+        order = kinds[round_ % len(kinds):] + kinds[: round_ % len(kinds)]
+        if round_ % 2:
+            order.reverse()
         for kind in order:
-            samples[kind].append(measure(kind, data_root, "one"))
+            samples[kind].append(measure(kind, data_root, "one", roots[kind]))
             print(f"  {kind}: {samples[kind][-1]}", flush=True)
-    floor = measure("imports", data_root, "one")
-    ten = measure("pipeline", data_root, "ten")
-    ten_baseline = measure("baseline", data_root, "ten")
-    print(f"  pipeline 10×: {ten}\n  baseline 10×: {ten_baseline}", flush=True)
-    report = render(samples, ten, ten_baseline, floor, args)
+    load.append(os.getloadavg()[0])
+    memory: dict[str, dict[str, dict[str, float]]] = {}
+    if not args.skip_memory:
+        memory["imports"] = {"one": measure("imports", data_root, "one", ROOT, tree=True)}
+        for kind in kinds:
+            memory[kind] = {size: measure(kind, data_root, size, roots[kind], tree=True) for size in ("one", "ten")}
+            print(f"  {kind} memory: {memory[kind]}", flush=True)
+        load.append(os.getloadavg()[0])
+    report = render(samples, memory, load, args)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(report)
     print(report)
     return 0
 
 
-def render(samples, ten, ten_baseline, floor, args) -> str:
+def render(samples, memory, load, args) -> str:
     def med(kind: str, key: str) -> float:
         return statistics.median(s[key] for s in samples[kind])
 
-    p_s, b_s = med("pipeline", "seconds"), med("baseline", "seconds")
-    p_mb = max(s["peak_mb"] for s in samples["pipeline"])
-    b_mb = max(s["peak_mb"] for s in samples["baseline"])
     n = args.images
-    return "\n".join([
-        "## Data plane: import → resize → batch vs a hand-written two-core Pillow loop",
+    loop_s = med("loop", "seconds")
+    lines = [
+        "## Data plane: import → resize → batch vs a hand-written two-process Pillow loop",
         "",
-        f"{n} JPEGs of {SIZE[0]}×{SIZE[1]} → {TARGET[0]}×{TARGET[1]}, median of {args.repeat} interleaved runs, "
-        f"each a fresh process; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"{time.strftime('%Y-%m-%d')}.",
+        f"{n} JPEGs of {SIZE[0]}×{SIZE[1]} → {TARGET[0]}×{TARGET[1]}, median of {args.repeat} interleaved rounds, "
+        f"each run a fresh process; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d')}; load average {' → '.join(f'{v:.2f}' for v in load)}.",
         "",
-        "| measure | pipeline | baseline | pipeline / baseline |",
-        "|---|---:|---:|---:|",
-        f"| seconds for {n} images | {p_s:.2f} | {b_s:.2f} | {p_s / b_s:.2f} |",
-        f"| images per second | {n / p_s:.0f} | {n / b_s:.0f} | {b_s / p_s:.2f} |",
-        f"| peak RSS, MB ({n} images) | {p_mb:.0f} | {b_mb:.0f} | {p_mb / b_mb:.2f} |",
-        f"| peak RSS above the process's imports, MB | {p_mb - floor['peak_mb']:.0f} | | |",
+        "| side | seconds | images/s | speed / loop (medians) | speed / loop (median of the rounds' ratios) "
+        "| CPU s of the work | other processes' CPU during it, cores |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind in samples:
+        s = med(kind, "seconds")
+        ratios = [loop["seconds"] / mine["seconds"] for loop, mine in zip(samples["loop"], samples[kind], strict=True)]
+        lines.append(
+            f"| {LABELS[kind]} | {s:.2f} | {n / s:.0f} | {loop_s / s:.2f} "
+            f"| {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | {med(kind, 'cpu_s'):.2f} "
+            f"| {med(kind, 'others_cores'):.2f} |"
+        )
+    lines += [
         "",
-        f"Timed: the work only, after imports. The pipeline's process imports Dagster and the op modules "
-        f"({floor['peak_mb']:.0f} MB before any work); the baseline imports only Pillow.",
+        "A round runs each side once, back to back, the order turning every round; speed / loop is the loop's "
+        "seconds over the side's. Each round's seconds: "
+        + "; ".join(f"{kind} " + " ".join(f"{s['seconds']:.2f}" for s in samples[kind]) for kind in samples),
         "",
-        "| measure | 1× | 10× | 10× / 1× |",
-        "|---|---:|---:|---:|",
-        f"| pipeline peak RSS, MB | {p_mb:.0f} | {ten['peak_mb']:.0f} | {ten['peak_mb'] / p_mb:.2f} |",
-        f"| baseline peak RSS, MB | {b_mb:.0f} | {ten_baseline['peak_mb']:.0f} "
-        f"| {ten_baseline['peak_mb'] / b_mb:.2f} |",
-        f"| pipeline seconds | {p_s:.2f} | {ten['seconds']:.2f} | {ten['seconds'] / p_s:.2f} |",
-        "",
-    ])
+    ]
+    if memory:
+        floor = memory["imports"]["one"]
+        lines += [
+            f"Memory, one sampled run each (every 50 ms; the pipeline's process is {floor['tree_rss_mb']:.0f} MB "
+            "with its modules loaded and no work):",
+            "",
+            "| side | processes | tree PSS 1× | 10× | 10× / 1× | tree RSS 1× | 10× | 10× / 1× "
+            "| largest process 1× | 10× | 10× / 1× | seconds 10× / 1× |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for kind, runs in memory.items():
+            if kind == "imports":
+                continue
+            one, ten = runs["one"], runs["ten"]
+            lines.append(
+                f"| {LABELS[kind]} | {ten['processes']} | {one['tree_pss_mb']:.0f} | {ten['tree_pss_mb']:.0f} "
+                f"| {ten['tree_pss_mb'] / one['tree_pss_mb']:.2f} "
+                f"| {one['tree_rss_mb']:.0f} | {ten['tree_rss_mb']:.0f} "
+                f"| {ten['tree_rss_mb'] / one['tree_rss_mb']:.2f} | {one['peak_mb']:.0f} | {ten['peak_mb']:.0f} "
+                f"| {ten['peak_mb'] / one['peak_mb']:.2f} | {ten['seconds'] / one['seconds']:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

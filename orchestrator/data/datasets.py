@@ -15,14 +15,47 @@ from typing import Any
 from orchestrator.engine import DataType
 
 
-@dataclass(frozen=True)
+class _NoFacts(Mapping[str, Any]):
+    """The facts of a file that has none: one shared, read-only, empty mapping.
+
+    Most files of a large dataset carry no facts; an empty dict each (and an instance `__dict__`,
+    hence the slots below) is most of what a reference costs, and a run holds a few references
+    per file (the import's, the list's, each step's).
+    """
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_no_facts, ())  # unpickled as the same shared instance
+
+
+NO_FACTS = _NoFacts()
+
+
+def _no_facts() -> Mapping[str, Any]:
+    return NO_FACTS
+
+
+@dataclass(frozen=True, slots=True)
 class FileRef:
     """One file of a dataset: its name within the dataset, where it lies, and facts about it
     that later steps need (a tile's origin in its scene, a label...)."""
 
     name: str
     path: Path
-    meta: Mapping[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=_no_facts)
 
     def to_json(self) -> dict[str, Any]:
         described = {"name": self.name, "uri": self.path.resolve().as_uri()}
