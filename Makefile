@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
+	$(PY) -m compileall -q orchestrator api model_server constellation_cli  # each run worker imports them
 	$(PY) scripts/sample_data.py
 	$(PY) scripts/sample_models.py
 	$(PY) -m constellation_cli.link

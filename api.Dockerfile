@@ -20,6 +20,9 @@ WORKDIR /opt/constellation/app
 # The gateway imports orchestrator.engine (validation) and orchestrator.runs, never the ops.
 COPY orchestrator ./orchestrator
 COPY api ./api
+# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE every process (each Dagster run worker
+# too) would compile the sources again on import.
+RUN python -m compileall -q orchestrator api
 RUN mkdir -p /opt/constellation/artifacts && chown constellation:constellation /opt/constellation/artifacts
 
 USER 10001:10001

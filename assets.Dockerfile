@@ -24,6 +24,9 @@ RUN python /tmp/build/requirements.py code_server --extras "$EXTRAS" > /tmp/buil
 
 WORKDIR /opt/constellation/app
 COPY orchestrator ./orchestrator
+# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE every process (each Dagster run worker
+# too) would compile the sources again on import.
+RUN python -m compileall -q orchestrator
 COPY deploy/docker/dagster.yaml ${DAGSTER_HOME}/dagster.yaml
 # Volume mount points, owned by the app user (an empty named volume takes their owner).
 RUN mkdir -p /opt/constellation/data /opt/constellation/artifacts /opt/constellation/outputs "${DAGSTER_HOME}/storage" \

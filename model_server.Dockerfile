@@ -27,6 +27,9 @@ RUN python /tmp/build/requirements.py model_server > /tmp/build/requirements.txt
 
 WORKDIR /opt/constellation/app
 COPY model_server ./model_server
+# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE every process (each Dagster run worker
+# too) would compile the sources again on import.
+RUN python -m compileall -q model_server
 RUN mkdir -p /opt/constellation/models/local /opt/constellation/models/huggingface \
     && chown -R constellation:constellation /opt/constellation/models
 
