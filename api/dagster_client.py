@@ -67,6 +67,18 @@ query Failures($runId: ID!) {
   }
 }"""
 
+STARTING_WAIT_S = 15.0  # how long a cancel waits for a STARTING run to become cancellable
+STARTING_RETRY_S = 0.25
+
+
+class _Starting(Exception):
+    """Dagster cannot terminate the run yet: it is still starting."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 _TERMINATE = """
 mutation Terminate($runId: String!) {
   terminateRun(runId: $runId) {
@@ -258,7 +270,26 @@ class DagsterClient:
         return RunInfo(found["runId"], "", self.job, None, None, None, tags)
 
     async def terminate(self, run_id: str) -> str:
-        """Ask Dagster to stop the run; returns the run's status as Dagster then reports it."""
+        """Ask Dagster to stop the run; returns the run's status as Dagster then reports it.
+
+        Dagster refuses to terminate a run that is STARTING (its worker is being launched, for a
+        second or two after the daemon takes it off the queue): the request is tried again, every
+        STARTING_RETRY_S, for up to STARTING_WAIT_S, so that a cancel sent right after a submit
+        cancels the run instead of answering 409.
+        """
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(_Starting), stop=stop_after_delay(STARTING_WAIT_S),
+                                 wait=wait_fixed(STARTING_RETRY_S), reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._terminate_once(run_id)
+        except _Starting as starting:
+            raise ApiError(409, starting.message) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _terminate_once(self, run_id: str) -> str:
         result = (await self.query(_TERMINATE, {"runId": run_id}))["terminateRun"]
         kind = result["__typename"]
         if kind == "TerminateRunSuccess":
@@ -266,6 +297,8 @@ class DagsterClient:
         if kind == "RunNotFoundError":
             raise ApiError(404, f"no run {run_id}")
         if kind == "TerminateRunFailure":
+            if (result.get("run") or {}).get("status") in ("STARTING", "NOT_STARTED"):
+                raise _Starting(result["message"])
             raise ApiError(409, result["message"])
         raise ApiError(502, f"Dagster could not cancel run {run_id}: {result.get('message')}")
 

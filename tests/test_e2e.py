@@ -75,6 +75,20 @@ def test_idempotency_key_returns_the_same_run(api: httpx.Client):
     assert other.status_code == 409 and "different pipeline" in other.json()["message"]
 
 
+def test_a_cancel_sent_while_the_run_is_starting_cancels_it(stack: Stack, api: httpx.Client, slow_file_url: str):
+    """Dagster refuses to terminate a STARTING run; the gateway waits for it to start, then cancels."""
+    pipeline = {"instructions": [{"operation": "import_from_url", "parameters": {"url": slow_file_url}}]}
+    run_id = api.post("/execute", json=pipeline).json()["run_id"]
+    deadline = time.monotonic() + 30
+    while (status := api.get(f"/runs/{run_id}").json()["run_status"]) in ("QUEUED", "NOT_STARTED"):
+        assert time.monotonic() < deadline, "the run never left the queue"
+        time.sleep(0.02)
+    assert status == "STARTING", f"the run was {status} when first seen off the queue: nothing to test"
+    cancelled = api.post(f"/runs/{run_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert stack.wait_for_run(run_id, timeout_s=45)["run_status"] == "CANCELED"
+
+
 def test_unknown_run_is_404(api: httpx.Client):
     for path in ("/runs/00000000-0000-0000-0000-000000000000", "/runs/not-a-run/results", "/runs/../etc"):
         answer = api.get(path)

@@ -24,7 +24,7 @@ PROFILES: dict[str, list[str] | None] = {
     # psycopg2, which dagster.yaml names as the driver).
     "dagster": ["dagster", "dagster-webserver", "dagster-postgres"],
     # The gateway: FastAPI plus what orchestrator.engine (validation) imports.
-    "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema"],
+    "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema", "tenacity"],
     # The model server: FastAPI, Pillow and the `models` extra (torch, transformers; onnxruntime and onnx for the
     # tabular tasks' ONNX graphs).
     "model_server": ["fastapi", "uvicorn", "pydantic", "pydantic-settings", "pillow", "numpy", "torch", "transformers",
