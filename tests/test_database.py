@@ -147,14 +147,17 @@ def test_values_become_json(ctx, connection, test_databases, scratch, caplog):
         name, sa.MetaData(),
         sa.Column("taken", sa.DateTime), sa.Column("day", sa.Date), sa.Column("amount", sa.Numeric(12, 4)),
         sa.Column("blob", sa.LargeBinary), sa.Column("absent", sa.Text), sa.Column("ratio", sa.Float),
+        sa.Column("wide", sa.Double),
     )
     values = {"taken": dt.datetime(2024, 2, 29, 23, 59, 58), "day": dt.date(2024, 2, 29),
-              "amount": decimal.Decimal("12345.6789"), "blob": b"\x00\x01\xfe\xffbytes", "absent": None, "ratio": 0.25}
+              "amount": decimal.Decimal("12345.6789"), "blob": b"\x00\x01\xfe\xffbytes", "absent": None, "ratio": 0.25,
+              "wide": 0.1}
     with test_databases.admin[connection].begin() as conn:
         table.create(conn)
         conn.execute(table.insert(), [values])
     expected = {"taken": "2024-02-29T23:59:58", "day": "2024-02-29", "amount": "12345.6789",
-                "blob": base64.b64encode(b"\x00\x01\xfe\xffbytes").decode(), "absent": None, "ratio": 0.25}
+                "blob": base64.b64encode(b"\x00\x01\xfe\xffbytes").decode(), "absent": None, "ratio": 0.25,
+                "wide": 0.1}  # a DOUBLE reads as a number on every backend, not as decimal text
     with caplog.at_level(logging.INFO, logger="constellation"):
         [row] = ops.import_from_database(ctx, connection, table=name).rows()
     assert row == expected

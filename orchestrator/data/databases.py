@@ -404,9 +404,16 @@ def _bound_query(query: str, params: Mapping[str, Any]) -> sa.TextClause:
 def _reflect(conn: Connection, connection: str, table: str) -> sa.Table:
     schema, _, name = table.rpartition(".")
     try:
-        return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
+        reflected = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
     except sa.exc.NoSuchTableError:
         raise OperationError(f"connection {connection!r} has no table {table!r}") from None
+    for column in reflected.columns:
+        # A floating-point column reads as a float, as a query gives it. SQLAlchemy reflects MySQL's
+        # and MariaDB's DOUBLE with asdecimal=True, which made a table import write 0.25 as the
+        # text "0.2500000000" (exact decimals, NUMERIC/DECIMAL, stay exact text).
+        if isinstance(column.type, sa.Float) and column.type.asdecimal:
+            column.type.asdecimal = False
+    return reflected
 
 
 def _write_rows(
