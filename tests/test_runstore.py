@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import pickle
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -335,28 +338,54 @@ def test_a_local_store_keeps_the_run_where_it_always_was(tmp_path: Path):
     assert results[1]["output"]["uri"].startswith((tmp_path.resolve() / "runs" / RUN_B).as_uri())
 
 
-def test_a_full_disk_under_the_progress_file_does_not_hide_the_instructions_error(tmp_path: Path, monkeypatch):
-    """Progress and kept outputs are views of the run: when the disk is full they are skipped
-    (with a warning) and the failing instruction's own error is what the run raises."""
-    store = LocalRunStore(tmp_path)
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB filesystem (tmpfs), unmounted at the end."""
+    root = tmp_path / "small"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(root)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs needs root (CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield root
+    finally:
+        if subprocess.run(["umount", str(root)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(root)], check=True)
+
+
+def fill(ctx: RunContext, name: Annotated[str, Field(description="a name")]) -> Made:
+    """Fill the run's disk to the last byte (as another process might), then succeed."""
+    path = ctx.node_dir / f"{name}.fill"
+    with path.open("wb", buffering=0) as sink:
+        try:
+            while True:
+                sink.write(b"\0" * 4096)
+        except OSError as full:
+            assert full.errno == errno.ENOSPC, full
+    return Made(name, path)
+
+
+def test_a_full_disk_under_the_progress_file_does_not_hide_the_instructions_error(small_disk: Path):
+    """Progress and kept outputs are views of the run: when the disk fills up they are skipped (with a
+    warning), and the run raises the failing instruction's own error, naming it."""
+    catalog = Catalog.from_functions([fill, write])
+    store = LocalRunStore(small_disk)
     folder = runs.RunFolder.open(store, RUN_A)
-
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    plan = build_plan(pipeline(third="third"), CATALOG)
-    progress = runs.ProgressLog(folder, plan)
+    plan = build_plan([{"operation": "fill", "parameters": {"name": "filler"}},
+                       {"operation": "write", "parameters": {"name": "after"}}], catalog)
+    progress = runs.ProgressLog(folder, plan)  # written while there is room
     kept = runs.KeptOutputs(folder, None)
-    monkeypatch.setattr(runs.RunFolder, "write_json", full)
-    monkeypatch.setattr(runs, "_RunFilePickler", full)
 
     def on_event(event) -> None:
         kept.track(event)
         progress.record(event)
 
     with pytest.raises(InstructionFailed) as failed:
-        execute(plan, CATALOG, RunContext(run_dir=folder.path, resources=Calls(failing={"third"})), on_event,
+        execute(plan, catalog, RunContext(run_dir=folder.path, resources=Calls(failing=set())), on_event,
                 max_workers=1, reuse=kept)
     progress.fail(failed.value)
-    assert failed.value.path == "/instructions/1/parameters/parts/2" and "third is not ready yet" in str(failed.value)
-    assert not list(folder.path.rglob("*.tmp")), "no half-written output left behind"
+    assert failed.value.path == "/instructions/1" and failed.value.operation == "write"
+    assert "No space left on device" in str(failed.value)
+    assert not list(folder.path.rglob("*.tmp")), "no half-written file left behind"
+    assert store.read_json(RUN_A, runs.PROGRESS)["done"] == 0, "the progress file is the one written before"
