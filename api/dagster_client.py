@@ -72,11 +72,7 @@ STARTING_RETRY_S = 0.25
 
 
 class _Starting(Exception):
-    """Dagster cannot terminate the run yet: it is still starting."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+    """Dagster cannot terminate the run yet: it is still starting (the exception's text is Dagster's)."""
 
 
 _TERMINATE = """
@@ -282,12 +278,9 @@ class DagsterClient:
         retrying = AsyncRetrying(retry=retry_if_exception_type(_Starting), stop=stop_after_delay(STARTING_WAIT_S),
                                  wait=wait_fixed(STARTING_RETRY_S), reraise=True)
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._terminate_once(run_id)
+            return await retrying(self._terminate_once, run_id)
         except _Starting as starting:
-            raise ApiError(409, starting.message) from None
-        raise AssertionError("unreachable: tenacity either returns or raises")
+            raise ApiError(409, str(starting)) from None
 
     async def _terminate_once(self, run_id: str) -> str:
         result = (await self.query(_TERMINATE, {"runId": run_id}))["terminateRun"]
