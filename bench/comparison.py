@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.inference import free_port, wait_until_ready  # noqa: E402
+
 OUT = ROOT / "bench" / "out" / "comparison.md"
 FEATURES = [f"f{i:02d}" for i in range(20)]
 CLASSES = ("low", "medium", "high")
@@ -124,12 +125,6 @@ def write_table(path: Path, x: Any, classes: Any, target: Any) -> Any:
 
 # --- the model server --------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def client_takes_token() -> bool:
     from orchestrator.data.model_server import ModelServer
 
@@ -151,15 +146,7 @@ def start_server(models_root: Path, port: int, token: str | None, cwd: Path) -> 
         env["CONSTELLATION_MODEL_SERVER_TOKEN"] = token
     process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=cwd, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the model server did not start")
+    return wait_until_ready(process, port, 60, "the model server")
 
 
 class Connection:

@@ -76,7 +76,13 @@ def start_server(models_root: Path, port: int, checkout: Path = ROOT, batch: int
     env.pop("PYTHONPATH", None)
     process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=checkout, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
+    return wait_until_ready(process, port, 90, f"the model server from {checkout}")
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float,
+                     what: str) -> subprocess.Popen[bytes]:
+    """`process` once the model server on `port` says it is ready; killed if it is not within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
@@ -84,7 +90,7 @@ def start_server(models_root: Path, port: int, checkout: Path = ROOT, batch: int
         except httpx.HTTPError:
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"the model server from {checkout} did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 def peak_rss_mb(pid: int) -> float | None:
