@@ -114,7 +114,7 @@ def make_models(root: Path, x: Any, classes: Any, target: Any) -> dict[str, tupl
 
 def write_table(path: Path, x: Any, classes: Any, target: Any) -> Any:
     """The rows as a Table (JSON Lines): id, the 20 features, the class (`label`) and the value (`target`)."""
-    from orchestrator.data.datasets import Table
+    from orchestrator.datasets import Table
 
     with path.open("w") as out:
         for i, (row, label, value) in enumerate(zip(x.tolist(), classes, target.tolist(), strict=True)):
@@ -126,13 +126,13 @@ def write_table(path: Path, x: Any, classes: Any, target: Any) -> Any:
 # --- the model server --------------------------------------------------------------------------------------------
 
 def client_takes_token() -> bool:
-    from orchestrator.data.model_server import ModelServer
+    from orchestrator.models.client import ModelServer
 
     return "token" in inspect.signature(ModelServer).parameters
 
 
 def make_client(url: str, token: str | None, check_cancelled: Callable[[], None] = lambda: None) -> Any:
-    from orchestrator.data.model_server import ModelServer
+    from orchestrator.models.client import ModelServer
 
     if token is not None:
         return ModelServer(url, check_cancelled=check_cancelled, token=token)
@@ -350,8 +350,9 @@ def compare_step(base: Path, key: str, results: list[Any], table: Any, column: s
 
 def compare_pieces(folder: Path, results: list[Any], table: Any, column: str) -> dict[str, float]:
     """The calls compare_models makes, each timed: {piece: seconds}."""
-    from orchestrator.data import compare, reporting
-    from orchestrator.data import truth as truth_sources
+    from orchestrator import compare
+    from orchestrator.compare import reporting
+    from orchestrator.compare import truth as truth_sources
 
     spent: dict[str, float] = {}
 
@@ -375,7 +376,7 @@ def compare_pieces(folder: Path, results: list[Any], table: Any, column: str) ->
 
 def as_images(results: list[Any], jpeg: Path) -> list[Any]:
     """The same predictions as image-classification predictions, every input an image file (for thumbnails)."""
-    from orchestrator.data.datasets import Predictions
+    from orchestrator.datasets import Predictions
 
     images = []
     for r in results:
@@ -399,7 +400,7 @@ def make_jpeg(path: Path) -> Path:
 def cold_step(spec_path: Path) -> float:
     """Run in a fresh process: load the saved predictions, then time compare_models' first call."""
     from orchestrator.assets import ops  # noqa: F401  (a run worker has imported the ops before any runs)
-    from orchestrator.data.datasets import Predictions, Table
+    from orchestrator.datasets import Predictions, Table
 
     spec = json.loads(spec_path.read_text())
     table = Table(Path(spec["table"]), spec["columns"], spec["count"])

@@ -74,8 +74,8 @@ def load_pipeline_modules(root: Path):
     sys.path.insert(0, str(root))
     from orchestrator.assets.repository import CATALOG
     from orchestrator.assets.resources import Workspace
-    from orchestrator.data import images  # noqa: F401 - the ops import it when they first run
     from orchestrator.engine import RunContext, build_plan, execute
+    from orchestrator.transforms import images  # noqa: F401 - the ops import it when they first run
 
     return CATALOG, Workspace, RunContext, build_plan, execute
 

@@ -45,7 +45,7 @@ def child(backend: str, rows: int) -> None:
     sys.path.insert(0, str(ROOT))
     import sqlalchemy as sa
 
-    from orchestrator.data.databases import import_rows
+    from orchestrator.sources.databases import import_rows
 
     url, query = BACKENDS[backend]
     with tempfile.TemporaryDirectory() as folder:

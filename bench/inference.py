@@ -5,7 +5,7 @@
 
 A randomly initialised ViT (hidden 384, 6 layers, 224×224 input: a ViT-Small-sized network) is
 saved to a temporary models root; the model server (`python -m model_server`) loads it, and
-the client (orchestrator.data.model_server, what model_inference uses) sends the images in
+the client (orchestrator.models.client, what model_inference uses) sends the images in
 requests of 1 or 16. The baseline runs `transformers.pipeline` on the same files in this
 process, with batch size 1 or 16 (opening and decoding them inside the clock, as the server does).
 Every side runs once per round, in an order that rotates each round; the figures are medians.
@@ -114,7 +114,7 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 def through_server(url: str, images: list[bytes], batch: int, pid: int | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this client and of the server process `pid` together)."""
-    from orchestrator.data.model_server import ModelServer
+    from orchestrator.models.client import ModelServer
 
     with ModelServer(url) as server:
         cpu = cpu_seconds() + (cpu_seconds(pid) if pid else 0.0)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers it started on the way out
     from transformers import pipeline
 
-    from orchestrator.data.model_server import ModelServer
+    from orchestrator.models.client import ModelServer
 
     started = time.strftime("%Y-%m-%d %H:%M")
     load_before = os.getloadavg()

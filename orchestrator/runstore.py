@@ -8,7 +8,7 @@ to work in: the store's own folder when it is local, a scratch folder per run ot
 
 Credentials are never ours: boto3 finds them in its standard chain (AWS_* variables, a profile, a
 role). The endpoint is CONSTELLATION_S3_ENDPOINT_URL (and the region CONSTELLATION_S3_REGION), as
-for the S3 operations (orchestrator/data/s3.py).
+for the S3 operations (orchestrator/sources/s3.py).
 """
 
 from __future__ import annotations

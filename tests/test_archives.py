@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.data.archives import ArchiveLimits, expand, is_archive, unpack
 from orchestrator.engine import OperationError
+from orchestrator.sources.archives import ArchiveLimits, expand, is_archive, unpack
 
 LIMITS = ArchiveLimits(max_bytes=1_000_000, max_files=10)
 

@@ -15,9 +15,9 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from orchestrator.data import compare
-from orchestrator.data.compare import ModelRun, Truth
-from orchestrator.data.compare.classification import resampled_scores
+from orchestrator import compare
+from orchestrator.compare import ModelRun, Truth
+from orchestrator.compare.classification import resampled_scores
 from orchestrator.engine import OperationError
 
 TRUTH = ["Fire", "Fire", "Normal", "Smoke", "Smoke", "Normal", "Fire", "Smoke"]

@@ -12,10 +12,10 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from orchestrator.data import compare
-from orchestrator.data.compare import ModelRun, Truth
-from orchestrator.data.compare import coco as coco_truth
-from orchestrator.data.compare.detection import Resampler, evaluation, resample_count
+from orchestrator import compare
+from orchestrator.compare import ModelRun, Truth
+from orchestrator.compare import coco as coco_truth
+from orchestrator.compare.detection import Resampler, evaluation, resample_count
 from orchestrator.engine import OperationError
 
 CATEGORIES = [{"id": 1, "name": "person"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "cat"}]

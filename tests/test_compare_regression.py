@@ -7,9 +7,9 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
-from orchestrator.data import compare
-from orchestrator.data.compare import ModelRun, Truth
-from orchestrator.data.compare.regression import resampled_scores
+from orchestrator import compare
+from orchestrator.compare import ModelRun, Truth
+from orchestrator.compare.regression import resampled_scores
 from orchestrator.engine import OperationError
 
 RNG = np.random.default_rng(5)

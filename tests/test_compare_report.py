@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from orchestrator.data import compare
-from orchestrator.data.compare import ModelRun, Truth
+from orchestrator import compare
+from orchestrator.compare import ModelRun, Truth
 
 TRUTH = ["cat", "dog", "bird"] * 10
 GOOD = TRUTH[:-3] + ["cat", "cat", "cat"]
@@ -61,7 +61,7 @@ def test_charts_are_pngs_with_full_names(report: dict, tmp_path: Path):
             image.verify()
             assert image.format == "PNG" and image.width > 300 and image.height > 150
     # the long name is wrapped, not cut: every character is on some line of the tick label
-    from orchestrator.data.compare.plots import wrap
+    from orchestrator.compare.plots import wrap
 
     assert wrap(LONG).replace("\n", "") == LONG and max(len(line) for line in wrap(LONG).split("\n")) <= 36
 

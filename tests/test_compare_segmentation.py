@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.data import compare
-from orchestrator.data.compare import ModelRun, Truth
+from orchestrator import compare
+from orchestrator.compare import ModelRun, Truth
 from orchestrator.engine import OperationError
 
 LABELS = ["background", "road", "car", "sky"]

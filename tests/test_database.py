@@ -24,7 +24,7 @@ from PIL import Image
 
 from orchestrator.assets import ops
 from orchestrator.assets.resources import Databases, Workspace
-from orchestrator.data.datasets import Table
+from orchestrator.datasets import Table
 from orchestrator.engine import OperationError, RunContext
 from sample_data import SAMPLES_TABLE, sample_rows, seed_samples
 from services_databases import SessionDatabases
@@ -413,7 +413,7 @@ def test_locking_reads_are_refused(ctx, connection):
 
 
 def test_the_guard_follows_the_servers_quoting_mode(test_databases):
-    from orchestrator.data.databases import server_quoting
+    from orchestrator.sources.databases import server_quoting
 
     with test_databases.admin["maria"].connect() as conn:
         assert server_quoting(conn).backslash_escapes is True
@@ -434,7 +434,7 @@ def test_a_huge_value_is_refused_as_it_is_made_without_the_memory(tmp_path):
     script = f"""
 from pathlib import Path
 import sqlalchemy as sa
-from orchestrator.data import databases
+from orchestrator.sources import databases
 from orchestrator.engine import OperationError
 engine = sa.create_engine("sqlite:///{tmp_path / 'z.db'}")
 try:
@@ -463,7 +463,7 @@ print("maxrss_mb", peak_kb // 1024)
 
 @pytest.mark.parametrize("connection", BACKENDS)
 def test_rows_bytes_and_values_are_capped_while_streaming(ctx, connection, test_databases, scratch, tmp_path):
-    from orchestrator.data.databases import ImportLimits, import_rows
+    from orchestrator.sources.databases import ImportLimits, import_rows
 
     name = scratch()
     table = sa.Table(name, sa.MetaData(), sa.Column("n", sa.Integer), sa.Column("word", sa.Text))
@@ -504,7 +504,7 @@ SLOW = {"samples": "SELECT pg_sleep(30) AS s", "maria": "SELECT SLEEP(30) AS s",
 
 @pytest.mark.parametrize("connection", BACKENDS)
 def test_a_statement_over_the_time_limit_is_stopped(ctx, connection, tmp_path):
-    from orchestrator.data.databases import ImportLimits, import_rows
+    from orchestrator.sources.databases import ImportLimits, import_rows
 
     engine = ctx.resources.databases.engine(connection)
     started = time.monotonic()
@@ -519,7 +519,7 @@ def test_a_statement_over_the_time_limit_is_stopped(ctx, connection, tmp_path):
 @pytest.mark.parametrize("connection", BACKENDS)
 def test_a_cancel_interrupts_a_running_statement(ctx, connection, tmp_path):
     """A cancel waited 16-25 s for the query to end; now the database is told to stop it."""
-    from orchestrator.data.databases import import_rows
+    from orchestrator.sources.databases import import_rows
 
     engine = ctx.resources.databases.engine(connection)
     timer = threading.Timer(0.5, ctx.cancelled.set)
@@ -555,7 +555,7 @@ def test_an_export_into_another_schema_is_refused(ctx, connection, elsewhere, te
 
 
 def test_the_own_schema_named_explicitly_is_fine_and_the_server_can_allow_others(ctx, test_databases, tmp_path):
-    from orchestrator.data.database_export import own_schemas
+    from orchestrator.sinks.database import own_schemas
 
     with test_databases.admin["maria"].connect() as conn:
         [own] = own_schemas(conn)

@@ -16,8 +16,8 @@ from fake_drive import FakeDrive, ServiceAccount
 from orchestrator.assets import ops
 from orchestrator.assets.repository import CATALOG
 from orchestrator.assets.resources import GoogleDrive, Workspace
-from orchestrator.data import drive
 from orchestrator.engine import OperationError, PipelineInvalid, RunContext, build_plan
+from orchestrator.sources import drive
 from services_drive import SAMPLE_FOLDER_ID, SEED_FILE_ID
 
 

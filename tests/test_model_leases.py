@@ -169,7 +169,7 @@ def test_an_expired_lease_frees_the_model(http: httpx.Client):
 
 
 def test_a_live_clients_lease_is_renewed_past_its_length(server: ModelServerProcess, http: httpx.Client):
-    from orchestrator.data.model_server import KEEPER, ModelServer, Retry
+    from orchestrator.models.client import KEEPER, ModelServer, Retry
 
     with ModelServer(server.url, retry=Retry(attempts=1), token=TOKEN, lease="live-run", lease_ttl_s=0.6) as client:
         client.load("kept", FOLDER_MODEL, "image-classification")
@@ -202,7 +202,7 @@ def test_a_plain_unload_still_unloads_whoever_holds_it(http: httpx.Client):
 
 
 def test_org_slash_x_and_org_dash_dash_x_are_two_models(connection, http: httpx.Client):
-    from orchestrator.data.model_server import slug
+    from orchestrator.models.client import slug
 
     with connection.connect(lease="run-names") as client:
         client.load("org/x", FOLDER_MODEL, "image-classification")
@@ -223,7 +223,7 @@ def test_org_slash_x_and_org_dash_dash_x_are_two_models(connection, http: httpx.
 def test_the_name_rule_is_one_to_one_and_reversible(ids: tuple[str, ...]):
     import re
 
-    from orchestrator.data.model_server import MODEL_ID_PATTERN, SERVER_NAME_PATTERN, model_id_of, slug
+    from orchestrator.models.client import MODEL_ID_PATTERN, SERVER_NAME_PATTERN, model_id_of, slug
 
     ids = tuple(i for i in ids if re.match(MODEL_ID_PATTERN, i))
     names = [slug(i) for i in ids]
@@ -235,7 +235,7 @@ def test_the_name_rule_is_one_to_one_and_reversible(ids: tuple[str, ...]):
 
 
 def test_every_id_gets_a_valid_name_of_its_own():
-    from orchestrator.data.model_server import SERVER_NAME_PATTERN, slug
+    from orchestrator.models.client import SERVER_NAME_PATTERN, slug
 
     longest = ["a" + "-" * 95 + "/" + "b" + "-" * 95, "a" + "-" * 95 + "/" + "b" + "-" * 94 + "c",
                "a" + "-" * 95, "x" * 96 + "/" + "y" * 96, "a-" * 48 + "/" + "b-" * 48]

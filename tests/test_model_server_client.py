@@ -1,4 +1,4 @@
-"""The model server's client (orchestrator/data/model_server.py, what the pipeline's ops call), over HTTP to a real
+"""The model server's client (orchestrator/models/client.py, what the pipeline's ops call), over HTTP to a real
 model server holding a tiny model of every task (tests/test_model_server_tasks.py's), against the models in this
 process."""
 
@@ -26,8 +26,8 @@ from test_model_server_tasks import (  # noqa: F401  (the `models_root` and `ser
     server,
 )
 
-from orchestrator.data.model_server import ModelServer, Retry
 from orchestrator.engine import OperationError
+from orchestrator.models.client import ModelServer, Retry
 from tiny_models import IRIS_LABELS, tabular_data
 
 

@@ -13,9 +13,9 @@ from PIL import Image
 from orchestrator.assets import ops
 from orchestrator.assets.repository import CATALOG
 from orchestrator.assets.resources import S3Storage, Workspace
-from orchestrator.data import s3
-from orchestrator.data.datasets import Batches, FileDict, FileList, FileRef, Table
+from orchestrator.datasets import Batches, FileDict, FileList, FileRef, Table
 from orchestrator.engine import OperationError, PipelineInvalid, RunContext, build_plan
+from orchestrator.sources import s3
 from services_s3 import ARCHIVE_MEMBERS, SAMPLE_BUCKET, SAMPLE_IMAGES, jpeg, s3_client, zipped
 
 

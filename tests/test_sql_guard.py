@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.data.sql_guard import check_read_query
 from orchestrator.engine import OperationError
+from orchestrator.sources.sql_guard import check_read_query
 
 ALL = ["postgresql", "mysql", "mariadb", "sqlite"]
 
@@ -212,7 +212,7 @@ def test_what_the_parser_does_not_understand_is_refused():
 
 
 def test_the_servers_backslash_setting_is_followed():
-    from orchestrator.data.sql_guard import ServerQuoting
+    from orchestrator.sources.sql_guard import ServerQuoting
 
     hidden = "SELECT '\\' , LOAD_FILE('/etc/passwd') -- '"
     # With backslash escapes (MySQL's default) that is one string: harmless.

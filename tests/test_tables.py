@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.data import tables, truth
-from orchestrator.data.datasets import FileRef, Table
+from orchestrator.compare import truth
+from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
+from orchestrator.transforms import tables
 
 ROWS = [{"name": "a", "x": 1.5, "y": 2, "label": "fire"}, {"name": "b", "x": -3.0, "y": 4, "label": "smoke"}]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.data.url import UrlPolicy, check_address, download
 from orchestrator.engine import OperationError
+from orchestrator.sources.url import UrlPolicy, check_address, download
 
 REFUSED = [
     "http://127.0.0.1/x",

@@ -29,7 +29,7 @@ from dagster import (
 from orchestrator import contract, runs
 from orchestrator.assets import lineage
 from orchestrator.assets.resources import OpResources, Workspace, server_setting
-from orchestrator.data.datasets import Comparison
+from orchestrator.datasets import Comparison
 from orchestrator.engine import (
     Catalog,
     InstructionFailed,

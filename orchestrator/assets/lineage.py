@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from dagster import AssetKey, AssetMaterialization, AssetObservation, MetadataValue, TableRecord
 
-from orchestrator.data.datasets import Comparison, Exported, FileDict, Table
+from orchestrator.datasets import Comparison, Exported, FileDict, Table
 from orchestrator.engine import Node
 
 IMPORTS = {"import_from_local", "import_from_s3", "import_from_url", "import_from_google_drive",

@@ -12,7 +12,7 @@ from PIL import Image
 from orchestrator.assets import ops
 from orchestrator.assets.repository import CATALOG
 from orchestrator.assets.resources import Workspace
-from orchestrator.data.datasets import FileDict, FileList, FileRef
+from orchestrator.datasets import FileDict, FileList, FileRef
 from orchestrator.engine import OperationError, RunContext, build_plan, execute
 
 

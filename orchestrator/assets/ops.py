@@ -5,7 +5,8 @@ client, SQLAlchemy or Pillow only when its instructions need them.
 
 Parameter types, `Field` constraints and descriptions, defaults, the return type and the
 docstring's first line become the catalog, the validation and the docs. Keep each op thin:
-the work lives in `orchestrator.data`, plain Python tested on its own.
+the work lives in the rooms beside this package (`orchestrator.sources`, `.transforms`, `.models`,
+`.compare`, `.sinks`), plain Python tested on its own.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter, WithJsonSchema
 
-from orchestrator.data import names
-from orchestrator.data.datasets import (
+from orchestrator import names
+from orchestrator.datasets import (
     ArrayList,
     Batches,
     Comparison,
@@ -49,7 +50,7 @@ def import_from_local(
     ],
 ) -> FileDict:
     """Read a file, or every file in a folder, from the server's data root."""
-    from orchestrator.data import local
+    from orchestrator.sources import local
     return FileDict(local.find_local_files(ctx.resources.workspace.data_path, path))
 
 
@@ -59,8 +60,8 @@ def import_from_url(
     unpack: Annotated[bool, Field(description="unpack a zip or tar into its files")] = True,
 ) -> FileDict:
     """Download one file over HTTP(S) into the run's folder (public addresses only)."""
-    from orchestrator.data import archives
-    from orchestrator.data.url import download
+    from orchestrator.sources import archives
+    from orchestrator.sources.url import download
     workspace = ctx.resources.workspace
     target = download(url, ctx.node_dir, workspace.url_policy(), ctx.check_cancelled)
     if unpack:
@@ -83,7 +84,7 @@ def resize_image(
     height: Annotated[Pixels, Field(description="target height in pixels")],
 ) -> FileList:
     """Resize every image to width × height pixels, keeping its format and order."""
-    from orchestrator.data import images
+    from orchestrator.transforms import images
     images.distinct_names([ref.name for ref in as_refs(data)])  # two inputs of one name: fail, never overwrite
     return FileList(_each_image(ctx, data, lambda ref, out, cap: images.resize(ref, out, width, height, cap)))
 
@@ -107,7 +108,7 @@ def convert_image(
     ] = None,
 ) -> FileList:
     """Convert every image to a colour mode and, optionally, another file format."""
-    from orchestrator.data import images
+    from orchestrator.transforms import images
     # a.png and a.jpg both become a.<ext>: keep both (the second as a.png.<ext>), never one over the other.
     inputs = FileList(as_refs(data))
     derived = images.distinct_names([r.name for r in inputs], lambda name: images.converted_name(name, format))
@@ -129,7 +130,7 @@ def normalize_image(
     ] = [0.229, 0.224, 0.225],  # noqa: B006
 ) -> ArrayList:
     """Turn images into float32 arrays (C×H×W): pixels / 255, minus mean, over std, per channel."""
-    from orchestrator.data import images
+    from orchestrator.transforms import images
     if len(mean) != len(std):
         raise OperationError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
     if len(mean) == 2:
@@ -151,7 +152,7 @@ def crop_image(
     height: Annotated[Pixels, Field(description="height of the box")],
 ) -> FileList:
     """Cut the same box out of every image (it must lie inside each one)."""
-    from orchestrator.data import images
+    from orchestrator.transforms import images
     box = (left, top, width, height)
     return FileList(_each_image(ctx, data, lambda ref, out, cap: images.crop(ref, out, box, cap)))
 
@@ -164,7 +165,7 @@ def tile_image(
     overlap: Annotated[int, Field(ge=0, le=16383, description="pixels shared by neighbouring tiles")] = 0,
 ) -> FileList:
     """Cut large scenes into model-sized tiles; each keeps its source and origin (x, y)."""
-    from orchestrator.data import images
+    from orchestrator.transforms import images
     if overlap >= min(tile_width, tile_height):
         raise OperationError(f"overlap {overlap} must be smaller than the tile ({tile_width}×{tile_height})")
     size = (tile_width, tile_height)
@@ -223,7 +224,7 @@ def export_to_local(
     ] = "constellation",
 ) -> Exported:
     """Copy files (or a table as JSON Lines) to <output root>/<folder>/<run id>/, never over another run's."""
-    from orchestrator.data import local
+    from orchestrator.sources import local
     target = Path(ctx.resources.workspace.output_root).resolve() / folder / ctx.run_id
     return local.export_files(_files_of(data, ctx.node_dir), target, ctx.check_cancelled)
 
@@ -232,7 +233,7 @@ def _each_image(
     ctx: RunContext, data: FileList | FileDict, work: Callable[[FileRef, Path, int], FileRef | list[FileRef]]
 ) -> list[FileRef]:
     """Run `work(ref, out_dir, max_pixels)` on every image (a worker process per core), stopping on cancel."""
-    from orchestrator.data import images
+    from orchestrator.transforms import images
     out_dir, cap = ctx.node_dir, ctx.resources.workspace.max_image_pixels
 
     def one(ref: FileRef) -> list[FileRef]:
@@ -243,7 +244,7 @@ def _each_image(
 
 
 def _files_of(data: Exportable, work_dir: Path | None = None) -> list[FileRef]:
-    from orchestrator.data import exports
+    from orchestrator.sinks import exports
     if isinstance(data, Table):
         return [FileRef("table.jsonl", data.path)]
     if isinstance(data, Batches):
@@ -282,7 +283,7 @@ def import_from_s3(
     unpack: Annotated[bool, Field(description="unpack zip and tar objects into their files")] = True,
 ) -> FileDict:
     """Download one object (key) or a folder of objects (prefix) from S3 into the run's folder."""
-    from orchestrator.data import archives, s3
+    from orchestrator.sources import archives, s3
     limits = ctx.resources.workspace.archive_limits()
     store = s3.client(ctx.resources.s3.settings())
     files = s3.import_objects(
@@ -326,7 +327,7 @@ def export_to_s3(
     ] = None,
 ) -> Exported:
     """Upload files, a table or predictions (JSON Lines) to s3://bucket/<prefix or constellation>/<run id>/<name>."""
-    from orchestrator.data import s3
+    from orchestrator.sources import s3
     chosen = _one_of(data, inference_results)
     target = bucket or ctx.resources.s3.export_bucket
     if target is None:
@@ -344,7 +345,8 @@ def write_csv(
     ] = "output",
 ) -> FileDict:
     """Write a table or predictions to a CSV file (one row per row or per input), ready for an export."""
-    from orchestrator.data import exports, tables
+    from orchestrator.sinks import exports
+    from orchestrator.transforms import tables
     path = ctx.node_dir / f"{name}.csv"
     columns = result.columns if isinstance(result, Table) else exports.prediction_columns(result)
     count = tables.write_csv(_rows_of(result), columns, path)
@@ -359,7 +361,7 @@ def _one_of(data, inference_results):
 
 
 def _rows_of(result: Table | Predictions):
-    from orchestrator.data import exports
+    from orchestrator.sinks import exports
     if isinstance(result, Table):
         return result.rows()
     return (exports.prediction_row(result, item) for item in result.items)
@@ -385,7 +387,7 @@ def import_from_google_drive(
     unpack: Annotated[bool, Field(description="unpack zip and tar files into their files")] = True,
 ) -> FileDict:
     """Download a Google Drive file, or every file under a folder, into the run's folder."""
-    from orchestrator.data import archives, drive
+    from orchestrator.sources import archives, drive
     if (file_id is None) == (folder_id is None):
         raise OperationError("give exactly one of file_id (one file) or folder_id (a folder's files)")
     limits = ctx.resources.workspace.archive_limits()
@@ -446,7 +448,7 @@ def import_from_database(
     ] = None,
 ) -> Table:
     """Read rows from a SQL database in a read-only transaction, streamed into a table (JSON Lines)."""
-    from orchestrator.data import databases
+    from orchestrator.sources import databases
     engine = ctx.resources.databases.engine(connection)
     out = ctx.node_dir / "rows.jsonl"
     imported = databases.import_rows(
@@ -471,7 +473,7 @@ def export_to_database(
     ] = "append",
 ) -> Exported:
     """Insert a table's rows into a SQL database table in one transaction, each tagged with the run's id (run_id)."""
-    from orchestrator.data import database_export
+    from orchestrator.sinks import database as database_export
     engine = ctx.resources.databases.engine(connection)
     count = database_export.export_rows(
         engine, connection, table, data.columns, data.rows, ctx.run_id, if_exists, ctx.check_cancelled,
@@ -492,7 +494,7 @@ def table_to_images(
     ] = None,
 ) -> FileDict:
     """Write the images held in a table column (bytes) as files, one per row with an image."""
-    from orchestrator.data import table_images
+    from orchestrator.transforms import table_images
     files, skipped = table_images.write_images(
         data.rows(), data.columns, image_column, name_column, ctx.node_dir,
         total=data.count, max_pixels=ctx.resources.workspace.max_image_pixels, check_cancelled=ctx.check_cancelled,
@@ -550,7 +552,7 @@ def deploy_model(
     ] = None,
 ) -> dict:
     """Load a model on the model server for a task (a model already ready is not loaded twice)."""
-    from orchestrator.data import model_server
+    from orchestrator.models import client as model_server
     # Always asked for, even when the model is ready: the load holds it for this run (a lease: other runs
     # share it; the server unloads it when the last lets go), and the server refuses (409) an id loaded
     # from another source or for another task instead of answering with that other model.
@@ -574,7 +576,7 @@ def read_table(
     ] = "auto",
 ) -> Table:
     """Read CSV, JSON Lines or Parquet files (same columns) into one table, in name order."""
-    from orchestrator.data import tables
+    from orchestrator.transforms import tables
     return tables.read_tables(as_refs(data), ctx.node_dir / "rows.jsonl", format, ctx.check_cancelled)
 
 
@@ -598,7 +600,7 @@ def model_inference(
     ] = 0.5,
 ) -> Predictions:
     """Run a deployed model over every input: one prediction per image (by name) or per row (by key)."""
-    from orchestrator.data import inference
+    from orchestrator.models import inference
     with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
         described = server.metadata(model)
         task = described.get("task") or "image-classification"
@@ -632,7 +634,7 @@ def _batched(refs: list[FileRef], size: int) -> list[list[FileRef]]:
 @never_reused
 def delete_model(ctx: RunContext, model: ModelId) -> dict:
     """Unload a model from the model server."""
-    from orchestrator.data import model_server
+    from orchestrator.models import client as model_server
     # This run lets go of its lease; the model stays loaded while other runs hold it.
     with ctx.resources.model_server.connect(lease=ctx.run_id) as server:
         answer = server.unload(model)
@@ -670,7 +672,8 @@ def compare_models(
     ] = 0.5,
 ) -> Comparison:
     """Compare models on the same inputs against ground truth: metrics with 95% intervals, significance, a report."""
-    from orchestrator.data import compare, reporting
+    from orchestrator import compare
+    from orchestrator.compare import reporting
     task = results[0].task
     names = [item["name"] for item in results[0].items]
     found = _truth_for(task, names, labels, truth, truth_key, truth_column)
@@ -689,7 +692,7 @@ def compare_models(
 
 
 def _truth_for(task: str, names: list[str], labels: str, truth, key: str, column: str):
-    from orchestrator.data import truth as truth_sources
+    from orchestrator.compare import truth as truth_sources
     if truth is None:
         found = None if labels == "none" else truth_sources.from_folders(names)
         if labels == "folders" and found is None:

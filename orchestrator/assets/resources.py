@@ -18,12 +18,12 @@ from orchestrator.contract import SharedSettings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from orchestrator.data import drive
-    from orchestrator.data.archives import ArchiveLimits
-    from orchestrator.data.databases import Connections, ImportLimits
-    from orchestrator.data.model_server import ModelServer
-    from orchestrator.data.s3 import S3Settings
-    from orchestrator.data.url import UrlPolicy
+    from orchestrator.models.client import ModelServer
+    from orchestrator.sources import drive
+    from orchestrator.sources.archives import ArchiveLimits
+    from orchestrator.sources.databases import Connections, ImportLimits
+    from orchestrator.sources.s3 import S3Settings
+    from orchestrator.sources.url import UrlPolicy
 
 DRIVE_PUBLIC_DOWNLOAD_URL = "https://drive.usercontent.google.com/download"
 
@@ -149,17 +149,17 @@ class Workspace(ConfigurableResource):
         return runs.run_dir(Path(self.artifact_root).resolve(), run_id)
 
     def url_policy(self) -> UrlPolicy:
-        from orchestrator.data.url import UrlPolicy
+        from orchestrator.sources.url import UrlPolicy
 
         return UrlPolicy(max_bytes=self.url_max_bytes, allow_private=self.url_allow_private)
 
     def archive_limits(self) -> ArchiveLimits:
-        from orchestrator.data.archives import ArchiveLimits
+        from orchestrator.sources.archives import ArchiveLimits
 
         return ArchiveLimits(max_bytes=self.archive_max_bytes, max_files=self.archive_max_files)
 
     def database_limits(self) -> ImportLimits:
-        from orchestrator.data.databases import ImportLimits
+        from orchestrator.sources.databases import ImportLimits
 
         return ImportLimits(
             max_rows=self.db_max_rows, max_bytes=self.db_max_bytes, max_value_bytes=self.db_max_value_bytes,
@@ -185,7 +185,7 @@ class S3Storage(ConfigurableResource):
         return ServerSettings().resources()["s3"]
 
     def settings(self) -> S3Settings:
-        from orchestrator.data.s3 import S3Settings
+        from orchestrator.sources.s3 import S3Settings
 
         return S3Settings(endpoint_url=self.endpoint_url, region=self.region)
 
@@ -211,7 +211,7 @@ class GoogleDrive(ConfigurableResource):
         return ServerSettings().resources()["google_drive"]
 
     def connect(self) -> drive.Drive:
-        from orchestrator.data import drive
+        from orchestrator.sources import drive
 
         return drive.connect(self.api_endpoint, os.environ, drive.PublicDownloads(self.download_url,
                                                                                    self.download_max_bytes))
@@ -230,7 +230,7 @@ class Databases(ConfigurableResource):
     @property
     def _pool(self) -> Connections:
         if self._connections is None:
-            from orchestrator.data.databases import Connections
+            from orchestrator.sources.databases import Connections
 
             self._connections = Connections()
         return self._connections
@@ -271,7 +271,7 @@ class ModelServerConnection(ConfigurableResource):
         return ServerSettings().resources()["model_server"]
 
     def connect(self, check_cancelled: Callable[[], None] = lambda: None, lease: str | None = None) -> ModelServer:
-        from orchestrator.data.model_server import ModelServer, Retry
+        from orchestrator.models.client import ModelServer, Retry
 
         retry = Retry(attempts=self.retry_attempts, first_delay_s=self.retry_first_delay_s)
         token = os.environ.get("CONSTELLATION_MODEL_SERVER_TOKEN", "").strip() or None

@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from orchestrator.assets import ops
-from orchestrator.data import images
-from orchestrator.data.datasets import FileDict, FileRef
+from orchestrator.datasets import FileDict, FileRef
 from orchestrator.engine import OperationError, RunContext
+from orchestrator.transforms import images
 
 COUNT = 40  # over PROCESS_MIN_IMAGES: the ops fork their workers
 
@@ -198,8 +198,8 @@ def test_workers_leave_when_their_parent_is_killed(tmp_path: Path):
         """
         import time
         from pathlib import Path
-        from orchestrator.data import images
-        from orchestrator.data.datasets import FileRef
+        from orchestrator.transforms import images
+        from orchestrator.datasets import FileRef
 
         def slow(ref):
             time.sleep(0.1)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from orchestrator.assets import ops
 from orchestrator.assets.resources import Workspace
-from orchestrator.data.datasets import FileDict, FileList
+from orchestrator.datasets import FileDict, FileList
 from orchestrator.engine import OperationError, RunContext
 
 
@@ -187,7 +187,7 @@ def test_resize_output_is_held_to_the_pixel_cap(ctx: RunContext, pictures: FileD
 
 
 def test_normalize_streams_in_bands_with_the_same_values(ctx: RunContext, data: Path, monkeypatch):
-    from orchestrator.data import images
+    from orchestrator.transforms import images
 
     gradient(123, 77).save(data / "odd.png")
     monkeypatch.setattr(images, "NORMALIZE_BAND_PIXELS", 1000)  # 8 rows a band: many bands, a short last one
@@ -243,7 +243,7 @@ def test_converted_names_never_overwrite_each_other(ctx: RunContext, data: Path)
 
 
 def test_two_images_of_the_same_name_fail_clearly(ctx: RunContext, data: Path):
-    from orchestrator.data.datasets import FileRef
+    from orchestrator.datasets import FileRef
 
     Image.new("RGB", (10, 10)).save(data / "x.png")
     same = FileList([FileRef("x.png", data / "x.png"), FileRef("x.png", data / "x.png")])

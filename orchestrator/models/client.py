@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import tenacity
 
-from orchestrator.data import names
+from orchestrator import names
 from orchestrator.engine import OperationError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.data.compare import text
+from orchestrator.compare import text
 
 #: Confusion matrices with more classes keep the most frequent ones and sum the rest into "(other)".
 MAX_CONFUSION_CLASSES = 30

@@ -9,9 +9,9 @@ from typing import Any
 
 from PIL import Image
 
-from orchestrator.data import compare
-from orchestrator.data.datasets import Predictions, Table
-from orchestrator.data.tables import keyed_rows
+from orchestrator import compare
+from orchestrator.datasets import Predictions, Table
+from orchestrator.transforms.tables import keyed_rows
 
 THUMBNAIL = (160, 160)
 # A thumbnail decodes the whole image; past this many pixels the report shows the name alone.

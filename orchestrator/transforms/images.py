@@ -30,7 +30,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from orchestrator.data.datasets import FileRef
+from orchestrator.datasets import FileRef
 from orchestrator.engine import OperationError
 
 IMAGE_THREADS = 2

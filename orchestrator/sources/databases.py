@@ -28,9 +28,9 @@ from urllib.parse import quote, quote_plus
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from orchestrator.data import names
-from orchestrator.data.sql_guard import ServerQuoting, check_read_query
+from orchestrator import names
 from orchestrator.engine import OperationError
+from orchestrator.sources.sql_guard import ServerQuoting, check_read_query
 
 NAME_PATTERN = names.DB_CONNECTION_PATTERN
 # A table, optionally in a schema (`schema.table`); SQLAlchemy quotes it, the pattern keeps it one name.

@@ -39,10 +39,10 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
-from orchestrator.data import names
-from orchestrator.data import archives
-from orchestrator.data.archives import ArchiveLimits
+from orchestrator import names
 from orchestrator.engine import OperationError
+from orchestrator.sources import archives
+from orchestrator.sources.archives import ArchiveLimits
 
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 API_KEY_ENV = "CONSTELLATION_GOOGLE_API_KEY"

@@ -20,8 +20,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from orchestrator.data.compare import stats
-from orchestrator.data.compare.inputs import ModelRun, Truth, items_by_name
+from orchestrator.compare import stats
+from orchestrator.compare.inputs import ModelRun, Truth, items_by_name
 from orchestrator.engine import OperationError
 
 

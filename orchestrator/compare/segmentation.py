@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from sklearn.metrics import confusion_matrix
 
-from orchestrator.data.compare import stats
-from orchestrator.data.compare.inputs import ModelRun, Truth, items_by_name
+from orchestrator.compare import stats
+from orchestrator.compare.inputs import ModelRun, Truth, items_by_name
 from orchestrator.engine import OperationError
 
 

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
-from orchestrator.data.databases import BATCH_ROWS, RUN_ID_COLUMN, database_errors
 from orchestrator.engine import OperationError
+from orchestrator.sources.databases import BATCH_ROWS, RUN_ID_COLUMN, database_errors
 
 
 def export_rows(

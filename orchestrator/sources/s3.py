@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
-from orchestrator.data.datasets import Exported, FileRef
+from orchestrator.datasets import Exported, FileRef
 from orchestrator.engine import OperationError
 
 # Keys asked for per listing request; S3's own maximum. Tests lower it to exercise paging.

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.data.datasets import Exported, FileRef
+from orchestrator.datasets import Exported, FileRef
 from orchestrator.engine import OperationError
 
 

@@ -15,11 +15,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.data.compare.inputs import ModelRun, Truth, labels_from_folders
-    from orchestrator.data.compare.page import html_report
-    from orchestrator.data.compare.plots import charts
-    from orchestrator.data.compare.report import compare, find_disagreements
-    from orchestrator.data.compare.text import markdown
+    from orchestrator.compare.inputs import ModelRun, Truth, labels_from_folders
+    from orchestrator.compare.page import html_report
+    from orchestrator.compare.plots import charts
+    from orchestrator.compare.report import compare, find_disagreements
+    from orchestrator.compare.text import markdown
 
 _WHERE = {
     "ModelRun": "inputs",

@@ -17,8 +17,8 @@ import numpy as np
 from scipy.stats import pearsonr
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
-from orchestrator.data.compare import stats
-from orchestrator.data.compare.inputs import ModelRun, Truth, few, items_by_name
+from orchestrator.compare import stats
+from orchestrator.compare.inputs import ModelRun, Truth, few, items_by_name
 from orchestrator.engine import OperationError
 
 METRICS = ("rmse", "mae", "r2")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data.datasets import Comparison, FileRef, Predictions
+from orchestrator.datasets import Comparison, FileRef, Predictions
 
 
 def result_files(result: Predictions | Comparison, work_dir: Path) -> list[FileRef]:

@@ -15,10 +15,10 @@ from typing import Any
 
 from PIL import Image
 
-from orchestrator.data.datasets import FileRef, Table
-from orchestrator.data.model_server import ModelServer
-from orchestrator.data.tables import features_of, keyed_rows, require_columns
+from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
+from orchestrator.models.client import ModelServer
+from orchestrator.transforms.tables import features_of, keyed_rows, require_columns
 
 IMAGE_TASKS = ("image-classification", "zero-shot-image-classification", "object-detection", "image-segmentation")
 TABLE_TASKS = ("text-classification", "tabular-classification", "tabular-regression")

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from orchestrator.data import compare
-from orchestrator.data.datasets import FileRef, Table
-from orchestrator.data.tables import require_columns
+from orchestrator import compare
+from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
+from orchestrator.transforms.tables import require_columns
 
 CLASSIFICATION = ("image-classification", "zero-shot-image-classification", "text-classification",
                   "tabular-classification")

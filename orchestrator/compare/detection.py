@@ -23,8 +23,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from orchestrator.data.compare import coco, stats
-from orchestrator.data.compare.inputs import ModelRun, Truth, items_by_name
+from orchestrator.compare import coco, stats
+from orchestrator.compare.inputs import ModelRun, Truth, items_by_name
 
 #: The detection bootstrap keeps resamples × detections (of all models) under this budget...
 DETECTION_BUDGET = 20_000_000

@@ -15,7 +15,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from orchestrator.data.compare.inputs import ModelRun, few, items_by_name
+from orchestrator.compare.inputs import ModelRun, few, items_by_name
 from orchestrator.engine import OperationError
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.data.compare import classification, detection, regression, segmentation, stats, text
-from orchestrator.data.compare.inputs import ModelRun, Truth, aligned_names, check_truth, kind_of
+from orchestrator.compare import classification, detection, regression, segmentation, stats, text
+from orchestrator.compare.inputs import ModelRun, Truth, aligned_names, check_truth, kind_of
 
 KINDS = {
     "classification": classification,

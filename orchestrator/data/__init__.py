@@ -1,1 +1,0 @@
-"""The data plane: datasets on disk and the plain functions that import and prepare them."""

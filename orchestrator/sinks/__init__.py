@@ -1,0 +1,1 @@
+"""Where results go: files (local, S3) and SQL databases."""

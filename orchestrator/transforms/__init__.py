@@ -1,0 +1,1 @@
+"""Preparing data between imports and models: images, tables, images held in tables."""
