@@ -20,6 +20,9 @@ def reference() -> str:
     for name in CATALOG.names():
         op = CATALOG[name]
         parts.append(f"\n#### `{name}` → {op.output}\n\n{_markdown(op.description)}\n")
+        if not op.parameters:
+            parts.append("It takes no parameters.")
+            continue
         parts.append("| parameter | type | required | description |\n|---|---|---|---|")
         for p in op.parameters:
             kind = " or ".join(p.accepts) if p.accepts else _literal_type(p.schema)

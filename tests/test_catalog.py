@@ -29,7 +29,7 @@ def test_every_op_has_a_description_and_a_documented_output_type():
         assert op.description, name
         assert op.output in CATALOG.type_docs, name
         assert CATALOG.type_docs[op.output], op.output
-        assert op.parameters, name
+        assert op.parameters or name == "mock_csv_data", name  # the fixed sample table takes nothing
 
 
 def test_every_nested_input_names_documented_types():

@@ -34,6 +34,7 @@ from orchestrator.datasets import (
     as_refs,
 )
 from orchestrator.engine import OperationError, RunContext, never_reused
+from orchestrator.transforms.arithmetic import OperatorName as MathOperator
 
 Pixels = Annotated[int, Field(ge=1, le=16384)]
 ColourMode = Literal["RGB", "RGBA", "L", "LA", "CMYK", "1", "P", "I", "F"]
@@ -365,6 +366,42 @@ def _rows_of(result: Table | Predictions):
     if isinstance(result, Table):
         return result.rows()
     return (exports.prediction_row(result, item) for item in result.items)
+
+
+def mock_csv_data(ctx: RunContext) -> Table:
+    """A fixed table to try pipelines with: columns column1, column2, column3 holding 1 to 9, row by row."""
+    from orchestrator.sources import mock
+    return mock.mock_table(ctx.node_dir / "rows.jsonl")
+
+
+def math_block(
+    ctx: RunContext,
+    data: Annotated[
+        Table | Predictions,
+        Field(description="a table, or a regression model's predictions (their values; the result is then the "
+                          "table name, model, value)"),
+    ],
+    operand: Annotated[
+        MathOperator,
+        Field(description="the operator, by its name in Python's operator module: add, sub, mul, truediv "
+                          "(/), floordiv (//), mod (%) or pow (**)"),
+    ],
+    constant: Annotated[float, Field(allow_inf_nan=False, description="the number on the operator's right")],
+) -> Table:
+    """Apply an arithmetic operator with a constant to every number of a table (as floats; other values kept)."""
+    from orchestrator.transforms import arithmetic
+    out = ctx.node_dir / "rows.jsonl"
+    if isinstance(data, Table):
+        return arithmetic.compute(data.rows(), data.columns, operand, constant, out, ctx.check_cancelled)
+    from orchestrator.sinks import exports
+    if data.task != "tabular-regression":
+        raise OperationError(f"math_block computes on a regression model's values; {data.model}'s predictions "
+                             f"are {data.task} results, which hold no value to compute on")
+    # A model's predictions become their table (name, model, value): only the value is computed on.
+    return arithmetic.compute(
+        _rows_of(data), exports.prediction_columns(data), operand, constant, out, ctx.check_cancelled,
+        only={"value"}, row_name=lambda number, row: f"row {row['name']!r}",
+    )
 
 
 # Published as a string (omit the parameter rather than send null), so a bad id is refused

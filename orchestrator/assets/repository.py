@@ -28,6 +28,8 @@ OP_DEFS = [
     ops.import_from_s3,
     ops.export_to_s3,
     ops.write_csv,
+    ops.mock_csv_data,
+    ops.math_block,
     ops.import_from_google_drive,
     ops.import_from_database,
     ops.export_to_database,
