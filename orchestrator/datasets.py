@@ -63,22 +63,52 @@ class FileRef:
 
 
 class FileDict(DataType):
-    """Files keyed by name, as an import produces them."""
+    """Files keyed by name, as an import produces them.
 
-    def __init__(self, files: dict[str, Path]):
+    `meta` holds facts an import knows about some files (a STAC item's...). GeoTIFFs (.tif/.tiff)
+    also get their raster facts (crs, transform, size, bands, dtype, nodata), read from their
+    headers once, when the files are first listed, not for every file of an import up front.
+    """
+
+    # Class defaults: a FileDict pickled before these existed (a resumed run's) still reads.
+    meta: Mapping[str, Mapping[str, Any]] = {}
+    _facts: dict[str, Mapping[str, Any]] | None = None
+
+    def __init__(self, files: dict[str, Path], meta: Mapping[str, Mapping[str, Any]] | None = None):
         self.files = dict(sorted(files.items()))
+        if meta:
+            self.meta = {name: dict(facts) for name, facts in meta.items() if name in self.files}
 
     def __len__(self) -> int:
         return len(self.files)
 
     def refs(self) -> list[FileRef]:
-        return [FileRef(name, path) for name, path in self.files.items()]
+        if self._facts is None:
+            self._facts = _file_facts(self.files, self.meta)
+        facts = self._facts
+        return [FileRef(name, path, facts.get(name, NO_FACTS)) for name, path in self.files.items()]
 
     def summary(self) -> str:
         return f"{len(self)} files"
 
     def to_result(self) -> dict[str, Any]:
         return {"type": "FileDict", "count": len(self), "files": [r.to_json() for r in self.refs()]}
+
+
+def _file_facts(files: Mapping[str, Path], given: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Each file's facts: a GeoTIFF's raster facts (from its header), then what the import gave."""
+    found: dict[str, Mapping[str, Any]] = {}
+    rasters = [name for name in files if name.lower().endswith((".tif", ".tiff"))]
+    if rasters:
+        from orchestrator.transforms.rasters import facts_of  # rasterio loads only for files that need it
+
+        for name in rasters:
+            read = facts_of(files[name])
+            if read:
+                found[name] = read
+    for name, facts in given.items():
+        found[name] = {**found.get(name, {}), **facts}
+    return found
 
 
 class FileList(DataType):

@@ -43,6 +43,8 @@ class ServerSettings(SharedSettings):
     archive_max_files: int = 100_000
     max_image_pixels: int = 200_000_000
     max_tiles_per_image: int = 10_000
+    # width × height × bands of a raster read or written (orchestrator/transforms/rasters.py says why 4e9)
+    max_raster_samples: int = 4_000_000_000
     db_max_rows: int = 10_000_000
     db_max_bytes: int = 2 * 1024**3
     db_max_value_bytes: int = 64 * 1024**2
@@ -124,6 +126,8 @@ class Workspace(ConfigurableResource):
     archive_max_files: int = 100_000
     max_image_pixels: int = 200_000_000
     max_tiles_per_image: int = 10_000
+    # width × height × bands of a raster read or written (orchestrator/transforms/rasters.py says why 4e9)
+    max_raster_samples: int = 4_000_000_000
     db_max_rows: int = 10_000_000
     db_max_bytes: int = 2 * 1024**3
     db_max_value_bytes: int = 64 * 1024**2
