@@ -8,37 +8,37 @@ scratch folder per run (`RunFolder`), and what they produce goes to the store as
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from pathlib import Path, PurePath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from orchestrator import kept
 from orchestrator.engine import InstructionFailed, NodeEvent, Plan
-from orchestrator.runstore import TRANSFER_THREADS, RunStore, RunStoreError
+from orchestrator.runstore import TRANSFER_THREADS, RunStore, RunStoreError, clean_relative, is_run_id
 
 log = logging.getLogger("constellation")
 
 PROGRESS = "progress.json"
 RESULTS = "results.json"
+# Outputs kept for a retry: beside the node folders (`nodes/<key>/`), never inside one (KeptOutputs).
+KEPT = "kept"
+KEPT_MANIFEST = f"{KEPT}/manifest.json"
+_NODE_KEY = re.compile(r"^[0-9a-f]{16}$")  # engine.plan.canonical_key
 # Progress goes to a remote store at most this often (the final state is always written).
 PROGRESS_INTERVAL_S = 0.25
 MAX_MESSAGE_CHARS = 2000  # an error message stored or served is cut to this (a 100 MB file name was served whole)
-_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def is_run_id(value: str) -> bool:
-    """Dagster run ids are lowercase UUIDs; anything else never names a folder."""
-    return bool(_RUN_ID.match(value))
 
 
 def run_dir(artifact_root: Path | str, run_id: str) -> Path:
@@ -122,6 +122,29 @@ class RunFolder:
         else:
             write_json(self.path / rel, document)
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Replace the run's file `rel` (atomically in a local folder)."""
+        if self.remote:
+            self.store.write_bytes(self.run_id, rel, data)  # type: ignore[union-attr]
+            return
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+    def later(self, work: Callable[[], None]) -> None:
+        """Run `work` now with a local store; with a remote one, in the transfer pool (`sync()` waits for it)."""
+        if not self.remote:
+            work()
+            return
+        with self._lock:
+            self._uploads.append(self._pool.submit(work))  # type: ignore[union-attr]
+
     def location(self, rel: str) -> str:
         """Where the run's file `rel` is kept, for people: a store URI, or the local path."""
         return self.store.uri(self.run_id, rel) if self.remote else str(self.path / rel)  # type: ignore[union-attr]
@@ -132,9 +155,13 @@ class RunFolder:
             return
         folder = self.path / "nodes" / key
         files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        inside = f"nodes/{key}/"
         with self._lock:
             for file in files:
                 rel = file.relative_to(self.path).as_posix()
+                if not rel.startswith(inside) or clean_relative(rel) is None:  # only the node's own folder
+                    log.warning(f"not stored: {rel!r} is not a plain path in the node folder {inside}")
+                    continue
                 self._uploads.append(self._pool.submit(self.store.upload, self.run_id, rel, file))  # type: ignore
 
     def fetch(self, refs: set[str] | list[str]) -> None:
@@ -313,64 +340,161 @@ class ProgressLog:
 
 
 class KeptOutputs:
-    """Each instruction's output, pickled in its node folder, for a resumed run (the engine's `Reuse`).
+    """Each instruction's output, kept as typed JSON for a resumed run (the engine's `Reuse`).
 
-    A resumed run reads its parent's kept outputs. The files an output names stay in the folder of
-    the run that made them (the parent's, or an earlier one's), which is why those artifacts must
-    be kept while retries may run. Paths under the runs' folders are pickled relative to them
-    (`<run id>/<rel>`), so that a run on another machine, whose scratch folder differs, maps them
-    to its own copies: with a remote store those files are downloaded when an instruction that
-    runs takes the reused output (`track`), or when the run's results show it (`fetch`).
+    A resumed run reads its parent's kept outputs: `kept/<node key>.json` in the parent's folder,
+    documents of orchestrator/kept.py (data only: reading one runs no code). They lie outside
+    `nodes/`, the folders operations write into, so no file an operation names can take their place,
+    and `kept/manifest.json` lists each with the sha256 of its bytes, the instruction's path and its
+    operation. An output is reused only when the parent's manifest lists it, the parent's progress
+    says that instruction succeeded (or was itself reused), and the document read has the digest
+    the manifest recorded; otherwise the instruction runs again. Runs kept before this format
+    (`nodes/<key>/output.pickle`) are never read: their instructions all run again.
+
+    The files an output names stay in the folder of the run that made them (the parent's, or an
+    earlier one's), which is why those artifacts must be kept while retries may run. Paths under
+    the runs' folders are kept relative to them (`<run id>/<rel>`), so that a run on another
+    machine, whose scratch folder differs, maps them to its own copies: with a remote store those
+    files are downloaded when an instruction that runs takes the reused output (`track`), or when
+    the run's results show it (`fetch`).
     """
 
-    FILE = "output.pickle"
+    FOLDER = KEPT
+    MANIFEST = KEPT_MANIFEST
 
     def __init__(self, folder: Path | RunFolder, parent: Path | str | None):
         self.run = _as_folder(folder)
         self.parent = parent
+        self.codec = kept.Codec(self.run.runs_root)
         self._refs: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+        self._parent: _ParentKept | None = None
+        self._manifest: dict[str, dict[str, str]] = {}
+        self._version = self._written = 0
+        self._write_lock = threading.Lock()  # manifest writes, one at a time and newest last
+
+    @staticmethod
+    def document(key: str) -> str:
+        """Where the output of the instruction of key `key` is kept, in a run's folder."""
+        if not _NODE_KEY.match(key):
+            raise ValueError(f"{key!r} is not an instruction key")
+        return f"{KEPT}/{key}.json"
 
     def load(self, node: Any) -> tuple[bool, Any]:
-        if self.parent is None:
+        if self.parent is None or not _NODE_KEY.match(node.key):
             return False, None
-        rel = f"nodes/{node.key}/{self.FILE}"
+        parent = self._parent_kept()
+        entry = parent.manifest.get(node.key)
+        if entry is None:
+            return False, None
+        where = f"{node.operation} at {node.path}"
+        if entry.get("operation") != node.operation or (entry.get("path"), node.operation) not in parent.completed:
+            log.warning(f"{where}: the parent run {parent.name} kept an output but its progress does not say it "
+                        "succeeded; running it again")
+            return False, None
+        rel = self.document(node.key)
         try:
-            if isinstance(self.parent, Path):
-                kept: bytes | None = (self.parent / rel).read_bytes()
-            elif self.run.store is not None:
-                kept = self.run.store.read_bytes(self.parent, rel)
-            else:
-                kept = self.run.local(self.parent, rel).read_bytes()
-            if kept is None:
-                return False, None
-            refs: set[str] = set()
-            # Written by this code location into the server's own artifact root, never user input.
-            output = _RunFileUnpickler(io.BytesIO(kept), self.run.runs_root, refs).load()
-        except (OSError, RunStoreError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
-                ValueError, TypeError):
+            data = self._read_parent(rel)
+        except (OSError, RunStoreError) as exc:
+            log.warning(f"{where}: cannot read what the parent run {parent.name} kept ({exc}); running it again")
+            return False, None
+        if data is None:
+            return False, None
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            log.warning(f"{where}: what the parent run {parent.name} kept is not what it wrote (its digest differs "
+                        "from the manifest's); running it again")
+            return False, None
+        try:
+            output, refs = self.codec.loads(data)
+        except kept.BadKept as exc:
+            log.warning(f"{where}: the parent run {parent.name} kept an unreadable output ({exc}); running it again")
             return False, None
         with self._lock:
             self._refs[node.key] = refs
-        # Kept again here, so that a retry of this run finds it too.
-        target = self.run.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(kept)
+        self._keep(node, data)  # kept again here, so that a retry of this run finds it too
         return True, output
 
     def save(self, node: Any, output: Any) -> None:
-        target = self.run.path / "nodes" / node.key / self.FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{threading.get_ident()}.tmp")
+        if not _NODE_KEY.match(node.key):
+            return
         try:
-            with partial.open("wb") as sink:
-                _RunFilePickler(sink, self.run.runs_root).dump(output)
-            os.replace(partial, target)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            partial.unlink(missing_ok=True)  # an output that cannot be kept is simply run again
-        except OSError as exc:  # e.g. a full disk: the run goes on; a retry runs this instruction again
-            partial.unlink(missing_ok=True)
-            log.warning(f"could not keep the output of {node.operation} at {node.path} for a retry: {exc}")
+            data = self.codec.dumps(output)
+        except kept.NotKept as exc:  # an output that cannot be kept is simply run again
+            log.debug(f"{node.operation} at {node.path}: output not kept for a retry ({exc})")
+            return
+        self._keep(node, data)
+
+    def _keep(self, node: Any, data: bytes) -> None:
+        """Store the document `data` for `node`, then list it in the manifest (a remote store: in the background)."""
+        rel = self.document(node.key)
+        entry = {"sha256": hashlib.sha256(data).hexdigest(), "path": node.path, "operation": node.operation}
+
+        def store() -> None:
+            try:
+                self.run.write_bytes(rel, data)
+            except (OSError, RunStoreError) as exc:  # e.g. a full disk: the run goes on; a retry runs it again
+                log.warning(f"could not keep the output of {node.operation} at {node.path} for a retry: {exc}")
+                return
+            with self._lock:
+                self._manifest[node.key] = entry
+                self._version += 1
+            self._write_manifest()
+
+        self.run.later(store)
+
+    def _write_manifest(self) -> None:
+        """Write the manifest as it is now, unless a newer one was written meanwhile."""
+        with self._write_lock:
+            with self._lock:
+                if self._version == self._written:
+                    return
+                document, version = {"format": kept.FORMAT, "outputs": dict(self._manifest)}, self._version
+            try:
+                self.run.write_json(KEPT_MANIFEST, document)
+                self._written = version
+            except (OSError, RunStoreError) as exc:
+                log.warning(f"could not write the list of outputs kept for a retry: {exc}")
+
+    def _parent_kept(self) -> _ParentKept:
+        with self._lock:
+            if self._parent is None:
+                self._parent = self._read_parent_state()
+            return self._parent
+
+    def _read_parent_state(self) -> _ParentKept:
+        name = self.parent.name if isinstance(self.parent, Path) else str(self.parent)
+        try:
+            manifest = _json_or_none(self._read_parent(KEPT_MANIFEST))
+            progress = _json_or_none(self._read_parent(PROGRESS))
+        except (OSError, RunStoreError) as exc:
+            log.warning(f"cannot read what the parent run {name} kept ({exc}): every instruction runs again")
+            return _ParentKept(name, {}, set())
+        readable = isinstance(manifest, dict) and manifest.get("format") == kept.FORMAT
+        outputs = manifest.get("outputs") if readable else None
+        if not isinstance(outputs, dict):
+            log.info(f"the parent run {name} kept no outputs this version reads: every instruction runs again")
+            return _ParentKept(name, {}, set())
+        entries = progress.get("instructions") if isinstance(progress, dict) else None
+        completed = {
+            (e.get("path"), e.get("operation"))
+            for e in (entries if isinstance(entries, list) else [])
+            if isinstance(e, dict) and e.get("state") in ("succeeded", "reused")
+        }
+        listed = {k: v for k, v in outputs.items() if isinstance(k, str) and isinstance(v, dict)}
+        return _ParentKept(name, listed, completed)
+
+    def _read_parent(self, rel: str) -> bytes | None:
+        if isinstance(self.parent, Path):
+            try:
+                return (self.parent / rel).read_bytes()
+            except FileNotFoundError:
+                return None
+        if self.run.store is not None:
+            return self.run.store.read_bytes(str(self.parent), rel)
+        try:
+            return self.run.local(str(self.parent), rel).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def track(self, event: NodeEvent) -> None:
         """Move files as the run goes: before an instruction starts, the files of the reused outputs it
@@ -391,43 +515,22 @@ class KeptOutputs:
             log.warning(f"could not fetch the files of reused instruction {node.path}: {exc}")
 
 
-_RUN_PATH, _RUN_TEXT = "constellation/run-path", "constellation/run-text"
+@dataclass(frozen=True)
+class _ParentKept:
+    """What a resumed run's parent kept: its manifest's entries, and the (path, operation) it completed."""
+
+    name: str
+    manifest: dict[str, dict[str, Any]]
+    completed: set[tuple[Any, Any]]
 
 
-class _RunFilePickler(pickle.Pickler):
-    """Pickles paths (and path strings) under the runs' folder as `<run id>/<rel>`, not where they lie."""
-
-    def __init__(self, file: Any, runs_root: Path):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.prefix = str(runs_root) + os.sep
-
-    def persistent_id(self, obj: Any) -> Any:
-        if isinstance(obj, PurePath):
-            text = str(obj)
-            if text.startswith(self.prefix):
-                return (_RUN_PATH, text[len(self.prefix):])
-        elif type(obj) is str and obj.startswith(self.prefix):
-            return (_RUN_TEXT, obj[len(self.prefix):])
+def _json_or_none(data: bytes | None) -> Any:
+    if data is None:
         return None
-
-
-class _RunFileUnpickler(pickle.Unpickler):
-    """Maps `<run id>/<rel>` to this machine's runs folder, noting each one in `refs`."""
-
-    def __init__(self, file: Any, runs_root: Path, refs: set[str]):
-        super().__init__(file)
-        self.runs_root, self.refs = runs_root, refs
-
-    def persistent_load(self, pid: Any) -> Any:
-        kind, rel = pid
-        if not isinstance(rel, str) or any(part in ("", ".", "..") for part in rel.split("/")):
-            raise pickle.UnpicklingError(f"bad run file reference {rel!r}")
-        self.refs.add(rel)
-        if kind == _RUN_PATH:
-            return self.runs_root / rel
-        if kind == _RUN_TEXT:
-            return str(self.runs_root / rel)
-        raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def _pointer_order(path: str) -> list[tuple[int, Any]]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import posixpath
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ CHUNK_BYTES = 256 * 1024
 SINGLE_REQUEST_BYTES = 16 * 1024 * 1024
 # Objects moved at once when a folder is uploaded or downloaded (small files: latency-bound).
 TRANSFER_THREADS = 8
+_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class RunStoreError(Exception):
@@ -47,6 +50,11 @@ class StoredFile:
     path: Path | None = None
     chunks: Iterator[bytes] | None = None
     close: Callable[[], None] = lambda: None
+
+
+def is_run_id(value: str) -> bool:
+    """Dagster run ids are lowercase UUIDs; anything else never names a folder."""
+    return bool(_RUN_ID.match(value))
 
 
 def clean_relative(relative: str) -> str | None:
@@ -358,6 +366,25 @@ def _s3_parts(root: str) -> tuple[str, str] | None:
             bucket, _, prefix = root[len(scheme):].partition("/")
             return bucket, prefix
     return None
+
+
+def normal_key(key: str) -> str:
+    """An S3 key as a store that reads keys as paths sees it: no empty, '.' or '..' segments.
+
+    S3 itself takes keys as they are, but MinIO (and other stores on a file system) fold
+    "a//b", "a/./b" and "a/x/../b" into "a/b": refusals compare this form. A trailing "/" stays.
+    """
+    folded = posixpath.normpath("/" + key).lstrip("/") if key.strip("/") else ""
+    return folded + "/" if folded and key.endswith("/") else folded
+
+
+def s3_runs_area(root: str | Path) -> tuple[str, str] | None:
+    """(bucket, key prefix ending in '/') under which an `s3://bucket/prefix` root keeps its runs; None for a folder."""
+    parts = _s3_parts(str(root))
+    if parts is None or not parts[0]:
+        return None
+    prefix = normal_key(parts[1].strip("/"))
+    return parts[0], f"{prefix}/{RUNS}/" if prefix else f"{RUNS}/"
 
 
 def open_store(root: str | Path, endpoint_url: str | None = None, region: str | None = None) -> RunStore:

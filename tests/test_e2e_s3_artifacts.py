@@ -77,7 +77,7 @@ def test_a_run_keeps_its_files_progress_and_results_in_the_bucket(s3_stack, api:
 
     keys = stored_keys(s3_env, run["run_id"])
     assert "progress.json" in keys and "results.json" in keys
-    assert sum(k.endswith("output.pickle") for k in keys) == 3, "every instruction's output is kept"
+    assert sum(k.startswith("kept/") and k != "kept/manifest.json" for k in keys) == 3, "every output is kept"
     stored = stored_json(s3_env, run["run_id"], "results.json")["results"][0]["output"]["files"]
     assert all(f["uri"].startswith(f"s3://{BUCKET}/{PREFIX}/runs/{run['run_id']}/nodes/") for f in stored)
     assert stored_json(s3_env, run["run_id"], "progress.json")["done"] == 3
@@ -124,7 +124,8 @@ def test_a_failed_run_resumes_from_the_bucket(s3_stack, api: httpx.Client, s3_en
     failed = stack.wait_for_run(api.post("/execute", json=resized_pair(folder)).json()["run_id"])
     assert failed["run_status"] == "FAILURE" and folder in failed["error"]["message"]
     parent_keys = stored_keys(s3_env, failed["run_id"])
-    assert sum(k.endswith("output.pickle") for k in parent_keys) == 3, "completed instructions are in the bucket"
+    kept = [k for k in parent_keys if k.startswith("kept/") and k != "kept/manifest.json"]
+    assert len(kept) == 3, "completed instructions are in the bucket"
     shutil.copytree(stack.data_root / "samples" / "Fire", stack.data_root / folder)  # the missing data arrives
 
     answer = api.post(f"/runs/{failed['run_id']}/retry")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import errno
-import io
-import pickle
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from moto import mock_aws
 from pydantic import Field
 
-from orchestrator import runs
+from orchestrator import kept, runs
 from orchestrator.engine import Catalog, DataType, InstructionFailed, RunContext, build_plan, execute
 from orchestrator.runstore import LocalRunStore, RunStoreError, S3RunStore, clean_relative, is_store_url, open_store
 
@@ -133,35 +132,30 @@ class Made(DataType):
         return {"type": "Made", "name": self.name, "uri": self.path.resolve().as_uri()}
 
 
+kept.register(Made, "tests.Made", lambda m: {"name": m.name, "path": m.path},
+              lambda f: Made(f.text("name"), f.path("path")))
+
+
 def test_kept_paths_are_remapped_to_the_reading_machine(tmp_path: Path):
     here, there = tmp_path / "here" / "runs", tmp_path / "there" / "runs"
     output = {"made": Made("a", here / RUN_A / "nodes/k/a.txt"), "outside": Path("/srv/data/x.png"),
               "text": str(here / RUN_A / "nodes/k/a.txt"), "other": "runs/elsewhere"}
-    data = io.BytesIO()
-    runs._RunFilePickler(data, here).dump(output)
-    assert str(here).encode() not in data.getvalue(), "no path of this machine is kept"
-    refs: set[str] = set()
-    loaded = runs._RunFileUnpickler(io.BytesIO(data.getvalue()), there, refs).load()
+    data = kept.Codec(here).dumps(output)
+    assert str(here).encode() not in data, "no path of this machine is kept"
+    loaded, refs = kept.Codec(there).loads(data)
     assert loaded["made"].path == there / RUN_A / "nodes/k/a.txt"
     assert loaded["made"].text_path == str(there / RUN_A / "nodes/k/a.txt")
     assert loaded["text"] == str(there / RUN_A / "nodes/k/a.txt")
     assert loaded["outside"] == Path("/srv/data/x.png") and loaded["other"] == "runs/elsewhere"
     assert refs == {f"{RUN_A}/nodes/k/a.txt"}
-    # Outputs kept before this change (plain pickles, absolute paths) still load.
-    old = pickle.dumps(output)
-    assert runs._RunFileUnpickler(io.BytesIO(old), there, set()).load()["made"].path == here / RUN_A / "nodes/k/a.txt"
 
 
-@pytest.mark.parametrize("rel", ["../../etc/passwd", "a//b", ""])
-def test_a_kept_reference_out_of_the_runs_folder_is_refused(tmp_path: Path, rel: str):
-    class Forged(pickle.Pickler):
-        def persistent_id(self, obj):
-            return (runs._RUN_PATH, rel) if isinstance(obj, Path) else None
-
-    data = io.BytesIO()
-    Forged(data).dump(Path("/x"))
-    with pytest.raises(pickle.UnpicklingError):
-        runs._RunFileUnpickler(io.BytesIO(data.getvalue()), tmp_path, set()).load()
+@pytest.mark.parametrize("ref", ["../../etc/passwd", f"{RUN_A}/a//b", f"{RUN_A}/../x", f"{RUN_A}/", "not-a-run/x",
+                                 f"/{RUN_A}/x", f"{RUN_A}/a\\b", 7])
+def test_a_kept_reference_out_of_the_runs_folder_is_refused(tmp_path: Path, ref):
+    forged = json.dumps({"format": 1, "output": {"$t": "path", "ref": ref}}).encode()
+    with pytest.raises(kept.BadKept):
+        kept.Codec(tmp_path).loads(forged)
 
 
 # --- a run on S3: scratch folder, uploads, progress, results, and a resumed run on another scratch --------
@@ -246,9 +240,10 @@ def test_a_run_on_s3_keeps_nothing_local_and_a_resumed_run_fetches_what_it_takes
     states = {e["path"]: e["state"] for e in progress["instructions"]}
     assert states["/instructions/1/parameters/parts/0"] == "succeeded" and states["/instructions/1"] == "pending"
     stored = store.files_under(RUN_A, "")
-    # Each finished instruction's node folder is stored: its file and its kept output.
+    # Each finished instruction's node folder is stored, and its kept output beside the node folders.
     assert sum(name.endswith("first.txt") for name in stored) == 1
-    assert sum(name.endswith(runs.KeptOutputs.FILE) for name in stored) == 3  # alone, first, second
+    assert sum(name.startswith(f"{runs.KEPT}/") for name in stored) == 4  # alone, first, second; the manifest
+    assert len(store.read_json(RUN_A, runs.KEPT_MANIFEST)["outputs"]) == 3
 
     again = Calls(failing=set())
     outputs = run_on(store, RUN_B, RUN_A, again, seen)
