@@ -30,4 +30,6 @@ EXPOSE 8000
 # /health answers 200 while Dagster is reachable (no token needed).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# --no-proxy-headers: X-Forwarded-For counts only from CONSTELLATION_TRUSTED_PROXIES, which the gateway
+# reads itself (uvicorn's default would trust any process on the container's loopback).
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers"]

@@ -15,7 +15,6 @@ before.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -25,8 +24,9 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Scope
 
+from api.config import HostSettings
 from api.errors import failure
-from api.guard import DEFAULT_ALLOWED_HOSTS, HostGuard, WriteGuard, host_list
+from api.guard import HostGuard, WriteGuard
 
 
 async def _no_mutation_by_get(scope: Scope, headers: Headers) -> tuple[int, str] | None:
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] != "dagster-webserver":
         sys.stderr.write(__doc__ or "")
         return 2
-    allowed_hosts = host_list(os.environ.get("CONSTELLATION_ALLOWED_HOSTS") or ",".join(DEFAULT_ALLOWED_HOSTS))
+    allowed_hosts = HostSettings().allowed_hosts  # CONSTELLATION_ALLOWED_HOSTS, read as the gateway reads it
     # dagster-webserver builds its app with this function, then serves it with uvicorn: wrap what it builds.
     build = webserver_cli.create_app_from_workspace_process_context
 

@@ -25,7 +25,6 @@ the constellation CLI) send no Origin and pass.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,35 +34,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-DEFAULT_ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ORIGINS_HINT = "only this server's own pages and those listed in CONSTELLATION_CORS_ORIGINS may send them"
 _PASSED = "constellation.host_checked"
 
 Answer = Callable[[int, str], Response]
-
-
-def host_list(value: Any) -> Any:
-    """Allowed host names from a comma-separated string or a JSON list; IPv6 addresses get brackets."""
-    if isinstance(value, str):
-        text = value.strip()
-        value = json.loads(text) if text.startswith('["') or text == "[]" else text.split(",")
-    if not isinstance(value, list):
-        return value
-    hosts = []
-    for given in value:
-        host = str(given).strip().lower()
-        if not host:
-            continue
-        bracketed = host.startswith("[")
-        if "/" in host or (host.count(":") == 1 and not bracketed) or bracketed != host.endswith("]"):
-            raise ValueError(f"CONSTELLATION_ALLOWED_HOSTS: {given!r} is not a host name (no scheme, port or path)")
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"  # ::1 -> [::1], as a Host header writes it
-        if "*" in host[1:] or (host.startswith("*") and host != "*" and not host.startswith("*.")):
-            raise ValueError(f"CONSTELLATION_ALLOWED_HOSTS: {given!r}: a wildcard is only '*' or '*.example.com'")
-        hosts.append(host)
-    return hosts
 
 
 def is_json(content_type: str | None) -> bool:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import ipaddress
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.config import Settings, get_settings
 from api.dagster_client import DagsterClient
@@ -35,11 +41,16 @@ def create_app(
         yield
         await app.state.dagster.aclose()
 
+    # The docs are served by `_serve_docs` (assets from the gateway itself, never a CDN), and only by a
+    # gateway without a token: they would answer without it, which the README says no route but /health does.
     app = FastAPI(
         title="Constellation",
         summary="Run several models over the exact same dataset; pipelines run on Dagster.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None if settings.api_token else "/openapi.json",
     )
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
@@ -56,9 +67,58 @@ def create_app(
                            "X-Requested-With"],
         )
     app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts, answer=failure)
+    if settings.trusted_proxies:
+        # Outermost: the client address every check sees is the one the trusted proxies name
+        # (X-Forwarded-For read from the right, past each trusted proxy); from anyone else, the peer's.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=_proxy_hosts(settings.trusted_proxies))
     for module in (pipelines, runs, operations, health):
         app.include_router(module.router)
+    if app.openapi_url:
+        _serve_docs(app, app.openapi_url)
     return app
+
+
+def _proxy_hosts(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[str]:
+    """The networks as uvicorn's trusted hosts; an IPv4 network also as IPv6-mapped (a dual-stack socket's peers)."""
+    hosts = []
+    for network in networks:
+        hosts.append(str(network))
+        if network.version == 4:
+            hosts.append(f"::ffff:{network.network_address}/{96 + network.prefixlen}")
+    return hosts
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs(app: FastAPI, openapi_url: str) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, with the scripts and styles fastapi-offline ships (issue 22)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    oauth2_redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")  # behind a proxy that serves the gateway under a prefix
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url, title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + oauth2_redirect, swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=root + openapi_url, title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,  # fonts.googleapis.com is a CDN too: ReDoc falls back to the system's fonts
+        )
 
 
 app = create_app()

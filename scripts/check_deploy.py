@@ -319,6 +319,8 @@ def check_agentic_earth(tools) -> list[str]:
     command = api.get("command") or []
     if "--port" not in command or command[command.index("--port") + 1] != "8001":
         problems.append("dagster_api must listen on 8001, where the back-end posts (http://dagster_api:8001)")
+    if "--no-proxy-headers" not in command:
+        problems.append("dagster_api must start uvicorn with --no-proxy-headers (the gateway reads X-Forwarded-For)")
     if "8001" not in json.dumps(api.get("healthcheck", {}).get("test")):
         problems.append("dagster_api's health check must ask port 8001")
     joined = (api.get("networks") or {}).get("agentic_earth") or {}
@@ -458,6 +460,9 @@ def _dockerfile_habits(text: str) -> list[str]:
     for line in lines:
         if re.match(r"(ENV|ARG) .*\b\w*(PASSWORD|TOKEN|SECRET|ACCESS_KEY)\w*\s*=", line):
             problems.append(f"a secret baked into the image: {line}")
+        # uvicorn's default believes X-Forwarded-For from 127.0.0.1; the gateway reads CONSTELLATION_TRUSTED_PROXIES.
+        if re.match(r"(CMD|ENTRYPOINT) .*\buvicorn\b", line) and "--no-proxy-headers" not in line:
+            problems.append(f"uvicorn started without --no-proxy-headers: {line}")
     return problems
 
 

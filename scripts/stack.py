@@ -134,7 +134,10 @@ def stack_commands(env: Mapping[str, str]) -> dict[str, list[str]]:
         "webserver": [sys.executable, "-m", "api.dagster_ui", "dagster-webserver",
                       "-h", env["CONSTELLATION_DAGSTER_HOST"], "-p", str(ports["webserver"]), "-w", workspace],
         "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
-        "gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", host, "--port", str(ports["gateway"])],
+        # --no-proxy-headers: uvicorn would take X-Forwarded-For from 127.0.0.1; the gateway reads it
+        # itself, from CONSTELLATION_TRUSTED_PROXIES only (api/main.py).
+        "gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", host, "--port", str(ports["gateway"]),
+                    "--no-proxy-headers"],
     }
 
 
@@ -206,7 +209,8 @@ def main() -> int:
         if not wait_for_port(host, ports["model server"], children["model server"], lambda: stopping):
             return 0 if stopping else _did_not_start("model server")
         print(
-            f"\nConstellation is up:\n  gateway   http://{host}:{ports['gateway']}  (docs at /docs)\n"
+            f"\nConstellation is up:\n  gateway   http://{host}:{ports['gateway']}  "
+            f"{'(token set: no /docs)' if env.get('CONSTELLATION_API_TOKEN') else '(docs at /docs)'}\n"
             f"  Dagster   {env['CONSTELLATION_DAGSTER_URL']}  (main@constellation)\n"
             f"  models    {env['CONSTELLATION_MODEL_SERVER_URL']}  (models root {env['CONSTELLATION_MODELS_ROOT']})\n"
             f"  data root {env['CONSTELLATION_DATA_ROOT']}\nCtrl-C stops everything.\n",

@@ -23,8 +23,9 @@ PROFILES: dict[str, list[str] | None] = {
     # Dagster's webserver and daemon: no user code, the dagster family only (dagster-postgres brings
     # psycopg2, which dagster.yaml names as the driver).
     "dagster": ["dagster", "dagster-webserver", "dagster-postgres"],
-    # The gateway: FastAPI plus what orchestrator.engine (validation) imports.
-    "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema", "tenacity"],
+    # The gateway: FastAPI plus what orchestrator.engine (validation) imports, and /docs' own Swagger UI assets.
+    "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema", "tenacity",
+                "fastapi-offline"],
     # The model server: FastAPI, Pillow and the `models` extra (torch, transformers; onnxruntime and onnx for the
     # tabular tasks' ONNX graphs).
     "model_server": ["fastapi", "uvicorn", "pydantic", "pydantic-settings", "pillow", "numpy", "torch", "transformers",
