@@ -6,7 +6,9 @@
 - the assistant's pipeline (agent/README.md): deploy_model(model), export_to_s3(inference_results=
   model_inference(model, data=dict_to_list(data=import_from_google_drive(file_id)))), delete_model;
 - the back-end's status route `PUT /pipelines/status/{run_id}/{status}`: 200 for a run it stored,
-  400 for one it does not know; the front-end shows `completed` green, `running` yellow.
+  400 for one it does not know; the front-end shows `completed` green, `running` yellow;
+- its ops mock_csv_data and math_block (dagster/orchestrator/assets/ops.py): a pipeline computes on the
+  mock table and writes it with write_csv; the operator is a name, which the original looked up in `operator`.
 """
 
 from __future__ import annotations
@@ -161,3 +163,40 @@ def test_the_original_write_csv_and_export_names_validate(agentic_stack):
         "inference_results"]}}]
     answer = requests.post(f"{agentic_stack.api_url}/validate", json={"instructions": pipeline}).json()
     assert answer["status"] == "success", answer
+
+
+def original_math(operand: str, constant: float) -> list:
+    """A pipeline written for the original's mock_csv_data and math_block: write_csv of the computed table."""
+    return [{"operation": "write_csv", "parameters": {"result": {"operation": "math_block", "parameters": {
+        "data": {"operation": "mock_csv_data", "parameters": {}}, "operand": operand, "constant": constant}}}}]
+
+
+def test_the_originals_mock_csv_data_and_math_block_run_as_written(agentic_stack, backend):
+    run_id = backend.run_pipeline(agentic_stack.api_url, original_math("add", 10.0))
+    assert run_id is not None
+    assert agentic_stack.wait_for_run(run_id)["run_status"] == "SUCCESS"
+    assert wait_for_words(backend, run_id, "completed") == ["running", "completed"]
+    with agentic_stack.client() as client:
+        [written] = client.get(f"/runs/{run_id}/results").json()["results"]
+    [csv_file] = written["output"]["files"]
+    assert agentic_stack.fetch(csv_file["uri"]).decode().splitlines() == [
+        "column1,column2,column3", "11.0,12.0,13.0", "14.0,15.0,16.0", "17.0,18.0,19.0"]
+
+
+def test_a_division_by_zero_reaches_the_backend_as_failed_naming_row_and_column(agentic_stack, backend):
+    run_id = backend.run_pipeline(agentic_stack.api_url, original_math("truediv", 0))
+    assert run_id is not None
+    assert agentic_stack.wait_for_run(run_id)["run_status"] == "FAILURE"
+    assert wait_for_words(backend, run_id, "failed") == ["running", "failed"]
+    assert "row 0, column 'column1': 1.0 truediv 0.0 divides by zero" in backend.statuses[run_id][-1][1]["message"]
+
+
+def test_names_the_original_reached_through_getattr_are_refused_before_launch(agentic_stack, backend):
+    for name in ("attrgetter", "methodcaller", "__import__"):
+        assert backend.run_pipeline(agentic_stack.api_url, original_math(name, 1)) is None
+    answer = requests.post(f"{agentic_stack.api_url}/validate",
+                           json={"instructions": original_math("methodcaller", 1)})
+    assert answer.status_code == 422 and answer.json()["status"] == "failure"
+    [problem] = answer.json()["errors"]
+    assert problem["path"] == "/instructions/0/parameters/result/parameters/operand"
+    assert all(f"'{name}'" in problem["message"] for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow"))
