@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,17 +91,38 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # dates, decimals: their text, as a database import keeps them
 
 
+# CSV injection (OWASP): a spreadsheet runs a text cell that starts with one of these as a formula
+# (=HYPERLINK(...), +cmd|' /C calc'!A0, @SUM(...)); a leading apostrophe makes it text. defusedcsv does
+# the same for = + - @ | % but not for TAB and CR, and rewrites every | inside such a cell.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Text that is only a number ("-1.5", "+3", "-2e-4"): a spreadsheet reads it as that number, nothing runs.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell as written to CSV: text a spreadsheet would run gets a leading ', the rest is unchanged.
+
+    Numbers stay numbers (-1.5 is written -1.5), and so does text that is a plain number ("-1.5").
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path) -> int:
-    """Write rows as CSV with a header of `columns` (nested values as JSON); the number of rows."""
+    """Write rows as CSV with a header of `columns` (nested values as JSON); the number of rows.
+
+    Every cell, the header's too, goes through `spreadsheet_safe`: the file is meant to be opened in a spreadsheet.
+    """
     import csv
 
     count = 0
     with path.open("w", newline="") as sink:
-        writer = csv.DictWriter(sink, fieldnames=list(columns))
-        writer.writeheader()
+        writer = csv.writer(sink)
+        writer.writerow([spreadsheet_safe(c) for c in columns])
         for row in rows:
-            writer.writerow({c: json.dumps(row.get(c)) if isinstance(row.get(c), dict | list) else row.get(c)
-                             for c in columns})
+            writer.writerow([spreadsheet_safe(json.dumps(v) if isinstance(v := row.get(c), dict | list) else v)
+                             for c in columns])
             count += 1
     return count
 
