@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import socket
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -204,26 +205,22 @@ def local_pipeline(path: str = "samples", width: int = 32) -> dict:
 
 @pytest.fixture
 def slow_file_url() -> Iterator[str]:
-    """A local URL that trickles bytes for a minute: a download that is still running."""
+    """A local URL whose download never finishes while the test runs: the server sends a little every 0.5 s
+    (so the downloader's read timeout never fires and a cancel is seen at the next chunk) and holds the
+    response open until the test ends, however slow the machine. Its length is announced, so a download cut
+    off at the end is an error, not a file."""
+    released = threading.Event()
 
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-length", str(120 * 1024))
-            self.end_headers()
-            try:
-                for _ in range(120):
-                    self.wfile.write(b"x" * 1024)
-                    self.wfile.flush()
-                    time.sleep(0.5)
-            except OSError:
-                pass
+    def trickle(_: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            while not released.wait(0.5):
+                yield b"x" * 1024
 
-        def log_message(self, *args: object) -> None:
-            pass
+        return Response(body(), headers={"content-length": str(1024**3)}, direct_passthrough=True)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
-    server.shutdown()
+    server = HTTPServer("127.0.0.1", threaded=True)  # a held response must not keep the other requests waiting
+    server.expect_request("/slow.bin").respond_with_handler(trickle)
+    server.start()
+    yield server.url_for("/slow.bin")
+    released.set()
+    server.stop()

@@ -159,17 +159,27 @@ def test_ops_lists_the_catalog_and_describes_one_operation(stack: Stack):
     assert typo.returncode == 2 and "did you mean resize_image" in typo.stderr
 
 
+# Starts a program the way a terminal's shell does, with Ctrl-C's signal at its default. A background job of a
+# non-interactive shell (CI scripts, `cmd &`) inherits SIGINT ignored, and Python then never raises
+# KeyboardInterrupt: the CLI would follow the run to its end and exit 0 (what CI once saw).
+AS_IN_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                    "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
 @e2e
 def test_ctrl_c_leaves_the_run_running_and_cancel_stops_it(stack: Stack, write_body, slow_file_url: str):
     body = {"instructions": [{"operation": "import_from_url", "parameters": {"url": slow_file_url}}]}
-    following = subprocess.Popen([str(CLI), "submit", write_body(body)], env=cli_env(stack.api_url),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    following = subprocess.Popen([*AS_IN_A_TERMINAL, str(CLI), "submit", write_body(body)],
+                                 env=cli_env(stack.api_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in following.stderr], daemon=True).start()
     seen = ""
-    while "STARTED import_from_url /instructions/0" not in seen:  # the progress names what is running
-        seen += lines.get(timeout=60)
-    following.send_signal(signal.SIGINT)
+    while "STARTED import_from_url /instructions/0" not in seen:  # the CLI is following the run: it is waiting
+        try:
+            seen += lines.get(timeout=60)
+        except queue.Empty:
+            raise AssertionError(f"the CLI printed no progress for 60 s:\n{seen}") from None
+    following.send_signal(signal.SIGINT)  # the download is held open until the test ends: the run cannot end first
     assert following.wait(60) == 130  # a loaded machine may take seconds to answer the status it prints
     time.sleep(0.2)
     while not lines.empty():
