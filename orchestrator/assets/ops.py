@@ -70,6 +70,67 @@ def import_from_url(
     return FileDict({target.name: target})
 
 
+# STAC: optional parameters are published as their plain type (omit one rather than send null).
+_Lon, _Lat = {"type": "number", "minimum": -180, "maximum": 180}, {"type": "number", "minimum": -90, "maximum": 90}
+StacBbox = Annotated[
+    list[float] | None, Field(min_length=4, max_length=4),
+    WithJsonSchema({"type": "array", "prefixItems": [_Lon, _Lat, _Lon, _Lat], "items": False, "minItems": 4}),
+]
+_INSTANT = r"\d{4}(-\d{2}(-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?)?)?"
+StacDatetime = Annotated[
+    str | None, Field(pattern=rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$", min_length=4, max_length=100),
+    WithJsonSchema({"type": "string", "pattern": rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$",
+                    "minLength": 4, "maxLength": 100}),
+]
+StacNames = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None, Field(min_length=1, max_length=100),
+    WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "minItems": 1, "maxItems": 100}),
+]
+StacObject = Annotated[dict[str, object] | None, WithJsonSchema({"type": "object"})]
+
+
+def import_from_stac(
+    ctx: RunContext,
+    url: Annotated[
+        str,
+        Field(min_length=1, max_length=8192,
+              description="a STAC API root, or a static catalog / collection / item JSON: an http(s) URL, or a "
+                          "path relative to the server's data root"),
+    ],
+    collections: Annotated[StacNames, Field(description="search these collections only (ids)")] = None,
+    bbox: Annotated[
+        StacBbox, Field(description="[west, south, east, north] in WGS84 degrees: items that intersect it, and "
+                                    "of each GeoTIFF only the window covering it")
+    ] = None,
+    datetime: Annotated[
+        StacDatetime, Field(description="an RFC 3339 instant or interval, e.g. 2024-06-01/2024-06-30, ../2024-01-01")
+    ] = None,
+    query: Annotated[
+        StacObject, Field(description="the STAC API query extension, e.g. {\"eo:cloud_cover\": {\"lt\": 20}}")
+    ] = None,
+    filter: Annotated[
+        StacObject, Field(description="a CQL2-JSON filter, for STAC APIs that support it (not static catalogs)")
+    ] = None,
+    assets: Annotated[
+        StacNames, Field(description="asset keys to fetch, e.g. [\"B04\", \"B08\"] (default: every GeoTIFF asset)")
+    ] = None,
+    stack: Annotated[
+        bool, Field(description="one multi-band GeoTIFF per item, bands in the order of assets, on the finest "
+                                "asset's grid (coarser assets resampled, nearest)")
+    ] = False,
+    max_items: Annotated[int, Field(ge=1, le=1000, description="at most this many items")] = 10,
+) -> FileList:
+    """Find items in a STAC API or static catalog and fetch their assets (a bbox's window only, by range reads)."""
+    from orchestrator.sources import stac
+    workspace = ctx.resources.workspace
+    request = stac.StacRequest(url, collections, bbox, datetime, query, filter, assets, stack, max_items)
+    return FileList(stac.import_from_stac(
+        request, data_root=workspace.data_path, policy=workspace.url_policy(), out_dir=ctx.node_dir,
+        max_samples=workspace.max_raster_samples, check_cancelled=ctx.check_cancelled, log=ctx.log,
+    ))
+
+
 def dict_to_list(
     ctx: RunContext,
     data: Annotated[FileDict, Field(description="the files of an import")],

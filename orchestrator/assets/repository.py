@@ -15,6 +15,7 @@ from orchestrator.engine import Catalog
 OP_DEFS = [
     ops.import_from_local,
     ops.import_from_url,
+    ops.import_from_stac,
     ops.dict_to_list,
     ops.resize_image,
     ops.batch_formatted_data,
