@@ -48,7 +48,8 @@ class ServerSettings(SharedSettings):
     db_max_rows: int = 10_000_000
     db_max_bytes: int = 2 * 1024**3
     db_max_value_bytes: int = 64 * 1024**2
-    db_statement_timeout_s: float = 600.0
+    db_max_row_bytes: int = 64 * 1024**2
+    db_statement_timeout_s: float = 120.0
     db_export_any_schema: bool = False
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
@@ -131,7 +132,8 @@ class Workspace(ConfigurableResource):
     db_max_rows: int = 10_000_000
     db_max_bytes: int = 2 * 1024**3
     db_max_value_bytes: int = 64 * 1024**2
-    db_statement_timeout_s: float = 600.0
+    db_max_row_bytes: int = 64 * 1024**2
+    db_statement_timeout_s: float = 120.0
     db_export_any_schema: bool = False
 
     @classmethod
@@ -167,7 +169,7 @@ class Workspace(ConfigurableResource):
 
         return ImportLimits(
             max_rows=self.db_max_rows, max_bytes=self.db_max_bytes, max_value_bytes=self.db_max_value_bytes,
-            statement_timeout_s=self.db_statement_timeout_s,
+            max_row_bytes=self.db_max_row_bytes, statement_timeout_s=self.db_statement_timeout_s,
         )
 
 

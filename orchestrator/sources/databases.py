@@ -37,6 +37,9 @@ NAME_PATTERN = names.DB_CONNECTION_PATTERN
 TABLE_PATTERN = names.DB_TABLE_PATTERN
 BATCH_ROWS = 1000  # rows per round trip when reading (at most), and per INSERT batch when writing
 BATCH_BYTES = 8 * 1024**2  # a read's batch shrinks so that about this much is held at once
+# A wide value is written a slice at a time: the row's line is never held whole, nor its value's JSON copy.
+SLICE_CHARS = 1024**2
+SLICE_BYTES = 3 * 256 * 1024  # a multiple of 3, so that the base64 of each slice joins into the whole's
 RUN_ID_COLUMN = "run_id"
 
 _ENV_NAME = re.compile(r"^CONSTELLATION_DB_([A-Z0-9_]+)_URL$")
@@ -153,8 +156,11 @@ class ImportLimits:
 
     max_rows: int = 10_000_000
     max_bytes: int = 2 * 1024**3  # of JSON Lines written
-    max_value_bytes: int = 64 * 1024**2  # one value (a text or a blob)
-    statement_timeout_s: float = 600.0  # per statement (PostgreSQL: per fetch of a streamed query)
+    max_value_bytes: int = 64 * 1024**2  # one value (a text or a blob): its length as read
+    # One row: its texts and blobs by their length as read (the unit of max_value_bytes, so that a row
+    # of one value at that cap passes), its other values by the length of their JSON.
+    max_row_bytes: int = 64 * 1024**2
+    statement_timeout_s: float = 120.0  # per statement (PostgreSQL: per fetch of a streamed query)
 
 
 @dataclass
@@ -164,6 +170,11 @@ class Imported:
     columns: list[str]
     count: int = 0
     binary_columns: set[str] = field(default_factory=set)
+    widest_row: int = 0  # bytes of its texts and blobs as read
+
+
+class _TooWide(OperationError):
+    """A value or a row over its cap."""
 
 
 def import_rows(
@@ -191,8 +202,13 @@ def import_rows(
         watch = _Interrupter(engine, conn, check_cancelled, limits.statement_timeout_s)
         try:
             with _read_only(conn, connection, limits), watch:
-                return _run_import(conn, connection, out, query, params, table, limit, limits, check_cancelled)
+                imported = _run_import(conn, connection, out, query, params, table, limit, limits, check_cancelled)
+            if imported.widest_row > BATCH_BYTES:
+                _drop_grown_buffers(conn)
+            return imported
         except Exception as exc:
+            if isinstance(exc, _TooWide):
+                _drop_grown_buffers(conn)
             if watch.fired:  # the statement failed because the cancel interrupted it: say so
                 conn.invalidate()  # a connection that was sent a cancel is not reused
                 check_cancelled()
@@ -207,13 +223,21 @@ def import_rows(
             raise
 
 
+def _drop_grown_buffers(conn: Connection) -> None:
+    """libpq keeps its input buffer as large as the widest row it received (measured: ~96 MB held by the
+    pooled connection after a row of two 50 MB texts); such a connection is closed instead of pooled."""
+    if conn.dialect.name == "postgresql":
+        conn.invalidate()
+
+
 def _run_import(
     conn: Connection, connection: str, out: Path, query: str | None, params: Mapping[str, Any] | None,
     table: str | None, limit: int | None, limits: ImportLimits, check_cancelled: Callable[[], None],
 ) -> Imported:
     stream = True
     if query is not None:
-        kind = check_read_query(query, conn.dialect.name, connection, server_quoting(conn))
+        is_function = (lambda name: _pg_has_function(conn, name)) if conn.dialect.name == "postgresql" else None
+        kind = check_read_query(query, conn.dialect.name, connection, server_quoting(conn), is_function)
         statement = _bound_query(query, params or {})
         # PostgreSQL streams through a cursor (DECLARE ... FOR), which takes queries only, not EXPLAIN.
         stream = conn.dialect.name != "postgresql" or kind != "EXPLAIN"
@@ -240,6 +264,12 @@ def server_quoting(conn: Connection) -> ServerQuoting:
         standard = str(conn.exec_driver_sql("SHOW standard_conforming_strings").scalar()).lower()
         return ServerQuoting(backslash_escapes=standard != "on")
     return ServerQuoting()
+
+
+def _pg_has_function(conn: Connection, name: str) -> bool:
+    """Whether PostgreSQL has a function called `name` (any case, any schema): see check_read_query."""
+    query = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE lower(proname) = lower(%(name)s))"
+    return bool(conn.exec_driver_sql(query, {"name": name}).scalar())
 
 
 @contextmanager
@@ -371,10 +401,18 @@ def _is_too_big(exc: BaseException) -> bool:
 
 
 def _value_too_big(connection: str, limits: ImportLimits, where: str | None) -> OperationError:
-    return OperationError(
+    return _TooWide(
         f"the import from connection {connection!r} read a value{where or ''} larger than the limit of "
         f"{limits.max_value_bytes} bytes for one value (the server's CONSTELLATION_DB_MAX_VALUE_BYTES); "
         "select a smaller part of it"
+    )
+
+
+def _row_too_big(connection: str, limits: ImportLimits, number: int, size: int, exact: bool) -> OperationError:
+    return _TooWide(
+        f"the import from connection {connection!r} read row {number} of {'' if exact else 'more than '}{size} "
+        f"bytes, over the limit of {limits.max_row_bytes} bytes for one row (the server's "
+        "CONSTELLATION_DB_MAX_ROW_BYTES); select fewer or smaller columns"
     )
 
 
@@ -426,16 +464,17 @@ def _write_rows(
         names = ", ".join(map(repr, repeated))
         raise OperationError(f"the query returns column(s) {names} more than once; name them apart with AS")
     imported = Imported(columns)
-    written = 0
+    keys = [(json.dumps(column, ensure_ascii=False) + ": ").encode() for column in columns]
     batch_rows = 1  # grows while rows are small, shrinks when they are large: memory stays near BATCH_BYTES
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as sink:
+        line = _LineWriter(sink, connection, limits)
         while True:
             check_cancelled()
             batch = result.fetchmany(batch_rows)
             if not batch:
                 return imported
-            batch_bytes = 0
+            batch_bytes = line.written
             for row in batch:
                 if limit is not None and imported.count >= limit:
                     return imported
@@ -444,30 +483,89 @@ def _write_rows(
                         f"the import from connection {connection!r} holds more than {limits.max_rows} rows, the "
                         "limit of the server's CONSTELLATION_DB_MAX_ROWS; give a limit or narrow the query"
                     )
-                values = {}
+                number = imported.count + 1
+                size = 0  # of its texts and blobs, checked before any of the row is written
                 for column, value in zip(columns, row, strict=True):
                     if isinstance(value, bytes | bytearray | memoryview | str):
-                        size = len(value) if not isinstance(value, memoryview) else value.nbytes
-                        if size > limits.max_value_bytes:
-                            where = f" (row {imported.count + 1}, column {column!r}: {size} bytes)"
+                        length = len(value) if not isinstance(value, memoryview) else value.nbytes
+                        if length > limits.max_value_bytes:
+                            where = f" (row {number}, column {column!r}: {length} bytes)"
                             raise _value_too_big(connection, limits, where)
                         if not isinstance(value, str):
                             imported.binary_columns.add(column)
-                    values[column] = json_value(value)
-                line = (json.dumps(values, ensure_ascii=False, allow_nan=False) + "\n").encode()
-                written += len(line)
-                batch_bytes += len(line)
-                if written > limits.max_bytes:
-                    raise OperationError(
-                        f"the import from connection {connection!r} is larger than {limits.max_bytes} bytes, the "
-                        "limit of the server's CONSTELLATION_DB_MAX_BYTES; give a limit or narrow the query"
-                    )
-                sink.write(line)
+                        size += length
+                imported.widest_row = max(imported.widest_row, size)
+                if size > limits.max_row_bytes:
+                    raise _row_too_big(connection, limits, number, size, exact=True)
+                line.write(keys, row, number, size)
                 imported.count += 1
+            batch_bytes = line.written - batch_bytes
             if batch_bytes * 4 <= BATCH_BYTES:
                 batch_rows = min(BATCH_ROWS, batch_rows * 4)
             elif batch_bytes > BATCH_BYTES:
                 batch_rows = max(1, batch_rows // 4)
+
+
+class _LineWriter:
+    """Writes rows as JSON Lines, as json.dumps would write each row's dict, without holding a wide row twice.
+
+    A text or blob longer than a slice is escaped (or base64-encoded) and written a slice at a time,
+    so that a row of two 50 MB values costs the row itself and a slice, not also its line and the
+    line's bytes. Bytes written are counted against the import's cap as they go; other values'
+    JSON against the row's.
+    """
+
+    def __init__(self, sink: Any, connection: str, limits: ImportLimits):
+        self._sink, self._connection, self._limits = sink, connection, limits
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.written = 0  # bytes of the whole import so far
+
+    def write(self, keys: list[bytes], row: Any, number: int, size: int) -> None:
+        self._put(b"{")
+        for index, (key, value) in enumerate(zip(keys, row, strict=True)):
+            self._put(b", " + key if index else key)
+            if isinstance(value, str) and len(value) > SLICE_CHARS:
+                self._put(b'"')
+                for start in range(0, len(value), SLICE_CHARS):
+                    escaped = json.dumps(value[start : start + SLICE_CHARS], ensure_ascii=False)
+                    self._put(escaped[1:-1].encode())
+                self._put(b'"')
+            elif isinstance(value, bytes | bytearray | memoryview) and len(value) > SLICE_BYTES:
+                view = memoryview(value).cast("B")
+                self._put(b'"')
+                for start in range(0, len(view), SLICE_BYTES):
+                    self._put(base64.b64encode(view[start : start + SLICE_BYTES]))
+                self._put(b'"')
+            else:
+                text = json.dumps(json_value(value), ensure_ascii=False, allow_nan=False)
+                if not isinstance(value, str | bytes | bytearray | memoryview):
+                    size += len(text)  # a JSON document, an array...: counted as the JSON it becomes
+                    if size > self._limits.max_row_bytes:
+                        raise _row_too_big(self._connection, self._limits, number, self._limits.max_row_bytes,
+                                           exact=False)
+                for start in range(0, len(text), SLICE_CHARS):
+                    self._put(text[start : start + SLICE_CHARS].encode())
+        self._put(b"}\n")
+        self._flush()
+
+    def _put(self, piece: bytes) -> None:
+        self.written += len(piece)
+        if self.written > self._limits.max_bytes:
+            raise OperationError(
+                f"the import from connection {self._connection!r} is larger than {self._limits.max_bytes} bytes, "
+                "the limit of the server's CONSTELLATION_DB_MAX_BYTES; give a limit or narrow the query"
+            )
+        self._pending.append(piece)
+        self._pending_bytes += len(piece)
+        if self._pending_bytes >= SLICE_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._sink.write(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_bytes = 0
 
 
 def json_value(value: Any) -> Any:
