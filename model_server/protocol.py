@@ -3,15 +3,24 @@
 A request's tensors are checked here only for what holds for any model: a known datatype, a
 shape that matches the data (flat row-major, or nested), strings in BYTES tensors. Which inputs a
 model takes is its task's business (model_server/tasks/).
+
+The binary tensor data extension (Triton's and KServe's): a tensor's values may travel after the
+JSON header of the body, little-endian and row-major, its size in `parameters.binary_data_size`
+(BYTES elements: a 4-byte little-endian length, then the bytes). `split_binary` reads such a body;
+outputs made from NumPy arrays (`InferOutput.of_array`) are answered either way without a Python
+list in between when they go in binary.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
+import struct
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from model_server.exceptions import InputMismatch, InvalidInput
@@ -23,6 +32,12 @@ DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "IN
              "FP64", "BYTES")
 Datatype = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
                    "FP64", "BYTES"]
+# The protocol's datatypes as NumPy's, little-endian (the binary extension's byte order).
+NUMPY_TYPES = {"BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
+               "UINT64": np.dtype("<u8"), "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
+               "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+DATATYPE_OF = {(dtype.kind, dtype.itemsize): name for name, dtype in NUMPY_TYPES.items()}
+BINARY_HEADER = "inference-header-content-length"
 
 
 class _Message(BaseModel):
@@ -34,9 +49,11 @@ class InferInput(_Message):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None  # None: its values come in binary after the JSON (parameters.binary_data_size)
     parameters: dict[str, Any] = Field(default_factory=dict)
-    _flat: list[Any] = PrivateAttr(default_factory=list)
+    _flat: list[Any] | None = PrivateAttr(default=None)
+    _array: np.ndarray | None = PrivateAttr(default=None)  # a binary input's values (BYTES: None, see _blobs)
+    _blobs: list[bytes] | None = PrivateAttr(default=None)  # a binary BYTES input's elements
 
     @model_validator(mode="after")
     def _shape_fits_data(self) -> InferInput:
@@ -45,6 +62,15 @@ class InferInput(_Message):
                              f"{', '.join(DATATYPES)}")
         if any(dim < 0 for dim in self.shape):
             raise ValueError(f"input {self.name!r} has shape {self.shape}; dimensions cannot be negative")
+        size = self.parameters.get("binary_data_size")
+        if self.data is None:
+            if type(size) is not int or size < 0:
+                raise ValueError(f"input {self.name!r} has no data: send `data`, or its values in binary after the "
+                                 "JSON with parameters.binary_data_size (their bytes) and the "
+                                 "Inference-Header-Content-Length header")
+            return self
+        if size is not None:
+            raise ValueError(f"input {self.name!r} has both `data` and parameters.binary_data_size; send one")
         self._flat = flatten(self.data)
         if math.prod(self.shape) != len(self._flat):
             expected = f"expected shape [{len(self._flat)}]" if len(self.shape) <= 1 else \
@@ -57,12 +83,80 @@ class InferInput(_Message):
         return self
 
     @property
+    def binary_size(self) -> int | None:
+        """The bytes of its values after the JSON header; None when they are in `data`."""
+        return self.parameters.get("binary_data_size") if self.data is None else None
+
+    def attach(self, raw: bytes) -> None:
+        """Take its values from the body's binary part (little-endian, row-major); InputMismatch when they do not
+        fit its shape and datatype."""
+        count = math.prod(self.shape)
+        if self.datatype == "BYTES":
+            blobs, offset = [], 0
+            while offset < len(raw):
+                if offset + 4 > len(raw):
+                    raise InputMismatch(f"input {self.name!r}: its binary BYTES data ends inside an element's length")
+                (length,) = struct.unpack_from("<I", raw, offset)
+                if offset + 4 + length > len(raw):
+                    raise InputMismatch(f"input {self.name!r}: BYTES element {len(blobs)} says {length} bytes but "
+                                        f"{len(raw) - offset - 4} are left")
+                blobs.append(bytes(raw[offset + 4:offset + 4 + length]))
+                offset += 4 + length
+            if len(blobs) != count:
+                raise InputMismatch(f"input {self.name!r} has shape {self.shape} but its binary data holds "
+                                    f"{len(blobs)} elements")
+            self._blobs = blobs
+            return
+        dtype = NUMPY_TYPES[self.datatype]
+        if len(raw) != count * dtype.itemsize:
+            raise InputMismatch(f"input {self.name!r} has shape {self.shape} and datatype {self.datatype}, which is "
+                                f"{count * dtype.itemsize} bytes, but binary_data_size is {len(raw)}")
+        self._array = np.frombuffer(raw, dtype=dtype).reshape(self.shape)
+
+    @property
     def flat(self) -> list[Any]:
-        """The data, row-major, whatever its nesting."""
+        """The data, row-major, whatever its nesting (binary data too, as Python values)."""
+        if self._flat is None:
+            if self._blobs is not None:
+                try:
+                    self._flat = [blob.decode("utf-8") for blob in self._blobs]
+                except UnicodeDecodeError as exc:
+                    raise InvalidInput(f"input {self.name!r} has a BYTES element that is not UTF-8: {exc}") from None
+            elif self._array is not None:
+                self._flat = self._array.ravel().tolist()
+            else:
+                raise InputMismatch(f"input {self.name!r}: its binary data was not in the request body")
         return self._flat
+
+    def array(self, datatype: str) -> np.ndarray:
+        """Its values in its shape as `datatype` (a number type): binary data as it came, JSON numbers converted;
+        InputMismatch names an item that is not a number or does not fit."""
+        dtype = NUMPY_TYPES[datatype]
+        if self._array is not None:
+            return self._array if self._array.dtype == dtype else self._array.astype(dtype)
+        if self.datatype == "BYTES":
+            raise InputMismatch(f"input {self.name!r} is BYTES; send numbers ({datatype})")
+        flat = self.flat
+        if not set(map(type, flat)) <= {int, float}:  # one pass in C; the loop only to name the value
+            for index, value in enumerate(flat):
+                if type(value) not in (int, float):
+                    raise InputMismatch(f"input {self.name!r} item {index} is {value!r:.40}, not a number")
+        try:
+            values = np.array(flat, dtype=np.float64)
+        except OverflowError:
+            raise InputMismatch(f"input {self.name!r} holds an integer too large for a float") from None
+        if dtype.kind == "f":
+            limit = float(np.finfo(dtype).max)
+            bad = np.flatnonzero(~(np.abs(values) <= limit))
+            if bad.size:
+                raise InputMismatch(f"input {self.name!r} item {int(bad[0])} is {flat[int(bad[0])]!r:.40}, not a "
+                                    f"finite number in the range of {datatype}")
+        return values.astype(dtype).reshape(self.shape)
 
     def images(self) -> list[bytes]:
         """The decoded image files; InvalidInput names the item that is not base64."""
+        if self._blobs is not None:  # binary BYTES: the files themselves
+            return list(self._blobs)
         content_type = self.parameters.get("content_type", "base64")
         if content_type != "base64":
             raise InputMismatch(f"input {self.name!r} has content_type {content_type!r}; images are sent as "
@@ -78,13 +172,13 @@ class InferInput(_Message):
     def strings(self) -> list[str]:
         """Plain UTF-8 strings (content_type 'str', the default), or base64 of UTF-8 (content_type 'base64')."""
         content_type = self.parameters.get("content_type", "str")
-        if content_type == "str":
-            return list(self._flat)
+        if content_type == "str" or self._blobs is not None:
+            return list(self.flat)
         if content_type != "base64":
             raise InputMismatch(f"input {self.name!r} has content_type {content_type!r}; send plain strings "
                                 "(content_type 'str') or base64 of UTF-8 ('base64')")
         try:
-            return [base64.b64decode(item, validate=True).decode("utf-8") for item in self._flat]
+            return [base64.b64decode(item, validate=True).decode("utf-8") for item in self.flat]
         except (binascii.Error, ValueError) as exc:
             raise InvalidInput(f"input {self.name!r} is not base64 of UTF-8 text: {exc}") from None
 
@@ -108,14 +202,29 @@ def flatten(data: list[Any]) -> list[Any]:
 
 class InferParameters(_Message):
     top_k: int = Field(DEFAULT_TOP_K, ge=1, description="labels per input, capped at the labels there are")
+    binary_data_output: bool = Field(False, description="answer every output in binary after the JSON (the binary "
+                                                        "tensor data extension), unless an output says otherwise")
     threshold: float | None = Field(None, ge=0, le=1, description="object detection: the least score kept "
                                                                   "(default 0.5)")
     lease: str | None = Field(None, pattern=LEASE_PATTERN, description="renews this holder's lease on the model")
 
 
+class RequestedOutput(_Message):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def binary(self) -> bool | None:
+        """parameters.binary_data: True or False when it says, None when it leaves it to the request."""
+        value = self.parameters.get("binary_data")
+        return value if isinstance(value, bool) else None
+
+
 class InferRequest(_Message):
     id: str | None = None
     inputs: list[InferInput] = Field(min_length=1, max_length=16)
+    outputs: list[RequestedOutput] | None = Field(None, max_length=64, description="the outputs to answer "
+                                                                                   "(default: all)")
     parameters: InferParameters = Field(default_factory=InferParameters)
 
     @field_validator("parameters", mode="before")
@@ -124,12 +233,90 @@ class InferRequest(_Message):
         return {} if value is None else value
 
 
+def split_binary(body: bytes, header_length: str) -> tuple[bytes, bytes]:
+    """A binary-extension body: its JSON header (the first `header_length` bytes) and the binary data after it."""
+    if not header_length.strip().isdigit() or int(header_length) > len(body):
+        raise InvalidInput(f"Inference-Header-Content-Length is {header_length[:40]!r}; it must be the byte length "
+                           f"of the JSON at the start of the body (at most {len(body)})")
+    length = int(header_length)
+    return body[:length], body[length:]
+
+
+def attach_binary(request: InferRequest, binary: bytes) -> None:
+    """Give each binary input its bytes, in the order of the inputs; InputMismatch when the sizes do not add up."""
+    offset = 0
+    for item in request.inputs:
+        size = item.binary_size
+        if size is None:
+            continue
+        if offset + size > len(binary):
+            raise InputMismatch(f"input {item.name!r} says binary_data_size {size}, but only {len(binary) - offset} "
+                                "bytes of binary data are left in the body")
+        item.attach(binary[offset:offset + size])
+        offset += size
+    if offset != len(binary):
+        raise InputMismatch(f"the body holds {len(binary)} bytes of binary data but the inputs' binary_data_size "
+                            f"add up to {offset}")
+
+
 class InferOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: Datatype
     data: list[Any]  # row-major
     parameters: dict[str, Any] | None = None
+    _array: np.ndarray | None = PrivateAttr(default=None)
+
+    @classmethod
+    def of_array(cls, name: str, array: np.ndarray) -> InferOutput:
+        """An output of numbers held as an array: its list is made only if it is answered in JSON."""
+        array = np.ascontiguousarray(array)
+        datatype = DATATYPE_OF[(array.dtype.kind, array.dtype.itemsize)]
+        output = cls(name=name, shape=list(array.shape), datatype=datatype, data=[])
+        output._array = array.astype(NUMPY_TYPES[datatype], copy=False)  # little-endian, as the extension says
+        return output
+
+    @property
+    def array(self) -> np.ndarray | None:
+        return self._array
+
+    def as_json(self) -> InferOutput:
+        """With its values in `data` (made from its array, if it has one)."""
+        if self._array is not None and not self.data:
+            self.data = self._array.ravel().tolist()
+        return self
+
+    def binary(self) -> tuple[dict[str, Any], bytes]:
+        """Its JSON description (no data; parameters.binary_data_size) and its bytes, for the binary extension."""
+        if self._array is not None:
+            raw = self._array.tobytes()
+        elif self.datatype == "BYTES":
+            items = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in self.data]
+            raw = b"".join(struct.pack("<I", len(item)) + item for item in items)
+        else:
+            raw = np.asarray(self.data, dtype=NUMPY_TYPES[self.datatype]).tobytes()
+        described = self.model_dump(exclude={"data"}, exclude_none=True)
+        described["parameters"] = {**(self.parameters or {}), "binary_data_size": len(raw)}
+        return described, raw
+
+
+def binary_response(model_name: str, request_id: str | None, outputs: list[InferOutput],
+                    binary: list[bool]) -> tuple[bytes, int]:
+    """A binary-extension answer: the JSON header then each binary output's bytes; and the header's length."""
+    described: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for output, in_binary in zip(outputs, binary, strict=True):
+        if in_binary:
+            header, raw = output.binary()
+            described.append(header)
+            chunks.append(raw)
+        else:
+            described.append(output.as_json().model_dump(exclude_none=True))
+    answer: dict[str, Any] = {"model_name": model_name, "outputs": described}
+    if request_id is not None:
+        answer["id"] = request_id
+    header = json.dumps(answer, separators=(",", ":")).encode()
+    return header + b"".join(chunks), len(header)
 
 
 class InferResponse(BaseModel):
@@ -153,12 +340,15 @@ class ModelMetadata(BaseModel):
     labels: list[str]
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    # `labels` again (where a Triton model configuration's parameters would put them), and what a model card
+    # next to the model says of its input (the STAC MLM `mlm:input`).
+    parameters: dict[str, Any] | None = None
 
 
 class ServerMetadata(BaseModel):
     name: str = "constellation-model-server"
     version: str = "0.1.0"
-    extensions: list[str] = ["model_repository"]
+    extensions: list[str] = ["model_repository", "binary_tensor_data", "statistics"]
 
 
 class LoadParameters(_Message):

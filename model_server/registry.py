@@ -53,7 +53,7 @@ from model_server.exceptions import (
     UnknownModel,
 )
 from model_server.protocol import InferOutput, InferRequest
-from model_server.tasks import SUPPORTED_TASKS, TASKS, TaskModel, reads_a_file
+from model_server.tasks import SUPPORTED_TASKS, TaskModel, model_class, reads_a_file
 from model_server.tasks.base import InferLimits
 from model_server.tasks.vision import ImageClassifier
 
@@ -113,6 +113,15 @@ class LoadedModel:
 
 
 @dataclass
+class Stats:
+    """What a name has served since it was loaded (GET /v2/models/{name}/stats)."""
+
+    requests: int = 0
+    inferences: int = 0  # the inputs' first dimension, summed: images, rows, tiles
+    binary_requests: int = 0  # requests whose tensors came in binary (the binary tensor data extension)
+
+
+@dataclass
 class ModelEntry:
     name: str
     source: str = ""
@@ -123,6 +132,7 @@ class ModelEntry:
     loaded: LoadedModel | None = None
     leases: dict[str, Lease] = field(default_factory=dict)
     pinned: bool = False  # loaded without a lease: stays until a plain unload
+    stats: Stats = field(default_factory=Stats)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -190,7 +200,7 @@ class ModelRegistry:
         if task not in SUPPORTED_TASKS:
             raise InvalidRequest(f"task {task!r} is not supported; supported tasks: {', '.join(SUPPORTED_TASKS)}")
         try:
-            location = self.resolve_file(source, task) if reads_a_file(task) else self.resolve(source, task)
+            location = self.resolve_file(source, task) if reads_a_file(task, source) else self.resolve(source, task)
         except ModelError as exc:
             raise type(exc)(f"could not load model {name!r}: {exc}") from None
         with self._locked(name, create=True) as entry:
@@ -305,17 +315,22 @@ class ModelRegistry:
         with self._guard:
             return sorted(self._entries.values(), key=lambda e: e.name)
 
-    def infer(self, name: str, request: InferRequest) -> list[InferOutput]:
+    def infer(self, name: str, request: InferRequest, binary: bool = False) -> list[InferOutput]:
         """The model's outputs for the request; InputMismatch names the model, its task and the inputs it takes.
 
-        `parameters.lease` renews that holder's lease first.
+        `parameters.lease` renews that holder's lease first. `binary`: its tensors came in binary (counted).
         """
         entry = self.ready(name)
         if request.parameters.lease is not None:
             self.renew(name, request.parameters.lease)
         with self._running(entry) as model:
             try:
-                return model.infer(request.inputs, request.parameters, self.infer_limits)
+                outputs = model.infer(request.inputs, request.parameters, self.infer_limits)
+                stats = entry.stats  # under the copy's lock: one request at a time counts
+                stats.requests += 1
+                stats.inferences += request.inputs[0].shape[0] if request.inputs[0].shape else 1
+                stats.binary_requests += binary
+                return outputs
             except InputMismatch as exc:
                 raise InputMismatch(f"model {name!r} (task {entry.task}) takes {model.describe_inputs()}; "
                                     f"{exc}") from None
@@ -342,7 +357,7 @@ class ModelRegistry:
         if folder.is_file() and folder.is_relative_to(self.models_root):
             raise InvalidRequest(
                 f"model source {source!r} is a file; {task} loads a model folder under the models root or a Hugging "
-                f"Face id (.onnx files are for {', '.join(t for t in SUPPORTED_TASKS if reads_a_file(t))})"
+                f"Face id (.onnx files are for {', '.join(t for t in SUPPORTED_TASKS if reads_a_file(t, 'x.onnx'))})"
             )
         if os.path.exists(source):
             # transformers would read it relative to our working folder; only the models root is served.
@@ -443,7 +458,7 @@ class ModelRegistry:
         error: ModelError | None = None
         model: TaskModel | None = None
         try:
-            model = TASKS[task].load(location, self.device)
+            model = model_class(task, location).load(location, self.device)
         except Exception as exc:  # the libraries raise many types; their message is what the user needs
             error = self._load_error(name, source, task, exc)
         if model is not None:
@@ -569,7 +584,7 @@ class ModelRegistry:
         if isinstance(exc, ModelError):
             return type(exc)(f"{what}: {exc}")
         where = f"not a folder under the models root {self.models_root}, so it was read as a Hugging Face id"
-        if not reads_a_file(task) and not (self.models_root / source).is_dir() and isinstance(exc, OSError):
+        if not reads_a_file(task, source) and not (self.models_root / source).is_dir() and isinstance(exc, OSError):
             return SourceNotFound(f"could not load model {name!r}: source {source!r} is {where}: {exc}")
         return LoadFailed(f"{what}: {type(exc).__name__}: {exc}")
 
@@ -582,7 +597,7 @@ def weights_on_disk(location: str, task: str) -> int | None:
     """
     path = Path(location)
     try:
-        if reads_a_file(task):
+        if reads_a_file(task, location):
             return path.stat().st_size
         folder = path if path.is_dir() else _cached_snapshot(location)
         if folder is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, TypeVar
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
@@ -12,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from model_server.config import Settings
 from model_server.errors import ServerError
-from model_server.exceptions import InvalidInput
+from model_server.exceptions import InputMismatch, InvalidInput
 from model_server.protocol import (
+    BINARY_HEADER,
     IndexEntry,
     IndexRequest,
     InferOutput,
@@ -28,6 +30,9 @@ from model_server.protocol import (
     ServerMetadata,
     UnloadRequest,
     UnloadResponse,
+    attach_binary,
+    binary_response,
+    split_binary,
 )
 from model_server.registry import NAME_PATTERN, ModelLoading, ModelRegistry, ModelState
 
@@ -80,7 +85,19 @@ async def model_metadata(name: ModelName, registry: Registry) -> ModelMetadata:
     """A loaded model's platform, task, source, labels (class names by id), inputs and outputs."""
     entry, model = registry.model(name)
     return ModelMetadata(name=name, platform=model.platform, task=entry.task, source=entry.source,
-                         labels=model.labels, inputs=model.inputs, outputs=model.outputs)
+                         labels=model.labels, inputs=model.inputs, outputs=model.outputs,
+                         parameters=model.metadata_parameters())
+
+
+@router.get("/models/{name}/stats")
+async def model_statistics(name: ModelName, registry: Registry) -> dict:
+    """Triton's statistics extension, in part: inferences and requests since the name was loaded, and how many
+    requests carried their tensors in binary (the binary tensor data extension) or as JSON numbers."""
+    entry = registry.ready(name)
+    stats = entry.stats
+    return {"model_stats": [{"name": name, "version": "1", "inference_count": stats.inferences,
+                             "execution_count": stats.requests, "binary_requests": stats.binary_requests,
+                             "json_requests": stats.requests - stats.binary_requests}]}
 
 
 @router.get("/models/{name}/ready", response_model=ReadyResponse)
@@ -97,19 +114,57 @@ async def model_ready(name: ModelName, registry: Registry) -> ReadyResponse | JS
 async def infer(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> Response:
     """Run the model on the request's inputs; what it takes and answers depends on its task (GET /v2/models/{name}).
 
-    `parameters.lease` renews that holder's lease on the model."""
-    body = await read_body(request, settings, required=True)
+    `parameters.lease` renews that holder's lease on the model. Tensors may travel in binary after the JSON, in
+    either direction (the binary tensor data extension: the Inference-Header-Content-Length header,
+    `binary_data_size`, `binary_data` and `binary_data_output`)."""
+    header_length = request.headers.get(BINARY_HEADER)
+    body = await read_body(request, settings, required=True, binary=header_length is not None)
     registry.ready(name)  # an unknown model is the first thing to say
 
     def run() -> Response:
-        parsed = parse(body, InferRequest)
-        answer = InferResponse(model_name=name, id=parsed.id, outputs=registry.infer(name, parsed))
+        if header_length is not None:
+            head, binary = split_binary(body, header_length)
+            parsed = parse(head, InferRequest)
+            attach_binary(parsed, binary)
+        else:
+            parsed = parse(body, InferRequest)
+            unsent = [i.name for i in parsed.inputs if i.binary_size is not None]
+            if unsent:
+                raise InputMismatch(f"input {unsent[0]!r} says binary_data_size but the request has no "
+                                   "Inference-Header-Content-Length header saying where its JSON ends")
+        outputs = chosen(registry.infer(name, parsed, binary=header_length is not None), parsed)
+        binary_outputs = [in_binary(output.name, parsed) for output in outputs]
+        if any(binary_outputs):
+            content, length = binary_response(name, parsed.id, outputs, binary_outputs)
+            finite([o for o, b in zip(outputs, binary_outputs, strict=True) if not b])
+            return Response(content, media_type="application/octet-stream", headers={BINARY_HEADER: str(length)})
+        answer = InferResponse(model_name=name, id=parsed.id, outputs=[o.as_json() for o in outputs])
         finite(answer.outputs)
         # Encoded here, in the worker thread, once: FastAPI would validate the answer again, then encode it on
         # the event loop.
         return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
     return await run_in_threadpool(run)
+
+
+def chosen(outputs: list[InferOutput], request: InferRequest) -> list[InferOutput]:
+    """The outputs the request names, in its order (all of them when it names none)."""
+    if not request.outputs:
+        return outputs
+    by_name = {o.name: o for o in outputs}
+    unknown = [o.name for o in request.outputs if o.name not in by_name]
+    if unknown:
+        raise InputMismatch(f"the request asks for output {unknown[0]!r}; the model answers "
+                           f"{', '.join(map(repr, by_name))}")
+    return [by_name[o.name] for o in request.outputs]
+
+
+def in_binary(name: str, request: InferRequest) -> bool:
+    """Whether an output goes in binary: its own `binary_data`, else the request's `binary_data_output`."""
+    for wanted in request.outputs or []:
+        if wanted.name == name and wanted.binary is not None:
+            return wanted.binary
+    return request.parameters.binary_data_output
 
 
 @router.post("/repository/index", response_model=list[IndexEntry])
@@ -164,18 +219,30 @@ async def renew(name: ModelName, request: Request, registry: Registry, settings:
 def finite(outputs: list[InferOutput]) -> None:
     """InvalidInput when a float output holds NaN or an infinity: JSON cannot carry them."""
     for output in outputs:
-        if output.datatype in ("FP16", "FP32", "FP64") and not all(map(math.isfinite, output.data)):
+        if output.datatype not in ("FP16", "FP32", "FP64"):
+            continue
+        array = output.array
+        if not (bool(np.isfinite(array).all()) if array is not None else all(map(math.isfinite, output.data))):
             raise InvalidInput(f"the model's output {output.name!r} holds a value that is not a finite number; the "
                                "protocol's JSON cannot carry it: check the inputs")
 
 
-def check_content_type(request: Request, required: bool) -> None:
+def check_content_type(request: Request, required: bool, binary: bool = False) -> None:
     """415 unless the body is declared JSON; a route that takes no body may also get none, undeclared.
 
     A browser's cross-site "simple" request (text/plain, a form) cannot declare application/json without
     a CORS preflight, which this server never answers: no web page can load, unload or infer here.
+    `binary`: the request has the Inference-Header-Content-Length header, which no page can send without a
+    preflight either; its body is JSON then bytes, declared application/octet-stream, JSON, or not at all
+    (Triton's own client declares none).
     """
     declared = request.headers.get("content-type")
+    if binary:
+        media_type = (declared or "application/octet-stream").split(";", 1)[0].strip().lower()
+        if media_type not in ("application/octet-stream", "application/json"):
+            raise ServerError(415, f"a binary-extension body is JSON then bytes, declared as Content-Type: "
+                                   f"application/octet-stream (or application/json), not {declared[:100]!r}")
+        return
     if declared is None:
         length = request.headers.get("content-length")
         chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
@@ -188,11 +255,12 @@ def check_content_type(request: Request, required: bool) -> None:
                                f"{declared[:100]!r}")
 
 
-async def read_body(request: Request, settings: Settings, required: bool = False) -> bytes:
+async def read_body(request: Request, settings: Settings, required: bool = False, binary: bool = False) -> bytes:
     """Read at most the request limit; past it, keep reading (and dropping) up to the drain limit, then 413.
 
-    Only a JSON body is read (415 otherwise); `required`: the route needs one."""
-    check_content_type(request, required)
+    Only a JSON body is read (415 otherwise), or with `binary` a binary-extension one; `required`: the route
+    needs one."""
+    check_content_type(request, required, binary)
     limit, drain = settings.max_request_bytes, settings.max_drain_bytes
     too_large = ServerError(413, f"request body is larger than the limit of {limit} bytes "
                                  "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES); send fewer images per request")
@@ -209,7 +277,7 @@ async def read_body(request: Request, settings: Settings, required: bool = False
             break
     if size > limit:
         raise too_large
-    if size and request.headers.get("content-type") is None:
+    if size and request.headers.get("content-type") is None and not binary:
         raise ServerError(415, "the request body must be JSON, declared as Content-Type: application/json")
     return b"".join(chunks)
 

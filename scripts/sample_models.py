@@ -42,6 +42,21 @@ def _forest_regressor(path: Path) -> Path:
     return tiny_models.save_sklearn_onnx(model, path, len(samples.FEATURES))
 
 
+# Two land-cover segmenters of 4-band scenes (blue, green, red, near infrared; reflectance x 10000, as
+# Sentinel-2's B02, B03, B04, B08): class scores are 1x1 combinations of the bands, water where green
+# passes near infrared, vegetation where near infrared passes red (NDVI-like), bare soil where red
+# leads. The second weighs vegetation more and smooths its scores over 3x3 pixels, so the two disagree
+# on part of a scene, as two real models would.
+LAND_COVER_A = ([[0.0, 1e-3, 0.0, -1e-3], [0.0, 0.0, -1e-3, 1e-3], [0.0, -0.5e-3, 1e-3, -0.5e-3]], [0.0, -0.2, 0.0])
+LAND_COVER_B = ([[0.2e-3, 1e-3, 0.0, -1.2e-3], [0.0, 0.0, -1.5e-3, 1.5e-3], [0.0, -0.5e-3, 1e-3, -0.5e-3]],
+                [0.0, 0.1, 0.0])
+
+
+def land_cover_segmenter(path: Path, variant: str = "a", tile: int | None = None) -> Path:
+    weights, bias = LAND_COVER_A if variant == "a" else LAND_COVER_B
+    return tiny_models.make_band_segmenter(path, weights, bias, smooth=variant != "a", tile=tile)
+
+
 def _makers() -> dict[str, Callable[[Path], Path]]:
     x, risk, area = _training_rows()
     return {
@@ -58,6 +73,8 @@ def _makers() -> dict[str, Callable[[Path], Path]]:
         "fire-risk-tree.onnx": _tree_classifier,
         "burned-area-linear.onnx": lambda p: tiny_models.make_tabular_regressor(p, data=(x, area)),
         "burned-area-forest.onnx": _forest_regressor,
+        "land-cover-a.onnx": lambda p: land_cover_segmenter(p, "a"),
+        "land-cover-b.onnx": lambda p: land_cover_segmenter(p, "b"),
     }
 
 

@@ -23,6 +23,7 @@ DETECTION_LABELS = ("person", "car", "dog")
 SEGMENTATION_LABELS = ("background", "road", "sky", "tree")
 SENTIMENT_LABELS = ("negative", "positive")
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
+LAND_COVER_LABELS = ("water", "vegetation", "bare soil")
 
 
 def make_image_classifier(
@@ -210,6 +211,68 @@ def save_sklearn_onnx(model: Any, path: Path, features: int, options: dict | Non
                          options={id(model): options} if options else None, target_opset={"": 17, "ai.onnx.ml": 3})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(onnx_model.SerializeToString())
+    return path
+
+
+def make_band_segmenter(path: Path, weights: Any, bias: Any, labels: tuple[str, ...] | None = LAND_COVER_LABELS,
+                        smooth: bool = False, tile: int | None = None, input_name: str = "bands") -> Path:
+    """A multi-band semantic segmenter as ONNX (onnx's helper): a 1x1 convolution of the bands, `weights`
+    [classes, bands] and `bias` [classes], into class scores `logits` FP32 [N, K, H, W] (with `smooth`, then
+    averaged over 3x3 pixels). Its input is FP32 [N, C, H, W] (H and W any size, or `tile`); `labels` go into
+    its metadata_props as a JSON list indexed by class id."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.asarray(weights, dtype=np.float32)
+    classes, bands = weights.shape
+    side = tile or "W"
+    nodes = [helper.make_node("Conv", [input_name, "w", "b"], ["scores" if smooth else "logits"])]
+    initializers = [numpy_helper.from_array(weights.reshape(classes, bands, 1, 1), "w"),
+                    numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "b")]
+    if smooth:
+        nodes.append(helper.make_node("AveragePool", ["scores"], ["logits"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                      count_include_pad=0))
+    graph = helper.make_graph(
+        nodes, "band_segmenter",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", bands, tile or "H", side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, tile or "H", side])],
+        initializers)
+    return _save_onnx(graph, path, labels)
+
+
+def make_band_classifier(path: Path, weights: Any, bias: Any, labels: tuple[str, ...] | None = LAND_COVER_LABELS,
+                         input_name: str = "bands") -> Path:
+    """A multi-band tile classifier as ONNX: each band's mean over the tile, then `weights` [classes, bands] and
+    `bias`: class scores `logits` FP32 [N, K]."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.asarray(weights, dtype=np.float32)
+    classes, bands = weights.shape
+    nodes = [helper.make_node("GlobalAveragePool", [input_name], ["means"]),
+             helper.make_node("Flatten", ["means"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "band_classifier",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", bands, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "b")])
+    return _save_onnx(graph, path, labels)
+
+
+def _save_onnx(graph: Any, path: Path, labels: tuple[str, ...] | None) -> Path:
+    import json
+
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="constellation")
+    model.ir_version = 8  # what ONNX Runtime releases of the last years all read
+    if labels is not None:
+        helper.set_model_props(model, {"labels": json.dumps(list(labels))})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
     return path
 
 

@@ -107,6 +107,10 @@ class TaskModel(ABC):
     def inputs(self) -> list[TensorMetadata]:
         return [spec.metadata() for spec in self.input_specs]
 
+    def metadata_parameters(self) -> dict[str, Any] | None:
+        """The model's metadata `parameters`: its labels, where a Triton model configuration would carry them."""
+        return {"labels": self.labels} if self.labels else None
+
     def describe_inputs(self) -> str:
         return " and ".join(spec.describe() for spec in self.input_specs)
 

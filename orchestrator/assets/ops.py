@@ -645,7 +645,8 @@ def deploy_model(
         Field(
             pattern=names.MODEL_ID_PATTERN,
             description="where the server loads it from: a Hugging Face id, a folder in its models root, "
-            "or an .onnx file there (tabular tasks) (default: the model id)",
+            "or an .onnx file there (tabular tasks; image-classification and image-segmentation of float tensors "
+            "[N, C, H, W], any number of bands) (default: the model id)",
         ),
     ] = None,
 ) -> dict:
@@ -698,10 +699,11 @@ def model_inference(
     ] = 0.5,
 ) -> Predictions:
     """Run a deployed model over every input: one prediction per image (by name) or per row (by key)."""
-    from orchestrator.models import inference
+    from orchestrator.models import client as model_server
+    from orchestrator.models import inference, tensors
     with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
         described = server.metadata(model)
-        task = described.get("task") or "image-classification"
+        task = described.get("task") or model_server.parameter(described, "task") or "image-classification"
         if task == "zero-shot-image-classification" and not candidate_labels:
             raise OperationError(f"model {model!r} is zero-shot: give candidate_labels, the labels to choose from")
         if isinstance(data, Table):
@@ -713,11 +715,16 @@ def model_inference(
                 raise OperationError(f"model {model!r} serves {task!r}, which takes a table: give it read_table(...) "
                                      "or a database import, not files")
             refs = data.batches if isinstance(data, Batches) else _batched(as_refs(data), batch_size)
-            options = inference.ImageOptions(top_k, candidate_labels, threshold, ctx.node_dir / "masks")
-            items, stats = inference.predict_images(server, model, task, refs, options, ctx.check_cancelled)
+            options = inference.ImageOptions(top_k, candidate_labels, threshold, ctx.node_dir / "masks",
+                                             ctx.resources.workspace.max_raster_samples)
+            if tensors.takes_tensors(described):  # bands as float32 tensors [N, C, H, W], in binary
+                tensor_model = tensors.TensorModel.of(model, task, described)
+                items, stats = inference.predict_tiles(server, tensor_model, refs, options, ctx.check_cancelled)
+            else:
+                items, stats = inference.predict_images(server, model, task, refs, options, ctx.check_cancelled)
             sources = {ref.name: ref.path for batch in refs for ref in batch}
     path = ctx.node_dir / "predictions.json"
-    labels = list(described.get("labels") or [])
+    labels = model_server.labels_of(described)
     path.write_text(json.dumps({"model": model, "task": task, "labels": labels, "stats": stats, "predictions": items}))
     predictions = Predictions(model, items, stats, path, task=task, labels=labels, inputs=sources)
     if isinstance(data, Table):

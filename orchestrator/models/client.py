@@ -8,12 +8,18 @@ With a token it sends `Authorization: Bearer <token>`. With a lease holder (a ru
 hold the model for that holder, its inferences renew the lease, its unloads let go of it; while
 the holder's process lives, a thread renews its leases (LeaseKeeper), so a run that crashes
 stops renewing and its leases expire on the server. Servers without leases (Triton) ignore them.
+
+Tensors (tiles of any number of bands) travel with the binary tensor data extension both ways:
+the JSON header, then the raw little-endian values, its length in `Inference-Header-Content-Length`
+(`infer_tensor`). A model's class names are read from its metadata's `parameters.labels` (ours), or
+from a Triton model configuration's `labels` parameter, or its metadata's `labels`.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import math
 import re
@@ -21,13 +27,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import tenacity
 
 from orchestrator import names
 from orchestrator.engine import OperationError
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where tensors are sent: a run without them does not pay for it
 
 log = logging.getLogger(__name__)
 # A Hugging Face style id: "name" or "org/name".
@@ -36,6 +45,10 @@ MODEL_ID_PATTERN = names.MODEL_ID_PATTERN
 SERVER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MAX_NAME = 201
 TRANSIENT_STATUS = {502, 503, 504}
+BINARY_HEADER = "Inference-Header-Content-Length"
+# The protocol's number datatypes as NumPy's, little-endian as the binary extension sends them.
+NUMPY_TYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
+               "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
 
 
 def slug(model_id: str) -> str:
@@ -181,6 +194,17 @@ class ModelServer:
         body = self._call("GET", f"/v2/models/{slug(model_id)}", what=f"reading {model_id}'s metadata").json()
         if not isinstance(body, dict):
             raise OperationError(f"{model_id}: the model server's metadata is not a JSON object")
+        if "parameters" not in body and "task" not in body:
+            # Not our server (Triton): its model configuration's parameters say what ours says in the metadata.
+            config = self._call("GET", f"/v2/models/{slug(model_id)}/config", expect=(200, 400, 404),
+                                what=f"reading {model_id}'s configuration")
+            if config.status_code == 200:
+                try:
+                    parameters = config.json().get("parameters")
+                except (ValueError, AttributeError):
+                    parameters = None
+                if isinstance(parameters, dict):
+                    body["parameters"] = parameters
         self._metadata[model_id] = body
         return body
 
@@ -280,6 +304,34 @@ class ModelServer:
                                                          strict=True))}
                 for i, label in enumerate(labels)]
 
+    def infer_tensor(self, model_id: str, tiles: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        """Send float32 tiles [N, C, H, W] to the model's input in binary and ask for `outputs` in binary (the binary
+        tensor data extension); each output as an array in its shape (a server that answers JSON numbers is read
+        too)."""
+        import numpy as np
+
+        metadata = self._known_metadata(model_id)
+        try:
+            name = metadata["inputs"][0]["name"]
+        except (KeyError, IndexError, TypeError):
+            raise OperationError(f"{model_id}: the model server's metadata names no input") from None
+        tiles = np.ascontiguousarray(tiles, dtype="<f4")
+        parameters: dict[str, Any] = {"lease": self.lease} if self.lease else {}
+        header = json.dumps({
+            "inputs": [{"name": name, "shape": list(tiles.shape), "datatype": "FP32",
+                        "parameters": {"binary_data_size": tiles.nbytes}}],
+            "outputs": [{"name": output, "parameters": {"binary_data": True}} for output in outputs],
+            "parameters": parameters,
+        }).encode()
+        try:
+            response = self._call("POST", f"/v2/models/{slug(model_id)}/infer", content=header + tiles.tobytes(),
+                                  headers={BINARY_HEADER: str(len(header)), "Content-Type": "application/octet-stream"},
+                                  what=f"inference on {model_id}")
+        except OperationError:  # the model may have been loaded again, from another graph: read it afresh next time
+            self._metadata.pop(model_id, None)
+            raise
+        return _tensor_outputs(response, model_id, outputs)
+
     def _infer(self, model_id: str, inputs: list[dict[str, Any]], parameters: dict[str, Any]) -> dict[str, Any]:
         if self.lease:
             parameters = {**parameters, "lease": self.lease}  # renews this holder's lease
@@ -294,12 +346,12 @@ class ModelServer:
         return answer
 
     def _call(self, method: str, path: str, json: Any = None, expect: tuple[int, ...] = (200,),
-              what: str = "") -> httpx.Response:
+              what: str = "", content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
         what = what or f"{method} {path}"
 
         def attempt() -> httpx.Response:
             self.check_cancelled()
-            response = self._http.request(method, path, json=json)
+            response = self._http.request(method, path, json=json, content=content, headers=headers)
             if response.status_code in expect:
                 return response
             if response.status_code in TRANSIENT_STATUS:
@@ -398,6 +450,77 @@ def _server_message(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:300] or response.reason_phrase
     return str(body.get("error") or body.get("message") or body)[:500] if isinstance(body, dict) else str(body)[:300]
+
+
+def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) -> dict[str, np.ndarray]:
+    """The outputs of an answer, binary (JSON header, then each binary output's bytes in order) or plain JSON."""
+    import numpy as np
+
+    body = response.content
+    length = response.headers.get(BINARY_HEADER)
+    if length is not None and (not length.isdigit() or int(length) > len(body)):
+        raise OperationError(f"{model_id}: the answer's {BINARY_HEADER} is {length[:40]!r}, not the length of its "
+                             "JSON header")
+    head, binary = (body[:int(length)], body[int(length):]) if length is not None else (body, b"")
+    try:
+        answer = json.loads(head)
+    except ValueError:
+        raise OperationError(f"{model_id}: the model server's answer is not JSON") from None
+    found: dict[str, np.ndarray] = {}
+    offset = 0
+    for output in answer.get("outputs", []) if isinstance(answer, dict) else []:
+        if not isinstance(output, dict):
+            continue
+        name, shape, datatype = output.get("name"), output.get("shape"), output.get("datatype")
+        dtype = NUMPY_TYPES.get(str(datatype))
+        if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise OperationError(f"{model_id}: the answer's output {name!r} is {datatype} {shape}, not a tensor of "
+                                 "numbers")
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or offset + size > len(binary):
+                raise OperationError(f"{model_id}: the answer's output {name!r} says {size} bytes of binary data, "
+                                     f"but {len(binary) - offset} are left")
+            values = np.frombuffer(binary, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset)
+            offset += size
+        else:
+            values = np.asarray(output.get("data") or [], dtype=dtype)
+        if values.size != math.prod(shape):
+            raise OperationError(f"{model_id}: the answer's output {name!r} has shape {shape} but {values.size} "
+                                 "values")
+        found[str(name)] = values.reshape(shape)
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise OperationError(f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "
+                             f"it has {', '.join(map(repr, found)) or 'none'}")
+    return found
+
+
+def parameter(metadata: dict[str, Any], key: str) -> Any:
+    """A model's parameter, as our server answers it (a JSON value) or as a Triton configuration holds it (a
+    {"string_value": JSON text}); None when it has none."""
+    parameters = metadata.get("parameters")
+    value = parameters.get(key) if isinstance(parameters, dict) else None
+    if isinstance(value, dict) and set(value) == {"string_value"}:
+        value = value["string_value"]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise OperationError(f"the model's parameter {key!r} is {value[:80]!r}, not JSON") from None
+    return value
+
+
+def labels_of(metadata: dict[str, Any]) -> list[str]:
+    """The model's class names by id: `parameters.labels`, else the metadata's own `labels`."""
+    labels = parameter(metadata, "labels")
+    if labels is None:
+        labels = metadata.get("labels")
+    if labels is None:
+        return []
+    if not isinstance(labels, list):
+        raise OperationError(f"the model's labels are {str(labels)[:80]}, not a list of class names")
+    return [str(label) for label in labels]
 
 
 def _images(images: list[bytes]) -> dict[str, Any]:

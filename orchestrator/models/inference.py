@@ -17,7 +17,9 @@ from PIL import Image
 
 from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
+from orchestrator.models import tensors
 from orchestrator.models.client import ModelServer
+from orchestrator.models.tensors import TensorModel
 from orchestrator.transforms.tables import features_of, keyed_rows, require_columns
 
 IMAGE_TASKS = ("image-classification", "zero-shot-image-classification", "object-detection", "image-segmentation")
@@ -31,6 +33,7 @@ class ImageOptions:
     candidate_labels: list[str] | None = None
     threshold: float = 0.5
     mask_dir: Path | None = None
+    max_samples: int | None = None  # a raster tile's width × height × bands, checked from its header
 
 
 @dataclass
@@ -106,6 +109,62 @@ def _image_batch(server: ModelServer, model_id: str, task: str, batch: list[File
             items.append({"name": ref.name, "mask": str(path)})
         return items
     raise OperationError(f"model {model_id!r} serves {task!r}, which does not take images")
+
+
+def predict_tiles(
+    server: ModelServer, model: TensorModel, batches: Iterable[list[FileRef]], options: ImageOptions,
+    check_cancelled: Callable[[], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One prediction per tile of a model that takes float tensors [N, C, H, W] (tensors.py): a class-id GeoTIFF
+    per tile (segmentation) or top-k labels (classification), each keeping the tile's place."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    timing = Timing()
+    wanted = model.output_wanted()
+    for batch in batches:
+        check_cancelled()
+        for ref in batch:
+            if ref.name in seen:
+                raise OperationError(f"two inputs are named {ref.name!r}; predictions are keyed by name")
+            seen.add(ref.name)
+        tiles = [tensors.read_tile(ref, model, options.max_samples) for ref in batch]
+        # A model of any tile size takes each size as it is (one request per size in the batch); one of a fixed
+        # size gets smaller tiles padded to it (the padding is not valid, and is cut off the masks).
+        groups: dict[tuple[int, int], list[tensors.Tile]] = {}
+        for tile in tiles:
+            key = (0, 0) if model.height != -1 and model.width != -1 else tile.size
+            groups.setdefault(key, []).append(tile)
+        by_name: dict[str, dict[str, Any]] = {}
+        for group in groups.values():
+            stacked = tensors.stack(group, model)
+            answer = _timed(timing, len(group), lambda stacked=stacked: server.infer_tensor(
+                model.model_id, stacked, [wanted]))[wanted]
+            if len(answer) != len(group):
+                raise OperationError(f"{model.model_id}: sent {len(group)} tiles but the answer has {len(answer)}")
+            by_name.update(_tile_items(group, answer, model, options, len(timing.batch_sizes)))
+        items.extend(by_name[ref.name] for ref in batch)
+    if not items:
+        raise OperationError("there is nothing to run the model on: the data holds no files")
+    return items, timing.stats(len(items), "images")
+
+
+def _tile_items(group: list[tensors.Tile], answer: Any, model: TensorModel, options: ImageOptions,
+                request: int) -> dict[str, dict[str, Any]]:
+    if model.task == "image-segmentation":
+        assert options.mask_dir is not None
+        ids = tensors.class_ids(answer, model)
+        classes = len(model.labels) or (int(answer.shape[1]) if answer.ndim == 4 else 0)
+        found = {}
+        for index, tile in enumerate(group):
+            target = options.mask_dir / f"{request:06d}-{index:04d}.tif"
+            found[tile.ref.name] = {"name": tile.ref.name, **tensors.write_mask(tile, ids[index], target, classes)}
+        return found
+    if model.task == "image-classification":
+        ranked = tensors.ranked(answer, model.labels, options.top_k)
+        return {tile.ref.name: {**_ranked(tile.ref.name, r), **tile.place} for tile, r in zip(group, ranked,
+                                                                                            strict=True)}
+    raise OperationError(f"model {model.model_id!r} serves {model.task!r}; a model of float tensors [N, C, H, W] "
+                         "serves image-classification or image-segmentation")
 
 
 def _image_size(ref: FileRef) -> tuple[int, int]:
