@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter, WithJsonSchema
+from pydantic import AfterValidator, Field, TypeAdapter, WithJsonSchema
 
 from orchestrator import names
 from orchestrator.datasets import (
@@ -145,10 +145,13 @@ def resize_image(
     width: Annotated[Pixels, Field(description="target width in pixels")],
     height: Annotated[Pixels, Field(description="target height in pixels")],
 ) -> FileList:
-    """Resize every image to width × height pixels, keeping its format and order."""
-    from orchestrator.transforms import images
+    """Resize every image to width × height pixels, keeping its format and order (GeoTIFFs: georeferenced)."""
+    from orchestrator.transforms import images, raster_ops
     images.distinct_names([ref.name for ref in as_refs(data)])  # two inputs of one name: fail, never overwrite
-    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.resize(ref, out, width, height, cap)))
+    caps = ctx.resources.workspace.max_raster_samples
+    return FileList(_each_file(
+        ctx, data, lambda ref, out, cap: images.resize(ref, out, width, height, cap),
+        lambda ref: raster_ops.resize(ref, ctx.node_dir, width, height, caps, ctx.check_cancelled)))
 
 
 def batch_formatted_data(
@@ -184,24 +187,50 @@ def normalize_image(
     ctx: RunContext,
     data: Annotated[FileList | FileDict, Field(description="the images to normalize")],
     mean: Annotated[
-        list[float], Field(min_length=1, max_length=3, description="per-channel mean (1 value: grey, 3: RGB)")
-    ] = [0.485, 0.456, 0.406],  # noqa: B006 - a declaration's default, never mutated
+        PerBand, Field(description="per-channel mean: images 1 (grey) or 3 (RGB) values, default ImageNet's "
+                                   "[0.485, 0.456, 0.406]; GeoTIFFs one per band, in the units stored")
+    ] = None,
     std: Annotated[
-        list[Annotated[float, Field(gt=0)]],
-        Field(min_length=1, max_length=3, description="per-channel standard deviation, same length as mean"),
-    ] = [0.229, 0.224, 0.225],  # noqa: B006
+        PerBandPositive,
+        Field(description="per-channel standard deviation, same length as mean (images: default ImageNet's "
+                          "[0.229, 0.224, 0.225])"),
+    ] = None,
+    stats: Annotated[
+        Literal["given", "dataset"],
+        Field(description="GeoTIFFs: \"dataset\" computes each band's mean and std over all inputs (nodata "
+                          "excluded) instead of mean/std"),
+    ] = "given",
 ) -> ArrayList:
-    """Turn images into float32 arrays (C×H×W): pixels / 255, minus mean, over std, per channel."""
-    from orchestrator.transforms import images
-    if len(mean) != len(std):
+    """Turn images into float32 arrays (C×H×W): pixels / 255, minus mean, over std (GeoTIFFs: float32 GeoTIFFs)."""
+    from orchestrator.transforms import images, raster_ops, raster_values
+    if (mean is None) != (std is None):
+        raise OperationError("give both mean and std (one value per channel), or neither")
+    if mean is not None and len(mean) != len(std):
         raise OperationError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
-    if len(mean) == 2:
-        raise OperationError("mean and std have 2 values; give 1 (grey images) or 3 (RGB)")
+    if stats == "dataset" and mean is not None:
+        raise OperationError("give mean and std, or stats \"dataset\", not both")
     # a.png and a.jpg both become a.npy: keep both (the second as a.png.npy), never one over the other.
     inputs = FileList(as_refs(data))
-    derived = images.distinct_names([r.name for r in inputs], images.normalized_name)
+    runs = list(raster_ops.runs_by_kind(inputs.refs))
+    geo = {id(ref) for is_raster, run in runs if is_raster for ref in run}
+    if stats == "dataset" and len(geo) != len(inputs):
+        image = next(r.name for r in inputs if id(r) not in geo)
+        raise OperationError(f"stats \"dataset\" is for GeoTIFFs; {image!r} is an image: give it mean and std")
+    mean_i, std_i = mean or [0.485, 0.456, 0.406], std or [0.229, 0.224, 0.225]
+    if len(geo) < len(inputs):  # images: as before
+        if len(mean_i) not in (1, 3):
+            raise OperationError(f"mean and std have {len(mean_i)} values; give 1 (grey images) or 3 (RGB)")
+    caps = ctx.resources.workspace.max_raster_samples
+    if geo and stats == "dataset":
+        mean, std = raster_values.dataset_stats([r for r in inputs if id(r) in geo], caps, ctx.check_cancelled)
+    elif geo and mean is None:
+        raise OperationError("GeoTIFFs need mean and std (one value per band), or stats \"dataset\"")
+    derived = images.distinct_names([r.name for r in inputs], lambda name: name if name.lower().endswith(
+        (".tif", ".tiff")) else images.normalized_name(name))
     names = {id(ref): name for ref, name in zip(inputs, derived, strict=True)}
-    refs = _each_image(ctx, inputs, lambda ref, out, cap: images.normalize(ref, out, mean, std, cap, names[id(ref)]))
+    refs = _each_file(
+        ctx, inputs, lambda ref, out, cap: images.normalize(ref, out, mean_i, std_i, cap, names[id(ref)]),
+        lambda ref: raster_values.normalize(ref, ctx.node_dir, mean, std, stats, caps, ctx.check_cancelled), runs)
     return ArrayList(refs)
 
 
@@ -213,10 +242,12 @@ def crop_image(
     width: Annotated[Pixels, Field(description="width of the box")],
     height: Annotated[Pixels, Field(description="height of the box")],
 ) -> FileList:
-    """Cut the same box out of every image (it must lie inside each one)."""
-    from orchestrator.transforms import images
+    """Cut the same box out of every image (it must lie inside each one; GeoTIFFs stay georeferenced)."""
+    from orchestrator.transforms import images, raster_ops
     box = (left, top, width, height)
-    return FileList(_each_image(ctx, data, lambda ref, out, cap: images.crop(ref, out, box, cap)))
+    caps = ctx.resources.workspace.max_raster_samples
+    return FileList(_each_file(ctx, data, lambda ref, out, cap: images.crop(ref, out, box, cap),
+                               lambda ref: raster_ops.crop(ref, ctx.node_dir, box, caps)))
 
 
 def tile_image(
@@ -226,16 +257,166 @@ def tile_image(
     tile_height: Annotated[Pixels, Field(description="tile height in pixels")],
     overlap: Annotated[int, Field(ge=0, le=16383, description="pixels shared by neighbouring tiles")] = 0,
 ) -> FileList:
-    """Cut large scenes into model-sized tiles; each keeps its source and origin (x, y)."""
+    """Cut large scenes into model-sized tiles; each keeps its source and origin (GeoTIFFs: georeferenced tiles)."""
     from orchestrator.transforms import images
     if overlap >= min(tile_width, tile_height):
         raise OperationError(f"overlap {overlap} must be smaller than the tile ({tile_width}×{tile_height})")
     size = (tile_width, tile_height)
     images.distinct_names([ref.name for ref in as_refs(data)])  # two inputs of one name: fail, never overwrite
     max_tiles = ctx.resources.workspace.max_tiles_per_image
-    return FileList(
-        _each_image(ctx, data, lambda ref, out, cap: images.tile(ref, out, size, overlap, cap, max_tiles))
-    )
+    caps = ctx.resources.workspace.max_raster_samples
+    from orchestrator.transforms import raster_ops  # GeoTIFFs: windowed reads, georeferenced tiles
+    return FileList(_each_file(
+        ctx, data, lambda ref, out, cap: images.tile(ref, out, size, overlap, cap, max_tiles),
+        lambda ref: raster_ops.tile(ref, ctx.node_dir, size, overlap, caps, max_tiles, ctx.check_cancelled)))
+
+
+# Rasters (GeoTIFF / COG), read and written by windows: orchestrator/transforms/raster_ops.py,
+# indices.py, raster_values.py and mosaic.py.
+BandRef = Annotated[int, Field(ge=1, le=100_000)] | Annotated[str, Field(min_length=1, max_length=200)]
+PerBand = Annotated[
+    list[float] | None, Field(min_length=1, max_length=10_000),
+    WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": 10_000}),
+]
+PerBandPositive = Annotated[
+    list[Annotated[float, Field(gt=0)]] | None, Field(min_length=1, max_length=10_000),
+    WithJsonSchema({"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
+                    "maxItems": 10_000}),
+]
+
+
+def _parses_as_crs(text: str) -> str:
+    from orchestrator.transforms import rasters
+    try:
+        rasters.parse_crs(text)
+    except OperationError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+def _index_pattern() -> str:
+    from orchestrator.transforms import indices  # reads spyndex's catalog file, without importing spyndex
+    return "^(" + "|".join(indices.index_names()) + ")$"
+
+
+# An AUTHORITY:CODE checked before launch by its form, and parsed by pyproj before any pixel is read.
+CrsName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}:[A-Za-z0-9_.]{1,32}$"),
+                    AfterValidator(_parses_as_crs)]
+IndexName = Annotated[str, Field(pattern=_index_pattern())]
+IndexBands = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,15}$")], BandRef] | None,
+    WithJsonSchema({"type": "object", "propertyNames": {"pattern": r"^[A-Za-z][A-Za-z0-9]{0,15}$"},
+                    "additionalProperties": {"anyOf": [{"type": "integer", "minimum": 1},
+                                                       {"type": "string", "minLength": 1, "maxLength": 200}]}}),
+]
+IndexConstants = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,15}$")], float] | None,
+    WithJsonSchema({"type": "object", "propertyNames": {"pattern": r"^[A-Za-z][A-Za-z0-9]{0,15}$"},
+                    "additionalProperties": {"type": "number"}}),
+]
+Resolution = Annotated[float | None, Field(gt=0), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+Resampling = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max",
+                     "med", "q1", "q3", "sum", "rms"]
+
+
+def _each_raster(ctx: RunContext, data: FileList | FileDict, work: Callable[[FileRef], FileRef | list[FileRef]]
+                 ) -> list[FileRef]:
+    """`work` on every input, a GeoTIFF each (two of one name would overwrite each other: refused)."""
+    from orchestrator.transforms import images, raster_ops
+    refs = as_refs(data)
+    images.distinct_names([ref.name for ref in refs])
+    return raster_ops.map_rasters(refs, work, ctx.check_cancelled)
+
+
+def select_bands(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="GeoTIFFs")],
+    bands: Annotated[
+        list[BandRef],
+        Field(min_length=1, max_length=10_000,
+              description="the bands to keep, in order: 1-based indexes or names such as \"B08\" or \"nir\""),
+    ],
+) -> FileList:
+    """Keep the bands asked for, in that order: a GeoTIFF per input, georeferencing and nodata kept."""
+    from orchestrator.transforms import raster_ops
+    caps = ctx.resources.workspace.max_raster_samples
+    return FileList(_each_raster(
+        ctx, data, lambda ref: raster_ops.select_bands(ref, ctx.node_dir, bands, caps, ctx.check_cancelled)))
+
+
+def reproject_raster(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="GeoTIFFs")],
+    crs: Annotated[CrsName, Field(description="the target CRS as AUTHORITY:CODE, e.g. \"EPSG:32633\"")],
+    resolution: Annotated[Resolution, Field(description="pixel size in the target CRS's units (default: GDAL's "
+                                                        "estimate of the source's)")] = None,
+    resampling: Annotated[Resampling, Field(description="how pixels are resampled")] = "nearest",
+) -> FileList:
+    """Warp GeoTIFFs to another CRS (and resolution) with GDAL's warper, window by window."""
+    from orchestrator.transforms import raster_ops
+    caps = ctx.resources.workspace.max_raster_samples
+    return FileList(_each_raster(ctx, data, lambda ref: raster_ops.reproject(
+        ref, ctx.node_dir, crs, resolution, resampling, caps, ctx.check_cancelled)))
+
+
+def spectral_index(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="multi-band GeoTIFFs")],
+    index: Annotated[IndexName, Field(description="an index of the Awesome Spectral Indices catalog (spyndex), "
+                                                  "e.g. \"NDVI\", \"NDWI\", \"NBR\"")],
+    bands: Annotated[IndexBands, Field(description="which band is which of the index's bands, by 1-based index or "
+                                                   "name, e.g. {\"N\": 4, \"R\": 3} (default: bands named like "
+                                                   "their common names, nir, red...)")] = None,
+    constants: Annotated[IndexConstants, Field(description="values of the index's constants, e.g. {\"L\": 0.5} "
+                                                           "(default: spyndex's)")] = None,
+) -> FileList:
+    """Compute a spectral index (NDVI, NDWI, NBR...) with spyndex: one float32 GeoTIFF band per input."""
+    from orchestrator.transforms import indices
+    caps = ctx.resources.workspace.max_raster_samples
+    indices.constant_values(index, constants)  # a wrong constant fails before any file is read
+    return FileList(_each_raster(ctx, data, lambda ref: indices.spectral_index(
+        ref, ctx.node_dir, index, bands, constants, caps, ctx.check_cancelled)))
+
+
+def composite_rgb(
+    ctx: RunContext,
+    data: Annotated[FileList | FileDict, Field(description="multi-band GeoTIFFs")],
+    bands: Annotated[
+        list[BandRef], Field(min_length=3, max_length=3, description="red, green and blue: indexes or names")
+    ] = [3, 2, 1],  # noqa: B006 - a declaration's default, never mutated
+    stretch: Annotated[
+        list[Annotated[float, Field(ge=0, le=100)]],
+        Field(min_length=2, max_length=2, description="the low and high percentiles mapped to 0 and 255, over "
+                                                      "valid pixels"),
+    ] = [2, 98],  # noqa: B006
+    format: Annotated[Literal["png", "tif"], Field(description="png, or tif (a georeferenced GeoTIFF)")] = "png",
+) -> FileList:
+    """Make 8-bit RGB images (PNG or GeoTIFF) of three bands, each stretched between two percentiles."""
+    from orchestrator.transforms import raster_values
+    if stretch[0] >= stretch[1]:
+        raise OperationError(f"stretch {stretch}: the low percentile must be below the high one")
+    caps = ctx.resources.workspace.max_raster_samples
+    return FileList(_each_raster(ctx, data, lambda ref: raster_values.composite(
+        ref, ctx.node_dir, bands, stretch, format, caps, ctx.check_cancelled)))
+
+
+def mosaic(
+    ctx: RunContext,
+    data: Annotated[
+        FileList | FileDict | Predictions,
+        Field(description="georeferenced tiles (tile_image's, or a segmentation model's predicted masks)"),
+    ],
+) -> FileList:
+    """Merge tiles back into one GeoTIFF per source scene; where tiles overlap, the nearest tile's centre wins."""
+    from orchestrator.transforms import mosaic as mosaics
+    from orchestrator.transforms import raster_ops
+    caps = ctx.resources.workspace.max_raster_samples
+    refs = mosaics.mask_refs(data) if isinstance(data, Predictions) else as_refs(data)
+    scenes = mosaics.group(refs, caps)
+    return FileList(raster_ops.map_rasters(
+        [FileRef(scene, tiles[0].path) for scene, tiles in scenes.items()],
+        lambda key: mosaics.mosaic(key.name, scenes[key.name], ctx.node_dir, caps, ctx.check_cancelled),
+        ctx.check_cancelled))
 
 
 def filter_files(
@@ -303,6 +484,21 @@ def _each_image(
         return produced if isinstance(produced, list) else [produced]
 
     return images.map_images(as_refs(data), one, ctx.check_cancelled)
+
+
+def _each_file(
+    ctx: RunContext, data: FileList | FileDict, image_work: Callable[[FileRef, Path, int], FileRef | list[FileRef]],
+    raster_work: Callable[[FileRef], FileRef | list[FileRef]], runs: list | None = None,
+) -> list[FileRef]:
+    """Images through Pillow (`_each_image`, as before), GeoTIFFs through rasterio, results in input order."""
+    from orchestrator.transforms import raster_ops
+    done: list[FileRef] = []
+    for is_raster, run in runs if runs is not None else raster_ops.runs_by_kind(as_refs(data)):
+        if is_raster:
+            done.extend(raster_ops.map_rasters(run, raster_work, ctx.check_cancelled))
+        else:
+            done.extend(_each_image(ctx, FileList(run), image_work))
+    return done
 
 
 def _files_of(data: Exportable, work_dir: Path | None = None) -> list[FileRef]:
