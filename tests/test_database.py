@@ -21,11 +21,13 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 from PIL import Image
+from sqlalchemy.dialects import mysql
 
 from orchestrator.assets import ops
 from orchestrator.assets.resources import Databases, Workspace
 from orchestrator.datasets import Table
 from orchestrator.engine import OperationError, RunContext
+from orchestrator.sources.databases import database_errors
 from sample_data import SAMPLES_TABLE, sample_rows, seed_samples
 from services_databases import SessionDatabases
 
@@ -204,7 +206,10 @@ def test_writes_are_refused_and_the_table_is_unchanged(ctx, connection, test_dat
 
 
 def test_writes_hidden_in_a_reading_query_meet_the_read_only_transaction(ctx, connection, test_databases, guarded):
-    """A query that starts like a read but writes (a function, a CTE) is stopped by the database itself."""
+    """A query that starts like a read but writes (a function, a CTE) is refused by the guard (a user function
+    is not on the allow-list), and the database itself stops it too: the read-only transaction, run directly."""
+    from orchestrator.sources.databases import _read_only
+
     admin = test_databases.admin[connection]
     if connection == "samples":
         with admin.begin() as conn:
@@ -222,6 +227,11 @@ def test_writes_hidden_in_a_reading_query_meet_the_read_only_transaction(ctx, co
     for query in sneaky:
         with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports"):
             ops.import_from_database(ctx, connection, query=query)
+        assert_untouched(test_databases, connection, guarded)
+        engine = ctx.resources.databases.engine(connection)
+        with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports"):
+            with database_errors(connection, engine.url), engine.connect() as conn, _read_only(conn, connection):
+                conn.exec_driver_sql(query).all()
         assert_untouched(test_databases, connection, guarded)
 
 
@@ -577,3 +587,238 @@ def test_the_own_schema_named_explicitly_is_fine_and_the_server_can_allow_others
     finally:
         with test_databases.admin["maria"].begin() as conn:
             conn.exec_driver_sql(f"DROP DATABASE `{other}`")
+
+
+# Issue 17: the guard allows instead of denies; a row's memory is bounded
+
+NOT_ALLOWED = "is not allowed in import_from_database queries"
+
+
+def test_unicode_escaped_names_are_refused_on_the_real_postgresql(ctx, test_databases):
+    """PostgreSQL decodes U&"pg\\005fread\\005ffile" to pg_read_file; the old guard checked the text as written."""
+    admin = test_databases.admin["samples"]
+    with admin.connect() as conn:  # the server does decode such a name (harmlessly here)
+        assert conn.exec_driver_sql("SELECT U&\"\\006cower\"('A')").scalar() == "a"
+    victim = admin.connect()
+    try:
+        pid = victim.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        attacks = ["SELECT U&\"pg\\005fread\\005ffile\"('/etc/hostname') AS f",
+                   f"SELECT U&\"pg\\005fterminate\\005fbackend\"({pid}) AS killed",
+                   "SELECT U&\"set\\005fconfig\"('statement_timeout', '0', true) AS t",
+                   "SELECT U&'\\0041' UESCAPE '\\' AS s"]
+        for index, query in enumerate(attacks):
+            with pytest.raises(OperationError, match="connection 'samples' is read-only for imports: U&"):
+                ops.import_from_database(node(ctx, f"a{index}"), "samples", query=query)
+        assert victim.exec_driver_sql("SELECT 1").scalar() == 1  # not terminated
+    finally:
+        victim.close()
+
+
+def test_a_field_selection_that_calls_a_function_is_refused_on_the_real_postgresql(ctx):
+    """PostgreSQL runs ('/etc/hostname'::text).pg_read_file as pg_read_file('/etc/hostname')."""
+    for index, query in enumerate(["SELECT ('/etc/hostname'::text).pg_read_file AS f",
+                                   "SELECT (x).pg_sleep AS s FROM (SELECT 5.0::float8 AS x) AS v"]):
+        with pytest.raises(OperationError, match=r"the field selection \.pg_\w+ calls the function"):
+            ops.import_from_database(node(ctx, f"f{index}"), "samples", query=query)
+    # A field that is no function is looked up on the server and passes.
+    rows = ops.import_from_database(node(ctx, "ok"), "samples",
+                                    query=f"SELECT (s).id AS id FROM {SAMPLES_TABLE} AS s ORDER BY 1").rows()
+    assert [row["id"] for row in rows] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("connection,query", [
+    ("samples", "SELECT * FROM crosstab('SELECT 1, 2, 3') AS t(a int, b int)"),
+    ("samples", "SELECT xpath_table('id', 'x', 'constellation_samples', '/a', 'true')"),
+    ("samples", "SELECT database_to_xml(true, true, '') AS x"),
+    ("samples", "SELECT setval('no_such_sequence', 1) AS s"),
+    ("samples", "SELECT txid_current() AS t"),
+    ("samples", "SELECT pg_sleep_for('5 seconds') AS s"),
+    ("samples", "SELECT pg_sleep(5) AS s"),
+    ("samples", "SELECT pg_catalog.pg_sleep(5) AS s"),
+    ("samples", "SELECT set_config('statement_timeout', '0', true) AS s"),
+    ("maria", "SELECT SLEEP(5) AS s"),
+    ("maria", "SELECT BENCHMARK(500000000, MD5('a')) AS b"),
+])
+def test_functions_outside_the_allow_list_are_refused_before_they_run(ctx, connection, query):
+    started = time.monotonic()
+    with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports: function "
+                                             f"\\S+ {NOT_ALLOWED}"):
+        ops.import_from_database(ctx, connection, query=query)
+    assert time.monotonic() - started < 3  # refused, not slept or stopped by the time limit
+
+
+@pytest.mark.parametrize("connection,query", [
+    ("samples", "SELECT pid, query FROM pg_stat_activity"),
+    ("samples", "SELECT * FROM pg_catalog.pg_locks"),
+    ("samples", "SELECT rolname, rolpassword FROM pg_authid"),
+    ("maria", "SELECT id, info FROM information_schema.processlist"),
+    ("maria", "SELECT * FROM INFORMATION_SCHEMA.PROCESSLIST"),
+    ("maria", "SELECT user, host FROM mysql.user"),
+    ("maria", "SELECT * FROM performance_schema.threads"),
+])
+def test_views_of_other_sessions_and_secrets_are_refused(ctx, connection, query):
+    with pytest.raises(OperationError, match=rf"relation \S+ {NOT_ALLOWED}: system relations that show other "):
+        ops.import_from_database(ctx, connection, query=query)
+
+
+ANALYSIS = {
+    "samples": (
+        "SELECT id, label, row_number() OVER (PARTITION BY label ORDER BY id) AS rn, "
+        "to_char(taken_at, 'YYYY-MM-DD') AS day, json_build_object('n', id)->>'n' AS j, "
+        "round(sum(score) OVER (PARTITION BY label), 3) AS total, upper(substring(name FROM 1 FOR 2)) AS initials, "
+        "CAST(coalesce(note, 'none') AS varchar(10)) AS note FROM {t} ORDER BY id"
+    ),
+    "maria": (
+        "SELECT id, label, ROW_NUMBER() OVER (PARTITION BY label ORDER BY id) AS rn, "
+        "DATE_FORMAT(taken_at, '%Y-%m-%d') AS day, JSON_UNQUOTE(JSON_EXTRACT(JSON_OBJECT('n', id), '$.n')) AS j, "
+        "ROUND(SUM(score) OVER (PARTITION BY label), 3) AS total, UPPER(SUBSTRING(name, 1, 2)) AS initials, "
+        "CAST(IFNULL(note, 'none') AS CHAR(10)) AS note FROM {t} ORDER BY id"
+    ),
+    "lite": (
+        "SELECT id, label, row_number() OVER (PARTITION BY label ORDER BY id) AS rn, "
+        "strftime('%Y-%m-%d', taken_at) AS day, CAST(json_extract(json_object('n', id), '$.n') AS TEXT) AS j, "
+        "round(sum(score) OVER (PARTITION BY label), 3) AS total, upper(substr(name, 1, 2)) AS initials, "
+        "CAST(ifnull(note, 'none') AS TEXT) AS note FROM {t} ORDER BY id"
+    ),
+}
+
+
+def test_analyst_queries_still_run(ctx, connection):
+    rows = list(ops.import_from_database(ctx, connection, query=ANALYSIS[connection].format(t=SAMPLES_TABLE)).rows())
+    assert [(r["id"], r["label"], r["rn"], r["day"], str(r["j"]), float(r["total"]), r["initials"], r["note"])
+            for r in rows] == [
+        (1, "fire", 1, "2024-05-01", "1", 3.25, "FI", "none"),
+        (2, "fire", 2, "2024-05-02", "2", 3.25, "FI", "note 2"),
+        (3, "forest", 1, "2024-05-03", "3", 3.125, "FO", "none"),
+        (4, "lake", 1, "2024-05-04", "4", 4.125, "LA", "note 4"),
+    ]
+
+
+POSTGIS = Path("/usr/share/postgresql/15/extension/postgis.control")
+
+
+@pytest.fixture(scope="module")
+def postgis_engine() -> Iterator[sa.Engine]:
+    """A database of its own with PostGIS (one extension per database: sessions would share it otherwise)."""
+    if not POSTGIS.exists():
+        pytest.skip(f"PostGIS is not installed on this machine ({POSTGIS} is absent); the guard-level tests in "
+                    "tests/test_sql_guard.py still check its queries")
+    from services_databases import PG_ADMIN_URL
+
+    name = f"constellation_gis_{uuid.uuid4().hex[:12]}"
+    server = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine = sa.create_engine(sa.make_url(PG_ADMIN_URL).set(database=name))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE EXTENSION postgis")
+            conn.exec_driver_sql("CREATE TABLE parcels (id int, geom geometry(Polygon, 4326))")
+            conn.exec_driver_sql("INSERT INTO parcels VALUES (1, ST_MakeEnvelope(0, 0, 0.01, 0.01, 4326)), "
+                                 "(2, ST_MakeEnvelope(5, 5, 5.01, 5.01, 4326))")
+        yield engine
+    finally:
+        engine.dispose()
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.dispose()
+
+
+def test_postgis_queries_pass_and_run(postgis_engine, tmp_path):
+    from orchestrator.sources.databases import import_rows
+
+    query = (
+        "SELECT p.id, ST_AsText(ST_Centroid(p.geom)) AS centre, round(ST_Area(p.geom::geography)::numeric, -4) AS m2, "
+        "ST_AsText((ST_Dump(ST_Boundary(p.geom))).geom) AS edge, ST_SRID(ST_Transform(p.geom, 3857)) AS srid "
+        "FROM parcels p WHERE p.geom && ST_MakeEnvelope(-1, -1, 1, 1, 4326) AND ST_DWithin(p.geom::geography, "
+        "ST_SetSRID(ST_MakePoint(0.005, 0.005), 4326)::geography, 1000) AND 'POINT(0.005 0.005)'::geometry IS NOT NULL "
+        "ORDER BY p.geom <-> ST_SetSRID(ST_MakePoint(0, 0), 4326)"
+    )
+    out = tmp_path / "gis.jsonl"
+    assert import_rows(postgis_engine, "gis", out, query=query).count == 1
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row == {"id": 1, "centre": "POINT(0.005 0.005)", "m2": "1230000",
+                   "edge": "LINESTRING(0 0,0 0.01,0.01 0.01,0.01 0,0 0)", "srid": 3857}
+
+
+@pytest.mark.parametrize("connection", BACKENDS)
+def test_a_row_over_the_row_cap_is_refused_by_number(ctx, connection, test_databases, scratch, tmp_path):
+    from orchestrator.sources.databases import ImportLimits, import_rows
+
+    name = scratch()
+    table = sa.Table(name, sa.MetaData(), sa.Column("n", sa.Integer),
+                     sa.Column("a", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")),
+                     sa.Column("b", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")))
+    # Every character JSON escapes or keeps as is, over more than one written slice (1 MiB).
+    text = ('quote " back \\ line \n tab \t é 漢 😀 \x01 ' * 90_000)[:3_000_000]
+    blob = bytes(range(256)) * 11_000  # 2.8 MB
+    with test_databases.admin[connection].begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [{"n": 1, "a": "small", "b": b"x"}, {"n": 2, "a": text, "b": blob}])
+    engine = ctx.resources.databases.engine(connection)
+    query = f"SELECT n, a, b FROM {name} ORDER BY n"
+    with pytest.raises(OperationError, match=rf"the import from connection '{connection}' read row 2 of 5816000 bytes, "
+                                             r"over the limit of 5000000 bytes for one row \(the server's "
+                                             r"CONSTELLATION_DB_MAX_ROW_BYTES\)"):
+        import_rows(engine, connection, tmp_path / "a.jsonl", query=query, limits=ImportLimits(max_row_bytes=5_000_000))
+    # Under the cap, the wide values are written in slices and read back whole, as json.dumps writes them.
+    out = tmp_path / "b.jsonl"
+    assert import_rows(engine, connection, out, query=query).count == 2
+    lines = out.read_text(encoding="utf-8").splitlines()
+    expected = {"n": 2, "a": text, "b": base64.b64encode(blob).decode()}
+    assert json.loads(lines[1]) == expected
+    assert lines[1] == json.dumps(expected, ensure_ascii=False)
+
+
+def test_a_wide_row_costs_about_its_size_once_more(test_databases, tmp_path):
+    """A row of two 50 MB texts peaked at +477 MB (the driver's copies, the str, the line, its bytes); now the
+    line is written in slices (+292 MB measured: libpq's buffer and result, and the str). Over the row cap
+    (64 MiB by default) it is refused by number; the pooled connection does not keep libpq's grown buffer."""
+    import subprocess
+    import sys
+
+    name = f"constellation_wide_{uuid.uuid4().hex[:12]}"
+    with test_databases.admin["samples"].begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {name} AS SELECT repeat('x', 50000000) AS a, repeat('y', 50000000) AS b")
+    url = test_databases.env["CONSTELLATION_DB_SAMPLES_URL"]
+    script = f"""
+from pathlib import Path
+import sqlalchemy as sa
+from orchestrator.sources import databases
+from orchestrator.engine import OperationError
+def mb(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) // 1024
+engine = sa.create_engine({url!r})
+with engine.connect() as conn:
+    conn.exec_driver_sql("SELECT 1")
+base = mb("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here
+out = Path({str(tmp_path / 'w.jsonl')!r})
+try:
+    databases.import_rows(engine, "samples", out, query="SELECT a, b FROM {name}")
+except OperationError as exc:
+    print("refused:", exc)
+limits = databases.ImportLimits(max_row_bytes=200_000_000)
+print("count", databases.import_rows(engine, "samples", out, query="SELECT a, b FROM {name}", limits=limits).count)
+print("size", out.stat().st_size)
+print("peak_mb", mb("VmHWM:") - base)
+print("kept_mb", mb("VmRSS:") - base)
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        test_databases.drop("samples", name)
+    report = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert report["refused:"] == (
+        "the import from connection 'samples' read row 1 of 100000000 bytes, over the limit of 67108864 bytes for "
+        "one row (the server's CONSTELLATION_DB_MAX_ROW_BYTES); select fewer or smaller columns"), done.stdout
+    assert report["count"] == "1" and report["size"] == "100000019"
+    assert int(report["peak_mb"]) < 360, done.stdout  # was 477
+    assert int(report["kept_mb"]) < 30, done.stdout  # was ~96 MB held by the pooled connection
+
+
+def test_the_servers_row_cap_and_time_limit_reach_the_op(ctx):
+    assert ctx.resources.workspace.database_limits().statement_timeout_s == 120
+    ctx.resources.workspace = ctx.resources.workspace.model_copy(update={"db_max_row_bytes": 10})
+    with pytest.raises(OperationError, match="read row 1 of 12 bytes, over the limit of 10 bytes for one row"):
+        ops.import_from_database(ctx, "samples", query="SELECT 'twelve bytes' AS t")
