@@ -144,3 +144,27 @@ def test_a_failed_run_resumes_from_the_bucket(s3_stack, api: httpx.Client, s3_en
     assert all(Image.open(io.BytesIO(stack.fetch(f["uri"]))).size == (40, 40) for f in first["output"]["files"])
     assert all(Image.open(io.BytesIO(stack.fetch(f["uri"]))).size == (20, 20) for f in second["output"]["files"])
     nothing_local(stack, scratch)
+
+
+def test_an_export_into_the_runs_prefix_is_refused(s3_stack, api: httpx.Client, s3_env: dict[str, str]):
+    """export_to_s3 cannot write where runs keep their kept outputs (it would forge what a retry reads);
+    beside them, the default prefix (constellation/<run id>/) of the same bucket still takes exports."""
+    stack, scratch = s3_stack
+
+    def export(**where) -> dict:
+        data = {"operation": "import_from_local", "parameters": {"path": "samples/Fire"}}
+        body = {"instructions": [{"operation": "export_to_s3", "parameters": {"data": data, **where}}]}
+        return stack.wait_for_run(api.post("/execute", json=body).json()["run_id"])
+
+    refused = export(bucket=BUCKET, prefix=f"{PREFIX}/runs")  # objects would land in its own run folder
+    assert refused["run_status"] == "FAILURE", refused
+    message = refused["error"]["message"]
+    assert f"CONSTELLATION_ARTIFACT_ROOT keeps runs under s3://{BUCKET}/{PREFIX}/runs/; choose another" in message
+    layout = ("nodes/", "kept/", "progress.json", "results.json")
+    assert all(k.startswith(layout) for k in stored_keys(s3_env, refused["run_id"])), "nothing exported into it"
+
+    exported = export(bucket=BUCKET)
+    assert exported["run_status"] == "SUCCESS", (exported, stack.log_tail())
+    [result] = api.get(f"/runs/{exported['run_id']}/results").json()["results"]
+    assert result["output"]["destination"] == f"s3://{BUCKET}/constellation/{exported['run_id']}/"
+    nothing_local(stack, scratch)

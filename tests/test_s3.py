@@ -258,3 +258,55 @@ def test_a_server_without_credentials_says_what_to_set(ctx, monkeypatch, tmp_pat
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(OperationError, match=f"cannot read s3://{SAMPLE_BUCKET}/images/a.jpg: the server has no S3"):
         ops.import_from_s3(ctx, SAMPLE_BUCKET, key="images/a.jpg")
+
+
+# The run store: with CONSTELLATION_ARTIFACT_ROOT=s3://bucket/prefix, runs keep their kept outputs,
+# progress and results under <prefix>/runs/; no import reads there and no export writes there.
+
+
+@pytest.fixture
+def store_run(tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, bucket: str):
+    """A run of a server whose runs live in s3://<bucket>/team/constellation (the test's own bucket)."""
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=f"s3://{bucket}/team/constellation/")
+    run_dir = tmp_path / "scratch" / "runs" / str(uuid.uuid4())
+    return RunContext(run_dir=run_dir, resources=SimpleNamespace(workspace=workspace, s3=S3Storage.from_env()))
+
+
+REFUSED = "CONSTELLATION_ARTIFACT_ROOT keeps runs under s3://{bucket}/team/constellation/runs/; choose another"
+
+
+@pytest.mark.parametrize("prefix", ["team/constellation/runs", "team/constellation/runs/", "/team/constellation/runs",
+                                    "team//constellation/runs", "team/./constellation/runs",
+                                    "team/x/../constellation/runs"])
+def test_an_export_into_the_run_store_is_refused(store_run, client, bucket, tmp_path, prefix):
+    data = files(tmp_path, {"kept/manifest.json": b"{}"})  # what would land on the run's own manifest
+    with pytest.raises(OperationError, match=REFUSED.format(bucket=bucket)):
+        ops.export_to_s3(store_run, data, bucket, prefix=prefix)
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, "nothing was written"
+
+
+def test_an_export_beside_the_run_store_is_written(store_run, client, bucket, tmp_path):
+    """The default prefix (constellation/<run id>/) and the store's own prefix outside runs/ stay usable."""
+    data = files(tmp_path, {"a.jpg": b"x"})
+    assert ops.export_to_s3(store_run, data, bucket).destination == f"s3://{bucket}/constellation/{store_run.run_id}/"
+    exported = ops.export_to_s3(store_run, data, bucket, prefix="team/constellation/exports")
+    assert exported.destination == f"s3://{bucket}/team/constellation/exports/{store_run.run_id}/"
+    assert ops.export_to_s3(store_run, data, bucket, prefix="team/constellation/runsheet").items
+
+
+@pytest.mark.parametrize("where", [{"prefix": ""}, {"prefix": "team/"}, {"prefix": "team/constellation/ru"},
+                                   {"prefix": "team/constellation/runs/"}, {"prefix": "team//constellation/runs/x"},
+                                   {"key": "team/constellation/runs/x/kept/manifest.json"},
+                                   {"key": "team/constellation/./runs/x/results.json"}])
+def test_an_import_from_the_run_store_is_refused(store_run, client, bucket, where):
+    client.put_object(Bucket=bucket, Key="team/constellation/runs/x/results.json", Body=b"{}")
+    with pytest.raises(OperationError, match=REFUSED.format(bucket=bucket)):
+        ops.import_from_s3(store_run, bucket, **where)
+
+
+def test_an_import_beside_the_run_store_reads(store_run, client, bucket):
+    client.put_object(Bucket=bucket, Key="team/inputs/a.txt", Body=b"a")
+    assert list(ops.import_from_s3(store_run, bucket, prefix="team/inputs/").files) == ["a.txt"]
+    assert list(ops.import_from_s3(store_run, SAMPLE_BUCKET, prefix="images/Fire/").files)

@@ -52,7 +52,9 @@ def import_from_local(
 ) -> FileDict:
     """Read a file, or every file in a folder, from the server's data root."""
     from orchestrator.sources import local
-    return FileDict(local.find_local_files(ctx.resources.workspace.data_path, path))
+    workspace = ctx.resources.workspace
+    reserved = local.reserved_folders(workspace.artifact_root, ctx.run_dir)  # never runs' files, nor Dagster's
+    return FileDict(local.find_local_files(workspace.data_path, path, reserved))
 
 
 def import_from_url(
@@ -468,8 +470,10 @@ def export_to_local(
 ) -> Exported:
     """Copy files (or a table as JSON Lines) to <output root>/<folder>/<run id>/, never over another run's."""
     from orchestrator.sources import local
-    target = Path(ctx.resources.workspace.output_root).resolve() / folder / ctx.run_id
-    return local.export_files(_files_of(data, ctx.node_dir), target, ctx.check_cancelled)
+    workspace = ctx.resources.workspace
+    target = Path(workspace.output_root).resolve() / folder / ctx.run_id
+    reserved = local.reserved_folders(workspace.artifact_root, ctx.run_dir)  # never runs' files, nor Dagster's
+    return local.export_files(_files_of(data, ctx.node_dir), target, ctx.check_cancelled, reserved)
 
 
 def _each_image(
@@ -552,6 +556,7 @@ def import_from_s3(
         out_dir=ctx.node_dir,
         expand=(lambda path: archives.expand(path, limits)) if unpack else None,
         check_cancelled=ctx.check_cancelled,
+        reserved=s3.reserved_areas(ctx.resources.workspace.artifact_root),  # never the runs' own objects
     )
     return FileDict(files)
 
@@ -592,7 +597,8 @@ def export_to_s3(
         raise OperationError("give bucket: this server has no default export bucket (CONSTELLATION_EXPORT_BUCKET)")
     store = s3.client(ctx.resources.s3.settings())
     files = _files_of(chosen, ctx.node_dir)
-    return s3.export_files(store, files, target, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled)
+    reserved = s3.reserved_areas(ctx.resources.workspace.artifact_root)  # never into the runs' own objects
+    return s3.export_files(store, files, target, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled, reserved)
 
 
 def write_csv(

@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from orchestrator.datasets import Exported, FileRef
 from orchestrator.engine import OperationError
+from orchestrator.runstore import normal_key, s3_runs_area
 
 # Keys asked for per listing request; S3's own maximum. Tests lower it to exercise paging.
 PAGE_SIZE = 1000
@@ -35,6 +36,39 @@ class S3Settings:
 
     endpoint_url: str | None = None
     region: str | None = None
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A part of a bucket operations never read or write: where the server keeps its runs.
+
+    A run's kept outputs, progress and results lie there; an import must not read other runs'
+    files, and an export must not write files that a retry or the gateway would then read.
+    """
+
+    bucket: str
+    prefix: str  # normalised (runstore.normal_key), ending with "/"
+    setting: str
+
+    def covers(self, bucket: str, key: str) -> bool:
+        """True when the object `key` of `bucket` lies in this area, as S3 or a store folding "//" reads it."""
+        return bucket.lower() == self.bucket.lower() and any(
+            k.startswith(self.prefix) for k in (key, normal_key(key)))
+
+    def meets(self, bucket: str, prefix: str) -> bool:
+        """True when listing `prefix` of `bucket` could return keys in this area (or the area holds it)."""
+        return bucket.lower() == self.bucket.lower() and any(
+            p.startswith(self.prefix) or self.prefix.startswith(p) for p in (prefix, normal_key(prefix)))
+
+    def refusal(self, what: str) -> OperationError:
+        return OperationError(f"{what}: {self.setting} keeps runs under s3://{self.bucket}/{self.prefix}; "
+                              "choose another bucket or prefix")
+
+
+def reserved_areas(artifact_root: str | Path | None) -> list[Reserved]:
+    """The areas of S3 operations must leave alone: the runs' prefix of an s3:// artifact root (none for a folder)."""
+    area = s3_runs_area(artifact_root) if artifact_root else None
+    return [Reserved(area[0], area[1], "CONSTELLATION_ARTIFACT_ROOT")] if area else []
 
 
 def client(settings: S3Settings) -> Any:
@@ -56,16 +90,23 @@ def import_objects(
     out_dir: Path,
     expand: Callable[[Path], dict[str, Path]] | None,
     check_cancelled: Callable[[], None],
+    reserved: list[Reserved] | tuple[Reserved, ...] = (),
 ) -> dict[str, Path]:
     """Download one object (`key`) or every object under `prefix` into `out_dir`.
 
     Names: a single key is named by its last segment; under a prefix, each key is named
     relative to the prefix's folder (the prefix up to its last "/"). `expand`, when given,
     turns each downloaded file into entries (an archive's members); under a prefix, members
-    are named `<archive's name>/<member path>` so that two archives never clash.
+    are named `<archive's name>/<member path>` so that two archives never clash. Nothing is read
+    from the `reserved` areas (a prefix whose listing could reach one is refused whole).
     """
     if (key is None) == (prefix is None):
         raise OperationError(f"bucket {bucket!r}: give exactly one of key (one object) or prefix (a folder)")
+    for area in reserved:
+        if key is not None and area.covers(bucket, key):
+            raise area.refusal(f"cannot read s3://{bucket}/{key}")
+        if prefix is not None and area.meets(bucket, prefix):
+            raise area.refusal(f"cannot read the objects under s3://{bucket}/{prefix}")
     if key is not None:
         if key.endswith("/"):
             raise OperationError(f"key {key!r} in bucket {bucket!r} ends with '/': a folder; use prefix instead")
@@ -125,8 +166,13 @@ def _entries(target: Path, name: str, expand: Callable[[Path], dict[str, Path]] 
     return {f"{name}/{member}": path for member, path in members.items()} if nest else members
 
 
-def export_files(s3: Any, refs: list[FileRef], bucket: str, base: str, check_cancelled: Callable[[], None]) -> Exported:
-    """Upload each file to s3://bucket/<base>/<its name>; never replace an object already there."""
+def export_files(s3: Any, refs: list[FileRef], bucket: str, base: str, check_cancelled: Callable[[], None],
+                 reserved: list[Reserved] | tuple[Reserved, ...] = ()) -> Exported:
+    """Upload each file to s3://bucket/<base>/<its name>; never replace an object already there, nor
+    write in the `reserved` areas (checked for every key before anything is uploaded)."""
+    for area in reserved:
+        if area.covers(bucket, base + "/"):
+            raise area.refusal(f"cannot write under s3://{bucket}/{base}/")
     keys = {}
     for ref in refs:
         if ref.name in keys:
@@ -134,6 +180,9 @@ def export_files(s3: Any, refs: list[FileRef], bucket: str, base: str, check_can
                 f"two files are named {ref.name!r}; each needs its own key under s3://{bucket}/{base}/"
             )
         keys[ref.name] = f"{base}/{ref.name}"
+        for area in reserved:
+            if area.covers(bucket, keys[ref.name]):
+                raise area.refusal(f"cannot write s3://{bucket}/{keys[ref.name]}")
     taken = set(_keys_under(s3, bucket, base + "/", check_cancelled)) & set(keys.values())
     if taken:
         raise OperationError(f"s3://{bucket}/{min(taken)} already exists; exports never overwrite")
