@@ -123,6 +123,7 @@ class Codec:
     def __init__(self, runs_root: Path):
         self.runs_root = runs_root
         self._prefix = str(runs_root).rstrip("/") + "/"
+        self._runs: dict[str, Path] = {}
 
     def dumps(self, output: Any) -> bytes:
         """The document keeping `output`; NotKept when it holds something this module does not keep."""
@@ -149,31 +150,32 @@ class Codec:
     # --- writing ---------------------------------------------------------------------------------
 
     def _encode(self, value: Any) -> Any:
+        cls = type(value)  # the common types by identity first: a dataset holds a few values per file
+        if cls is str:
+            if value.startswith(self._prefix):
+                return {TAG: "run-text", "ref": self._ref(value[len(self._prefix):])}
+            return value
+        kind = _BY_TYPE.get(cls)
+        if kind is not None:
+            fields = kind.fields(value)
+            return {TAG: kind.name, **{k: self._encode(v) for k, v in fields.items() if k != TAG}}
+        if isinstance(value, PurePath):
+            return self._encode_path(value)
         if value is None or isinstance(value, bool | int):
             return value
         if isinstance(value, float):
             if not math.isfinite(value):  # JSON has no NaN: kept as the text json.loads reads back
                 return {TAG: "float", "value": repr(value)}
             return value
-        if type(value) is str:
-            if value.startswith(self._prefix):
-                return {TAG: "run-text", "ref": self._ref(value[len(self._prefix):])}
-            return value
-        if isinstance(value, PurePath):
-            return self._encode_path(value)
-        if type(value) is list:
+        if cls is list:
             return [self._encode(v) for v in value]
-        if type(value) is tuple:
-            return {TAG: "tuple", "items": [self._encode(v) for v in value]}
-        kind = _BY_TYPE.get(type(value))
-        if kind is not None:
-            fields = kind.fields(value)
-            return {TAG: kind.name, **{k: self._encode(v) for k, v in fields.items() if k != TAG}}
-        if type(value) is dict or value is NO_FACTS:
-            if all(type(k) is str for k in value) and TAG not in value:
+        if cls is dict or value is NO_FACTS:
+            if TAG not in value and all(type(k) is str for k in value):
                 return {k: self._encode(v) for k, v in value.items()}
             return {TAG: "map", "items": [[self._encode(k), self._encode(v)] for k, v in value.items()]}
-        raise NotKept(f"{type(value).__module__}.{type(value).__qualname__} is not a type kept for retries")
+        if cls is tuple:
+            return {TAG: "tuple", "items": [self._encode(v) for v in value]}
+        raise NotKept(f"{cls.__module__}.{cls.__qualname__} is not a type kept for retries")
 
     def _encode_path(self, path: PurePath) -> dict[str, str]:
         text = str(path)
@@ -250,7 +252,11 @@ class Codec:
         if not isinstance(ref, str) or not _is_ref(ref):
             raise BadKept(f"run file reference {ref!r}")
         refs.add(ref)
-        return self.runs_root / ref
+        run_id, _, rel = ref.partition("/")
+        folder = self._runs.get(run_id)
+        if folder is None:  # one Path per run: its files' paths share it
+            folder = self._runs[run_id] = self.runs_root / run_id
+        return folder / rel
 
 
 def _is_ref(ref: str) -> bool:
