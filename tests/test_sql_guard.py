@@ -437,3 +437,18 @@ def test_every_allowed_function_passes(dialect):
         else:
             refused[name] = errors[0]
     assert not refused, refused
+
+
+def test_the_readme_lists_the_allowed_functions():
+    """Refusals point to the README's list: it must be the guard's own."""
+    import re
+    from pathlib import Path
+
+    from orchestrator.sources.sql_guard import ALLOWED_FUNCTIONS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("<summary>Functions an import may call</summary>")
+    block = readme[start:readme.index("</details>", start)]
+    parts = re.split(r"\n(?:MySQL and MariaDB|SQLite)\b[^\n]*:\n", block.split(":\n", 1)[1])
+    listed = [set(re.findall(r"[a-z_0-9]+", part)) for part in parts]
+    assert listed == [set(ALLOWED_FUNCTIONS[d]) for d in ("postgresql", "mysql", "sqlite")]
