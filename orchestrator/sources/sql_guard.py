@@ -4,9 +4,12 @@ The statement is parsed with a real SQL parser (sqlglot) in the connection's dia
 MySQL for MariaDB/MySQL, SQLite), and only what parses as exactly one read runs: SELECT,
 WITH ... SELECT, UNION/INTERSECT/EXCEPT of those, VALUES, or a plain EXPLAIN of one of these.
 The parsed tree is then walked: SELECT ... INTO (a file, a table or variables), locking clauses
-(FOR UPDATE/SHARE, LOCK IN SHARE MODE), any statement nested inside (a data-modifying CTE) and the
-functions that reach the server's files, other servers or other sessions (LOAD_FILE, pg_read_file,
-lo_import, dblink, ...) are refused.
+(FOR UPDATE/SHARE, LOCK IN SHARE MODE) and any statement nested inside (a data-modifying CTE) are
+refused. Functions are allowed, not denied: a call runs only if the name it is written with is on
+the dialect's list of functions of analysis (ALLOWED_FUNCTIONS, and ST_* for PostGIS), so whatever
+reaches files, other servers, other sessions, settings or sleeps is refused by name, including the
+ones nobody thought to list. Relations of the system schemas that show other sessions, settings or
+secrets (pg_stat_activity, pg_authid, PROCESSLIST, mysql.*, performance_schema.*) are refused too.
 
 A parser only helps if it splits the text the way the database will. So, before parsing:
 
@@ -21,9 +24,11 @@ A parser only helps if it splits the text the way the database will. So, before 
   comment as comment. Any disagreement is refused, since it is exactly where a statement could hide.
 - MySQL comments the server executes (`/*! ... */`, `/*M! ... */`) or reads (`/*+ ... */` hints,
   which can set variables) are refused.
+- PostgreSQL's U&"..." and U&'...' (and UESCAPE) are refused: the server decodes U&"pg\\005fread\\005ffile"
+  to pg_read_file, a name no check of the text as written would see.
 
 The read-only transaction (see databases.py) is the second layer: it is what stops a write that
-these checks did not recognise (a user function that writes, for instance).
+these checks did not recognise (an operator or a type's input function a database user defined, say).
 """
 
 from __future__ import annotations
