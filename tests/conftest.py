@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import stack as launcher  # noqa: E402
 
 import comparison_samples  # noqa: E402
-from sample_data import write_samples  # noqa: E402
+from sample_data import write_samples, write_stac_sample  # noqa: E402
 
 # Each family of sources brings its local server and the settings the stack needs to reach it.
 pytest_plugins = ["services_s3", "services_drive", "services_databases", "services_models"]
@@ -82,6 +82,7 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
     write_samples(data_root)
     # What `make run` writes for the comparisons (their tables live in the `samples` database).
     comparison_samples.write_files(data_root)
+    write_stac_sample(data_root)  # the sample satellite scene and its STAC catalog (sample_dags.txt)
     env = {
         **os.environ,
         "CONSTELLATION_API_PORT": str(api_port),

@@ -406,8 +406,8 @@ def stac_item_facts(item: pystac.Item) -> dict[str, Any]:
 
 def _ref(name: str, path: Path, item: dict[str, Any], names: list[str | None] | None) -> FileRef:
     meta, count = _raster_facts(path)
-    if names and (count is None or len(names) == count) and not meta.get("bands"):
-        meta["bands"] = names  # a file fetched as published, without band descriptions: STAC names them
+    if names and (count is None or len(names) == count):
+        meta["bands"] = names  # STAC's names, also for a file fetched as published with descriptions of its own
     meta["stac_item"] = item
     return FileRef(name, path, meta)
 
