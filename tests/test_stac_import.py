@@ -199,6 +199,17 @@ def test_a_local_catalog_whose_asset_lies_outside_the_data_root_is_refused(ctx, 
         ops.import_from_stac(ctx, "stac/catalog.json")
 
 
+def test_a_local_catalog_may_not_reach_where_runs_are_kept(tmp_path, data):
+    kept = data / "runs" / "some-run" / "nodes" / "x" / "B04.tif"  # the artifact root lies in the data root here
+    write_cog(kept, 64)
+    made = item("kept", wgs84_bounds(kept), "2024-06-01T00:00:00+00:00", 1.0, {"B04": (str(kept), [])})
+    catalog(data / "stac", [made])
+    workspace = Workspace(data_root=str(data), artifact_root=str(data / "runs"), url_allow_private=True)
+    ctx = RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace))
+    with pytest.raises(OperationError, match="lies in CONSTELLATION_ARTIFACT_ROOT"):
+        ops.import_from_stac(ctx, "stac/catalog.json")
+
+
 # stack=true
 
 

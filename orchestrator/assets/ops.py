@@ -124,12 +124,13 @@ def import_from_stac(
     max_items: Annotated[int, Field(ge=1, le=1000, description="at most this many items")] = 10,
 ) -> FileList:
     """Find items in a STAC API or static catalog and fetch their assets (a bbox's window only, by range reads)."""
-    from orchestrator.sources import stac
+    from orchestrator.sources import local, stac
     workspace = ctx.resources.workspace
     request = stac.StacRequest(url, collections, bbox, datetime, query, filter, assets, stack, max_items)
     return FileList(stac.import_from_stac(
         request, data_root=workspace.data_path, policy=workspace.url_policy(), out_dir=ctx.node_dir,
         max_samples=workspace.max_raster_samples, check_cancelled=ctx.check_cancelled, log=ctx.log,
+        reserved=local.reserved_folders(workspace.artifact_root, ctx.run_dir),  # never runs' files, nor Dagster's
     ))
 
 

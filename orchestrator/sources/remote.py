@@ -163,6 +163,7 @@ class RangeFile(io.RawIOBase):
         self._cached = 0
         self._lock = threading.Lock()
         self._pos = 0
+        self.fetched = read_ahead
         # The first request also learns the size; a COG keeps its header (and its overviews' headers) first.
         data, size = client.read_range(target, 0, read_ahead)
         if size is None:
@@ -201,6 +202,10 @@ class RangeFile(io.RawIOBase):
                 self._segments.move_to_end(offset)
                 return data[start - offset : end - offset]
         length = min(max(end - start, self._read_ahead), self.size - start)
+        self.fetched += length
+        if self.fetched > self._client.policy.max_bytes:  # the same cap as a whole download of it
+            raise OperationError(f"reading {shown(self._url)} took more than the limit of "
+                                 f"{self._client.policy.max_bytes} bytes")
         data, _ = self._client.read_range(self._url, start, length)
         if len(data) != length:
             raise OperationError(f"{shown(self._url)} sent {len(data)} bytes for a range of {length}")

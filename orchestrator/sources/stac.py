@@ -67,13 +67,13 @@ def check_bbox(bbox: Sequence[float] | None) -> None:
 
 def import_from_stac(
     request: StacRequest, *, data_root: Path, policy: UrlPolicy, out_dir: Path, max_samples: int | None,
-    check_cancelled: Callable[[], None] = lambda: None, log: Any = None,
+    reserved: Sequence[local.Reserved] = (), check_cancelled: Callable[[], None] = lambda: None, log: Any = None,
 ) -> list[FileRef]:
     """The assets of the items that match `request`, as rasters named <item id>/<asset key>.tif (or <item id>.tif)."""
     check_bbox(request.bbox)
     datetime = normalized_datetime(request.datetime)
     with PolicedClient(policy, check_cancelled) as client:
-        documents = Documents(client, data_root.resolve())
+        documents = Documents(client, data_root.resolve(), reserved)
         items = find_items(documents, request, datetime)
         fetcher = Fetcher(client, out_dir, max_samples, check_cancelled, log)
         refs: list[FileRef] = []
@@ -104,9 +104,9 @@ def normalized_datetime(text: str | None) -> str | None:
 class Documents(pystac.StacIO):
     """Reads STAC JSON for pystac: http(s) through the policed client, local files only under the data root."""
 
-    def __init__(self, client: PolicedClient, data_root: Path):
+    def __init__(self, client: PolicedClient, data_root: Path, reserved: Sequence[local.Reserved] = ()):
         super().__init__()
-        self.client, self.data_root = client, data_root
+        self.client, self.data_root, self.reserved = client, data_root, list(reserved)  # runs' folders: never read
         self.remote_origin = False  # set when the catalog came over HTTP: it may then not name local files
         self.read_count = 0
         self._first: dict[str, str] = {}
@@ -155,7 +155,7 @@ class Documents(pystac.StacIO):
         elif parts.scheme and len(parts.scheme) > 1:  # s3://, ftp://...: a drive letter is not a scheme
             raise OperationError(f"{href!r} is neither an http(s) URL nor a file under the data root")
         relative = os.path.relpath(os.path.abspath(href), self.data_root)
-        found = local.find_local_files(self.data_root, relative)
+        found = local.find_local_files(self.data_root, relative, self.reserved)
         if len(found) != 1 or Path(relative).name not in found:
             raise OperationError(f"{relative!r} is a folder, not a STAC document or an asset file")
         return next(iter(found.values()))
@@ -239,7 +239,7 @@ def _local_entry(documents: Documents, relative: str) -> Path:
     """A catalog under the data root: its JSON file, or a folder holding catalog.json / collection.json."""
     if Path(relative).is_absolute():
         raise OperationError(f"url {relative!r}: give an http(s) URL, or a path relative to the data root")
-    found = local.find_local_files(documents.data_root, relative)
+    found = local.find_local_files(documents.data_root, relative, documents.reserved)
     if len(found) == 1 and Path(relative).name in found:
         return next(iter(found.values()))
     for name in ("catalog.json", "collection.json"):
