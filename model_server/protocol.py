@@ -87,7 +87,7 @@ class InferInput(_Message):
         """The bytes of its values after the JSON header; None when they are in `data`."""
         return self.parameters.get("binary_data_size") if self.data is None else None
 
-    def attach(self, raw: bytes) -> None:
+    def attach(self, raw: bytes | memoryview) -> None:
         """Take its values from the body's binary part (little-endian, row-major); InputMismatch when they do not
         fit its shape and datatype."""
         count = math.prod(self.shape)
@@ -233,16 +233,18 @@ class InferRequest(_Message):
         return {} if value is None else value
 
 
-def split_binary(body: bytes, header_length: str) -> tuple[bytes, bytes]:
-    """A binary-extension body: its JSON header (the first `header_length` bytes) and the binary data after it."""
+def split_binary(body: bytes | memoryview, header_length: str) -> tuple[bytes, memoryview]:
+    """A binary-extension body: its JSON header (the first `header_length` bytes) and the binary data after it (a
+    view, not a copy)."""
     if not header_length.strip().isdigit() or int(header_length) > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length is {header_length[:40]!r}; it must be the byte length "
                            f"of the JSON at the start of the body (at most {len(body)})")
     length = int(header_length)
-    return body[:length], body[length:]
+    view = memoryview(body)
+    return bytes(view[:length]), view[length:]
 
 
-def attach_binary(request: InferRequest, binary: bytes) -> None:
+def attach_binary(request: InferRequest, binary: bytes | memoryview) -> None:
     """Give each binary input its bytes, in the order of the inputs; InputMismatch when the sizes do not add up."""
     offset = 0
     for item in request.inputs:

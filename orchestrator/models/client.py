@@ -323,9 +323,12 @@ class ModelServer:
             "outputs": [{"name": output, "parameters": {"binary_data": True}} for output in outputs],
             "parameters": parameters,
         }).encode()
+        # The tiles go out from their own memory, not copied into one body (megabytes per request).
+        body = _Body(header, memoryview(tiles.reshape(-1)).cast("B"))
+        headers = {BINARY_HEADER: str(len(header)), "Content-Type": "application/octet-stream",
+                   "Content-Length": str(len(header) + tiles.nbytes)}
         try:
-            response = self._call("POST", f"/v2/models/{slug(model_id)}/infer", content=header + tiles.tobytes(),
-                                  headers={BINARY_HEADER: str(len(header)), "Content-Type": "application/octet-stream"},
+            response = self._call("POST", f"/v2/models/{slug(model_id)}/infer", content=body, headers=headers,
                                   what=f"inference on {model_id}")
         except OperationError:  # the model may have been loaded again, from another graph: read it afresh next time
             self._metadata.pop(model_id, None)
@@ -346,7 +349,7 @@ class ModelServer:
         return answer
 
     def _call(self, method: str, path: str, json: Any = None, expect: tuple[int, ...] = (200,),
-              what: str = "", content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+              what: str = "", content: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
         what = what or f"{method} {path}"
 
         def attempt() -> httpx.Response:
@@ -450,6 +453,16 @@ def _server_message(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:300] or response.reason_phrase
     return str(body.get("error") or body.get("message") or body)[:500] if isinstance(body, dict) else str(body)[:300]
+
+
+class _Body:
+    """A request body of parts sent one after the other, any number of times (a retry sends it again)."""
+
+    def __init__(self, *parts: bytes | memoryview):
+        self.parts = parts
+
+    def __iter__(self) -> Any:
+        return iter(self.parts)
 
 
 def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) -> dict[str, np.ndarray]:

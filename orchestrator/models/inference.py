@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,33 +117,46 @@ def predict_tiles(
     check_cancelled: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One prediction per tile of a model that takes float tensors [N, C, H, W] (tensors.py): a class-id GeoTIFF
-    per tile (segmentation) or top-k labels (classification), each keeping the tile's place."""
+    per tile (segmentation) or top-k labels (classification), each keeping the tile's place.
+
+    The next batch's tiles are read (a thread of its own: rasterio lets go of the GIL) while the server works
+    on this one."""
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
     timing = Timing()
     wanted = model.output_wanted()
-    for batch in batches:
-        check_cancelled()
+
+    def read(batch: list[FileRef]) -> list[tensors.Tile]:
         for ref in batch:
             if ref.name in seen:
                 raise OperationError(f"two inputs are named {ref.name!r}; predictions are keyed by name")
             seen.add(ref.name)
-        tiles = [tensors.read_tile(ref, model, options.max_samples) for ref in batch]
-        # A model of any tile size takes each size as it is (one request per size in the batch); one of a fixed
-        # size gets smaller tiles padded to it (the padding is not valid, and is cut off the masks).
-        groups: dict[tuple[int, int], list[tensors.Tile]] = {}
-        for tile in tiles:
-            key = (0, 0) if model.height != -1 and model.width != -1 else tile.size
-            groups.setdefault(key, []).append(tile)
-        by_name: dict[str, dict[str, Any]] = {}
-        for group in groups.values():
-            stacked = tensors.stack(group, model)
-            answer = _timed(timing, len(group), lambda stacked=stacked: server.infer_tensor(
-                model.model_id, stacked, [wanted]))[wanted]
-            if len(answer) != len(group):
-                raise OperationError(f"{model.model_id}: sent {len(group)} tiles but the answer has {len(answer)}")
-            by_name.update(_tile_items(group, answer, model, options, len(timing.batch_sizes)))
-        items.extend(by_name[ref.name] for ref in batch)
+        return [tensors.read_tile(ref, model, options.max_samples) for ref in batch]
+
+    queue = iter(batches)
+    with ThreadPoolExecutor(1, thread_name_prefix="tiles") as reader:
+        current = next(queue, None)
+        pending = reader.submit(read, current) if current is not None else None
+        while current is not None and pending is not None:
+            check_cancelled()
+            tiles = pending.result()
+            batch, current = current, next(queue, None)
+            pending = reader.submit(read, current) if current is not None else None
+            # A model of any tile size takes each size as it is (one request per size in the batch); one of a fixed
+            # size gets smaller tiles padded to it (the padding is not valid, and is cut off the masks).
+            groups: dict[tuple[int, int], list[tensors.Tile]] = {}
+            for tile in tiles:
+                key = (0, 0) if model.height != -1 and model.width != -1 else tile.size
+                groups.setdefault(key, []).append(tile)
+            by_name: dict[str, dict[str, Any]] = {}
+            for group in groups.values():
+                stacked = tensors.stack(group, model)
+                answer = _timed(timing, len(group), lambda stacked=stacked: server.infer_tensor(
+                    model.model_id, stacked, [wanted]))[wanted]
+                if len(answer) != len(group):
+                    raise OperationError(f"{model.model_id}: sent {len(group)} tiles but the answer has {len(answer)}")
+                by_name.update(_tile_items(group, answer, model, options, len(timing.batch_sizes)))
+            items.extend(by_name[ref.name] for ref in batch)
     if not items:
         raise OperationError("there is nothing to run the model on: the data holds no files")
     return items, timing.stats(len(items), "images")
