@@ -39,7 +39,9 @@ def _literal_type(schema: dict) -> str:
         return " or ".join(_literal_type(option) for option in schema["anyOf"])
     if "enum" in schema:
         return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
-    if schema.get("type") == "array" and "items" in schema:
+    if schema.get("type") == "array" and "prefixItems" in schema:  # a tuple: each position its own type
+        return "[" + ", ".join(_literal_type(item) for item in schema["prefixItems"]) + "]"
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
         return f"list of {_literal_type(schema['items'])}"
     bounds = [f"{word} {schema[key]}" for key, word in (("minimum", "≥"), ("maximum", "≤")) if key in schema]
     return " ".join([str(schema.get("type", "JSON")), *bounds])

@@ -212,17 +212,22 @@ def from_schema(draw: st.DrawFn, schema: dict[str, Any]) -> Any:
         return draw(st.floats(low, schema.get("maximum"), allow_nan=False, allow_infinity=False,
                               exclude_min="exclusiveMinimum" in schema))
     if kind == "string":
-        if "pattern" in schema:  # no schema here bounds a patterned string's length otherwise
-            return draw(st.from_regex(schema["pattern"], fullmatch=True))
         low = schema.get("minLength", 0)
+        if "pattern" in schema:  # the pattern bounds the length, within minLength/maxLength when given
+            high = schema.get("maxLength", 10**9)
+            return draw(st.from_regex(schema["pattern"], fullmatch=True).filter(lambda s: low <= len(s) <= high))
         return draw(st.text(min_size=low, max_size=max(low, min(schema.get("maxLength", 12), 12))))
+    if kind == "array" and "prefixItems" in schema:  # a tuple (e.g. a bbox): each position its own schema
+        return [draw(from_schema(item)) for item in schema["prefixItems"]]
     if kind == "array":
         low = schema.get("minItems", 0)
         items = from_schema(schema.get("items", {"type": "integer"}))
         return draw(st.lists(items, min_size=low, max_size=max(low, min(schema.get("maxItems", 3), 3))))
     if kind == "object":
         values = from_schema(schema.get("additionalProperties", {"type": "string"}))
-        return draw(st.dictionaries(st.text(max_size=5), values, max_size=3))
+        names = schema.get("propertyNames")
+        keys = from_schema({"type": "string", **names}) if names else st.text(max_size=5)
+        return draw(st.dictionaries(keys, values, max_size=3))
     raise AssertionError(f"no generator for the schema {schema}")
 
 
