@@ -142,6 +142,28 @@ def test_where_tiles_overlap_the_nearest_tile_centre_wins(ctx, tmp_path):
     assert (pixels[0, :, :80] == 1).all() and (pixels[0, :, 80:] == 2).all()
 
 
+def test_a_segmentation_models_masks_are_merged_back_in_place(ctx, scene):
+    from orchestrator.datasets import Predictions
+
+    tiles = ops.tile_image(node(ctx, "tiles"), scene, tile_width=256, tile_height=256, overlap=32)
+    items = []
+    for tile in tiles:  # a "model" whose class is 1 where band 4 > 3000, nodata 255 where the input was nodata
+        pixels, profile, _, transform = read(tile.path)
+        mask = np.where(pixels[0] == 0, 255, (pixels[3] > 3000).astype(np.uint8))
+        path = ctx.run_dir / "masks" / (tile.name.replace("/", "_"))
+        out = rasters.output_profile(mask.shape[1], mask.shape[0], 1, "uint8", profile["crs"], transform, 255)
+        with rasters.write_like(path, out) as dst:
+            dst.write(mask, 1)
+        items.append({"name": tile.name, "mask": str(path)})
+    predictions = Predictions("seg", items, {}, ctx.run_dir / "p.json", task="image-segmentation",
+                              inputs={t.name: t.path for t in tiles})
+    [merged] = ops.mosaic(node(ctx, "mosaic"), predictions)
+    source = read(scene.refs[0].path)[0]
+    pixels, profile, _, transform = read(merged.path)
+    assert merged.name == "scene.tif" and transform == read(scene.refs[0].path)[3] and profile["nodata"] == 255
+    np.testing.assert_array_equal(pixels[0], np.where(source[0] == 0, 255, (source[3] > 3000).astype(np.uint8)))
+
+
 # select_bands
 
 

@@ -21,6 +21,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,10 @@ GDAL_OPTIONS = {
 BLOCK = 512
 
 
+@lru_cache(maxsize=1)
 def _quiet() -> None:
     # A plain TIFF (no georeferencing) is a raster too: its facts say so (crs null), not a warning per open.
+    # Once per process: each change to the warning filters costs every later warning check a cache miss.
     import warnings
 
     from rasterio.errors import NotGeoreferencedWarning
