@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 from pytest_httpserver import HTTPServer
@@ -138,6 +139,36 @@ def test_an_item_json_and_its_relative_assets_over_http(ctx, served, scene):
     item_url = url.replace("catalog.json", "S2A_1/S2A_1.json")
     [ref] = ops.import_from_stac(ctx, item_url, assets=["B08"], bbox=inner_bbox(scene / "B08.tif", 0, 0, 64, 64))
     assert ref.name == "S2A_1/B08.tif" and ref.meta["width"] == 64
+
+
+def test_a_server_that_ignores_range_costs_a_whole_download_with_the_same_window(ctx, tmp_path, scene, httpserver):
+    site = tmp_path / "plain"
+    one_item_catalog(site, scene, {"B04": ("B04.tif", [("B04", "red")])})
+    for path in ("/catalog.json", "/S2A_1/S2A_1.json", "/S2A_1/B04.tif"):  # whole bodies, 200, Range or not
+        httpserver.expect_request(path).respond_with_data((site / path.lstrip("/")).read_bytes())
+    bbox = inner_bbox(scene / "B04.tif", 256, 256, 128, 128)
+    [ref] = ops.import_from_stac(ctx, httpserver.url_for("/catalog.json"), bbox=bbox)
+    expected, _ = window_of(scene / "B04.tif", bbox)
+    with rasterio.open(ref.path) as got:
+        assert np.array_equal(got.read(), expected)
+    asked = [(request.headers.get("Range"), response.status_code) for request, response in httpserver.log
+             if request.path == "/S2A_1/B04.tif"]
+    assert asked[0][0] is not None and asked[0][1] == 200  # a range asked for, the whole file answered
+    assert not any((ctx.node_dir / ".whole").iterdir())  # the whole download is not left behind
+
+
+def test_a_window_of_an_asset_that_is_not_a_geotiff_is_refused(ctx, data, scene):
+    folder = data / "stac"
+    (folder / "S2A_1").mkdir(parents=True)
+    (folder / "S2A_1" / "preview.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    made = item("S2A_1", wgs84_bounds(scene / "B04.tif"), "2024-06-01T00:00:00+00:00", 1.0, {})
+    made.add_asset("preview", pystac.Asset(str(folder / "S2A_1" / "preview.png"), media_type=pystac.MediaType.PNG))
+    catalog(folder, [made])
+    corner = inner_bbox(scene / "B04.tif", 0, 0, 8, 8)
+    with pytest.raises(OperationError, match="asset 'preview' of item 'S2A_1' is image/png: a window"):
+        ops.import_from_stac(ctx, "stac/catalog.json", assets=["preview"], bbox=corner)
+    [ref] = ops.import_from_stac(ctx, "stac/catalog.json", assets=["preview"])  # without a bbox: the file as it is
+    assert ref.name == "S2A_1/preview.png" and ref.meta["stac_item"]["id"] == "S2A_1"
 
 
 def test_a_private_address_is_refused_before_any_request(tmp_path, data, served):
