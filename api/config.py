@@ -1,4 +1,4 @@
-"""Gateway settings, read once from the environment (DESIGN.md §6)."""
+"""Gateway settings, read once from the environment (docs/architecture.md#settings)."""
 
 from __future__ import annotations
 

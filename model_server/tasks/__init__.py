@@ -3,8 +3,8 @@
 transformers pipelines: image-classification, zero-shot-image-classification, object-detection,
 image-segmentation (semantic) and text-classification; ONNX Runtime: tabular-classification and
 tabular-regression, and image-classification and image-segmentation of an .onnx file (float tensors
-[N, C, H, W] of any number of bands, tasks/onnx_image.py). DESIGN.md §4 and the protocol table in the
-README say what each takes and answers.
+[N, C, H, W] of any number of bands, tasks/onnx_image.py). docs/architecture.md#routes and the
+README's table of tasks say what each takes and answers.
 """
 
 from __future__ import annotations
