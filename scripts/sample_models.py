@@ -43,13 +43,14 @@ def _forest_regressor(path: Path) -> Path:
 
 
 # Two land-cover segmenters of 4-band scenes (blue, green, red, near infrared; reflectance x 10000, as
-# Sentinel-2's B02, B03, B04, B08): class scores are 1x1 combinations of the bands, water where green
-# passes near infrared, vegetation where near infrared passes red (NDVI-like), bare soil where red
-# leads. The second weighs vegetation more and smooths its scores over 3x3 pixels, so the two disagree
-# on part of a scene, as two real models would.
-LAND_COVER_A = ([[0.0, 1e-3, 0.0, -1e-3], [0.0, 0.0, -1e-3, 1e-3], [0.0, -0.5e-3, 1e-3, -0.5e-3]], [0.0, -0.2, 0.0])
-LAND_COVER_B = ([[0.2e-3, 1e-3, 0.0, -1.2e-3], [0.0, 0.0, -1.5e-3, 1.5e-3], [0.0, -0.5e-3, 1e-3, -0.5e-3]],
-                [0.0, 0.1, 0.0])
+# Sentinel-2's B02, B03, B04, B08 and the sample scene of scripts/sample_data.py), classes named as the
+# sample labels (water, vegetation, bare). Class scores are 1x1 combinations of the bands: water where blue
+# passes near infrared, vegetation where near infrared passes red by 0.1 (NDVI-like), bare where red passes
+# blue. The second sets vegetation's margin lower and weighs bare ground less, then smooths its scores over
+# 3x3 pixels: on the sample scene the first agrees with the labels everywhere, the second calls about 10 %
+# of it (bare ground) vegetation, so the two differ as two real models would.
+LAND_COVER_A = ([[1e-3, 0.0, 0.0, -1e-3], [0.0, 0.0, -1e-3, 1e-3], [-2e-3, 0.0, 2e-3, 0.0]], [0.0, -1.0, 0.0])
+LAND_COVER_B = ([[1e-3, 0.0, 0.0, -1e-3], [0.0, 0.0, -1e-3, 1e-3], [-0.15e-3, 0.0, 0.15e-3, 0.0]], [0.0, -0.56, 0.0])
 
 
 def land_cover_segmenter(path: Path, variant: str = "a", tile: int | None = None) -> Path:

@@ -23,7 +23,7 @@ DETECTION_LABELS = ("person", "car", "dog")
 SEGMENTATION_LABELS = ("background", "road", "sky", "tree")
 SENTIMENT_LABELS = ("negative", "positive")
 IRIS_LABELS = ("setosa", "versicolor", "virginica")
-LAND_COVER_LABELS = ("water", "vegetation", "bare soil")
+LAND_COVER_LABELS = ("water", "vegetation", "bare")
 
 
 def make_image_classifier(

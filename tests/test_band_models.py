@@ -34,6 +34,8 @@ BANDS = ("blue", "green", "red", "nir")
 TILE = 32
 NODATA = 0
 CARD_CLASSES = ["cloud", "shadow", "clear"]
+# The card's z-score per band, in its band order (nir, red, green, blue).
+MEANS, STDDEVS = [2000.0, 500.0, 0.0, 1000.0], [0.5, 4.0, 1.0, 2.0]
 # name: (source under the models root, task)
 MODELS = {
     "land-a": ("land-cover-a.onnx", "image-segmentation"),
@@ -75,7 +77,8 @@ def mlm_card() -> dict:
                 "name": "bands", "bands": ["blue", "green", "red", "nir"][::-1],
                 "input": {"shape": [-1, 4, -1, -1], "dim_order": ["batch", "channel", "height", "width"],
                           "data_type": "float32"},
-                "value_scaling": [{"type": "z-score", "mean": 1000, "stddev": 2.0}] * 4,
+                "value_scaling": [{"type": "z-score", "mean": m, "stddev": d} for m, d in zip(MEANS, STDDEVS,
+                                                                                            strict=True)],
             }],
             "mlm:output": [{
                 "name": "logits", "tasks": ["semantic-segmentation"],
@@ -360,6 +363,10 @@ def test_the_server_counts_the_pipelines_requests_as_binary(server: ModelServerP
         == (2, 0)
 
 
+def card_scaled(bands: np.ndarray) -> np.ndarray:
+    return (bands.astype(np.float32) - np.float32(MEANS)[:, None, None]) / np.float32(STDDEVS)[:, None, None]
+
+
 def test_the_card_picks_bands_by_name_and_scales_them_unless_normalized(server: ModelServerProcess,
                                                                         models_root: Path, tmp_path: Path):
     values = scene(6)
@@ -368,20 +375,38 @@ def test_the_card_picks_bands_by_name_and_scales_them_unless_normalized(server: 
     predictions = ops.model_inference(run_context(tmp_path, server), "carded", FileList(refs))
     assert predictions.labels == CARD_CLASSES
     session = session_of(models_root / "carded.onnx")
+
+    def predicted(bands: np.ndarray) -> np.ndarray:
+        (logits,) = session.run(None, {"bands": bands[None].astype(np.float32)})
+        return logits[0].argmax(axis=0).astype(np.uint8)
+
+    unscaled_differs = 0
     for path, item in zip(paths, sorted(predictions.items, key=lambda i: i["name"]), strict=True):
         tile, _ = read(path)
-        chosen = (tile[::-1].astype(np.float32) - 1000) / 2  # nir, red, green, blue; z-score
-        (logits,) = session.run(None, {"bands": chosen[None]})
-        expected = logits[0].argmax(axis=0).astype(np.uint8)
-        expected[(tile == NODATA).all(axis=0)] = 255
+        expected = predicted(card_scaled(tile[::-1]))  # nir, red, green, blue; z-score
+        valid = ~(tile == NODATA).all(axis=0)
+        expected[~valid] = 255
         np.testing.assert_array_equal(read(Path(item["mask"]))[0][0], expected)
-    # Tiles a normalize_image made (its statistics kept with them) are not scaled again.
-    normalized = [FileRef(r.name, r.path, {"normalization": {"mean": [0] * 4, "std": [1] * 4}}) for r in refs]
-    again = ops.model_inference(run_context(tmp_path / "again", server), "carded", FileList(normalized))
-    tile, _ = read(paths[3])
-    (logits,) = session.run(None, {"bands": tile[::-1][None].astype(np.float32)})
-    item = next(i for i in again.items if i["name"] == paths[3].name)
-    np.testing.assert_array_equal(read(Path(item["mask"]))[0][0], logits[0].argmax(axis=0))
+        unscaled_differs += int(np.sum((predicted(tile[::-1]) != expected) & valid))
+    assert unscaled_differs > 100, "the scaling should change predictions, or this test shows nothing"
+    # Tiles normalize_image made are not scaled again by the card: its statistics are kept with them.
+    ctx = run_context(tmp_path / "again", server)
+    normalized = ops.normalize_image(ctx, FileList(refs), mean=[500.0] * 4, std=[4.0] * 4)
+    assert all(ref.meta.get("normalization") for ref in normalized)
+    again = ops.model_inference(ctx, "carded", normalized)
+    scaled_twice_differs = 0
+    for ref in normalized:
+        tile, _ = read(ref.path)
+        expected = predicted(tile[::-1])
+        valid = ~(tile == -9999).all(axis=0)
+        expected[~valid] = 255
+        item = next(i for i in again.items if i["name"] == ref.name)
+        np.testing.assert_array_equal(read(Path(item["mask"]))[0][0], expected)
+        scaled_twice_differs += int(np.sum((predicted(card_scaled(tile[::-1])) != expected) & valid))
+    assert scaled_twice_differs > 100
+    # Without their facts (a FileDict of them read afresh), the tag in the files says the same.
+    bare = ops.model_inference(ctx, "carded", FileList([FileRef(r.name, r.path) for r in normalized]))
+    assert [i["class_pixels"] for i in bare.items] == [i["class_pixels"] for i in again.items]
     # A tile without the card's bands is refused naming what it lacks and what it has.
     unnamed = write_tiles(tmp_path / "other", scene(7, bands=4), described=False)
     with rasterio.open(unnamed[0], "r+") as dataset:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.datasets import FileRef
 from orchestrator.engine import OperationError
 from orchestrator.models.client import labels_of, parameter
+from orchestrator.transforms.raster_values import NORMALIZATION_TAG
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,7 +96,7 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
     from orchestrator.transforms import rasters
 
     place: dict[str, Any] = {k: ref.meta[k] for k in PLACE if k in ref.meta}
-    normalized = bool(ref.meta.get("normalization") or ref.meta.get("normalized"))
+    normalized = bool(ref.meta.get("normalization"))
     if ref.path.suffix.lower() == ".npy":
         values = _npy(ref)
         valid = np.isfinite(values).all(axis=0)
@@ -106,8 +107,8 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
             values = dataset.read(indexes, out_dtype="float32")
             valid = dataset.dataset_mask() > 0
             place = {**place, **{k: v for k, v in rasters.facts(dataset).items() if k in PLACE}}
-            # normalize_image keeps the statistics it used in the GeoTIFF's tags
-            normalized = normalized or any(k.lower().startswith("normaliz") for k in dataset.tags())
+            # normalize_image keeps the statistics it used in the GeoTIFF's tags as well as in its facts
+            normalized = normalized or NORMALIZATION_TAG in dataset.tags()
     else:
         values, valid = _picture(ref, max_samples)
     if model.bands != -1 and values.shape[0] != model.bands:
