@@ -28,7 +28,7 @@ DagsterDep = Annotated[DagsterClient, Depends(get_dagster)]
 
 def get_store(settings: SettingsDep) -> RunStore:
     """Where runs keep their files (CONSTELLATION_ARTIFACT_ROOT): a folder, or s3://bucket/prefix."""
-    return open_store(settings.artifact_root)
+    return open_store(settings.artifact_root, settings.s3_endpoint_url, settings.s3_region)
 
 
 StoreDep = Annotated[RunStore, Depends(get_store)]

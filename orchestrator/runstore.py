@@ -8,7 +8,8 @@ to work in: the store's own folder when it is local, a scratch folder per run ot
 
 Credentials are never ours: boto3 finds them in its standard chain (AWS_* variables, a profile, a
 role). The endpoint is CONSTELLATION_S3_ENDPOINT_URL (and the region CONSTELLATION_S3_REGION), as
-for the S3 operations (orchestrator/sources/s3.py).
+for the S3 operations (orchestrator/sources/s3.py): both are `contract.StoreSettings`, and both
+build their client with `s3_client` below.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlparse
+
+from orchestrator.contract import SharedSettings
 
 RUNS = "runs"
 CHUNK_BYTES = 256 * 1024
@@ -340,19 +343,31 @@ class S3RunStore(RunStore):
             raise RunStoreError(f"cannot {action} s3://{self.bucket}/{key}: {exc}") from None
 
 
-def _client(endpoint_url: str | None, region: str | None) -> Any:
-    import boto3
+def s3_client(endpoint_url: str | None, region: str | None, *,
+              checksums: Literal["when_supported", "when_required"] = "when_supported",
+              max_pool_connections: int = 10) -> Any:
+    """A new boto3 S3 client with standard retries; credentials come from boto3's chain.
+
+    `checksums` is boto3's request_checksum_calculation and response_checksum_validation:
+    "when_supported" (boto3's default) for the S3 operations, "when_required" for the run store.
+    `max_pool_connections` (boto3's default 10) bounds the connections kept for concurrent requests.
+    """
+    import boto3  # here, not at the top: the gateway opens a local store without loading botocore
     from botocore.config import Config
 
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
-        # Checksums only where S3 requires them: boto3's newer defaults (aws-chunked uploads with
-        # trailing checksums) are refused by some S3-compatible stores, and cost CPU per request.
-        config=Config(retries={"mode": "standard"}, max_pool_connections=4 * TRANSFER_THREADS,
-                      request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+        config=Config(retries={"mode": "standard"}, max_pool_connections=max_pool_connections,
+                      request_checksum_calculation=checksums, response_checksum_validation=checksums),
     )
+
+
+def _client(endpoint_url: str | None, region: str | None) -> Any:
+    # Checksums only where S3 requires them: boto3's newer defaults (aws-chunked uploads with
+    # trailing checksums) are refused by some S3-compatible stores, and cost CPU per request.
+    return s3_client(endpoint_url, region, checksums="when_required", max_pool_connections=4 * TRANSFER_THREADS)
 
 
 def is_store_url(root: str | Path) -> bool:
@@ -390,14 +405,16 @@ def s3_runs_area(root: str | Path) -> tuple[str, str] | None:
 def open_store(root: str | Path, endpoint_url: str | None = None, region: str | None = None) -> RunStore:
     """The store for CONSTELLATION_ARTIFACT_ROOT `root`: S3 for `s3://bucket/prefix`, else a local folder.
 
-    The endpoint and region default to CONSTELLATION_S3_ENDPOINT_URL and CONSTELLATION_S3_REGION.
+    The endpoint and region, when not given, are the settings' (CONSTELLATION_S3_ENDPOINT_URL and
+    CONSTELLATION_S3_REGION, read through `contract.SharedSettings`).
     """
     parts = _s3_parts(str(root))
     if parts is None:
         return LocalRunStore(root)
-    return _s3_store(parts[0], parts[1],
-                     endpoint_url or os.environ.get("CONSTELLATION_S3_ENDPOINT_URL") or None,
-                     region or os.environ.get("CONSTELLATION_S3_REGION") or None)
+    if not (endpoint_url and region):
+        settings = SharedSettings()
+        endpoint_url, region = endpoint_url or settings.s3_endpoint_url, region or settings.s3_region
+    return _s3_store(parts[0], parts[1], endpoint_url or None, region or None)
 
 
 def warm_up(root: str | Path | None = None) -> None:
@@ -406,7 +423,7 @@ def warm_up(root: str | Path | None = None) -> None:
     A boto3 client takes 0.25-0.4 s to build in a fresh process (it reads botocore's service
     model): a run's process, which imports this module seconds before its first write, has it ready.
     """
-    root = str(root if root is not None else os.environ.get("CONSTELLATION_ARTIFACT_ROOT", ""))
+    root = str(root if root is not None else SharedSettings().artifact_root)
     if is_store_url(root):
 
         def build() -> None:

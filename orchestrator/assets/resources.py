@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource, InitResourceContext, ResourceDefinition
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr, field_validator
 
 from orchestrator import runs, runstore
-from orchestrator.contract import SharedSettings
+from orchestrator.contract import S3Location, SharedSettings, StoreSettings, blank_is_unset
 
 # The clients behind these resources load when a run first uses them, not when the code location starts.
 if TYPE_CHECKING:
@@ -28,11 +28,10 @@ if TYPE_CHECKING:
 DRIVE_PUBLIC_DOWNLOAD_URL = "https://drive.usercontent.google.com/download"
 
 
-class ServerSettings(SharedSettings):
-    """Every setting of the code location, read once from its environment (CONSTELLATION_<NAME>).
+class WorkspaceSettings(StoreSettings):
+    """The Workspace resource's fields, declared once: ServerSettings reads them, Workspace carries them.
 
-    The resources below are built from these values; run config cannot change them (server_setting).
-    Secrets are not here: credentials stay in the environment and are read where they are used.
+    A field added here is a setting CONSTELLATION_<FIELD> and `ctx.resources.workspace.<field>`.
     """
 
     data_root: str = "./data"
@@ -51,9 +50,26 @@ class ServerSettings(SharedSettings):
     db_max_row_bytes: int = 64 * 1024**2
     db_statement_timeout_s: float = 120.0
     db_export_any_schema: bool = False
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
+
+
+class S3StorageSettings(S3Location):
+    """The S3Storage resource's fields (the endpoint and region are the run store's, contract.S3Location)."""
+
+    # export_to_s3 writes here when a pipeline names no bucket (the original clients never do).
     export_bucket: str | None = None
+
+    _blank_is_unset = field_validator("export_bucket", mode="before")(blank_is_unset)
+
+
+class ServerSettings(SharedSettings, WorkspaceSettings, S3StorageSettings):
+    """Every setting of the code location, read once from its environment (CONSTELLATION_<NAME>).
+
+    The resources below are built from these values (`resources()`); run config cannot change them
+    (server_setting). A resource whose fields are a settings class above (Workspace, S3Storage)
+    takes them as they are; the others are given theirs by name in `resources()`.
+    Secrets are not here: credentials stay in the environment and are read where they are used.
+    """
+
     google_api_endpoint: str | None = None
     google_download_url: str = DRIVE_PUBLIC_DOWNLOAD_URL
     model_server_timeout_s: float = 120.0
@@ -62,11 +78,9 @@ class ServerSettings(SharedSettings):
 
     def resources(self) -> dict[str, ConfigurableResource]:
         """The resources ops use (`ctx.resources.<key>`), with these values."""
-        workspace = {name: getattr(self, name) for name in Workspace.model_fields}
         return {
-            "workspace": Workspace(**workspace),
-            "s3": S3Storage(endpoint_url=self.s3_endpoint_url or None, region=self.s3_region or None,
-                            export_bucket=self.export_bucket or None),
+            "workspace": Workspace(**self._fields_of(WorkspaceSettings)),
+            "s3": S3Storage(**self._fields_of(S3StorageSettings)),
             "google_drive": GoogleDrive(api_endpoint=self.google_api_endpoint or None,
                                         download_url=self.google_download_url or DRIVE_PUBLIC_DOWNLOAD_URL,
                                         download_max_bytes=self.url_max_bytes),
@@ -75,6 +89,14 @@ class ServerSettings(SharedSettings):
                 url=self.model_server_url, timeout_s=self.model_server_timeout_s,
                 retry_attempts=self.model_server_retry_attempts, lease_ttl_s=self.model_server_lease_ttl_s),
         }
+
+    def _fields_of(self, group: type[BaseModel]) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in group.model_fields}
+
+
+def _default(settings: type[BaseModel], name: str) -> Any:
+    """A setting's declared default, for the resource field it fills: the value is written once, there."""
+    return settings.model_fields[name].default
 
 
 @dataclass(frozen=True)
@@ -112,29 +134,12 @@ def server_setting(resource: ConfigurableResource) -> ResourceDefinition:
                               description=resource.get_resource_definition().description)
 
 
-class Workspace(ConfigurableResource):
+class Workspace(ConfigurableResource, WorkspaceSettings):
     """The folders a run may use and the limits on what it may fetch and unpack.
 
-    Built from ServerSettings: each field from `CONSTELLATION_<FIELD>` (e.g. CONSTELLATION_DATA_ROOT).
+    Its fields are WorkspaceSettings' (the artifact root and its S3 endpoint included), built from
+    ServerSettings: each from `CONSTELLATION_<FIELD>` (e.g. CONSTELLATION_DATA_ROOT).
     """
-
-    data_root: str = "./data"
-    artifact_root: str = "./.artifacts"  # a folder, or s3://bucket/prefix (orchestrator/runstore.py)
-    output_root: str = "./outputs"
-    url_max_bytes: int = 2 * 1024**3
-    url_allow_private: bool = False
-    archive_max_bytes: int = 10 * 1024**3
-    archive_max_files: int = 100_000
-    max_image_pixels: int = 200_000_000
-    max_tiles_per_image: int = 10_000
-    # width × height × bands of a raster read or written (orchestrator/transforms/rasters.py says why 4e9)
-    max_raster_samples: int = 4_000_000_000
-    db_max_rows: int = 10_000_000
-    db_max_bytes: int = 2 * 1024**3
-    db_max_value_bytes: int = 64 * 1024**2
-    db_max_row_bytes: int = 64 * 1024**2
-    db_statement_timeout_s: float = 120.0
-    db_export_any_schema: bool = False
 
     @classmethod
     def from_env(cls) -> Workspace:
@@ -146,7 +151,7 @@ class Workspace(ConfigurableResource):
 
     def run_store(self) -> runstore.RunStore:
         """Where runs keep their files: the artifact root, a folder or `s3://bucket/prefix`."""
-        return runstore.open_store(self.artifact_root)
+        return runstore.open_store(self.artifact_root, self.s3_endpoint_url, self.s3_region)
 
     def run_dir(self, run_id: str) -> Path:
         """A run's folder under a local artifact root (an `s3://` root has none: see run_store)."""
@@ -173,18 +178,14 @@ class Workspace(ConfigurableResource):
         )
 
 
-class S3Storage(ConfigurableResource):
+class S3Storage(ConfigurableResource, S3StorageSettings):
     """Where S3 (or an S3-compatible store: MinIO, R2...) answers; credentials are not fields.
 
     boto3 reads credentials from its standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
     a profile, a role) in the server's environment, so they never show in the Dagster UI.
-    Built from ServerSettings: CONSTELLATION_S3_ENDPOINT_URL, CONSTELLATION_S3_REGION, CONSTELLATION_EXPORT_BUCKET.
+    Its fields are S3StorageSettings': CONSTELLATION_S3_ENDPOINT_URL, CONSTELLATION_S3_REGION,
+    CONSTELLATION_EXPORT_BUCKET.
     """
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    # export_to_s3 writes here when a pipeline names no bucket (the original clients never do).
-    export_bucket: str | None = None
 
     @classmethod
     def from_env(cls) -> S3Storage:
@@ -193,7 +194,7 @@ class S3Storage(ConfigurableResource):
     def settings(self) -> S3Settings:
         from orchestrator.sources.s3 import S3Settings
 
-        return S3Settings(endpoint_url=self.endpoint_url, region=self.region)
+        return S3Settings(endpoint_url=self.s3_endpoint_url, region=self.s3_region)
 
 
 class GoogleDrive(ConfigurableResource):
@@ -210,7 +211,7 @@ class GoogleDrive(ConfigurableResource):
 
     api_endpoint: str | None = None
     download_url: str = DRIVE_PUBLIC_DOWNLOAD_URL
-    download_max_bytes: int = 2 * 1024**3  # as for downloads by URL (CONSTELLATION_URL_MAX_BYTES)
+    download_max_bytes: int = _default(WorkspaceSettings, "url_max_bytes")  # as for downloads by URL
 
     @classmethod
     def from_env(cls) -> GoogleDrive:
@@ -266,11 +267,12 @@ class ModelServerConnection(ConfigurableResource):
     renewal (the run's process renews it while it lives), CONSTELLATION_MODEL_SERVER_LEASE_TTL_S.
     """
 
-    url: str = "http://127.0.0.1:8080"
-    timeout_s: float = 120.0
-    retry_attempts: int = 5
+    # The settings' defaults (resources() gives the settings' values; tests build it with a few fields).
+    url: str = _default(SharedSettings, "model_server_url")
+    timeout_s: float = _default(ServerSettings, "model_server_timeout_s")
+    retry_attempts: int = _default(ServerSettings, "model_server_retry_attempts")
     retry_first_delay_s: float = 0.5
-    lease_ttl_s: float = 300.0
+    lease_ttl_s: float = _default(ServerSettings, "model_server_lease_ttl_s")
 
     @classmethod
     def from_env(cls) -> ModelServerConnection:

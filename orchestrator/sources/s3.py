@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from orchestrator.datasets import Exported, FileRef
 from orchestrator.engine import OperationError
-from orchestrator.runstore import normal_key, s3_runs_area
+from orchestrator.runstore import normal_key, s3_client, s3_runs_area
 
 # Keys asked for per listing request; S3's own maximum. Tests lower it to exercise paging.
 PAGE_SIZE = 1000
@@ -72,13 +70,12 @@ def reserved_areas(artifact_root: str | Path | None) -> list[Reserved]:
 
 
 def client(settings: S3Settings) -> Any:
-    """A new S3 client with standard retries; credentials come from boto3's chain."""
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint_url or None,
-        region_name=settings.region or None,
-        config=Config(retries={"mode": "standard"}),
-    )
+    """A new S3 client with standard retries; credentials come from boto3's chain.
+
+    Built by the run store's builder with boto3's default checksums ("when_supported"), as these
+    operations have always used; the run store itself asks only for those S3 requires.
+    """
+    return s3_client(settings.endpoint_url, settings.region, checksums="when_supported")
 
 
 def import_objects(
