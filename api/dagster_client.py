@@ -56,6 +56,19 @@ query Tagged($tags: [ExecutionTag!]) {
   }
 }"""
 
+_RUNS = """
+query Runs($filter: RunsFilter, $cursor: String, $limit: Int) {
+  runsOrError(filter: $filter, cursor: $cursor, limit: $limit) {
+    __typename
+    ... on Runs { results { runId status jobName creationTime startTime endTime tags { key value } } }
+    ... on Error { message }
+  }
+}"""
+
+# Dagster's run statuses, as GET /runs/{id} reports them (its GraphQL enum RunStatus).
+RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "SUCCESS", "FAILURE", "CANCELING", "CANCELED",
+                "MANAGED")
+
 _FAILURES = """
 query Failures($runId: ID!) {
   logsForRun(runId: $runId, limit: 500) {
@@ -226,15 +239,18 @@ class DagsterClient:
             return None
         if result["__typename"] != "Run":
             raise ApiError(502, f"Dagster could not read run {run_id}: {result.get('message')}")
-        return RunInfo(
-            run_id=result["runId"],
-            status=result["status"],
-            job_name=result["jobName"],
-            created_at=result.get("creationTime"),
-            started_at=result.get("startTime"),
-            ended_at=result.get("endTime"),
-            tags={t["key"]: t["value"] for t in result["tags"]},
-        )
+        return _run_info(result)
+
+    async def runs(self, statuses: list[str] | None, cursor: str | None, limit: int) -> list[RunInfo]:
+        """Runs of the job, newest first: at most `limit` after the run `cursor`, with one of `statuses` if given."""
+        run_filter: dict[str, Any] = {"pipelineName": self.job}
+        if statuses:
+            run_filter["statuses"] = statuses
+        data = await self.query(_RUNS, {"filter": run_filter, "cursor": cursor, "limit": limit})
+        result = data["runsOrError"]
+        if result["__typename"] != "Runs":
+            raise ApiError(502, f"Dagster could not list runs: {result.get('message')}")
+        return [_run_info(found) for found in result["results"]]
 
     async def failure(self, run_id: str) -> dict[str, str] | None:
         """Why Dagster says a run failed: its first step failure (with the failed instruction's
@@ -294,6 +310,18 @@ class DagsterClient:
                 raise _Starting(result["message"])
             raise ApiError(409, result["message"])
         raise ApiError(502, f"Dagster could not cancel run {run_id}: {result.get('message')}")
+
+
+def _run_info(found: dict[str, Any]) -> RunInfo:
+    return RunInfo(
+        run_id=found["runId"],
+        status=found["status"],
+        job_name=found["jobName"],
+        created_at=found.get("creationTime"),
+        started_at=found.get("startTime"),
+        ended_at=found.get("endTime"),
+        tags={t["key"]: t["value"] for t in found["tags"]},
+    )
 
 
 def _first_error(response: httpx.Response) -> str:

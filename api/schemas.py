@@ -60,6 +60,29 @@ class RunStatus(BaseModel):
     run_url: str
 
 
+class RunSummary(BaseModel):
+    run_id: str
+    run_status: str = Field(description="as GET /runs/{run_id} reports it")
+    created_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    duration_s: float | None
+    operations: list[str] = Field(description="the top-level instructions' operations, in order (empty until the "
+                                              "run starts)")
+    done: int = Field(description="instructions finished")
+    total: int = Field(description="instructions in the plan (0 until the run starts)")
+    error: dict[str, Any] | None = Field(description="the failing instruction's path, operation and message")
+    parent_run_id: str | None = Field(description="the run this one resumes, if it is a retry")
+    user: str | None = Field(description="the X-Constellation-User it was submitted with")
+    run_url: str
+
+
+class RunList(BaseModel):
+    status: Literal["success"] = "success"
+    runs: list[RunSummary] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last one")
+
+
 class RunResults(BaseModel):
     status: Literal["success"] = "success"
     run_id: str

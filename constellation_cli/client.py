@@ -57,6 +57,11 @@ class Gateway:
     def run(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/runs/{_segment(run_id)}")
 
+    def runs(self, state: str | None = None, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """A page of runs, newest first, and the cursor of the next page."""
+        given = {"state": state, "limit": limit, "cursor": cursor}
+        return self._call("GET", "/runs", params={k: v for k, v in given.items() if v is not None})
+
     def results(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/runs/{_segment(run_id)}/results")
 

@@ -198,6 +198,35 @@ def status(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = Fals
             out.print(render.instructions_table(answer["instructions"]))
 
 
+@app.command(name="runs")
+def list_runs(
+    ctx: typer.Context,
+    state: Annotated[str | None, typer.Option(
+        "--state", metavar="STATE", show_default=False,
+        help="Only runs in this state: SUCCESS, FAILURE, CANCELED, STARTED, QUEUED... (several: comma-separated).",
+    )] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="How many runs to show.")] = 20,
+    cursor: Annotated[str | None, typer.Option(
+        "--cursor", metavar="CURSOR", show_default=False,
+        help="Show the page after this one: the cursor the previous page printed.")] = None,
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the runs, newest first: their state, when, how long, what they ran and why they failed."""
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        answer = gateway.runs(state, limit, cursor)
+        if as_json:
+            _print_json(answer)
+            return
+        if not answer["runs"]:
+            err.print("no runs" + (f" in state {state}" if state else ""))
+            return
+        out.print(render.runs_table(answer["runs"]))
+        if answer.get("next_cursor"):
+            same = (f"--state {state} " if state else "") + (f"--limit {limit} " if limit != 20 else "")
+            err.print(f"more: constellation runs {same}--cursor {answer['next_cursor']}")
+
+
 @app.command()
 def results(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = False) -> None:
     """Show what a succeeded run's top-level instructions produced, and its model comparisons."""

@@ -113,6 +113,31 @@ def instructions_table(instructions: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
+def runs_table(listed: Iterable[Mapping[str, Any]]) -> Table:
+    """Runs, newest first: id, state, when, how long, what they ran, and why they failed."""
+    table = _table("run", "status", "created", "time", "instructions", "error", wrapping=2)
+    for run in listed:
+        error = run.get("error") or {}
+        where = f"{error.get('path')}: " if error.get("path") else ""
+        style = {"FAILURE": "red", "CANCELED": "yellow"}.get(str(run.get("run_status")), "")
+        table.add_row(Text(str(run.get("run_id", ""))), Text(str(run.get("run_status", "")), style=style),
+                      Text(clock(run["created_at"]) if run.get("created_at") else ""),
+                      Text(seconds(run.get("duration_s"))), Text(operations_line(run.get("operations") or [])),
+                      Text(f"{where}{error['message']}" if error.get("message") else "", style=style))
+    return table
+
+
+def operations_line(operations: Iterable[Any]) -> str:
+    """Top-level operations, repeats counted: `deploy_model ×2, compare_models`."""
+    counted: list[list[Any]] = []
+    for name in operations:
+        if counted and counted[-1][0] == name:
+            counted[-1][1] += 1
+        else:
+            counted.append([name, 1])
+    return ", ".join(f"{name} ×{count}" if count > 1 else str(name) for name, count in counted)
+
+
 def run_lines(run: Mapping[str, Any]) -> list[str]:
     """A run's status, progress and timings, one fact a line."""
     lines = [

@@ -284,7 +284,7 @@ def test_a_failed_run_with_json_still_exits_1_and_prints_its_status(stack: Stack
 def test_help_names_every_command_the_environment_and_the_exit_codes():
     top = cli("http://127.0.0.1:1", "--help")
     assert top.returncode == 0, top
-    for command in ("submit", "retry", "validate", "status", "results", "report", "cancel", "ops"):
+    for command in ("submit", "retry", "validate", "runs", "status", "results", "report", "cancel", "ops"):
         assert re.search(rf"^\W*{command}\s+\w", top.stdout, re.M), (command, top.stdout)
         own = cli("http://127.0.0.1:1", command, "-h")
         assert own.returncode == 0 and f"Usage: constellation {command}" in own.stdout, own
@@ -477,3 +477,24 @@ def test_make_run_prints_where_the_command_is_when_it_cannot_link(tmp_path: Path
     assert said.returncode == 0, said
     assert said.stdout.startswith(f"constellation is {CLI}") and f"ln -s {CLI} ~/.local/bin/" in said.stdout
     assert not (tmp_path / ".local").exists()
+
+
+@e2e
+def test_runs_lists_the_newest_first_with_what_they_ran_and_why_they_failed(stack: Stack, write_body):
+    ran = cli(stack.api_url, "submit", "--no-wait", write_body(local_pipeline())).stdout.strip()
+    failed = cli(stack.api_url, "submit", "--no-wait", write_body(local_pipeline(path="missing-folder"))).stdout.strip()
+    for run_id in (ran, failed):
+        stack.wait_for_run(run_id)
+    listed = cli(stack.api_url, "runs", "--limit", "2")
+    assert listed.returncode == 0, listed
+    rows = [line for line in listed.stdout.splitlines() if RUN_ID.match(line)]
+    assert [row.split()[:2] for row in rows] == [[failed, "FAILURE"], [ran, "SUCCESS"]], listed.stdout
+    assert "resize_image" in rows[1] and "missing-folder" in rows[0]
+    [more] = [line for line in listed.stderr.splitlines() if line.startswith("more: ")]
+    assert more == f"more: constellation runs --limit 2 --cursor {ran}"
+    after = json.loads(cli(stack.api_url, "runs", "--limit", "2", "--cursor", ran, "--json").stdout)
+    assert ran not in {r["run_id"] for r in after["runs"]} and failed not in {r["run_id"] for r in after["runs"]}
+    failures = json.loads(cli(stack.api_url, "runs", "--state", "FAILURE", "--json").stdout)["runs"]
+    assert failed in {r["run_id"] for r in failures} and {r["run_status"] for r in failures} == {"FAILURE"}
+    wrong = cli(stack.api_url, "runs", "--state", "DONE")
+    assert wrong.returncode == 2 and "'DONE' is not a run state" in wrong.stderr, wrong

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.e2e
 PROTECTED = [
     ("POST", "/execute"),
     ("POST", "/validate"),
+    ("GET", "/runs"),
     ("GET", "/runs/00000000-0000-0000-0000-000000000000"),
     ("GET", "/runs/00000000-0000-0000-0000-000000000000/results"),
     ("POST", "/runs/00000000-0000-0000-0000-000000000000/cancel"),
@@ -86,7 +87,7 @@ def test_openapi_documents_every_route(stack: Stack):
     with gateway(dagster_url=stack.dagster_url) as client:
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
-    assert {"/execute", "/validate", "/runs/{run_id}", "/runs/{run_id}/results", "/runs/{run_id}/cancel",
+    assert {"/execute", "/validate", "/runs", "/runs/{run_id}", "/runs/{run_id}/results", "/runs/{run_id}/cancel",
             "/operations", "/health"} <= set(paths)
     assert "requestBody" in paths["/execute"]["post"]
 
@@ -111,3 +112,45 @@ def test_error_messages_are_cut_to_2000_characters(stack: Stack):
         served = client.get(f"/runs/{run_id}").json()
     assert len(served["error"]["message"]) < 2_100 and "more characters cut]" in served["error"]["message"]
     assert all(len(str(i.get("error", ""))) < 2_100 for i in served["instructions"])
+
+
+def test_runs_are_listed_newest_first_a_page_at_a_time_and_by_state(stack: Stack):
+    with gateway(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root) as client:
+        launched = [client.post("/execute", json=local_pipeline(path=path)).json()["run_id"]
+                    for path in ("samples", "no-such-folder", "samples")]
+        for run_id in launched:
+            stack.wait_for_run(run_id)
+        first, failed, last = launched
+
+        seen: list[dict] = []
+        cursor = None
+        while first not in [r["run_id"] for r in seen]:  # pages of 2 until the oldest of ours
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/runs", params=params).json()
+            assert len(page["runs"]) <= 2 and page["next_cursor"] in (None, page["runs"][-1]["run_id"])
+            seen += page["runs"]
+            cursor = page["next_cursor"]
+            assert cursor or first in [r["run_id"] for r in seen]
+        ids = [r["run_id"] for r in seen]
+        assert len(set(ids)) == len(ids)  # no run twice across pages
+        ours = [r for r in seen if r["run_id"] in launched]
+        assert [r["run_id"] for r in ours] == [last, failed, first]
+        assert [r["created_at"] for r in seen] == sorted((r["created_at"] for r in seen), reverse=True)
+        newest = ours[0]
+        assert newest["run_status"] == "SUCCESS" and newest["operations"] == ["resize_image"]
+        assert newest["done"] == newest["total"] == 3 and newest["duration_s"] > 0 and newest["error"] is None
+        assert newest["run_url"] == f"{stack.dagster_url}/runs/{last}"
+
+        failures = client.get("/runs", params={"state": "FAILURE", "limit": 100}).json()["runs"]
+        assert {r["run_status"] for r in failures} == {"FAILURE"}
+        [ours_failed] = [r for r in failures if r["run_id"] == failed]
+        assert ours_failed["error"]["path"].startswith("/instructions/0") and "no-such-folder" in \
+            ours_failed["error"]["message"]
+        both = client.get("/runs", params={"state": "failure,success", "limit": 100}).json()["runs"]
+        assert set(launched) <= {r["run_id"] for r in both}
+
+        wrong = client.get("/runs", params={"state": "DONE"})
+        assert wrong.status_code == 422 and "'DONE' is not a run state" in wrong.json()["message"]
+        assert "CANCELED" in wrong.json()["message"]
+        assert client.get("/runs", params={"cursor": "../etc"}).status_code == 422
+        assert client.get("/runs", params={"limit": 0}).status_code == 422

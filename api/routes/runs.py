@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -9,14 +10,87 @@ from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 
 from api import artifacts
-from api.dagster_client import RunInfo
+from api.dagster_client import RUN_STATUSES, RunInfo
 from api.deps import DagsterDep, StoreDep, require_token
 from api.errors import ApiError
-from api.schemas import ERRORS, FILE_ERRORS, WRITE_ERRORS, Cancelled, Retried, RunResults, RunStatus
+from api.schemas import (
+    ERRORS,
+    FILE_ERRORS,
+    WRITE_ERRORS,
+    Cancelled,
+    Retried,
+    RunList,
+    RunResults,
+    RunStatus,
+    RunSummary,
+)
 from orchestrator import contract, runs
 from orchestrator.runstore import RunStore, RunStoreError
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
+
+
+@router.get("", response_model=RunList, responses=ERRORS)
+async def list_runs(
+    store: StoreDep,
+    dagster: DagsterDep,
+    state: str | None = Query(None, max_length=200, description="only runs in these states, comma-separated, "
+                                                                 "e.g. FAILURE,CANCELED"),
+    limit: int = Query(20, ge=1, le=100, description="runs per page"),
+    cursor: str | None = Query(None, max_length=64, description="next_cursor of the previous page"),
+) -> RunList:
+    """The pipeline's runs, newest first, a page at a time."""
+    statuses = [s.strip().upper() for s in state.split(",") if s.strip()] if state else []
+    unknown = [s for s in statuses if s not in RUN_STATUSES]
+    if unknown:
+        message = f"state {unknown[0]!r} is not a run state; give one or more of {', '.join(RUN_STATUSES)}"
+        raise ApiError(422, message, [{"path": "/query/state", "message": message}])
+    if cursor is not None and not runs.is_run_id(cursor):
+        raise ApiError(422, "cursor is not a run id; give the next_cursor of the previous page",
+                       [{"path": "/query/cursor", "message": "not a run id"}])
+    found = await dagster.runs(statuses, cursor, limit + 1)  # one more than shown: is there a next page?
+    page = found[:limit]
+    progress = await asyncio.gather(*(_progress_or_none(store, info.run_id) for info in page))
+    return RunList(runs=[_summary(info, doc, dagster.run_url(info.run_id)) for info, doc in zip(page, progress,
+                                                                                                  strict=True)],
+                   next_cursor=page[-1].run_id if len(found) > limit else None)
+
+
+async def _progress_or_none(store: RunStore, run_id: str) -> dict | None:
+    """A listed run's progress, or None: one unreadable run must not hide the others."""
+    try:
+        document = await run_in_threadpool(store.read_json, run_id, runs.PROGRESS)
+    except (RunStoreError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _summary(info: RunInfo, progress: dict | None, run_url: str) -> RunSummary:
+    progress = progress or {}
+    entries = progress.get("instructions") if isinstance(progress.get("instructions"), list) else []
+    top = [e for e in entries if isinstance(e, dict) and _is_top_level(e.get("path"))]
+    duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
+    return RunSummary(
+        run_id=info.run_id,
+        run_status=info.status,
+        created_at=info.created_at,
+        started_at=info.started_at,
+        ended_at=info.ended_at,
+        duration_s=duration,
+        operations=[str(e.get("operation")) for e in top],
+        done=progress.get("done", 0),
+        total=progress.get("total", 0),
+        error=_clipped(progress.get("error")),
+        parent_run_id=info.tags.get(contract.Tags.RETRY_OF) or info.tags.get("dagster/parent_run_id"),
+        user=info.tags.get(contract.Tags.USER),
+        run_url=run_url,
+    )
+
+
+def _is_top_level(path: Any) -> bool:
+    """/instructions/<n>: a top-level instruction's path (nested ones go on with /parameters/...)."""
+    parts = path.split("/") if isinstance(path, str) else []
+    return len(parts) == 3 and parts[1] == "instructions" and parts[2].isdigit()
 
 
 @router.get("/{run_id}", response_model=RunStatus, responses=ERRORS)
