@@ -171,11 +171,17 @@ class Table(DataType):
     """Rows with named columns, kept on disk as JSON Lines (one object per row)."""
 
     PREVIEW_ROWS = 20
+    # Geometry columns (each row's value a GeoJSON geometry) and their SRID: {column: {"srid": 4326,
+    # "crs": "EPSG:4326"}}. A class default, so that a Table kept before it existed still reads.
+    geometry: Mapping[str, Mapping[str, Any]] = {}
 
-    def __init__(self, path: Path, columns: list[str], count: int):
+    def __init__(self, path: Path, columns: list[str], count: int,
+                 geometry: Mapping[str, Mapping[str, Any]] | None = None):
         self.path = path
         self.columns = list(columns)
         self.count = count
+        if geometry:
+            self.geometry = {column: dict(facts) for column, facts in geometry.items()}
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """The rows in order, read one at a time."""
@@ -194,6 +200,7 @@ class Table(DataType):
         return {
             "type": "Table",
             "columns": self.columns,
+            **({"geometry": {column: dict(facts) for column, facts in self.geometry.items()}} if self.geometry else {}),
             "count": self.count,
             "uri": self.path.resolve().as_uri(),
             "preview": preview,
@@ -270,11 +277,17 @@ def _masked(item: dict[str, Any]) -> dict[str, Any]:
 class Comparison(DataType):
     """Several models compared on the same inputs: metrics with intervals, significance, charts, a report."""
 
-    def __init__(self, report: dict[str, Any], markdown: str, charts: Mapping[str, Path], html: Path | None = None):
+    # Class default: a Comparison kept before files existed still reads.
+    files: Mapping[str, Path] = {}
+
+    def __init__(self, report: dict[str, Any], markdown: str, charts: Mapping[str, Path], html: Path | None = None,
+                 files: Mapping[str, Path] | None = None):
         self.report = report
         self.markdown = markdown
         self.charts = dict(charts)
         self.html = html
+        if files:
+            self.files = dict(files)  # downloads beside the report: scene GeoTIFFs of predictions, truth, disagreement
 
     @property
     def chart(self) -> Path | None:
@@ -291,4 +304,6 @@ class Comparison(DataType):
         extra: dict[str, Any] = {"charts": charts, "chart": next(iter(charts.values()), None)}
         if self.html is not None:
             extra["report"] = self.html.resolve().as_uri()
+        if self.files:
+            extra["files"] = {name: path.resolve().as_uri() for name, path in self.files.items()}
         return {"type": "Comparison", **self.report, **extra}

@@ -322,8 +322,9 @@ register(FileList, "FileList", lambda d: {"refs": d.refs}, lambda f: FileList(f.
 register(ArrayList, "ArrayList", lambda d: {"refs": d.refs}, lambda f: ArrayList(f.list_of("refs", FileRef)))
 register(Batches, "Batches", lambda d: {"batches": d.batches}, _batches)
 register(
-    Table, "Table", lambda t: {"path": t.path, "columns": t.columns, "count": t.count},
-    lambda f: Table(f.path("path"), f.list_of("columns", str), f.get("count", int)),
+    Table, "Table", lambda t: {"path": t.path, "columns": t.columns, "count": t.count, "geometry": dict(t.geometry)},
+    lambda f: Table(f.path("path"), f.list_of("columns", str), f.get("count", int),
+                    f.dict_of("geometry", dict) if "geometry" in f.values else None),
 )
 register(
     Exported, "Exported", lambda e: {"destination": e.destination, "items": e.items},
@@ -337,7 +338,7 @@ register(
 )
 register(
     Comparison, "Comparison",
-    lambda c: {"report": c.report, "markdown": c.markdown, "charts": c.charts, "html": c.html},
+    lambda c: {"report": c.report, "markdown": c.markdown, "charts": c.charts, "html": c.html, "files": c.files},
     lambda f: Comparison(f.get("report", dict), f.text("markdown"), f.dict_of("charts", Path),
-                         f.path("html", optional=True)),
+                         f.path("html", optional=True), f.dict_of("files", Path) if "files" in f.values else None),
 )

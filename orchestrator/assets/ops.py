@@ -966,27 +966,55 @@ def compare_models(
     ] = "auto",
     truth: Annotated[
         Table | FileDict | FileList | None,
-        Field(description="ground truth: a Table (key and truth columns), a COCO JSON file (detection) "
-                          "or mask PNGs named like the images (segmentation)"),
+        Field(description="ground truth: a Table (key and truth columns), a COCO JSON file (detection), "
+                          "mask PNGs named like the images (segmentation); for georeferenced tiles a label raster, "
+                          "GeoJSON/GeoPackage polygons or a PostGIS table, matched by place"),
     ] = None,
     truth_key: Annotated[
         str, Field(min_length=1, max_length=256, description="truth table: the column matching the prediction keys")
     ] = "name",
     truth_column: Annotated[
-        str, Field(min_length=1, max_length=256, description="truth table: the column holding the class or value")
+        str, Field(min_length=1, max_length=256, description="truth table or polygons: the column (property) "
+                                                             "holding the class or value")
     ] = "label",
     iou_threshold: Annotated[
         float, Field(ge=0.05, le=0.95, description="detection: the IoU at which a box counts as found")
     ] = 0.5,
+    classes: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+        Field(max_length=65535, description="label raster truth: class names by id (0, 1, 2...); default: the "
+                                            "raster's CLASSES tag"),
+    ] = None,
+    truth_rule: Annotated[
+        Literal["centre", "majority"],
+        Field(description="classified tiles against geographic truth: the class at a tile's centre, or the one "
+                          "covering most of it"),
+    ] = "centre",
+    regions: Annotated[
+        Table | FileDict | FileList | None,
+        Field(description="polygons (GeoJSON, GeoPackage or a PostGIS table) to score each region apart"),
+    ] = None,
+    region_column: Annotated[
+        str, Field(min_length=1, max_length=256, description="regions: the property or column naming each region")
+    ] = "name",
 ) -> Comparison:
     """Compare models on the same inputs against ground truth: metrics with 95% intervals, significance, a report."""
     from orchestrator import compare
-    from orchestrator.compare import reporting
+    from orchestrator.compare import geotruth, reporting
     task = results[0].task
     names = [item["name"] for item in results[0].items]
-    found = _truth_for(task, names, labels, truth, truth_key, truth_column)
     runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels)
             for r in results]
+    if geotruth.is_geographic(truth, results[0].items):  # georeferenced tiles against truth on the Earth
+        from orchestrator.compare import earth
+        options = geotruth.Options(truth_column, classes, truth_rule, region_column,
+                                   ctx.resources.workspace.max_raster_samples)
+        return earth.compare_on_earth(results, runs, truth, regions, options, ctx.node_dir, ctx.run_dir,
+                                      iou_threshold=iou_threshold, check=ctx.check_cancelled, log=ctx.log.info)
+    if regions is not None:
+        raise OperationError("regions score georeferenced predictions against geographic truth (a label raster, "
+                             "GeoJSON, GeoPackage or a PostGIS table); give such truth, or no regions")
+    found = _truth_for(task, names, labels, truth, truth_key, truth_column)
     report = compare.compare(runs, found, iou_threshold=iou_threshold)
     folder = ctx.node_dir
     charts = compare.charts(report, folder / "charts")

@@ -95,11 +95,13 @@ def _disagreements(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> di
 
 
 def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None = None,
-                disagreements: Sequence[dict[str, Any]] | None = None, *, title: str = "Model comparison") -> str:
+                disagreements: Sequence[dict[str, Any]] | None = None, *, title: str = "Model comparison",
+                geo: Mapping[str, Any] | None = None) -> str:
     """One self-contained HTML page: verdict, metrics with intervals, charts, heat maps, disagreements.
 
     `charts`: {name: PNG path} from `charts()`; `disagreements`: rows from `find_disagreements`,
-    each optionally with a "thumbnail" (PNG/JPEG bytes) or a "row" (the input's values).
+    each optionally with a "thumbnail" (PNG/JPEG bytes) or a "row" (the input's values); `geo`: the maps,
+    per-class IoU and regions of a comparison on the Earth (maps.section), shown by geo.html.j2.
     """
     charts = dict(charts or {})
 
@@ -118,4 +120,5 @@ def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None 
         heatmaps=figures([n for n in charts if n.startswith("confusion/")]),
         disagreeing=_disagreements(report, disagreements) if disagreements else None,
         labelled=report["labelled"],
+        geo=geo,
     )

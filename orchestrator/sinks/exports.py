@@ -24,6 +24,7 @@ def result_files(result: Predictions | Comparison, work_dir: Path) -> list[FileR
     if result.html is not None:
         files.append(FileRef("report.html", result.html))
     files += [FileRef(f"charts/{name}.png", chart) for name, chart in result.charts.items()]
+    files += [FileRef(name, path) for name, path in result.files.items()]  # maps: GeoTIFFs of the scenes
     return files
 
 
