@@ -342,6 +342,19 @@ def test_a_tiny_tiff_declaring_a_trillion_pixels_is_refused_before_any_read(ctx,
             run(FileDict({"bomb.tif": bomb}))
 
 
+def test_a_damaged_geotiff_is_named_without_the_servers_path(ctx, scene, tmp_path):
+    damaged = bytearray(scene.refs[0].path.read_bytes())
+    damaged[len(damaged) // 3:len(damaged) // 3 + 50_000] = b"\xff" * 50_000  # compressed pixels overwritten
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(bytes(damaged))
+    with pytest.raises(OperationError, match="'cut.tif' could not be read or written as a GeoTIFF") as failed:
+        ops.select_bands(ctx, FileDict({"cut.tif": cut}), bands=[1, 2])
+    assert str(tmp_path) not in str(failed.value)
+    cut.write_bytes(bytes(damaged[: len(damaged) // 2]))  # its header (at the end of this file) cut off
+    with pytest.raises(OperationError, match="'cut.tif' is not a readable GeoTIFF"):
+        ops.select_bands(ctx, FileDict({"cut.tif": cut}), bands=[1, 2])
+
+
 def test_the_cap_is_a_server_setting(ctx, scene):
     small = dataclasses.replace(ctx, resources=SimpleNamespace(
         workspace=ctx.resources.workspace.model_copy(update={"max_raster_samples": 512 * 512 * 4 - 1})))

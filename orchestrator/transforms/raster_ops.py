@@ -79,9 +79,16 @@ def map_rasters(refs: list[FileRef], work: Callable[[FileRef], FileRef | list[Fi
                 check_cancelled: Check = _no_check) -> list[FileRef]:
     """`work` on every raster on RASTER_THREADS threads, a few in flight; results in input order."""
 
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
     def one(ref: FileRef) -> list[FileRef]:
         check_cancelled()
-        produced = work(ref)
+        try:
+            produced = work(ref)
+        except (RasterioError, CPLE_BaseError) as exc:  # a damaged file: name it, not the server's path to it
+            text = str(exc).replace(str(ref.path), ref.name)
+            raise OperationError(f"{ref.name!r} could not be read or written as a GeoTIFF: {text}") from None
         return produced if isinstance(produced, list) else [produced]
 
     if len(refs) == 1:
