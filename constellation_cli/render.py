@@ -46,8 +46,12 @@ def problem_lines(errors: Iterable[Mapping[str, Any]]) -> list[str]:
 def results_table(results: Iterable[Mapping[str, Any]]) -> Table:
     table = _table("path", "operation", "output")
     for item in results:
-        table.add_row(Text(str(item.get("path", ""))), Text(str(item.get("operation", ""))),
-                      Text(output_summary(item.get("output"))))
+        if "output" not in item and item.get("state"):  # a run that failed: this one made nothing
+            style = "red" if item["state"] == "failed" else ""
+            shown = Text(f"{item['state']}: {item.get('error') or ''}", style=style)
+        else:
+            shown = Text(output_summary(item.get("output")))
+        table.add_row(Text(str(item.get("path", ""))), Text(str(item.get("operation", ""))), shown)
     return table
 
 

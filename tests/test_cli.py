@@ -134,8 +134,10 @@ def test_a_failing_run_exits_1_naming_the_instruction(stack: Stack, write_body):
     last = failed.stderr.strip().splitlines()[-1]
     assert "FAILURE" in last and "/instructions/0/parameters/data/parameters/data" in last and "missing-folder" in last
     run_id = RUN_ID.search(failed.stderr).group()
-    no_results = cli(stack.api_url, "results", run_id)
-    assert no_results.returncode == 4 and "FAILURE" in no_results.stderr
+    made = cli(stack.api_url, "results", run_id)  # what the run made: nothing, and why
+    assert made.returncode == 0, made
+    assert re.search(r"^/instructions/0\s+resize_image\s+failed: import_from_local at "
+                     r"/instructions/0/parameters/data/parameters/data failed: .*missing-folder", made.stdout, re.M)
 
 
 @e2e

@@ -62,8 +62,47 @@ def test_a_failing_instruction_is_reported_with_its_path(stack: Stack, api: http
     assert run["run_status"] == "FAILURE"
     assert run["error"]["path"] == "/instructions/0/parameters/data/parameters/data"
     assert "missing-folder" in run["error"]["message"]
-    failed = api.get(f"/runs/{run_id}/results")
-    assert failed.status_code == 409 and "FAILURE" in failed.json()["message"]
+    [failed] = api.get(f"/runs/{run_id}/results").json()["results"]  # what a failed run made: here, nothing
+    assert failed["state"] == "failed" and "missing-folder" in failed["error"] and "output" not in failed
+
+
+def inference(model: str, path: str) -> dict:
+    return {"operation": "model_inference", "parameters": {
+        "model": model, "data": {"operation": "import_from_local", "parameters": {"path": path}}}}
+
+
+def test_a_failed_run_serves_what_its_instructions_made_before_the_failure(stack: Stack, api: httpx.Client):
+    compared = {"operation": "compare_models", "parameters": {"results": [inference("fire-vit-a", "samples"),
+                                                                          inference("fire-vit-b", "samples")]}}
+    fails = {"operation": "compare_models", "parameters": {"results": [inference("fire-vit-a", "samples"),
+                                                                       inference("fire-vit-b", "missing-folder")]}}
+    listed = {"operation": "dict_to_list", "parameters": {
+        "data": {"operation": "import_from_local", "parameters": {"path": "samples"}}}}
+    body = {"instructions": [{"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
+                             {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
+                             compared, fails, listed]}
+    run = stack.wait_for_run(api.post("/execute", json=body).json()["run_id"], timeout_s=180)
+    assert run["run_status"] == "FAILURE" and run["error"]["path"].startswith("/instructions/3/"), run
+
+    answer = api.get(f"/runs/{run['run_id']}/results")
+    assert answer.status_code == 200, answer.text
+    deployed_a, deployed_b, comparison, failed, not_run = answer.json()["results"]
+    assert deployed_a["output"]["model"] == "fire-vit-a" and deployed_b["output"]["model"] == "fire-vit-b"
+    assert {m["model"] for m in comparison["output"]["models"]} == {"fire-vit-a", "fire-vit-b"}
+    assert comparison["output"]["verdict"] and "state" not in comparison
+    assert failed == {"path": "/instructions/3", "operation": "compare_models", "state": "failed",
+                      "error": failed["error"]}
+    assert "/instructions/3/parameters/results/1/parameters/data" in failed["error"]
+    assert "missing-folder" in failed["error"]
+    assert not_run == {"path": "/instructions/4", "operation": "dict_to_list", "state": "not run",
+                       "error": "not run: compare_models at /instructions/3 stopped the run before it"}
+    assert stack.fetch(comparison["output"]["chart"]).startswith(b"\x89PNG")  # its files are served
+
+    report = api.get(f"/runs/{run['run_id']}/report")  # the comparison that worked
+    assert report.status_code == 200 and "fire-vit-b" in report.text
+    no_report = api.get(f"/runs/{run['run_id']}/report", params={"path": "/instructions/3"})
+    assert no_report.status_code == 409
+    assert no_report.json()["message"].startswith("compare_models at /instructions/3 failed, so there is no report")
 
 
 def test_idempotency_key_returns_the_same_run(api: httpx.Client):
@@ -100,12 +139,15 @@ def test_cancel_stops_a_running_pipeline(stack: Stack, api: httpx.Client, slow_f
     pipeline = {"instructions": [{"operation": "import_from_url", "parameters": {"url": slow_file_url}}]}
     run_id = api.post("/execute", json=pipeline).json()["run_id"]
     deadline = time.monotonic() + 30
-    while api.get(f"/runs/{run_id}").json()["run_status"] != "STARTED" and time.monotonic() < deadline:
+    while ([e["state"] for e in api.get(f"/runs/{run_id}").json()["instructions"]] != ["running"]
+           and time.monotonic() < deadline):  # the download has begun
         time.sleep(0.2)
     cancelled = api.post(f"/runs/{run_id}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     run = stack.wait_for_run(run_id, timeout_s=45)
     assert run["run_status"] == "CANCELED"
+    [stopped] = api.get(f"/runs/{run_id}/results").json()["results"]
+    assert stopped["state"] == "failed" and "cancel" in stopped["error"], stopped
     again = api.post(f"/runs/{run_id}/cancel")
     assert again.status_code == 409 and again.json()["message"]
 

@@ -122,11 +122,13 @@ async def run_status(run_id: str, store: StoreDep, dagster: DagsterDep) -> RunSt
 
 @router.get("/{run_id}/results", response_model=RunResults, responses=ERRORS)
 async def run_results(run_id: str, request: Request, store: StoreDep, dagster: DagsterDep) -> RunResults:
-    """Each top-level instruction's output, once the run has succeeded (large data as URIs)."""
+    """Each top-level instruction's output (large data as URIs), once the run has ended.
+
+    Of a failed or cancelled run: the output of each top-level instruction that finished and, for the
+    others, `{"state": "failed" | "not run", "error"}`.
+    """
     info = await _find(run_id, dagster)
-    if info.status != "SUCCESS":
-        raise ApiError(409, f"run {run_id} is {info.status}; results exist once it succeeds")
-    document = await _results(store, run_id)
+    document = await _results(store, info)
     return RunResults(run_id=run_id, results=artifacts.public_uris(document["results"], store, str(request.base_url)))
 
 
@@ -139,9 +141,7 @@ async def run_report(
 ) -> HTMLResponse:
     """The run's model comparison as one self-contained HTML page."""
     info = await _find(run_id, dagster)
-    if info.status != "SUCCESS":
-        raise ApiError(409, f"run {run_id} is {info.status}; its report exists once it succeeds")
-    owner, rel = artifacts.find_report((await _results(store, run_id))["results"], store, path)
+    owner, rel = artifacts.find_report((await _results(store, info))["results"], store, path)
     page = await _read(store, store.read_bytes, owner, rel)
     if page is None:
         raise ApiError(404, "this run's report is no longer on the server")
@@ -170,10 +170,19 @@ def _clipped(entry: Any) -> Any:
     return {k: runs.clip(v) if isinstance(v, str) else v for k, v in entry.items()}
 
 
-async def _results(store: RunStore, run_id: str) -> dict:
-    document = await _read(store, store.read_json, run_id, runs.RESULTS)
+# Runs that ended: a failed or cancelled one keeps the results of what finished before (orchestrator/assets/job.py).
+_ENDED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+async def _results(store: RunStore, info: RunInfo) -> dict:
+    if info.status not in _ENDED:
+        raise ApiError(409, f"run {info.run_id} is {info.status}; its results exist once it has ended")
+    document = await _read(store, store.read_json, info.run_id, runs.RESULTS)
+    if document is None and info.status != "SUCCESS":
+        raise ApiError(409, f"run {info.run_id} is {info.status} and kept no results: it ended before any "
+                            f"instruction ran, or was made by an older version (GET /runs/{info.run_id} says why)")
     if document is None:
-        raise ApiError(404, f"run {run_id} succeeded but its results are not under {store.root}")
+        raise ApiError(404, f"run {info.run_id} succeeded but its results are no longer on the server")
     return document
 
 

@@ -3,6 +3,7 @@
 
 import base64
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,7 @@ from dagster import (
 
 from orchestrator import contract, runs
 from orchestrator.assets import lineage
+from orchestrator.assets.checked_config import CheckedInstructions
 from orchestrator.assets.resources import OpResources, Workspace, server_setting
 from orchestrator.datasets import Comparison
 from orchestrator.engine import (
@@ -43,10 +45,12 @@ from orchestrator.engine import (
 from orchestrator.engine.execute import summarize
 
 CATALOG_METADATA_KEY = contract.CATALOG_METADATA_KEY
+log = logging.getLogger("constellation")
 
 
-def instructions_config(catalog: Catalog) -> Field:
-    """The launchpad's schema for `raw_input`: op names are a menu, parameters free-form."""
+def instructions_config(catalog: Catalog, resources: Mapping[str, ConfigurableResource] | None = None) -> Field:
+    """The launchpad's schema for `raw_input`: op names are a menu, parameters free-form. With the server's
+    `resources`, the code server also checks a launch's pipeline against them (CheckedInstructions)."""
     operation = Enum(
         "Operation",
         [EnumValue(name, description=catalog[name].description) for name in catalog.names()],
@@ -58,7 +62,7 @@ def instructions_config(catalog: Catalog) -> Field:
         }
     )
     return Field(
-        Array(instruction),
+        Array(instruction) if resources is None else CheckedInstructions(instruction, catalog, resources),
         description="The pipeline: a list of instructions, exactly as POST /execute takes it.",
     )
 
@@ -70,7 +74,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
     have here: run config for them is refused (`server_setting`).
     """
 
-    @op(name=contract.CONFIG_OP, config_schema={contract.CONFIG_FIELD: instructions_config(catalog)}, out=Out(list))
+    @op(name=contract.CONFIG_OP, config_schema={contract.CONFIG_FIELD: instructions_config(catalog, resources)},
+        out=Out(list))
     def generate_dynamic_job_configs(context: OpExecutionContext) -> list:
         """Check the submitted instructions against the catalog; fail listing every problem."""
         raw = context.op_config[contract.CONFIG_FIELD]
@@ -106,6 +111,9 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         # Sources read, destinations written and comparisons made, for Dagster's asset catalog. They
         # are yielded by this op (not logged from the engine's threads), so each is recorded once.
         catalog_events: list = []
+        # What each top-level instruction produced, as it finishes: a failed run's results still show it.
+        root_outputs: dict[int, Any] = {}
+        root_ids = {id(root) for root in plan.roots}
 
         def on_event(event: NodeEvent) -> None:
             kept.track(event)  # the files a starting instruction takes; a finished one's node folder stored
@@ -114,6 +122,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                 context.log.info(_describe_event(event))
                 if event.kind in ("finished", "reused"):
                     catalog_events.extend(lineage.asset_events(event.node, event.output, context.run_id))
+                    if id(event.node) in root_ids:
+                        root_outputs[id(event.node)] = event.output
 
         op_resources = OpResources(**{key: getattr(context.resources, key) for key in resources})
         run_context = RunContext(run_dir=folder.path, resources=op_resources, log=context.log)
@@ -122,11 +132,15 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                 outputs = execute(plan, catalog, run_context, on_event, reuse=kept)
             except InstructionFailed as failed:
                 progress.fail(failed)
+                _write_partial_results(folder, kept, plan, root_outputs, runs.clip(str(failed)))
                 yield from catalog_events  # what was read before the failure is still worth knowing
                 raise Failure(
                     description=runs.clip(str(failed)),
                     metadata={"path": failed.path, "operation": failed.operation},
                 ) from None
+            except BaseException:  # cancelled (Dagster interrupts the op): what finished before stays readable
+                _write_partial_results(folder, kept, plan, root_outputs, "the run was cancelled while it ran")
+                raise
             yield from catalog_events
             for root in plan.roots:
                 kept.fetch(root)  # a reused result shows its files (a table's preview, a chart)
@@ -173,6 +187,32 @@ def _kept_outputs(context: OpExecutionContext, folder: runs.RunFolder) -> runs.K
     if parent:
         context.log.info(f"resuming run {parent}: instructions it completed are reused, not run again")
     return runs.KeptOutputs(folder, parent if parent and runs.is_run_id(parent) else None)
+
+
+def _write_partial_results(folder: runs.RunFolder, kept: runs.KeptOutputs, plan, root_outputs: dict[int, Any],
+                           why: str) -> None:
+    """results.json of a run that did not succeed: each top-level instruction's output where it finished;
+    where it did not, {"state": "failed", "error"} for the one that was running and {"state": "not run", "error"}
+    for those after it. A run that succeeds writes no state (its document is unchanged)."""
+    results: list[dict[str, Any]] = []
+    stopped_at = None
+    for root in plan.roots:
+        entry: dict[str, Any] = {"path": root.path, "operation": root.operation}
+        if id(root) in root_outputs and stopped_at is None:
+            kept.fetch(root)  # a reused result shows its files
+            entry["output"] = _to_result(root_outputs[id(root)])
+        elif stopped_at is None:
+            stopped_at = root
+            entry.update(state="failed", error=why)
+        else:
+            entry.update(state="not run", error=f"not run: {stopped_at.operation} at {stopped_at.path} stopped the "
+                                                "run before it")
+        results.append(entry)
+    try:
+        folder.sync()  # every file the results name is stored before the results say so
+        folder.write_json(runs.RESULTS, {"results": folder.public(results)})
+    except Exception as exc:  # never hide why the run failed; GET /runs/{id} still says it
+        log.warning(f"could not write the results of the instructions that finished: {exc}")
 
 
 def _comparison_metadata(where: str, comparison: Comparison) -> dict[str, Any]:
