@@ -8,10 +8,12 @@ matrix, Cohen's kappa); the exact McNemar test from SciPy. Labels match without 
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import DegenerateDataWarning
 from sklearn.metrics import (
     accuracy_score,
     cohen_kappa_score,
@@ -20,7 +22,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from orchestrator.compare import stats
+from orchestrator.compare import perclass, stats
 from orchestrator.compare.inputs import ModelRun, Truth, items_by_name
 from orchestrator.engine import OperationError
 
@@ -68,12 +70,14 @@ class Encoded:
         self.expected = None if self.truth is None else np.array([code[v.casefold()] for v in self.truth], np.int64)
 
 
-def resampled_scores(expected: np.ndarray, predicted: np.ndarray, k: int, idx: np.ndarray) -> np.ndarray:
+def resampled_scores(expected: np.ndarray, predicted: np.ndarray, k: int, idx: np.ndarray,
+                     per_class: bool = False) -> np.ndarray:
     """Accuracy and macro-F1 of every model on each resample: rows [acc_1..acc_M, f1_1..f1_M], (2M, batch).
 
     `idx` (batch, n) indexes the inputs. Per class: tp, true and predicted counts by bincount;
     F1 = 2·tp / (true + predicted), averaged over the classes present in the truth or the
-    predictions of that resample (as `f1_score(average="macro")` does).
+    predictions of that resample (as `f1_score(average="macro")` does). With `per_class`, the
+    rows of `perclass.rows` follow (per-class precision, recall, F1 and IoU from the same counts).
     """
     batch, n = idx.shape
     offsets = (np.arange(batch) * (k + 1))[:, None]
@@ -83,15 +87,20 @@ def resampled_scores(expected: np.ndarray, predicted: np.ndarray, k: int, idx: n
         return np.bincount(flat, minlength=batch * (k + 1)).reshape(batch, k + 1)[:, :k]
 
     true = counts(expected)
-    accuracy, macro_f1 = [], []
+    accuracy, macro_f1, hits, guesses = [], [], [], []
     for codes in predicted:
         tp = counts(np.where(codes == expected, expected, k))
-        support = true + counts(codes)
+        guessed = counts(codes)
+        support = true + guessed
         present = support > 0
         f1 = np.where(present, 2 * tp / np.maximum(support, 1), 0.0)
         macro_f1.append(f1.sum(axis=1) / present.sum(axis=1))
         accuracy.append(tp.sum(axis=1) / n)
-    return np.array(accuracy + macro_f1)
+        hits.append(tp)
+        guesses.append(guessed)
+    if not per_class:
+        return np.array(accuracy + macro_f1)
+    return np.concatenate([np.array(accuracy + macro_f1), perclass.rows(true, hits, guesses)])
 
 
 def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
@@ -101,8 +110,11 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
     resamples = None
     if enc.expected is not None:
         expected = enc.expected
-        boot = stats.bootstrap(lambda idx: resampled_scores(expected, enc.predicted, enc.k, idx), len(names),
-                               n_resamples=n_resamples, seed=seed)
+        detailed = enc.k <= perclass.MAX_CLASSES  # per-class intervals from the same resamples
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateDataWarning)  # a class a resample lacks: its rows are NaN
+            boot = stats.bootstrap(lambda idx: resampled_scores(expected, enc.predicted, enc.k, idx, detailed),
+                                   len(names), n_resamples=n_resamples, seed=seed)
         resamples = None if boot is None else n_resamples
         m = len(runs)
         for i, codes in enumerate(enc.predicted):
@@ -124,6 +136,8 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
                     "matrix": confusion_matrix(expected, codes, labels=present).tolist(),
                 },
             }
+        perclass.add(models, expected, enc.predicted, enc.k, enc.display,
+                     boot.distribution[2 * m:] if boot is not None and detailed else None)
     pairs = []
     for a, b in itertools.combinations(range(len(runs)), 2):
         first, second = enc.predicted[a], enc.predicted[b]
@@ -138,7 +152,12 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
             p, only_first, only_second = stats.mcnemar(first == enc.expected, second == enc.expected)
             pair.update(mcnemar_p=p, only_first_correct=only_first, only_second_correct=only_second)
         pairs.append(pair)
-    return stats.Evaluation(models, pairs, resamples)
+    if enc.expected is None:
+        return stats.Evaluation(models, pairs, resamples)
+    m = len(runs)
+    distributions = {"accuracy": boot.distribution[:m], "macro_f1": boot.distribution[m:2 * m]} if boot else {}
+    return stats.Evaluation(models, pairs, resamples, distributions=distributions,
+                            correct=enc.predicted == enc.expected)
 
 
 def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:

@@ -30,6 +30,8 @@ from orchestrator.compare.inputs import ModelRun, Truth, items_by_name
 DETECTION_BUDGET = 20_000_000
 #: ...but never uses fewer resamples than this.
 MIN_RESAMPLES = 50
+#: Each image's own AP (Friedman's test of three detectors or more) for at most this many images × models.
+PER_IMAGE_AP_BUDGET = 20_000
 
 
 def evaluation(gt: COCO, dt: COCO, image_ids: Sequence[int]) -> COCOeval:
@@ -174,7 +176,13 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
         if truth is not None:
             pair["p_value"] = stats.paired_p(boot.distribution[a], boot.distribution[b]) if boot else None
         pairs.append(pair)
-    return stats.Evaluation(models, pairs, resamples if boot else None, "images")
+    if truth is None:
+        return stats.Evaluation(models, pairs, None, "images")
+    losses = None
+    if len(runs) >= 3 and len(names) * len(runs) <= PER_IMAGE_AP_BUDGET:  # for Friedman's test of three or more
+        losses = 1 - np.array([[resample(positions[j:j + 1]) for j in range(len(names))] for resample in resamplers])
+    return stats.Evaluation(models, pairs, resamples if boot else None, "images",
+                            distributions={"map": boot.distribution} if boot else {}, losses=losses)
 
 
 def summary(detections: list[tuple[str, float | None, Sequence[float]]], limit: int = 6) -> str:

@@ -115,7 +115,12 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
         if truth is not None:
             pair["p_value"] = stats.paired_p(boot.distribution[a], boot.distribution[b]) if boot else None
         pairs.append(pair)
-    return stats.Evaluation(models, pairs, n_resamples if boot else None)
+    if truth is None:
+        return stats.Evaluation(models, pairs)
+    m = len(runs)
+    distributions = {metric: boot.distribution[k * m:(k + 1) * m] for k, metric in enumerate(METRICS)} if boot else {}
+    return stats.Evaluation(models, pairs, n_resamples if boot else None, distributions=distributions,
+                            losses=(predicted - expected) ** 2)  # squared errors: ranked as RMSE ranks models
 
 
 def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:

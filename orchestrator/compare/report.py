@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.compare import classification, detection, regression, segmentation, stats, text
+from orchestrator.compare import calibration, classification, detection, many, regression, segmentation, stats, text
+from orchestrator.compare import gate as gates
 from orchestrator.compare.inputs import ModelRun, Truth, aligned_names, check_truth, kind_of
 
 KINDS = {
@@ -20,17 +21,21 @@ KINDS = {
 
 
 def compare(runs: list[ModelRun], truth: Truth | None, *, iou_threshold: float = 0.5,
-            seed: int = 0, n_resamples: int = 1000) -> dict[str, Any]:
+            seed: int = 0, n_resamples: int = 1000, baseline: str | None = None,
+            gate: dict[str, Any] | None = None) -> dict[str, Any]:
     """The comparison report (a JSON-able dict) of several models' predictions over the same inputs.
 
     Keys: task, kind, inputs, labelled, truth, headline, higher_is_better, bootstrap, iou_threshold,
-    models (one dict per run: metrics, their `_ci` intervals, speed), pairs, best, verdict.
+    models (one dict per run: metrics, their `_ci` intervals, rank and rank_ci, speed; classifiers'
+    score metrics; a challenger's `gate`), pairs (with Holm-adjusted p-values), omnibus (three
+    models or more), scores (classification), baseline, gate, best, verdict.
     """
     runs = list(runs)
     kind = kind_of(runs)
     names = aligned_names(runs)
     if truth is not None:
         check_truth(truth, kind, names)
+    margins = gates.check(kind, [run.model for run in runs], baseline, gate, truth is not None)
     result = KINDS[kind].evaluate(runs, names, truth, iou_threshold=iou_threshold, seed=seed, n_resamples=n_resamples)
     tasks = sorted({run.task for run in runs})
     headline, higher, _ = text.HEADLINE[kind]
@@ -50,7 +55,15 @@ def compare(runs: list[ModelRun], truth: Truth | None, *, iou_threshold: float =
             for run, metrics in zip(runs, result.models, strict=True)
         ],
         "pairs": result.pairs,
+        "omnibus": None,
+        "baseline": baseline,
     }
+    if truth is not None and kind == "classification":
+        calibration.add(report, runs, names, truth, seed=seed, n_resamples=n_resamples)
+    many.analyse(report, result)
+    if margins:
+        assert baseline is not None  # gates.check asks for one
+        report["gate"] = gates.apply(report, result.distributions, baseline, margins)
     report = json_safe(report)
     report["best"] = _ranked(report)[0]["model"] if _ranked(report) else None
     report["verdict"] = verdict(report)
@@ -107,8 +120,16 @@ def _pair(report: dict[str, Any], a: str, b: str) -> dict[str, Any]:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    """One line: the best model by the headline metric and whether its lead is significant at 0.05."""
+    """The best model by the headline metric and whether its lead is significant at 0.05 (about the whole
+    set for three models or more), then the gate's outcome when there is one."""
+    said = _verdict(report)
+    return f"{said} {gates.summary(report)}" if report.get("gate") else said
+
+
+def _verdict(report: dict[str, Any]) -> str:
     models = report["models"]
+    if report["labelled"] and len(models) >= 3 and report.get("omnibus"):
+        return many.verdict(report)
     if not report["labelled"]:
         return _agreement_verdict(report)
     metric, _, label = text.HEADLINE[report["kind"]]

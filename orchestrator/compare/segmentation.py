@@ -177,7 +177,11 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
             pair["p_value"] = stats.paired_p(boot.distribution[a], boot.distribution[b]) if boot else None
         pairs.append(pair)
     resamples = min(n_resamples, stats.IMAGE_RESAMPLES) if boot else None
-    return stats.Evaluation(models, pairs, resamples, "images")
+    if scan.sums is None:
+        return stats.Evaluation(models, pairs, resamples, "images")
+    distributions = {"miou": boot.distribution[:m], "pixel_accuracy": boot.distribution[m:]} if boot else {}
+    _, per_image, _ = scores(*scan.sums)  # each image's own mIoU (images × models)
+    return stats.Evaluation(models, pairs, resamples, "images", distributions=distributions, losses=1 - per_image.T)
 
 
 def _number(value: float) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -126,3 +126,10 @@ class Evaluation:
     pairs: list[dict[str, Any]]
     resamples: int | None = None
     unit: str = "inputs"
+    #: Each bootstrapped metric on every resample, per model (metric -> models × resamples; the same
+    #: resamples for every model): the rank intervals and the gate's paired deltas come from them.
+    distributions: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per model and input (or image), a loss (lower is better) for Friedman's test and mean ranks.
+    losses: np.ndarray | None = None
+    #: Classification: whether each model got each input right (models × inputs), for Cochran's Q.
+    correct: np.ndarray | None = None
