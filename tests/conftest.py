@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -28,6 +29,9 @@ from sample_data import write_samples, write_stac_sample  # noqa: E402
 
 # Each family of sources brings its local server and the settings the stack needs to reach it.
 pytest_plugins = ["services_s3", "services_drive", "services_databases", "services_models"]
+# The test web servers (pytest-httpserver runs werkzeug) log every request line; that is not the code's
+# log, which tests read with caplog, and a line would show a URL's query (a test's fake secret) in it.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def free_port() -> int:

@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-import http.server
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from conftest import Stack, start_stack, stop_stack
 from services_drive import SEED_FILE_ID
@@ -51,32 +53,23 @@ class BackEnd:
         self.statuses: dict[str, list[tuple[str, dict]]] = {}
         self.refused: list[str] = []
         self.lock = threading.Lock()
-        backend = self
+        self.server = HTTPServer(threaded=True)
+        self.server.expect_request(re.compile("/.*"), method="PUT").respond_with_handler(self.put)
+        self.server.start()
 
-        class Route(http.server.BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                parts = self.path.strip("/").split("/")
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-                with backend.lock:
-                    if parts[:2] != ["pipelines", "status"] or len(parts) != 4 or parts[2] not in backend.known:
-                        backend.refused.append(self.path)
-                        self.send_response(400)
-                    else:
-                        backend.statuses.setdefault(parts[2], []).append((parts[3], body))
-                        self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Route)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def put(self, request: Request) -> Response:
+        parts = request.path.strip("/").split("/")
+        body = json.loads(request.get_data() or b"{}")
+        with self.lock:
+            if parts[:2] != ["pipelines", "status"] or len(parts) != 4 or parts[2] not in self.known:
+                self.refused.append(request.path)
+                return Response("{}", status=400, content_type="application/json")
+            self.statuses.setdefault(parts[2], []).append((parts[3], body))
+        return Response("{}", status=200, content_type="application/json")
 
     @property
     def status_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/pipelines/status/{{run_id}}/{{status}}"
+        return self.server.url_for("/pipelines/status/{run_id}/{status}")
 
     def run_pipeline(self, gateway: str, config: list) -> str | None:
         """pipeline_controller.run_pipeline, line for line where it talks to us."""
@@ -98,7 +91,7 @@ class BackEnd:
 def backend() -> Iterator[BackEnd]:
     receiver = BackEnd()
     yield receiver
-    receiver.server.shutdown()
+    receiver.server.stop()
 
 
 @pytest.fixture(scope="module")

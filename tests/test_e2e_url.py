@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
 import io
-import threading
 import zipfile
-from collections.abc import Iterator
-from functools import partial
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
+from pytest_httpserver import HTTPServer
 
 from conftest import Stack
 
@@ -20,21 +16,17 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
-    """A folder served over HTTP on 127.0.0.1 holding images.zip (two JPEGs in folders)."""
+def served(httpserver: HTTPServer) -> str:
+    """A local web server holding /images.zip (two JPEGs in folders); any other path is 404."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for name in ("Fire/a.jpg", "Normal/b.jpg"):
             image = io.BytesIO()
             Image.new("RGB", (120, 90), (200, 60, 20)).save(image, "JPEG")
             zf.writestr(name, image.getvalue())
-    (tmp_path / "images.zip").write_bytes(buffer.getvalue())
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    httpserver.expect_request("/images.zip").respond_with_data(buffer.getvalue(), content_type="application/zip")
+    httpserver.no_handler_status_code = 404  # as a web server answers a file it does not have
+    return httpserver.url_for("").rstrip("/")
 
 
 def test_a_zip_from_a_url_is_unpacked_and_resized(stack: Stack, api: httpx.Client, served: str):

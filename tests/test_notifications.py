@@ -8,10 +8,10 @@ as the local stack's), and by the daemon of the real stack in the end-to-end tes
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -23,6 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 from dagster import DagsterInstance, build_sensor_context, instance_for_test, job, op
+from pytest_httpserver import HTTPServer
+from werkzeug import Request as HttpRequest
+from werkzeug import Response
 
 from conftest import ROOT, Stack, local_pipeline, start_stack, stop_stack
 from orchestrator import runs
@@ -54,69 +57,43 @@ class Receiver:
     """A stand-in for the back-end's status route: 200 for a run it knows, 400 for any other.
 
     `known` holds the run ids the back-end stored (it stores one when /execute answers); None knows
-    every run. A path in `answers` gets those codes first. GET /slow.bin trickles for a minute.
+    every run. A path in `answers` gets those codes first. Stopped and started again, it listens on
+    the same port (a back-end that was down and came back).
     """
 
-    port: int = 0
     requests: list[Request] = field(default_factory=list)
     answers: dict[str, list[int]] = field(default_factory=dict)
     known: set[str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    server: http.server.ThreadingHTTPServer | None = None
+    server: HTTPServer = field(default_factory=lambda: HTTPServer("127.0.0.1", threaded=True))
+
+    def __post_init__(self) -> None:
+        self.server.expect_request(re.compile("/.*")).respond_with_handler(self.answer)
+
+    def answer(self, sent: HttpRequest) -> Response:
+        path = sent.path + (f"?{sent.query_string.decode()}" if sent.query_string else "")
+        with self.lock:
+            request = Request(sent.method, path, json.loads(sent.get_data() or b"{}"), dict(sent.headers), 200)
+            queued = self.answers.get(path)
+            if queued:
+                request.answered = queued.pop(0)
+            elif self.known is not None and request.run_id not in self.known:
+                request.answered = 400
+            self.requests.append(request)
+        body = ('{"message": "Pipeline status updated successfully."}' if request.answered == 200
+                else '{"detail": "Failed to update pipeline status."}')
+        return Response(body, status=request.answered, content_type="application/json")
 
     def start(self) -> None:
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("content-length", str(120 * 1024))
-                self.end_headers()
-                try:
-                    for _ in range(120):
-                        self.wfile.write(b"x" * 1024)
-                        self.wfile.flush()
-                        time.sleep(0.5)
-                except OSError:
-                    pass
-
-            def do_PUT(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                with receiver.lock:
-                    request = Request(self.command, self.path, json.loads(raw or b"{}"), dict(self.headers), 200)
-                    queued = receiver.answers.get(self.path)
-                    if queued:
-                        request.answered = queued.pop(0)
-                    elif receiver.known is not None and request.run_id not in receiver.known:
-                        request.answered = 400
-                    receiver.requests.append(request)
-                body = (b'{"message": "Pipeline status updated successfully."}' if request.answered == 200
-                        else b'{"detail": "Failed to update pipeline status."}')
-                self.send_response(request.answered)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_POST = do_PUT
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server.start()  # the port it had before, once it has had one
 
     def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        if self.server.is_running():
+            self.server.stop()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.url_for("").rstrip("/")
 
     @property
     def template(self) -> str:
@@ -399,13 +376,14 @@ def submit(api: httpx.Client, receiver: Receiver, body: dict) -> str:
 
 
 @pytest.mark.e2e
-def test_the_back_end_sees_running_then_completed_or_failed(notify_stack: Stack, receiver: Receiver):
+def test_the_back_end_sees_running_then_completed_or_failed(notify_stack: Stack, receiver: Receiver,
+                                                             slow_file_url: str):
     receiver.known = set()
     try:
         with notify_stack.client() as api:
             ok = submit(api, receiver, local_pipeline())
             failing = submit(api, receiver, local_pipeline(path="missing-folder"))
-            slow = {"operation": "import_from_url", "parameters": {"url": receiver.base_url + "/slow.bin"}}
+            slow = {"operation": "import_from_url", "parameters": {"url": slow_file_url}}
             cancelled = submit(api, receiver, {"instructions": [slow]})
             deadline = time.monotonic() + 30
             while api.get(f"/runs/{cancelled}").json()["run_status"] != "STARTED" and time.monotonic() < deadline:

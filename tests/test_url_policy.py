@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
 from orchestrator.engine import OperationError
 from orchestrator.sources.url import UrlPolicy, check_address, download
@@ -120,63 +121,51 @@ def connections(monkeypatch: pytest.MonkeyPatch):
     return opened, routes
 
 
-def serve(folder: Path, tls: ssl.SSLContext | None = None):
-    handler = partial(_RecordingHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.hosts = []  # type: ignore[attr-defined]
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+@contextmanager
+def serving(files: dict[str, str], tls: ssl.SSLContext | None = None) -> Iterator[HTTPServer]:
+    """A local web server (HTTPS with `tls`) answering each path of `files` with its text."""
+    server = HTTPServer("127.0.0.1", ssl_context=tls)
+    for path, text in files.items():
+        server.expect_request(path).respond_with_data(text)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
-class _RecordingHandler(SimpleHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.server.hosts.append(self.headers.get("Host"))
-        super().do_GET()
-
-    def log_message(self, format, *args):  # noqa: A002
-        pass
+def hosts(server: HTTPServer) -> list[str | None]:
+    """The Host header of every request the server received."""
+    return [request.headers.get("Host") for request, _ in server.log]
 
 
 def test_the_connection_goes_to_the_checked_address(tmp_path: Path, connections):
     """Before: checked on one resolution, connected on another (127.0.0.1): the internal file was fetched."""
     opened, routes = connections
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "file.txt").write_text("public file")
-    server = serve(tmp_path / "site")
-    try:
-        port = server.server_address[1]
+    with serving({"/file.txt": "public file"}) as server:
+        port = server.port
         routes["93.184.216.34"] = port
         resolver = RebindingResolver()
         got = download(f"http://rebind.test:{port}/file.txt", tmp_path / "out", UrlPolicy(resolver=resolver))
         assert got.read_text() == "public file"
         assert resolver.calls == ["rebind.test"]  # resolved once, never again
         assert opened == [("93.184.216.34", port)]  # connected to what was checked, never 127.0.0.1
-        assert server.hosts == [f"rebind.test:{port}"]  # and the Host header is the URL's
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert hosts(server) == [f"rebind.test:{port}"]  # and the Host header is the URL's
 
 
 def test_each_redirect_is_resolved_checked_and_pinned(tmp_path: Path, connections):
     opened, routes = connections
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "file.txt").write_text("moved")
-    server = serve(tmp_path / "site")
-    try:
-        port = server.server_address[1]
+    with serving({"/folder/": "moved"}) as server:
+        port = server.port
         routes["93.184.216.34"] = port
         # rebind.test redirects (a folder without its slash) to itself; the second lookup answers 127.0.0.1.
-        (tmp_path / "site" / "folder").mkdir()
+        server.expect_request("/folder").respond_with_response(Response(status=301, headers={"Location": "/folder/"}))
         resolver = RebindingResolver()
         with pytest.raises(OperationError, match="rebind.test resolves to 127.0.0.1, a non-public address"):
             download(f"http://rebind.test:{port}/folder", tmp_path / "out", UrlPolicy(resolver=resolver))
         assert resolver.calls == ["rebind.test", "rebind.test"]
         assert all(host == "93.184.216.34" for host, _ in opened)
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert [request.path for request, _ in server.log] == ["/folder"]  # the redirect was never followed
 
 
 def test_tls_still_checks_the_certificate_against_the_host_name(tmp_path: Path, connections, monkeypatch):
@@ -205,11 +194,8 @@ def test_tls_still_checks_the_certificate_against_the_host_name(tmp_path: Path, 
     tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))  # the client trusts this certificate only
     opened, routes = connections
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "file.txt").write_text("over TLS")
-    server = serve(tmp_path / "site", tls)
-    try:
-        port = server.server_address[1]
+    with serving({"/file.txt": "over TLS"}, tls) as server:
+        port = server.port
         routes["93.184.216.34"] = port
         policy = UrlPolicy(resolver=RebindingResolver())
         got = download(f"https://rebind.test:{port}/file.txt", tmp_path / "out", policy)
@@ -219,6 +205,3 @@ def test_tls_still_checks_the_certificate_against_the_host_name(tmp_path: Path, 
         other = RebindingResolver()
         with pytest.raises(OperationError, match="could not download .*certificate"):
             download(f"https://other.test:{port}/file.txt", tmp_path / "out2", UrlPolicy(resolver=other))
-    finally:
-        server.shutdown()
-        server.server_close()
