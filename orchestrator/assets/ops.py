@@ -758,7 +758,9 @@ def import_from_database(
     )
     if imported.binary_columns:
         ctx.log.info(f"{connection}: column(s) {', '.join(sorted(imported.binary_columns))} hold bytes, kept as base64")
-    return Table(out, imported.columns, imported.count)
+    if imported.geometry:
+        ctx.log.info(f"{connection}: geometry column(s) {', '.join(imported.geometry)} as GeoJSON, SRID kept")
+    return Table(out, imported.columns, imported.count, imported.geometry)
 
 
 def export_to_database(

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -171,6 +172,8 @@ class Imported:
     count: int = 0
     binary_columns: set[str] = field(default_factory=set)
     widest_row: int = 0  # bytes of its texts and blobs as read
+    srids: dict[str, set[int]] = field(default_factory=dict)  # PostGIS: each geometry column's SRIDs as read
+    geometry: dict[str, dict[str, Any]] = field(default_factory=dict)  # {column: {"srid", "crs"}} (postgis.py)
 
 
 class _TooWide(OperationError):
@@ -234,24 +237,34 @@ def _run_import(
     conn: Connection, connection: str, out: Path, query: str | None, params: Mapping[str, Any] | None,
     table: str | None, limit: int | None, limits: ImportLimits, check_cancelled: Callable[[], None],
 ) -> Imported:
+    from orchestrator.sources import postgis
+
     stream = True
+    spatial = conn.dialect.name == "postgresql"  # PostGIS geometries come through as GeoJSON (postgis.py)
     if query is not None:
         is_function = (lambda name: _pg_has_function(conn, name)) if conn.dialect.name == "postgresql" else None
         kind = check_read_query(query, conn.dialect.name, connection, server_quoting(conn), is_function)
-        statement = _bound_query(query, params or {})
         # PostgreSQL streams through a cursor (DECLARE ... FOR), which takes queries only, not EXPLAIN.
         stream = conn.dialect.name != "postgresql" or kind != "EXPLAIN"
+        spatial = spatial and kind != "EXPLAIN"
+        statement = _bound_query(postgis.without_semicolon(query) if spatial else query, params or {})
     else:
         # One row past the cap is enough to know the table holds more than the cap.
         cap = min(limit, limits.max_rows + 1) if limit is not None else limits.max_rows + 1
         statement = sa.select(_reflect(conn, connection, table)).limit(cap)
+    hidden: dict[str, str] = {}
+    if spatial:
+        statement, hidden = postgis.as_geojson(conn, statement)
     result = conn.execute(statement, execution_options={"stream_results": stream})
     try:
         if not result.returns_rows:
             raise OperationError(f"the query on connection {connection!r} returns no rows; give a SELECT")
-        return _write_rows(result, out, limit, check_cancelled, connection, limits)
+        imported = _write_rows(result, out, limit, check_cancelled, connection, limits, hidden)
     finally:
         result.close()
+    if hidden:
+        imported.geometry = postgis.geometry_facts(conn, imported.srids, list(hidden.values()))
+    return imported
 
 
 def server_quoting(conn: Connection) -> ServerQuoting:
@@ -442,7 +455,9 @@ def _bound_query(query: str, params: Mapping[str, Any]) -> sa.TextClause:
 def _reflect(conn: Connection, connection: str, table: str) -> sa.Table:
     schema, _, name = table.rpartition(".")
     try:
-        reflected = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
+        with warnings.catch_warnings():  # PostGIS's geometry types, which postgis.py reads as GeoJSON
+            warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+            reflected = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
     except sa.exc.NoSuchTableError:
         raise OperationError(f"connection {connection!r} has no table {table!r}") from None
     for column in reflected.columns:
@@ -456,9 +471,13 @@ def _reflect(conn: Connection, connection: str, table: str) -> sa.Table:
 
 def _write_rows(
     result: sa.CursorResult, out: Path, limit: int | None, check_cancelled: Callable[[], None],
-    connection: str = "", limits: ImportLimits = ImportLimits(),
+    connection: str = "", limits: ImportLimits = ImportLimits(), hidden: Mapping[str, str] | None = None,
 ) -> Imported:
+    """`hidden`: result columns not written, each holding the SRID of a geometry column ({label: column})."""
     columns = list(result.keys())
+    srid_at = [(i, hidden[c]) for i, c in enumerate(columns) if hidden and c in hidden]
+    shown_at = [i for i, c in enumerate(columns) if not hidden or c not in hidden]
+    columns = [columns[i] for i in shown_at]
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
         names = ", ".join(map(repr, repeated))
@@ -484,6 +503,11 @@ def _write_rows(
                         "limit of the server's CONSTELLATION_DB_MAX_ROWS; give a limit or narrow the query"
                     )
                 number = imported.count + 1
+                if srid_at:
+                    for i, column in srid_at:
+                        if row[i] is not None:
+                            imported.srids.setdefault(column, set()).add(int(row[i]))
+                    row = tuple(row[i] for i in shown_at)
                 size = 0  # of its texts and blobs, checked before any of the row is written
                 for column, value in zip(columns, row, strict=True):
                     if isinstance(value, bytes | bytearray | memoryview | str):
