@@ -422,6 +422,25 @@ def mosaic(
         ctx.check_cancelled))
 
 
+def vectorize_mask(
+    ctx: RunContext,
+    data: Annotated[
+        Predictions | FileList | FileDict,
+        Field(description="a segmentation model's predictions, or class-id GeoTIFFs (e.g. mosaic's)"),
+    ],
+    classes: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+        Field(max_length=1000, description="the classes to turn into polygons, by name (default: all; nodata never)"),
+    ] = None,
+) -> Table:
+    """Turn class masks into polygons: a table of class, source and geometry (GeoJSON, its SRID kept with the table)."""
+    from orchestrator.transforms import vectorize
+    table = vectorize.vectorize(vectorize.masks_of(data), classes, ctx.node_dir / "polygons.jsonl",
+                                ctx.resources.workspace.max_raster_samples, ctx.check_cancelled)
+    ctx.log.info(f"vectorize_mask: {table.count} polygons")
+    return table
+
+
 def filter_files(
     ctx: RunContext,
     data: Annotated[FileList | FileDict, Field(description="the files to filter")],
@@ -509,6 +528,9 @@ def _each_file(
 def _files_of(data: Exportable, work_dir: Path | None = None) -> list[FileRef]:
     from orchestrator.sinks import exports
     if isinstance(data, Table):
+        if data.geometry and work_dir is not None:  # polygons: a GeoJSON file any GIS opens
+            from orchestrator.sinks.geojson import write_geojson
+            return [FileRef("table.geojson", write_geojson(data, work_dir / "table.geojson"))]
         return [FileRef("table.jsonl", data.path)]
     if isinstance(data, Batches):
         return [ref for batch in data.batches for ref in batch]
@@ -780,7 +802,7 @@ def export_to_database(
     engine = ctx.resources.databases.engine(connection)
     count = database_export.export_rows(
         engine, connection, table, data.columns, data.rows, ctx.run_id, if_exists, ctx.check_cancelled,
-        allow_any_schema=ctx.resources.workspace.db_export_any_schema,
+        allow_any_schema=ctx.resources.workspace.db_export_any_schema, geometry=data.geometry,
     )
     return Exported(f"database:{connection}/{table}", [{"table": table, "rows": count, "run_id": ctx.run_id}])
 

@@ -28,6 +28,7 @@ OP_DEFS = [
     ops.spectral_index,
     ops.composite_rgb,
     ops.mosaic,
+    ops.vectorize_mask,
     ops.filter_files,
     ops.sample,
     ops.export_to_local,

@@ -2,6 +2,10 @@
 
 A missing table is created with column types inferred from the values (boolean, integer,
 float, else text); the `run_id` column tells runs apart, so no run replaces another's rows.
+A table's geometry columns (GeoJSON per row, the SRID recorded with the table: vectorize_mask,
+a PostGIS import) become PostGIS `geometry(Geometry, <srid>)` columns on PostgreSQL with PostGIS
+(ST_GeomFromGeoJSON with the SRID set), so ST_Intersects, ST_Area... work on them; elsewhere they
+are written as GeoJSON text.
 
 An export writes only into the connection's own schema (PostgreSQL: one on its search_path;
 MySQL/MariaDB: its database; SQLite: main), even when the account could reach others (a root
@@ -12,6 +16,7 @@ lifts that; the database's own privileges are then the only limit.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -33,6 +38,7 @@ def export_rows(
     if_exists: str = "append",
     check_cancelled: Callable[[], None] = lambda: None,
     allow_any_schema: bool = False,
+    geometry: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> int:
     """Insert every row, tagged with `run_id`, into `table` (created if missing) in one transaction; return the count.
 
@@ -47,12 +53,15 @@ def export_rows(
         if schema and not allow_any_schema:
             _check_own_schema(conn, connection, table, schema)
         inspector = sa.inspect(conn)
+        spatial = _spatial_columns(conn, columns, geometry)
         if inspector.has_table(name, schema=schema or None):
             if if_exists == "fail":
                 raise OperationError(
                     f"table {table!r} already exists in connection {connection!r} (if_exists is 'fail')"
                 )
-            present = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
+            with warnings.catch_warnings():  # PostGIS's geometry type, which SQLAlchemy does not know
+                warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+                present = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
             missing = [c for c in [*columns, RUN_ID_COLUMN] if c not in present]
             if missing:
                 raise OperationError(
@@ -62,9 +71,14 @@ def export_rows(
             text_columns = {c for c in columns if isinstance(present[c], sa.String)}
         else:
             kinds = infer_column_types(columns, rows())
-            sa.Table(name, sa.MetaData(), *_new_columns(kinds), schema=schema or None).create(conn)
-            text_columns = {c for c, kind in kinds.items() if kind == "text"}
-        target = sa.table(name, *(sa.column(c) for c in [*columns, RUN_ID_COLUMN]), schema=schema or None)
+            columns_made = _new_columns(kinds)
+            for i, column in enumerate(columns_made):
+                if column.name in spatial:
+                    columns_made[i] = sa.Column(column.name, spatial[column.name])
+            sa.Table(name, sa.MetaData(), *columns_made, schema=schema or None).create(conn)
+            text_columns = {c for c, kind in kinds.items() if kind == "text" and c not in spatial}
+        target = sa.table(name, *(sa.column(c, spatial.get(c)) for c in [*columns, RUN_ID_COLUMN]),
+                          schema=schema or None)
         count = 0
         for batch in _batches(rows(), BATCH_ROWS):
             check_cancelled()
@@ -75,6 +89,32 @@ def export_rows(
             conn.execute(target.insert(), values)
             count += len(batch)
         return count
+
+
+class Geometry(sa.types.UserDefinedType):
+    """PostGIS's geometry of one SRID; values bound as GeoJSON text, made geometries by the database."""
+
+    cache_ok = True
+
+    def __init__(self, srid: int):
+        self.srid = int(srid)
+
+    def get_col_spec(self, **_: Any) -> str:
+        return f"geometry(Geometry, {self.srid})"
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return sa.func.ST_SetSRID(sa.func.ST_GeomFromGeoJSON(bindvalue), self.srid)
+
+
+def _spatial_columns(conn: sa.Connection, columns: list[str],
+                     geometry: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Geometry]:
+    """The geometry columns to write as PostGIS geometries: on PostgreSQL where PostGIS is installed."""
+    if not geometry or conn.dialect.name != "postgresql":
+        return {}
+    installed = conn.exec_driver_sql("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'postgis'").first()
+    if installed is None:
+        return {}
+    return {c: Geometry(int(geometry[c].get("srid") or 0)) for c in columns if c in geometry}
 
 
 def own_schemas(conn: sa.Connection) -> list[str]:
