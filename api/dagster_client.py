@@ -12,6 +12,7 @@ import httpx
 
 from api.errors import ApiError
 from orchestrator import contract
+from orchestrator.contract import DagsterRunStatus
 
 CATALOG_METADATA_KEY = contract.CATALOG_METADATA_KEY
 IDEMPOTENCY_TAG = contract.Tags.IDEMPOTENCY_KEY
@@ -65,9 +66,9 @@ query Runs($filter: RunsFilter, $cursor: String, $limit: Int) {
   }
 }"""
 
-# Dagster's run statuses, as GET /runs/{id} reports them (its GraphQL enum RunStatus).
-RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "SUCCESS", "FAILURE", "CANCELING", "CANCELED",
-                "MANAGED")
+# The run statuses GET /runs?state= filters on: Dagster's (contract.DagsterRunStatus) as the gateway has
+# always taken them, SUSPENDED aside (Dagster added it later; taking it would be a change of the API).
+RUN_STATUSES: tuple[DagsterRunStatus, ...] = tuple(s for s in DagsterRunStatus if s is not DagsterRunStatus.SUSPENDED)
 
 _FAILURES = """
 query Failures($runId: ID!) {
@@ -306,7 +307,7 @@ class DagsterClient:
         if kind == "RunNotFoundError":
             raise ApiError(404, f"no run {run_id}")
         if kind == "TerminateRunFailure":
-            if (result.get("run") or {}).get("status") in ("STARTING", "NOT_STARTED"):
+            if (result.get("run") or {}).get("status") in (DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED):
                 raise _Starting(result["message"])
             raise ApiError(409, result["message"])
         raise ApiError(502, f"Dagster could not cancel run {run_id}: {result.get('message')}")

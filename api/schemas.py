@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from orchestrator.contract import DagsterRunStatus, InstructionProgress
+
 
 class Instruction(BaseModel):
     operation: str = Field(description="a registered operation name; GET /operations lists them")
@@ -46,7 +48,7 @@ class Valid(BaseModel):
 class RunStatus(BaseModel):
     status: Literal["success"] = "success"
     run_id: str
-    run_status: str = Field(
+    run_status: DagsterRunStatus = Field(
         description="Dagster's run status: QUEUED, STARTED, SUCCESS, FAILURE, CANCELED..."
     )
     created_at: float | None
@@ -55,14 +57,14 @@ class RunStatus(BaseModel):
     duration_s: float | None
     done: int = Field(description="instructions finished so far")
     total: int = Field(description="instructions in the plan (0 until the run starts)")
-    instructions: list[dict[str, Any]]
+    instructions: list[InstructionProgress]
     error: dict[str, Any] | None
     run_url: str
 
 
 class RunSummary(BaseModel):
     run_id: str
-    run_status: str = Field(description="as GET /runs/{run_id} reports it")
+    run_status: DagsterRunStatus = Field(description="as GET /runs/{run_id} reports it")
     created_at: float | None
     started_at: float | None
     ended_at: float | None
@@ -99,7 +101,7 @@ class Retried(BaseModel):
 class Cancelled(BaseModel):
     status: Literal["success"] = "success"
     run_id: str
-    run_status: str
+    run_status: DagsterRunStatus
 
 
 class Operations(BaseModel):

@@ -10,10 +10,12 @@ filtering runs by tag): add to them, never rename. The instruction engine
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing_extensions import TypedDict
 
 # Where the job lives: shown in the Dagster UI as main@constellation.
 CODE_LOCATION = "constellation"
@@ -31,6 +33,120 @@ CONFIG_FIELD = "raw_input"
 def launch_config(instructions: list[Any]) -> dict[str, Any]:
     """The run config that launches a pipeline (the same the launchpad takes)."""
     return {"ops": {CONFIG_OP: {"config": {CONFIG_FIELD: instructions}}}}
+
+
+class DagsterRunStatus(StrEnum):
+    """A run's status as Dagster reports it (dagster.DagsterRunStatus, its GraphQL enum RunStatus);
+    GET /runs/{id} answers it as `run_status`."""
+
+    QUEUED = "QUEUED"
+    NOT_STARTED = "NOT_STARTED"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+    MANAGED = "MANAGED"
+    SUSPENDED = "SUSPENDED"  # Dagster 1.12+; GET /runs?state= does not take it (api/dagster_client.RUN_STATUSES)
+
+
+class NodeEventKind(StrEnum):
+    """What the engine reports of one instruction (orchestrator.engine.NodeEvent.kind)."""
+
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    REUSED = "reused"  # a resumed run took the output its parent kept
+
+
+class InstructionState(StrEnum):
+    """An instruction's `state` in a run's progress.json, and in GET /runs/{id}'s `instructions`."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REUSED = "reused"
+
+
+class ResultState(StrEnum):
+    """The `state` of a top-level instruction without output in results.json of a run that did not succeed."""
+
+    FAILED = "failed"  # it was running when the run failed or was cancelled
+    NOT_RUN = "not run"  # it came after the one that stopped the run
+
+
+class RunChange(StrEnum):
+    """A change of a run's status that a callback reports: the keys of CONSTELLATION_NOTIFY_WORDS."""
+
+    STARTED = "started"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELED = "canceled"
+
+
+class CallbackWord(StrEnum):
+    """The words the Agentic Earth back-end understands (its front-end: completed green, running yellow)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+# The mapping between these vocabularies, in one place.
+# Engine event -> the instruction's progress state.
+STATE_OF_EVENT: dict[NodeEventKind, InstructionState] = {
+    NodeEventKind.STARTED: InstructionState.RUNNING,
+    NodeEventKind.FINISHED: InstructionState.SUCCEEDED,
+    NodeEventKind.FAILED: InstructionState.FAILED,
+    NodeEventKind.REUSED: InstructionState.REUSED,
+}
+# Instructions counted as done (`done` of progress.json); a resumed run reuses what its parent did.
+DONE_STATES = frozenset({InstructionState.SUCCEEDED, InstructionState.REUSED})
+# Events after which an instruction has an output (what it produced or what it reused).
+OUTPUT_EVENTS = frozenset({NodeEventKind.FINISHED, NodeEventKind.REUSED})
+# Run statuses a run does not leave; GET /runs/{id} is final once it answers one.
+FINAL_STATUSES = frozenset({DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED})
+# Runs a retry may resume (POST /runs/{id}/retry).
+RESUMABLE_STATUSES = frozenset({DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED})
+# Dagster run status -> the change a callback reports (other statuses are not reported).
+CHANGE_OF_STATUS: dict[DagsterRunStatus, RunChange] = {
+    DagsterRunStatus.STARTED: RunChange.STARTED,
+    DagsterRunStatus.SUCCESS: RunChange.SUCCESS,
+    DagsterRunStatus.FAILURE: RunChange.FAILURE,
+    DagsterRunStatus.CANCELED: RunChange.CANCELED,
+}
+# A run's changes in order: a callback never reports one of a lower rank after a higher one.
+CHANGE_RANK: dict[RunChange, int] = {RunChange.STARTED: 1, RunChange.SUCCESS: 2, RunChange.FAILURE: 2,
+                                     RunChange.CANCELED: 2}
+# Run change -> the word sent by default (CONSTELLATION_NOTIFY_WORDS changes them).
+DEFAULT_CALLBACK_WORDS: dict[RunChange, str] = {
+    RunChange.STARTED: CallbackWord.RUNNING,
+    RunChange.SUCCESS: CallbackWord.COMPLETED,
+    RunChange.FAILURE: CallbackWord.FAILED,
+    RunChange.CANCELED: CallbackWord.FAILED,
+}
+
+
+class InstructionProgress(TypedDict, total=False):
+    """One instruction in progress.json (`instructions`), as the code location writes it and the gateway answers it.
+
+    Every entry has path, also_at, operation and state; the others come with the state (timings once
+    it started, `summary` once it finished or was reused, `error` when it failed). Other keys pass as they are.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]  # read by pydantic, not a key
+
+    path: str
+    also_at: list[str]  # the other places the same instruction appears (run once)
+    operation: str
+    state: InstructionState
+    started_at: float
+    ended_at: float
+    duration_s: float
+    summary: str
+    error: str
 
 
 class Tags:

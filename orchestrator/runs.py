@@ -25,6 +25,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from orchestrator import kept
+from orchestrator.contract import (
+    DONE_STATES,
+    OUTPUT_EVENTS,
+    STATE_OF_EVENT,
+    InstructionProgress,
+    InstructionState,
+    NodeEventKind,
+)
 from orchestrator.engine import InstructionFailed, NodeEvent, Plan
 from orchestrator.runstore import TRANSFER_THREADS, RunStore, RunStoreError, clean_relative, is_run_id
 
@@ -242,13 +250,13 @@ class ProgressLog:
         self.path = self.folder.path / PROGRESS
         self.interval_s = (PROGRESS_INTERVAL_S if self.folder.remote else 0.0) if interval_s is None else interval_s
         self._lock = threading.Lock()
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._entries: dict[str, InstructionProgress] = {}
         for node in [*plan.shared.values(), *plan.roots]:
             self._entries[node.key + node.path] = {
                 "path": node.path,
                 "also_at": node.paths[1:],
                 "operation": node.operation,
-                "state": "pending",
+                "state": InstructionState.PENDING,
             }
         self._keys = {id(n): n.key + n.path for n in [*plan.shared.values(), *plan.roots]}
         self._error: dict[str, str] | None = None
@@ -267,17 +275,17 @@ class ProgressLog:
         with self._lock:
             entry = self._entries[self._keys[id(event.node)]]
             now = time.time()
-            if event.kind == "started":
-                entry.update(state="running", started_at=now)
-            elif event.kind == "reused":
-                entry.update(state="reused", ended_at=now, duration_s=0.0, summary=clip(event.summary))
+            entry["state"] = STATE_OF_EVENT[event.kind]
+            if event.kind == NodeEventKind.STARTED:
+                entry["started_at"] = now
+            elif event.kind == NodeEventKind.REUSED:
+                entry.update(ended_at=now, duration_s=0.0, summary=clip(event.summary))
+            elif event.kind == NodeEventKind.FINISHED:
+                entry.update(ended_at=now, duration_s=round(event.duration_s, 4),
+                             summary=clip(event.summary or event.error))
             else:
-                entry.update(
-                    state="succeeded" if event.kind == "finished" else "failed",
-                    ended_at=now,
-                    duration_s=round(event.duration_s, 4),
-                )
-                entry["summary" if event.kind == "finished" else "error"] = clip(event.summary or event.error)
+                entry.update(ended_at=now, duration_s=round(event.duration_s, 4),
+                             error=clip(event.summary or event.error))
             self._flush()
 
     def fail(self, failure: InstructionFailed) -> None:
@@ -331,7 +339,7 @@ class ProgressLog:
 
     def _document(self) -> dict[str, Any]:
         entries = sorted(self._entries.values(), key=lambda e: _pointer_order(e["path"]))
-        done = sum(e["state"] in ("succeeded", "reused") for e in entries)
+        done = sum(e["state"] in DONE_STATES for e in entries)
         return {"done": done, "total": len(entries), "instructions": [dict(e) for e in entries],
                 "error": self._error}
 
@@ -478,7 +486,7 @@ class KeptOutputs:
         completed = {
             (e.get("path"), e.get("operation"))
             for e in (entries if isinstance(entries, list) else [])
-            if isinstance(e, dict) and e.get("state") in ("succeeded", "reused")
+            if isinstance(e, dict) and e.get("state") in DONE_STATES
         }
         listed = {k: v for k, v in outputs.items() if isinstance(k, str) and isinstance(v, dict)}
         return _ParentKept(name, listed, completed)
@@ -499,10 +507,10 @@ class KeptOutputs:
     def track(self, event: NodeEvent) -> None:
         """Move files as the run goes: before an instruction starts, the files of the reused outputs it
         takes come here; once it finished (or was reused), its node folder goes to the store."""
-        if event.kind == "started":
+        if event.kind == NodeEventKind.STARTED:
             for child in event.node.children():
                 self.fetch(child)
-        elif event.kind in ("finished", "reused"):
+        elif event.kind in OUTPUT_EVENTS:
             self.run.upload_node(event.node.key)
 
     def fetch(self, node: Any) -> None:

@@ -25,6 +25,7 @@ from api.schemas import (
     RunSummary,
 )
 from orchestrator import contract, runs
+from orchestrator.contract import DagsterRunStatus
 from orchestrator.runstore import RunStore, RunStoreError
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
@@ -99,7 +100,7 @@ async def run_status(run_id: str, store: StoreDep, dagster: DagsterDep) -> RunSt
     info = await _find(run_id, dagster)
     progress = await _read(store, store.read_json, run_id, runs.PROGRESS) or {}
     error = _clipped(progress.get("error"))
-    if info.status == "FAILURE" and error is None:
+    if info.status == DagsterRunStatus.FAILURE and error is None:
         # Failed before or around the instructions (e.g. launchpad config, a full disk): Dagster knows why.
         # An instruction's failure whose progress could not be written (a full disk) is found there too.
         why = await dagster.failure(run_id) or {"message": "the run failed outside its instructions"}
@@ -171,14 +172,14 @@ def _clipped(entry: Any) -> Any:
 
 
 # Runs that ended: a failed or cancelled one keeps the results of what finished before (orchestrator/assets/job.py).
-_ENDED = ("SUCCESS", "FAILURE", "CANCELED")
+_ENDED = contract.FINAL_STATUSES
 
 
 async def _results(store: RunStore, info: RunInfo) -> dict:
     if info.status not in _ENDED:
         raise ApiError(409, f"run {info.run_id} is {info.status}; its results exist once it has ended")
     document = await _read(store, store.read_json, info.run_id, runs.RESULTS)
-    if document is None and info.status != "SUCCESS":
+    if document is None and info.status != DagsterRunStatus.SUCCESS:
         raise ApiError(409, f"run {info.run_id} is {info.status} and kept no results: it ended before any "
                             f"instruction ran, or was made by an older version (GET /runs/{info.run_id} says why)")
     if document is None:
@@ -205,7 +206,7 @@ def _closing(stored):
 async def retry(run_id: str, dagster: DagsterDep) -> Retried:
     """Resume a failed or cancelled run: a new run that reuses every instruction the first one completed."""
     info = await _find(run_id, dagster)
-    if info.status not in ("FAILURE", "CANCELED"):
+    if info.status not in contract.RESUMABLE_STATUSES:
         raise ApiError(409, f"run {run_id} is {info.status}; only a failed or cancelled run can be resumed")
     new_run = await dagster.reexecute(run_id, {contract.Tags.RETRY_OF: run_id})
     return Retried(run_id=new_run, parent_run_id=run_id, run_url=dagster.run_url(new_run))

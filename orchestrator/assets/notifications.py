@@ -52,24 +52,27 @@ from dagster import (
     sensor,
 )
 from dagster._core.event_api import EventLogRecord, RunStatusChangeRecordsFilter
+from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS as EVENT_TYPE_TO_RUN_STATUS
 
-from orchestrator import runs, runstore
+from orchestrator import contract, runs, runstore
 from orchestrator.assets.resources import Workspace
+from orchestrator.contract import RunChange
 
 SENSOR_NAME = "notify_run_status"
-# Dagster's run-status event → the status's name in settings, and its rank (a run never goes back).
-STATUS_EVENTS = {
-    DagsterEventType.RUN_START: "started",
-    DagsterEventType.RUN_SUCCESS: "success",
-    DagsterEventType.RUN_FAILURE: "failure",
-    DagsterEventType.RUN_CANCELED: "canceled",
+# The run-status events read, each as the change it reports: the status Dagster's event sets (its own
+# mapping), as contract.CHANGE_OF_STATUS names it.
+STATUS_EVENTS: dict[DagsterEventType, RunChange] = {
+    event_type: contract.CHANGE_OF_STATUS[contract.DagsterRunStatus(EVENT_TYPE_TO_RUN_STATUS[event_type].value)]
+    for event_type in (DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE,
+                       DagsterEventType.RUN_CANCELED)
 }
-RANK = {"started": 1, "success": 2, "failure": 2, "canceled": 2}
+# A run's changes are sent in this order only (contract.CHANGE_RANK).
+RANK = contract.CHANGE_RANK
 # What the original Agentic Earth back-end and front-end understand.
-DEFAULT_WORDS = {"started": "running", "success": "completed", "failure": "failed", "canceled": "failed"}
+DEFAULT_WORDS = contract.DEFAULT_CALLBACK_WORDS
 MESSAGES = {
-    "started": "Run has started",
-    "success": "Run has been completed successfully",  # the original pipelines' words
+    RunChange.STARTED: "Run has started",
+    RunChange.SUCCESS: "Run has been completed successfully",  # the original pipelines' words
 }
 # The daemon's sensor loop runs every 5 s; Dagster's default sensor interval would be 30 s.
 SENSOR_INTERVAL_S = 5
@@ -211,7 +214,7 @@ SENT = _SentStatuses()
 class _Status:
     storage_id: int
     run_id: str
-    status: str  # a key of DEFAULT_WORDS
+    status: RunChange
     event_message: str
 
 
@@ -347,7 +350,7 @@ def _runs_of_job(instance: DagsterInstance, run_ids: list[str], job_name: str, r
 def _message(instance: DagsterInstance, status: _Status, artifact_root: str | Path | None) -> str:
     if status.status in MESSAGES:
         return MESSAGES[status.status]
-    if status.status == "canceled":
+    if status.status == RunChange.CANCELED:
         return _clip(f"the run was cancelled: {status.event_message}".rstrip(": "))
     return _clip(failure_reason(instance, status.run_id, artifact_root) or status.event_message or "the run failed")
 

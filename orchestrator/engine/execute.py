@@ -14,10 +14,11 @@ import typing
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
+from orchestrator.contract import NodeEventKind
 from orchestrator.engine.catalog import Catalog, DataType, RunContext
 from orchestrator.engine.errors import InstructionFailed, OperationError
 from orchestrator.engine.plan import Node, Plan
@@ -27,7 +28,7 @@ from orchestrator.engine.plan import Node, Plan
 class NodeEvent:
     """Progress of one instruction, as reported to the host."""
 
-    kind: Literal["started", "finished", "failed", "reused"]
+    kind: NodeEventKind
     node: Node
     duration_s: float = 0.0
     summary: str = ""
@@ -122,9 +123,9 @@ class _Runner:
         if self.reuse is not None and op.reusable:
             found, output = self.reuse.load(node)
             if found:
-                self.on_event(NodeEvent("reused", node, summary=summarize(output), output=output))
+                self.on_event(NodeEvent(NodeEventKind.REUSED, node, summary=summarize(output), output=output))
                 return output
-        self.on_event(NodeEvent("started", node))
+        self.on_event(NodeEvent(NodeEventKind.STARTED, node))
         start = time.perf_counter()
         try:
             kwargs = self._arguments(node)
@@ -132,12 +133,12 @@ class _Runner:
             output = op.function(replace(self.context, node_key=node.key), **kwargs)
         except Exception as exc:  # every failure becomes one message naming the instruction
             message = _describe(exc, self.context)
-            self.on_event(NodeEvent("failed", node, time.perf_counter() - start, error=message))
+            self.on_event(NodeEvent(NodeEventKind.FAILED, node, time.perf_counter() - start, error=message))
             raise InstructionFailed(node.path, node.operation, message) from exc
         duration = time.perf_counter() - start
         if self.reuse is not None and op.reusable:
             self.reuse.save(node, output)
-        self.on_event(NodeEvent("finished", node, duration, summary=summarize(output), output=output))
+        self.on_event(NodeEvent(NodeEventKind.FINISHED, node, duration, summary=summarize(output), output=output))
         return output
 
     def _arguments(self, node: Node) -> Mapping[str, Any]:

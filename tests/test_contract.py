@@ -1,0 +1,38 @@
+"""The run-state vocabularies of orchestrator/contract.py against Dagster's own, and their mappings."""
+
+from __future__ import annotations
+
+from dagster import DagsterRunStatus as DagstersStatus
+from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+
+from orchestrator import contract
+from orchestrator.assets import notifications
+from orchestrator.contract import DagsterRunStatus, InstructionState, NodeEventKind, RunChange
+
+
+def test_run_statuses_are_dagsters():
+    """A Dagster upgrade that adds a status fails here, not as a 500 of GET /runs/{id}."""
+    assert {s.value for s in DagsterRunStatus} == {s.value for s in DagstersStatus}
+
+
+def test_each_vocabulary_maps_whole():
+    assert set(contract.STATE_OF_EVENT) == set(NodeEventKind)
+    assert set(contract.STATE_OF_EVENT.values()) == set(InstructionState) - {InstructionState.PENDING}
+    assert set(contract.CHANGE_OF_STATUS.values()) == set(RunChange) == set(contract.CHANGE_RANK)
+    assert set(contract.DEFAULT_CALLBACK_WORDS) == set(RunChange)
+    assert contract.FINAL_STATUSES >= contract.RESUMABLE_STATUSES
+
+
+def test_callbacks_read_the_events_that_set_the_reported_statuses():
+    for event_type, change in notifications.STATUS_EVENTS.items():
+        assert contract.CHANGE_OF_STATUS[EVENT_TYPE_TO_PIPELINE_RUN_STATUS[event_type].value] is change
+    assert set(notifications.STATUS_EVENTS.values()) == set(RunChange)
+
+
+def test_values_are_the_json_words():
+    """str enums: the JSON a client reads is the word it always was."""
+    assert [str(s) for s in NodeEventKind] == ["started", "finished", "failed", "reused"]
+    assert [str(s) for s in InstructionState] == ["pending", "running", "succeeded", "failed", "reused"]
+    assert [str(s) for s in RunChange] == ["started", "success", "failure", "canceled"]
+    assert dict(contract.DEFAULT_CALLBACK_WORDS) == {"started": "running", "success": "completed",
+                                                     "failure": "failed", "canceled": "failed"}
