@@ -401,4 +401,5 @@ def test_tiling_memory_follows_the_tile_not_the_scene(ctx, tmp_path):
     finally:
         tracemalloc.stop()
     assert len(tiles) == 64
-    assert peak < 4 * 1024**2, f"peak {peak / 1024**2:.1f} MiB of Python/NumPy memory for a 32 MiB scene"
+    # A whole-scene read would hold 32 MiB; a tile at a time holds a small fraction of it.
+    assert peak < 32 * 1024**2 / 6, f"peak {peak / 1024**2:.1f} MiB of Python/NumPy memory for a 32 MiB scene"

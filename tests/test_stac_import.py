@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ from stac_samples import (
 from orchestrator.assets import ops
 from orchestrator.assets.repository import CATALOG
 from orchestrator.assets.resources import Workspace
+from orchestrator.datasets import FileList
 from orchestrator.engine import OperationError, PipelineInvalid, RunContext, build_plan
 
 RED_NIR = {"B04": ("B04.tif", [("B04", "red")]), "B08": ("B08.tif", [("B08", "nir")])}
@@ -261,6 +263,12 @@ def test_stack_puts_bands_in_the_order_asked_on_the_finest_grid(ctx, data, scene
         cols = (np.arange(window.col_off, window.col_off + window.width) // 2)
         assert np.array_equal(got.read(1), coarse.read(1)[np.ix_(rows, cols)])
     assert ref.meta["bands"] == ["swir16", "red"]
+    # A band answers to STAC's own name as well as its common name.
+    [by_name] = ops.select_bands(replace(ctx, node_key="by-name"), FileList([ref]), ["B04", "swir16"]).refs
+    [by_common] = ops.select_bands(replace(ctx, node_key="by-common"), FileList([ref]), ["red", "B11"]).refs
+    with rasterio.open(by_name.path) as a, rasterio.open(by_common.path) as b:
+        assert np.array_equal(a.read(1), red[0]) and np.array_equal(b.read(1), red[0])
+        assert a.descriptions == ("red", "swir16") and np.array_equal(a.read(2), b.read(2))
 
 
 # Bad inputs
@@ -308,3 +316,4 @@ def test_a_bbox_outside_the_scene_is_refused_naming_the_asset(ctx, data):
     catalog(data / "stac", [item("wide", footprint, "2024-06-01T00:00:00+00:00", 1.0, {"B04": (str(raster), [])})])
     with pytest.raises(OperationError, match=r"bbox \[.*\] lies outside asset 'B04' of item 'wide', which covers"):
         ops.import_from_stac(ctx, "stac/catalog.json", bbox=[east + 0.2, south, east + 0.5, north])
+

@@ -121,12 +121,31 @@ def windows(width: int, height: int, size: int = rasters.BLOCK) -> Iterator[Any]
             yield Window(col, row, min(size, width - col), min(size, height - row))
 
 
+class BandName(str):
+    """A band's name, with the other names it answers to (STAC's `name` and `common_name` kept as band tags,
+    so that `B08` and `nir` both find the band of a STAC import)."""
+
+    aliases: frozenset[str] = frozenset()
+
+
 def names_of(dataset: Any, ref: FileRef) -> list[str | None]:
     """Each band's name: the import's (a STAC asset's bands), else the file's band descriptions."""
     given = ref.meta.get("bands")
     if isinstance(given, list) and len(given) == dataset.count:
-        return [str(n) if n is not None else None for n in given]
-    return [d or None for d in dataset.descriptions]
+        primary = [str(n) if n is not None else None for n in given]
+    else:
+        primary = [d or None for d in dataset.descriptions]
+    named: list[str | None] = []
+    for index, name in enumerate(primary, 1):
+        tags = dataset.tags(index)
+        aliases = frozenset(str(tags[k]).casefold() for k in ("name", "common_name") if tags.get(k))
+        if name is None or not aliases:
+            named.append(name)
+            continue
+        band = BandName(name)
+        band.aliases = aliases
+        named.append(band)
+    return named
 
 
 def listed(names: Sequence[str | None]) -> str:
@@ -142,7 +161,7 @@ def band_index(wanted: int | str, names: Sequence[str | None], source: str) -> i
         raise OperationError(f"band {wanted} is not in {source!r}, which has {count} band(s): {listed(names)}")
     folded = str(wanted).casefold()
     for index, name in enumerate(names, 1):
-        if name is not None and name.casefold() == folded:
+        if name is not None and (name.casefold() == folded or folded in getattr(name, "aliases", ())):
             return index
     if any(names):
         raise OperationError(f"band {wanted!r} is not in {source!r}; its bands are {listed(names)}")
