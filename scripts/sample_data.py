@@ -115,6 +115,7 @@ def write_eo_samples(root: Path, size: int = 512, border: int = 16) -> Path:
     folder = root / "samples-eo"
     scene, labels = folder / "scene.tif", folder / "labels.tif"
     if scene.exists() and labels.exists():
+        write_eo_truth(folder)
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rows, cols = np.mgrid[0:size, 0:size]
@@ -141,7 +142,38 @@ def write_eo_samples(root: Path, size: int = 512, border: int = 16) -> Path:
             out.write(classes, 1)
             out.descriptions = ("class",)
             out.update_tags(CLASSES=",".join(EO_CLASSES))
+    write_eo_truth(folder)
     return folder
+
+
+def write_eo_truth(folder: Path) -> None:
+    """The sample labels as polygons and two regions, GeoJSON in lon/lat beside the scene (idempotent).
+
+    labels.geojson: labels.tif's classes as polygons (property `class`), so that a comparison against either
+    scores the same pixels; regions.geojson: the scene's northern and southern halves (property `name`).
+    """
+    import json
+
+    import rasterio
+    from rasterio.features import shapes
+    from rasterio.warp import transform_geom
+
+    truth, regions = folder / "labels.geojson", folder / "regions.geojson"
+    if truth.exists() and regions.exists():
+        return
+    with rasterio.open(folder / "labels.tif") as src:
+        ids, crs, transform = src.read(1), src.crs, src.transform
+        west, south, east, north = src.bounds
+    features = [{"type": "Feature", "properties": {"class": EO_CLASSES[int(value)]},
+                 "geometry": transform_geom(crs, "EPSG:4326", geometry)}
+                for geometry, value in shapes(ids, mask=ids != 255, transform=transform)]
+    truth.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    middle = (north + south) / 2
+    halves = {"north": (middle, north), "south": (south, middle)}
+    regions.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": name}, "geometry": transform_geom(crs, "EPSG:4326", {
+            "type": "Polygon", "coordinates": [[(west, low), (east, low), (east, high), (west, high), (west, low)]]})}
+        for name, (low, high) in halves.items()]}))
 
 
 # The sample scene's bands as STAC describes them: (name, common name, centre wavelength in µm).

@@ -60,7 +60,7 @@ class Grid:
 
     @property
     def centre(self) -> tuple[float, float]:
-        return self.transform * (self.width / 2, self.height / 2)
+        return self.transform @ (self.width / 2, self.height / 2)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -344,7 +344,8 @@ def crs_of_srid(facts: dict[str, Any], column: str, where: str) -> Any:
 def _check_column(values: list[str], column: str, names: Sequence[str], where: str, kind: str) -> None:
     if not values:
         if column not in names:
-            raise OperationError(f"{where} has no {kind} {column!r} (its {kind}s: "
+            plural = "properties" if kind == "property" else f"{kind}s"
+            raise OperationError(f"{where} has no {kind} {column!r} (its {plural}: "
                                  f"{', '.join(map(str, list(names)[:30])) or 'none'})")
         raise OperationError(f"{where}: no feature has both a geometry and a value in {column!r}")
 
@@ -432,7 +433,7 @@ class LabelRaster:
 
         with rasters.gdal_env():
             reproject(source=dataset.read(1, window=_footprint(dataset, grid), boundless=True, masked=True)
-                      .filled(_fill(dataset)).astype(np.int32),
+                      .astype(np.int32).filled(_fill(dataset)),
                       destination=ids, src_transform=dataset.window_transform(_footprint(dataset, grid)),
                       src_crs=dataset.crs, src_nodata=_fill(dataset), dst_transform=grid.transform,
                       dst_crs=grid.crs, dst_nodata=UNLABELLED, resampling=Resampling.nearest)
