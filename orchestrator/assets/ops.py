@@ -933,16 +933,20 @@ def model_inference(
         task = described.get("task") or model_server.parameter(described, "task") or "image-classification"
         if task == "zero-shot-image-classification" and not candidate_labels:
             raise OperationError(f"model {model!r} is zero-shot: give candidate_labels, the labels to choose from")
+        classes = len(candidate_labels or []) if task == "zero-shot-image-classification" else len(
+            model_server.labels_of(described))
+        asked = inference.scores_wanted(task, top_k, classes)  # every class's score, for calibration and ROC
         if isinstance(data, Table):
-            options = inference.TableOptions(top_k, features, key, text, batch_size)
+            options = inference.TableOptions(asked, features, key, text, batch_size)
             items, stats = inference.predict_table(server, model, task, data, options, ctx.check_cancelled)
+            stats["columns"] = list(features or []) if task != "text-classification" else [text]  # what it read
             sources: dict = {}
         else:
             if task not in inference.IMAGE_TASKS:
                 raise OperationError(f"model {model!r} serves {task!r}, which takes a table: give it read_table(...) "
                                      "or a database import, not files")
             refs = data.batches if isinstance(data, Batches) else _batched(as_refs(data), batch_size)
-            options = inference.ImageOptions(top_k, candidate_labels, threshold, ctx.node_dir / "masks",
+            options = inference.ImageOptions(asked, candidate_labels, threshold, ctx.node_dir / "masks",
                                              ctx.resources.workspace.max_raster_samples)
             if tensors.takes_tensors(described):  # bands as float32 tensors [N, C, H, W], in binary
                 tensor_model = tensors.TensorModel.of(model, task, described)
@@ -950,6 +954,7 @@ def model_inference(
             else:
                 items, stats = inference.predict_images(server, model, task, refs, options, ctx.check_cancelled)
             sources = {ref.name: ref.path for batch in refs for ref in batch}
+    inference.keep_top_k(items, top_k, asked)
     path = ctx.node_dir / "predictions.json"
     labels = model_server.labels_of(described)
     path.write_text(json.dumps({"model": model, "task": task, "labels": labels, "stats": stats, "predictions": items}))
@@ -976,6 +981,10 @@ def delete_model(ctx: RunContext, model: ModelId) -> dict:
         ctx.log.info(f"{model} stays loaded: {answer.get('leases', 0)} other run(s) hold it, or it was loaded "
                      "without a lease")
     return {"model": model, "name": model_server.slug(model), "unloaded": unloaded}
+
+
+#: The metrics a champion gate can name (each kind of comparison has its own: compare/gate.py checks them).
+GateMetric = Literal["accuracy", "macro_f1", "rmse", "mae", "r2", "map", "miou", "pixel_accuracy"]
 
 
 def compare_models(
@@ -1021,14 +1030,31 @@ def compare_models(
     region_column: Annotated[
         str, Field(min_length=1, max_length=256, description="regions: the property or column naming each region")
     ] = "name",
+    baseline: Annotated[
+        str | None, Field(min_length=1, max_length=256, description="the model in use (a compared model): each "
+                                                                  "other model's gate is against it")
+    ] = None,
+    gate: Annotated[
+        dict[GateMetric, dict[Literal["min_delta"], float]] | None,
+        Field(description='what a challenger must beat the baseline by, per metric, e.g. {"accuracy": '
+                          '{"min_delta": 0.01}}: the lower end of the 95% interval of the difference')
+    ] = None,
+    fail_on_gate: Annotated[
+        bool, Field(description="fail the run when no challenger passes the gate (after the report is written)")
+    ] = False,
 ) -> Comparison:
     """Compare models on the same inputs against ground truth: metrics with 95% intervals, significance, a report."""
     from orchestrator import compare
-    from orchestrator.compare import geotruth, reporting
+    from orchestrator.assets import lineage
+    from orchestrator.compare import drilldown, fingerprint, geotruth, reporting
+    from orchestrator.compare import gate as gates
     task = results[0].task
     names = [item["name"] for item in results[0].items]
     runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels)
             for r in results]
+    if (baseline or gate) and geotruth.is_geographic(truth, results[0].items):
+        raise OperationError("baseline and gate are not available yet with geographic truth (a label raster or "
+                             "polygons); compare without them")
     if geotruth.is_geographic(truth, results[0].items):  # georeferenced tiles against truth on the Earth
         from orchestrator.compare import earth
         options = geotruth.Options(truth_column, classes, truth_rule, region_column,
@@ -1039,15 +1065,23 @@ def compare_models(
         raise OperationError("regions score georeferenced predictions against geographic truth (a label raster, "
                              "GeoJSON, GeoPackage or a PostGIS table); give such truth, or no regions")
     found = _truth_for(task, names, labels, truth, truth_key, truth_column)
-    report = compare.compare(runs, found, iou_threshold=iou_threshold)
+    report = compare.compare(runs, found, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
+    report["dataset_fingerprint"], report["fingerprint_of"] = fingerprint.dataset_fingerprint(results, names, found)
+    report["earlier"] = lineage.earlier_comparisons(report["dataset_fingerprint"])
     folder = ctx.node_dir
     charts = compare.charts(report, folder / "charts")
     markdown = compare.markdown(report)
     (folder / "comparison.json").write_text(json.dumps(report, indent=1))
     shown = reporting.disagreements(results, runs, found)
+    cells = drilldown.cells(results, runs, found, report)
     html = folder / "report.html"
-    html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models"))
+    html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models",
+                                        drilldown=cells))
     ctx.log.info(f"compare_models: {report.get('verdict', '')}")
+    if fail_on_gate and report.get("gate") and not report["gate"]["any_passed"]:
+        # After the report: a CI reads why in this message and in the report beside it.
+        raise OperationError(f"{gates.summary(report)} The report: {html.relative_to(ctx.run_dir).as_posix()} "
+                             "in the run's files")
     return Comparison(report, markdown, charts, html)
 
 

@@ -61,6 +61,13 @@ def score_matrix(run: ModelRun, names: Sequence[str], classes: Sequence[str]) ->
     return matrix
 
 
+def _may_have_scores(run: ModelRun) -> bool:
+    """Whether the first prediction holds every class's score (score_matrix checks every one)."""
+    first = run.items[0] if run.items else {}
+    labels = first.get("labels") or []
+    return isinstance(first.get("scores_all"), dict) or (bool(run.labels) and len(labels) == len(run.labels))
+
+
 def positive_class(classes: Sequence[str]) -> int:
     """Which of two (case-folded, sorted) classes is the positive one."""
     named = [j for j, c in enumerate(classes) if c in POSITIVE]
@@ -117,6 +124,10 @@ class _Auc:
 def add(report: dict[str, Any], runs: Sequence[ModelRun], names: Sequence[str], truth: Truth, *,
         seed: int, n_resamples: int) -> None:
     """Score metrics in each model's entry (in place) and `report["scores"]`: what was averaged, and how."""
+    if not any(_may_have_scores(run) for run in runs):  # top-k only everywhere: nothing to read
+        report["scores"] = {"averaging": None, "positive_class": None, "classes": None, "calibration_bins": BINS,
+                            "roc_auc_resamples": None, "without_scores": [run.model for run in runs]}
+        return
     observed = [as_class(truth.values[n]).casefold() for n in names]
     present = sorted(set(observed))
     named = {str(lb).casefold() for run in runs for lb in run.labels}

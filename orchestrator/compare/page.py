@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.compare import text
+from orchestrator.compare import choosing, text
 
 _IMAGE_TYPES = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif")]
 
@@ -51,6 +51,8 @@ def _figure(path: Path | str, caption: str) -> dict[str, str] | None:
 
 def _caption(name: str, report: dict[str, Any]) -> str:
     kind = report["kind"]
+    if choosing.caption(name):
+        return str(choosing.caption(name))
     if name == "metric":
         return f"{text.HEADLINE[kind][2]} per model with 95 % bootstrap intervals"
     if name == "speed":
@@ -96,7 +98,7 @@ def _disagreements(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> di
 
 def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None = None,
                 disagreements: Sequence[dict[str, Any]] | None = None, *, title: str = "Model comparison",
-                geo: Mapping[str, Any] | None = None) -> str:
+                geo: Mapping[str, Any] | None = None, drilldown: Mapping[str, Any] | None = None) -> str:
     """One self-contained HTML page: verdict, metrics with intervals, charts, heat maps, disagreements.
 
     `charts`: {name: PNG path} from `charts()`; `disagreements`: rows from `find_disagreements`,
@@ -121,4 +123,5 @@ def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None 
         disagreeing=_disagreements(report, disagreements) if disagreements else None,
         labelled=report["labelled"],
         geo=geo,
+        choosing=choosing.context(report, dict(drilldown) if drilldown else None),  # ranking, gate, drill-down
     )

@@ -39,6 +39,9 @@ def charts(report: dict[str, Any], folder: Path | str) -> dict[str, Path]:
         drawn["speed"] = _save(_speed(report), folder / "speed.png")
     if len(models) >= 2:
         drawn["agreement"] = _save(_agreement(report), folder / "agreement.png")
+    from orchestrator.compare import plots_many  # it draws on this module's figures
+
+    drawn.update(plots_many.charts(report, folder))  # critical difference, reliability, ROC, precision-recall
     for i, m in enumerate(models, start=1):
         if report["labelled"] and m.get("confusion") and m["confusion"]["labels"]:
             drawn[f"confusion/{m['model']}"] = _save(_confusion(m), folder / f"confusion-{i}.png")

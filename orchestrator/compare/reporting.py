@@ -36,6 +36,11 @@ def disagreements(results: Sequence[Predictions], runs: Sequence[compare.ModelRu
     return shown
 
 
+def rows_of(table: Table, key: str | None, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """The rows named in `wanted` (long values clipped), for a report to show."""
+    return _rows(table, key, wanted)
+
+
 def _rows(table: Table, key: str | None, wanted: set[str]) -> dict[str, dict[str, Any]]:
     """The rows named in `wanted`, read from the table one at a time (long values clipped)."""
     found = {}
@@ -45,15 +50,15 @@ def _rows(table: Table, key: str | None, wanted: set[str]) -> dict[str, dict[str
     return found
 
 
-def thumbnail(path: Path) -> bytes | None:
+def thumbnail(path: Path, size: tuple[int, int] = THUMBNAIL) -> bytes | None:
     """A small JPEG of an image file, or None when it cannot (or should not) be decoded."""
     try:
         with Image.open(path) as image:
             if image.width * image.height > THUMBNAIL_MAX_PIXELS:
                 return None
-            image.draft("RGB", THUMBNAIL)  # JPEG: decode at a fraction of the size
+            image.draft("RGB", size)  # JPEG: decode at a fraction of the size
             small = image.convert("RGB")
-            small.thumbnail(THUMBNAIL)
+            small.thumbnail(size)
             out = io.BytesIO()
             small.save(out, format="JPEG", quality=80)
             return out.getvalue()

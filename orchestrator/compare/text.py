@@ -80,8 +80,11 @@ def pairs_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     if kind == "regression":
         head.append("mean |difference|")
     key, label = significance_label(report)
+    adjusted = report["labelled"] and len(report["models"]) >= 3  # many pairs: Holm's adjustment shown beside
     if report["labelled"]:
         head.append(label)
+    if adjusted:
+        head.append("Holm-adjusted")
     rows = []
     for p in report["pairs"]:
         row = [" vs ".join(p["models"]), number(p.get("agreement"))]
@@ -91,6 +94,8 @@ def pairs_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             row.append(number(p.get("mean_abs_difference")))
         if report["labelled"]:
             row.append(p_value(p.get(key)))
+        if adjusted:
+            row.append(p_value(p.get(f"{key}_adjusted")))
         rows.append(row)
     return head, rows
 

@@ -263,3 +263,28 @@ def _chunks(rows: Iterator[tuple[str, dict[str, Any]]], size: int) -> Iterator[l
             chunk = []
     if chunk:
         yield chunk
+
+
+#: Classifiers with at most this many classes keep every class's score (`scores_all`): a comparison's
+#: calibration, ROC and precision-recall curves need them, and the top-k alone cannot give them.
+ALL_SCORES_MAX = 100
+CLASSIFIERS = ("image-classification", "zero-shot-image-classification", "text-classification",
+               "tabular-classification")
+
+
+def scores_wanted(task: str, top_k: int, classes: int) -> int:
+    """How many labels to ask the server for: every class when there are few enough (and we know how many)."""
+    if task in CLASSIFIERS and 0 < classes <= ALL_SCORES_MAX:
+        return max(top_k, classes)
+    return top_k
+
+
+def keep_top_k(items: list[dict[str, Any]], top_k: int, asked: int) -> None:
+    """Cut each prediction to its top-k labels and scores, keeping every class's score as `scores_all` (in place)."""
+    if asked <= top_k:
+        return
+    for item in items:
+        labels, scores = item.get("labels"), item.get("scores")
+        if isinstance(labels, list) and isinstance(scores, list) and len(labels) == len(scores):
+            item["scores_all"] = dict(zip(labels, scores, strict=True))
+            item["labels"], item["scores"] = labels[:top_k], scores[:top_k]
