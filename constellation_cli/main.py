@@ -139,10 +139,12 @@ def submit(
     url: Url = None,
     as_json: AsJson = False,
 ) -> None:
-    """Launch the pipeline in FILE, follow its run to the end, then show its results.
+    """Launch the pipeline in FILE, follow its run to the end, then show what it produced.
 
-    A progress bar (a line per change when stderr is not a terminal) shows what is running.
-    Ctrl-C stops following, not the run. With --json, stdout gets the run's final status.
+    A progress bar (a line per change when stderr is not a terminal) shows what is running; at the
+    end, each top-level instruction's output and, for a comparison, its metrics and verdict (as
+    `results` shows them; of a failed run, what finished before the failure). Ctrl-C stops
+    following, not the run. With --json, stdout gets the run's final status with its `results`.
     """
     with _connect(ctx, url, as_json) as (gateway, as_json):
         launched = gateway.execute(_read_body(file), idempotency_key)
@@ -156,7 +158,8 @@ def retry(ctx: typer.Context, run: Run, no_wait: NoWait = False, url: Url = None
     """Resume a failed run: a new run reuses what RUN's instructions produced, then follow it like submit.
 
     Every instruction that succeeded in RUN, with the same inputs, is reused from its stored output
-    (its state is "reused"); the others run again. With --json, stdout gets the new run's final status.
+    (its state is "reused"); the others run again. With --json, stdout gets the new run's final status
+    with its `results`.
     """
     with _connect(ctx, url, as_json) as (gateway, as_json):
         launched = gateway.retry(run)
@@ -235,14 +238,19 @@ def results(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = Fal
         if as_json:
             _print_json(answer)
             return
-        out.print(render.results_table(answer["results"]))
-        for item in answer["results"]:
-            output = item.get("output")
-            if isinstance(output, dict) and output.get("type") == "Comparison":
-                out.print()
-                out.print(f"{item.get('path', '')} compare_models", style="bold")
-                for part in render.comparison_tables(output):
-                    out.print(part)
+        _show_results(answer["results"])
+
+
+def _show_results(results: list[dict[str, Any]]) -> None:
+    """What the top-level instructions produced, then each comparison's metrics, pairs and verdict."""
+    out.print(render.results_table(results))
+    for item in results:
+        output = item.get("output")
+        if isinstance(output, dict) and output.get("type") == "Comparison":
+            out.print()
+            out.print(f"{item.get('path', '')} compare_models", style="bold")
+            for part in render.comparison_tables(output):
+                out.print(part)
 
 
 @app.command()
@@ -340,15 +348,25 @@ def _see_through(gateway: Gateway, launched: dict[str, Any], no_wait: bool, as_j
         raise typer.Exit(INTERRUPTED) from None
     if parent is not None:
         err.print(render.reuse_line(run, parent))
-    if run.get("run_status") != "SUCCESS":
-        if as_json:
-            _print_json(run)
+    succeeded = run.get("run_status") == "SUCCESS"
+    results = _results_of(gateway, run_id, must=succeeded)
+    if as_json:
+        _print_json({**run, "results": results})
+    elif results:
+        _show_results(results)
+    if not succeeded:
         err.print(render.error_line(run), style="red")
         raise typer.Exit(RUN_FAILED)
-    if as_json:
-        _print_json(run)
-    else:
-        out.print(render.results_table(gateway.results(run_id)["results"]))
+
+
+def _results_of(gateway: Gateway, run_id: str, must: bool) -> list[dict[str, Any]] | None:
+    """What an ended run produced; of a failed run, None when it kept none (it failed before any instruction ran)."""
+    try:
+        return gateway.results(run_id)["results"]
+    except GatewayError:
+        if must:
+            raise
+        return None
 
 
 def _follow(gateway: Gateway, run_id: str) -> dict[str, Any]:

@@ -71,6 +71,31 @@ def test_submit_shows_progress_then_the_results_table(stack: Stack, write_body):
     assert f"FileList: {sample_count(stack)} items" in row
 
 
+COMPARISON = {"instructions": [
+    {"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
+    {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
+    {"operation": "compare_models", "parameters": {"results": [
+        {"operation": "model_inference", "parameters": {"model": model, "data": {
+            "operation": "import_from_local", "parameters": {"path": "samples"}}}}
+        for model in ("fire-vit-a", "fire-vit-b")]}}]}
+
+
+@e2e
+def test_submit_of_a_comparison_ends_with_its_metrics_and_verdict(stack: Stack, write_body):
+    done = cli(stack.api_url, "submit", write_body(COMPARISON))
+    assert done.returncode == 0, done
+    lines = done.stdout.splitlines()
+    assert re.search(r"^/instructions/2\s+compare_models\s+Comparison: 2 models", done.stdout, re.M), done.stdout
+    header = next(line for line in lines if line.split()[:2] == ["model", "accuracy"])
+    assert "macro-F1" in header
+    for model in ("fire-vit-a", "fire-vit-b"):  # a row each: the accuracy and its 95% interval
+        assert re.search(rf"^{model}\s+\d\.\d{{3}} \[\d\.\d{{3}}, \d\.\d{{3}}\]", done.stdout, re.M), done.stdout
+    run_id = RUN_ID.search(done.stderr).group()
+    verdict = json.loads(cli(stack.api_url, "results", run_id, "--json").stdout)["results"][2]["output"]["verdict"]
+    assert verdict and lines[-1] == verdict  # the verdict, last, as `results` prints it
+    assert done.stdout == cli(stack.api_url, "results", run_id).stdout
+
+
 @e2e
 def test_submit_reads_stdin_and_no_wait_prints_only_the_run_id(stack: Stack):
     body, key = json.dumps(local_pipeline()), f"cli-{time.time_ns()}"
@@ -127,17 +152,23 @@ def test_status_and_results_of_a_finished_run(stack: Stack, write_body):
     assert "resize_image" in table.stdout and "FileList" in table.stdout
 
 
+# Fails while it runs (no check before launch can know): 6 ** 400 is beyond the largest float.
+OVERFLOWS = {"instructions": [{"operation": "math_block", "parameters": {
+    "operand": "pow", "constant": 400, "data": {"operation": "mock_csv_data"}}}]}
+OVERFLOW_ERROR = "row 1, column 'column3': 6.0 pow 400.0 would be about 10^311.3, beyond the largest float"
+
+
 @e2e
 def test_a_failing_run_exits_1_naming_the_instruction(stack: Stack, write_body):
-    failed = cli(stack.api_url, "submit", write_body(local_pipeline(path="missing-folder")))
+    failed = cli(stack.api_url, "submit", write_body(OVERFLOWS))
     assert failed.returncode == 1, failed
     last = failed.stderr.strip().splitlines()[-1]
-    assert "FAILURE" in last and "/instructions/0/parameters/data/parameters/data" in last and "missing-folder" in last
+    assert "FAILURE" in last and "math_block at /instructions/0" in last and OVERFLOW_ERROR in last
+    made = re.search(r"^/instructions/0\s+math_block\s+failed: (.*)$", failed.stdout, re.M)  # what it made: nothing
+    assert made and OVERFLOW_ERROR in made.group(1), failed.stdout
     run_id = RUN_ID.search(failed.stderr).group()
-    made = cli(stack.api_url, "results", run_id)  # what the run made: nothing, and why
-    assert made.returncode == 0, made
-    assert re.search(r"^/instructions/0\s+resize_image\s+failed: import_from_local at "
-                     r"/instructions/0/parameters/data/parameters/data failed: .*missing-folder", made.stdout, re.M)
+    again = cli(stack.api_url, "results", run_id)
+    assert again.returncode == 0 and again.stdout == failed.stdout, again
 
 
 @e2e
@@ -255,9 +286,12 @@ def test_every_command_answers_json_with_the_gateways_answer(stack: Stack, write
     refused = answer("validate", "--json", write_body(INVALID), code=2)  # the 422 answer: every problem
     assert "/instructions/1/parameters/width" in {e["path"] for e in refused["errors"]}
 
-    final = answer("submit", "--json", "-", stdin=json.dumps(body))  # the run's status once it ended
-    run_id = final["run_id"]
+    final = answer("submit", "--json", "-", stdin=json.dumps(body))  # the run's status once it ended, and results
+    run_id = final.pop("run_id")
     assert final["run_status"] == "SUCCESS" and final["done"] == final["total"] == 3
+    [made] = final.pop("results")
+    assert made["operation"] == "resize_image" and made["output"]["count"] == sample_count(stack)
+    final["run_id"] = run_id
     launched = answer("submit", write_body(body), "--no-wait", "--json")  # the launch answer
     assert RUN_ID.fullmatch(launched["run_id"]) and launched["status"] == "success"
     stack.wait_for_run(launched["run_id"])
@@ -276,10 +310,12 @@ def test_every_command_answers_json_with_the_gateways_answer(stack: Stack, write
 
 @e2e
 def test_a_failed_run_with_json_still_exits_1_and_prints_its_status(stack: Stack, write_body):
-    failed = cli(stack.api_url, "submit", "--json", write_body(local_pipeline(path="missing-folder")))
+    failed = cli(stack.api_url, "submit", "--json", write_body(OVERFLOWS))
     assert failed.returncode == 1, failed
     status = json.loads(failed.stdout)
-    assert status["run_status"] == "FAILURE" and "missing-folder" in status["error"]["message"]
+    assert status["run_status"] == "FAILURE" and OVERFLOW_ERROR in status["error"]["message"]
+    [made] = status["results"]  # what the run made: nothing, and why
+    assert made["state"] == "failed" and OVERFLOW_ERROR in made["error"]
     assert "FAILURE" in failed.stderr.strip().splitlines()[-1]
 
 
@@ -484,14 +520,15 @@ def test_make_run_prints_where_the_command_is_when_it_cannot_link(tmp_path: Path
 @e2e
 def test_runs_lists_the_newest_first_with_what_they_ran_and_why_they_failed(stack: Stack, write_body):
     ran = cli(stack.api_url, "submit", "--no-wait", write_body(local_pipeline())).stdout.strip()
-    failed = cli(stack.api_url, "submit", "--no-wait", write_body(local_pipeline(path="missing-folder"))).stdout.strip()
+    failed = cli(stack.api_url, "submit", "--no-wait", write_body(OVERFLOWS)).stdout.strip()
     for run_id in (ran, failed):
         stack.wait_for_run(run_id)
     listed = cli(stack.api_url, "runs", "--limit", "2")
     assert listed.returncode == 0, listed
     rows = [line for line in listed.stdout.splitlines() if RUN_ID.match(line)]
     assert [row.split()[:2] for row in rows] == [[failed, "FAILURE"], [ran, "SUCCESS"]], listed.stdout
-    assert "resize_image" in rows[1] and "missing-folder" in rows[0]
+    assert "resize_image" in rows[1] and "math_block" in rows[0] and "/instructions/0: row 1" in rows[0]
+    assert "largest float" in listed.stdout  # the error, wrapped in its column
     [more] = [line for line in listed.stderr.splitlines() if line.startswith("more: ")]
     assert more == f"more: constellation runs --limit 2 --cursor {ran}"
     after = json.loads(cli(stack.api_url, "runs", "--limit", "2", "--cursor", ran, "--json").stdout)

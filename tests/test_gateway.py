@@ -116,8 +116,10 @@ def test_error_messages_are_cut_to_2000_characters(stack: Stack):
 
 def test_runs_are_listed_newest_first_a_page_at_a_time_and_by_state(stack: Stack):
     with gateway(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root) as client:
-        launched = [client.post("/execute", json=local_pipeline(path=path)).json()["run_id"]
-                    for path in ("samples", "no-such-folder", "samples")]
+        overflows = {"instructions": [{"operation": "math_block", "parameters": {  # fails as it runs
+            "operand": "pow", "constant": 400, "data": {"operation": "mock_csv_data"}}}]}
+        launched = [client.post("/execute", json=body).json()["run_id"]
+                    for body in (local_pipeline(), overflows, local_pipeline())]
         for run_id in launched:
             stack.wait_for_run(run_id)
         first, failed, last = launched
@@ -144,8 +146,8 @@ def test_runs_are_listed_newest_first_a_page_at_a_time_and_by_state(stack: Stack
         failures = client.get("/runs", params={"state": "FAILURE", "limit": 100}).json()["runs"]
         assert {r["run_status"] for r in failures} == {"FAILURE"}
         [ours_failed] = [r for r in failures if r["run_id"] == failed]
-        assert ours_failed["error"]["path"].startswith("/instructions/0") and "no-such-folder" in \
-            ours_failed["error"]["message"]
+        assert ours_failed["error"]["path"] == "/instructions/0" and ours_failed["operations"] == ["math_block"]
+        assert "beyond the largest float" in ours_failed["error"]["message"]
         both = client.get("/runs", params={"state": "failure,success", "limit": 100}).json()["runs"]
         assert set(launched) <= {r["run_id"] for r in both}
 
