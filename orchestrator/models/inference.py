@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,8 +119,9 @@ def predict_tiles(
     """One prediction per tile of a model that takes float tensors [N, C, H, W] (tensors.py): a class-id GeoTIFF
     per tile (segmentation) or top-k labels (classification), each keeping the tile's place.
 
-    The next batch's tiles are read (a thread of its own: rasterio lets go of the GIL) while the server works
-    on this one."""
+    Three stages overlap: the next batch's tiles are read while this one is sent, and the last one's masks are
+    written meanwhile (threads: rasterio, NumPy and the socket let go of the GIL). So two requests may be under
+    way at once: the server reads one while its model runs on the other."""
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
     timing = Timing()
@@ -133,44 +134,61 @@ def predict_tiles(
             seen.add(ref.name)
         return [tensors.read_tile(ref, model, options.max_samples) for ref in batch]
 
-    queue = iter(batches)
-    with ThreadPoolExecutor(1, thread_name_prefix="tiles") as reader:
+    def infer(tiles: list[tensors.Tile]) -> list[tuple[list[tensors.Tile], Any, float]]:
+        # A model of any tile size takes each size as it is (one request per size in the batch); one of a fixed
+        # size gets smaller tiles padded to it (the padding is not valid, and is cut off the masks).
+        groups: dict[tuple[int, int], list[tensors.Tile]] = {}
+        for tile in tiles:
+            key = (0, 0) if model.height != -1 and model.width != -1 else tile.size
+            groups.setdefault(key, []).append(tile)
+        answers = []
+        for group in groups.values():
+            stacked = tensors.stack(group, model)
+            started = time.perf_counter()
+            answer = server.infer_tensor(model.model_id, stacked, [wanted])[wanted]
+            if len(answer) != len(group):
+                raise OperationError(f"{model.model_id}: sent {len(group)} tiles but the answer has {len(answer)}")
+            answers.append((group, answer, time.perf_counter() - started))
+        return answers
+
+    def write(batch: list[FileRef], number: int, answers: list[tuple[list[tensors.Tile], Any, float]]) -> None:
+        by_name: dict[str, dict[str, Any]] = {}
+        for part, (group, answer, seconds) in enumerate(answers):
+            timing.batch_seconds.append(seconds)
+            timing.batch_sizes.append(len(group))
+            by_name.update(_tile_items(group, answer, model, options, f"{number:06d}-{part:02d}"))
+        items.extend(by_name[ref.name] for ref in batch)
+
+    queue = enumerate(batches)
+    with ThreadPoolExecutor(3, thread_name_prefix="tiles") as pool:  # a read and two requests
         current = next(queue, None)
-        pending = reader.submit(read, current) if current is not None else None
-        while current is not None and pending is not None:
+        reading = pool.submit(read, current[1]) if current is not None else None
+        sent: tuple[list[FileRef], int, Future[Any]] | None = None
+        while current is not None and reading is not None:
             check_cancelled()
-            tiles = pending.result()
-            batch, current = current, next(queue, None)
-            pending = reader.submit(read, current) if current is not None else None
-            # A model of any tile size takes each size as it is (one request per size in the batch); one of a fixed
-            # size gets smaller tiles padded to it (the padding is not valid, and is cut off the masks).
-            groups: dict[tuple[int, int], list[tensors.Tile]] = {}
-            for tile in tiles:
-                key = (0, 0) if model.height != -1 and model.width != -1 else tile.size
-                groups.setdefault(key, []).append(tile)
-            by_name: dict[str, dict[str, Any]] = {}
-            for group in groups.values():
-                stacked = tensors.stack(group, model)
-                answer = _timed(timing, len(group), lambda stacked=stacked: server.infer_tensor(
-                    model.model_id, stacked, [wanted]))[wanted]
-                if len(answer) != len(group):
-                    raise OperationError(f"{model.model_id}: sent {len(group)} tiles but the answer has {len(answer)}")
-                by_name.update(_tile_items(group, answer, model, options, len(timing.batch_sizes)))
-            items.extend(by_name[ref.name] for ref in batch)
+            tiles = reading.result()
+            (number, batch), current = current, next(queue, None)
+            reading = pool.submit(read, current[1]) if current is not None else None
+            sending = pool.submit(infer, tiles)
+            if sent is not None:  # the previous batch's answer, written while this one travels
+                write(sent[0], sent[1], sent[2].result())
+            sent = (batch, number, sending)
+        if sent is not None:
+            write(sent[0], sent[1], sent[2].result())
     if not items:
         raise OperationError("there is nothing to run the model on: the data holds no files")
     return items, timing.stats(len(items), "images")
 
 
 def _tile_items(group: list[tensors.Tile], answer: Any, model: TensorModel, options: ImageOptions,
-                request: int) -> dict[str, dict[str, Any]]:
+                request: str) -> dict[str, dict[str, Any]]:
     if model.task == "image-segmentation":
         assert options.mask_dir is not None
         ids = tensors.class_ids(answer, model)
         classes = len(model.labels) or (int(answer.shape[1]) if answer.ndim == 4 else 0)
         found = {}
         for index, tile in enumerate(group):
-            target = options.mask_dir / f"{request:06d}-{index:04d}.tif"
+            target = options.mask_dir / f"{request}-{index:04d}.tif"
             found[tile.ref.name] = {"name": tile.ref.name, **tensors.write_mask(tile, ids[index], target, classes)}
         return found
     if model.task == "image-classification":
