@@ -19,7 +19,7 @@ from api.config import Settings, get_settings
 from api.dagster_client import DagsterClient
 from api.errors import failure, install_error_handlers
 from api.guard import HostGuard, WriteGuard
-from api.routes import health, operations, pipelines, runs
+from api.routes import comparisons, health, operations, pipelines, runs
 
 
 def create_app(
@@ -71,7 +71,7 @@ def create_app(
         # Outermost: the client address every check sees is the one the trusted proxies name
         # (X-Forwarded-For read from the right, past each trusted proxy); from anyone else, the peer's.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=_proxy_hosts(settings.trusted_proxies))
-    for module in (pipelines, runs, operations, health):
+    for module in (pipelines, runs, comparisons, operations, health):
         app.include_router(module.router)
     if app.openapi_url:
         _serve_docs(app, app.openapi_url)

@@ -86,6 +86,12 @@ class Gateway:
     def operations(self) -> dict[str, Any]:
         return self._call("GET", "/operations")
 
+    def leaderboard(self, dataset: str, fingerprint: str | None = None, limit: int | None = None,
+                    cursor: str | None = None) -> dict[str, Any]:
+        """Every model compared on a dataset, best first, and the versions of its data (fingerprints)."""
+        given = {"dataset": dataset, "fingerprint": fingerprint, "limit": limit, "cursor": cursor}
+        return self._call("GET", "/comparisons/leaderboard", params={k: v for k, v in given.items() if v is not None})
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, **kwargs)

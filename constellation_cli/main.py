@@ -334,6 +334,38 @@ def ops(
         out.print(render.parameters_table(op))
 
 
+@app.command()
+def leaderboard(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(
+        metavar="DATASET", show_default=False,
+        help="The dataset as a comparison names it: its asset key path, e.g. local/samples.")],
+    fingerprint: Annotated[str | None, typer.Option(
+        "--fingerprint", metavar="SHA256", show_default=False,
+        help="Rank on this version of the data (default: the newest compared).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="How many models to show.")] = 50,
+    cursor: Annotated[str | None, typer.Option(
+        "--cursor", metavar="CURSOR", show_default=False,
+        help="Show the page after this one: the cursor the previous page printed.")] = None,
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """Every model ever compared on DATASET, best first by the headline metric with its 95 % interval.
+
+    Rows compared on other data (another fingerprint: the dataset changed) come after, marked.
+    """
+    with _connect(ctx, url, as_json) as (gateway, as_json):
+        answer = gateway.leaderboard(dataset, fingerprint, limit, cursor)
+        if as_json:
+            _print_json(answer)
+            return
+        for line in render.leaderboard_lines(answer):
+            err.print(line)
+        out.print(render.leaderboard_table(answer["models"]))
+        if answer.get("next_cursor"):
+            err.print(f"more: constellation leaderboard {dataset} --cursor {answer['next_cursor']}")
+
+
 def _see_through(gateway: Gateway, launched: dict[str, Any], no_wait: bool, as_json: bool,
                  parent: str | None = None) -> None:
     """After a launch: return at once (--no-wait), or follow the run to its end and show how it went."""

@@ -233,3 +233,27 @@ def _table(*columns: str, wrapping: int = 1) -> Table:
         wraps = index >= len(columns) - wrapping
         table.add_column(column, overflow="fold", no_wrap=not wraps, min_width=16 if wraps else None)
     return table
+
+
+def leaderboard_lines(board: Mapping[str, Any]) -> list[str]:
+    """What a leaderboard ranks by, on which data, and whether the data changed."""
+    better = "higher" if board.get("higher_is_better") else "lower"
+    lines = [f"{board.get('dataset')}: ranked by {board.get('metric')} ({better} is better) on data "
+             f"{board.get('fingerprint')}"]
+    versions = board.get("fingerprints") or []
+    if board.get("data_changed"):
+        lines.append(f"the data changed: {len(versions)} fingerprints; rows marked 'other data' were compared on "
+                     "another version and are not comparable with the rest")
+    return lines
+
+
+def leaderboard_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """Models best first: value [low, high], when, which run, and whether on the same data."""
+    table = _table("#", "model", "value [95 % interval]", "data", "compared", "run", wrapping=1)
+    for number, row in enumerate(rows, start=1):
+        same = bool(row.get("same_data"))
+        table.add_row(Text(str(number)), Text(str(row.get("model", ""))),
+                      Text(_with_interval({"v": row.get("value"), "v_ci": row.get("ci")}, "v")),
+                      Text("same" if same else "other data", style="" if same else "yellow"),
+                      Text(str(row.get("compared_at", ""))[:19].replace("T", " ")), Text(str(row.get("run_id", ""))))
+    return table
