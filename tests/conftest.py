@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,8 +12,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -197,6 +200,61 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -
 def api(stack: Stack) -> Iterator[httpx.Client]:
     with stack.client() as client:
         yield client
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """The server's data root for an in-process op test, empty; tests put their files in it."""
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, data: Path):
+    """What an op gets inside a run: the run's folder and the Workspace resource over `data`."""
+    from orchestrator.assets.resources import Workspace  # Dagster loads only for the tests that use it
+    from orchestrator.engine import RunContext
+
+    # The test servers listen on 127.0.0.1, which the URL policy refuses unless allowed.
+    workspace = Workspace(data_root=str(data), artifact_root=str(tmp_path / "art"), url_allow_private=True)
+    return RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace))
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The machine's network is closed: no background requests, no first-run work.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")  # not longer: Playwright's sync API runs one instance at a time per thread
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (which downloads no browser of its own)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Chromium is not installed (apt-get install chromium); .ci/run installs it")
+    with playwright.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@contextmanager
+def small_tmpfs(root: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs, e.g. "256k") mounted over `root` until the block ends.
+
+    It needs root (CAP_SYS_ADMIN), as CI has; elsewhere the test is skipped. A loop-mounted file would
+    need the same privilege; a quota needs root and a quota-enabled filesystem.
+    """
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs needs root (CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield root
+    finally:
+        if subprocess.run(["umount", str(root)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(root)], check=True)
 
 
 def local_pipeline(path: str = "samples", width: int = 32) -> dict:

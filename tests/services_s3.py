@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import boto3
 import pytest
 from botocore.config import Config
 from PIL import Image, ImageDraw
+
+from conftest import free_port
 
 SAMPLE_BUCKET = "constellation-samples"
 # The objects of SAMPLE_BUCKET's folder images/ (label folders, like data/samples/), and the
@@ -61,12 +62,6 @@ def s3_client(env: dict[str, str]):
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_until_answering(client, server: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -95,7 +90,7 @@ def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 
     The secret is random and distinctive, so that tests can assert it never shows anywhere.
     """
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto_server.log"
     with log.open("wb") as sink:
         server = subprocess.Popen(

@@ -10,13 +10,9 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from types import SimpleNamespace
-
-import pytest
 
 from orchestrator.assets import ops
 from orchestrator.assets.repository import CATALOG
-from orchestrator.assets.resources import Workspace
 from orchestrator.datasets import Predictions
 from orchestrator.engine import RunContext, build_plan, execute
 
@@ -28,14 +24,6 @@ ATTACKS = [
     "\t=1+1",
     "\r=1+1",
 ]
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> RunContext:
-    data = tmp_path / "data"
-    data.mkdir()
-    workspace = Workspace(data_root=str(data), artifact_root=str(tmp_path / "art"))
-    return RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace))
 
 
 def written(ctx: RunContext, rows: list[dict], name: str = "rows.jsonl") -> list[list[str]]:

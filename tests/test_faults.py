@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pytest
 import stack as launcher
 from pydantic import Field
 
-from conftest import Processes, Stack, local_pipeline, separate_processes_env
+from conftest import Processes, Stack, local_pipeline, separate_processes_env, small_tmpfs
 from orchestrator.engine import Catalog, InstructionFailed, RunContext, build_plan, execute
 from sample_data import write_samples
 
@@ -122,17 +121,8 @@ def test_new_runs_succeed_after_the_code_server_is_killed_and_restarted(fault_st
 @pytest.fixture
 def full_disk(fault_stack: Stack) -> Iterator[Path]:
     """A 1 MiB tmpfs mounted over the running stack's artifact root, unmounted at the end."""
-    root = fault_stack.artifact_root
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        # A loop-mounted file would need the same privilege; a quota needs root and a quota-enabled filesystem.
-        pytest.skip(f"mounting a small tmpfs needs root (CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(fault_stack.artifact_root, "1m") as root:
         yield root
-    finally:
-        if subprocess.run(["umount", str(root)]).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(root)], check=True)
 
 
 @e2e

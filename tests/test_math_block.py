@@ -18,11 +18,6 @@ from orchestrator.transforms import arithmetic
 ACCEPTED = "add, sub, mul, truediv, floordiv, mod, pow"
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> RunContext:
-    return RunContext(run_dir=tmp_path / "run")
-
-
 def table(folder: Path, rows: list[dict]) -> Table:
     path = folder / "input.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))

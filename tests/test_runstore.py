@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +13,7 @@ import pytest
 from moto import mock_aws
 from pydantic import Field
 
+from conftest import small_tmpfs
 from orchestrator import kept, runs
 from orchestrator.engine import Catalog, DataType, InstructionFailed, RunContext, build_plan, execute
 from orchestrator.runstore import LocalRunStore, RunStoreError, S3RunStore, clean_relative, is_store_url, open_store
@@ -338,15 +338,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB filesystem (tmpfs), unmounted at the end."""
     root = tmp_path / "small"
     root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(root)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a small tmpfs needs root (CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(root, "256k"):
         yield root
-    finally:
-        if subprocess.run(["umount", str(root)]).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(root)], check=True)
 
 
 def fill(ctx: RunContext, name: Annotated[str, Field(description="a name")]) -> Made:
