@@ -134,9 +134,9 @@ class Layer:
         from pyproj import CRS as ProjCRS
         from pyproj import Transformer
 
-        target = ProjCRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
-        key = target.to_wkt()
+        key = crs.to_string() if hasattr(crs, "to_string") else str(crs)  # cheap: asked once per tile
         if key not in self._projected:
+            target = ProjCRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
             geometries = self.geometries
             if not target.equals(self.crs, ignore_axis_order=True):
                 move = Transformer.from_crs(self.crs, target, always_xy=True)
