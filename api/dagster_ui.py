@@ -64,9 +64,11 @@ def main(argv: list[str]) -> int:
     def guarded(*args: Any, **kwargs: Any) -> ASGIApp:
         return guard(build(*args, **kwargs), allowed_hosts)
 
-    webserver_cli.create_app_from_workspace_process_context = guarded
+    # The webserver hands what this builds to uvicorn, which serves any ASGI app (its annotation says Starlette).
+    webserver_cli.create_app_from_workspace_process_context = guarded  # type: ignore[assignment]
     sys.argv = argv
-    return webserver_cli.main()
+    status: int = webserver_cli.main()  # type: ignore[no-untyped-call]  # dagster-webserver's click entry point
+    return status
 
 
 if __name__ == "__main__":

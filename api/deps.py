@@ -20,7 +20,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_dagster(request: Request) -> DagsterClient:
-    return request.app.state.dagster
+    dagster: DagsterClient = request.app.state.dagster  # set by create_app (api/main.py)
+    return dagster
 
 
 DagsterDep = Annotated[DagsterClient, Depends(get_dagster)]

@@ -26,13 +26,12 @@ the constellation CLI) send no Origin and pass.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ORIGINS_HINT = "only this server's own pages and those listed in CONSTELLATION_CORS_ORIGINS may send them"
@@ -107,7 +106,7 @@ class HostGuard:
             await self.app(scope, receive, send)
             return
 
-        async def through(message: dict[str, Any]) -> None:
+        async def through(message: Message) -> None:
             if scope.get(_PASSED):  # the app's own answer; TrustedHostMiddleware's refusal is replaced below
                 await send(message)
 

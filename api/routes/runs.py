@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import artifacts
-from api.dagster_client import RUN_STATUSES, RunInfo
+from api.dagster_client import RUN_STATUSES, DagsterClient, RunInfo
 from api.deps import DagsterDep, StoreDep, require_token
 from api.errors import ApiError
 from api.schemas import (
@@ -26,7 +27,9 @@ from api.schemas import (
 )
 from orchestrator import contract, runs
 from orchestrator.contract import DagsterRunStatus
-from orchestrator.runstore import RunStore, RunStoreError
+from orchestrator.runstore import RunStore, RunStoreError, StoredFile
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_token)])
 
@@ -57,7 +60,7 @@ async def list_runs(
                    next_cursor=page[-1].run_id if len(found) > limit else None)
 
 
-async def _progress_or_none(store: RunStore, run_id: str) -> dict | None:
+async def _progress_or_none(store: RunStore, run_id: str) -> dict[str, Any] | None:
     """A listed run's progress, or None: one unreadable run must not hide the others."""
     try:
         document = await run_in_threadpool(store.read_json, run_id, runs.PROGRESS)
@@ -66,9 +69,10 @@ async def _progress_or_none(store: RunStore, run_id: str) -> dict | None:
     return document if isinstance(document, dict) else None
 
 
-def _summary(info: RunInfo, progress: dict | None, run_url: str) -> RunSummary:
+def _summary(info: RunInfo, progress: dict[str, Any] | None, run_url: str) -> RunSummary:
     progress = progress or {}
-    entries = progress.get("instructions") if isinstance(progress.get("instructions"), list) else []
+    listed = progress.get("instructions")
+    entries = listed if isinstance(listed, list) else []
     top = [e for e in entries if isinstance(e, dict) and _is_top_level(e.get("path"))]
     duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
     return RunSummary(
@@ -175,7 +179,7 @@ def _clipped(entry: Any) -> Any:
 _ENDED = contract.FINAL_STATUSES
 
 
-async def _results(store: RunStore, info: RunInfo) -> dict:
+async def _results(store: RunStore, info: RunInfo) -> dict[str, Any]:
     if info.status not in _ENDED:
         raise ApiError(409, f"run {info.run_id} is {info.status}; its results exist once it has ended")
     document = await _read(store, store.read_json, info.run_id, runs.RESULTS)
@@ -184,10 +188,11 @@ async def _results(store: RunStore, info: RunInfo) -> dict:
                             f"instruction ran, or was made by an older version (GET /runs/{info.run_id} says why)")
     if document is None:
         raise ApiError(404, f"run {info.run_id} succeeded but its results are no longer on the server")
-    return document
+    results: dict[str, Any] = document
+    return results
 
 
-async def _read(store: RunStore, read, *args):
+async def _read(store: RunStore, read: Callable[..., T], *args: Any) -> T:
     """`read(*args)` off the event loop (a store may be remote); a store that fails answers 503."""
     try:
         return await run_in_threadpool(read, *args)
@@ -195,7 +200,8 @@ async def _read(store: RunStore, read, *args):
         raise ApiError(503, f"the run store does not answer: {exc}") from None
 
 
-def _closing(stored):
+def _closing(stored: StoredFile) -> Iterator[bytes]:
+    assert stored.chunks is not None, "a stored file without a local path is read as chunks"
     try:
         yield from stored.chunks
     finally:
@@ -220,7 +226,7 @@ async def cancel(run_id: str, dagster: DagsterDep) -> Cancelled:
     return Cancelled(run_id=run_id, run_status=status)
 
 
-async def _find(run_id: str, dagster) -> RunInfo:
+async def _find(run_id: str, dagster: DagsterClient) -> RunInfo:
     info = await dagster.run(run_id) if runs.is_run_id(run_id) else None
     if info is None:
         raise ApiError(404, f"no run {run_id!r}")

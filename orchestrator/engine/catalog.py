@@ -49,7 +49,7 @@ class RunContext:
 
     run_dir: Path
     resources: Any = None
-    log: logging.Logger | logging.LoggerAdapter = field(
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.getLogger("constellation")
     )
     node_key: str = "adhoc"

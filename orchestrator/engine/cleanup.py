@@ -29,7 +29,7 @@ class RunCleanup:
         with self._lock:
             return list(self._actions)
 
-    def run_all(self, log: logging.Logger | logging.LoggerAdapter) -> list[str]:
+    def run_all(self, log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> list[str]:
         """Run every pending action, newest first; a failing one is logged and the rest still run.
 
         Returns the messages of the actions that failed.

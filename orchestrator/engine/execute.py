@@ -143,6 +143,7 @@ class _Runner:
 
     def _arguments(self, node: Node) -> Mapping[str, Any]:
         op = self.catalog[node.operation]
+        assert op.function is not None, f"{op.name} has no implementation in this catalog"
         kwargs: dict[str, Any] = {}
         for name, value in node.literals.items():
             kwargs[name] = _coerce(op.function, name, value)

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class _ObjectWithDuplicates(dict):
+class _ObjectWithDuplicates(dict[str, Any]):
     """A parsed JSON object that repeated keys; remembered so the error can name where."""
 
     duplicates: list[str]
@@ -94,7 +95,8 @@ def instructions_of(document: Any) -> list[Any]:
         problems.insert(0, Problem("/instructions", "the list is empty; give at least one instruction"))
     if problems:
         raise PipelineInvalid(problems)
-    return document["instructions"]
+    instructions: list[Any] = document["instructions"]
+    return instructions
 
 
 def json_depth(text: str) -> int:
@@ -155,7 +157,7 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _unpaired_surrogates(value: Any, path: str):
+def _unpaired_surrogates(value: Any, path: str) -> Iterator[Problem]:
     """Strings that escape half of a UTF-16 pair (\\ud800 alone): valid JSON, but not Unicode text."""
     why = "holds an unpaired UTF-16 surrogate (a lone \\ud800-\\udfff escape); send valid Unicode text"
     if isinstance(value, str) and not _is_text(value):
@@ -180,7 +182,7 @@ def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _duplicate_keys(value: Any, path: str):
+def _duplicate_keys(value: Any, path: str) -> Iterator[Problem]:
     if isinstance(value, _ObjectWithDuplicates):
         for key in value.duplicates:
             yield Problem(
