@@ -18,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 import rasterio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rasterio.transform import from_origin
 from test_model_server import ModelServerProcess, running_server
 
@@ -453,3 +455,33 @@ def test_deploying_a_tabular_graph_as_an_image_model_fails_before_inference(serv
     with pytest.raises(InstructionFailed, match=r"\[N, C, H, W\].*load it as tabular-classification"):
         execute(plan, CATALOG, run_context(tmp_path, server))
 
+
+
+BINARY_HEADERS = st.fixed_dictionaries({
+    "inputs": st.lists(st.fixed_dictionaries({
+        "name": st.sampled_from(["bands", "image", ""]),
+        "shape": st.lists(st.integers(-2, 5) | st.sampled_from([2**40, 2**63]), max_size=5),
+        "datatype": st.sampled_from(["FP32", "FP64", "UINT8", "BYTES", "BOOL", "X"]),
+        "parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-1, 600) | st.booleans()
+                                             | st.sampled_from([2**70, "10"])}),
+    }), max_size=3),
+}, optional={"outputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["class_id", "logits", "x"]),
+                                                        "parameters": st.fixed_dictionaries(
+                                                            {"binary_data": st.booleans() | st.none()})}),
+                                 max_size=3),
+             "parameters": st.fixed_dictionaries({"binary_data_output": st.booleans()})})
+
+
+def test_random_binary_bodies_never_get_a_server_error(http: httpx.Client, server: ModelServerProcess):
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None, print_blob=False,
+              suppress_health_check=list(HealthCheck))
+    @given(BINARY_HEADERS, st.binary(max_size=600), st.integers(-5, 5), st.sampled_from(["land-a", "scenes"]))
+    def no_server_error(header: dict, tail: bytes, skew: int, model: str) -> None:
+        head = json.dumps(header).encode()
+        answer = http.post(f"/v2/models/{model}/infer", content=head + tail,
+                           headers={"Inference-Header-Content-Length": str(max(0, len(head) + skew)),
+                                    "Content-Type": "application/octet-stream"})
+        assert answer.status_code < 500, (header, answer.text)
+
+    no_server_error()
+    assert "Traceback" not in server.log_text()

@@ -155,7 +155,8 @@ class OnnxImageModel(TaskModel):
             what = f"tiles {start}-{start + len(chunk) - 1}"
             parts.append(library_call(what, lambda chunk=chunk: self.session.run(None, {self.input_name: chunk})))
         if not parts:
-            return [np.zeros([0, *[max(d, 0) for d in o.shape[1:]]], dtype=np.float32) for o in self.graph_outputs]
+            return [np.zeros([0, *[max(_dim(d), 0) for d in o.shape[1:]]], dtype=np.float32)
+                    for o in self.graph_outputs]
         if len(parts) == 1:  # one batch: its arrays as they are, no copy
             return [np.asarray(value) for value in parts[0]]
         return [np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(self.graph_outputs))]
