@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import queue
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from conftest import ROOT, Stack, free_port, local_pipeline
 from constellation_cli.link import place
@@ -234,9 +235,19 @@ def test_an_unreachable_gateway_is_one_line_naming_the_url():
         assert down.returncode == 3, down
         [line] = down.stderr.splitlines()
         assert url in line and "cannot reach the gateway" in line
+        assert "from $CONSTELLATION_URL; is it running? `make run` prints the URL it serves" in line
     for args in (("ops", "--url", url), ("--url", url, "ops"), ("--url", "http://127.0.0.1:2", "ops", "--url", url)):
         flag = cli("http://127.0.0.1:1", *args)  # --url wins over CONSTELLATION_URL, after the command over before
-        assert flag.returncode == 3 and url in flag.stderr, (args, flag)
+        assert flag.returncode == 3 and url in flag.stderr and "given by --url" in flag.stderr, (args, flag)
+    port = free_port()  # no CONSTELLATION_URL: the port `make run` was given, else 8000
+    env = {k: v for k, v in cli_env(url).items() if k != "CONSTELLATION_URL"}
+    moved = subprocess.run([str(CLI), "ops"], env={**env, "CONSTELLATION_API_PORT": str(port)}, capture_output=True,
+                           text=True, timeout=30)
+    assert moved.returncode == 3 and f"at http://127.0.0.1:{port} (" in moved.stderr, moved
+    assert "from $CONSTELLATION_API_PORT" in moved.stderr
+    told = subprocess.run([str(CLI), "--help"], env={**env, "CONSTELLATION_API_PORT": str(port)},
+                          capture_output=True, text=True, timeout=30)
+    assert f"Now: http://127.0.0.1:{port} ($CONSTELLATION_API_PORT)" in " ".join(told.stdout.split())
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +339,9 @@ def test_help_names_every_command_the_environment_and_the_exit_codes():
         assert own.returncode == 0 and f"Usage: constellation {command}" in own.stdout, own
         assert "--json" in own.stdout and "--url" in own.stdout, (command, own.stdout)
     flat = " ".join(top.stdout.split())
-    for words in ("$CONSTELLATION_URL, else http://127.0.0.1:8000", "set $CONSTELLATION_API_TOKEN",
+    for words in ("$CONSTELLATION_URL, else http://127.0.0.1:$CONSTELLATION_API_PORT",
+                  "else http://127.0.0.1:8000. Now: http://127.0.0.1:1 ($CONSTELLATION_URL)",
+                  "set $CONSTELLATION_API_TOKEN",
                   "Exit codes: 0 done", "3 gateway unreachable", "130 interrupted", "--install-completion",
                   "--show-completion"):
         assert words in flat, (words, top.stdout)
@@ -355,47 +368,27 @@ def test_shell_completion_is_offered_and_completes_commands_options_and_operatio
     assert complete("ops", "re") == []  # no gateway, no names (and no error in the shell)
 
 
-class GatewayStandIn(http.server.BaseHTTPRequestHandler):
+class GatewayStandIn:
     """A local stand-in of the gateway's routes, answering as they are specified: POST /runs/{id}/retry answers
     like /execute plus `parent_run_id`; the new run is STARTED once, then ends; a report is an HTML page."""
 
     FAILED, SUCCEEDED = "0f1e2d3c-0000-4000-8000-00000000000f", "0f1e2d3c-0000-4000-8000-0000000000a5"
     RESUMED = "7a7a7a7a-0000-4000-8000-000000000001"
     RESUMED_FAILS = "7a7a7a7a-0000-4000-8000-000000000002"
-    seen: list[tuple[str, str, str | None]] = []
-    polls: dict[str, int] = {}
 
-    def log_message(self, *_: object) -> None:
-        pass
+    def __init__(self) -> None:
+        self.polls: dict[str, int] = {}
 
-    def do_POST(self) -> None:  # noqa: N802
-        self.seen.append(("POST", self.path, self.headers.get("Authorization")))
-        run_id, _, action = self.path.removeprefix("/runs/").partition("/")
-        if action == "cancel" and run_id == self.RESUMED:
-            return self.reply(200, {"run_id": run_id, "run_status": "CANCELING"})
-        if action != "retry" or run_id not in (self.FAILED, self.SUCCEEDED, self.RESUMED):
-            return self.reply(404, {"status": "error", "message": f"no run {run_id!r}"})
-        if run_id == self.SUCCEEDED:
-            return self.reply(409, {"status": "error", "message": f"run {run_id} is SUCCESS; nothing to resume"})
-        new = self.RESUMED if run_id == self.FAILED else self.RESUMED_FAILS
-        self.reply(200, {"status": "success", "run_id": new, "parent_run_id": run_id,
-                         "run_url": f"http://dagster.invalid/runs/{new}"})
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.seen.append(("GET", self.path, self.headers.get("Authorization")))
-        run_id, _, action = self.path.removeprefix("/runs/").partition("/")
-        if self.path == "/operations":
-            return self.reply(200, {"operations": [{"name": n} for n in ("read_table", "resize_image", "sample")]})
+    def answer(self, request: Request) -> Response:
+        run_id, _, action = request.path.removeprefix("/runs/").partition("/")
+        if request.method == "POST":
+            return self.post(run_id, action)
+        if request.path == "/operations":
+            return reply(200, {"operations": [{"name": n} for n in ("read_table", "resize_image", "sample")]})
         if action == "report":
-            page = b"<!doctype html><title>comparison</title>"
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-            return None
+            return Response("<!doctype html><title>comparison</title>", content_type="text/html; charset=utf-8")
         if action == "results":
-            return self.reply(200, {"run_id": run_id, "results": [
+            return reply(200, {"run_id": run_id, "results": [
                 {"path": "/instructions/2", "operation": "model_inference",
                  "output": {"type": "Predictions", "model": "fire-vit-b", "count": 9}}]})
         self.polls[run_id] = self.polls.get(run_id, 0) + 1
@@ -403,7 +396,7 @@ class GatewayStandIn(http.server.BaseHTTPRequestHandler):
         last = "running" if first else ("failed" if run_id == self.RESUMED_FAILS else "succeeded")
         states = ["reused", "reused", last]
         status = "STARTED" if first else ("FAILURE" if run_id == self.RESUMED_FAILS else "SUCCESS")
-        self.reply(200, {
+        return reply(200, {
             "run_id": run_id, "run_status": status, "done": 2 if first else 3, "total": 3,
             "instructions": [{"path": f"/instructions/{i}", "operation": "model_inference", "state": state}
                              for i, state in enumerate(states)],
@@ -411,40 +404,48 @@ class GatewayStandIn(http.server.BaseHTTPRequestHandler):
             if status == "FAILURE" else None,
             "run_url": f"http://dagster.invalid/runs/{run_id}"})
 
-    def reply(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def post(self, run_id: str, action: str) -> Response:
+        if action == "cancel" and run_id == self.RESUMED:
+            return reply(200, {"run_id": run_id, "run_status": "CANCELING"})
+        if action != "retry" or run_id not in (self.FAILED, self.SUCCEEDED, self.RESUMED):
+            return reply(404, {"status": "error", "message": f"no run {run_id!r}"})
+        if run_id == self.SUCCEEDED:
+            return reply(409, {"status": "error", "message": f"run {run_id} is SUCCESS; nothing to resume"})
+        new = self.RESUMED if run_id == self.FAILED else self.RESUMED_FAILS
+        return reply(200, {"status": "success", "run_id": new, "parent_run_id": run_id,
+                           "run_url": f"http://dagster.invalid/runs/{new}"})
+
+
+def reply(code: int, body: dict) -> Response:
+    return Response(json.dumps(body), status=code, content_type="application/json")
 
 
 @pytest.fixture
-def stand_in() -> Iterator[str]:
-    GatewayStandIn.seen, GatewayStandIn.polls = [], {}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GatewayStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def stand_in(httpserver: HTTPServer) -> str:
+    httpserver.expect_request(re.compile("/.*")).respond_with_handler(GatewayStandIn().answer)
+    return httpserver.url_for("").rstrip("/")
 
 
-def test_retry_follows_the_new_run_like_submit_against_a_stand_in_of_the_route(stand_in: str):
+def seen(httpserver: HTTPServer) -> list[tuple[str, str, str | None]]:
+    """What the stand-in was asked: method, path and Authorization of each request."""
+    return [(request.method, request.path, request.headers.get("Authorization")) for request, _ in httpserver.log]
+
+
+def test_retry_follows_the_new_run_like_submit_against_a_stand_in_of_the_route(stand_in: str, httpserver: HTTPServer):
     parent, new = GatewayStandIn.FAILED, GatewayStandIn.RESUMED
     resumed = cli(stand_in, "retry", parent, token="stand-in-token")
     assert resumed.returncode == 0, resumed
     assert f"run {new} (retry of {parent}): http://dagster.invalid/runs/{new}" in resumed.stderr
     assert "[3/3] SUCCESS" in resumed.stderr and f"2 of 3 instructions reused from run {parent}" in resumed.stderr
     assert re.search(r"^/instructions/2\s+model_inference\s+Predictions: 9 items by fire-vit-b", resumed.stdout, re.M)
-    assert ("POST", f"/runs/{parent}/retry", "Bearer stand-in-token") in GatewayStandIn.seen
+    assert ("POST", f"/runs/{parent}/retry", "Bearer stand-in-token") in seen(httpserver)
 
 
-def test_retry_no_wait_and_json_against_a_stand_in_of_the_route(stand_in: str):
+def test_retry_no_wait_and_json_against_a_stand_in_of_the_route(stand_in: str, httpserver: HTTPServer):
     parent, new = GatewayStandIn.FAILED, GatewayStandIn.RESUMED
     quick = cli(stand_in, "retry", parent, "--no-wait")
     assert quick.returncode == 0 and quick.stdout.strip() == new, quick
-    assert not any(method == "GET" for method, *_ in GatewayStandIn.seen)  # nothing followed
+    assert not any(method == "GET" for method, *_ in seen(httpserver))  # nothing followed
     launched = json.loads(cli(stand_in, "retry", parent, "--no-wait", "--json").stdout)
     assert launched == {"status": "success", "run_id": new, "parent_run_id": parent,
                         "run_url": f"http://dagster.invalid/runs/{new}"}
