@@ -27,9 +27,9 @@ PROFILES: dict[str, list[str] | None] = {
     "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema", "tenacity",
                 "fastapi-offline"],
     # The model server: FastAPI, Pillow and the `models` extra (torch, transformers; onnxruntime and onnx for the
-    # tabular tasks' ONNX graphs).
+    # tabular tasks' and the multi-band image models' ONNX graphs; pystac for the STAC MLM card beside a model).
     "model_server": ["fastapi", "uvicorn", "pydantic", "pydantic-settings", "pillow", "numpy", "torch", "transformers",
-                     "onnxruntime", "onnx"],
+                     "onnxruntime", "onnx", "pystac"],
 }
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
