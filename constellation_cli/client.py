@@ -16,6 +16,7 @@ class GatewayUnreachable(Exception):
     def __init__(self, url: str, reason: str):
         super().__init__(f"cannot reach the gateway at {url} ({reason}); is it running? (--url or CONSTELLATION_URL)")
         self.url = url
+        self.reason = reason
 
 
 class GatewayError(Exception):

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import webbrowser
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from constellation_cli.client import TOKEN_ENV, Gateway, GatewayError, GatewayUn
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "CONSTELLATION_URL"
+PORT_ENV = "CONSTELLATION_API_PORT"  # `make run` serves the gateway on this port
 POLL_S = 0.5
 
 # Exit codes, also in --help.
@@ -33,7 +34,22 @@ HELP = """Submit pipelines to the Constellation gateway, follow their runs, read
 A pipeline FILE is a request body {"instructions": [...]}, as in sample_dags.txt, or - for standard input.
 Progress and messages go to stderr; tables, run ids and --json answers go to stdout."""
 
-EPILOG = f"""The gateway is --url, else ${URL_ENV}, else {DEFAULT_URL}.
+
+
+def default_url(environ: Mapping[str, str]) -> tuple[str, str]:
+    """The gateway when no --url is given, and where that came from: $CONSTELLATION_URL, else the port
+    `make run` was told ($CONSTELLATION_API_PORT) on this machine, else DEFAULT_URL."""
+    if environ.get(URL_ENV):
+        return environ[URL_ENV], f"${URL_ENV}"
+    port = environ.get(PORT_ENV, "").strip()
+    if port.isdigit():
+        return f"http://127.0.0.1:{port}", f"${PORT_ENV}"
+    return DEFAULT_URL, "the default"
+
+
+_NOW, _FROM = default_url(os.environ)
+EPILOG = f"""The gateway is --url, else ${URL_ENV}, else http://127.0.0.1:${PORT_ENV} (the port `make run`
+serves it on), else {DEFAULT_URL}. Now: {_NOW} ({_FROM}).
 When it needs a token, set ${TOKEN_ENV}: it is sent as the bearer token and never printed.
 
 Exit codes: 0 done (the run succeeded); 1 the run failed or was canceled; 2 invalid pipeline or input;
@@ -78,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Options every command takes, before or after the command's name (`--url X ops` or `ops --url X`).
 Url = Annotated[str | None, typer.Option(
     "--url", metavar="URL", show_default=False,
-    help=f"The gateway's base URL (default: ${URL_ENV}, else {DEFAULT_URL}).")]
+    help=f"The gateway's base URL (default: ${URL_ENV}, else http://127.0.0.1:${PORT_ENV}, else {DEFAULT_URL}; "
+         f"now {_NOW}).")]
 AsJson = Annotated[bool, typer.Option(
     "--json", help="Print the gateway's answer as JSON on stdout (its error answer too), instead of tables.")]
 File = Annotated[Path, typer.Argument(
@@ -106,13 +123,16 @@ def _before_the_command(ctx: typer.Context, url: Url = None, as_json: AsJson = F
 def _connect(ctx: typer.Context, url: str | None, as_json: bool) -> Iterator[tuple[Gateway, bool]]:
     """The gateway to talk to and whether to answer in JSON; every failure becomes its exit code and one message."""
     given = ctx.obj if isinstance(ctx.obj, Given) else Given()
-    url = url or given.url or os.environ.get(URL_ENV) or DEFAULT_URL
+    url, source = (url or given.url, "--url") if url or given.url else default_url(os.environ)
     as_json = as_json or given.as_json
     try:
         with Gateway(url, os.environ.get(TOKEN_ENV) or None) as gateway:
             yield gateway, as_json
     except GatewayUnreachable as exc:
-        err.print(f"error: {exc}")
+        given = {"--url": "given by --url", "the default": f"the default (set --url or ${URL_ENV})"}.get(
+            source, f"from {source}")
+        err.print(f"error: cannot reach the gateway at {exc.url} ({exc.reason}), {given}; is it running? "
+                  "`make run` prints the URL it serves")
         raise typer.Exit(UNREACHABLE) from None
     except GatewayError as exc:
         if as_json and exc.body is not None:
@@ -297,7 +317,7 @@ def cancel(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = Fals
 def _complete_operation(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion of an operation's name, from the gateway's catalog (nothing when it is out of reach)."""
     given = [c.params.get("url") for c in (ctx, ctx.parent) if c is not None]
-    url = next((u for u in given if u), None) or os.environ.get(URL_ENV) or DEFAULT_URL
+    url = next((u for u in given if u), None) or default_url(os.environ)[0]
     try:
         with Gateway(url, os.environ.get(TOKEN_ENV) or None, timeout_s=3) as gateway:
             names = [op["name"] for op in gateway.operations()["operations"]]

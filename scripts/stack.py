@@ -208,18 +208,34 @@ def main() -> int:
                 return 0 if stopping else _did_not_start(name)  # Ctrl-C while starting up is a normal stop
         if not wait_for_port(host, ports["model server"], children["model server"], lambda: stopping):
             return 0 if stopping else _did_not_start("model server")
-        print(
-            f"\nConstellation is up:\n  gateway   http://{host}:{ports['gateway']}  "
-            f"{'(token set: no /docs)' if env.get('CONSTELLATION_API_TOKEN') else '(docs at /docs)'}\n"
-            f"  Dagster   {env['CONSTELLATION_DAGSTER_URL']}  (main@constellation)\n"
-            f"  models    {env['CONSTELLATION_MODEL_SERVER_URL']}  (models root {env['CONSTELLATION_MODELS_ROOT']})\n"
-            f"  data root {env['CONSTELLATION_DATA_ROOT']}\nCtrl-C stops everything.\n",
-            flush=True,
-        )
+        print(banner(env), flush=True)
         commands = stack_commands(env)
         return _watch(children, lambda: stopping, restart=lambda: launch(commands["model server"], env))
     finally:
         stop_all(children.values())
+
+
+def gateway_url(env: Mapping[str, str]) -> str:
+    """Where the gateway of a stack started with `env` (made by `stack_env`) answers."""
+    return f"http://{_reachable(env['CONSTELLATION_HOST'])}:{env['CONSTELLATION_API_PORT']}"
+
+
+def banner(env: Mapping[str, str]) -> str:
+    """What `make run` prints once everything answers: the URLs it serves, and how the CLI reaches them."""
+    gateway = gateway_url(env)
+    docs = "(token set: no /docs)" if env.get("CONSTELLATION_API_TOKEN") else f"(docs at {gateway}/docs)"
+    lines = [
+        "", "Constellation is up:",
+        f"  gateway   {gateway}  {docs}",
+        f"  Dagster   {env['CONSTELLATION_DAGSTER_URL']}  (main@constellation)",
+        f"  models    {env['CONSTELLATION_MODEL_SERVER_URL']}  (models root {env['CONSTELLATION_MODELS_ROOT']})",
+        f"  data root {env['CONSTELLATION_DATA_ROOT']}",
+    ]
+    # The command line finds a gateway on another port by CONSTELLATION_API_PORT or CONSTELLATION_URL.
+    if gateway != "http://127.0.0.1:8000":
+        lines.append(f"  command line: export CONSTELLATION_URL={gateway}")
+    lines += ["Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
 
 
 def _did_not_start(name: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,13 +35,16 @@ def test_operation_reference_matches_the_declarations():
 
 @pytest.mark.e2e
 def test_try_it_commands_work_against_the_stack(stack: Stack, tmp_path: Path):
-    blocks = [b for b in bash_blocks() if "localhost:8000" in b]
-    assert len(blocks) == 3
-    host = stack.api_url.removeprefix("http://")
+    blocks = [b for b in bash_blocks() if "localhost:$PORT" in b]
+    assert len(blocks) == 3 and "localhost:8000" not in "".join(blocks)
+    # The user's terminal: the port `make run` was given, and the first block's PORT line already run there.
+    [port_line] = [line for line in blocks[0].splitlines() if line.startswith("PORT=")]
+    env = {**os.environ, "CONSTELLATION_API_PORT": stack.api_url.rsplit(":", 1)[1]}
     outputs = []
     for block in blocks:
-        script = "set -euo pipefail\n" + block.replace("localhost:8000", host).replace(".venv/bin/", f"{BIN}/")
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        script = f"set -euo pipefail\n{port_line}\n" + block.replace(".venv/bin/", f"{BIN}/")
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env=env)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     launched, followed, compared = outputs
