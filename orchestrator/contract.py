@@ -121,7 +121,7 @@ CHANGE_OF_STATUS: dict[DagsterRunStatus, RunChange] = {
 CHANGE_RANK: dict[RunChange, int] = {RunChange.STARTED: 1, RunChange.SUCCESS: 2, RunChange.FAILURE: 2,
                                      RunChange.CANCELED: 2}
 # Run change -> the word sent by default (CONSTELLATION_NOTIFY_WORDS changes them).
-DEFAULT_CALLBACK_WORDS: dict[RunChange, str] = {
+DEFAULT_CALLBACK_WORDS: dict[str, str] = {  # keyed by RunChange
     RunChange.STARTED: CallbackWord.RUNNING,
     RunChange.SUCCESS: CallbackWord.COMPLETED,
     RunChange.FAILURE: CallbackWord.FAILED,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import unquote, urlparse
 
 from orchestrator import kept
@@ -55,6 +55,10 @@ def run_dir(artifact_root: Path | str, run_id: str) -> Path:
     return Path(artifact_root) / "runs" / run_id
 
 
+@overload
+def clip(message: str, limit: int = ...) -> str: ...
+@overload
+def clip(message: None, limit: int = ...) -> None: ...
 def clip(message: str | None, limit: int = MAX_MESSAGE_CHARS) -> str | None:
     """`message` cut to `limit` characters, saying how much was cut."""
     if message is None or len(message) <= limit:
@@ -279,13 +283,13 @@ class ProgressLog:
             if event.kind == NodeEventKind.STARTED:
                 entry["started_at"] = now
             elif event.kind == NodeEventKind.REUSED:
-                entry.update(ended_at=now, duration_s=0.0, summary=clip(event.summary))
+                entry.update({"ended_at": now, "duration_s": 0.0, "summary": clip(event.summary)})
             elif event.kind == NodeEventKind.FINISHED:
-                entry.update(ended_at=now, duration_s=round(event.duration_s, 4),
-                             summary=clip(event.summary or event.error))
+                entry.update({"ended_at": now, "duration_s": round(event.duration_s, 4),
+                              "summary": clip(event.summary or event.error)})
             else:
-                entry.update(ended_at=now, duration_s=round(event.duration_s, 4),
-                             error=clip(event.summary or event.error))
+                entry.update({"ended_at": now, "duration_s": round(event.duration_s, 4),
+                              "error": clip(event.summary or event.error)})
             self._flush()
 
     def fail(self, failure: InstructionFailed) -> None:

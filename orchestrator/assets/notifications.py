@@ -51,7 +51,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.event_api import EventLogRecord, RunStatusChangeRecordsFilter
+from dagster._core.event_api import EventLogRecord, RunStatusChangeEventType, RunStatusChangeRecordsFilter
 from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS as EVENT_TYPE_TO_RUN_STATUS
 
 from orchestrator import contract, runs, runstore
@@ -61,7 +61,7 @@ from orchestrator.contract import RunChange
 SENSOR_NAME = "notify_run_status"
 # The run-status events read, each as the change it reports: the status Dagster's event sets (its own
 # mapping), as contract.CHANGE_OF_STATUS names it.
-STATUS_EVENTS: dict[DagsterEventType, RunChange] = {
+STATUS_EVENTS: dict[RunStatusChangeEventType, RunChange] = {
     event_type: contract.CHANGE_OF_STATUS[contract.DagsterRunStatus(EVENT_TYPE_TO_RUN_STATUS[event_type].value)]
     for event_type in (DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE,
                        DagsterEventType.RUN_CANCELED)
@@ -139,7 +139,7 @@ class StatusNotifier:
             return response
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            log.warning(f"notifying {what}: {_describe(state.outcome.exception())} "
+            log.warning(f"notifying {what}: {_describe(state.outcome.exception() if state.outcome else None)} "
                         f"(attempt {state.attempt_number} of {self.attempts}); retrying")
 
         retrying = tenacity.Retrying(
@@ -313,23 +313,22 @@ def _newest_storage_id(instance: DagsterInstance) -> int:
 
 def _statuses_after(instance: DagsterInstance, after: int, limit: int) -> list[_Status]:
     """Every run-status event after `after`, in storage order, up to where all four queries are complete."""
-    found: list[EventLogRecord] = []
+    found: list[tuple[EventLogRecord, RunChange]] = []
     complete_to: int | None = None
-    for event_type in STATUS_EVENTS:
+    for event_type, change in STATUS_EVENTS.items():
         records = instance.fetch_run_status_changes(
             records_filter=RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after),
             limit=limit,
             ascending=True,
         ).records
-        found.extend(records)
+        found.extend((r, change) for r in records)
         if len(records) == limit:  # more of this kind wait: the others may only be taken up to here
             last = records[-1].storage_id
             complete_to = last if complete_to is None else min(complete_to, last)
-    found.sort(key=lambda r: r.storage_id)
+    found.sort(key=lambda found_one: found_one[0].storage_id)
     return [
-        _Status(r.storage_id, r.run_id, STATUS_EVENTS[r.event_log_entry.dagster_event_type],
-                r.event_log_entry.message or "")
-        for r in found
+        _Status(r.storage_id, r.run_id, change, r.event_log_entry.message or "")
+        for r, change in found
         if complete_to is None or r.storage_id <= complete_to
     ]
 
@@ -360,12 +359,12 @@ def failure_reason(instance: DagsterInstance, run_id: str, artifact_root: str | 
     if artifact_root is not None and runs.is_run_id(run_id):
         try:  # a folder or s3://bucket/prefix, read alike
             progress = runstore.open_store(artifact_root).read_json(run_id, runs.PROGRESS)
-        except runstore.RunStoreError as error:
-            _logger.debug(f"could not read the progress of run {run_id}: {_describe(error)}")
+        except runstore.RunStoreError as unreadable:
+            _logger.debug(f"could not read the progress of run {run_id}: {_describe(unreadable)}")
             progress = None
-        error = progress.get("error") if isinstance(progress, dict) else None
-        if isinstance(error, dict) and error.get("message"):
-            return f"{error.get('operation')} at {error.get('path')} failed: {error['message']}"
+        failed = progress.get("error") if isinstance(progress, dict) else None
+        if isinstance(failed, dict) and failed.get("message"):
+            return f"{failed.get('operation')} at {failed.get('path')} failed: {failed['message']}"
     try:
         for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
             data = entry.dagster_event.step_failure_data if entry.dagster_event else None

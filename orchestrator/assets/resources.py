@@ -79,16 +79,28 @@ class ServerSettings(SharedSettings, WorkspaceSettings, S3StorageSettings):
     def resources(self) -> dict[str, ConfigurableResource]:
         """The resources ops use (`ctx.resources.<key>`), with these values."""
         return {
-            "workspace": Workspace(**self._fields_of(WorkspaceSettings)),
-            "s3": S3Storage(**self._fields_of(S3StorageSettings)),
-            "google_drive": GoogleDrive(api_endpoint=self.google_api_endpoint or None,
-                                        download_url=self.google_download_url or DRIVE_PUBLIC_DOWNLOAD_URL,
-                                        download_max_bytes=self.url_max_bytes),
+            "workspace": self.workspace(),
+            "s3": self.s3(),
+            "google_drive": self.google_drive(),
             "databases": Databases(),
-            "model_server": ModelServerConnection(
-                url=self.model_server_url, timeout_s=self.model_server_timeout_s,
-                retry_attempts=self.model_server_retry_attempts, lease_ttl_s=self.model_server_lease_ttl_s),
+            "model_server": self.model_server(),
         }
+
+    def workspace(self) -> Workspace:
+        return Workspace(**self._fields_of(WorkspaceSettings))
+
+    def s3(self) -> S3Storage:
+        return S3Storage(**self._fields_of(S3StorageSettings))
+
+    def google_drive(self) -> GoogleDrive:
+        return GoogleDrive(api_endpoint=self.google_api_endpoint or None,
+                           download_url=self.google_download_url or DRIVE_PUBLIC_DOWNLOAD_URL,
+                           download_max_bytes=self.url_max_bytes)
+
+    def model_server(self) -> ModelServerConnection:
+        return ModelServerConnection(
+            url=self.model_server_url, timeout_s=self.model_server_timeout_s,
+            retry_attempts=self.model_server_retry_attempts, lease_ttl_s=self.model_server_lease_ttl_s)
 
     def _fields_of(self, group: type[BaseModel]) -> dict[str, Any]:
         return {name: getattr(self, name) for name in group.model_fields}
@@ -143,7 +155,7 @@ class Workspace(ConfigurableResource, WorkspaceSettings):
 
     @classmethod
     def from_env(cls) -> Workspace:
-        return ServerSettings().resources()["workspace"]
+        return ServerSettings().workspace()
 
     @property
     def data_path(self) -> Path:
@@ -189,7 +201,7 @@ class S3Storage(ConfigurableResource, S3StorageSettings):
 
     @classmethod
     def from_env(cls) -> S3Storage:
-        return ServerSettings().resources()["s3"]
+        return ServerSettings().s3()
 
     def settings(self) -> S3Settings:
         from orchestrator.sources.s3 import S3Settings
@@ -215,7 +227,7 @@ class GoogleDrive(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> GoogleDrive:
-        return ServerSettings().resources()["google_drive"]
+        return ServerSettings().google_drive()
 
     def connect(self) -> drive.Drive:
         from orchestrator.sources import drive
@@ -276,7 +288,7 @@ class ModelServerConnection(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> ModelServerConnection:
-        return ServerSettings().resources()["model_server"]
+        return ServerSettings().model_server()
 
     def connect(self, check_cancelled: Callable[[], None] = lambda: None, lease: str | None = None) -> ModelServer:
         from orchestrator.models.client import ModelServer, Retry
