@@ -418,6 +418,26 @@ def test_the_card_picks_bands_by_name_and_scales_them_unless_normalized(server: 
                             FileList([FileRef(unnamed[0].name, unnamed[0])]))
 
 
+def test_the_cards_bands_are_found_by_any_of_their_names(server: ModelServerProcess, models_root: Path,
+                                                          tmp_path: Path):
+    """A file from import_from_stac: descriptions are STAC's own names, the common names are band metadata."""
+    paths = write_tiles(tmp_path / "tiles", scene(10))
+    for path in paths:
+        with rasterio.open(path, "r+") as dataset:
+            dataset.descriptions = ("B02", "B03", "B04", "B08")
+            for index, common in enumerate(BANDS, start=1):
+                dataset.update_tags(index, name=dataset.descriptions[index - 1], common_name=common)
+    predictions = ops.model_inference(run_context(tmp_path, server), "carded",
+                                      FileList([FileRef(p.name, p) for p in paths]))
+    session = session_of(models_root / "carded.onnx")
+    for path, item in zip(paths, predictions.items, strict=True):
+        tile, _ = read(path)
+        (logits,) = session.run(None, {"bands": card_scaled(tile[::-1])[None]})
+        expected = logits[0].argmax(axis=0).astype(np.uint8)
+        expected[(tile == NODATA).all(axis=0)] = 255
+        np.testing.assert_array_equal(read(Path(item["mask"]))[0][0], expected)
+
+
 def test_tile_classification_keeps_each_tiles_place(server: ModelServerProcess, models_root: Path, tmp_path: Path):
     paths = write_tiles(tmp_path / "tiles", scene(8))
     predictions = ops.model_inference(run_context(tmp_path, server), "scenes",

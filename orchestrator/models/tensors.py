@@ -103,7 +103,7 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
         normalized = True  # normalize_image's arrays: scaled already
     elif rasters.has_tiff_magic(ref.path):
         with rasters.open_raster(ref.path, max_samples, name=ref.name) as dataset:
-            indexes = _band_indexes(ref.name, model, rasters.band_names(dataset), dataset.count)
+            indexes = _band_indexes(ref.name, model, band_aliases(dataset, ref))
             values = dataset.read(indexes, out_dtype="float32")
             valid = dataset.dataset_mask() > 0
             place = {**place, **{k: v for k, v in rasters.facts(dataset).items() if k in PLACE}}
@@ -119,23 +119,43 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
     return Tile(ref, np.ascontiguousarray(values, dtype=np.float32), valid, place, values.shape[1:])
 
 
-def _band_indexes(name: str, model: TensorModel, described: list[str | None] | None, count: int) -> list[int]:
-    """1-based band indexes to read: the card's bands by name (descriptions), else every band as stored."""
+def band_aliases(dataset: Any, ref: FileRef) -> list[list[str]]:
+    """Each band's names, the first shown: its description, the file list's name for it (STAC's, for an
+    import_from_stac file), and the STAC `name` and `common_name` kept as band metadata (B08 and nir)."""
+    from orchestrator.transforms import rasters
+
+    described = rasters.band_names(dataset) or [None] * dataset.count
+    listed = ref.meta.get("bands")
+    listed = listed if isinstance(listed, list) and len(listed) == dataset.count else [None] * dataset.count
+    aliases = []
+    for index in range(dataset.count):
+        tags = dataset.tags(index + 1)
+        found = [described[index], listed[index], tags.get("name"), tags.get("common_name")]
+        aliases.append(list(dict.fromkeys(str(n) for n in found if n)))
+    return aliases
+
+
+def _band_indexes(name: str, model: TensorModel, aliases: list[list[str]]) -> list[int]:
+    """1-based band indexes to read: the card's bands by name (any of a band's names, any case), else every band
+    as stored."""
+    count = len(aliases)
     if not model.band_names:
         if model.bands != -1 and count != model.bands:
             raise OperationError(f"{name!r}: model {model.model_id!r} expects {model.bands} bands, data has {count}")
         return list(range(1, count + 1))
-    if described is None:
+    if not any(aliases):
         if count == len(model.band_names):
             return list(range(1, count + 1))  # unnamed bands, as many as the model's: taken as they are
         raise OperationError(f"{name!r}: model {model.model_id!r} expects {len(model.band_names)} bands "
                              f"({', '.join(model.band_names)}), data has {count} unnamed bands")
-    folded = {str(d).casefold(): i + 1 for i, d in reversed(list(enumerate(described))) if d}
+    folded: dict[str, int] = {}
+    for index, names in reversed(list(enumerate(aliases))):  # a name two bands share: the first band's
+        folded.update((n.casefold(), index + 1) for n in names)
     missing = [b for b in model.band_names if b.casefold() not in folded]
     if missing:
+        shown = ", ".join(names[0] if names else f"#{i + 1}" for i, names in enumerate(aliases))
         raise OperationError(f"{name!r}: model {model.model_id!r} reads bands {', '.join(model.band_names)}; the data "
-                             f"has no {', '.join(map(repr, missing))} (its bands: "
-                             f"{', '.join(str(d) for d in described)})")
+                             f"has no {', '.join(map(repr, missing))} (its bands: {shown})")
     return [folded[b.casefold()] for b in model.band_names]
 
 
