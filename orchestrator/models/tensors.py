@@ -105,7 +105,7 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
         with rasters.open_raster(ref.path, max_samples, name=ref.name) as dataset:
             indexes = _band_indexes(ref.name, model, band_aliases(dataset, ref))
             values = dataset.read(indexes, out_dtype="float32")
-            valid = dataset.dataset_mask() > 0
+            valid = _valid(dataset, indexes, values)
             place = {**place, **{k: v for k, v in rasters.facts(dataset).items() if k in PLACE}}
             # normalize_image keeps the statistics it used in the GeoTIFF's tags as well as in its facts
             normalized = normalized or NORMALIZATION_TAG in dataset.tags()
@@ -117,6 +117,24 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
     if model.scaling and not normalized:
         values = scale(values, model.scaling, model.model_id)
     return Tile(ref, np.ascontiguousarray(values, dtype=np.float32), valid, place, values.shape[1:])
+
+
+def _valid(dataset: Any, indexes: list[int], values: np.ndarray) -> np.ndarray:
+    """Pixels with data: GDAL's dataset mask (not valid where every band is nodata, or where the file's mask
+    says so). Computed from the bands just read when they are all the bands and nodata is all the mask there is,
+    instead of GDAL reading every band again."""
+    import numpy as np
+    from rasterio.enums import MaskFlags
+
+    flags = dataset.mask_flag_enums
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        return np.ones(values.shape[1:], dtype=bool)
+    nodata = dataset.nodata
+    if nodata is not None and sorted(indexes) == list(range(1, dataset.count + 1)) and \
+            all(f == [MaskFlags.nodata] for f in flags):
+        missing = np.isnan(values) if math.isnan(nodata) else values == np.float32(nodata)
+        return ~missing.all(axis=0)
+    return dataset.dataset_mask() > 0
 
 
 def band_aliases(dataset: Any, ref: FileRef) -> list[list[str]]:
