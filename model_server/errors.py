@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_server import exceptions as reg
+from model_server.private_paths import hide_folders
 
 # What each refusal of the registry deserves.
 STATUS = {
@@ -60,6 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error(exc.status_code, str(message))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # A bug of ours must still answer JSON; 500 is reserved for exactly that case.
-        return error(500, f"internal error ({type(exc).__name__}: {exc}); the model server's log has details")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours must still answer JSON; 500 is reserved for exactly that case. Never with our folders.
+        said = hide_folders(str(exc), [(getattr(request.app.state.registry, "models_root", None), "the models root")])
+        return error(500, f"internal error ({type(exc).__name__}: {said}); the model server's log has details")

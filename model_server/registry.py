@@ -52,6 +52,7 @@ from model_server.exceptions import (
     TooManyModels,
     UnknownModel,
 )
+from model_server.private_paths import hide_folders, hugging_face_cache
 from model_server.protocol import InferOutput, InferRequest
 from model_server.tasks import SUPPORTED_TASKS, TaskModel, model_class, reads_a_file
 from model_server.tasks.base import InferLimits
@@ -581,12 +582,15 @@ class ModelRegistry:
 
     def _load_error(self, name: str, source: str, task: str, exc: Exception) -> ModelError:
         what = f"could not load model {name!r} from {source!r} as {task}"
+        # The libraries' messages name the files they read: said relative to the models root (or HF cache).
+        said = hide_folders(str(exc), [(self.models_root, "the models root"),
+                                       (hugging_face_cache(), "the Hugging Face cache")])
         if isinstance(exc, ModelError):
-            return type(exc)(f"{what}: {exc}")
-        where = f"not a folder under the models root {self.models_root}, so it was read as a Hugging Face id"
+            return type(exc)(f"{what}: {said}")
+        where = "not a folder under the models root, so it was read as a Hugging Face id"
         if not reads_a_file(task, source) and not (self.models_root / source).is_dir() and isinstance(exc, OSError):
-            return SourceNotFound(f"could not load model {name!r}: source {source!r} is {where}: {exc}")
-        return LoadFailed(f"{what}: {type(exc).__name__}: {exc}")
+            return SourceNotFound(f"could not load model {name!r}: source {source!r} is {where}: {said}")
+        return LoadFailed(f"{what}: {type(exc).__name__}: {said}")
 
 
 def weights_on_disk(location: str, task: str) -> int | None:

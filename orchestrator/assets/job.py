@@ -4,6 +4,7 @@
 import base64
 import json
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +28,7 @@ from dagster import (
     op,
 )
 
-from orchestrator import contract, runs
+from orchestrator import contract, runs, runstore
 from orchestrator.assets import lineage
 from orchestrator.assets.resources import OpResources, Workspace, server_setting
 from orchestrator.datasets import Comparison
@@ -42,6 +43,7 @@ from orchestrator.engine import (
     parse_request,
 )
 from orchestrator.engine.execute import summarize
+from orchestrator.engine.redact import Redactor, redactor
 
 CATALOG_METADATA_KEY = contract.CATALOG_METADATA_KEY
 log = logging.getLogger("constellation")
@@ -123,7 +125,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                         root_outputs[id(event.node)] = event.output
 
         op_resources = OpResources(**{key: getattr(context.resources, key) for key in resources})
-        run_context = RunContext(run_dir=folder.path, resources=op_resources, log=context.log)
+        run_context = RunContext(run_dir=folder.path, resources=op_resources, log=context.log,
+                                 redact=_server_folders_hidden(context.resources.workspace, folder))
         try:
             try:
                 outputs = execute(plan, catalog, run_context, on_event, reuse=kept)
@@ -184,6 +187,17 @@ def _kept_outputs(context: OpExecutionContext, folder: runs.RunFolder) -> runs.K
     if parent:
         context.log.info(f"resuming run {parent}: instructions it completed are reused, not run again")
     return runs.KeptOutputs(folder, parent if parent and runs.is_run_id(parent) else None)
+
+
+def _server_folders_hidden(workspace: Workspace, folder: runs.RunFolder) -> Redactor:
+    """What failure messages say instead of the server's folders: names relative to them (engine/redact.py)."""
+    folders = [(workspace.data_root, "the data root"), (workspace.output_root, "the output root"),
+               (os.environ.get("DAGSTER_HOME"), "DAGSTER_HOME")]
+    if not runstore.is_store_url(workspace.artifact_root):
+        folders.append((workspace.artifact_root, "the artifact root"))
+    if folder.scratch is not None:  # an s3:// artifact root: the run works in a scratch folder
+        folders.append((folder.scratch, "the run's scratch folder"))
+    return redactor(folders)
 
 
 def _write_partial_results(folder: runs.RunFolder, kept: runs.KeptOutputs, plan, root_outputs: dict[int, Any],

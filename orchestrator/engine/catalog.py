@@ -57,6 +57,8 @@ class RunContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Shared by every instruction of the run (dataclasses.replace keeps the same object).
     cleanup: RunCleanup = field(default_factory=RunCleanup)
+    # Applied to every failure message: server paths become names relative to their folder (engine/redact.py).
+    redact: Callable[[str], str] = field(default=lambda text: text, repr=False)
 
     def check_cancelled(self) -> None:
         """Raise if the run is being stopped; call it between units of work."""

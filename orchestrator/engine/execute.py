@@ -132,7 +132,7 @@ class _Runner:
             assert op.function is not None, f"{op.name} has no implementation in this catalog"
             output = op.function(replace(self.context, node_key=node.key), **kwargs)
         except Exception as exc:  # every failure becomes one message naming the instruction
-            message = _describe(exc, self.context)
+            message = self.context.redact(_describe(exc, self.context))
             self.on_event(NodeEvent(NodeEventKind.FAILED, node, time.perf_counter() - start, error=message))
             raise InstructionFailed(node.path, node.operation, message) from exc
         duration = time.perf_counter() - start
