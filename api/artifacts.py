@@ -9,9 +9,10 @@ from urllib.parse import quote
 from api.errors import ApiError
 from orchestrator.runstore import RunStore, StoredFile
 
-# Pages and files of a run are shown as they are: nothing in them may run script or fetch elsewhere.
+# Pages and files of a run are shown as they are: nothing in them may run script or fetch elsewhere;
+# a report's links to the run's own files (GeoTIFF maps) may still be downloaded.
 SAFE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox",
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox allow-downloads",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }

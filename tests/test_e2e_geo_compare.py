@@ -19,7 +19,7 @@ from samples import sample_with
 pytestmark = pytest.mark.e2e
 
 
-def test_two_land_cover_models_against_geojson_and_a_label_raster(stack: Stack, api: httpx.Client):
+def test_two_land_cover_models_against_geojson_and_a_label_raster(stack: Stack, api: httpx.Client, browser):
     folder = write_eo_samples(stack.data_root)
     body = sample_with("samples-eo/labels.geojson", "samples-eo/labels.tif", "regions.geojson")
     launched = api.post("/execute", json=body).json()
@@ -57,3 +57,14 @@ def test_two_land_cover_models_against_geojson_and_a_label_raster(stack: Stack, 
     page = api.get(f"/runs/{run['run_id']}/report", params={"path": results[2]["path"]})
     assert page.status_code == 200
     assert "On the map" in page.text and "By region" in page.text and page.text.count("data:image/png") >= 5
+    # The page's GeoTIFF links download in a real browser (the gateway serves the page sandboxed, scripts off).
+    context = browser.new_context(accept_downloads=True)
+    try:
+        tab = context.new_page()
+        tab.goto(str(page.url))
+        with tab.expect_download(timeout=30_000) as download:
+            tab.locator("a[download]", has_text="disagreement").first.click()
+        with rasterio.open(download.value.path()) as src:
+            np.testing.assert_array_equal(src.read(1), disagreement)
+    finally:
+        context.close()
