@@ -22,7 +22,6 @@ from dagster import (
     Out,
     Output,
     Permissive,
-    TableRecord,
     in_process_executor,
     job,
     op,
@@ -31,6 +30,7 @@ from dagster import (
 from orchestrator import contract, runs, runstore
 from orchestrator.assets import lineage
 from orchestrator.assets.resources import OpResources, Workspace, server_setting
+from orchestrator.contract import OUTPUT_EVENTS, NodeEventKind, ResultState
 from orchestrator.datasets import Comparison
 from orchestrator.engine import (
     Catalog,
@@ -119,8 +119,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
             progress.record(event)
             with log_lock:
                 context.log.info(_describe_event(event))
-                if event.kind in ("finished", "reused"):
-                    catalog_events.extend(lineage.asset_events(event.node, event.output, context.run_id))
+                if event.kind in OUTPUT_EVENTS:
+                    catalog_events.extend(lineage.asset_events(catalog, event.node, event.output, context.run_id))
                     if id(event.node) in root_ids:
                         root_outputs[id(event.node)] = event.output
 
@@ -214,10 +214,10 @@ def _write_partial_results(folder: runs.RunFolder, kept: runs.KeptOutputs, plan,
             entry["output"] = _to_result(root_outputs[id(root)])
         elif stopped_at is None:
             stopped_at = root
-            entry.update(state="failed", error=why)
+            entry.update(state=ResultState.FAILED, error=why)
         else:
-            entry.update(state="not run", error=f"not run: {stopped_at.operation} at {stopped_at.path} stopped the "
-                                                "run before it")
+            entry.update(state=ResultState.NOT_RUN,
+                         error=f"not run: {stopped_at.operation} at {stopped_at.path} stopped the run before it")
         results.append(entry)
     try:
         folder.sync()  # every file the results name is stored before the results say so
@@ -235,10 +235,7 @@ def _comparison_metadata(where: str, comparison: Comparison) -> dict[str, Any]:
         # The webserver's Markdown allows data: images, so the chart needs no file server.
         picture = f"\n\n![comparison chart](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})"
     metadata[where] = MetadataValue.md(comparison.markdown + picture)
-    models = comparison.report.get("models", [])
-    columns = [k for k, v in (models[0] if models else {}).items() if isinstance(v, int | float | str | None)]
-    rows = [TableRecord({k: m.get(k) if isinstance(m.get(k), int | float | str) else None for k in columns})
-            for m in models]
+    rows = lineage.metrics_table(comparison.report)
     if rows:
         metadata[f"{where} metrics"] = MetadataValue.table(rows)
     return metadata
@@ -247,11 +244,11 @@ def _comparison_metadata(where: str, comparison: Comparison) -> dict[str, Any]:
 def _describe_event(event: NodeEvent) -> str:
     node = event.node
     where = node.path if len(node.paths) == 1 else f"{node.path} (+{len(node.paths) - 1} shared)"
-    if event.kind == "started":
+    if event.kind == NodeEventKind.STARTED:
         return f"{where} {node.operation} started"
-    if event.kind == "finished":
+    if event.kind == NodeEventKind.FINISHED:
         return f"{where} {node.operation} finished in {event.duration_s:.3f} s: {event.summary}"
-    if event.kind == "reused":
+    if event.kind == NodeEventKind.REUSED:
         return f"{where} {node.operation} reused from the parent run: {event.summary}"
     return f"{where} {node.operation} failed after {event.duration_s:.3f} s: {runs.clip(event.error)}"
 

@@ -12,11 +12,13 @@ the work lives in the rooms beside this package (`orchestrator.sources`, `.trans
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, TypeAdapter, WithJsonSchema
 
@@ -33,7 +35,7 @@ from orchestrator.datasets import (
     Table,
     as_refs,
 )
-from orchestrator.engine import OperationError, RunContext, never_reused
+from orchestrator.engine import OperationError, RunContext, never_reused, reads_from, writes_to
 from orchestrator.transforms.arithmetic import OperatorName as MathOperator
 
 Pixels = Annotated[int, Field(ge=1, le=16384)]
@@ -41,6 +43,28 @@ ColourMode = Literal["RGB", "RGBA", "L", "LA", "CMYK", "1", "P", "I", "F"]
 ImageFormat = Literal["JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"]
 
 
+# Where an import reads and an export writes, as the parts of an asset's name (orchestrator/assets/lineage.py
+# records them in Dagster's asset catalog): from the instruction's literal parameters, and an export's output.
+def _segments(text: object) -> list[str]:
+    return str(text).strip("/").split("/")
+
+
+def _url_source(given: Mapping[str, Any], _: object) -> list[str]:
+    url = urlsplit(str(given.get("url", "")))
+    return ["url", url.hostname or "", *_segments(url.path)]
+
+
+def _database_source(given: Mapping[str, Any], _: object) -> list[str]:
+    query = "query-" + hashlib.sha256(str(given.get("query")).encode()).hexdigest()[:12]
+    return ["database", given["connection"], given.get("table") or query]
+
+
+def _s3_destination(given: Mapping[str, Any], exported: Exported) -> list[str]:
+    bucket = given.get("bucket") or exported.destination.removeprefix("s3://").split("/")[0]
+    return ["s3", bucket, *_segments(given.get("prefix") or "constellation")]
+
+
+@reads_from(lambda given, _: ["local", *_segments(given.get("path", ""))])
 def import_from_local(
     ctx: RunContext,
     path: Annotated[
@@ -57,6 +81,7 @@ def import_from_local(
     return FileDict(local.find_local_files(workspace.data_path, path, reserved))
 
 
+@reads_from(_url_source)
 def import_from_url(
     ctx: RunContext,
     url: Annotated[str, Field(min_length=1, max_length=8192, description="an http(s) URL of one file")],
@@ -480,6 +505,7 @@ def sample(
     return FileList([refs[i] for i in picked])
 
 
+@writes_to(lambda given, _: ["local_output", given.get("folder", "constellation")])
 def export_to_local(
     ctx: RunContext,
     data: Annotated[Exportable, Field(description="the files, table, predictions or comparison to write out")],
@@ -546,6 +572,7 @@ Bucket = Annotated[
 ]
 
 
+@reads_from(lambda given, _: ["s3", given["bucket"], *_segments(given.get("key") or given.get("prefix") or "")])
 def import_from_s3(
     ctx: RunContext,
     bucket: Bucket,
@@ -592,6 +619,7 @@ OptionalBucket = Annotated[
 ]
 
 
+@writes_to(_s3_destination)
 def export_to_s3(
     ctx: RunContext,
     data: Annotated[
@@ -699,6 +727,7 @@ DriveId = Annotated[
 ]
 
 
+@reads_from(lambda given, _: ["google_drive", given.get("file_id") or given.get("folder_id") or ""])
 def import_from_google_drive(
     ctx: RunContext,
     file_id: Annotated[
@@ -750,6 +779,7 @@ DbColumn = Annotated[
 ]
 
 
+@reads_from(_database_source)
 def import_from_database(
     ctx: RunContext,
     connection: DbConnection,
@@ -785,6 +815,7 @@ def import_from_database(
     return Table(out, imported.columns, imported.count, imported.geometry)
 
 
+@writes_to(lambda given, _: ["database", given["connection"], given["table"]])
 def export_to_database(
     ctx: RunContext,
     data: Annotated[Table, Field(description="the rows to write")],

@@ -6,7 +6,17 @@ and the tests all share one implementation.
 
 from __future__ import annotations
 
-from orchestrator.engine.catalog import Catalog, DataType, Operation, RunContext, never_reused, operation
+from orchestrator.engine.catalog import (
+    AssetName,
+    Catalog,
+    DataType,
+    Operation,
+    RunContext,
+    never_reused,
+    operation,
+    reads_from,
+    writes_to,
+)
 from orchestrator.engine.errors import (
     InstructionFailed,
     OperationError,
@@ -18,6 +28,7 @@ from orchestrator.engine.parse import Limits, parse_request
 from orchestrator.engine.plan import Node, Plan, build_plan
 
 __all__ = [
+    "AssetName",
     "Catalog",
     "DataType",
     "InstructionFailed",
@@ -36,4 +47,6 @@ __all__ = [
     "never_reused",
     "operation",
     "parse_request",
+    "reads_from",
+    "writes_to",
 ]

@@ -13,10 +13,10 @@ import logging
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import annotated_types
 from pydantic import TypeAdapter
@@ -26,6 +26,11 @@ from orchestrator.engine.cleanup import RunCleanup
 from orchestrator.engine.errors import OperationError
 
 JSON_TYPE = "Json"
+F = TypeVar("F", bound=Callable[..., Any])
+# A place outside the run an operation reads or writes (a bucket's objects, a table, a folder), as the parts
+# of its name, from the instruction's literal parameters and its output: e.g. ["s3", bucket, *key segments].
+# The host records them (the code location: Dagster's asset catalog, orchestrator/assets/lineage.py).
+AssetName = Callable[[Mapping[str, Any], Any], Sequence[str]]
 
 
 class DataType:
@@ -129,6 +134,9 @@ class Operation:
     function: Callable[..., Any] | None = None
     # False for operations whose effect a resumed run needs again (a deployment is undone at run end).
     reusable: bool = True
+    # What it reads or writes outside the run, named from its parameters and output (reads_from, writes_to).
+    reads: AssetName | None = None
+    writes: AssetName | None = None
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -236,7 +244,29 @@ def operation(fn: Callable[..., Any]) -> Operation:
         parameters=tuple(_parameter(p, hints[p.name]) for p in params),
         function=fn,
         reusable=not getattr(fn, "never_reused", False),
+        reads=getattr(fn, "reads_from", None),
+        writes=getattr(fn, "writes_to", None),
     )
+
+
+def reads_from(name: AssetName) -> Callable[[F], F]:
+    """Mark an operation that reads a source outside the run (an import), named by `name(parameters, output)`."""
+
+    def mark(fn: F) -> F:
+        fn.reads_from = name  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def writes_to(name: AssetName) -> Callable[[F], F]:
+    """Mark an operation that writes a destination outside the run (an export), named by `name(parameters, output)`."""
+
+    def mark(fn: F) -> F:
+        fn.writes_to = name  # type: ignore[attr-defined]
+        return fn
+
+    return mark
 
 
 def never_reused(fn: Callable[..., Any]) -> Callable[..., Any]:
