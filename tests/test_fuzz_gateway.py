@@ -47,6 +47,8 @@ ROUTES = [
     ("GET", "/runs/{run_id}/files/{relative}"),
     ("POST", "/runs/{run_id}/retry"),
     ("POST", "/runs/{run_id}/cancel"),
+    ("GET", "/comparisons"),
+    ("GET", "/comparisons/leaderboard"),
     ("GET", "/operations"),
     ("GET", "/health"),
 ]
