@@ -19,7 +19,9 @@ def output_summary(output: Any, width: int = 60) -> str:
     if isinstance(output, Mapping) and isinstance(output.get("type"), str):
         parts = [output["type"]]
         facts = []
-        if isinstance(output.get("count"), int):
+        if isinstance(output.get("written"), str):  # an export: rows and files, as it counted them
+            facts.append(output["written"])
+        elif isinstance(output.get("count"), int):
             facts.append(f"{output['count']} {'rows' if output['type'] == 'Table' else 'items'}")
         if isinstance(output.get("columns"), list):
             facts.append(f"{len(output['columns'])} columns")

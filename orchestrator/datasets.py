@@ -218,17 +218,28 @@ def as_refs(data: FileDict | FileList) -> list[FileRef]:
 
 
 class Exported(DataType):
-    """What an export wrote, and where: one entry per item written."""
+    """What an export wrote, and where: one entry per item written (a file, or a database table), how many
+    files that is (none into a database), and how many rows when it wrote rows (a table, predictions)."""
 
-    def __init__(self, destination: str, items: list[dict[str, Any]]):
+    def __init__(self, destination: str, items: list[dict[str, Any]], rows: int | None = None,
+                 files: int | None = None):
         self.destination = destination
         self.items = items
+        self.rows = rows
+        self.files = len(items) if files is None else files
 
     def summary(self) -> str:
-        return f"{len(self.items)} items written to {self.destination}"
+        return f"{self.counted()} written to {self.destination}"
+
+    def counted(self) -> str:
+        """What was written, counted as a user counts it: `121 rows`, `3 files`, `121 rows in 1 file`."""
+        rows = None if self.rows is None else f"{self.rows} row{'' if self.rows == 1 else 's'}"
+        files = f"{self.files} file{'' if self.files == 1 else 's'}" if self.files else None
+        return " in ".join(part for part in (rows, files) if part) or "nothing"
 
     def to_result(self) -> dict[str, Any]:
-        return {"type": "Exported", "destination": self.destination, "count": len(self.items), "items": self.items}
+        return {"type": "Exported", "destination": self.destination, "count": len(self.items), "rows": self.rows,
+                "files": self.files, "written": self.counted(), "items": self.items}
 
 
 class Predictions(DataType):

@@ -327,8 +327,9 @@ register(
                     f.dict_of("geometry", dict) if "geometry" in f.values else None),
 )
 register(
-    Exported, "Exported", lambda e: {"destination": e.destination, "items": e.items},
-    lambda f: Exported(f.text("destination"), f.list_of("items", dict)),
+    Exported, "Exported", lambda e: {"destination": e.destination, "items": e.items, "rows": e.rows, "files": e.files},
+    lambda f: Exported(f.text("destination"), f.list_of("items", dict), f.get("rows", int, optional=True),
+                       f.get("files", int, optional=True)),
 )
 register(
     Predictions, "Predictions",

@@ -20,7 +20,10 @@ def test_a_dataset_is_summarised_by_type_and_size():
     assert render.output_summary(files) == "FileList: 12 items"
     assert render.output_summary({"type": "Table", "count": 5, "columns": ["a", "b"]}) == "Table: 5 rows, 2 columns"
     exported = {"type": "Exported", "destination": "s3://bucket/runs/1", "count": 3, "items": []}
-    assert render.output_summary(exported) == "Exported: 3 items to s3://bucket/runs/1"
+    assert render.output_summary(exported) == "Exported: 3 items to s3://bucket/runs/1"  # as older runs answer
+    rows = {"type": "Exported", "destination": "database:maria/t", "count": 1, "rows": 121, "files": 0,
+            "written": "121 rows", "items": [{"table": "t", "rows": 121}]}
+    assert render.output_summary(rows) == "Exported: 121 rows to database:maria/t"
     predictions = {"type": "Predictions", "model": "org/m", "count": 4}
     assert render.output_summary(predictions) == "Predictions: 4 items by org/m"
 

@@ -336,9 +336,10 @@ def test_two_runs_keep_their_rows_apart_by_run_id(ctx, connection, test_database
         imported = ops.import_from_database(run, connection, query=query)
         exported = ops.export_to_database(run, imported, connection, target)
         assert exported.to_result() == {
-            "type": "Exported", "destination": f"database:{connection}/{target}", "count": 1,
-            "items": [{"table": target, "rows": 4, "run_id": run_id}],
+            "type": "Exported", "destination": f"database:{connection}/{target}", "count": 1, "rows": 4, "files": 0,
+            "written": "4 rows", "items": [{"table": target, "rows": 4, "run_id": run_id}],
         }
+        assert exported.summary() == f"4 rows written to database:{connection}/{target}"
     with test_databases.admin[connection].connect() as conn:
         rows = conn.execute(sa.text(f"SELECT run_id, id, name, score, note FROM {target} ORDER BY run_id, id")).all()
     # Decimals travel as exact text; SQLite has no decimal type and stores the score as a float.

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from conftest import Stack
+from constellation_cli import render
 from sample_data import SAMPLES_TABLE
 from services_databases import SessionDatabases
 
@@ -47,11 +48,33 @@ def test_rows_go_from_postgresql_to_mariadb_tagged_with_the_run(stack, api, test
     assert run["run_status"] == "SUCCESS", run
     [result] = api.get(f"/runs/{run['run_id']}/results").json()["results"]
     assert result["output"] == {"type": "Exported", "destination": f"database:maria/{maria_table}", "count": 1,
+                                "rows": 2, "files": 0, "written": "2 rows",
                                 "items": [{"table": maria_table, "rows": 2, "run_id": run["run_id"]}]}
     with test_databases.admin["maria"].connect() as conn:
         rows = conn.execute(sa.text(f"SELECT run_id, name, taken_at, score FROM {maria_table} ORDER BY id")).all()
     assert [tuple(r) for r in rows] == [(run["run_id"], "fire-1", "2024-05-01T12:30:15", "1.125"),
                                         (run["run_id"], "fire-2", "2024-05-02T12:30:15", "2.125")]
+
+
+def test_predictions_go_to_a_database_table_a_row_per_input(stack, api, test_databases, maria_table):
+    predicted = {"operation": "model_inference", "parameters": {
+        "model": "fire-vit-a", "data": {"operation": "import_from_local", "parameters": {"path": "samples"}}}}
+    run = run_to_end(stack, api, {"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
+                     {"operation": "export_to_database", "parameters": {
+                         "data": predicted, "connection": "maria", "table": maria_table}})
+    assert run["run_status"] == "SUCCESS", run
+    images = sorted(p.relative_to(stack.data_root / "samples").as_posix()
+                    for p in (stack.data_root / "samples").rglob("*") if p.is_file())
+    exported = api.get(f"/runs/{run['run_id']}/results").json()["results"][1]["output"]
+    assert (exported["rows"], exported["files"], exported["written"]) == (len(images), 0, f"{len(images)} rows")
+    assert render.output_summary(exported) == f"Exported: {len(images)} rows to database:maria/{maria_table}"
+    [progress] = [e for e in run["instructions"] if e["path"] == "/instructions/1"]
+    assert progress["summary"] == f"{len(images)} rows written to database:maria/{maria_table}"
+    with test_databases.admin["maria"].connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT run_id, name, model, label, score, labels FROM {maria_table} "
+                                    "ORDER BY name")).all()
+    assert [r.name for r in rows] == images and {(r.run_id, r.model) for r in rows} == {(run["run_id"], "fire-vit-a")}
+    assert all(r.label == json.loads(r.labels)[0] and 0 <= float(r.score) <= 1 for r in rows)
 
 
 def test_images_held_in_a_table_are_resized(stack, api):

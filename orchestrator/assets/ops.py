@@ -519,7 +519,16 @@ def export_to_local(
     workspace = ctx.resources.workspace
     target = Path(workspace.output_root).resolve() / folder / ctx.run_id
     reserved = local.reserved_folders(workspace.artifact_root, ctx.run_dir)  # never runs' files, nor Dagster's
-    return local.export_files(_files_of(data, ctx.node_dir), target, ctx.check_cancelled, reserved)
+    return _with_rows(local.export_files(_files_of(data, ctx.node_dir), target, ctx.check_cancelled, reserved), data)
+
+
+def _with_rows(exported: Exported, data: Exportable) -> Exported:
+    """An export of a table or predictions also says how many rows its file holds."""
+    if isinstance(data, Table):
+        exported.rows = data.count
+    elif isinstance(data, Predictions):
+        exported.rows = len(data.items)
+    return exported
 
 
 def _each_image(
@@ -649,7 +658,8 @@ def export_to_s3(
     store = s3.client(ctx.resources.s3.settings())
     files = _files_of(chosen, ctx.node_dir)
     reserved = s3.reserved_areas(ctx.resources.workspace.artifact_root)  # never into the runs' own objects
-    return s3.export_files(store, files, target, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled, reserved)
+    return _with_rows(s3.export_files(store, files, target, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled,
+                                      reserved), chosen)
 
 
 def write_csv(
@@ -818,7 +828,8 @@ def import_from_database(
 @writes_to(lambda given, _: ["database", given["connection"], given["table"]])
 def export_to_database(
     ctx: RunContext,
-    data: Annotated[Table, Field(description="the rows to write")],
+    data: Annotated[Table | Predictions, Field(
+        description="the rows to write: a table, or a model's predictions (a row per input, as write_csv writes)")],
     connection: DbConnection,
     table: Annotated[
         str,
@@ -828,14 +839,18 @@ def export_to_database(
         Literal["append", "fail"], Field(description="when the table exists: append this run's rows, or fail")
     ] = "append",
 ) -> Exported:
-    """Insert a table's rows into a SQL database table in one transaction, each tagged with the run's id (run_id)."""
+    """Insert a table's rows, or predictions, into a SQL database table in one transaction, each tagged with run_id."""
     from orchestrator.sinks import database as database_export
+    from orchestrator.sinks import exports
     engine = ctx.resources.databases.engine(connection)
+    columns = data.columns if isinstance(data, Table) else exports.prediction_columns(data)
     count = database_export.export_rows(
-        engine, connection, table, data.columns, data.rows, ctx.run_id, if_exists, ctx.check_cancelled,
-        allow_any_schema=ctx.resources.workspace.db_export_any_schema, geometry=data.geometry,
+        engine, connection, table, columns, lambda: _rows_of(data), ctx.run_id, if_exists, ctx.check_cancelled,
+        allow_any_schema=ctx.resources.workspace.db_export_any_schema,
+        geometry=data.geometry if isinstance(data, Table) else None,
     )
-    return Exported(f"database:{connection}/{table}", [{"table": table, "rows": count, "run_id": ctx.run_id}])
+    return Exported(f"database:{connection}/{table}", [{"table": table, "rows": count, "run_id": ctx.run_id}],
+                    rows=count, files=0)
 
 
 def table_to_images(
