@@ -181,7 +181,8 @@ class DagsterClient:
         payload = response.json()
         if payload.get("errors"):
             raise ApiError(502, f"Dagster GraphQL error: {payload['errors'][0].get('message')}")
-        return payload["data"]
+        data: dict[str, Any] = payload["data"]
+        return data
 
     async def ping(self) -> bool:
         try:
@@ -202,7 +203,7 @@ class DagsterClient:
             entry = next((e for e in result["metadataEntries"] if e["label"] == CATALOG_METADATA_KEY), None)
             if entry is None:
                 raise ApiError(503, f"{self.job} publishes no operation catalog")
-            catalog = json.loads(entry["jsonString"])
+            catalog: dict[str, Any] = json.loads(entry["jsonString"])
             self._catalog = (time.monotonic(), catalog)
             return catalog
 
@@ -214,7 +215,8 @@ class DagsterClient:
         }
         result = (await self.query(_LAUNCH, {"params": params}))["launchRun"]
         if result["__typename"] == "LaunchRunSuccess":
-            return result["run"]["runId"]
+            run_id: str = result["run"]["runId"]
+            return run_id
         if result["__typename"] == "RunConfigValidationInvalid":
             errors = [{"path": "/" + "/".join(e["path"]), "message": e["message"]} for e in result["errors"]]
             raise ApiError(422, "Dagster refused the run config", errors)
@@ -230,7 +232,8 @@ class DagsterClient:
                   "extraTags": [{"key": k, "value": v} for k, v in tags.items()]}
         result = (await self.query(_REEXECUTE, {"params": params}))["launchRunReexecution"]
         if result["__typename"] == "LaunchRunSuccess":
-            return result["run"]["runId"]
+            run_id: str = result["run"]["runId"]
+            return run_id
         raise ApiError(409, f"Dagster did not resume run {parent_run_id} ({result['__typename']}): "
                             f"{result.get('message')}")
 
@@ -303,7 +306,8 @@ class DagsterClient:
         result = (await self.query(_TERMINATE, {"runId": run_id}))["terminateRun"]
         kind = result["__typename"]
         if kind == "TerminateRunSuccess":
-            return result["run"]["status"]
+            status: str = result["run"]["status"]
+            return status
         if kind == "RunNotFoundError":
             raise ApiError(404, f"no run {run_id}")
         if kind == "TerminateRunFailure":
@@ -333,6 +337,7 @@ def _first_error(response: httpx.Response) -> str:
         return ""
     if not isinstance(payload, dict):
         return ""
-    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    answered = payload.get("data")
+    data = answered if isinstance(answered, dict) else {}
     found = [*(payload.get("errors") or []), *(v for v in data.values() if isinstance(v, dict))]
     return next((str(f["message"]) for f in found if isinstance(f, dict) and f.get("message")), "")
