@@ -53,6 +53,7 @@ def refs(count: int, folder: Path) -> list[FileRef]:
 
 def test_a_long_list_is_prepared_on_worker_processes_in_input_order(tmp_path: Path):
     def where(ref: FileRef) -> list[FileRef]:
+        time.sleep(0.005)  # as an image takes: an idle worker takes the next run, so both get some
         return [FileRef(ref.name, ref.path, {"pid": os.getpid()})]
 
     done = images.map_images(refs(100, tmp_path), where)
@@ -237,7 +238,7 @@ def test_work_runs_ahead_of_a_slow_image_by_a_bounded_number(tmp_path: Path):
 
     done = images.map_images(refs(1000, tmp_path), mark)
     size = images.RUN_IMAGES
-    assert done[0].meta["seen"] <= images.RUNS_AHEAD * 2 * size + images.RUNS_PER_WORKER * size
+    assert done[0].meta["seen"] <= images.RUNS_AHEAD * 2 * size  # the runs handed out while the first is in hand
     assert len(done) == 1000
 
 

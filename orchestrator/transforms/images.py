@@ -2,29 +2,31 @@
 
 Decoding, resampling and encoding are CPU work. Threads share one interpreter lock, and the
 Python around each image (opening, naming, checks) holds it, so two threads fall short of two
-cores; `map_images` therefore forks one worker process per core for a long list (a short one
-stays on two threads, where forking would cost more than it saves). Workers are handed
-runs of indices into the list they inherited, never pixels, and only a few runs ahead of the
-oldest unfinished image, so memory is bounded by the images in flight, not by the dataset.
+cores; `map_images` therefore forks a `ProcessPoolExecutor` of one worker per core for a long
+list (a short one stays on two threads, where forking would cost more than it saves). Workers
+are handed runs of indices into the list they inherited, never pixels, and only a few runs ahead
+of the oldest unfinished image, so memory is bounded by the images in flight, not by the dataset.
 """
 
 from __future__ import annotations
 
 import gc
 import multiprocessing
+import multiprocessing.context
 import os
 import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import lru_cache
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,8 @@ IMAGE_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
 # Fewer images than this stay on threads: forking the workers costs tens of milliseconds.
 PROCESS_MIN_IMAGES = 16
 RUN_IMAGES = 16  # images handed to a worker process at once, answered in one message
-RUNS_PER_WORKER = 2  # runs a worker holds, so that it never waits for the next one
 RUNS_AHEAD = 4  # per worker: how far past the oldest unfinished image the work may go, in runs
-WORKER_IMAGES = 2000  # images a worker process prepares before a fresh one takes its place
+WORKER_IMAGES = 2000  # images one set of worker processes prepares before fresh forks take over
 CANCEL_CHECK_S = 0.1
 # Our own cap (a server setting) replaces Pillow's global one, so the limit and its message
 # are ours; every open checks the header's size before any pixel is decoded.
@@ -70,7 +71,11 @@ def map_images(
     workers = min(IMAGE_WORKERS, len(refs))
     if len(refs) < PROCESS_MIN_IMAGES or workers < 2 or not _can_fork():
         return _map_on_threads(refs, transform, check_cancelled)
-    return _map_on_processes(refs, transform, check_cancelled, workers)
+    _hold_the_heap(True)
+    try:
+        return _map_on_processes(refs, transform, check_cancelled, workers)
+    finally:
+        _hold_the_heap(False)
 
 
 def _can_fork() -> bool:
@@ -102,6 +107,119 @@ def _map_on_threads(refs: list[FileRef], transform: Transform, check_cancelled: 
     return results
 
 
+def _map_on_processes(
+    refs: list[FileRef], transform: Transform, check_cancelled: Callable[[], None], workers: int
+) -> list[FileRef]:
+    """Runs of images on forked pools, in order, a bounded number ahead of the oldest unfinished one.
+
+    A pool is replaced by fresh forks once it has been handed WORKER_IMAGES images: what its
+    workers copied of this process's memory by touching the images' objects (their reference
+    counts) goes with them, so no worker's memory grows with the dataset. (ProcessPoolExecutor's
+    own max_tasks_per_child refuses the fork start method, and the work is a closure that only a
+    fork carries over.)
+    """
+    size = max(1, min(RUN_IMAGES, len(refs) // (workers * 4)))  # short lists: several runs for every worker
+    runs = [(start, min(start + size, len(refs))) for start in range(0, len(refs), size)]
+    ahead = RUNS_AHEAD * workers * size
+    results: list[FileRef] = []
+    folders: dict[str, Path] = {}  # the results' folders, each parsed once
+    pending: deque[Future[bytes]] = deque()  # in input order
+    sent = emitted = 0  # runs handed out; images whose results were handed back
+    while sent < len(runs):
+        with _Pool(refs, transform, workers) as pool:
+            handed = 0
+            while pending or (sent < len(runs) and handed < WORKER_IMAGES):
+                # bounded however slow one image is
+                while sent < len(runs) and handed < WORKER_IMAGES and runs[sent][0] < emitted + ahead:
+                    pending.append(pool.submit(*runs[sent]))
+                    handed += runs[sent][1] - runs[sent][0]
+                    sent += 1
+                oldest = pending.popleft()
+                while not oldest.done():
+                    check_cancelled()
+                    wait([oldest], timeout=CANCEL_CHECK_S)
+                for index, ok, value in pool.replies(oldest):
+                    if not ok:
+                        error, remote = value
+                        if remote:
+                            error.__cause__ = _RemoteTraceback(remote)
+                        raise error
+                    results.extend(_received(refs[index], value, folders))
+                    emitted = index + 1
+    return results
+
+
+class _Forks(multiprocessing.context.ForkContext):
+    """The fork start method, keeping the processes it makes and numbering them.
+
+    ProcessPoolExecutor (3.11) neither says which worker died nor stops one at work: with its
+    processes at hand, a death is named by exit code and a cancel kills them at once. A worker
+    finds its number in the object it inherited, the slot where it says which image it holds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[multiprocessing.context.ForkProcess] = []
+
+    def Process(self, *args: Any, **kwargs: Any) -> multiprocessing.context.ForkProcess:  # type: ignore[override]  # noqa: N802
+        process = multiprocessing.context.ForkProcess(*args, **kwargs)
+        process.number = len(self.processes)  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process
+
+
+class _Pool:
+    """One set of forked workers for a `map_images` call, killed at once if the call stops early."""
+
+    def __init__(self, refs: list[FileRef], transform: Transform, workers: int):
+        self.refs, self.forks = refs, _Forks()
+        # Shared memory: 1 + the index of the image each worker has in hand (0: none), for the parent
+        # to name should that worker die.
+        self.in_hand = self.forks.RawArray("q", workers)
+        self.executor = ProcessPoolExecutor(
+            workers, mp_context=self.forks, initializer=_adopt, initargs=(refs, transform, self.in_hand, os.getpid())
+        )
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def submit(self, start: int, stop: int) -> Future[bytes]:
+        try:
+            return self.executor.submit(_prepare, start, stop)
+        except BrokenProcessPool:  # a worker died since the last result was taken
+            raise self._died() from None
+
+    def replies(self, future: Future[bytes]) -> list[tuple[int, bool, Any]]:
+        try:
+            return pickle.loads(future.result())
+        except BrokenProcessPool:
+            raise self._died() from None
+
+    def _died(self) -> OperationError:
+        # The executor terminates the others once one dies (SIGTERM): the one that died first did not end so.
+        ended = [process for process in self.forks.processes if process.exitcode is not None]
+        for process in ended:
+            process.join()
+        dead = [process for process in ended if process.exitcode != -signal.SIGTERM] or ended
+        for process in dead:
+            held = self.in_hand[process.number]  # type: ignore[attr-defined]
+            if held:
+                return OperationError(
+                    f"{self.refs[held - 1].name!r}: the process preparing it ended unexpectedly "
+                    f"(exit code {process.exitcode}; out of memory?)"
+                )
+        code = dead[0].exitcode if dead else None
+        return OperationError(f"a process preparing images ended unexpectedly (exit code {code})")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is not None:  # stopped or failed: do not wait for the images in hand
+            for process in self.forks.processes:
+                if process.exitcode is None:
+                    process.kill()
+        # The executor sees the killed ones as a broken pool, fails what is pending, and reaps them.
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
 class _RemoteTraceback(Exception):
     """The traceback of an error raised in a worker process, kept as the error's cause."""
 
@@ -109,52 +227,56 @@ class _RemoteTraceback(Exception):
         return self.args[0]
 
 
-def _serve(
-    conn: Connection, transform: Transform, refs: list[FileRef], inherited: list[Connection], current: Any, number: int
-) -> None:
-    """A worker process: prepare the runs of images whose (start, stop) arrive on `conn`.
+# In a worker process: what it inherited from the parent when it was forked.
+_work: tuple[list[FileRef], Transform, Any] | None = None
 
-    Each run is answered with one message, [(index, ok, value), ...], ending at its first
-    failure: one message per run rather than per image keeps the parent and the worker from
-    waking each other for every image. `current[number]` is the image in hand, for the parent
-    to name should this process die.
-    """
+
+def _adopt(refs: list[FileRef], transform: Transform, in_hand: Any, parent: int) -> None:
+    """A worker's start: keep the work it inherited (a fork: nothing was pickled) and watch its parent."""
+    global _work
     # Everything inherited from the parent is shared with it until written to; the cyclic
     # collector would write to every object it walks (a copy of the parent's whole heap per
     # worker), so it leaves the inherited objects alone.
     gc.freeze()
-    for other in inherited:  # the parent's ends: without them, the parent's exit reads as end of input
-        other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    parent = os.getppid()
-    while True:
-        try:
-            if not conn.poll(1.0):
-                if os.getppid() != parent:  # the parent was killed: nobody will read our results
-                    return
-                continue
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        replies = []
-        for index in range(*task):
-            current[number] = index
-            try:
-                produced = [(out.name, os.fspath(out.path), out.meta) for out in transform(refs[index])]
-                replies.append((index, True, produced))
-            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
-                replies.append((index, False, (_portable(exc, refs[index]), traceback.format_exc())))
-                break
-        try:
-            conn.send(replies)
-        except Exception:  # a result that cannot be pickled: send those before it, and its error
-            conn.send(_picklable(replies, refs))
+    _work = (refs, transform, in_hand)
+    threading.Thread(target=_leave_with, args=(parent,), daemon=True).start()
 
 
-def _picklable(replies: list[tuple[int, bool, object]], refs: list[FileRef]) -> list[tuple[int, bool, object]]:
+def _leave_with(parent: int) -> None:
+    """The parent was killed: nobody will read our results (the executor's queues never say so)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _prepare(start: int, stop: int) -> bytes:
+    """In a worker: the images refs[start:stop], answered as one pickled list [(index, ok, value), ...].
+
+    The list ends at the run's first failure. It is pickled here, so that an error or a result that
+    cannot be pickled is named by its image rather than failing the whole run anonymously.
+    """
+    assert _work is not None
+    refs, transform, in_hand = _work
+    number = multiprocessing.current_process().number  # type: ignore[attr-defined]
+    replies: list[tuple[int, bool, Any]] = []
+    for index in range(start, stop):
+        in_hand[number] = index + 1
+        try:
+            produced = [(out.name, os.fspath(out.path), out.meta) for out in transform(refs[index])]
+            replies.append((index, True, produced))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+            replies.append((index, False, (_portable(exc, refs[index]), traceback.format_exc())))
+            break
+    in_hand[number] = 0
+    try:
+        return pickle.dumps(replies, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a result that cannot be pickled: those before it, and its error
+        return pickle.dumps(_picklable(replies, refs), pickle.HIGHEST_PROTOCOL)
+
+
+def _picklable(replies: list[tuple[int, bool, Any]], refs: list[FileRef]) -> list[tuple[int, bool, Any]]:
     kept = []
     for index, ok, value in replies:
         try:
@@ -173,149 +295,6 @@ def _portable(exc: BaseException, ref: FileRef) -> BaseException:
         return exc
     except Exception:
         return OperationError(f"{ref.name!r}: {type(exc).__name__}: {exc}")
-
-
-def _map_on_processes(
-    refs: list[FileRef], transform: Transform, check_cancelled: Callable[[], None], workers: int
-) -> list[FileRef]:
-    """One forked worker per core; each inherits `refs` and `transform`, and is sent runs of indices."""
-    _hold_the_heap(True)
-    pool = _Workers(refs, transform, workers)
-    try:
-        return pool.run(check_cancelled)
-    finally:
-        pool.close()
-        _hold_the_heap(False)
-
-
-class _Workers:
-    """The worker processes of one `map_images` call, the runs they hold and the results to hand back in order.
-
-    A worker is replaced by a fresh fork once it has been handed WORKER_IMAGES images: what it
-    copied of this process's memory by touching the images' objects (their reference counts)
-    goes with it, so no worker's memory grows with the dataset.
-    """
-
-    def __init__(self, refs: list[FileRef], transform: Transform, workers: int):
-        self.refs, self.transform, self.workers = refs, transform, workers
-        self.context = multiprocessing.get_context("fork")  # the work is a closure: only a fork carries it over
-        self.current = self.context.RawArray("q", workers)  # shared memory: the image each worker has in hand
-        # Runs of up to RUN_IMAGES images, shorter for short lists so that every worker gets several.
-        self.size = max(1, min(RUN_IMAGES, len(refs) // (workers * 4)))
-        self.runs = [(start, min(start + self.size, len(refs))) for start in range(0, len(refs), self.size)]
-        self.conns: list[Connection | None] = [None] * workers
-        self.processes: list[multiprocessing.process.BaseProcess | None] = [None] * workers
-        self.assigned: list[deque[tuple[int, int]]] = [deque() for _ in range(workers)]
-        self.handed = [0] * workers  # images handed to the worker now in each slot
-        self.leaving: list[multiprocessing.process.BaseProcess] = []  # replaced, finishing their exit
-        self.finished: dict[int, tuple[bool, object]] = {}
-        self.folders: dict[str, Path] = {}  # the results' folders, each parsed once
-        self.sent = self.emitted = 0  # runs handed out; images whose results were handed back
-
-    def start(self, slot: int) -> None:
-        ours, theirs = self.context.Pipe()
-        inherited = [conn for conn in self.conns if conn is not None] + [ours]
-        process = self.context.Process(
-            target=_serve,
-            args=(theirs, self.transform, self.refs, inherited, self.current, slot),
-            name=f"image-{slot}",
-            daemon=True,
-        )
-        process.start()
-        theirs.close()
-        self.conns[slot], self.processes[slot], self.handed[slot] = ours, process, 0
-        self.current[slot] = 0
-
-    def replace(self, slot: int) -> None:
-        """Let the worker in `slot` go (it reads the end of its input and leaves) and fork a fresh one."""
-        self.conns[slot].close()
-        self.conns[slot] = None
-        self.leaving.append(self.processes[slot])
-        self.start(slot)
-
-    def feed(self, slot: int) -> None:
-        if self.handed[slot] >= WORKER_IMAGES and not self.assigned[slot] and self.sent < len(self.runs):
-            self.replace(slot)
-        while (
-            len(self.assigned[slot]) < RUNS_PER_WORKER
-            and self.handed[slot] < WORKER_IMAGES
-            and self.sent < len(self.runs)
-            # bounded however slow one image is
-            and self.runs[self.sent][0] < self.emitted + RUNS_AHEAD * self.workers * self.size
-        ):
-            run = self.runs[self.sent]
-            self.assigned[slot].append(run)
-            try:
-                self.conns[slot].send(run)
-            except OSError:
-                self.died(slot)
-            self.sent += 1
-            self.handed[slot] += run[1] - run[0]
-
-    def died(self, slot: int) -> None:
-        process = self.processes[slot]
-        process.join(1)
-        if self.assigned[slot]:
-            name = self.refs[max(self.current[slot], self.assigned[slot][0][0])].name  # the one in hand, or the next
-            raise OperationError(
-                f"{name!r}: the process preparing it ended unexpectedly (exit code {process.exitcode}; out of memory?)"
-            )
-        raise OperationError(f"a process preparing images ended unexpectedly (exit code {process.exitcode})")
-
-    def take(self, slot: int) -> None:
-        conn = self.conns[slot]
-        while conn.poll():
-            try:
-                replies = conn.recv()
-            except (EOFError, OSError):
-                self.died(slot)
-            self.assigned[slot].remove(next(run for run in self.assigned[slot] if run[0] <= replies[0][0] < run[1]))
-            for index, ok, value in replies:
-                self.finished[index] = (ok, value)
-
-    def run(self, check_cancelled: Callable[[], None]) -> list[FileRef]:
-        results: list[FileRef] = []
-        for slot in range(self.workers):
-            self.start(slot)
-        for slot in range(self.workers):
-            self.feed(slot)
-        while self.emitted < len(self.refs):
-            check_cancelled()
-            by_conn = {id(conn): slot for slot, conn in enumerate(self.conns)}
-            by_sentinel = {process.sentinel: slot for slot, process in enumerate(self.processes)}
-            for ready in wait([*self.conns, *by_sentinel], timeout=CANCEL_CHECK_S):
-                if isinstance(ready, int):  # a worker ended: take what it sent before, then see what it held
-                    self.take(by_sentinel[ready])
-                    self.died(by_sentinel[ready])
-                self.take(by_conn[id(ready)])
-            while self.emitted in self.finished:
-                ok, value = self.finished.pop(self.emitted)
-                if not ok:
-                    error, remote = value
-                    if remote:
-                        error.__cause__ = _RemoteTraceback(remote)
-                    raise error
-                results.extend(_received(self.refs[self.emitted], value, self.folders))
-                self.emitted += 1
-            for slot in range(self.workers):
-                self.feed(slot)
-            self.leaving = [process for process in self.leaving if process.is_alive()]  # reaps those gone
-        return results
-
-    def close(self) -> None:
-        done = self.emitted == len(self.refs)
-        for conn in self.conns:
-            if conn is not None:
-                conn.close()  # a worker reads the end of its input and leaves
-        for process in [*self.leaving, *self.processes]:
-            if process is None:
-                continue
-            if not done:
-                process.kill()  # stopped or failed: do not wait for the images in hand
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join()
 
 
 _frozen = 0
