@@ -110,6 +110,19 @@ def test_tabular_classifiers_on_rows_from_the_database(stack: Stack, api: httpx.
     assert [served[r["name"]] for r in rows] == [str(x) for x in labels]
     # A real model on real ground truth beats a coin: the sample's logistic regression does.
     assert entry(comparison, "fire-risk-logreg")["accuracy"] > 0.7
+    # Every class's score is kept (scores_all): the ROC AUC is scikit-learn's on the model's own probabilities
+    # (classes high, low: the later, low, is the positive one, as scikit-learn takes it).
+    from sklearn.metrics import roc_auc_score
+
+    probabilities = session.run(None, {session.get_inputs()[0].name: features})[1]
+    kept = {p["name"]: p["scores_all"] for p in predictions["fire-risk-logreg"]["predictions"]}
+    served_scores = np.array([[kept[r["name"]][c] for c in ("high", "low")] for r in rows])
+    assert np.allclose(served_scores, probabilities, atol=1e-6)
+    assert comparison["scores"]["positive_class"] == "low"
+    reference = roc_auc_score([r["risk"] == "low" for r in rows], probabilities[:, 1])
+    assert entry(comparison, "fire-risk-logreg")["roc_auc"] == pytest.approx(reference)
+    low, high = entry(comparison, "fire-risk-logreg")["roc_auc_ci"]
+    assert low <= reference <= high
 
 
 def test_tabular_regressors_on_a_csv_file(stack: Stack, api: httpx.Client):

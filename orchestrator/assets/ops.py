@@ -1000,7 +1000,7 @@ def model_inference(
             else:
                 items, stats = inference.predict_images(server, model, task, refs, options, ctx.check_cancelled)
             sources = {ref.name: ref.path for batch in refs for ref in batch}
-    inference.keep_top_k(items, top_k, asked)
+    inference.keep_top_k(items, top_k, asked, classes)
     path = ctx.node_dir / "predictions.json"
     labels = model_server.labels_of(described)
     path.write_text(json.dumps({"model": model, "task": task, "labels": labels, "stats": stats, "predictions": items}))

@@ -291,18 +291,21 @@ CLASSIFIERS = ("image-classification", "zero-shot-image-classification", "text-c
 
 
 def scores_wanted(task: str, top_k: int, classes: int) -> int:
-    """How many labels to ask the server for: every class when there are few enough (and we know how many)."""
-    if task in CLASSIFIERS and 0 < classes <= ALL_SCORES_MAX:
-        return max(top_k, classes)
-    return top_k
+    """How many labels to ask the server for: every class when there are few enough. When the model does not say
+    how many it has, one more than ALL_SCORES_MAX: the server caps the count at the classes there are, so fewer
+    back means every class came back."""
+    if task not in CLASSIFIERS or classes > ALL_SCORES_MAX:
+        return top_k
+    return max(top_k, classes if classes else ALL_SCORES_MAX + 1)
 
 
-def keep_top_k(items: list[dict[str, Any]], top_k: int, asked: int) -> None:
-    """Cut each prediction to its top-k labels and scores, keeping every class's score as `scores_all` (in place)."""
-    if asked <= top_k:
-        return
+def keep_top_k(items: list[dict[str, Any]], top_k: int, asked: int, classes: int = 0) -> None:
+    """Cut each prediction to its top-k labels and scores, keeping every class's score as `scores_all` (in place)
+    when the answer held every class: as many as the model has, or fewer than were asked for."""
     for item in items:
         labels, scores = item.get("labels"), item.get("scores")
-        if isinstance(labels, list) and isinstance(scores, list) and len(labels) == len(scores):
+        if not isinstance(labels, list) or not isinstance(scores, list) or len(labels) != len(scores):
+            continue
+        if len(labels) < asked or 0 < classes == len(labels):
             item["scores_all"] = dict(zip(labels, scores, strict=True))
-            item["labels"], item["scores"] = labels[:top_k], scores[:top_k]
+        item["labels"], item["scores"] = labels[:top_k], scores[:top_k]
