@@ -277,7 +277,7 @@ def _prepare(start: int, stop: int) -> bytes:
 
 
 def _picklable(replies: list[tuple[int, bool, Any]], refs: list[FileRef]) -> list[tuple[int, bool, Any]]:
-    kept = []
+    kept: list[tuple[int, bool, Any]] = []
     for index, ok, value in replies:
         try:
             pickle.dumps(value)
