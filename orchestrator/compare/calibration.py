@@ -87,7 +87,7 @@ def expected_calibration_error(truth: np.ndarray, scores: np.ndarray) -> tuple[f
 
 def _thin(*arrays: np.ndarray) -> list[list[float]]:
     size = arrays[0].size
-    keep = np.unique(np.linspace(0, size - 1, min(size, CURVE_POINTS)).round().astype(int)) if size else []
+    keep = np.unique(np.linspace(0, size - 1, min(size, CURVE_POINTS)).round().astype(int))
     return [a[keep].tolist() for a in arrays]
 
 

@@ -70,7 +70,7 @@ def cells(results: Sequence[Predictions], runs: Sequence[compare.ModelRun], trut
     enc = Encoded(runs, names, truth)
     assert enc.expected is not None and enc.truth is not None
     inputs = Inputs(results)
-    models = []
+    models: list[dict[str, Any]] = []
     for i, run in enumerate(runs):
         codes = enc.predicted[i]
         listed: dict[tuple[int, int], list[int]] = {}
@@ -99,11 +99,10 @@ def cells(results: Sequence[Predictions], runs: Sequence[compare.ModelRun], trut
 
 
 def _listing(members: list[int], names: list[str], inputs: Inputs, enc: Encoded, model: int) -> dict[str, Any]:
+    assert enc.expected is not None  # a drill-down needs truth
     shown = []
     for j in members[:PREVIEWS]:
-        predicted = enc.top1[model][j]
-        shown.append({"name": names[j], "predicted": predicted, "correct": bool(enc.predicted[model][j] ==
-                                                                                 enc.expected[j]),
-                      **inputs.preview(names[j])})
+        right = bool(enc.predicted[model][j] == enc.expected[j])
+        shown.append({"name": names[j], "predicted": enc.top1[model][j], "correct": right, **inputs.preview(names[j])})
     named = [names[j] for j in members[PREVIEWS:PREVIEWS + NAMES]]
     return {"shown": shown, "named": named, "more": max(0, len(members) - PREVIEWS - NAMES)}

@@ -138,7 +138,7 @@ def verdict(report: dict[str, Any]) -> str:
     models = report["models"]
     ranked = sorted((m for m in models if m.get(metric) is not None), key=lambda m: m["rank"])
     test = report.get("omnibus") or {}
-    name = {"cochran_q": "Cochran's Q", "friedman": "Friedman's test"}.get(test.get("test"), "the omnibus test")
+    name = {"cochran_q": "Cochran's Q", "friedman": "Friedman's test"}.get(str(test.get("test")), "the omnibus test")
     if not ranked:
         return f"No {label} could be computed: the ground truth has nothing to score in these inputs."
     best = ranked[0]
@@ -153,7 +153,8 @@ def verdict(report: dict[str, Any]) -> str:
         return (f"{len(models)} models do not differ significantly ({shown}): {lead}, but more data is "
                 "needed to rank them.")
     _, adjusted = adjusted_key(report["kind"])
-    beaten, level = [], []
+    beaten: list[str] = []
+    level: list[str] = []
     for other in ranked[1:]:
         pair = next(p for p in report["pairs"] if set(p["models"]) == {best["model"], other["model"]})
         (beaten if pair.get(adjusted) is not None and pair[adjusted] < ALPHA else level).append(other["model"])
