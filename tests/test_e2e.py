@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import time
 
 import httpx
@@ -100,6 +102,9 @@ def test_a_failed_run_serves_what_its_instructions_made_before_the_failure(stack
 
     report = api.get(f"/runs/{run['run_id']}/report")  # the comparison that worked
     assert report.status_code == 200 and "fire-vit-b" in report.text
+    page = html.unescape(report.text)  # a page that stands alone: its run and the pipeline it ran
+    assert f"run <code>{run['run_id']}</code> · " in page
+    assert json.loads(page[page.index("<pre>") + 5:page.index("</pre>")]) == body
     no_report = api.get(f"/runs/{run['run_id']}/report", params={"path": "/instructions/3"})
     assert no_report.status_code == 409
     assert no_report.json()["message"].startswith("compare_models at /instructions/3 failed, so there is no report")

@@ -99,11 +99,11 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         # The run's folder: in the artifact root, or a scratch folder whose files go to s3://... as they are made.
         folder = runs.RunFolder.open(workspace.run_store(), context.run_id)
         try:
-            yield from _run_plan(context, plan, folder)
+            yield from _run_plan(context, plan, folder, instructions)
         finally:
             folder.close()  # waits for the uploads started, removes a scratch folder
 
-    def _run_plan(context: OpExecutionContext, plan, folder: runs.RunFolder):
+    def _run_plan(context: OpExecutionContext, plan, folder: runs.RunFolder, instructions: list):
         progress = runs.ProgressLog(folder, plan)
         kept = _kept_outputs(context, folder)
         log_lock = threading.Lock()
@@ -126,7 +126,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
 
         op_resources = OpResources(**{key: getattr(context.resources, key) for key in resources})
         run_context = RunContext(run_dir=folder.path, resources=op_resources, log=context.log,
-                                 redact=_server_folders_hidden(context.resources.workspace, folder))
+                                 redact=_server_folders_hidden(context.resources.workspace, folder),
+                                 pipeline=instructions)
         try:
             try:
                 outputs = execute(plan, catalog, run_context, on_event, reuse=kept)

@@ -1094,6 +1094,7 @@ def compare_models(
     from orchestrator.assets import lineage
     from orchestrator.compare import drilldown, fingerprint, geotruth, reporting
     from orchestrator.compare import gate as gates
+    from orchestrator.compare.page import run_facts
     task = results[0].task
     names = [item["name"] for item in results[0].items]
     runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels)
@@ -1122,7 +1123,7 @@ def compare_models(
     cells = drilldown.cells(results, runs, found, report)
     html = folder / "report.html"
     html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models",
-                                        drilldown=cells))
+                                        drilldown=cells, run=run_facts(ctx.run_id, ctx.pipeline)))
     ctx.log.info(f"compare_models: {report.get('verdict', '')}")
     if fail_on_gate and report.get("gate") and not report["gate"]["any_passed"]:
         # After the report: a CI reads why in this message and in the report beside it.

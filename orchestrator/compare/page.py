@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +98,29 @@ def _disagreements(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> di
     }
 
 
+# A pipeline shown in a report is cut here (a body may be 1 MB; the page is for people).
+MAX_PIPELINE_CHARS = 100_000
+
+
+def run_facts(run_id: str, pipeline: Any, when: datetime | None = None) -> dict[str, str]:
+    """What a report says of its run: its id, when it was made (UTC) and the pipeline, as JSON."""
+    shown = json.dumps({"instructions": pipeline}, indent=1, ensure_ascii=False) if pipeline is not None else ""
+    if len(shown) > MAX_PIPELINE_CHARS:
+        shown = f"{shown[:MAX_PIPELINE_CHARS]}\n… ({len(shown) - MAX_PIPELINE_CHARS} more characters cut)"
+    made = (when or datetime.now(UTC)).astimezone(UTC)
+    return {"run_id": run_id, "date": made.strftime("%Y-%m-%d %H:%M UTC"), "pipeline": shown}
+
+
 def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None = None,
                 disagreements: Sequence[dict[str, Any]] | None = None, *, title: str = "Model comparison",
-                geo: Mapping[str, Any] | None = None, drilldown: Mapping[str, Any] | None = None) -> str:
+                geo: Mapping[str, Any] | None = None, drilldown: Mapping[str, Any] | None = None,
+                run: Mapping[str, Any] | None = None) -> str:
     """One self-contained HTML page: verdict, metrics with intervals, charts, heat maps, disagreements.
 
     `charts`: {name: PNG path} from `charts()`; `disagreements`: rows from `find_disagreements`,
     each optionally with a "thumbnail" (PNG/JPEG bytes) or a "row" (the input's values); `geo`: the maps,
-    per-class IoU and regions of a comparison on the Earth (maps.section), shown by geo.html.j2.
+    per-class IoU and regions of a comparison on the Earth (maps.section), shown by geo.html.j2; `run`: the
+    run it belongs to, so that a saved page stands alone (`run_facts`).
     """
     charts = dict(charts or {})
 
@@ -113,6 +130,7 @@ def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None 
 
     return _template().render(
         title=title,
+        run=dict(run) if run else None,
         task=report.get("task"),
         method=text.method(report),
         verdict=report["verdict"],

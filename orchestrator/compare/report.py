@@ -28,7 +28,8 @@ def compare(runs: list[ModelRun], truth: Truth | None, *, iou_threshold: float =
     Keys: task, kind, inputs, labelled, truth, headline, higher_is_better, bootstrap, iou_threshold,
     models (one dict per run: metrics, their `_ci` intervals, rank and rank_ci, speed; classifiers'
     score metrics; a challenger's `gate`), pairs (with Holm-adjusted p-values), omnibus (three
-    models or more), scores (classification), baseline, gate, best, verdict.
+    models or more), scores (classification), baseline, gate, best (the model the verdict names best,
+    None when it names none: `winner`), verdict.
     """
     runs = list(runs)
     kind = kind_of(runs)
@@ -65,7 +66,7 @@ def compare(runs: list[ModelRun], truth: Truth | None, *, iou_threshold: float =
         assert baseline is not None  # gates.check asks for one
         report["gate"] = gates.apply(report, result.distributions, baseline, margins)
     report = json_safe(report)
-    report["best"] = _ranked(report)[0]["model"] if _ranked(report) else None
+    report["best"] = winner(report)
     report["verdict"] = verdict(report)
     return report
 
@@ -113,6 +114,31 @@ def _ranked(report: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     scored = [m for m in report["models"] if m.get(metric) is not None]
     return sorted(scored, key=lambda m: m[metric], reverse=bool(higher))
+
+
+def winner(report: dict[str, Any]) -> str | None:
+    """The model the verdict names best, or None when it names none: no truth, a tie, a lead that is not
+    significant, or (three models or more) a leader the tests cannot tell from another."""
+    ranked = _ranked(report)
+    if not ranked or not report["labelled"]:
+        return None
+    best, metric = ranked[0], report["headline"]
+    if len(ranked) == 1:
+        return best["model"] if len(report["models"]) == 1 else None
+    if len(report["models"]) >= 3 and report.get("omnibus"):
+        test = report["omnibus"]
+        if test.get("p_value") is None or test["p_value"] >= many.ALPHA:
+            return None
+        _, adjusted = many.adjusted_key(report["kind"])
+        leader = min(ranked, key=lambda m: m["rank"])
+        others = [_pair(report, leader["model"], m["model"]).get(adjusted) for m in ranked if m is not leader]
+        return leader["model"] if all(p is not None and p < many.ALPHA for p in others) else None
+    runner = ranked[1]
+    key, _ = text.significance_label(report)
+    p = _pair(report, best["model"], runner["model"]).get(key)
+    if runner[metric] == best[metric] or p is None or p >= 0.05:
+        return None
+    return best["model"]
 
 
 def _pair(report: dict[str, Any], a: str, b: str) -> dict[str, Any]:

@@ -64,6 +64,8 @@ class RunContext:
     cleanup: RunCleanup = field(default_factory=RunCleanup)
     # Applied to every failure message: server paths become names relative to their folder (engine/redact.py).
     redact: Callable[[str], str] = field(default=lambda text: text, repr=False)
+    # The run's instructions as submitted, for what must stand alone (a comparison's report names its pipeline).
+    pipeline: Any = field(default=None, repr=False)
 
     def check_cancelled(self) -> None:
         """Raise if the run is being stopped; call it between units of work."""
