@@ -248,3 +248,36 @@ def test_a_gate_without_truth_is_refused():
     runs, names, _, _ = scored_runs(20, {"a": 1.0, "b": 2.0}, CLASSES)
     with pytest.raises(OperationError, match="a gate needs ground truth"):
         compare.compare(runs, None, baseline="a", gate={"accuracy": {"min_delta": 0.0}})
+
+
+def test_segmentation_friedman_on_each_images_miou_and_per_class_iou_intervals(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    labels = ["background", "road", "car"]
+
+    def save(name: str, mask: np.ndarray) -> str:
+        path = tmp_path / name
+        Image.fromarray(mask.astype(np.uint8)).save(path)
+        return str(path)
+
+    truths = {f"{i}.png": rng.integers(0, 3, (6, 6)) for i in range(8)}
+    runs, per_image = [], []
+    for model, noise in (("a", 0.2), ("b", 0.4), ("c", 0.6)):
+        items, losses = [], []
+        for name, true in truths.items():
+            predicted = np.where(rng.random(true.shape) < noise, rng.integers(0, 3, true.shape), true)
+            items.append({"name": name, "mask": save(f"{model}-{name}", predicted)})
+            present = np.union1d(true, predicted)
+            losses.append(1 - jaccard_score(true.ravel(), predicted.ravel(), labels=present, average="macro"))
+        runs.append(ModelRun(model, "image-segmentation", items, {}, labels))
+        per_image.append(losses)
+    report = compare.compare(runs, Truth("masks", {n: save(f"truth-{n}", m) for n, m in truths.items()}))
+    reference = friedmanchisquare(*per_image)
+    assert report["omnibus"]["test"] == "friedman" and report["omnibus"]["blocks"] == 8
+    assert report["omnibus"]["statistic"] == pytest.approx(reference.statistic)
+    assert report["omnibus"]["p_value"] == pytest.approx(reference.pvalue)
+    for model in report["models"]:
+        assert set(model["per_class_iou_ci"]) == set(model["per_class_iou"])
+        for name, (low, high) in model["per_class_iou_ci"].items():
+            assert low <= model["per_class_iou"][name] <= high

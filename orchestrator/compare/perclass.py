@@ -49,10 +49,10 @@ def add(models: list[dict[str, Any]], expected: np.ndarray, predicted: np.ndarra
             entry["iou"] = float(value)
             for j, metric in enumerate(METRICS):
                 row = (i * len(METRICS) + j) * k + int(c)
-                entry[f"{metric}_ci"] = _interval(distribution[row]) if distribution is not None else None
+                entry[f"{metric}_ci"] = finite_interval(distribution[row]) if distribution is not None else None
 
 
-def _interval(values: np.ndarray) -> list[float] | None:
+def finite_interval(values: np.ndarray) -> list[float] | None:
     """The percentile interval over the resamples where the class's metric is defined."""
     values = values[np.isfinite(values)]
     if values.size < 2:

@@ -16,15 +16,17 @@ over images. Kappa does not apply (null).
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from scipy.stats import DegenerateDataWarning
 from sklearn.metrics import confusion_matrix
 
-from orchestrator.compare import stats
+from orchestrator.compare import perclass, stats
 from orchestrator.compare.inputs import ModelRun, Truth, items_by_name
 from orchestrator.engine import OperationError
 
@@ -157,10 +159,12 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
         def statistic(idx: np.ndarray) -> np.ndarray:
             weights = stats.resample_weights(idx, n)
             diag, rows, cols = (weights @ part for part in flat)
-            _, miou, accuracy = scores(*(x.reshape(-1, m, g) for x in (diag, rows, cols)))
-            return np.concatenate([miou.T, accuracy.T])
+            per_class, miou, accuracy = scores(*(x.reshape(-1, m, g) for x in (diag, rows, cols)))
+            return np.concatenate([miou.T, accuracy.T, per_class.reshape(-1, m * g).T])  # then model × class
 
-        boot = stats.bootstrap(statistic, n, n_resamples=min(n_resamples, stats.IMAGE_RESAMPLES), seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateDataWarning)  # a class a resample lacks: its row is NaN
+            boot = stats.bootstrap(statistic, n, n_resamples=min(n_resamples, stats.IMAGE_RESAMPLES), seed=seed)
         for i in range(m):
             models[i] = {
                 "miou": _number(miou[i]),
@@ -168,6 +172,8 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
                 "pixel_accuracy": _number(accuracy[i]),
                 "pixel_accuracy_ci": boot.interval(m + i) if boot else None,
                 "per_class_iou": {scan.vocab.names[c]: float(iou[i, c]) for c in range(g) if not np.isnan(iou[i, c])},
+                "per_class_iou_ci": {scan.vocab.names[c]: perclass.finite_interval(boot.distribution[2 * m + i * g + c])
+                                     if boot else None for c in range(g) if not np.isnan(iou[i, c])},
             }
     pairs = []
     for (a, b), agreement in scan.agreement.items():
@@ -179,7 +185,7 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
     resamples = min(n_resamples, stats.IMAGE_RESAMPLES) if boot else None
     if scan.sums is None:
         return stats.Evaluation(models, pairs, resamples, "images")
-    distributions = {"miou": boot.distribution[:m], "pixel_accuracy": boot.distribution[m:]} if boot else {}
+    distributions = {"miou": boot.distribution[:m], "pixel_accuracy": boot.distribution[m:2 * m]} if boot else {}
     _, per_image, _ = scores(*scan.sums)  # each image's own mIoU (images × models)
     return stats.Evaluation(models, pairs, resamples, "images", distributions=distributions, losses=1 - per_image.T)
 
