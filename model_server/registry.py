@@ -201,7 +201,7 @@ class ModelRegistry:
         if task not in SUPPORTED_TASKS:
             raise InvalidRequest(f"task {task!r} is not supported; supported tasks: {', '.join(SUPPORTED_TASKS)}")
         try:
-            location = self.resolve_file(source, task) if reads_a_file(task, source) else self.resolve(source, task)
+            location, _ = self.locate(source, task)
         except ModelError as exc:
             raise type(exc)(f"could not load model {name!r}: {exc}") from None
         with self._locked(name, create=True) as entry:
@@ -349,6 +349,17 @@ class ModelRegistry:
         with self._guard:
             return list(self._copies.values())
 
+    def locate(self, source: str, task: str) -> tuple[str, str]:
+        """Where a load of `source` for `task` reads it from, (the location, "models root" | "Hugging Face cache" |
+        "Hugging Face Hub"), checked before anything is loaded: a Hugging Face id must be in the local cache or,
+        online, on the Hub (hub_source), so that an unknown one fails at once."""
+        if reads_a_file(task, source):
+            return self.resolve_file(source, task), "models root"
+        location = self.resolve(source, task)
+        if Path(location).is_dir():
+            return location, "models root"
+        return location, hub_source(location)
+
     def resolve(self, source: str, task: str = "image-classification") -> str:
         """The folder (under the models root) or Hugging Face id that `source` names."""
         self._check_source(source)
@@ -363,8 +374,7 @@ class ModelRegistry:
         if os.path.exists(source):
             # transformers would read it relative to our working folder; only the models root is served.
             raise InvalidRequest(
-                f"model source {source!r} is a path outside the models root {self.models_root}; "
-                "put local models under the models root"
+                f"model source {source!r} is a path outside the models root; put local models under the models root"
             )
         return source
 
@@ -373,13 +383,13 @@ class ModelRegistry:
         self._check_source(source)
         path = (self.models_root / source).resolve()
         if not path.is_relative_to(self.models_root):
-            raise InvalidRequest(f"model source {source!r} leads outside the models root {self.models_root}")
+            raise InvalidRequest(f"model source {source!r} leads outside the models root")
         if path.is_dir():
             raise InvalidRequest(f"model source {source!r} is a folder; {task} loads an .onnx file under the models "
                                  "root")
         if not path.is_file():
-            raise SourceNotFound(f"model source {source!r}: no such file under the models root {self.models_root}; "
-                                 f"{task} loads an .onnx file from there")
+            raise SourceNotFound(f"model source {source!r}: no such file under the models root; {task} loads an .onnx "
+                                 "file from there")
         if path.suffix.lower() != ".onnx":
             raise InvalidRequest(f"model source {source!r} is not an .onnx file; {task} loads ONNX models")
         return str(path)
@@ -591,6 +601,52 @@ class ModelRegistry:
         if not reads_a_file(task, source) and not (self.models_root / source).is_dir() and isinstance(exc, OSError):
             return SourceNotFound(f"could not load model {name!r}: source {source!r} is {where}: {said}")
         return LoadFailed(f"{what}: {type(exc).__name__}: {said}")
+
+
+# How long a load may wait for the Hugging Face Hub to say whether it has a model: offline, an unknown id fails
+# at once instead of after huggingface_hub's retries (five, 23 s with no network).
+HUB_PROBE_S = 5.0
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds `repo_id` (its config.json, which every transformers model has)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not an id the hub library takes: not cached
+        return False
+    return isinstance(found, str)
+
+
+def hub_source(repo_id: str) -> str:
+    """Where the Hugging Face id `repo_id` loads from, "Hugging Face cache" or "Hugging Face Hub" (online, asked
+    once within HUB_PROBE_S; offline, HF_HUB_OFFLINE, nothing is asked); SourceNotFound when neither has it."""
+    if hub_cached(repo_id):
+        return "Hugging Face cache"
+    missing = f"model source {repo_id!r} is not in the models root or the local Hugging Face cache"
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise SourceNotFound(f"{missing}, and this server is offline (HF_HUB_OFFLINE); put the model in its models "
+                             "root or its Hugging Face cache")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_PROBE_S, files_metadata=False)
+    except GatedRepoError:
+        return "Hugging Face Hub"  # it exists; the download says whether this server's HF_TOKEN may read it
+    except RepositoryNotFoundError:
+        raise SourceNotFound(f"{missing}, and the Hugging Face Hub has no model {repo_id!r} (or it is private: set "
+                             "HF_TOKEN on the server)") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "no answer"
+        raise SourceNotFound(f"{missing}, and the Hugging Face Hub answered {status}; try again later") from None
+    except Exception as exc:  # no network, no name resolution, a timeout: the Hub cannot be asked
+        raise SourceNotFound(f"{missing}, and the Hugging Face Hub cannot be reached from this server "
+                             f"({type(exc).__name__}); set HF_HUB_OFFLINE=1 on a server without network") from None
+    return "Hugging Face Hub"
 
 
 def weights_on_disk(location: str, task: str) -> int | None:

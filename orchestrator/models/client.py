@@ -26,6 +26,8 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,7 @@ MODEL_ID_PATTERN = names.MODEL_ID_PATTERN
 # A model's name on the server (Triton's and ours).
 SERVER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MAX_NAME = 201
+CANCEL_POLL_S = 0.25  # how often a wait for the model server (a load) asks whether the run is being cancelled
 TRANSIENT_STATUS = {502, 503, 504}
 BINARY_HEADER = "Inference-Header-Content-Length"
 # The protocol's number datatypes as NumPy's, little-endian as the binary extension sends them.
@@ -135,8 +138,10 @@ class ModelServer:
         parameters: dict[str, Any] = {"source": source, "task": task}
         if self.lease:
             parameters.update(lease=self.lease, lease_ttl_s=self.lease_ttl_s)
-        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/load", json={"parameters": parameters},
-                              what=f"loading {model_id}")
+        response = self._until_cancelled(
+            lambda: self._call("POST", f"/v2/repository/models/{slug(model_id)}/load",
+                               json={"parameters": parameters}, what=f"loading {model_id}"),
+            on_cancel=lambda: self._let_go_later(model_id))
         try:
             answer = response.json()
         except ValueError:
@@ -148,6 +153,48 @@ class ModelServer:
         if self.lease and "leases" in answer:  # a server of leases: keep this one alive while we live
             KEEPER.hold(self._lease_key(model_id), self._renewer(model_id), self.lease_ttl_s / 3)
         return answer
+
+    def _until_cancelled(self, call: Callable[[], httpx.Response], on_cancel: Callable[[], None]) -> httpx.Response:
+        """`call()`'s answer, waited for in a thread of its own while `check_cancelled` is asked every
+        CANCEL_POLL_S: a cancelled run stops waiting for a load that takes minutes (`on_cancel` then runs, and
+        the call's thread is left to end when the server answers)."""
+        answer: Future[httpx.Response] = Future()
+
+        def run() -> None:
+            try:
+                answer.set_result(call())
+            except BaseException as exc:  # handed to the waiting thread
+                answer.set_exception(exc)
+
+        threading.Thread(target=run, name="model-server-call", daemon=True).start()
+        while True:
+            try:
+                return answer.result(timeout=CANCEL_POLL_S)
+            except FutureTimeout:
+                try:
+                    self.check_cancelled()
+                except BaseException:
+                    on_cancel()
+                    raise
+
+    def _let_go_later(self, model_id: str) -> None:
+        """After giving up waiting for a load: ask the server (from a thread of its own, with a client of its own)
+        to let go of this lease, which it does once the load ends (it waits for the name's lock). Without a lease
+        there is nothing this client holds. Should this process end first, the lease expires unrenewed."""
+        if not self.lease:
+            return
+        base_url, token, lease, ttl = self.base_url, self.token, self.lease, self.lease_ttl_s
+        timeout_s = max(self.timeout_s, 600.0)  # as long as a load may take
+
+        def let_go() -> None:
+            try:
+                with ModelServer(base_url, timeout_s, Retry(attempts=2), token=token, lease=lease,
+                                 lease_ttl_s=ttl) as server:
+                    server.unload(model_id)
+            except Exception as exc:  # the lease expires anyway
+                log.warning("letting go of %s after a cancelled load failed: %s", model_id, exc)
+
+        threading.Thread(target=let_go, name="model-unload-after-cancel", daemon=True).start()
 
     def unload(self, model_id: str) -> dict[str, Any]:
         """Let go of this client's lease (the server unloads the model when no lease holds it), or, without a lease,
