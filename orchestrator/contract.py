@@ -9,7 +9,9 @@ filtering runs by tag): add to them, never rename. The instruction engine
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -149,11 +151,51 @@ class InstructionProgress(TypedDict, total=False):
     error: str
 
 
+# The longest model name a model server takes (our server's names: 1 + 200 characters).
+MAX_MODEL_NAME = 201
+
+
+def slug(model_id: str) -> str:
+    """The model's name on the server, one to one with ids (ids are validated, never raw text).
+
+    The model client names models on the server with it, and the gateway the run's Tags.MODEL.
+    A run of n dashes becomes 2n-1 of them, and '/' (with the n dashes before it) becomes 2n+2:
+    in a name, an odd run of dashes is dashes and an even run holds the slash. So plain ids keep
+    their look, 'org/model' is 'org--model', and 'org--model' (an id of its own) is 'org---model'.
+    An id whose name would pass the server's 201 characters (only long runs of dashes do that) is
+    shortened and ends in a digest of the id: '<start>--<32 hex>--h', with two even runs, which no
+    other id's name has.
+    """
+
+    def dashes(run: re.Match[str]) -> str:
+        text = run.group(0)
+        return "-" * (2 * len(text)) if text.endswith("/") else "-" * (2 * len(text) - 1)
+
+    name = re.sub(r"-*/|-+", dashes, model_id)
+    if len(name) <= MAX_MODEL_NAME:
+        return name
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:32]
+    return f"{name[:140].rstrip('-')}--{digest}--h"
+
+
+def model_id_of(name: str) -> str:
+    """The id whose name `slug` made `name` (ValueError for a shortened name, which keeps only a digest)."""
+    runs = [len(run) for run in re.findall(r"-+", name)]
+    if sum(1 for length in runs if length % 2 == 0) > 1:
+        raise ValueError(f"{name!r} is a shortened name: it keeps a digest of its id, not the id")
+
+    def undo(run: re.Match[str]) -> str:
+        length = len(run.group(0))
+        return "-" * ((length + 1) // 2) if length % 2 else "-" * ((length - 2) // 2) + "/"
+
+    return re.sub(r"-+", undo, name)
+
+
 class Tags:
     """Dagster run tags the gateway sets (and Dagster's tag concurrency limits may bind)."""
 
     USER = "constellation/user"
-    MODEL = "constellation/model"
+    MODEL = "constellation/model"  # the only model a run uses, by its name on the server (slug)
     IDEMPOTENCY_KEY = "constellation/idempotency-key"
     PIPELINE_SHA256 = "constellation/pipeline-sha256"
     RETRY_OF = "constellation/retry_of"

@@ -36,3 +36,16 @@ def test_values_are_the_json_words():
     assert [str(s) for s in RunChange] == ["started", "success", "failure", "canceled"]
     assert dict(contract.DEFAULT_CALLBACK_WORDS) == {"started": "running", "success": "completed",
                                                      "failure": "failed", "canceled": "failed"}
+
+
+def test_the_model_tag_is_the_models_name_on_the_server():
+    """The gateway's constellation/model tag and the model client name a model alike (contract.slug)."""
+    from api.routes.pipelines import _concurrency_tags
+    from orchestrator.assets.repository import CATALOG
+    from orchestrator.engine import build_plan
+    from orchestrator.models import client
+
+    for model_id in ("org/model", "org--model", "a-/b"):
+        plan = build_plan([{"operation": "delete_model", "parameters": {"model": model_id}}], CATALOG)
+        assert _concurrency_tags(plan, None)[contract.Tags.MODEL] == client.slug(model_id) == contract.slug(model_id)
+        assert contract.model_id_of(contract.slug(model_id)) == model_id

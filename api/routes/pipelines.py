@@ -112,7 +112,7 @@ def _concurrency_tags(plan: Plan, user: str | None) -> dict[str, str]:
     }
     tags = {USER_TAG: user} if user else {}
     if len(models) == 1:
-        tags[MODEL_TAG] = models.pop().replace("/", "--")
+        tags[MODEL_TAG] = contract.slug(models.pop())  # as the model server names it
     return tags
 
 

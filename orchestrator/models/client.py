@@ -18,7 +18,6 @@ from a Triton model configuration's `labels` parameter, or its metadata's `label
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ import httpx
 import tenacity
 
 from orchestrator import names
+from orchestrator.contract import model_id_of, slug  # noqa: F401 - a model's name on the server, here as before
 from orchestrator.engine import OperationError
 
 if TYPE_CHECKING:
@@ -45,48 +45,12 @@ log = logging.getLogger(__name__)
 MODEL_ID_PATTERN = names.MODEL_ID_PATTERN
 # A model's name on the server (Triton's and ours).
 SERVER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-MAX_NAME = 201
 CANCEL_POLL_S = 0.25  # how often a wait for the model server (a load) asks whether the run is being cancelled
 TRANSIENT_STATUS = {502, 503, 504}
 BINARY_HEADER = "Inference-Header-Content-Length"
 # The protocol's number datatypes as NumPy's, little-endian as the binary extension sends them.
 NUMPY_TYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
                "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
-
-
-def slug(model_id: str) -> str:
-    """The model's name on the server, one to one with ids (ids are validated, never raw text).
-
-    A run of n dashes becomes 2n-1 of them, and '/' (with the n dashes before it) becomes 2n+2:
-    in a name, an odd run of dashes is dashes and an even run holds the slash. So plain ids keep
-    their look, 'org/model' is 'org--model', and 'org--model' (an id of its own) is 'org---model'.
-    An id whose name would pass the server's 201 characters (only long runs of dashes do that) is
-    shortened and ends in a digest of the id: '<start>--<32 hex>--h', with two even runs, which no
-    other id's name has.
-    """
-
-    def dashes(run: re.Match[str]) -> str:
-        text = run.group(0)
-        return "-" * (2 * len(text)) if text.endswith("/") else "-" * (2 * len(text) - 1)
-
-    name = re.sub(r"-*/|-+", dashes, model_id)
-    if len(name) <= MAX_NAME:
-        return name
-    digest = hashlib.sha256(model_id.encode()).hexdigest()[:32]
-    return f"{name[:140].rstrip('-')}--{digest}--h"
-
-
-def model_id_of(name: str) -> str:
-    """The id whose name `slug` made `name` (ValueError for a shortened name, which keeps only a digest)."""
-    runs = [len(run) for run in re.findall(r"-+", name)]
-    if sum(1 for length in runs if length % 2 == 0) > 1:
-        raise ValueError(f"{name!r} is a shortened name: it keeps a digest of its id, not the id")
-
-    def undo(run: re.Match[str]) -> str:
-        length = len(run.group(0))
-        return "-" * ((length + 1) // 2) if length % 2 else "-" * ((length - 2) // 2) + "/"
-
-    return re.sub(r"-+", undo, name)
 
 
 @dataclass(frozen=True)
