@@ -13,6 +13,8 @@ import httpx
 from api.errors import ApiError
 from orchestrator import contract
 from orchestrator.contract import DagsterRunStatus
+from orchestrator.engine import PipelineInvalid
+from orchestrator.engine.errors import PROBLEMS_MARKER, problems_in
 
 CATALOG_METADATA_KEY = contract.CATALOG_METADATA_KEY
 IDEMPOTENCY_TAG = contract.Tags.IDEMPOTENCY_KEY
@@ -25,6 +27,17 @@ mutation Launch($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
     __typename
     ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message path } }
+    ... on Error { message }
+  }
+}"""
+
+# Dagster builds the execution plan in the code location, where the config's post-processing runs the server's
+# checks (orchestrator/assets/checked_config.py): this asks the questions of a launch without creating a run.
+_PLAN = """
+query Plan($selector: PipelineSelector!, $config: RunConfigData!) {
+  executionPlanOrError(pipeline: $selector, runConfigData: $config, mode: "default") {
+    __typename
     ... on RunConfigValidationInvalid { errors { message path } }
     ... on Error { message }
   }
@@ -177,6 +190,9 @@ class DagsterClient:
             # The webserver answers 500 while the code server is down, before it marks the location failed.
             if "DagsterUserCodeUnreachableError" in reason:
                 raise CodeLocationUnavailable(self.selector["repositoryLocationName"], reason.strip())
+            if PROBLEMS_MARKER in reason:  # the code location refused the pipeline (HTTP 500: a Python error)
+                refused: dict[str, Any] = response.json()["data"]
+                return refused
             raise DagsterUnavailable(f"GraphQL answered HTTP {response.status_code}")
         payload = response.json()
         if payload.get("errors"):
@@ -217,14 +233,36 @@ class DagsterClient:
         if result["__typename"] == "LaunchRunSuccess":
             run_id: str = result["run"]["runId"]
             return run_id
-        if result["__typename"] == "RunConfigValidationInvalid":
-            errors = [{"path": "/" + "/".join(e["path"]), "message": e["message"]} for e in result["errors"]]
-            raise ApiError(422, "Dagster refused the run config", errors)
-        if result["__typename"] == "PipelineNotFoundError":  # nothing was launched: safe to retry
-            raise CodeLocationUnavailable(self.selector["repositoryLocationName"], str(result.get("message")))
+        self._refused(result)
         raise ApiError(
             502, f"Dagster did not launch the run ({result['__typename']}): {result.get('message')}"
         )
+
+    async def check(self, instructions: list[Any]) -> None:
+        """What the code location finds wrong with a pipeline before launch (its data root, connections, model
+        server...): 422 with every problem, as launchRun would refuse it, but nothing is created."""
+        selector = {**self.selector, "pipelineName": self.job}
+        data = await self.query(_PLAN, {"selector": selector, "config": contract.launch_config(instructions)})
+        result = data["executionPlanOrError"]
+        if result["__typename"] == "ExecutionPlan":
+            return
+        self._refused(result)
+        raise ApiError(502, f"Dagster could not check the pipeline ({result['__typename']}): {result.get('message')}")
+
+    def _refused(self, result: dict[str, Any]) -> None:
+        """Raise the gateway's answer to Dagster refusing a launch's config or job, if it did."""
+        kind = result["__typename"]
+        problems = problems_in(str(result.get("message") or "")) if kind == "PythonError" else None
+        if problems:  # the code location's checks: the pipeline's own paths, as the gateway's checks give them
+            first = PipelineInvalid(problems)
+            raise ApiError(422, f"invalid pipeline: {first}", [p.to_json() for p in problems])
+        if kind == "RunConfigValidationInvalid":
+            errors = [{"path": "/" + "/".join(e["path"]), "message": e["message"]} for e in result["errors"]]
+            raise ApiError(422, "Dagster refused the run config", errors)
+        if kind == "PipelineNotFoundError":  # nothing was launched: safe to retry
+            raise CodeLocationUnavailable(self.selector["repositoryLocationName"], str(result.get("message")))
+        if kind == "PythonError" and "DagsterUserCodeUnreachableError" in str(result.get("message")):
+            raise CodeLocationUnavailable(self.selector["repositoryLocationName"], "its code server does not answer")
 
     async def reexecute(self, parent_run_id: str, tags: dict[str, str]) -> str:
         """A new run of the parent's pipeline from its failure, as the UI's *Re-execute from failure* does."""

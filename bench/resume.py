@@ -3,8 +3,9 @@
     .venv/bin/python bench/resume.py [--images 200]
 
 One local stack (tests/conftest.py's launcher). The pipeline deploys and runs three image
-classifiers over the same import; the third model's folder is missing, so its deployment
-fails after the first two inferences finished. The folder then appears and the run is resumed
+classifiers over the same import; the third model's folder is there but empty (a launch checks that
+the model server finds each model, not what its folder holds), so its deployment fails after the
+first two inferences finished. The model's files then arrive and the run is resumed
 (POST /runs/{id}/retry): the import and the first two inferences are reused, the deployments
 run again (never reused) and the third model runs. Compared with running the whole pipeline
 again from scratch after the fix, side by side.
@@ -66,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             with stack.client() as client:
                 for _ in range(args.repeat):
                     shutil.rmtree(models / MODELS[2], ignore_errors=True)
+                    (models / MODELS[2]).mkdir()
                     took, run = timed(stack, client, lambda: client.post("/execute", json=pipeline()))
                     assert run["run_status"] == "FAILURE", run
                     failed.append(took)
-                    shutil.copytree(base / "later" / MODELS[2], models / MODELS[2])
+                    shutil.copytree(base / "later" / MODELS[2], models / MODELS[2], dirs_exist_ok=True)
                     parent = run["run_id"]
                     took, run = timed(stack, client, lambda: client.post(f"/runs/{parent}/retry"))  # noqa: B023
                     assert run["run_status"] == "SUCCESS", run

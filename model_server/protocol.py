@@ -401,6 +401,16 @@ class LoadResponse(BaseModel):
     weight_bytes: int = Field(description="its weights in memory (shared by every name loaded from this source)")
 
 
+class CheckResponse(BaseModel):
+    name: str
+    source: str
+    task: str
+    loadable: bool = Field(description="whether a load with these parameters would find its model and may start")
+    found_in: str | None = Field(None, description="where it would be read from: models root, Hugging Face cache "
+                                                   "or Hugging Face Hub")
+    error: str | None = Field(None, description="why it would not load")
+
+
 class UnloadResponse(BaseModel):
     name: str
     state: str

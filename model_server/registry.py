@@ -349,6 +349,21 @@ class ModelRegistry:
         with self._guard:
             return list(self._copies.values())
 
+    def check(self, name: str, source: str, task: str) -> str:
+        """Whether `source` would load as `name` for `task`, found without loading anything: where it would be read
+        from ("models root", "Hugging Face cache" or "Hugging Face Hub"); else the ModelError a load would raise
+        before it starts (an unknown task or source, a name loaded from another source or for another task)."""
+        if task not in SUPPORTED_TASKS:
+            raise InvalidRequest(f"task {task!r} is not supported; supported tasks: {', '.join(SUPPORTED_TASKS)}")
+        location, found_in = self.locate(source, task)
+        with self._guard:
+            entry = self._entries.get(name)
+        if entry is not None and entry.state is ModelState.READY and (entry.location, entry.task) != (location, task):
+            raise ModelConflict(f"model {name!r} is loaded from {entry.source!r} as {entry.task}, not from {source!r} "
+                                f"as {task}: a different source is a different model. Load it under another name, or "
+                                f"unload {name!r} first (held by {entry.holders()})")
+        return found_in
+
     def locate(self, source: str, task: str) -> tuple[str, str]:
         """Where a load of `source` for `task` reads it from, (the location, "models root" | "Hugging Face cache" |
         "Hugging Face Hub"), checked before anything is loaded: a Hugging Face id must be in the local cache or,

@@ -16,6 +16,7 @@ from model_server.errors import ServerError
 from model_server.exceptions import InputMismatch, InvalidInput
 from model_server.protocol import (
     BINARY_HEADER,
+    CheckResponse,
     IndexEntry,
     IndexRequest,
     InferOutput,
@@ -34,7 +35,7 @@ from model_server.protocol import (
     binary_response,
     split_binary,
 )
-from model_server.registry import NAME_PATTERN, ModelLoading, ModelRegistry, ModelState
+from model_server.registry import NAME_PATTERN, ModelError, ModelLoading, ModelRegistry, ModelState
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -191,6 +192,20 @@ async def load(name: ModelName, request: Request, registry: Registry, settings: 
                                     parameters.lease, parameters.lease_ttl_s)
     return LoadResponse(name=name, state=entry.state, source=entry.source, task=entry.task,
                         leases=len(entry.leases), pinned=entry.pinned, weight_bytes=entry.weight_bytes)
+
+
+@router.post("/repository/models/{name}/check", response_model=CheckResponse)
+async def check(name: ModelName, request: Request, registry: Registry, settings: ServerSettings) -> CheckResponse:
+    """Whether a load with these parameters (as `load` takes them) would find its model, asked without loading
+    anything: `loadable`, where the model would be read from, or why not (an unknown source or task, a name loaded
+    from another source). Not part of the protocol: the code location asks it before a run is launched."""
+    parameters = parse(await read_body(request, settings), LoadRequest, optional=True).parameters
+    source = parameters.source or name
+    try:
+        found_in = await run_in_threadpool(registry.check, name, source, parameters.task)
+    except ModelError as refused:
+        return CheckResponse(name=name, source=source, task=parameters.task, loadable=False, error=str(refused))
+    return CheckResponse(name=name, source=source, task=parameters.task, loadable=True, found_in=found_in)
 
 
 @router.post("/repository/models/{name}/unload", response_model=UnloadResponse)

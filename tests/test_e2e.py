@@ -59,13 +59,14 @@ def test_run_shows_in_dagster_under_main_at_constellation(stack: Stack, api: htt
 
 
 def test_a_failing_instruction_is_reported_with_its_path(stack: Stack, api: httpx.Client):
-    run_id = api.post("/execute", json=local_pipeline(path="missing-folder")).json()["run_id"]
+    (stack.data_root / "empty-folder").mkdir(exist_ok=True)  # exists (checked before launch), holds nothing
+    run_id = api.post("/execute", json=local_pipeline(path="empty-folder")).json()["run_id"]
     run = stack.wait_for_run(run_id)
     assert run["run_status"] == "FAILURE"
     assert run["error"]["path"] == "/instructions/0/parameters/data/parameters/data"
-    assert "missing-folder" in run["error"]["message"]
+    assert "'empty-folder' holds no files" in run["error"]["message"]
     [failed] = api.get(f"/runs/{run_id}/results").json()["results"]  # what a failed run made: here, nothing
-    assert failed["state"] == "failed" and "missing-folder" in failed["error"] and "output" not in failed
+    assert failed["state"] == "failed" and "empty-folder" in failed["error"] and "output" not in failed
 
 
 def inference(model: str, path: str) -> dict:

@@ -91,13 +91,16 @@ def test_images_held_in_a_table_are_resized(stack, api):
 
 
 @pytest.mark.parametrize("connection", ["samples", "maria", "lite"])
-def test_a_hostile_query_fails_the_run_and_the_table_keeps_its_rows(stack, api, test_databases, connection):
+def test_a_hostile_query_is_refused_before_launch_and_the_table_keeps_its_rows(stack, api, test_databases,
+                                                                                 connection):
     images = {"operation": "table_to_images", "parameters": {
         "image_column": "image", "data": imported(connection, query=f"DELETE FROM {SAMPLES_TABLE}")}}
-    run = run_to_end(stack, api, {"operation": "dict_to_list", "parameters": {"data": images}})
-    assert run["run_status"] == "FAILURE"
-    assert run["error"]["path"] == "/instructions/0/parameters/data/parameters/data"
-    assert f"connection '{connection}' is read-only for imports" in run["error"]["message"]
+    body = {"instructions": [{"operation": "dict_to_list", "parameters": {"data": images}}]}
+    answer = api.post("/execute", json=body)
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert error["path"] == "/instructions/0/parameters/data/parameters/data/parameters/query"
+    assert f"connection '{connection}' is read-only for imports" in error["message"]
     assert test_databases.count(connection, SAMPLES_TABLE) == 4
 
 

@@ -56,10 +56,11 @@ def test_the_seed_pipeline_runs_verbatim(stack: Stack, api: httpx.Client):
 
 
 def test_a_failure_after_deploy_still_unloads_the_model(stack: Stack, api: httpx.Client):
+    (stack.data_root / "empty-folder").mkdir(exist_ok=True)  # exists (checked before launch), holds nothing
     pipeline = {"instructions": [
         {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
         {"operation": "model_inference", "parameters": {"model": SECOND_MODEL, "data": {
-            "operation": "import_from_local", "parameters": {"path": "no-such-folder"}}}},
+            "operation": "import_from_local", "parameters": {"path": "empty-folder"}}}},
         {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
     ]}
     run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=60)
@@ -70,11 +71,19 @@ def test_a_failure_after_deploy_still_unloads_the_model(stack: Stack, api: httpx
 
 
 def test_a_model_that_fails_to_load_fails_clearly(stack: Stack, api: httpx.Client):
-    pipeline = {"instructions": [{"operation": "deploy_model", "parameters": {"model": "nobody/no-such-model"}}]}
-    run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=60)
+    unknown = {"instructions": [{"operation": "deploy_model", "parameters": {"model": "nobody/no-such-model"}}]}
+    refused = api.post("/execute", json=unknown)  # the model server says so before launch
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["errors"]
+    assert error["path"] == "/instructions/0/parameters/model"
+    assert "not in the models root or the local Hugging Face cache" in error["message"]
+    # A model found but not for its task is only known once loaded: the run fails saying so.
+    wrong_task = {"instructions": [{"operation": "deploy_model", "parameters": {
+        "model": "fire-vit-a", "task": "object-detection"}}]}
+    run = stack.wait_for_run(api.post("/execute", json=wrong_task).json()["run_id"], timeout_s=60)
     assert run["run_status"] == "FAILURE"
     assert run["error"]["path"] == "/instructions/0"
-    assert "loading nobody/no-such-model" in run["error"]["message"]
+    assert "loading fire-vit-a" in run["error"]["message"] and "not object-detection" in run["error"]["message"]
 
 
 def test_model_names_cannot_inject_paths_or_urls(api: httpx.Client):

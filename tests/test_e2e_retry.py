@@ -32,9 +32,11 @@ def pipeline(folder: str) -> dict:
 
 def test_a_resumed_run_reuses_what_succeeded_and_finishes(stack: Stack, api: httpx.Client):
     folder = f"arrives-later-{time.time_ns()}"
+    (stack.data_root / folder).mkdir()  # there, but empty: the launch is checked, the run fails
     failed = stack.wait_for_run(api.post("/execute", json=pipeline(folder)).json()["run_id"])
     assert failed["run_status"] == "FAILURE" and folder in failed["error"]["message"]
-    shutil.copytree(stack.data_root / "samples" / "Fire", stack.data_root / folder)  # the missing data arrives
+    # the missing data arrives
+    shutil.copytree(stack.data_root / "samples" / "Fire", stack.data_root / folder, dirs_exist_ok=True)
 
     answer = api.post(f"/runs/{failed['run_id']}/retry")
     assert answer.status_code == 200, answer.text

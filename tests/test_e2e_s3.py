@@ -55,12 +55,21 @@ def test_an_export_to_s3_can_be_read_back(stack: Stack, api: httpx.Client, s3_en
         assert Image.open(io.BytesIO(body)).size == (24, 24)
 
 
-def test_a_missing_bucket_fails_the_run_naming_it(stack: Stack, api: httpx.Client):
-    imported = {"operation": "import_from_s3", "parameters": {"bucket": "no-such-bucket", "key": "a.jpg"}}
-    run = run_to_end(stack, api, {"operation": "dict_to_list", "parameters": {"data": imported}})
-    assert run["run_status"] == "FAILURE"
-    assert run["error"]["path"] == "/instructions/0/parameters/data"
-    assert "bucket 'no-such-bucket' does not exist" in run["error"]["message"]
+def test_a_missing_bucket_or_object_is_refused_before_launch_naming_it(stack: Stack, api: httpx.Client):
+    def listed(**where) -> dict:
+        return {"operation": "dict_to_list", "parameters": {"data": {"operation": "import_from_s3",
+                                                                     "parameters": where}}}
+
+    body = {"instructions": [listed(bucket="no-such-bucket", key="a.jpg"),
+                             listed(bucket=SAMPLE_BUCKET, key="images/Fire/no-such-image.jpg")]}
+    answer = api.post("/execute", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == [
+        {"path": "/instructions/0/parameters/data/parameters/bucket",
+         "message": "bucket 'no-such-bucket' does not exist"},
+        {"path": "/instructions/1/parameters/data/parameters/key",
+         "message": f"no object 'images/Fire/no-such-image.jpg' in bucket '{SAMPLE_BUCKET}'"},
+    ]
 
 
 LOGS = """query($id: ID!) { logsForRun(runId: $id) { __typename

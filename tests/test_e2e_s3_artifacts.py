@@ -121,12 +121,14 @@ def resized_pair(folder: str) -> dict:
 def test_a_failed_run_resumes_from_the_bucket(s3_stack, api: httpx.Client, s3_env: dict[str, str]):
     stack, scratch = s3_stack
     folder = f"arrives-later-{time.time_ns()}"
+    (stack.data_root / folder).mkdir()  # there, but empty: the launch is checked, the run fails
     failed = stack.wait_for_run(api.post("/execute", json=resized_pair(folder)).json()["run_id"])
     assert failed["run_status"] == "FAILURE" and folder in failed["error"]["message"]
     parent_keys = stored_keys(s3_env, failed["run_id"])
     kept = [k for k in parent_keys if k.startswith("kept/") and k != "kept/manifest.json"]
     assert len(kept) == 3, "completed instructions are in the bucket"
-    shutil.copytree(stack.data_root / "samples" / "Fire", stack.data_root / folder)  # the missing data arrives
+    # the missing data arrives
+    shutil.copytree(stack.data_root / "samples" / "Fire", stack.data_root / folder, dirs_exist_ok=True)
 
     answer = api.post(f"/runs/{failed['run_id']}/retry")
     assert answer.status_code == 200, answer.text
@@ -151,17 +153,20 @@ def test_an_export_into_the_runs_prefix_is_refused(s3_stack, api: httpx.Client, 
     beside them, the default prefix (constellation/<run id>/) of the same bucket still takes exports."""
     stack, scratch = s3_stack
 
-    def export(**where) -> dict:
+    def body(**where) -> dict:
         data = {"operation": "import_from_local", "parameters": {"path": "samples/Fire"}}
-        body = {"instructions": [{"operation": "export_to_s3", "parameters": {"data": data, **where}}]}
-        return stack.wait_for_run(api.post("/execute", json=body).json()["run_id"])
+        return {"instructions": [{"operation": "export_to_s3", "parameters": {"data": data, **where}}]}
 
-    refused = export(bucket=BUCKET, prefix=f"{PREFIX}/runs")  # objects would land in its own run folder
-    assert refused["run_status"] == "FAILURE", refused
-    message = refused["error"]["message"]
-    assert f"CONSTELLATION_ARTIFACT_ROOT keeps runs under s3://{BUCKET}/{PREFIX}/runs/; choose another" in message
-    layout = ("nodes/", "kept/", "progress.json", "results.json")
-    assert all(k.startswith(layout) for k in stored_keys(s3_env, refused["run_id"])), "nothing exported into it"
+    def export(**where) -> dict:
+        return stack.wait_for_run(api.post("/execute", json=body(**where)).json()["run_id"])
+
+    # Objects would land in its own run folder: refused before launch (the code location knows the artifact root).
+    refused = api.post("/execute", json=body(bucket=BUCKET, prefix=f"{PREFIX}/runs"))
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["errors"]
+    assert error["path"] == "/instructions/0/parameters/prefix"
+    assert f"CONSTELLATION_ARTIFACT_ROOT keeps runs under s3://{BUCKET}/{PREFIX}/runs/; choose another" in \
+        error["message"]
 
     exported = export(bucket=BUCKET)
     assert exported["run_status"] == "SUCCESS", (exported, stack.log_tail())

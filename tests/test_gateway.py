@@ -101,8 +101,9 @@ def test_error_messages_are_cut_to_2000_characters(stack: Stack):
     answer = json.loads(failure(502, "x" * 100_000, [{"path": "/a", "message": "y" * 100_000}]).body)
     assert len(answer["message"]) < 2_100 and answer["message"].endswith("[98000 more characters cut]")
     assert len(answer["errors"][0]["message"]) < 2_100
+    (stack.data_root / "empty-folder").mkdir(exist_ok=True)  # exists (checked before launch), holds nothing
     with gateway(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root) as client:
-        run_id = client.post("/execute", json=local_pipeline(path="no-such-folder")).json()["run_id"]
+        run_id = client.post("/execute", json=local_pipeline(path="empty-folder")).json()["run_id"]
         assert stack.wait_for_run(run_id)["run_status"] == "FAILURE"
         progress = runs.run_dir(stack.artifact_root, run_id) / runs.PROGRESS
         stored = json.loads(progress.read_text())  # as a run written before messages were cut would hold it

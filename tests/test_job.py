@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterEventType, DagsterInstance, DagsterInvalidConfigError
 from PIL import Image
 
 import comparison_samples
@@ -15,6 +15,7 @@ from orchestrator import runs
 from orchestrator.assets.job import make_execute_job
 from orchestrator.assets.repository import CATALOG, resources_from_env
 from orchestrator.assets.resources import Workspace
+from orchestrator.engine.errors import problems_in
 from sample_data import write_samples
 from samples import sample_instructions
 
@@ -108,23 +109,31 @@ def test_event_log_holds_a_reference_to_the_results_not_the_data(resources: dict
 
 
 def test_a_failing_instruction_fails_the_run_naming_its_path(resources: dict, workspace: Workspace):
+    (Path(workspace.data_root) / "empty" / "folder").mkdir(parents=True)  # found before launch, empty when read
     pipeline = [{"operation": "dict_to_list", "parameters": {
-        "data": {"operation": "import_from_local", "parameters": {"path": "no/such/folder"}}}}]
+        "data": {"operation": "import_from_local", "parameters": {"path": "empty/folder"}}}}]
     result = run(resources, pipeline)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert failure.step_key == "parse_and_execute_job"
     assert "/instructions/0/parameters/data" in failure.event_specific_data.error.message
-    assert "does not exist" in failure.event_specific_data.error.message
+    assert "holds no files" in failure.event_specific_data.error.message
     progress = json.loads((workspace.run_dir(result.run_id) / runs.PROGRESS).read_text())
     assert progress["error"]["path"] == "/instructions/0/parameters/data"
 
 
 def test_launchpad_input_is_validated_like_the_api(resources: dict, workspace: Workspace):
+    """The launchpad's pipeline is checked as the gateway checks one, catalog and server alike, when Dagster
+    validates the launch's config: refused before any run, every problem at its JSON Pointer."""
     pipeline = [{"operation": "resize_image", "parameters": {"width": 0, "height": 10, "data": {
-        "operation": "import_from_local", "parameters": {"path": "samples"}}}}]
-    result = run(resources, pipeline)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
-    assert failure.step_key == "generate_dynamic_job_configs"
-    assert "/instructions/0/parameters/width" in failure.event_specific_data.error.message
+        "operation": "import_from_local", "parameters": {"path": "samples"}}}},
+                {"operation": "import_from_local", "parameters": {"path": "../elsewhere"}}]
+    instance = DagsterInstance.ephemeral()
+    with pytest.raises(DagsterInvalidConfigError) as refused:
+        run(resources, pipeline[:1], instance)
+    assert [p.path for p in problems_in(str(refused.value))] == ["/instructions/0/parameters/width"]
+    with pytest.raises(DagsterInvalidConfigError) as refused:
+        run(resources, pipeline[1:], instance)
+    [problem] = problems_in(str(refused.value))
+    assert problem.path == "/instructions/0/parameters/path" and "outside the data root" in problem.message
+    assert instance.get_runs() == []

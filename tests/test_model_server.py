@@ -283,6 +283,12 @@ def test_a_missing_source_is_refused_at_once_saying_where_it_was_looked_for(http
     assert message == ("could not load model 'Org--absent': model source 'Org/absent-model' is not in the models root "
                        "or the local Hugging Face cache, and this server is offline (HF_HUB_OFFLINE); put the model "
                        "in its models root or its Hugging Face cache")
+    checked = http.post("/v2/repository/models/Org--absent/check",
+                        json={"parameters": {"source": "Org/absent-model"}}).json()
+    assert checked["loadable"] is False and "not in the models root or the local Hugging Face cache" in checked["error"]
+    assert http.post("/v2/repository/models/tiny-fire-b/check").json() == {
+        "name": "tiny-fire-b", "source": "tiny-fire-b", "task": "image-classification", "loadable": True,
+        "found_in": "models root", "error": None}
 
 
 @pytest.mark.parametrize("source", ["../models/tiny-fire-b", "/etc", "tests", "tiny-fire-b/../../x"])

@@ -380,9 +380,10 @@ def test_the_back_end_sees_running_then_completed_or_failed(notify_stack: Stack,
                                                              slow_file_url: str):
     receiver.known = set()
     try:
+        (notify_stack.data_root / "empty-folder").mkdir(exist_ok=True)  # exists (checked at launch), holds nothing
         with notify_stack.client() as api:
             ok = submit(api, receiver, local_pipeline())
-            failing = submit(api, receiver, local_pipeline(path="missing-folder"))
+            failing = submit(api, receiver, local_pipeline(path="empty-folder"))
             slow = {"operation": "import_from_url", "parameters": {"url": slow_file_url}}
             cancelled = submit(api, receiver, {"instructions": [slow]})
             deadline = time.monotonic() + 30
@@ -399,7 +400,7 @@ def test_the_back_end_sees_running_then_completed_or_failed(notify_stack: Stack,
             assert len(receiver.accepted(run_id)) == 2
         [failed] = receiver.seen(status_path(failing, "failed"))
         assert failed.body["message"].startswith("import_from_local at /instructions/0/parameters/data")
-        assert "missing-folder" in failed.body["message"]
+        assert "'empty-folder' holds no files" in failed.body["message"]
         [completed] = receiver.seen(status_path(ok, "completed"))
         assert completed.method == "PUT" and completed.body["status"] == "completed"
     finally:

@@ -245,3 +245,78 @@ def test_identical_top_level_instructions_are_not_merged():
     assert plan.roots[0] is not plan.roots[1]
     assert plan.shared == {}
     assert len(plan) == 2
+
+
+# ---- what only the server knows, checked before launch through the real stack (its code location) ----------
+
+def test_validate_answers_every_server_side_mistake_at_once_with_its_pointer(api):
+    """Each of these used to pass /validate and fail 2-27 s into a run; the gateway itself knows none of them."""
+    samples = instruction("import_from_local", path="samples")
+    pipeline = [
+        instruction("dict_to_list", data=local("../outside")),
+        instruction("dict_to_list", data=local("samples/no-such-folder")),
+        instruction("import_from_database", connection="warehouse", table="constellation_samples"),
+        instruction("import_from_database", connection="samples", query="DELETE FROM constellation_samples"),
+        instruction("model_inference", model="never-deployed", data=samples),
+        instruction("deploy_model", model="nobody/no-such-model"),
+    ]
+    answer = api.post("/validate", json={"instructions": pipeline})
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    assert body["status"] == "failure" and body["message"].startswith("invalid pipeline: ")
+    found = {e["path"]: e["message"] for e in body["errors"]}
+    assert list(found) == [
+        "/instructions/0/parameters/data/parameters/path",
+        "/instructions/1/parameters/data/parameters/path",
+        "/instructions/2/parameters/connection",
+        "/instructions/3/parameters/query",
+        "/instructions/4/parameters/model",
+        "/instructions/5/parameters/model",
+    ]
+    assert "outside the data root" in found["/instructions/0/parameters/data/parameters/path"]
+    assert "'samples/no-such-folder' does not exist" in found["/instructions/1/parameters/data/parameters/path"]
+    assert "no database connection named 'warehouse'" in found["/instructions/2/parameters/connection"]
+    assert "starts with DELETE" in found["/instructions/3/parameters/query"]
+    assert "'never-deployed' is not deployed" in found["/instructions/4/parameters/model"]
+    assert "not in the models root or the local Hugging Face cache" in found["/instructions/5/parameters/model"]
+    for message in found.values():  # the server's folders are its own business
+        assert "/tmp" not in message and "/work" not in message, message
+    # /execute refuses it alike (Dagster's launch runs the same checks): no run is created.
+    launched = api.post("/execute", json={"instructions": pipeline})
+    assert launched.status_code == 422 and launched.json()["errors"] == body["errors"]
+
+
+def test_a_model_deployed_earlier_or_held_by_the_server_passes(api):
+    """model_inference is fine after a deploy_model of its model; the deployed model's source must exist."""
+    samples = instruction("import_from_local", path="samples")
+    pipeline = [instruction("deploy_model", model="fire-vit-a"),
+                instruction("model_inference", model="fire-vit-a", data=samples)]
+    answer = api.post("/validate", json={"instructions": pipeline})
+    assert answer.status_code == 200, answer.text
+    deleted = [*pipeline[:1], instruction("delete_model", model="fire-vit-a"), pipeline[1]]
+    refused = api.post("/validate", json={"instructions": deleted})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["path"] == "/instructions/2/parameters/model"
+
+
+def test_a_private_url_is_refused_by_the_launch_config_check(tmp_path):
+    """Dagster's own run-config validation of build_execute_job runs the URL policy (the test stack allows private
+    addresses, so this asks the job in process, as the code server does)."""
+    from dagster import DagsterInvalidConfigError, validate_run_config
+
+    from orchestrator import contract
+    from orchestrator.assets.job import make_execute_job
+    from orchestrator.assets.resources import ServerSettings
+    from orchestrator.engine.errors import problems_in
+
+    (tmp_path / "data").mkdir()
+    resources = ServerSettings(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"),
+                               url_allow_private=False).resources()
+    job = make_execute_job(CATALOG, resources)
+    pipeline = [instruction("import_from_url", url="http://169.254.169.254/latest/meta-data/"),
+                instruction("import_from_url", url="ftp://example.com/a.zip")]
+    with pytest.raises(DagsterInvalidConfigError) as refused:
+        validate_run_config(job, contract.launch_config(pipeline))
+    problems = problems_in(str(refused.value))
+    assert [p.path for p in problems] == ["/instructions/0/parameters/url", "/instructions/1/parameters/url"]
+    assert "non-public address" in problems[0].message and "CONSTELLATION_URL_ALLOW_PRIVATE" in problems[0].message
+    assert "not an http(s) URL" in problems[1].message

@@ -86,8 +86,10 @@ async def execute(
 
 @router.post("/validate", response_model=Valid, responses=WRITE_ERRORS, openapi_extra=_BODY_DOC)
 async def validate(request: Request, settings: SettingsDep, dagster: DagsterDep) -> Valid:
-    """Run every check of /execute without launching anything."""
+    """Run every check of /execute without launching anything: the catalog's, then the code location's (its data
+    root, connections, URL policy, S3 settings and model server), which /execute's launch runs too."""
     instructions, plan = await _checked(request, settings, dagster)
+    await dagster.check(instructions)
     return Valid(message="the pipeline is valid", instructions=len(instructions), nodes=len(plan))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ class OnnxImageModel(TaskModel):
         for start in range(0, len(tiles), step):
             chunk = tiles[start:start + step]
             what = f"tiles {start}-{start + len(chunk) - 1}"
-            parts.append(library_call(what, lambda chunk=chunk: self.session.run(None, {self.input_name: chunk})))
+            parts.append(library_call(what, partial(self.session.run, None, {self.input_name: chunk})))
         if not parts:
             return [np.zeros([0, *[max(_dim(d), 0) for d in o.shape[1:]]], dtype=np.float32)
                     for o in self.graph_outputs]

@@ -29,6 +29,7 @@ from dagster import (
 
 from orchestrator import contract, runs, runstore
 from orchestrator.assets import lineage
+from orchestrator.assets.checked_config import CheckedInstructions
 from orchestrator.assets.resources import OpResources, Workspace, server_setting
 from orchestrator.contract import OUTPUT_EVENTS, NodeEventKind, ResultState
 from orchestrator.datasets import Comparison
@@ -49,8 +50,9 @@ CATALOG_METADATA_KEY = contract.CATALOG_METADATA_KEY
 log = logging.getLogger("constellation")
 
 
-def instructions_config(catalog: Catalog) -> Field:
-    """The launchpad's schema for `raw_input`: op names are a menu, parameters free-form."""
+def instructions_config(catalog: Catalog, resources: Mapping[str, ConfigurableResource] | None = None) -> Field:
+    """The launchpad's schema for `raw_input`: op names are a menu, parameters free-form. With the server's
+    `resources`, the code server also checks a launch's pipeline against them (CheckedInstructions)."""
     operation = Enum(
         "Operation",
         [EnumValue(name, description=catalog[name].description) for name in catalog.names()],
@@ -62,7 +64,7 @@ def instructions_config(catalog: Catalog) -> Field:
         }
     )
     return Field(
-        Array(instruction),
+        Array(instruction) if resources is None else CheckedInstructions(instruction, catalog, resources),
         description="The pipeline: a list of instructions, exactly as POST /execute takes it.",
     )
 
@@ -74,7 +76,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
     have here: run config for them is refused (`server_setting`).
     """
 
-    @op(name=contract.CONFIG_OP, config_schema={contract.CONFIG_FIELD: instructions_config(catalog)}, out=Out(list))
+    @op(name=contract.CONFIG_OP, config_schema={contract.CONFIG_FIELD: instructions_config(catalog, resources)},
+        out=Out(list))
     def generate_dynamic_job_configs(context: OpExecutionContext) -> list:
         """Check the submitted instructions against the catalog; fail listing every problem."""
         raw = context.op_config[contract.CONFIG_FIELD]

@@ -89,8 +89,14 @@ class ModelServer:
         self.close()
 
     def is_ready(self, model_id: str) -> bool:
+        return self.readiness(model_id) == "ready"
+
+    def readiness(self, model_id: str) -> str:
+        """"ready", "loading" (our server answers 400 while it loads) or "absent"."""
         response = self._call("GET", f"/v2/models/{slug(model_id)}/ready", expect=(200, 404, 400))
-        return response.status_code == 200 and response.json().get("ready", True) is not False
+        if response.status_code == 200 and response.json().get("ready", True) is not False:
+            return "ready"
+        return "loading" if response.status_code == 400 else "absent"
 
     def load(self, model_id: str, source: str, task: str) -> dict[str, Any]:
         """Load (or, when it is loaded from the same source for the same task, hold) the model; the server's answer.
@@ -117,6 +123,20 @@ class ModelServer:
         if self.lease and "leases" in answer:  # a server of leases: keep this one alive while we live
             KEEPER.hold(self._lease_key(model_id), self._renewer(model_id), self.lease_ttl_s / 3)
         return answer
+
+    def check_load(self, model_id: str, source: str, task: str) -> str | None:
+        """Why the server would not load `source` as `model_id` for `task`, asked without loading (our server's
+        check route); None when it would, or when the server cannot tell (another server: no such route)."""
+        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/check",
+                              json={"parameters": {"source": source, "task": task}},
+                              expect=(200, 400, 404, 405), what=f"checking {model_id}")
+        try:
+            answer = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            return None
+        if not isinstance(answer, dict) or answer.get("loadable") is not False:
+            return None
+        return str(answer.get("error") or f"the model server cannot load {source!r} for {task}")
 
     def _until_cancelled(self, call: Callable[[], httpx.Response], on_cancel: Callable[[], None]) -> httpx.Response:
         """`call()`'s answer, waited for in a thread of its own while `check_cancelled` is asked every
@@ -335,7 +355,7 @@ class ModelServer:
             "parameters": parameters,
         }).encode()
         # The tiles go out from their own memory, not copied into one body (megabytes per request).
-        body = _Body(header, memoryview(tiles.reshape(-1)).cast("B"))
+        body = _Body(header, tiles.reshape(-1).data.cast("B"))
         headers = {BINARY_HEADER: str(len(header)), "Content-Type": "application/octet-stream",
                    "Content-Length": str(len(header) + tiles.nbytes)}
         try:
@@ -558,7 +578,8 @@ def _strings(name: str, strings: list[str]) -> dict[str, Any]:
 
 
 def _outputs(body: dict[str, Any], model_id: str, wanted: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    outputs = {o.get("name"): o for o in body.get("outputs", []) if isinstance(o, dict)}
+    outputs: dict[str, dict[str, Any]] = {o["name"]: o for o in body.get("outputs", [])
+                                          if isinstance(o, dict) and isinstance(o.get("name"), str)}
     missing = [name for name in wanted if not isinstance(outputs.get(name, {}).get("data"), list)]
     if missing:
         raise OperationError(f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "

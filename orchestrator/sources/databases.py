@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
@@ -32,6 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 from orchestrator import names
 from orchestrator.engine import OperationError
 from orchestrator.sources.sql_guard import ServerQuoting, check_read_query
+
+if TYPE_CHECKING:
+    from orchestrator.preflight import Finding, Preflight
 
 NAME_PATTERN = names.DB_CONNECTION_PATTERN
 # A table, optionally in a schema (`schema.table`); SQLAlchemy quotes it, the pattern keeps it one name.
@@ -106,6 +109,69 @@ class Connections:
             for _, engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
+
+
+def preflight(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """import_from_database before launch: a connection this server has, and a query that the read-only guard
+    lets run (parsed in the connection's dialect) with a value in params for each placeholder, or a table."""
+    from orchestrator.preflight import Finding
+
+    connection, query, table = params["connection"], params.get("query"), params.get("table")
+    values = params.get("params")
+    try:
+        url = Connections().url(connection)
+    except OperationError as refused:
+        yield Finding("connection", str(refused))
+        return
+    if (query is None) == (table is None):
+        yield Finding("", "give exactly one of query or table")
+        return
+    if values and query is None:
+        yield Finding("params", "params bind values into a query; with table, give no params")
+    if query is None:
+        return
+    try:
+        dialect = sa.engine.make_url(url).get_backend_name()
+    except Exception:  # an unusable URL is the server's setting: the run says so without the URL
+        return
+    refusal = _refused_however_quoted(query, dialect, connection)
+    if refusal is not None:
+        yield Finding("query", refusal)
+        return
+    try:
+        _bound_query(query, values or {})
+    except OperationError as refused:
+        yield Finding("params" if values else "query", str(refused))
+
+
+def preflight_export(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """export_to_database before launch: a connection this server has."""
+    from orchestrator.preflight import Finding
+
+    try:
+        Connections().url(params["connection"])
+    except OperationError as refused:
+        yield Finding("connection", str(refused))
+
+
+def _refused_however_quoted(query: str, dialect: str, connection: str) -> str | None:
+    """Why the guard refuses `query` whatever the server's quoting turns out to be (the run reads that from the
+    server: its backslash mode, MySQL's ANSI_QUOTES), or None when some server could run it. A field selection
+    (x).name counts as a call only where the server has that function, which the run asks it."""
+    readings = [ServerQuoting()]
+    if dialect in ("mysql", "mariadb", "postgresql"):
+        readings += [ServerQuoting(backslash_escapes=True), ServerQuoting(backslash_escapes=False)]
+    if dialect in ("mysql", "mariadb"):
+        readings += [ServerQuoting(backslash_escapes=b, ansi_quotes=True) for b in (True, False)]
+    first = None
+    for quoting in readings:
+        try:
+            check_read_query(query, dialect, connection, quoting, is_function=lambda name: False)
+        except OperationError as refused:
+            first = first or str(refused)
+            continue
+        return None
+    return first
 
 
 @contextmanager

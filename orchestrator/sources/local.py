@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.datasets import Exported, FileRef
 from orchestrator.engine import OperationError
 from orchestrator.runstore import is_store_url
+
+if TYPE_CHECKING:
+    from orchestrator.preflight import Finding, Preflight
 
 
 @dataclass(frozen=True)
@@ -58,14 +62,7 @@ def find_local_files(root: Path, relative: str, reserved: Iterable[Reserved] = (
     """
     reserved = list(reserved)
     root = root.resolve()
-    if not root.is_dir():
-        raise OperationError(f"the data root {root} does not exist on the server")
-    if Path(relative).is_absolute():
-        raise OperationError(f"path {relative!r} must be relative to the data root, not absolute")
-    target = _inside(root, root / relative, relative)
-    _check(target, relative, reserved, "imports")
-    if not target.exists():
-        raise OperationError(f"path {relative!r} does not exist under the data root")
+    target = locate(root, relative, reserved)
     if target.is_file():
         return {Path(relative).name: target}
     files: dict[str, Path] = {}
@@ -91,6 +88,33 @@ def find_local_files(root: Path, relative: str, reserved: Iterable[Reserved] = (
     if not files:
         raise OperationError(f"folder {relative!r} holds no files")
     return files
+
+
+def locate(root: Path, relative: str, reserved: Iterable[Reserved] = ()) -> Path:
+    """The file or folder at `relative` under `root` (resolved), refused when it is absolute, leads outside the
+    root, lies in a reserved folder or does not exist. Messages name the path as given, never the root's."""
+    if not root.is_dir():
+        raise OperationError("the server's data root (CONSTELLATION_DATA_ROOT) does not exist on the server; its "
+                             "operator has to create it")
+    if Path(relative).is_absolute():
+        raise OperationError(f"path {relative!r} must be relative to the data root, not absolute")
+    target = _inside(root, root / relative, relative)
+    _check(target, relative, reserved, "imports")
+    if not target.exists():
+        raise OperationError(f"path {relative!r} does not exist under the data root")
+    return target
+
+
+def preflight(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """import_from_local before launch: its path is relative, stays under the data root (links too), avoids the
+    folders where runs are kept and exists. What a folder holds is read when the run imports it."""
+    from orchestrator.preflight import Finding
+
+    workspace = check.resources.workspace
+    try:
+        locate(Path(workspace.data_root).resolve(), params["path"], reserved_folders(workspace.artifact_root))
+    except OperationError as refused:
+        yield Finding("path", str(refused))
 
 
 def export_files(refs: list[FileRef], target: Path, check_cancelled: Callable[[], None],

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import mimetypes
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from orchestrator.datasets import Exported, FileRef
 from orchestrator.engine import OperationError
 from orchestrator.runstore import normal_key, s3_client, s3_runs_area
+
+if TYPE_CHECKING:
+    from orchestrator.preflight import Finding, Preflight
 
 # Keys asked for per listing request; S3's own maximum. Tests lower it to exercise paging.
 PAGE_SIZE = 1000
@@ -67,6 +70,83 @@ def reserved_areas(artifact_root: str | Path | None) -> list[Reserved]:
     """The areas of S3 operations must leave alone: the runs' prefix of an s3:// artifact root (none for a folder)."""
     area = s3_runs_area(artifact_root) if artifact_root else None
     return [Reserved(area[0], area[1], "CONSTELLATION_ARTIFACT_ROOT")] if area else []
+
+
+# Before launch S3 is asked once, briefly: a store that does not answer in time leaves the question to the run.
+PREFLIGHT_TIMEOUT_S = 2.0
+_PLACEHOLDER_RUN = "00000000-0000-0000-0000-000000000000"  # reserved areas are prefixes: any run id tells alike
+
+
+def preflight_import(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """import_from_s3 before launch: one of key or prefix, outside the runs' own prefix, a bucket that exists
+    and, for a key, an object that exists (as S3 answers within PREFLIGHT_TIMEOUT_S)."""
+    from orchestrator.preflight import Finding
+
+    bucket, key, prefix = params["bucket"], params.get("key"), params.get("prefix")
+    if (key is None) == (prefix is None):
+        yield Finding("", f"bucket {bucket!r}: give exactly one of key (one object) or prefix (a folder)")
+        return
+    for area in reserved_areas(check.resources.workspace.artifact_root):
+        if key is not None and area.covers(bucket, key):
+            yield Finding("key", str(area.refusal(f"cannot read s3://{bucket}/{key}")))
+            return
+        if prefix is not None and area.meets(bucket, prefix):
+            yield Finding("prefix", str(area.refusal(f"cannot read the objects under s3://{bucket}/{prefix}")))
+            return
+    if key is not None and key.endswith("/"):
+        yield Finding("key", f"key {key!r} in bucket {bucket!r} ends with '/': a folder; use prefix instead")
+        return
+    store = _preflight_client(check)
+    missing = _answer(lambda: store.head_bucket(Bucket=bucket))
+    if missing:
+        yield Finding("bucket", f"bucket {bucket!r} does not exist")
+    elif key is not None and _answer(lambda: store.head_object(Bucket=bucket, Key=key)):
+        yield Finding("key", f"no object {key!r} in bucket {bucket!r}")
+
+
+def preflight_export(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """export_to_s3 before launch: a bucket that exists (named, or the server's CONSTELLATION_EXPORT_BUCKET),
+    and a prefix outside the runs' own."""
+    from orchestrator.preflight import Finding
+
+    bucket = params.get("bucket") or check.resources.s3.export_bucket
+    if bucket is None:
+        return  # the catalog already requires it where the server sets no default
+    base = run_base(params.get("prefix"), _PLACEHOLDER_RUN)
+    for area in reserved_areas(check.resources.workspace.artifact_root):
+        if area.covers(bucket, base + "/"):
+            yield Finding("prefix" if params.get("prefix") else "bucket",
+                          str(area.refusal(f"cannot write under s3://{bucket}/{base.rsplit('/', 1)[0]}/")))
+            return
+    if _answer(lambda: _preflight_client(check).head_bucket(Bucket=bucket)):
+        named = "bucket" if params.get("bucket") else ""
+        yield Finding(named, f"bucket {bucket!r} does not exist" + ("" if named else
+                                                                      " (the server's CONSTELLATION_EXPORT_BUCKET)"))
+
+
+def _preflight_client(check: Preflight) -> Any:
+    def build() -> Any:
+        import boto3
+        from botocore.config import Config
+
+        settings = check.resources.s3.settings()
+        return boto3.session.Session().client(
+            "s3", endpoint_url=settings.endpoint_url or None, region_name=settings.region or None,
+            config=Config(connect_timeout=PREFLIGHT_TIMEOUT_S, read_timeout=PREFLIGHT_TIMEOUT_S,
+                          retries={"max_attempts": 1}))
+
+    return check.once("s3-client", build)
+
+
+def _answer(ask: Callable[[], Any]) -> bool:
+    """True only when S3 answers that what `ask` asked for does not exist; any other answer, or none, is False."""
+    try:
+        ask()
+    except ClientError as exc:
+        return str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket", "NoSuchKey", "NotFound")
+    except BotoCoreError:
+        return False
+    return False
 
 
 def client(settings: S3Settings) -> Any:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import pystac
@@ -20,6 +20,9 @@ from pystac_client.stac_api_io import StacApiIO
 from orchestrator.engine import OperationError
 from orchestrator.sources import local
 from orchestrator.sources.remote import MAX_DOCUMENT_BYTES, PolicedClient, shown
+
+if TYPE_CHECKING:
+    from orchestrator.preflight import Finding, Preflight
 
 MAX_DOCUMENTS = 10_000  # JSON documents read from one static catalog: a walk that goes on is refused
 
@@ -127,6 +130,25 @@ def said(text: str) -> str:
     except json.JSONDecodeError:
         pass
     return " ".join(text.split())[:300]
+
+
+def preflight(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """import_from_stac before launch: an http(s) URL the URL policy lets the server fetch, or a catalog file or
+    folder under the data root, as import_from_local's paths."""
+    from orchestrator.preflight import Finding
+    from orchestrator.sources.url import url_findings
+
+    url, workspace = params["url"], check.resources.workspace
+    if is_http(url):
+        yield from url_findings("url", url, workspace.url_policy())
+        return
+    if Path(url).is_absolute():  # as the run reads it (stac._local_entry)
+        yield Finding("url", f"url {url!r}: give an http(s) URL, or a path relative to the data root")
+        return
+    try:
+        local.locate(Path(workspace.data_root).resolve(), url, local.reserved_folders(workspace.artifact_root))
+    except OperationError as refused:
+        yield Finding("url", str(refused))
 
 
 def is_http(href: str) -> bool:

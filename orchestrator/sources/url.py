@@ -19,15 +19,21 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpcore
 import httpx
 
 from orchestrator.engine import OperationError
+
+if TYPE_CHECKING:
+    from orchestrator.preflight import Finding, Preflight
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_REDIRECTS = 5
@@ -155,6 +161,41 @@ def check_address(url: str, allow_private: bool, resolver: Resolver = system_res
                 "to fetch it (set CONSTELLATION_URL_ALLOW_PRIVATE=1 on the server to allow)"
             )
     return addresses
+
+
+# Before launch a host name is resolved within this time, by a few threads: a resolver that does not answer
+# leaves the name to the run, which resolves it again anyway.
+PREFLIGHT_RESOLVE_S = 2.0
+_resolving = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preflight-dns")
+
+
+class _Unresolved(Exception):
+    """The name did not resolve before launch (no answer, or not in time): only the run can tell."""
+
+
+def _bounded_resolver(host: str, port: int) -> list[str]:
+    try:
+        return _resolving.submit(system_resolver, host, port).result(timeout=PREFLIGHT_RESOLVE_S)
+    except (OperationError, FutureTimeout):
+        raise _Unresolved(host) from None
+
+
+def url_findings(parameter: str, url: str, policy: UrlPolicy) -> Iterator[Finding]:
+    """What is wrong with fetching `url` under `policy` as far as can be known before launch: not http(s), or a
+    host that is (or resolves, within PREFLIGHT_RESOLVE_S, to) a non-public address the policy refuses."""
+    from orchestrator.preflight import Finding
+
+    try:
+        check_address(url, policy.allow_private, _bounded_resolver)
+    except OperationError as refused:
+        yield Finding(parameter, str(refused))
+    except _Unresolved:
+        pass
+
+
+def preflight(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """import_from_url before launch: an http(s) URL whose host the URL policy lets the server fetch."""
+    yield from url_findings("url", params["url"], check.resources.workspace.url_policy())
 
 
 def non_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:

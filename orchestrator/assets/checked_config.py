@@ -1,0 +1,55 @@
+"""The instruction list as a Dagster config type whose validation runs the server's checks.
+
+Dagster validates a launch's run config twice: the webserver against the job's config schema (types
+only), then the code server, which builds the execution plan and post-processes every config value
+on the way. A config type's `post_process` is Dagster's hook for checks that need the code location
+(its docstring: "fetch things from the environment ... or do custom validation"; raising
+PostProcessingError refuses the config). So `launchRun` and `executionPlanOrError`, from the gateway
+or the launchpad, refuse a pipeline that orchestrator/preflight.py finds wrong before any run
+exists; the refusal carries the problems as one marked line (orchestrator.engine.errors) that the
+gateway reads back into JSON Pointers.
+
+A run worker resolves its run's config again before the first op: the checks then run once more,
+against the server as it is when the run starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import Array
+from dagster._config.errors import PostProcessingError  # the documented way for post_process to refuse a value
+
+from orchestrator import preflight
+from orchestrator.assets.resources import OpResources
+from orchestrator.engine import Catalog
+from orchestrator.engine.errors import problems_text
+
+
+class CheckedInstructions(Array):
+    """An array of instructions that, once Dagster has checked its shape, the server checks too."""
+
+    def __init__(self, instruction: Any, catalog: Catalog, resources: Mapping[str, Any]):
+        super().__init__(instruction)
+        # Dagster shares config types of one key between jobs (a Shape is memoized by its fields' keys): a job
+        # built with other settings (the tests build several) needs a key of its own. Derived from the settings,
+        # it is the same in the code server and the run workers, whose job snapshots must agree.
+        settings = json.dumps({key: _fields(value) for key, value in resources.items()}, sort_keys=True, default=str)
+        self.key = f"{self.key}.checked-{hashlib.sha1(settings.encode()).hexdigest()[:16]}"
+        self._catalog = catalog
+        self._resources = OpResources(**resources)
+
+    def post_process(self, value: Any) -> Any:
+        problems = preflight.check_request(value, self._catalog, self._resources)
+        if problems:
+            raise PostProcessingError(problems_text(problems))
+        return value
+
+
+def _fields(resource: Any) -> Any:
+    """A resource's settings, as values (a resource is a pydantic model of them)."""
+    dump = getattr(resource, "model_dump", None)
+    return dump() if callable(dump) else repr(resource)

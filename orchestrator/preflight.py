@@ -1,0 +1,147 @@
+"""Checking a pipeline against what this server knows, before a run exists.
+
+The gateway checks a pipeline against the operation catalog; only the code location knows the data
+root, the database connections, the URL policy, the S3 settings and the model server (with its token).
+Dagster validates a launch's run config in the code location (the code server builds the execution
+plan, post-processing the config: orchestrator/assets/checked_config.py), so that is where these
+checks run: a launch through the gateway or the launchpad that one of them refuses creates no run,
+and the gateway answers every problem at once, each at its JSON Pointer, like its own.
+
+Each operation's check lives beside the code that does its work, as a `preflight*` function of its
+room, listed in CHECKS. A check gets the instruction's literal parameters and a `Preflight` (the
+server's resources, what the pipeline deploys before the instruction) and yields a `Finding` per
+problem. It is quick, changes nothing and names no server path; what only a run can find out (a
+file's contents, a query's rows, a download) is left to the run, whose operations check again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from orchestrator.engine import Catalog, Node, PipelineInvalid, Plan, Problem, build_plan, parse_request
+from orchestrator.engine.errors import pointer_join
+
+log = logging.getLogger("constellation.preflight")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of an instruction: the parameter at fault ("" for the instruction itself) and what is wrong."""
+
+    parameter: str
+    message: str
+
+
+Check = Callable[["Preflight", Mapping[str, Any]], Iterable[Finding]]
+
+# Each operation's check, "module:function", imported when a pipeline first uses the operation (a code
+# location that serves no database import never loads SQLAlchemy for it).
+CHECKS: dict[str, str] = {
+    "import_from_local": "orchestrator.sources.local:preflight",
+    "import_from_url": "orchestrator.sources.url:preflight",
+    "import_from_stac": "orchestrator.sources.stac_documents:preflight",
+    "import_from_database": "orchestrator.sources.databases:preflight",
+    "export_to_database": "orchestrator.sinks.database:preflight",
+    "import_from_s3": "orchestrator.sources.s3:preflight_import",
+    "export_to_s3": "orchestrator.sources.s3:preflight_export",
+    "deploy_model": "orchestrator.models.preflight:deploy",
+    "model_inference": "orchestrator.models.preflight:inference",
+}
+
+
+@dataclass
+class Preflight:
+    """What a check may consult: the server's resources (as ops reach them), and the models the pipeline
+    deploys before the instruction being checked runs. `cache` lets checks share what they asked once."""
+
+    resources: Any
+    deployed: frozenset[str] = frozenset()
+    cache: dict[str, Any] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def once(self, key: str, compute: Callable[[], Any], close: Callable[[Any], None] | None = None) -> Any:
+        """`compute()`'s value, computed once per pipeline checked (and given to `close` when the check ends)."""
+        if key not in self.cache:
+            value = self.cache[key] = compute()
+            if close is not None and value is not None:
+                self.closers.append(lambda: close(value))
+        return self.cache[key]
+
+    def close(self) -> None:
+        for close in self.closers:
+            try:
+                close()
+            except Exception:  # closing a client must not turn a check into an error
+                log.exception("closing a pre-launch check's client failed")
+        self.closers.clear()
+
+
+def check_request(raw: Any, catalog: Catalog, resources: Any, checks: Mapping[str, str] = CHECKS) -> list[Problem]:
+    """Every problem of the instruction list `raw`: the catalog's (as the gateway finds them), else the server's."""
+    import json
+
+    try:
+        plan = build_plan(parse_request(json.dumps({"instructions": raw})), catalog)
+    except PipelineInvalid as invalid:
+        return invalid.problems
+    return check_plan(plan, resources, checks)
+
+
+def check_plan(plan: Plan, resources: Any, checks: Mapping[str, str] = CHECKS) -> list[Problem]:
+    """The server's problems with a valid plan, in the order its instructions run.
+
+    A model counts as deployed for an instruction when a deploy_model in an earlier top-level
+    instruction, or in the same one, deploys it (nested instructions of one top-level instruction
+    may run side by side, so their order is not known), and no delete_model at the top level between
+    them unloads it.
+    """
+    problems: list[Problem] = []
+    context = Preflight(resources)
+    try:
+        _check_roots(plan, context, checks, problems)
+    finally:
+        context.close()
+    return problems
+
+
+def _check_roots(plan: Plan, context: Preflight, checks: Mapping[str, str], problems: list[Problem]) -> None:
+    deployed: set[str] = set()
+    seen: set[int] = set()
+    for root in plan.roots:
+        nodes = [n for n in _post_order(root, seen)]
+        here = deployed | {n.literals["model"] for n in nodes if n.operation == "deploy_model"}
+        for node in nodes:
+            found = _run(checks.get(node.operation), replace(context, deployed=frozenset(here)), node)
+            for finding in found:
+                for path in node.paths:  # a shared instruction: wherever the pipeline wrote it
+                    where = pointer_join(path, "parameters", finding.parameter) if finding.parameter else path
+                    problems.append(Problem(where, finding.message))
+        deployed = here
+        if root.operation == "delete_model":
+            deployed.discard(root.literals.get("model"))
+
+
+def _run(target: str | None, context: Preflight, node: Node) -> list[Finding]:
+    if target is None:
+        return []
+    module, _, name = target.partition(":")
+    try:
+        check: Check = getattr(importlib.import_module(module), name)
+        return list(check(context, node.literals))
+    except Exception:  # a check that breaks must not stop launches: the run checks again
+        log.exception("the pre-launch check of %s at %s failed; left to the run", node.operation, node.path)
+        return []
+
+
+def _post_order(root: Node, seen: set[int]) -> Iterator[Node]:
+    """`root`'s instructions not yet seen, each after those it needs."""
+    if id(root) in seen:
+        return
+    seen.add(id(root))
+    for child in root.children():
+        yield from _post_order(child, seen)
+    yield root
