@@ -38,6 +38,7 @@ from orchestrator.engine import (
     InstructionFailed,
     NodeEvent,
     PipelineInvalid,
+    Plan,
     RunContext,
     build_plan,
     execute,
@@ -75,6 +76,10 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
     `resources` (at least `workspace`) reach every op as `ctx.resources.<key>`, with the values they
     have here: run config for them is refused (`server_setting`).
     """
+    # The plan the first op checked, handed to the second in the same process (in_process_executor) instead
+    # of being built again. Between the ops Dagster passes the instruction list itself, as its IO manager
+    # stores it (JSON values, kept for a re-execution of the second op alone, which plans it again).
+    checked_plans: dict[str, Plan] = {}
 
     @op(name=contract.CONFIG_OP, config_schema={contract.CONFIG_FIELD: instructions_config(catalog, resources)},
         out=Out(list))
@@ -92,12 +97,15 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                 metadata={"errors": MetadataValue.json([p.to_json() for p in invalid.problems])},
             ) from None
         context.log.info(f"pipeline of {len(plan.roots)} instructions, {len(plan)} to run after sharing")
+        checked_plans[context.run_id] = plan
         return instructions
 
     @op(ins={"instructions": In(list)}, out=Out(dict), required_resource_keys=set(resources))
     def parse_and_execute_job(context: OpExecutionContext, instructions: list):
         """Resolve the instruction tree and run it; persist per-instruction progress and results."""
-        plan = build_plan(instructions, catalog)
+        plan = checked_plans.pop(context.run_id, None)  # None: a re-execution of this op alone
+        if plan is None:
+            plan = build_plan(instructions, catalog)
         workspace: Workspace = context.resources.workspace
         # The run's folder: in the artifact root, or a scratch folder whose files go to s3://... as they are made.
         folder = runs.RunFolder.open(workspace.run_store(), context.run_id)
