@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.engine import Catalog, Node, PipelineInvalid, Plan, Problem, build_plan, parse_request
+from orchestrator.engine import Catalog, Node, PipelineInvalid, Plan, Problem, plan_launch
 from orchestrator.engine.errors import pointer_join
 
 log = logging.getLogger("constellation.preflight")
@@ -82,10 +82,8 @@ class Preflight:
 
 def check_request(raw: Any, catalog: Catalog, resources: Any, checks: Mapping[str, str] = CHECKS) -> list[Problem]:
     """Every problem of the instruction list `raw`: the catalog's (as the gateway finds them), else the server's."""
-    import json
-
     try:
-        plan = build_plan(parse_request(json.dumps({"instructions": raw})), catalog)
+        plan = plan_launch(raw, catalog)
     except PipelineInvalid as invalid:
         return invalid.problems
     return check_plan(plan, resources, checks)

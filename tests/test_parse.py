@@ -146,3 +146,18 @@ def test_empty_instruction_list_is_refused():
     [(path, message)] = problems('{"instructions": []}')
     assert path == "/instructions"
     assert "empty" in message
+
+
+def test_a_launch_config_is_checked_as_a_body_is_and_planned_once():
+    """plan_launch: a run config's list gets the body's checks (NaN is not JSON); the same list is planned once."""
+    from orchestrator.assets.repository import CATALOG
+    from orchestrator.engine import plan_launch
+
+    pipeline = [{"operation": "dict_to_list", "parameters": {"data": dict(IMPORT)}}]
+    first = plan_launch(pipeline, CATALOG)
+    assert plan_launch(json.loads(json.dumps(pipeline)), CATALOG) is first  # Dagster hands copies
+    assert len(first) == 2
+    for _ in range(2):  # a refusal is found each time, never remembered
+        with pytest.raises(PipelineInvalid) as caught:
+            plan_launch([{"operation": "resize_image", "parameters": {"width": float("nan")}}], CATALOG)
+        assert "NaN" in caught.value.problems[0].message

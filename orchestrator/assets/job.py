@@ -2,7 +2,6 @@
 # No `from __future__ import annotations` here: Dagster reads these type hints at runtime.
 
 import base64
-import json
 import logging
 import os
 import threading
@@ -42,7 +41,7 @@ from orchestrator.engine import (
     RunContext,
     build_plan,
     execute,
-    parse_request,
+    plan_launch,
 )
 from orchestrator.engine.execute import summarize
 from orchestrator.engine.redact import Redactor, redactor
@@ -87,9 +86,9 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         """Check the submitted instructions against the catalog; fail listing every problem."""
         raw = context.op_config[contract.CONFIG_FIELD]
         try:
-            # The same parser as the gateway, so the launchpad gets the same limits and errors.
-            instructions = parse_request(json.dumps({"instructions": raw}))
-            plan = build_plan(instructions, catalog)
+            # The gateway's parser and checks, so the launchpad gets the same limits and errors; the plan the
+            # config's post-processing made of this list a moment ago in this process, if it did.
+            plan = plan_launch(raw, catalog)
         except PipelineInvalid as invalid:
             lines = "\n".join(f"- `{p.path}`: {p.message}" for p in invalid.problems)
             raise Failure(
@@ -98,7 +97,7 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
             ) from None
         context.log.info(f"pipeline of {len(plan.roots)} instructions, {len(plan)} to run after sharing")
         checked_plans[context.run_id] = plan
-        return instructions
+        return raw
 
     @op(ins={"instructions": In(list)}, out=Out(dict), required_resource_keys=set(resources))
     def parse_and_execute_job(context: OpExecutionContext, instructions: list):

@@ -25,7 +25,7 @@ from orchestrator.engine.errors import (
 )
 from orchestrator.engine.execute import NodeEvent, Reuse, execute
 from orchestrator.engine.parse import Limits, parse_request
-from orchestrator.engine.plan import Node, Plan, build_plan
+from orchestrator.engine.plan import Node, Plan, build_plan, plan_launch
 
 __all__ = [
     "AssetName",
@@ -47,6 +47,7 @@ __all__ = [
     "never_reused",
     "operation",
     "parse_request",
+    "plan_launch",
     "reads_from",
     "writes_to",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +20,7 @@ from jsonschema import Draft202012Validator
 
 from orchestrator.engine.catalog import JSON_TYPE, Catalog, Operation, Parameter
 from orchestrator.engine.errors import PipelineInvalid, Problem, pointer_join
-from orchestrator.engine.parse import DEFAULT_LIMITS, Limits, json_kind
+from orchestrator.engine.parse import DEFAULT_LIMITS, Limits, json_kind, parse_request
 
 _INSTRUCTION_KEYS = ("operation", "parameters")
 
@@ -64,6 +66,35 @@ def build_plan(
     if planner.problems:
         raise PipelineInvalid(planner.problems)
     return Plan([r for r in roots if r is not None], planner.shared)
+
+
+# The last plans of launch configs, per catalog: Dagster post-processes a run's config several times (in the
+# code server, then in the run worker) and the job's first op checks it again, each time with the same list.
+_LAUNCH_PLANS: OrderedDict[tuple[Catalog, Limits, str], Plan] = OrderedDict()
+_LAUNCH_PLANS_KEPT = 16
+_launch_plans_lock = threading.Lock()
+
+
+def plan_launch(instructions: Any, catalog: Catalog, limits: Limits = DEFAULT_LIMITS) -> Plan:
+    """The plan of an instruction list already decoded (a launch's run config), checked as the same list sent
+    as a POST /execute body is (parse_request: limits, JSON values) and by the catalog; or PipelineInvalid.
+
+    A list checked a moment ago in this process (the same JSON, catalog and limits) is not parsed and planned
+    again: its plan is remembered. Only valid lists are: a refusal is found again each time.
+    """
+    text = json.dumps({"instructions": instructions})
+    key = (catalog, limits, text)
+    with _launch_plans_lock:
+        plan = _LAUNCH_PLANS.get(key)
+        if plan is not None:
+            _LAUNCH_PLANS.move_to_end(key)
+            return plan
+    plan = build_plan(parse_request(text, limits), catalog, limits)
+    with _launch_plans_lock:
+        _LAUNCH_PLANS[key] = plan
+        while len(_LAUNCH_PLANS) > _LAUNCH_PLANS_KEPT:
+            _LAUNCH_PLANS.popitem(last=False)
+    return plan
 
 
 def canonical_key(instruction: Any) -> str:
