@@ -49,3 +49,12 @@ def test_the_model_tag_is_the_models_name_on_the_server():
         plan = build_plan([{"operation": "delete_model", "parameters": {"model": model_id}}], CATALOG)
         assert _concurrency_tags(plan, None)[contract.Tags.MODEL] == client.slug(model_id) == contract.slug(model_id)
         assert contract.model_id_of(contract.slug(model_id)) == model_id
+
+
+def test_our_model_server_serves_the_task_table():
+    """The server ships without orchestrator/: its classes must answer to exactly the table's task names."""
+    from model_server.tasks import ONNX_IMAGE_TASKS, TASKS
+    from orchestrator.models import tasks
+
+    assert set(TASKS) == set(tasks.NAMES)
+    assert set(ONNX_IMAGE_TASKS) <= set(tasks.names(reads=tasks.Reads.IMAGES))

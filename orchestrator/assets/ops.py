@@ -36,6 +36,7 @@ from orchestrator.datasets import (
     as_refs,
 )
 from orchestrator.engine import OperationError, RunContext, never_reused, reads_from, writes_to
+from orchestrator.models import tasks as model_tasks
 from orchestrator.transforms.arithmetic import OperatorName as MathOperator
 
 Pixels = Annotated[int, Field(ge=1, le=16384)]
@@ -884,15 +885,8 @@ ModelId = Annotated[
 ]
 
 
-Task = Literal[
-    "image-classification",
-    "zero-shot-image-classification",
-    "object-detection",
-    "image-segmentation",
-    "text-classification",
-    "tabular-classification",
-    "tabular-regression",
-]
+# The names of the task table (orchestrator/models/tasks.py), a menu in the catalog.
+Task = Literal[model_tasks.NAMES]  # type: ignore[valid-type]
 # Optional parameters are published as their plain type: omit one rather than send null.
 Columns = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=256)]] | None,

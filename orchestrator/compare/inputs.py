@@ -14,17 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.engine import OperationError
+from orchestrator.models import tasks
 
-#: The kind of comparison each model task gets.
-TASK_KINDS = {
-    "image-classification": "classification",
-    "zero-shot-image-classification": "classification",
-    "text-classification": "classification",
-    "tabular-classification": "classification",
-    "tabular-regression": "regression",
-    "object-detection": "detection",
-    "image-segmentation": "segmentation",
-}
+#: The kind of comparison each model task gets (the task table, orchestrator/models/tasks.py).
+TASK_KINDS: dict[str, str] = {task.name: task.compared_as.value for task in tasks.TASKS}
 #: The kind of truth each kind of comparison needs.
 TRUTH_KINDS = {"classification": "classes", "regression": "values", "detection": "coco", "segmentation": "masks"}
 

@@ -14,10 +14,10 @@ from typing import Any
 from orchestrator import compare
 from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
+from orchestrator.models import tasks
 from orchestrator.transforms.tables import require_columns
 
-CLASSIFICATION = ("image-classification", "zero-shot-image-classification", "text-classification",
-                  "tabular-classification")
+CLASSIFICATION = tasks.names(compared_as=tasks.ComparedAs.CLASSIFICATION)  # tasks whose truth is classes
 
 
 def from_folders(names: Sequence[str]) -> compare.Truth | None:

@@ -18,13 +18,13 @@ from PIL import Image
 
 from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
-from orchestrator.models import tensors
+from orchestrator.models import tasks, tensors
 from orchestrator.models.client import ModelServer
 from orchestrator.models.tensors import TensorModel
 from orchestrator.transforms.tables import features_of, keyed_rows, require_columns
 
-IMAGE_TASKS = ("image-classification", "zero-shot-image-classification", "object-detection", "image-segmentation")
-TABLE_TASKS = ("text-classification", "tabular-classification", "tabular-regression")
+IMAGE_TASKS = tasks.names(reads=tasks.Reads.IMAGES)
+TABLE_TASKS = tasks.names(reads=tasks.Reads.TABLE)
 TASKS = IMAGE_TASKS + TABLE_TASKS
 
 
@@ -286,8 +286,7 @@ def _chunks(rows: Iterator[tuple[str, dict[str, Any]]], size: int) -> Iterator[l
 #: Classifiers with at most this many classes keep every class's score (`scores_all`): a comparison's
 #: calibration, ROC and precision-recall curves need them, and the top-k alone cannot give them.
 ALL_SCORES_MAX = 100
-CLASSIFIERS = ("image-classification", "zero-shot-image-classification", "text-classification",
-               "tabular-classification")
+CLASSIFIERS = tasks.names(compared_as=tasks.ComparedAs.CLASSIFICATION)
 
 
 def scores_wanted(task: str, top_k: int, classes: int) -> int:
