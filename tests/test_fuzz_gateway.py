@@ -43,6 +43,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 ROUTES = [
     ("POST", "/execute"),
     ("POST", "/validate"),
+    ("GET", "/runs"),
     ("GET", "/runs/{run_id}"),
     ("GET", "/runs/{run_id}/results"),
     ("GET", "/runs/{run_id}/report"),
