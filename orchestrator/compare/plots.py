@@ -126,23 +126,36 @@ def _speed(report: dict[str, Any]) -> Any:
     return figure
 
 
+def readable_on(colour: Any) -> str:
+    """The text colour, black or white, with the higher WCAG 2.1 contrast ratio on `colour` (an RGB(A) in 0-1).
+
+    The better of the two is always at least 4.58:1 (WCAG AA for text), whatever the colour.
+    """
+    from coloraide import Color
+
+    cell = Color("srgb", [float(c) for c in colour[:3]])
+    return "white" if cell.contrast("white", method="wcag21") >= cell.contrast("black", method="wcag21") else "black"
+
+
 def _heatmap(figure: Any, matrix: np.ndarray, rows: list[str], columns: list[str], fmt: Any,
-             title: str, xlabel: str, ylabel: str, vmin: float | None = None, vmax: float | None = None) -> None:
+             title: str, xlabel: str, ylabel: str, vmin: float | None = None, vmax: float | None = None,
+             counts: bool = False) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues", vmin=vmin, vmax=vmax, aspect="auto")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    # Counts have no halves: the colour bar's ticks are whole numbers (else it may show 2.5, 3.5).
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, ticks=MaxNLocator(integer=True) if counts else None)
     axes.set_xticks(np.arange(len(columns)), [wrap(c, 24) for c in columns], rotation=45, ha="right",
                     rotation_mode="anchor")
     axes.set_yticks(np.arange(len(rows)), [wrap(r, 24) for r in rows])
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
-    finite = matrix[np.isfinite(matrix)]
-    middle = (float(finite.max()) + float(finite.min())) / 2 if finite.size else 0.0
     for (r, c), value in np.ndenumerate(matrix):
-        if np.isfinite(value):
+        if np.isfinite(value):  # each number in the colour that reads best on its own cell's colour
             axes.text(c, r, fmt(value), ha="center", va="center", fontsize=8,
-                      color="white" if value > middle else "black")
+                      color=readable_on(image.cmap(image.norm(value))))
 
 
 def _agreement(report: dict[str, Any]) -> Any:
@@ -174,7 +187,7 @@ def _confusion(model: dict[str, Any]) -> Any:
     size = 3 + 0.45 * len(labels)
     figure = _figure(size + 1.5, size)
     _heatmap(figure, matrix, labels, labels, lambda v: f"{v:.0f}",
-             f"{wrap(model['model'], 60)}\nconfusion matrix (counts)", "predicted", "true")
+             f"{wrap(model['model'], 60)}\nconfusion matrix (counts)", "predicted", "true", counts=True)
     return figure
 
 
