@@ -114,6 +114,39 @@ def test_client_predict_rows_regression(client: ModelServer, root: Path):
     assert client.predict_rows("reg", [], "tabular-regression") == []
 
 
+@pytest.mark.parametrize("name", ["iris", "iris-zipmap", "iris-int"])
+def test_client_predict_array_is_onnxruntime_in_process_in_binary(client: ModelServer, root: Path, name: str):
+    rows, _ = tabular_data(rows=3000, seed=8)
+    stats = f"/v2/models/{name}/stats"
+    before = client._http.get(stats).json()["model_stats"][0]
+    answer = client.predict_array(name, rows.astype(np.float64), "tabular-classification")
+    label, probabilities = local(root, name).run(None, {"float_input": rows})
+    if isinstance(probabilities, list):  # a ZipMap's {class: p} per row
+        probabilities = [[row[c] for c in row] for row in probabilities]
+    assert answer.labels == [str(v) for v in label.tolist()]
+    assert answer.scores is not None and answer.scores.dtype == np.float32 and answer.scores.shape == (3000, 3)
+    np.testing.assert_allclose(answer.scores, probabilities, rtol=1e-6, atol=1e-7)
+    assert answer.classes == (list(IRIS_LABELS) if name != "iris-int" else ["0", "1", "2"])
+    after = client._http.get(stats).json()["model_stats"][0]
+    assert (after["binary_requests"] - before["binary_requests"], after["json_requests"] - before["json_requests"],
+            after["inference_count"] - before["inference_count"]) == (1, 0, 3000)
+
+
+def test_client_predict_array_regression_and_rows_it_refuses(client: ModelServer, root: Path):
+    rows, _ = tabular_data(rows=1000, seed=6)
+    answer = client.predict_array("reg", rows, "tabular-regression")
+    (expected,) = local(root, "reg").run(None, {"float_input": rows})
+    assert answer.labels is None and answer.values is not None
+    np.testing.assert_allclose(answer.values, expected.ravel(), rtol=1e-6)
+    assert client.predict_array("reg", np.zeros((0, 4)), "tabular-regression").values.shape == (0,)
+    with pytest.raises(OperationError, match="row 1 column 3 is 1e\\+39, beyond the range of FP32"):
+        client.predict_array("iris", np.array([ROW, [1.0, 2.0, 3.0, 1e39]]), "tabular-classification")
+    with pytest.raises(OperationError, match="row 0 column 0 is nan, not a finite number"):
+        client.predict_array("iris", np.full((1, 4), np.nan), "tabular-classification")
+    with pytest.raises(OperationError, match="expected 4 features per row, got 5"):
+        client.predict_array("iris", np.ones((2, 5)), "tabular-classification")
+
+
 def test_client_predict_rows_reads_each_models_metadata_once(client: ModelServer):
     sent: list[tuple[str, str]] = []
     client._http.event_hooks["request"].append(lambda request: sent.append((request.method, request.url.path)))

@@ -327,6 +327,87 @@ def test_tabular_regression_answers_the_graphs_output_and_value(http: httpx.Clie
     assert outputs["variable"]["data"] == outputs["value"]["data"]
 
 
+def binary_rows(rows: np.ndarray, outputs: dict[str, bool], datatype: str = "FP32",
+                shape: list[int] | None = None) -> tuple[bytes, dict[str, str]]:
+    """An inference request whose rows follow the JSON in binary (the binary tensor data extension); `outputs`: the
+    outputs asked for, each in binary or not."""
+    raw = rows.astype({"FP32": "<f4", "FP64": "<f8"}[datatype]).tobytes()
+    header = json.dumps({
+        "inputs": [{"name": "float_input", "shape": shape or list(rows.shape), "datatype": datatype,
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": name, "parameters": {"binary_data": binary}} for name, binary in outputs.items()],
+    }).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
+                          "Content-Type": "application/octet-stream"}
+
+
+def binary_answer(answer: httpx.Response) -> dict[str, Any]:
+    """Each output of a binary answer: an array for the binary ones (by their datatype), `data` for the others."""
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/octet-stream"
+    length = int(answer.headers["inference-header-content-length"])
+    found, offset = {}, length
+    for output in json.loads(answer.content[:length])["outputs"]:
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            found[output["name"]] = output["data"]
+            continue
+        assert "data" not in output
+        dtype = {"FP32": "<f4", "INT64": "<i8"}[output["datatype"]]
+        found[output["name"]] = np.frombuffer(answer.content[offset:offset + size], dtype).reshape(output["shape"])
+        offset += size
+    assert offset == len(answer.content)
+    return found
+
+
+def test_binary_rows_get_a_binary_answer_equal_to_onnxruntime_in_process(http: httpx.Client, models_root: Path):
+    rows, _ = tabular_data(rows=500, seed=11)
+    before = http.get("/v2/models/iris/stats").json()["model_stats"][0]
+    body, headers = binary_rows(rows, {"label": False, "probabilities": True})
+    outputs = binary_answer(http.post("/v2/models/iris/infer", content=body, headers=headers))
+    label, probabilities = local(models_root, "iris").run(None, {"float_input": rows})
+    assert outputs["label"] == label.tolist()
+    binary_probabilities = outputs["probabilities"]
+    assert binary_probabilities.shape == (500, 3)
+    np.testing.assert_allclose(binary_probabilities, probabilities, rtol=1e-6, atol=1e-7)
+    # Rows of doubles are taken as well (converted to the graph's floats), and every output in binary.
+    body, headers = binary_rows(rows.astype(np.float64), {"value": True, "variable": True}, datatype="FP64")
+    outputs = binary_answer(http.post("/v2/models/reg/infer", content=body, headers=headers))
+    (expected,) = local(models_root, "reg").run(None, {"float_input": rows})
+    np.testing.assert_allclose(outputs["value"], expected.ravel(), rtol=1e-6)
+    np.testing.assert_array_equal(outputs["variable"], expected)
+    after = http.get("/v2/models/iris/stats").json()["model_stats"][0]
+    assert (after["binary_requests"] - before["binary_requests"], after["inference_count"]
+            - before["inference_count"]) == (1, 500)
+    # The same rows as JSON numbers: the same labels and probabilities, in JSON.
+    plain = infer(http, "iris", [rows_input(rows)])
+    assert plain["label"]["data"] == label.tolist()
+    np.testing.assert_array_equal(np.array(plain["probabilities"]["data"], dtype=np.float32).reshape(500, 3),
+                                  binary_probabilities)
+
+
+@pytest.mark.parametrize(("rows", "shape", "words"), [
+    (np.ones((2, 3), np.float32), None, ["'iris'", "expected 4 features per row, got 3", "shape [2, 3]"]),
+    (np.array([[1, 2, 3, 4], [1, 2, np.nan, 4]], np.float32), None, ["row 1 column 2 is nan", "not a finite"]),
+    (np.array([[1, 2, 3, np.inf]], np.float32), None, ["row 0 column 3 is inf"]),
+    (np.ones((2, 4), np.float32), [4, 2], ["expected 4 features per row, got 2"]),
+])
+def test_binary_rows_that_do_not_fit_are_refused_saying_why(http: httpx.Client, rows: np.ndarray,
+                                                            shape: list[int] | None, words: list[str]):
+    body, headers = binary_rows(rows, {"label": False}, shape=shape)
+    answer = http.post("/v2/models/iris/infer", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]
+    assert all(w in message for w in words), message
+
+
+def test_rows_of_doubles_beyond_fp32_are_refused_naming_the_value(http: httpx.Client):
+    body, headers = binary_rows(np.array([[1, 2, 3, 1e39]]), {"label": False}, datatype="FP64")
+    answer = http.post("/v2/models/iris/infer", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert "row 0 column 3 is 1e+39, not a finite number in the range of FP32" in answer.json()["error"]
+
+
 # A model loaded for a task it does not do: refused at load, naming the model, the task and why.
 
 

@@ -4,6 +4,10 @@ The graph takes one float tensor [N, F] of rows. The answer holds the graph's ow
 would return them (a ZipMap's sequence of {class: probability} maps becomes FP32 [N, C]), plus
 `label` BYTES [N] (classification: each row's class as a string) or `value` FP32 [N] (regression).
 onnxruntime and onnx are imported only when a tabular model is loaded.
+
+Rows may come as JSON numbers or in binary (the binary tensor data extension): binary rows of the
+graph's float type go to ONNX Runtime as the body holds them, and outputs of numbers are kept as
+arrays, so an answer in binary makes no Python list of them.
 """
 
 from __future__ import annotations
@@ -64,7 +68,15 @@ class OnnxModel(TaskModel):
     @property
     def input_specs(self) -> list[InputSpec]:
         features = "features per row" if self.features == -1 else f"{self.features} features per row"
-        return [InputSpec(self.input_name, ("FP32", *NUMBERS[1:]), (-1, self.features), features)]
+        # The first datatype is the one to send: the graph's own, which then needs no conversion.
+        first = self.datatype
+        return [InputSpec(self.input_name, (first, *[n for n in NUMBERS if n != first]), (-1, self.features),
+                          features)]
+
+    @property
+    def datatype(self) -> str:
+        """The protocol's name of the graph's input type: FP32, or FP64 for a graph of doubles."""
+        return "FP32" if self.input_type == "tensor(float)" else "FP64"
 
     def close(self) -> None:
         self.session = None
@@ -81,6 +93,17 @@ class OnnxModel(TaskModel):
         count, width = given.shape
         if self.features != -1 and width != self.features:
             raise InputMismatch(f"expected {self.features} features per row, got {width} (shape {given.shape})")
+        if given.binary_size is not None:
+            # Binary rows: already numbers; in the graph's type they are used in place (no copy).
+            with np.errstate(over="ignore"):  # a value beyond the graph's type becomes inf, named below
+                values = given.array(self.datatype)
+            bad = np.flatnonzero(~np.isfinite(values.ravel()))
+            if bad.size:
+                index = int(bad[0])
+                sent = given.array(given.datatype).ravel()[index]
+                raise InputMismatch(f"input {given.name!r} row {index // width} column {index % width} is "
+                                    f"{sent.item()!r:.40}, not a finite number in the range of {self.datatype}")
+            return values
         flat = given.flat
         if not set(map(type, flat)) <= {int, float}:  # one pass in C; the loop below only to name the value
             for index, value in enumerate(flat):
@@ -95,9 +118,8 @@ class OnnxModel(TaskModel):
         bad = np.flatnonzero(~(np.abs(values) <= limit))
         if bad.size:
             index = int(bad[0])
-            kind = "FP32" if self.input_type == "tensor(float)" else "FP64"
             raise InputMismatch(f"input {given.name!r} row {index // width} column {index % width} is "
-                                f"{given.flat[index]!r:.40}, not a finite number in the range of {kind}")
+                                f"{given.flat[index]!r:.40}, not a finite number in the range of {self.datatype}")
         return values.astype(np.float32 if self.input_type == "tensor(float)" else np.float64).reshape(count, width)
 
     def run(self, rows: np.ndarray) -> list[Any]:
@@ -138,8 +160,7 @@ class TabularClassifier(OnnxModel):
         rows = self.rows(inputs)
         results = dict(zip((o.name for o in self.graph_outputs), self.run(rows), strict=True))
         outputs = [tensor(name, value, self.labels) for name, value in results.items() if name != "label"]
-        classes = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                   for v in np.asarray(results[self.label_output]).ravel().tolist()]
+        classes = strings(np.asarray(results[self.label_output]).ravel())
         return [*outputs, InferOutput(name="label", shape=[len(classes)], datatype="BYTES", data=classes)]
 
 
@@ -177,28 +198,28 @@ class TabularRegressor(OnnxModel):
         if values.size != len(rows):
             raise InvalidInput(f"the graph gave {values.size} values for {len(rows)} rows; {self.task} serves one "
                                "value per row")
-        value = tensor("value", values.astype(np.float32), [])
-        return [*outputs, value]
+        return [*outputs, InferOutput.of_array("value", values.astype(np.float32))]
 
 
 def tensor(name: str, value: Any, labels: list[str]) -> InferOutput:
-    """One graph output as the protocol's tensor; a ZipMap's list of {class: p} maps becomes FP32 [N, C]."""
+    """One graph output as the protocol's tensor; a ZipMap's list of {class: p} maps becomes FP32 [N, C].
+
+    Numbers stay an array (made a list only if answered in JSON, where the route refuses NaN and infinities,
+    which JSON cannot carry)."""
     if isinstance(value, list):
         columns = list(value[0]) if value else labels
         value = np.array([[row[c] for c in columns] for row in value], dtype=np.float32).reshape(-1, len(columns))
     array = np.asarray(value)
-    kind = array.dtype.kind
-    if kind in "OSU":
-        data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel().tolist()]
-        return InferOutput(name=name, shape=list(array.shape), datatype="BYTES", data=data)
-    if kind == "f":
-        bad = np.flatnonzero(~np.isfinite(array.ravel()))
-        if bad.size:
-            raise InvalidInput(f"the model's output {name!r} is {array.ravel()[bad[0]]} (not a finite number) at "
-                               f"position {int(bad[0])}; the protocol's JSON cannot carry it: check the input rows")
-    datatype = {"f": {2: "FP16", 4: "FP32", 8: "FP64"}, "i": {1: "INT8", 2: "INT16", 4: "INT32", 8: "INT64"},
-                "u": {1: "UINT8", 2: "UINT16", 4: "UINT32", 8: "UINT64"}, "b": {1: "BOOL"}}[kind][array.itemsize]
-    return InferOutput(name=name, shape=list(array.shape), datatype=datatype, data=array.ravel().tolist())
+    if array.dtype.kind in "OSU":
+        return InferOutput(name=name, shape=list(array.shape), datatype="BYTES", data=strings(array.ravel()))
+    return InferOutput.of_array(name, array)
+
+
+def strings(array: np.ndarray) -> list[str]:
+    """A string or integer tensor's items as text, converted by NumPy (no Python call per item)."""
+    if array.dtype.kind == "S":
+        array = np.char.decode(array, "utf-8", "replace")
+    return array.astype(str).tolist()
 
 
 def class_labels(location: str, label_output: str) -> list[str]:

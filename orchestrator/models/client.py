@@ -9,10 +9,11 @@ hold the model for that holder, its inferences renew the lease, its unloads let 
 the holder's process lives, a thread renews its leases (LeaseKeeper), so a run that crashes
 stops renewing and its leases expire on the server. Servers without leases (Triton) ignore them.
 
-Tensors (tiles of any number of bands) travel with the binary tensor data extension both ways:
-the JSON header, then the raw little-endian values, its length in `Inference-Header-Content-Length`
-(`infer_tensor`). A model's class names are read from its metadata's `parameters.labels` (ours), or
-from a Triton model configuration's `labels` parameter, or its metadata's `labels`.
+Tensors (tiles of any number of bands, a table's rows) travel with the binary tensor data extension
+both ways: the JSON header, then the raw little-endian values, its length in
+`Inference-Header-Content-Length` (`infer_tensor`, `predict_array`). A model's class names are read
+from its metadata's `parameters.labels` (ours), or from a Triton model configuration's `labels`
+parameter, or its metadata's `labels`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -47,6 +48,7 @@ MODEL_ID_PATTERN = names.MODEL_ID_PATTERN
 SERVER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 CANCEL_POLL_S = 0.25  # how often a wait for the model server (a load) asks whether the run is being cancelled
 TRANSIENT_STATUS = {502, 503, 504}
+TABULAR_TASKS = ("tabular-classification", "tabular-regression")
 BINARY_HEADER = "Inference-Header-Content-Length"
 # The protocol's number datatypes as NumPy's, little-endian as the binary extension sends them.
 NUMPY_TYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
@@ -287,53 +289,68 @@ class ModelServer:
 
     def predict_rows(self, model_id: str, rows: list[list[float]], task: str) -> list[dict[str, Any]]:
         """Per row: {"label": str, "scores": {class: p}} (tabular-classification; scores empty when the model gives
-        no probabilities) or {"value": float} (tabular-regression)."""
-        if task not in ("tabular-classification", "tabular-regression"):
+        no probabilities) or {"value": float} (tabular-regression). `predict_array` with rows as lists and the
+        answer as a dict per row."""
+        if task not in TABULAR_TASKS:
             raise OperationError(f"predict_rows serves tabular-classification and tabular-regression, not {task!r}")
         if not rows:
             return []
-        width = len(rows[0]) if rows else 0
-        flat: list[float] = []
-        for i, row in enumerate(rows):
-            if len(row) != width:
-                raise OperationError(f"row {i} has {len(row)} values but row 0 has {width}")
-            for j, value in enumerate(row):
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    number = math.nan
-                if not math.isfinite(number):
-                    # JSON carries no NaN or infinity; a missing value has to be filled in before the model sees it.
-                    raise OperationError(f"row {i} column {j} is {value!r}, not a finite number")
-                flat.append(number)
+        answer = self.predict_array(model_id, _row_array(rows), task)
+        if answer.values is not None:
+            return [{"value": value} for value in answer.values.tolist()]
+        assert answer.labels is not None
+        if answer.scores is None:
+            return [{"label": label, "scores": {}} for label in answer.labels]
+        classes = answer.classes
+        return [{"label": label, "scores": dict(zip(classes, scores, strict=True))}
+                for label, scores in zip(answer.labels, answer.scores.tolist(), strict=True)]
+
+    def predict_array(self, model_id: str, rows: np.ndarray, task: str) -> TabularAnswer:
+        """A tabular model's predictions for rows [N, F] of numbers, in one request: the rows go in binary in the
+        model's input type (FP32 unless its metadata says FP64), the scores and values come back in binary, the
+        labels as JSON text (the binary tensor data extension, per output). OperationError names a row and column
+        that is not a finite number of that type."""
+        import numpy as np
+
+        if task not in TABULAR_TASKS:
+            raise OperationError(f"predict_array serves tabular-classification and tabular-regression, not {task!r}")
+        given = np.asarray(rows)
+        if given.ndim != 2:
+            raise OperationError(f"{model_id}: the rows have shape {list(given.shape)}; expected [rows, features]")
         metadata = self._known_metadata(model_id)
         try:
-            name = metadata["inputs"][0]["name"]
+            tensor = metadata["inputs"][0]
+            name = tensor["name"]
         except (KeyError, IndexError, TypeError):
             raise OperationError(f"{model_id}: the model server's metadata names no input") from None
-        tensor = {"name": name, "shape": [len(rows), width], "datatype": "FP32",
-                  "data": flat}
+        datatype = "FP64" if tensor.get("datatype") == "FP64" else "FP32"
         try:
-            body = self._infer(model_id, [tensor], {})
-        except OperationError:  # the model may have been loaded again, from another graph: read it afresh next time
-            self._metadata.pop(model_id, None)
-            raise
+            with np.errstate(over="ignore"):  # a value beyond the type becomes inf, named below
+                sent = np.ascontiguousarray(given, dtype=NUMPY_TYPES[datatype])
+        except (TypeError, ValueError):
+            raise OperationError(f"{model_id}: the rows are {given.dtype}, not numbers") from None
+        bad = np.flatnonzero(~np.isfinite(sent.ravel()))
+        if bad.size:
+            row, column = divmod(int(bad[0]), sent.shape[1])
+            value = given[row, column].item()
+            why = "not a finite number" if not math.isfinite(value) else f"beyond the range of {datatype}"
+            raise OperationError(f"row {row} column {column} is {value!r}, {why}")
         if task == "tabular-regression":
-            values = _outputs(body, model_id, ("value",))["value"]["data"]
-            _expect_rows(values, len(rows), model_id, "value")
-            return [{"value": float(v)} for v in values]
-        outputs = _outputs(body, model_id, ("label",))
-        labels = outputs["label"]["data"]
-        _expect_rows(labels, len(rows), model_id, "label")
-        probabilities = _probabilities(outputs, len(rows))
-        if probabilities is None:
-            return [{"label": str(label), "scores": {}} for label in labels]
-        data, columns = probabilities
-        names = [str(n) for n in metadata.get("labels") or []]
-        names = names if len(names) == columns else [str(i) for i in range(columns)]
-        return [{"label": str(label), "scores": dict(zip(names, map(float, data[i * columns:(i + 1) * columns]),
-                                                         strict=True))}
-                for i, label in enumerate(labels)]
+            wanted = {"value": True}
+        else:
+            probabilities = _probability_output(metadata)
+            # The labels as JSON text: a list of short strings is read in C, where BYTES in binary would be
+            # unpacked item by item.
+            wanted = {"label": False, **({probabilities: True} if probabilities else {})}
+        if not len(sent):
+            return _tabular_answer(model_id, task, {output: np.zeros(0) for output in wanted}, 0, metadata)
+        header = {"inputs": [{"name": name, "shape": list(sent.shape), "datatype": datatype,
+                              "parameters": {"binary_data_size": sent.nbytes}}],
+                  "outputs": [{"name": output, "parameters": {"binary_data": binary}}
+                              for output, binary in wanted.items()]}
+        response = self._infer_binary(model_id, header, sent)
+        outputs = _tensor_outputs(response, model_id, list(wanted))
+        return _tabular_answer(model_id, task, outputs, len(sent), metadata)
 
     def infer_tensor(self, model_id: str, tiles: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
         """Send float32 tiles [N, C, H, W] to the model's input in binary and ask for `outputs` in binary (the binary
@@ -347,24 +364,29 @@ class ModelServer:
         except (KeyError, IndexError, TypeError):
             raise OperationError(f"{model_id}: the model server's metadata names no input") from None
         tiles = np.ascontiguousarray(tiles, dtype="<f4")
-        parameters: dict[str, Any] = {"lease": self.lease} if self.lease else {}
-        header = json.dumps({
+        header = {
             "inputs": [{"name": name, "shape": list(tiles.shape), "datatype": "FP32",
                         "parameters": {"binary_data_size": tiles.nbytes}}],
             "outputs": [{"name": output, "parameters": {"binary_data": True}} for output in outputs],
-            "parameters": parameters,
-        }).encode()
-        # The tiles go out from their own memory, not copied into one body (megabytes per request).
-        body = _Body(header, tiles.reshape(-1).data.cast("B"))
-        headers = {BINARY_HEADER: str(len(header)), "Content-Type": "application/octet-stream",
-                   "Content-Length": str(len(header) + tiles.nbytes)}
+        }
+        return _tensor_outputs(self._infer_binary(model_id, header, tiles), model_id, outputs)
+
+    def _infer_binary(self, model_id: str, header: dict[str, Any], tensor: np.ndarray) -> httpx.Response:
+        """POST an inference request whose one input's values (`tensor`, contiguous, little-endian) follow its JSON
+        `header` in binary; the answer as it came."""
+        if self.lease:
+            header = {**header, "parameters": {**header.get("parameters", {}), "lease": self.lease}}
+        encoded = json.dumps(header).encode()
+        # The tensor goes out from its own memory, not copied into one body (megabytes per request).
+        body = _Body(encoded, tensor.reshape(-1).data.cast("B"))
+        headers = {BINARY_HEADER: str(len(encoded)), "Content-Type": "application/octet-stream",
+                   "Content-Length": str(len(encoded) + tensor.nbytes)}
         try:
-            response = self._call("POST", f"/v2/models/{slug(model_id)}/infer", content=body, headers=headers,
-                                  what=f"inference on {model_id}")
+            return self._call("POST", f"/v2/models/{slug(model_id)}/infer", content=body, headers=headers,
+                              what=f"inference on {model_id}")
         except OperationError:  # the model may have been loaded again, from another graph: read it afresh next time
             self._metadata.pop(model_id, None)
             raise
-        return _tensor_outputs(response, model_id, outputs)
 
     def _infer(self, model_id: str, inputs: list[dict[str, Any]], parameters: dict[str, Any]) -> dict[str, Any]:
         if self.lease:
@@ -497,7 +519,8 @@ class _Body:
 
 
 def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) -> dict[str, np.ndarray]:
-    """The outputs of an answer, binary (JSON header, then each binary output's bytes in order) or plain JSON."""
+    """The outputs of an answer, binary (JSON header, then each binary output's bytes in order) or plain JSON; a
+    BYTES output as an array of str objects."""
     import numpy as np
 
     body = response.content
@@ -516,17 +539,25 @@ def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) 
         if not isinstance(output, dict):
             continue
         name, shape, datatype = output.get("name"), output.get("shape"), output.get("datatype")
-        dtype = NUMPY_TYPES.get(str(datatype))
+        dtype = NUMPY_TYPES.get(str(datatype)) if datatype != "BYTES" else object
         if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise OperationError(f"{model_id}: the answer's output {name!r} is {datatype} {shape}, not a tensor of "
                                  "numbers")
         size = (output.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
+        if size is not None and dtype is object:
+            if not isinstance(size, int) or offset + size > len(binary):
+                raise OperationError(f"{model_id}: the answer's output {name!r} says {size} bytes of binary data, "
+                                     f"but {len(binary) - offset} are left")
+            values = np.array(_unpacked(binary[offset:offset + size], model_id, str(name)), dtype=object)
+            offset += size
+        elif size is not None:
             if not isinstance(size, int) or offset + size > len(binary):
                 raise OperationError(f"{model_id}: the answer's output {name!r} says {size} bytes of binary data, "
                                      f"but {len(binary) - offset} are left")
             values = np.frombuffer(binary, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset)
             offset += size
+        elif dtype is object:
+            values = np.array(output.get("data") or [], dtype=object)
         else:
             values = np.asarray(output.get("data") or [], dtype=dtype)
         if values.size != math.prod(shape):
@@ -538,6 +569,87 @@ def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) 
         raise OperationError(f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "
                              f"it has {', '.join(map(repr, found)) or 'none'}")
     return found
+
+
+def _unpacked(raw: bytes, model_id: str, name: str) -> list[str]:
+    """A BYTES output in binary: each element's 4-byte little-endian length, then its bytes (UTF-8 text)."""
+    items: list[str] = []
+    offset = 0
+    while offset < len(raw):
+        length = int.from_bytes(raw[offset:offset + 4], "little")
+        if offset + 4 + length > len(raw):
+            raise OperationError(f"{model_id}: the answer's output {name!r} ends inside element {len(items)}")
+        items.append(raw[offset + 4:offset + 4 + length].decode("utf-8", "replace"))
+        offset += 4 + length
+    return items
+
+
+@dataclass
+class TabularAnswer:
+    """A tabular model's answer for N rows: classification's `labels` (each row's class) and, when the model gives
+    probabilities, `scores` [N, C] with the `classes` naming their columns; regression's `values` [N]."""
+
+    labels: list[str] | None = None
+    scores: np.ndarray | None = None
+    classes: list[str] = field(default_factory=list)
+    values: np.ndarray | None = None
+
+
+def _probability_output(metadata: dict[str, Any]) -> str | None:
+    """The name of a classifier's probability table: a float output [N, C] (one named like it first), if any."""
+    tables = [str(o.get("name")) for o in metadata.get("outputs") or [] if isinstance(o, dict)
+              and o.get("name") != "label" and o.get("datatype") in ("FP32", "FP64")
+              and isinstance(o.get("shape"), list) and len(o["shape"]) == 2]
+    tables.sort(key=lambda name: "prob" not in name.lower())
+    return tables[0] if tables else None
+
+
+def _tabular_answer(model_id: str, task: str, outputs: dict[str, Any], count: int,
+                    metadata: dict[str, Any]) -> TabularAnswer:
+    """The answer's outputs for `count` rows, checked: one prediction per row, none dropped, none duplicated."""
+    import numpy as np
+
+    if task == "tabular-regression":
+        values = np.asarray(outputs["value"]).reshape(-1)
+        _expect_rows(values, count, model_id, "value")
+        return TabularAnswer(values=values)
+    labels = np.asarray(outputs["label"]).reshape(-1)
+    _expect_rows(labels, count, model_id, "label")
+    answer = TabularAnswer(labels=labels.astype(str).tolist())
+    table = next((np.asarray(v) for k, v in outputs.items() if k != "label"), None)
+    if table is not None and table.ndim == 2 and len(table) == count:
+        names = labels_of(metadata)
+        answer.scores = table
+        answer.classes = names if len(names) == table.shape[1] else [str(i) for i in range(table.shape[1])]
+    return answer
+
+
+def _row_array(rows: list[list[float]]) -> np.ndarray:
+    """Rows of numbers (or numeric text) as float64 [N, F], converted by NumPy; OperationError names a row of
+    another length, or a value that is not a finite number."""
+    import numpy as np
+
+    try:
+        array = np.array(rows, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is not None and array.ndim == 2:
+        bad = np.flatnonzero(~np.isfinite(array.ravel()))
+        if not bad.size:
+            return array
+    width = len(rows[0])
+    for i, row in enumerate(rows):  # only to name what NumPy could not convert
+        if len(row) != width:
+            raise OperationError(f"row {i} has {len(row)} values but row 0 has {width}")
+        for j, value in enumerate(row):
+            try:
+                number = float(value)
+            except (TypeError, ValueError, OverflowError):
+                number = math.nan
+            if not math.isfinite(number):
+                # A missing value has to be filled in before the model sees it.
+                raise OperationError(f"row {i} column {j} is {value!r}, not a finite number")
+    raise OperationError(f"the rows are not a table of numbers ({len(rows)} rows of {width})")
 
 
 def parameter(metadata: dict[str, Any], key: str) -> Any:
@@ -587,21 +699,10 @@ def _outputs(body: dict[str, Any], model_id: str, wanted: tuple[str, ...]) -> di
     return outputs
 
 
-def _expect_rows(data: list[Any], count: int, model_id: str, name: str) -> None:
+def _expect_rows(data: Any, count: int, model_id: str, name: str) -> None:
     if len(data) != count:
         # One prediction per input, none dropped, none duplicated.
         raise OperationError(f"{model_id}: sent {count} rows but the answer's {name!r} has {len(data)} values")
-
-
-def _probabilities(outputs: dict[str, dict[str, Any]], count: int) -> tuple[list[float], int] | None:
-    """The graph's FP32 [N, C] probability output (the one named like it, else the first) and C; None if none."""
-    tables = [o for name, o in outputs.items() if name != "label" and o.get("datatype") in ("FP32", "FP64")
-              and len(o.get("shape", [])) == 2 and o["shape"][0] == count]
-    tables.sort(key=lambda o: "prob" not in str(o.get("name", "")).lower())
-    if not tables:
-        return None
-    columns = tables[0]["shape"][1]
-    return (tables[0]["data"], columns) if len(tables[0]["data"]) == count * columns else None
 
 
 def _predictions(body: dict[str, Any], count: int, model_id: str) -> list[list[tuple[str, float]]]:
