@@ -25,7 +25,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -305,11 +305,12 @@ class ModelServer:
         return [{"label": label, "scores": dict(zip(classes, scores, strict=True))}
                 for label, scores in zip(answer.labels, answer.scores.tolist(), strict=True)]
 
-    def predict_array(self, model_id: str, rows: np.ndarray, task: str) -> TabularAnswer:
+    def predict_array(self, model_id: str, rows: np.ndarray, task: str, row_names: Sequence[str] | None = None,
+                      columns: Sequence[str] | None = None) -> TabularAnswer:
         """A tabular model's predictions for rows [N, F] of numbers, in one request: the rows go in binary in the
         model's input type (FP32 unless its metadata says FP64), the scores and values come back in binary, the
         labels as JSON text (the binary tensor data extension, per output). OperationError names a row and column
-        that is not a finite number of that type."""
+        that is not a finite number of that type (by `row_names` and `columns` when given)."""
         import numpy as np
 
         if task not in TABULAR_TASKS:
@@ -334,6 +335,8 @@ class ModelServer:
             row, column = divmod(int(bad[0]), sent.shape[1])
             value = given[row, column].item()
             why = "not a finite number" if not math.isfinite(value) else f"beyond the range of {datatype}"
+            if row_names is not None and columns is not None:
+                raise OperationError(f"row {row_names[row]!r}: feature column {columns[column]!r} is {value!r}, {why}")
             raise OperationError(f"row {row} column {column} is {value!r}, {why}")
         if task == "tabular-regression":
             wanted = {"value": True}

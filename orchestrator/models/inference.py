@@ -3,6 +3,11 @@
 Each task turns a batch of inputs into one prediction item per input (contract: the `name`
 of the input, then the task's own fields); `run_batches` times every request, so that the
 comparison can report throughput and latency percentiles.
+
+A tabular model's rows are the exception: the table's feature columns are read at once into one
+float64 array (8 bytes a value, less than the predictions kept for the same rows), sent in binary
+thousands of rows per request, and the answers' arrays made into items without a Python call per
+value.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,7 @@ from PIL import Image
 from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
 from orchestrator.models import tasks, tensors
-from orchestrator.models.client import ModelServer
+from orchestrator.models.client import ModelServer, TabularAnswer
 from orchestrator.models.tensors import TensorModel
 from orchestrator.transforms.tables import features_of, keyed_rows, require_columns
 
@@ -37,13 +43,32 @@ class ImageOptions:
     max_samples: int | None = None  # a raster tile's width × height × bands, checked from its header
 
 
+#: Inputs per request when model_inference is given no batch_size. Each image or text costs the model a forward
+#: pass, so a request of 16 costs far more than its HTTP; a tabular model runs 16 rows in microseconds, and
+#: thousands of rows per request keep the request's own cost (milliseconds) small beside the model's
+#: (bench/RESULTS.md, "Tabular inference in binary").
+BATCH_SIZE = 16
+TABULAR_BATCH_SIZE = 4096
+TABULAR_TASKS = ("tabular-classification", "tabular-regression")
+
+
 @dataclass
 class TableOptions:
     top_k: int = 3
     features: list[str] | None = None
     key: str | None = None
     text: str | None = None
-    batch_size: int = 16
+    batch_size: int | None = None  # None: TABULAR_BATCH_SIZE for tabular models, BATCH_SIZE for text
+
+
+@dataclass
+class FeatureRows:
+    """A table's rows as a tabular model takes them: each row's name (its key, or its number) and its feature
+    values, float64 [rows, features] in the model's order."""
+
+    names: list[str]
+    values: Any  # np.ndarray
+    columns: list[str]
 
 
 @dataclass
@@ -224,44 +249,141 @@ def predict_table(
             raise OperationError(f"{where}: name the table's text column with `text` "
                                  f"(columns: {', '.join(table.columns[:30])})")
         require_columns(table, [options.text], where)
-    elif task in ("tabular-classification", "tabular-regression"):
+    elif task in TABULAR_TASKS:
         if not options.features:
             raise OperationError(f"{where}: list the feature columns in the model's order with `features` "
                                  f"(columns: {', '.join(table.columns[:30])})")
         require_columns(table, options.features, where)
+        return predict_features(server, model_id, task, read_features(table, options.features, options.key),
+                                options, check_cancelled)
     else:
         raise OperationError(f"model {model_id!r} serves {task!r}, which takes images, not a table; "
                              "give it files (e.g. from an import)")
     items: list[dict[str, Any]] = []
     timing = Timing()
-    for chunk in _chunks(keyed_rows(table, options.key), options.batch_size):
+    for chunk in _chunks(keyed_rows(table, options.key), options.batch_size or BATCH_SIZE):
         check_cancelled()
-        items += _table_batch(server, model_id, task, chunk, options, timing)
+        items += _text_batch(server, model_id, chunk, options, timing)
     if not items:
         raise OperationError("there is nothing to run the model on: the table holds no rows")
     return items, timing.stats(len(items), "rows")
 
 
-def _table_batch(server: ModelServer, model_id: str, task: str, chunk: list[tuple[str, dict[str, Any]]],
-                 options: TableOptions, timing: Timing) -> list[dict[str, Any]]:
+def _text_batch(server: ModelServer, model_id: str, chunk: list[tuple[str, dict[str, Any]]], options: TableOptions,
+                timing: Timing) -> list[dict[str, Any]]:
     names = [name for name, _ in chunk]
-    if task == "text-classification":
-        texts = [_text_of(row, options.text or "", name) for name, row in chunk]
-        ranked = _timed(timing, len(chunk), lambda: server.classify_texts(model_id, texts, options.top_k))
-        return [_ranked(name, r) for name, r in zip(names, ranked, strict=True)]
-    rows = [features_of(row, options.features or [], name) for name, row in chunk]
-    answers = _timed(timing, len(chunk), lambda: server.predict_rows(model_id, rows, task))
-    if task == "tabular-regression":
-        return [{"name": name, "value": float(a["value"])} for name, a in zip(names, answers, strict=True)]
+    texts = [_text_of(row, options.text or "", name) for name, row in chunk]
+    ranked = _timed(timing, len(chunk), lambda: server.classify_texts(model_id, texts, options.top_k))
+    return [_ranked(name, r) for name, r in zip(names, ranked, strict=True)]
+
+
+def read_features(table: Table, features: list[str], key: str | None) -> FeatureRows:
+    """The table's feature columns as one float64 array, and each row's name; OperationError names the row and
+    column of a value that is not a number, and a key that is missing or repeated.
+
+    The JSON Lines are read by pyarrow, the columns it was told are numbers (and the key) only, straight into
+    arrays: no Python object per value. A table pyarrow cannot read that way (numbers written as text, a key of
+    mixed types, a missing value...) is read row by row, as it always was, which also names what is wrong."""
+    import numpy as np
+
+    found = _arrow_features(table, features, key)
+    if found is not None:
+        return found
+    names, values = [], []
+    for name, row in keyed_rows(table, key):
+        names.append(name)
+        values.append(features_of(row, features, name))
+    return FeatureRows(names, np.array(values, dtype=np.float64).reshape(len(names), len(features)), list(features))
+
+
+def _arrow_features(table: Table, features: list[str], key: str | None) -> FeatureRows | None:
+    """read_features by pyarrow's JSON reader; None when the table is not plainly numbers with a text or integer
+    key (the row-by-row reading then says what is wrong, or takes what pyarrow would read otherwise)."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    from pyarrow import json as pa_json
+
+    with table.path.open() as lines:
+        first = lines.readline()
+    try:
+        sample = json.loads(first) if first.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(sample, dict):
+        return None
+    fields = {column: pa.float64() for column in features}
+    if key is not None:
+        value = sample.get(key)
+        # Keys named as keyed_rows names them (str(value)): text as it is, integers as pyarrow writes them.
+        kind = pa.string() if isinstance(value, str) else pa.int64() if type(value) is int else None
+        if kind is None or key in fields:
+            return None
+        fields[key] = kind
+    options = pa_json.ParseOptions(explicit_schema=pa.schema(list(fields.items())), unexpected_field_behavior="ignore")
+    try:
+        read = pa_json.read_json(table.path, parse_options=options)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
+        return None
+    columns = [read.column(column) for column in features]
+    keys = read.column(key) if key is not None else None
+    if any(column.null_count for column in columns) or (keys is not None and keys.null_count):
+        return None
+    values = np.empty((read.num_rows, len(features)), dtype=np.float64)
+    for index, column in enumerate(columns):
+        values[:, index] = column.to_numpy()
+    if keys is None:
+        names = [str(number) for number in range(read.num_rows)]
+    else:
+        names = keys.cast(pa.string()).to_pylist()
+        if "" in names or len(set(names)) != len(names):
+            return None
+    return FeatureRows(names, values, list(features))
+
+
+def predict_features(
+    server: ModelServer, model_id: str, task: str, rows: FeatureRows, options: TableOptions,
+    check_cancelled: Callable[[], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One prediction per row of a tabular model, `batch_size` rows per request (sent and answered in binary)."""
+    if not rows.names:
+        raise OperationError("there is nothing to run the model on: the table holds no rows")
+    size = options.batch_size or TABULAR_BATCH_SIZE
+    items: list[dict[str, Any]] = []
+    timing = Timing()
+    for start in range(0, len(rows.names), size):
+        check_cancelled()
+        names = rows.names[start:start + size]
+        batch = rows.values[start:start + size]
+        answer = _timed(timing, len(names), partial(server.predict_array, model_id, batch, task, names, rows.columns))
+        items += _tabular_items(names, answer, options.top_k)
+    return items, timing.stats(len(items), "rows")
+
+
+def _tabular_items(names: list[str], answer: TabularAnswer, top_k: int) -> list[dict[str, Any]]:
+    """Each row's prediction: its value (regression), or its labels and scores best first, the model's label first
+    (its class, even where the scores tie or put another first), `top_k` of them."""
+    import numpy as np
+
+    if answer.values is not None:
+        return [{"name": name, "value": value} for name, value in zip(names, answer.values.tolist(), strict=True)]
+    assert answer.labels is not None
+    k = max(1, top_k)
+    if answer.scores is None:
+        return [{"name": name, "labels": [label], "scores": [1.0]} for name, label in zip(names, answer.labels,
+                                                                                          strict=True)]
+    # Best first, the first class on ties (as a stable sort of the scores would).
+    order = np.argsort(-answer.scores, axis=1, kind="stable")[:, :top_k]
+    ranked = np.asarray(answer.classes, dtype=object)[order].tolist()
+    scores = np.take_along_axis(answer.scores, order, axis=1).tolist()
     items = []
-    for name, answer in zip(names, answers, strict=True):
-        scores = answer.get("scores") or {}
-        ranked = sorted(scores.items(), key=lambda kv: -kv[1])[: options.top_k] if scores else []
-        labels = [str(answer["label"])] + [label for label, _ in ranked if label != str(answer["label"])]
-        by_label = dict(ranked)
-        items.append({"name": name, "labels": labels[: max(1, options.top_k)],
-                      "scores": [float(by_label.get(label, 1.0 if not scores else 0.0))
-                                 for label in labels[: max(1, options.top_k)]]})
+    for name, label, labels, values in zip(names, answer.labels, ranked, scores, strict=True):
+        if labels[0] != label:  # the model's label leads, then the others by score
+            by_label = dict(zip(labels, values, strict=True))
+            labels = [label] + [other for other in labels if other != label]
+            values = [by_label.get(other, 0.0) for other in labels]
+        items.append({"name": name, "labels": labels[:k], "scores": values[:k]})
     return items
 
 
