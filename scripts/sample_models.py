@@ -1,8 +1,13 @@
-"""Local stand-in models for every task, so that every sample comparison runs offline.
+"""Local stand-in models for every task, so that every sample comparison runs offline and shows something.
 
-The transformers models are tiny and randomly initialised (what they predict means nothing,
-but they are real models served the real way); the ONNX models are scikit-learn models trained
-on the sample table's training rows, so their comparison on the held-out rows is a real one.
+The transformers models are tiny real models served the real way. Each pair compared in
+sample_dags.txt is fitted (scripts/fitted_models.py) to other draws of the sample data's own
+generators (scripts/comparison_samples.py), the second of the pair on less or noisier data, so
+that the comparison names a winner: the image classifiers (the second took some smoke for normal),
+the text classifiers (the second read 8 reports, the first 80), the detectors (the
+second's boxes are a fifth too small) and the segmenters (the second never learnt smoke). The
+zero-shot CLIP model stays random. The ONNX models are scikit-learn models trained on the sample
+table's training rows, so their comparison on the held-out rows is a real one.
 Idempotent: a model already in the models root is left alone.
 """
 
@@ -14,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import comparison_samples as samples
+import fitted_models
 import tiny_models
 
 FIRE_LABELS = ("Fire", "Normal", "Smoke")
@@ -58,18 +64,56 @@ def land_cover_segmenter(path: Path, variant: str = "a", tile: int | None = None
     return tiny_models.make_band_segmenter(path, weights, bias, smooth=variant != "a", tile=tile)
 
 
+def _photo_classifier(path: Path, seed: int, smoke_as_normal: float) -> Path:
+    photos = samples.fire_photos(40, seed=seed)
+    classes = [FIRE_LABELS.index(label) for _, label in photos]
+    smoke = [i for i, c in enumerate(classes) if FIRE_LABELS[c] == "Smoke"]
+    for i in smoke[:int(len(smoke) * smoke_as_normal)]:  # the worse twin learnt some smoke as normal
+        classes[i] = FIRE_LABELS.index("Normal")
+    return fitted_models.fit_image_classifier(path, [image for image, _ in photos], classes, FIRE_LABELS, seed=seed)
+
+
+def _report_classifier(path: Path, seed: int, count: int) -> Path:
+    texts = samples.reports(count, seed=seed)  # its words are those of these reports
+    classes = [REPORT_LABELS.index(label) for _, label in texts]
+    return fitted_models.fit_text_classifier(path, [text for text, _ in texts], classes, REPORT_LABELS, seed=seed)
+
+
+def _detector(path: Path, seed: int, count: int, box_scale: float) -> Path:
+    scenes = samples.grid_scenes(count, seed=seed)
+    boxes = [_fraction(samples.cell_box(k, box_scale)) for k in range(4)]
+    return fitted_models.grid_detector(path, [image for image, _ in scenes], [cells for _, cells in scenes], boxes,
+                                       samples.DETECTION_LABELS)
+
+
+def _fraction(box: tuple[float, float, float, float]) -> list[float]:
+    x, y, w, h = box
+    return [(x + w / 2) / samples.TILE, (y + h / 2) / samples.TILE, w / samples.TILE, h / samples.TILE]
+
+
+def _segmenter(path: Path, seed: int, learns_smoke: bool) -> Path:
+    import numpy as np
+
+    pairs = samples.patches(24, seed=seed)
+    masks = [np.asarray(mask) for _, mask in pairs]
+    if not learns_smoke:  # the worse twin's training masks call smoke background
+        masks = [np.where(m == samples.SEGMENTATION_LABELS.index("smoke"), 0, m) for m in masks]
+    return fitted_models.fit_semantic_segmenter(path, [image for image, _ in pairs], masks,
+                                                samples.SEGMENTATION_LABELS, seed=seed)
+
+
 def _makers() -> dict[str, Callable[[Path], Path]]:
     x, risk, area = _training_rows()
     return {
-        "fire-vit-a": lambda p: tiny_models.make_image_classifier(p, FIRE_LABELS, seed=10),
-        "fire-vit-b": lambda p: tiny_models.make_image_classifier(p, FIRE_LABELS, seed=11),
+        "fire-vit-a": lambda p: _photo_classifier(p, seed=10, smoke_as_normal=0.0),
+        "fire-vit-b": lambda p: _photo_classifier(p, seed=11, smoke_as_normal=0.9),
         "fire-clip": lambda p: tiny_models.make_zero_shot_classifier(p, seed=12),
-        "box-detector-a": lambda p: tiny_models.make_object_detector(p, samples.DETECTION_LABELS, seed=13),
-        "box-detector-b": lambda p: tiny_models.make_object_detector(p, samples.DETECTION_LABELS, seed=14),
-        "patch-segmenter-a": lambda p: tiny_models.make_semantic_segmenter(p, samples.SEGMENTATION_LABELS, seed=15),
-        "patch-segmenter-b": lambda p: tiny_models.make_semantic_segmenter(p, samples.SEGMENTATION_LABELS, seed=16),
-        "report-classifier-a": lambda p: tiny_models.make_text_classifier(p, REPORT_LABELS, seed=17),
-        "report-classifier-b": lambda p: tiny_models.make_text_classifier(p, REPORT_LABELS, seed=18),
+        "box-detector-a": lambda p: _detector(p, seed=13, count=60, box_scale=1.0),
+        "box-detector-b": lambda p: _detector(p, seed=14, count=8, box_scale=0.8),
+        "patch-segmenter-a": lambda p: _segmenter(p, seed=15, learns_smoke=True),
+        "patch-segmenter-b": lambda p: _segmenter(p, seed=16, learns_smoke=False),
+        "report-classifier-a": lambda p: _report_classifier(p, seed=17, count=80),
+        "report-classifier-b": lambda p: _report_classifier(p, seed=18, count=8),
         "fire-risk-logreg.onnx": lambda p: tiny_models.make_tabular_classifier(p, data=(x, risk)),
         "fire-risk-tree.onnx": _tree_classifier,
         "burned-area-linear.onnx": lambda p: tiny_models.make_tabular_regressor(p, data=(x, area)),

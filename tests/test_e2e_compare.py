@@ -77,7 +77,7 @@ def check_classification(comparison: dict, predictions: dict[str, dict], truth: 
 
 def test_two_image_classifiers_on_class_folders(stack: Stack, api: httpx.Client):
     run, comparison, predictions = run_sample(stack, api, '"fire-vit-b"', "compare_models")
-    assert comparison["labelled"] and comparison["inputs"] == 12
+    assert comparison["labelled"] and comparison["inputs"] == 90  # data/fire-photos: 30 pictures of each class
     truth = {n: n.split("/")[0] for n in top1(next(iter(predictions.values())))}
     check_classification(comparison, predictions, truth)
     assert all(entry(comparison, m)["throughput_per_s"] > 0 for m in predictions)

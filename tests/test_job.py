@@ -16,7 +16,7 @@ from orchestrator.assets.job import make_execute_job
 from orchestrator.assets.repository import CATALOG, resources_from_env
 from orchestrator.assets.resources import Workspace
 from orchestrator.engine.errors import problems_in
-from sample_data import write_samples
+from sample_data import write_samples, write_stac_sample
 from samples import sample_instructions
 
 
@@ -25,6 +25,7 @@ def resources(tmp_path: Path, stack: Stack, stack_env: dict[str, str], monkeypat
     """The repository's resources, configured like the test stack's server (S3, Drive, databases, models)."""
     write_samples(tmp_path / "data")
     comparison_samples.write_files(tmp_path / "data")
+    write_stac_sample(tmp_path / "data")  # the satellite scene, its labels and STAC catalog
     env = {**stack_env, "CONSTELLATION_MODEL_SERVER_URL": stack.model_server_url,
            "CONSTELLATION_DATA_ROOT": str(tmp_path / "data"),
            "CONSTELLATION_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
@@ -58,6 +59,19 @@ def test_every_sample_pipeline_succeeds_in_process(resources: dict, workspace: W
     folder = workspace.run_dir(result.run_id)
     document = json.loads((folder / runs.RESULTS).read_text())
     assert len(document["results"]) == len(sample_instructions()[index])
+    for entry in document["results"]:
+        if entry["output"].get("type") == "Comparison" and entry["output"]["labelled"]:
+            names_a_winner(entry["output"])
+
+
+def names_a_winner(comparison: dict) -> None:
+    """The sample models differ measurably: the verdict names the best as significantly better, and its 95 %
+    interval of the headline metric excludes the runner-up's value (no tie within the interval)."""
+    metric, higher = comparison["headline"], comparison["higher_is_better"]
+    best, runner = sorted(comparison["models"], key=lambda m: m[metric], reverse=higher)[:2]
+    low, high = best[f"{metric}_ci"]
+    assert comparison["best"] == best["model"] and "is significant" in comparison["verdict"], comparison["verdict"]
+    assert (low > runner[metric]) if higher else (high < runner[metric]), (best, runner)
 
 
 def test_results_and_progress_are_written_to_the_runs_folder(resources: dict, workspace: Workspace):
