@@ -48,7 +48,7 @@ def compare_on_earth(results: Sequence[Predictions], runs: Sequence[ModelRun], t
     charts = compare.charts(report, folder / "charts")
     markdown = compare.markdown(report)
     (folder / "comparison.json").write_text(json.dumps(report, indent=1))
-    shown = reporting.disagreements(results, aligned.runs, aligned.truth)
+    shown = reporting.disagreements(results, aligned.runs, aligned.truth, colours=colours)  # the maps' colours
     html = folder / "report.html"
     html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models",
                                         geo=maps.section(report, scenes, colours, links)))

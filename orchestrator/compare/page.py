@@ -83,17 +83,29 @@ def _input(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _disagreements(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The disagreements table; detection and segmentation rows show each model's picture with its boxes or mask,
+    the classes' colours gathered into one legend."""
     models = [m["model"] for m in report["models"]]
     shown = []
+    legend: dict[str, dict[str, str]] = {}
     for row in rows:
         predictions, correct = row.get("predictions") or {}, row.get("correct") or {}
+        pictures = row.get("pictures") or {}
         marks = [{True: "right", False: "wrong"}.get(correct.get(model)) for model in models]
+        drawn = [data_uri(pictures[model]) if isinstance(pictures.get(model), bytes) else None for model in models]
         shown.append({"name": row.get("name"), "truth": row.get("truth"), **_input(row),
-                      "cells": list(zip(marks, (predictions.get(model, "") for model in models), strict=True))})
+                      "cells": list(zip(marks, (predictions.get(model, "") for model in models), drawn, strict=True)),
+                      "truth_drawn": bool(row.get("truth_drawn"))})
+        for name, colour in (row.get("colours") or {}).items():
+            legend.setdefault(name.casefold(), {"name": name, "colour": colour})
     return {
         "models": models,
         "labelled": report["labelled"] or any(r.get("truth") is not None for r in rows),
         "pictures": any(r["thumbnail"] or r["fields"] for r in shown),
+        "drawn": any(cell[2] for r in shown for cell in r["cells"]),
+        "truth_drawn": any(r["truth_drawn"] for r in shown),
+        "boxes": report["kind"] == "detection",  # their coordinates fold under the picture
+        "legend": list(legend.values()),
         "rows": shown,
     }
 
@@ -123,6 +135,10 @@ def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None 
     run it belongs to, so that a saved page stands alone (`run_facts`).
     """
     charts = dict(charts or {})
+    choosing_context = choosing.context(report, dict(drilldown) if drilldown else None)  # ranking, gate, drill-down
+    per_class = text.per_class_tables(report)
+    if report["kind"] == "classification" and choosing_context["drill"]:
+        per_class = []  # the drill-down shows them, each class opening its inputs
 
     def figures(names: list[str]) -> list[dict[str, str]]:
         drawn = (_figure(charts[name], _caption(name, report)) for name in names)
@@ -141,5 +157,6 @@ def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None 
         disagreeing=_disagreements(report, disagreements) if disagreements else None,
         labelled=report["labelled"],
         geo=geo,
-        choosing=choosing.context(report, dict(drilldown) if drilldown else None),  # ranking, gate, drill-down
+        per_class=per_class,
+        choosing=choosing_context,
     )

@@ -100,6 +100,45 @@ def pairs_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+#: The per-class metrics of a classifier, in the order its per-class table shows them.
+PER_CLASS_METRICS = ("precision", "recall", "f1", "iou")
+
+
+def per_class_tables(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-class results as tables: {"caption", "head", "rows"} each; none without truth.
+
+    Detection and segmentation: one table, a row per class and a column per model (AP, or IoU with its
+    interval). Classification: a table per model (support, precision, recall, F1 and IoU with their
+    intervals). Segmentation on the Earth has its own (maps.section), so none here.
+    """
+    if not report["labelled"]:
+        return []
+    models = report["models"]
+    if report["kind"] == "classification":
+        tables = []
+        for m in models:
+            rows = [[label, str(values.get("support", "–")),
+                     *(with_interval(values.get(k), values.get(f"{k}_ci")) for k in PER_CLASS_METRICS)]
+                    for label, values in (m.get("per_class") or {}).items()]
+            if rows:
+                tables.append({"caption": m["model"], "rows": rows,
+                               "head": ["class (truth)", "support", "precision", "recall", "F1", "IoU"]})
+        return tables
+    if report["kind"] == "detection":
+        key, caption = "per_class_ap", "AP@[.5:.95] of each class (the intervals are of mAP only)"
+    elif report["kind"] == "segmentation" and not any(m.get("per_class_iou_intervals") for m in models):
+        key, caption = "per_class_iou", "IoU of each class, with 95 % bootstrap intervals over images"
+    else:
+        return []
+    shown = [m for m in models if m.get(key)]
+    classes = list(dict.fromkeys(name for m in shown for name in m[key]))
+    if not classes:
+        return []
+    rows = [[name, *(with_interval(m[key].get(name), (m.get(f"{key}_ci") or {}).get(name)) if name in m[key]
+                     else "–" for m in shown)] for name in classes]
+    return [{"caption": caption, "head": ["class", *(m["model"] for m in shown)], "rows": rows}]
+
+
 def method(report: dict[str, Any]) -> str:
     """One line on where the truth came from and how the intervals were computed."""
     parts = [f"{report['inputs']} inputs"]
