@@ -12,9 +12,11 @@ value.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -364,6 +366,25 @@ def predict_features(
 def _tabular_items(names: list[str], answer: TabularAnswer, top_k: int) -> list[dict[str, Any]]:
     """Each row's prediction: its value (regression), or its labels and scores best first, the model's label first
     (its class, even where the scores tie or put another first), `top_k` of them."""
+    with _collector_paused():
+        return _tabular_items_of(names, answer, top_k)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while thousands of small dicts and lists (no cycles among them) are made: it
+    would otherwise run every 700 of them, now and then over every object of the process, which took about as long
+    as making them (bench/RESULTS.md, "Tabular inference in binary")."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _tabular_items_of(names: list[str], answer: TabularAnswer, top_k: int) -> list[dict[str, Any]]:
     import numpy as np
 
     if answer.values is not None:
@@ -374,16 +395,19 @@ def _tabular_items(names: list[str], answer: TabularAnswer, top_k: int) -> list[
         return [{"name": name, "labels": [label], "scores": [1.0]} for name, label in zip(names, answer.labels,
                                                                                           strict=True)]
     # Best first, the first class on ties (as a stable sort of the scores would).
-    order = np.argsort(-answer.scores, axis=1, kind="stable")[:, :top_k]
-    ranked = np.asarray(answer.classes, dtype=object)[order].tolist()
+    order = np.argsort(-answer.scores, axis=1, kind="stable")[:, :k]
+    best = np.asarray(answer.classes, dtype=object)[order]
+    ranked = best.tolist()
     scores = np.take_along_axis(answer.scores, order, axis=1).tolist()
-    items = []
-    for name, label, labels, values in zip(names, answer.labels, ranked, scores, strict=True):
-        if labels[0] != label:  # the model's label leads, then the others by score
-            by_label = dict(zip(labels, values, strict=True))
-            labels = [label] + [other for other in labels if other != label]
-            values = [by_label.get(other, 0.0) for other in labels]
-        items.append({"name": name, "labels": labels[:k], "scores": values[:k]})
+    items = [{"name": name, "labels": labels, "scores": values}
+             for name, labels, values in zip(names, ranked, scores, strict=True)]
+    for index in np.flatnonzero(best[:, 0] != np.asarray(answer.labels, dtype=object)).tolist():
+        # The model's label leads (a tie, or a label that is not its best score), then the others by score.
+        label, labels, values = answer.labels[index], ranked[index], scores[index]
+        by_label = dict(zip(labels, values, strict=True))
+        labels = [label] + [other for other in labels if other != label]
+        items[index]["labels"] = labels[:k]
+        items[index]["scores"] = [by_label.get(other, 0.0) for other in labels[:k]]
     return items
 
 
