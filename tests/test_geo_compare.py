@@ -372,3 +372,48 @@ def test_classified_tiles_take_the_class_at_their_centre_or_of_most_of_them(land
         report = comparison.report
         assert report["inputs"] == len(expected) and report["ignored_inputs"] == len(land.tiles) - len(expected)
         assert report["models"][0]["accuracy"] == pytest.approx(share)
+
+
+def test_the_alignments_counts_are_what_reading_the_truth_tiles_again_gives(land: SimpleNamespace, tmp_path: Path):
+    """The alignment hands its per-tile counts to the scoring (one read of the masks): they equal a scan that reads
+    the masks and the written truth tiles, with scikit-learn's confusion_matrix, and score the same report."""
+    from orchestrator import compare
+    from orchestrator.compare import geotruth, segmentation
+    from orchestrator.compare.inputs import ModelRun, Truth, aligned_names
+
+    rng = np.random.default_rng(3)
+    truth_codes, predicted = rng.integers(0, 5, 5000), rng.integers(0, 5, 5000)
+    np.testing.assert_array_equal(geotruth.confusion(truth_codes, predicted, 6),
+                                  confusion_matrix(truth_codes, predicted, labels=np.arange(6)))
+    ctx = context(tmp_path, land.data)
+    runs = [ModelRun(r.model, r.task, r.items, r.stats, r.labels) for r in land.results]
+    aligned = geotruth.align(runs, ops.import_from_local(ctx, "samples-eo/labels.geojson"),
+                             geotruth.Options(column="class"), tmp_path / "aligned")
+    names = aligned_names(aligned.runs)
+    handed = segmentation.Scan.of(aligned.runs, names, aligned.truth)
+    assert handed is aligned.truth.counted
+    unread = Truth(kind="masks", values=aligned.truth.values, source=aligned.truth.source,
+                   labels=aligned.truth.labels, ignore_index=aligned.truth.ignore_index)
+    read = segmentation.Scan.of(aligned.runs, names, unread)
+    assert read is not handed and unread.counted is None
+    assert read.shown == handed.shown and read.truth_shown == handed.truth_shown
+    assert read.agreement.keys() == handed.agreement.keys()
+    for pair, values in read.agreement.items():
+        np.testing.assert_allclose(handed.agreement[pair], values, rtol=0, atol=1e-15)
+    # Per class (by name), the same diagonal, truth and predicted counts on every tile (reading the truth tiles
+    # again also meets their 'not scored' value, a class of no scored pixel).
+    common = [name for name in read.vocab.names if name in handed.vocab.names]
+    assert set(read.vocab.names) - set(common) <= {f"#{geotruth.IGNORE}"}
+    np.testing.assert_array_equal(handed.sums[..., [handed.vocab.names.index(n) for n in common]],
+                                  read.sums[..., [read.vocab.names.index(n) for n in common]])
+    assert handed.sums.sum() == read.sums.sum() > 0
+    with_counts = compare.compare(aligned.runs, aligned.truth)
+    without = compare.compare(aligned.runs, unread)
+    for mine, theirs in zip(with_counts["models"], without["models"], strict=True):
+        for key in ("miou", "miou_ci", "pixel_accuracy", "pixel_accuracy_ci", "per_class_iou"):
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-12), key
+        assert mine["per_class_iou_ci"].keys() == theirs["per_class_iou_ci"].keys()
+        for name, interval in theirs["per_class_iou_ci"].items():
+            assert mine["per_class_iou_ci"][name] == pytest.approx(interval, abs=1e-12)
+    assert with_counts["pairs"] == without["pairs"]
+    assert compare.find_disagreements(aligned.runs, aligned.truth) == compare.find_disagreements(aligned.runs, unread)

@@ -10,9 +10,12 @@ hands the comparison what it already knows how to score:
   most of its labelled pixels ("majority"); tiles without one are not scored.
 
 While reading, it counts scored and ignored pixels, and each tile's confusion counts per model
-(scikit-learn's `confusion_matrix`, over class names shared by truth and models) for per-class IoU
-intervals. Regions (polygons with a name) split the same truth: the comparison is run again on
-each region's pixels (segmentation) or on the tiles whose centre lies in it (classification).
+(one `np.bincount` of truth × classes + prediction, over class names shared by truth and models;
+scikit-learn's `confusion_matrix` is what the tests check it against), with what else the scoring
+needs from the masks (pair agreement, each mask's largest classes): the truth it hands on carries
+them (`Truth.counted`), so the comparison scores the tiles without reading the masks again.
+Regions (polygons with a name) split the same truth: the comparison is run again on each region's
+pixels (segmentation) or on the tiles whose centre lies in it (classification).
 """
 
 from __future__ import annotations
@@ -237,14 +240,20 @@ class _Vocabulary:
         return table[ids]
 
 
+def confusion(truth: np.ndarray, predicted: np.ndarray, size: int) -> np.ndarray:
+    """size × size counts of (truth row, predicted column) pairs of codes in 0..size-1: scikit-learn's
+    `confusion_matrix(truth, predicted, labels=range(size))` without its per-call validation."""
+    return np.bincount(truth * size + predicted, minlength=size * size).reshape(size, size)
+
+
 def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: Polygons | Raster, out_dir: Path,
                   regions: geo.Layer | None, check: Callable[[], None]) -> Aligned:
-    from sklearn.metrics import confusion_matrix
-
+    from orchestrator.compare import segmentation
     from orchestrator.transforms import rasters
 
     by_name = [{str(item["name"]): item for item in run.items} for run in runs]
     vocabulary = _Vocabulary(source.names, runs)
+    named_classes = len(vocabulary.names.names)  # the truth's and the models' named classes; then ids met ("#7")
     region_names = Names()
     region_codes = np.array([region_names.code(v) for v in regions.values], dtype=np.int32) if regions else None
     region_files: dict[int, dict[str, Path]] = {}
@@ -254,6 +263,10 @@ def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: P
     scored_total = ignored_total = 0
     ignored_tiles: list[str] = []
     counts: list[np.ndarray] = []
+    # per scored tile, for the scoring: each pair's share of equal pixels, each mask's and the truth's class counts
+    agreement: list[list[float]] = []
+    shown: list[list[np.ndarray]] = []
+    truth_shown: list[np.ndarray] = []
     labelled_codes = np.zeros(0, dtype=np.int64)
     folder = out_dir / "truth"
     for index, grid in enumerate(grids):
@@ -287,12 +300,13 @@ def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: P
         labelled_codes = np.union1d(labelled_codes, np.unique(codes[scored]))
         files[grid.name] = target
         truth_flat = vocabulary.truth_codes(source.names, codes[scored])
-        tile_counts = []
-        for i, mask in enumerate(masks):
-            predicted = vocabulary.model_codes(i, mask[scored].astype(np.int64))
-            size = len(vocabulary.names.names)
-            tile_counts.append(confusion_matrix(truth_flat, predicted, labels=np.arange(size)))
-        counts.append(tile_counts)
+        named = [vocabulary.model_codes(i, mask.astype(np.int64)) for i, mask in enumerate(masks)]
+        size = len(vocabulary.names.names)
+        counts.append([confusion(truth_flat, mask[scored], size) for mask in named])
+        agreement.append([float(np.count_nonzero(named[a] == named[b])) / named[a].size
+                          for a, b in itertools.combinations(range(len(named)), 2)])
+        shown.append([np.bincount(mask.ravel(), minlength=size) for mask in named])
+        truth_shown.append(np.bincount(truth_flat, minlength=size))
         if regions is not None and region_codes is not None:
             places = regions.burn(grid, region_codes)
             for code in np.unique(places[scored]):
@@ -314,10 +328,16 @@ def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: P
     scored_runs = _keep(runs, files)
     truth = Truth(kind="masks", values=dict(files), source=_described(source), labels=list(source.names.names),
                   ignore_index=IGNORE)
+    truth.counted = segmentation.Scan.counted(list(files), [run.model for run in runs],
+                                              _shown_names(vocabulary.names.names, runs), stacked,
+                                              agreement, shown, truth_shown)
+    # The per-class figures: named classes and ids met in scored pixels, not ids only met in nodata ("#255").
+    totals = stacked.sum(axis=(0, 1))
+    keep = np.flatnonzero((np.arange(size) < named_classes) | (totals.sum(axis=0) + totals.sum(axis=1) > 0))
     aligned = Aligned("segmentation", scored_runs, truth, _described(source), list(source.names.names),
                       [source.names.names[int(c)] for c in labelled_codes], scored_total, ignored_total,
-                      ignored_tiles, tiles, {g.name: g for g in grids}, counts=stacked,
-                      vocabulary=list(vocabulary.names.names))
+                      ignored_tiles, tiles, {g.name: g for g in grids}, counts=stacked[:, :, keep][:, :, :, keep],
+                      vocabulary=[vocabulary.names.names[k] for k in keep])
     for code, name in enumerate(region_names.names):
         if code not in region_files:
             continue
@@ -327,6 +347,14 @@ def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: P
                                             labels=list(source.names.names), ignore_index=IGNORE),
                                       region_pixels[code]))
     return aligned
+
+
+def _shown_names(names: Sequence[str], runs: Sequence[ModelRun]) -> list[str]:
+    """Each class as the report shows it: as the first model that names it spells it, else as the truth does."""
+    spelt: dict[str, str] = {}
+    for label in itertools.chain(*(run.labels for run in runs)):
+        spelt.setdefault(str(label).casefold(), str(label))
+    return [spelt.get(name.casefold(), name) for name in names]
 
 
 def _write_png(path: Path, codes: np.ndarray) -> None:

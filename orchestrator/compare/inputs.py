@@ -56,6 +56,9 @@ class Truth:
     source: str = ""
     labels: list[str] = field(default_factory=list)
     ignore_index: int | None = 255
+    #: What the truth's maker already counted while reading the masks (geotruth.align: a segmentation.Scan), so
+    #: the scoring does not read them again; None: the scoring reads them.
+    counted: Any = field(default=None, repr=False, compare=False)
 
 
 def labels_from_folders(names: Sequence[str]) -> dict[str, str] | None:

@@ -4,7 +4,8 @@ Classes are matched by name (case-folded) through each model's `labels` (class n
 mask id without a name is the class `#id`. The truth's ids are named by `Truth.labels`, or, when
 that is empty, by each model's own labels. Truth pixels equal to `Truth.ignore_index` are not scored.
 
-Per image and model, scikit-learn's `confusion_matrix` of truth against prediction; summed over
+Per image and model, the confusion counts of truth against prediction (one `np.bincount` of
+truth × classes + prediction, as scikit-learn's `confusion_matrix` counts them); summed over
 images it gives per-class IoU = diag / (row + col − diag), the mean IoU over the classes present
 in the truth or the prediction (`miou`), and `pixel_accuracy`. The bootstrap over images keeps
 each image's diagonal, row and column sums, so a resample is a weighted sum.
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy.stats import DegenerateDataWarning
-from sklearn.metrics import confusion_matrix
 
 from orchestrator.compare import perclass, stats
 from orchestrator.compare.inputs import ModelRun, Truth, items_by_name
@@ -71,6 +71,7 @@ class Scan:
     def __init__(self, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None):
         self.vocab = Vocabulary()
         self.names = list(names)
+        self.models = [run.model for run in runs]
         m, n = len(runs), len(names)
         self.agreement = {pair: np.zeros(n) for pair in itertools.combinations(range(m), 2)}
         self.shown: list[dict[str, str]] = []
@@ -109,8 +110,8 @@ class Scan:
                     named[key] = self.vocab.of(raw, key).ravel()
                     named[key] = named[key] if scored is None else named[key][scored]
                 predicted = mask.ravel() if scored is None else mask.ravel()[scored]
-                # labels 0..g-1: scikit-learn's fast path (no per-pixel lookup)
-                matrix = confusion_matrix(named[key], predicted, labels=np.arange(len(self.vocab.names)))
+                size = len(self.vocab.names)
+                matrix = np.bincount(named[key] * size + predicted, minlength=size * size).reshape(size, size)
                 row.append((np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)))
             self.truth_shown.append(self.summary(next(iter(named.values()))))
             sums.append(row)
@@ -125,9 +126,51 @@ class Scan:
 
     def summary(self, mask: np.ndarray) -> str:
         """The largest classes of a mask with their share of the pixels: `road 45%, car 20%, sky 12%`."""
-        counts = np.bincount(mask.ravel(), minlength=len(self.vocab.names))
+        return self.summary_of(np.bincount(mask.ravel(), minlength=len(self.vocab.names)))
+
+    def summary_of(self, counts: np.ndarray) -> str:
+        """`summary` from a mask's pixel count per class."""
         order = [k for k in np.argsort(-counts, kind="stable")[:3] if counts[k]]
-        return ", ".join(f"{self.vocab.names[k]} {100 * counts[k] / max(mask.size, 1):.0f}%" for k in order)
+        total = max(int(counts.sum()), 1)
+        return ", ".join(f"{self.vocab.names[k]} {100 * counts[k] / total:.0f}%" for k in order)
+
+    @classmethod
+    def of(cls, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None) -> Scan:
+        """The scan the truth's maker already counted for these runs and images, else a new one."""
+        found = truth.counted if truth is not None else None
+        if isinstance(found, Scan) and found.names == list(names) and found.models == [run.model for run in runs]:
+            return found
+        return cls(runs, names, truth)
+
+    @classmethod
+    def counted(cls, names: Sequence[str], models: Sequence[str], classes: Sequence[str], counts: np.ndarray,
+                agreement: Sequence[Sequence[float]], shown: Sequence[Sequence[np.ndarray]],
+                truth_shown: Sequence[np.ndarray]) -> Scan:
+        """A scan from counts made elsewhere (geotruth.align), over images `names` of `models`.
+
+        counts: images × models × classes × classes confusion counts (truth rows); agreement: per image, each
+        pair's share of equal pixels (in itertools.combinations order); shown / truth_shown: per image, each
+        model's and the truth's pixel count per class (of the classes known at that image, a prefix of `classes`).
+        """
+        scan = cls.__new__(cls)
+        scan.vocab = Vocabulary()
+        scan.vocab.names = list(classes)
+        scan.vocab.index = {name.casefold(): k for k, name in enumerate(classes)}
+        scan.names, scan.models = list(names), list(models)
+        pairs = list(itertools.combinations(range(len(models)), 2))
+        scan.agreement = {pair: np.array([row[p] for row in agreement], dtype=float) for p, pair in enumerate(pairs)}
+        g = len(classes)
+
+        def padded(values: np.ndarray) -> np.ndarray:
+            return np.pad(values, (0, g - values.size))
+
+        scan.shown = [{model: scan.summary_of(padded(c)) for model, c in zip(models, row, strict=True)}
+                      for row in shown]
+        scan.truth_shown = [scan.summary_of(padded(c)) for c in truth_shown]
+        counts = np.asarray(counts)
+        scan.sums = np.stack([np.diagonal(counts, axis1=2, axis2=3), counts.sum(axis=3), counts.sum(axis=2)]
+                             ).astype(float)
+        return scan
 
 
 def _size(mask: np.ndarray) -> str:
@@ -148,7 +191,7 @@ def scores(diag: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.nda
 
 def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
              seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
-    scan = Scan(runs, names, truth)
+    scan = Scan.of(runs, names, truth)
     models: list[dict[str, Any]] = [{} for _ in runs]
     boot = None
     if scan.sums is not None:
@@ -196,7 +239,7 @@ def _number(value: float) -> float | None:
 
 def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:
     """Images whose masks differ between models (lowest mean pixel agreement first)."""
-    scan = Scan(runs, names, truth)
+    scan = Scan.of(runs, names, truth)
     mean = np.mean(np.array(list(scan.agreement.values())), axis=0) if scan.agreement else np.ones(len(names))
     return [
         {"name": name, "predictions": scan.shown[j], "truth": scan.truth_shown[j] if truth is not None else None,
