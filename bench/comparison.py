@@ -19,6 +19,11 @@ tabular-classification / tabular-regression.
    4ff79db; the HTTP floor, GET /v2/health/ready) and the server's steps timed in this process on the same body (parsing
    into the protocol's pydantic models, the per-value check and conversion of the rows, ONNX Runtime,
    turning the outputs into lists, the answer's JSON).
+1b. A table through model_inference's own path (`--table-rows`, 10,000 rows): the rows already read as this
+   checkout's model_inference reads them (before the clock), then predicted through the server into prediction
+   items (the clock), at its default batch size and at 256; the baseline runs ONNX Runtime in process on the
+   same rows as float32 arrays in the same batches. The issue's goal: server time ≤ 1.2 × in process + 20 ms per
+   model at the default batch size, and the forest's throughput at 256 ≥ 0.85 × in process.
 3. The comparison step: the `model_inference` op over a table of `--compare-rows` rows for the three
    models (batch 16 and 256), then the `compare_models` op on their predictions (truth from the same
    table, bootstrap intervals, McNemar, charts, Markdown, the HTML page with the rows the models disagree
@@ -200,6 +205,62 @@ def throughput(client: Any, sessions: dict[str, Any], models: dict[str, tuple[Pa
                       f"{times[(name, 'server', batch)][-1]:.2f} s, in process "
                       f"{times[(name, 'in-process', batch)][-1]:.3f} s", flush=True)
     return times
+
+
+# --- 1b. a table through model_inference's path -------------------------------------------------------------------
+
+def table_predictor(client: Any, table: Any, name: str, task: str, batch: int | None) -> tuple[Callable[[], Any], int]:
+    """A call predicting every row of `table` as this checkout's model_inference does, from rows already read (read
+    here, before any clock) to its prediction items; and the batch size it sends (None: its default)."""
+    from orchestrator.models import inference
+
+    top_k = 3  # what model_inference asks for of a 3-class model (every class's score)
+    if hasattr(inference, "read_features"):  # the feature columns as one array, sent in binary
+        rows = inference.read_features(table, FEATURES, "id")
+        options = inference.TableOptions(top_k, FEATURES, "id", None, batch)
+        size = batch or inference.TABULAR_BATCH_SIZE
+        return (lambda: inference.predict_features(client, name, task, rows, options, lambda: None)[0]), size
+    # Before: the rows as dicts, cut into requests of batch_size (model_inference's default 16); each request's
+    # features, JSON and answer in the clock, as predict_table did them.
+    size = batch or 16
+    chunks = list(inference._chunks(inference.keyed_rows(table, "id"), size))
+    options = inference.TableOptions(top_k, FEATURES, "id", None, size)
+
+    def run() -> list[Any]:
+        timing, items = inference.Timing(), []
+        for chunk in chunks:
+            items += inference._table_batch(client, name, task, chunk, options, timing)
+        return items
+
+    return run, size
+
+
+def table_inference(client: Any, sessions: dict[str, Any], table: Any, x: Any, repeat: int,
+                    batches: list[int | None]) -> dict[tuple[str, str, int | None], Any]:
+    """Seconds per round of each side (server through model_inference's path, ONNX Runtime in process), per model
+    and batch; the sides alternate, the first switching every round. Also the batch sizes sent."""
+    import numpy as np
+
+    found: dict[tuple[str, str, int | None], Any] = {}
+    for name in CLASSIFIERS:
+        for batch in batches:
+            predict, size = table_predictor(client, table, name, "tabular-classification", batch)
+            arrays = [x[i:i + size].astype(np.float32) for i in range(0, len(x), size)]
+            items = predict()  # warm-up, and the same labels on both sides
+            local = np.concatenate([sessions[name].run(None, {sessions[name].get_inputs()[0].name: a})[0]
+                                    for a in arrays])
+            if [item["labels"][0] for item in items] != [str(v) for v in local.tolist()]:
+                raise RuntimeError(f"{name}: the server's labels differ from ONNX Runtime's in process")
+            found[(name, "size", batch)] = size
+            sides = [("server", predict), ("in-process", lambda s=sessions[name], a=arrays: in_process(s, a))]
+            for round_ in range(repeat):
+                for side, run in sides[::-1] if round_ % 2 else sides:
+                    start = time.perf_counter()
+                    run()
+                    found.setdefault((name, side, batch), []).append(time.perf_counter() - start)
+            print(f"table: {name} batch {size}: server {statistics.median(found[(name, 'server', batch)]):.3f} s, "
+                  f"in process {statistics.median(found[(name, 'in-process', batch)]):.3f} s", flush=True)
+    return found
 
 
 # --- 2. where a request's time goes ----------------------------------------------------------------------------
@@ -463,11 +524,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="rows sent in part 1 (default 20,000)")
     parser.add_argument("--compare-rows", type=int, default=10_000, help="rows per model in part 3 (default 10,000)")
+    parser.add_argument("--table-rows", type=int, default=10_000, help="rows per model in part 1b (default 10,000)")
+    parser.add_argument("--table-batches", type=int, nargs="+", default=[0, 256],
+                        help="part 1b's batch sizes (0: model_inference's default; default: 0 256)")
     parser.add_argument("--train-rows", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported (default 3)")
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 256])
     parser.add_argument("--calls", type=int, default=200, help="requests per layer in part 2 (default 200)")
-    parser.add_argument("--skip", choices=["throughput", "breakdown", "comparison"], nargs="*", default=[])
+    parser.add_argument("--skip", choices=["throughput", "table", "breakdown", "comparison"], nargs="*", default=[])
     parser.add_argument("--server-from", type=Path, default=ROOT,
                         help="the checkout whose model_server/ runs (default: this one)")
     parser.add_argument("--cold", type=Path, help=argparse.SUPPRESS)
@@ -483,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d")
     with tempfile.TemporaryDirectory(prefix="constellation-bench-") as tmp:
         base = Path(tmp)
-        count = args.train_rows + max(args.rows, args.compare_rows)
+        count = args.train_rows + max(args.rows, args.compare_rows, args.table_rows)
         x, classes, target = make_data(count)
         train, test = slice(0, args.train_rows), slice(args.train_rows, None)
         print(f"training {len(CLASSIFIERS) + len(REGRESSORS)} models on {args.train_rows} rows ...", flush=True)
@@ -497,9 +561,17 @@ def main(argv: list[str] | None = None) -> int:
             client = make_client(url, token)
             for name, (path, task) in models.items():
                 client.load(name, path.name, task)
-            times = layers = found = None
+            times = layers = found = tabled = None
+            load_before = os.getloadavg()[0]
             if "throughput" not in args.skip:
                 times = throughput(client, sessions, models, x[test][:args.rows], args.batches, args.repeat)
+            if "table" not in args.skip:
+                rows = x[test][:args.table_rows]
+                table = write_table(base / "table-1b.jsonl", rows, classes[test][:args.table_rows],
+                                    target[test][:args.table_rows])
+                tabled = table_inference(client, sessions, table, rows, args.repeat,
+                                         [b or None for b in args.table_batches])
+                tabled["load"] = (load_before, os.getloadavg()[0])
             if "breakdown" not in args.skip:
                 layers = {}
                 for name in ("logreg", "forest"):
@@ -516,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(30)
-    report = render(args, started, token is not None, times, layers, found)
+    report = render(args, started, token is not None, times, layers, found, tabled)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(report)
     print(report)
@@ -534,7 +606,7 @@ def machine(started: str) -> str:
 
 
 def render(args: argparse.Namespace, started: str, token: bool, times: dict | None, layers: dict | None,
-           found: dict | None) -> str:
+           found: dict | None, tabled: dict | None = None) -> str:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     rows = [f"Measured with {machine(started)}; model server {'with' if token else 'without'} a bearer token; "
             f"median of {args.repeat} rounds; load average at the end {load} (other work on the machine shows "
@@ -551,6 +623,25 @@ def render(args: argparse.Namespace, started: str, token: bool, times: dict | No
                 local = statistics.median(times[(name, "in-process", batch)])
                 rows.append(f"| {name} ({DESCRIBED[name]}) | {batch} | {args.rows / server:,.0f} | "
                             f"{args.rows / local:,.0f} | {local / server:.3f} |")
+        rows.append("")
+    if tabled:
+        code = "this checkout" if args.server_from.resolve() == ROOT else f"the code of {args.server_from}"
+        rows += ["## A table through model_inference's path vs ONNX Runtime in process", "",
+                 f"{args.table_rows:,} rows × {len(FEATURES)} features, already read as {code}'s model_inference "
+                 "reads them; timed: predicted through the server into prediction items (server) or "
+                 "`InferenceSession.run` on float32 arrays of the same batches (in process). Load average "
+                 f"{tabled['load'][0]:.1f} before, {tabled['load'][1]:.1f} after.", "",
+                 "| model | batch | server | in process | server / in-process throughput | "
+                 "goal: server ≤ 1.2 × in process + 20 ms |", "|---|---:|---:|---:|---:|---|"]
+        for name in CLASSIFIERS:
+            for batch in [b or None for b in args.table_batches]:
+                server = statistics.median(tabled[(name, "server", batch)])
+                local = statistics.median(tabled[(name, "in-process", batch)])
+                size = tabled[(name, "size", batch)]
+                goal = "met" if server <= 1.2 * local + 0.02 else "not met"
+                rows.append(f"| {name} ({DESCRIBED[name]}) | {size}{' (default)' if batch is None else ''} | "
+                            f"{server * 1e3:,.1f} ms | {local * 1e3:,.1f} ms | {local / server:.3f} | "
+                            f"{goal if batch is None else ''} |")
         rows.append("")
     if layers:
         columns = list(layers)
