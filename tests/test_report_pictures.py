@@ -87,7 +87,7 @@ def scene(road_from: int, car_left: int) -> np.ndarray:
     return mask
 
 
-def segmentation_page(folder: Path) -> tuple[dict, str]:
+def segmentation_page(folder: Path, readable: bool = True) -> tuple[dict, str]:
     def saved(name: str, mask: np.ndarray) -> str:
         Image.fromarray(mask).save(folder / name)
         return str(folder / name)
@@ -97,6 +97,10 @@ def segmentation_page(folder: Path) -> tuple[dict, str]:
              "wide": [{"name": n, "mask": saved(f"wide-{n}", scene(20 + j % 2, 30))}
                       for j, n in enumerate(SEGMENTATION_NAMES)]}
     inputs = grey_images(folder, SEGMENTATION_NAMES, (80, 60))
+    if not readable:  # e.g. multi-band GeoTIFF tiles, which Pillow cannot show
+        inputs = {name: path.with_suffix(".tif") for name, path in inputs.items()}
+        for path in inputs.values():
+            path.write_bytes(b"II*\0 not a picture Pillow can read")
     results, runs = models("image-segmentation", SEGMENTATION_LABELS, found, inputs, folder)
     report = compare.compare(runs, truth)
     page = compare.html_report(report, compare.charts(report, folder / "charts"),
@@ -267,3 +271,20 @@ def test_segmentation_thumbnails_overlay_each_models_mask_in_the_legend_colours(
     assert close(seen(wide, 15, 47), overlay("road"), 12)  # and its car is further right
     assert close(seen(wide, 40, 47), overlay("car"), 12)
     assert close(seen(truth, 40, 47), overlay("road"), 12)
+
+
+def test_masks_whose_image_cannot_be_shown_are_drawn_alone_in_the_legend_colours(page, tmp_path: Path):
+    _, html = segmentation_page(tmp_path, readable=False)
+    page.set_content(html)
+    colours = legend_colours(page)
+    name = SEGMENTATION_NAMES[0]
+    truth, width = picture(page, name, 1)
+    wide, _ = picture(page, name, 3)
+    scale = width / 80
+    assert width > 80  # a small mask is shown larger too
+
+    def seen(pixels: np.ndarray, x: int, y: int) -> np.ndarray:
+        return pixels[round((y + 0.5) * scale), round((x + 0.5) * scale)]
+
+    assert close(seen(truth, 40, 25), colours["background"], 12) and close(seen(wide, 40, 25), colours["road"], 12)
+    assert close(seen(truth, 15, 47), colours["car"], 12) and close(seen(wide, 40, 47), colours["car"], 12)
