@@ -100,7 +100,7 @@ def segmentation_page(folder: Path, readable: bool = True) -> tuple[dict, str]:
     if not readable:  # e.g. multi-band GeoTIFF tiles, which Pillow cannot show
         inputs = {name: path.with_suffix(".tif") for name, path in inputs.items()}
         for path in inputs.values():
-            path.write_bytes(b"II*\0 not a picture Pillow can read")
+            path.write_bytes(b"four bands of float32: not a picture Pillow can read")
     results, runs = models("image-segmentation", SEGMENTATION_LABELS, found, inputs, folder)
     report = compare.compare(runs, truth)
     page = compare.html_report(report, compare.charts(report, folder / "charts"),
