@@ -272,6 +272,7 @@ class DagsterClient:
         if result["__typename"] == "LaunchRunSuccess":
             run_id: str = result["run"]["runId"]
             return run_id
+        self._refused(result)  # the code location checks the resumed pipeline as it checks a launch
         raise ApiError(409, f"Dagster did not resume run {parent_run_id} ({result['__typename']}): "
                             f"{result.get('message')}")
 

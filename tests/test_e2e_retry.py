@@ -110,3 +110,17 @@ def test_a_retry_never_executes_a_file_an_instruction_wrote(stack: Stack, api: h
     assert states["/instructions/0"] == "failed", "table_to_images ran again (and fails on row 2 again)"
     assert states["/instructions/0/parameters/data"] == "reused", "what succeeded is still reused"
     assert run["run_status"] == "FAILURE" and "row 2" in run["error"]["message"]
+
+
+def test_a_retry_is_checked_like_a_launch(stack: Stack, api: httpx.Client):
+    """What the server knows is asked again when a run is resumed: data gone since is refused at its pointer."""
+    folder = f"goes-away-{time.time_ns()}"
+    (stack.data_root / folder).mkdir()  # there, but empty: the run fails
+    failed = stack.wait_for_run(api.post("/execute", json=pipeline(folder)).json()["run_id"])
+    assert failed["run_status"] == "FAILURE"
+    (stack.data_root / folder).rmdir()
+    answer = api.post(f"/runs/{failed['run_id']}/retry")
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert error["path"] == "/instructions/1/parameters/data/parameters/data/parameters/path"
+    assert error["message"] == f"path {folder!r} does not exist under the data root"
