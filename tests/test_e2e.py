@@ -159,16 +159,19 @@ def test_cancel_stops_a_running_pipeline(stack: Stack, api: httpx.Client, slow_f
 
 
 def test_a_launchpad_run_with_a_bad_pipeline_reports_why(stack: Stack, api: httpx.Client):
-    """Launched around the gateway (as from the launchpad): Dagster's failure reaches GET /runs/{id}."""
+    """Launched around the gateway (as from the launchpad): the code server checks the config when the run is
+    created, so the launch is refused naming the instruction's path, and no run is created."""
     bad = [{"operation": "resize_image", "parameters": {"width": 0, "height": 5, "data": {
         "operation": "import_from_local", "parameters": {"path": "samples"}}}}]
-    mutation = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
-        ... on LaunchRunSuccess { run { runId } } } }"""
-    params = {"selector": {"repositoryLocationName": "constellation", "repositoryName": "main",
-                           "jobName": "build_execute_job"},
-              "runConfigData": {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": bad}}}}}
-    launched = httpx.post(stack.dagster_url + "/graphql", json={"query": mutation, "variables": {"p": params}}).json()
-    run = stack.wait_for_run(launched["data"]["launchRun"]["run"]["runId"])
-    assert run["run_status"] == "FAILURE"
-    assert "generate_dynamic_job_configs" in run["error"]["message"]
-    assert "/instructions/0/parameters/width" in run["error"]["message"]
+    selector = {"repositoryLocationName": "constellation", "repositoryName": "main", "jobName": "build_execute_job"}
+    config = {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": bad}}}}
+    launch = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+        ... on RunConfigValidationInvalid { errors { message } } } }"""
+    runs_before = api.get("/runs").json()["runs"]
+    params = {"selector": selector, "runConfigData": config}
+    launched = httpx.post(stack.dagster_url + "/graphql", json={"query": launch, "variables": {"p": params}}).json()
+    refused = launched["data"]["launchRun"]
+    assert refused["__typename"] != "LaunchRunSuccess", refused
+    assert "/instructions/0/parameters/width" in str(refused) and "minimum of 1" in str(refused)
+    assert api.get("/runs").json()["runs"] == runs_before
