@@ -50,6 +50,11 @@ class OnnxModel(TaskModel):
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: ONNX Runtime's warnings would flood the log
+        # After each run ONNX Runtime's threads spin waiting for the next one, which here comes a request later:
+        # they keep the CPUs from the answer, the HTTP and the client meanwhile. Off, a 200-tree forest at 256 rows
+        # per request went from 0.75x to 1.04x of ONNX Runtime in process on 2 CPUs (bench/RESULTS.md,
+        # "Tabular inference in binary").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(location, options, providers=providers(device))
         inputs = session.get_inputs()
         if len(inputs) != 1 or inputs[0].type not in FLOAT_TYPES or len(inputs[0].shape) != 2:
@@ -217,6 +222,10 @@ def tensor(name: str, value: Any, labels: list[str]) -> InferOutput:
 
 def strings(array: np.ndarray) -> list[str]:
     """A string or integer tensor's items as text, converted by NumPy (no Python call per item)."""
+    if array.dtype.kind == "O":  # ONNX Runtime's strings: Python str objects already, taken as they are
+        items = array.tolist()
+        if set(map(type, items)) <= {str}:
+            return items
     if array.dtype.kind == "S":
         array = np.char.decode(array, "utf-8", "replace")
     return array.astype(str).tolist()

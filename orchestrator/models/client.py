@@ -618,7 +618,8 @@ def _tabular_answer(model_id: str, task: str, outputs: dict[str, Any], count: in
         return TabularAnswer(values=values)
     labels = np.asarray(outputs["label"]).reshape(-1)
     _expect_rows(labels, count, model_id, "label")
-    answer = TabularAnswer(labels=labels.astype(str).tolist())
+    texts = labels.tolist()
+    answer = TabularAnswer(labels=texts if set(map(type, texts)) <= {str} else labels.astype(str).tolist())
     table = next((np.asarray(v) for k, v in outputs.items() if k != "label"), None)
     if table is not None and table.ndim == 2 and len(table) == count:
         names = labels_of(metadata)

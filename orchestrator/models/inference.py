@@ -326,7 +326,7 @@ def _arrow_features(table: Table, features: list[str], key: str | None) -> Featu
     options = pa_json.ParseOptions(explicit_schema=pa.schema(list(fields.items())), unexpected_field_behavior="ignore")
     try:
         read = pa_json.read_json(table.path, parse_options=options)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
+    except (pa.ArrowException, OSError):  # a value of another type than told (ArrowInvalid), ...
         return None
     columns = [read.column(column) for column in features]
     keys = read.column(key) if key is not None else None
