@@ -32,8 +32,14 @@ tabular-classification / tabular-regression.
    the classifiers' predictions presented as image predictions (24 disagreement thumbnails of a
    1024×768 JPEG).
 
+4. compare_models beside a plain script (bench/plain_comparison.py: the same metrics, intervals, tests and charts
+   with scikit-learn, SciPy, statsmodels and matplotlib called directly on the same classifier predictions), and,
+   with `--before DIR`, beside another checkout's compare_models: each side in a fresh process per round (its
+   first call is the cold one: the libraries imported on first use; then `--repeat` warm calls, median), the
+   sides' order turning every round, on the batch-16 classification predictions of part 3.
+
 `--server-from DIR` runs the model server (and the in-process server steps of part 2) from another
-checkout's `model_server/`, to compare two commits.
+checkout's `model_server/`, to compare two commits. `--before DIR` (part 4) runs that checkout's compare_models.
 """
 
 from __future__ import annotations
@@ -485,6 +491,65 @@ def cold_in_subprocess(spec: dict[str, Any], folder: Path) -> float:
     return float(answer.stdout.strip().splitlines()[-1])
 
 
+def side_step(spec_path: Path) -> dict[str, Any]:
+    """Run in a fresh process: one side of part 4, its first (cold) call then `warm` more; the seconds of each."""
+    spec = json.loads(spec_path.read_text())
+    sys.path.insert(0, spec["root"])  # that checkout's orchestrator (the plain script imports none of it)
+    predictions = [json.loads(Path(path).read_text()) for path in spec["predictions"]]
+    table = Path(spec["table"])
+    if spec["side"] == "plain":
+        from bench import plain_comparison
+
+        def call(k: int) -> float:
+            start = time.perf_counter()
+            plain_comparison.compare(predictions, table, spec["column"], "id", Path(spec["run_dir"]) / f"plain-{k}")
+            return time.perf_counter() - start
+    else:
+        from orchestrator.assets import ops  # noqa: F401  (a run worker has imported the ops before any runs)
+        from orchestrator.datasets import Predictions, Table
+
+        rows = Table(table, spec["columns"], spec["count"])
+        results = []
+        for path, saved in zip(spec["predictions"], predictions, strict=True):
+            result = Predictions(saved["model"], saved["predictions"], saved["stats"], Path(path), task=saved["task"],
+                                 labels=saved["labels"])
+            result.table, result.table_key = rows, "id"
+            results.append(result)
+
+        def call(k: int) -> float:
+            return compare_step(Path(spec["run_dir"]), f"{spec['side']}-{k}", results, rows, spec["column"])
+    times = [call(k) for k in range(spec["warm"] + 1)]
+    where = sys.modules["orchestrator"].__file__ if "orchestrator" in sys.modules else None
+    if spec["side"] == "ours" and not str(where).startswith(spec["root"]):
+        raise RuntimeError(f"compare_models ran from {where}, not from {spec['root']}")
+    return {"cold": times[0], "warm": times[1:]}
+
+
+def beside_plain(base: Path, table: Any, results: list[Any], repeat: int, before: Path | None) -> dict[str, Any]:
+    """Part 4: compare_models (this checkout's, and `before`'s) and the plain script, cold and warm."""
+    sides = {"compare_models": ("ours", ROOT)} | ({"compare_models before": ("ours", before)} if before else {}) | \
+        {"plain script": ("plain", ROOT)}
+    found: dict[str, dict[str, list[float]]] = {name: {"cold": [], "warm": []} for name in sides}
+    names = list(sides)
+    for round_ in range(repeat):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            side, root = sides[name]
+            spec = {"side": side, "root": str(root), "table": str(table.path), "columns": table.columns,
+                    "count": table.count, "column": "label", "predictions": [str(r.path) for r in results],
+                    "run_dir": str(base / f"side-{round_}-{len(found[name]['cold'])}-{side}"), "warm": repeat}
+            path = base / f"side-{time.monotonic_ns()}.json"
+            path.write_text(json.dumps(spec))
+            answer = subprocess.run([sys.executable, __file__, "--side", str(path)], capture_output=True, text=True,
+                                    cwd=ROOT, check=True)
+            times = json.loads(answer.stdout.strip().splitlines()[-1])
+            found[name]["cold"].append(times["cold"])
+            found[name]["warm"] += times["warm"]
+            print(f"round {round_ + 1}: {name}: cold {times['cold']:.2f} s, warm "
+                  f"{statistics.median(times['warm']):.2f} s", flush=True)
+    return {name: {"cold": statistics.median(t["cold"]), "warm": statistics.median(t["warm"]),
+                   "rounds": t} for name, t in found.items()}
+
+
 def comparison(base: Path, url: str, token: str | None, table: Any, repeat: int,
                batches: list[int]) -> dict[str, Any]:
     kinds = {"classification": (CLASSIFIERS, "label"), "regression": (REGRESSORS, "target")}
@@ -512,7 +577,7 @@ def comparison(base: Path, url: str, token: str | None, table: Any, repeat: int,
                 pieces.append(compare_pieces(base / f"pieces-{i}", shown, table, column))
             found[variant] = {"inference": inference, "warm": statistics.median(warm), "cold": statistics.median(cold),
                               "pieces": {k: statistics.median(p[k] for p in pieces) for k in pieces[0]},
-                              "predictions": len(names) * table.count}
+                              "predictions": len(names) * table.count, "results": results}
             print(f"{variant}: compare_models warm {found[variant]['warm']:.2f} s, cold "
                   f"{found[variant]['cold']:.2f} s", flush=True)
     return found
@@ -534,10 +599,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", choices=["throughput", "table", "breakdown", "comparison"], nargs="*", default=[])
     parser.add_argument("--server-from", type=Path, default=ROOT,
                         help="the checkout whose model_server/ runs (default: this one)")
+    parser.add_argument("--before", type=Path, help="part 4: also run this checkout's compare_models")
     parser.add_argument("--cold", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--side", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cold:
         print(cold_step(args.cold))
+        return 0
+    if args.side:
+        print(json.dumps(side_step(args.side)))
         return 0
     server_from = args.server_from.resolve()
     sys.path.insert(0, str(server_from))
@@ -584,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
                 table = write_table(base / "table.jsonl", x[test][:args.compare_rows],
                                     classes[test][:args.compare_rows], target[test][:args.compare_rows])
                 found = comparison(base, url, token, table, args.repeat, args.batches)
+                if "plain" not in args.skip:
+                    found["beside the plain script"] = beside_plain(
+                        base, table, found["classification"]["results"], args.repeat,
+                        args.before.resolve() if args.before else None)
             client.close()
         finally:
             server.terminate()
@@ -652,6 +726,7 @@ def render(args: argparse.Namespace, started: str, token: bool, times: dict | No
         for i, (label, _) in enumerate(table[0]):
             rows.append(f"| {label} | " + " | ".join(f"{t[i][1] * 1e6:,.0f}" for t in table) + " |")
         rows.append("")
+    beside = found.pop("beside the plain script", None) if found else None
     if found:
         rows += ["## The comparison step vs the inference it compares", "",
                  f"3 models × {args.compare_rows} rows = {3 * args.compare_rows:,} predictions; `model_inference` "
@@ -674,6 +749,19 @@ def render(args: argparse.Namespace, started: str, token: bool, times: dict | No
         for piece in found[variants[0]]["pieces"]:
             rows.append(f"| {piece} | " + " | ".join(f"{found[v]['pieces'][piece]:.3f}" for v in variants) + " |")
         rows.append("")
+    if beside:
+        plain = beside["plain script"]
+        rows += ["## compare_models beside a plain script (bench/plain_comparison.py)", "",
+                 f"The classification predictions above (3 models × {args.compare_rows} rows); each side in a fresh "
+                 f"process per round: cold = its first call, warm = the median of the {args.repeat} calls after it "
+                 f"over {args.repeat} rounds.", "",
+                 "| side | cold (s) | warm (s) | cold / plain cold | warm / plain warm |", "|---|---:|---:|---:|---:|"]
+        for name, f in beside.items():
+            rows.append(f"| {name} | {f['cold']:.2f} | {f['warm']:.2f} | {f['cold'] / plain['cold']:.2f} | "
+                        f"{f['warm'] / plain['warm']:.2f} |")
+        rows += ["", "Rounds (s): " + "; ".join(f"{name}: cold " + ", ".join(f"{v:.2f}" for v in f["rounds"]["cold"])
+                                                + ", warm " + ", ".join(f"{v:.2f}" for v in f["rounds"]["warm"])
+                                                for name, f in beside.items()), ""]
     return "\n".join(rows)
 
 

@@ -83,6 +83,39 @@ def test_vectorised_resampled_statistic_equals_scikit_learn():
                 f1_score(expected[row], predicted[m][row], average="macro", zero_division=0))
 
 
+def test_a_resample_drawn_as_cell_counts_scores_as_scikit_learn_on_the_inputs_it_stands_for():
+    """The bootstrap draws how many inputs each cell (truth, each model's answer) holds: scored from those counts,
+    a resample gives what scikit-learn gives on the inputs it stands for, and the intervals are those of resampling
+    the inputs themselves (scipy.stats.bootstrap on the same statistic), within the bootstrap's own noise."""
+    from scipy.stats import bootstrap
+
+    from orchestrator.compare import stats
+    from orchestrator.compare.classification import Contingency
+
+    rng = np.random.default_rng(5)
+    expected = rng.integers(0, 4, 3000)
+    predicted = np.stack([np.where(rng.random(3000) < q, expected, rng.integers(0, 4, 3000)) for q in (0.5, 0.7)])
+    table = Contingency(expected, predicted, 4)
+    assert table.size <= 4 ** 3 and table.size * 8 <= 3000  # few cells: counts drawn, not indices
+    representative = np.array([np.flatnonzero(table.codes == c)[0] for c in range(table.size)])
+    counts = rng.multinomial(3000, np.bincount(table.codes) / 3000, size=3)
+    scores = table.scores(counts)
+    for r, row in enumerate(counts):
+        inputs = np.repeat(representative, row)
+        for m in range(2):
+            assert scores[m, r] == pytest.approx(accuracy_score(expected[inputs], predicted[m][inputs]))
+            assert scores[2 + m, r] == pytest.approx(
+                f1_score(expected[inputs], predicted[m][inputs], average="macro", zero_division=0))
+    drawn = stats.bootstrap_counts(table.scores, table.codes, table.size, n_resamples=2000, seed=1)
+    assert drawn is not None and drawn.distribution.shape == (4, 2000)
+    right = (predicted[1] == expected).astype(float)
+    direct = bootstrap((right,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(1))
+    assert drawn.low[1] == pytest.approx(direct.confidence_interval.low, abs=0.004)
+    assert drawn.high[1] == pytest.approx(direct.confidence_interval.high, abs=0.004)
+    again = stats.bootstrap_counts(table.scores, table.codes, table.size, n_resamples=2000, seed=1)
+    np.testing.assert_array_equal(again.distribution, drawn.distribution)
+
+
 def test_intervals_contain_the_estimate_and_repeat_for_a_seed():
     rng = np.random.default_rng(0)
     names = [f"{c}/{i}.jpg" for i, c in enumerate(rng.choice(["cat", "dog", "bird"], 200))]

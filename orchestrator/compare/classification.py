@@ -8,12 +8,10 @@ matrix, Cohen's kappa); the exact McNemar test from SciPy. Labels match without 
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import DegenerateDataWarning
 from sklearn.metrics import (
     accuracy_score,
     cohen_kappa_score,
@@ -49,8 +47,26 @@ def as_class(value: Any) -> str:
 class Encoded:
     """Every run's top-1 (and the truth) as integer class codes over one shared, case-folded vocabulary."""
 
+    #: The last one made: scoring, the disagreements and the drill-down of one comparison encode the same
+    #: predictions (a Python pass over every prediction); `of` hands it back for the same objects.
+    _last: Encoded | None = None
+
+    @classmethod
+    def of(cls, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None) -> Encoded:
+        """The encoding of these runs' predictions and truth: the last one made when it is of the very same
+        prediction lists, names and truth (compared by identity; they are not changed in place meanwhile)."""
+        last = cls._last
+        if (last is not None and last.truth_of is truth and len(last.runs) == len(runs)
+                and all(a.items is b.items and a.labels == b.labels for a, b in zip(last.runs, runs, strict=True))
+                and last.names == list(names)):
+            return last
+        cls._last = found = cls(runs, names, truth)
+        return found
+
     def __init__(self, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None):
         self.runs = list(runs)
+        self.names = list(names)
+        self.truth_of = truth
         shown: dict[str, str] = {}
         self.top1: list[list[str]] = []
         self.scores: list[list[float | None]] = []
@@ -74,47 +90,73 @@ def resampled_scores(expected: np.ndarray, predicted: np.ndarray, k: int, idx: n
                      per_class: bool = False) -> np.ndarray:
     """Accuracy and macro-F1 of every model on each resample: rows [acc_1..acc_M, f1_1..f1_M], (2M, batch).
 
-    `idx` (batch, n) indexes the inputs. Per class: tp, true and predicted counts by bincount;
-    F1 = 2·tp / (true + predicted), averaged over the classes present in the truth or the
-    predictions of that resample (as `f1_score(average="macro")` does). With `per_class`, the
-    rows of `perclass.rows` follow (per-class precision, recall, F1 and IoU from the same counts).
+    `idx` (batch, n) indexes the inputs; each resample is counted into the cells of the contingency table
+    (truth × every model's answer) and scored by `Contingency.scores`.
     """
-    batch, n = idx.shape
-    offsets = (np.arange(batch) * (k + 1))[:, None]
+    table = Contingency(expected, predicted, k)
+    batch = idx.shape[0]
+    offsets = (np.arange(batch) * table.size)[:, None]
+    counts = np.bincount((table.codes[idx] + offsets).ravel(), minlength=batch * table.size)
+    return table.scores(counts.reshape(batch, table.size), per_class)
 
-    def counts(codes: np.ndarray) -> np.ndarray:
-        flat = (codes[idx] + offsets).ravel()
-        return np.bincount(flat, minlength=batch * (k + 1)).reshape(batch, k + 1)[:, :k]
 
-    true = counts(expected)
-    accuracy, macro_f1, hits, guesses = [], [], [], []
-    for codes in predicted:
-        tp = counts(np.where(codes == expected, expected, k))
-        guessed = counts(codes)
-        support = true + guessed
-        present = support > 0
-        f1 = np.where(present, 2 * tp / np.maximum(support, 1), 0.0)
-        macro_f1.append(f1.sum(axis=1) / present.sum(axis=1))
-        accuracy.append(tp.sum(axis=1) / n)
-        hits.append(tp)
-        guesses.append(guessed)
-    if not per_class:
-        return np.array(accuracy + macro_f1)
-    return np.concatenate([np.array(accuracy + macro_f1), perclass.rows(true, hits, guesses)])
+class Contingency:
+    """The inputs as cells of (truth, each model's answer): every classification metric here is a function of how
+    many inputs each cell holds, so a bootstrap resample is a vector of cell counts (stats.bootstrap_counts)."""
+
+    def __init__(self, expected: np.ndarray, predicted: np.ndarray, k: int):
+        from scipy.sparse import csr_array
+
+        cells, self.codes = stats.cells_of(np.vstack([expected[None, :], predicted]))
+        self.size, self.k = cells.shape[1], k
+        rows = np.arange(self.size)
+
+        def indicator(classes: np.ndarray, keep: np.ndarray | None = None) -> Any:  # cells × classes, sparse
+            ones = np.ones(self.size) if keep is None else keep.astype(float)
+            return csr_array((ones, (rows, classes)), shape=(self.size, k))
+
+        self.true = indicator(cells[0])  # the cell's true class
+        self.hits = [indicator(cells[0], cells[0] == answers) for answers in cells[1:]]  # right, by true class
+        self.guesses = [indicator(answers) for answers in cells[1:]]  # the class the model said
+
+    def scores(self, counts: np.ndarray, per_class: bool = False) -> np.ndarray:
+        """Accuracy and macro-F1 of every model from cell counts (batch, cells): rows [acc_1..acc_M, f1_1..f1_M].
+
+        Per class: tp, true and predicted counts; F1 = 2·tp / (true + predicted), averaged over the classes
+        present in the truth or the predictions of that resample (as `f1_score(average="macro")` does). With
+        `per_class`, the rows of `perclass.rows` follow (per-class precision, recall, F1 and IoU from the
+        same counts).
+        """
+        counts = np.asarray(counts, dtype=float)
+        n = counts.sum(axis=1)
+        true = counts @ self.true
+        accuracy, macro_f1, hits, guesses = [], [], [], []
+        for right, said in zip(self.hits, self.guesses, strict=True):
+            tp, guessed = counts @ right, counts @ said
+            support = true + guessed
+            present = support > 0
+            f1 = np.where(present, 2 * tp / np.maximum(support, 1), 0.0)
+            macro_f1.append(f1.sum(axis=1) / present.sum(axis=1))
+            accuracy.append(tp.sum(axis=1) / n)
+            hits.append(tp)
+            guesses.append(guessed)
+        if not per_class:
+            return np.array(accuracy + macro_f1)
+        return np.concatenate([np.array(accuracy + macro_f1), perclass.rows(true, hits, guesses)])
 
 
 def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
              seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
-    enc = Encoded(runs, names, truth)
+    enc = Encoded.of(runs, names, truth)
     models: list[dict[str, Any]] = [{} for _ in runs]
     resamples = None
     if enc.expected is not None:
         expected = enc.expected
         detailed = enc.k <= perclass.MAX_CLASSES  # per-class intervals from the same resamples
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DegenerateDataWarning)  # a class a resample lacks: its rows are NaN
-            boot = stats.bootstrap(lambda idx: resampled_scores(expected, enc.predicted, enc.k, idx, detailed),
-                                   len(names), n_resamples=n_resamples, seed=seed)
+        table = Contingency(expected, enc.predicted, enc.k)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a class a resample lacks: its rows are NaN
+            boot = stats.bootstrap_counts(lambda counts: table.scores(counts, detailed), table.codes, table.size,
+                                          n_resamples=n_resamples, seed=seed)
         resamples = None if boot is None else n_resamples
         m = len(runs)
         for i, codes in enumerate(enc.predicted):
@@ -162,7 +204,7 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
 
 def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:
     """Inputs whose top-1 differs between models, scored by how many different answers they got."""
-    enc = Encoded(runs, names, truth)
+    enc = Encoded.of(runs, names, truth)
     rows = []
     for j, name in enumerate(names):
         answers = {int(codes[j]) for codes in enc.predicted}

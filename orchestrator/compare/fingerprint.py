@@ -40,9 +40,13 @@ def _text(value: Any) -> bytes:
 class Fingerprinter:
     """Digests of files (by resolved path) and tables (by file and columns), each computed once."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
         self._files: dict[Path, bytes] = {}
         self._tables: dict[tuple[Path, tuple[str, ...], str | None], bytes] = {}
+        #: Rows to show in the report, kept while the table is read for its digest (no second read): by table
+        #: file and key column, {name: row with long values clipped} for the names in `keep`.
+        self.keep = set(keep)
+        self.kept: dict[tuple[Path, str | None], dict[str, dict[str, Any]]] = {}
 
     def file(self, path: Path) -> bytes | None:
         path = Path(path)
@@ -85,8 +89,13 @@ class Fingerprinter:
         cache = (table.path.resolve(), columns, result.table_key)
         if cache not in self._tables:
             wanted = set(names)
-            rows = [(name, hashlib.sha256(_text([name, [row.get(c) for c in columns]])).digest())
-                    for name, row in keyed_rows(table, result.table_key) if name in wanted]
+            kept = self.kept.setdefault((cache[0], result.table_key), {})
+            rows = []
+            for name, row in keyed_rows(table, result.table_key):
+                if name in wanted:
+                    rows.append((name, hashlib.sha256(_text([name, [row.get(c) for c in columns]])).digest()))
+                if name in self.keep:
+                    kept[name] = clipped(row)
             digest = hashlib.sha256(b"rows")
             _field(digest, _text(list(columns)))
             for name, row in sorted(rows):
@@ -116,6 +125,11 @@ class Fingerprinter:
         return digest.digest()
 
 
+def clipped(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as a report shows it: text values past 80 characters cut, with an ellipsis."""
+    return {k: (v[:80] + "…" if isinstance(v, str) and len(v) > 80 else v) for k, v in row.items()}
+
+
 def _names(names: Iterable[str]) -> bytes:
     digest = hashlib.sha256(b"names")
     for name in sorted(names):
@@ -126,11 +140,20 @@ def _names(names: Iterable[str]) -> bytes:
 def dataset_fingerprint(results: Sequence[Predictions], names: Sequence[str],
                         truth: Truth | None) -> tuple[str, str]:
     """("sha256:<hex>", what the inputs' part was made of: "files", "rows" or "names")."""
-    printer = Fingerprinter()
+    return fingerprint_and_rows(results, names, truth)[:2]
+
+
+def fingerprint_and_rows(results: Sequence[Predictions], names: Sequence[str], truth: Truth | None,
+                         keep: set[str] | frozenset[str] = frozenset()
+                         ) -> tuple[str, str, dict[tuple[Path, str | None], dict[str, dict[str, Any]]]]:
+    """`dataset_fingerprint`, and the rows named in `keep` of every table read for it, as a report shows them:
+    {(table file, key column): {name: row}}."""
+    printer = Fingerprinter(keep)
     views = [printer.view(result, names) for result in results]
     bases = {basis for _, basis in views}
     digest = hashlib.sha256(VERSION)
     for view in sorted({view for view, _ in views}):  # the same data seen the same way by every model: one view
         _field(digest, view)
     _field(digest, printer.truth(truth, names))
-    return "sha256:" + digest.hexdigest(), "names" if "names" in bases else ("rows" if "rows" in bases else "files")
+    basis = "names" if "names" in bases else ("rows" if "rows" in bases else "files")
+    return "sha256:" + digest.hexdigest(), basis, printer.kept

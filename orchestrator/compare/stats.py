@@ -68,6 +68,49 @@ def bootstrap(
     return Bootstrap(np.atleast_1d(ci.low), np.atleast_1d(ci.high), np.atleast_2d(result.bootstrap_distribution))
 
 
+def cells_of(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct columns of a (rows, n) integer array and, per input, the index of its column: (cells, codes).
+
+    Statistics that depend only on how many inputs fall in each cell (a contingency table of truth and
+    every model's answer) can be bootstrapped on cell counts instead of on n resampled indices.
+    """
+    cells, codes = np.unique(np.asarray(columns), axis=1, return_inverse=True)
+    return cells, codes.ravel()
+
+
+def bootstrap_counts(statistic: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, cells: int, *,
+                     n_resamples: int, seed: int) -> Bootstrap | None:
+    """Percentile bootstrap of a statistic of cell counts; None when there are fewer than two inputs.
+
+    A resample of the n inputs (with replacement) puts Multinomial(n, count/n) inputs in each cell: when
+    there are few cells the counts are drawn so (numpy's `multinomial`), in O(cells) per resample instead of
+    O(n); else each resample's indices are drawn and counted (`bincount`). `statistic(counts)` gets counts
+    (batch, cells) and returns (k, batch); the interval is the 2.5th-97.5th percentiles, as
+    `scipy.stats.bootstrap(method="percentile")` gives them.
+    """
+    n = codes.size
+    if n < 2 or n_resamples < 1:
+        return None
+    rng = np.random.default_rng(seed)
+    parts = []
+    if cells * 8 <= n:
+        share = np.bincount(codes, minlength=cells) / n
+        for start in range(0, n_resamples, max(1, _BATCH_ELEMENTS // max(cells, 1))):
+            size = min(n_resamples - start, max(1, _BATCH_ELEMENTS // max(cells, 1)))
+            parts.append(np.asarray(statistic(rng.multinomial(n, share, size=size)), dtype=float))
+    else:
+        batch = max(1, min(n_resamples, _BATCH_ELEMENTS // n))
+        for start in range(0, n_resamples, batch):
+            size = min(n_resamples - start, batch)
+            picked = codes[rng.integers(0, n, (size, n))] + (np.arange(size) * cells)[:, None]
+            counts = np.bincount(picked.ravel(), minlength=size * cells).reshape(size, cells)
+            parts.append(np.asarray(statistic(counts), dtype=float))
+    distribution = np.concatenate(parts, axis=1)
+    alpha = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(distribution, [alpha, 100 - alpha], axis=1)
+    return Bootstrap(low, high, distribution)
+
+
 def paired_p(first: np.ndarray, second: np.ndarray) -> float | None:
     """Two-sided paired bootstrap p-value that two metrics differ, from the same resamples.
 
