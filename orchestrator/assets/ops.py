@@ -1107,14 +1107,18 @@ def compare_models(
                              "GeoJSON, GeoPackage or a PostGIS table); give such truth, or no regions")
     found = _truth_for(task, names, labels, truth, truth_key, truth_column)
     report = compare.compare(runs, found, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
-    report["dataset_fingerprint"], report["fingerprint_of"] = fingerprint.dataset_fingerprint(results, names, found)
+    listed = drilldown.Listing.of(results, runs, found, report)
+    # The table rows the page shows are kept while the fingerprint reads the table: one read, not one per model.
+    keep = drilldown.rows_to_show(results, runs, found, listed)
+    report["dataset_fingerprint"], report["fingerprint_of"], kept = fingerprint.fingerprint_and_rows(
+        results, names, found, keep)
     report["earlier"] = lineage.earlier_comparisons(report["dataset_fingerprint"])
     folder = ctx.node_dir
     charts = compare.charts(report, folder / "charts")
     markdown = compare.markdown(report)
     (folder / "comparison.json").write_text(json.dumps(report, indent=1))
-    shown = reporting.disagreements(results, runs, found)
-    cells = drilldown.cells(results, runs, found, report)
+    shown = reporting.disagreements(drilldown.with_rows(results, kept), runs, found)
+    cells = listed.finish(drilldown.kept_rows(results, kept)) if listed is not None else None
     html = folder / "report.html"
     html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models",
                                         drilldown=cells, run=run_facts(ctx.run_id, ctx.pipeline)))
