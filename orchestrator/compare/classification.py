@@ -54,12 +54,18 @@ class Encoded:
     @classmethod
     def of(cls, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None) -> Encoded:
         """The encoding of these runs' predictions and truth: the last one made when it is of the very same
-        prediction lists, names and truth (compared by identity; they are not changed in place meanwhile)."""
+        prediction lists, names and truth (compared by identity: scoring encodes anew, and what follows it in
+        the same comparison, disagreements and drill-down, finds it here)."""
         last = cls._last
         if (last is not None and last.truth_of is truth and len(last.runs) == len(runs)
                 and all(a.items is b.items and a.labels == b.labels for a, b in zip(last.runs, runs, strict=True))
                 and last.names == list(names)):
             return last
+        return cls.anew(runs, names, truth)
+
+    @classmethod
+    def anew(cls, runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None) -> Encoded:
+        """A new encoding, kept as the last one made."""
         cls._last = found = cls(runs, names, truth)
         return found
 
@@ -147,7 +153,7 @@ class Contingency:
 
 def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
              seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
-    enc = Encoded.of(runs, names, truth)
+    enc = Encoded.anew(runs, names, truth)
     models: list[dict[str, Any]] = [{} for _ in runs]
     resamples = None
     if enc.expected is not None:
