@@ -98,9 +98,9 @@ class Fingerprinter:
                     kept[name] = clipped(row)
             digest = hashlib.sha256(b"rows")
             _field(digest, _text(list(columns)))
-            for name, row in sorted(rows):
+            for name, row_digest in sorted(rows):
                 _field(digest, name.encode())
-                _field(digest, row)
+                _field(digest, row_digest)
             self._tables[cache] = digest.digest()
         return self._tables[cache]
 
