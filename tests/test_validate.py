@@ -259,6 +259,7 @@ def test_validate_answers_every_server_side_mistake_at_once_with_its_pointer(api
         instruction("import_from_database", connection="samples", query="DELETE FROM constellation_samples"),
         instruction("model_inference", model="never-deployed", data=samples),
         instruction("deploy_model", model="nobody/no-such-model"),
+        instruction("import_from_stac", url="samples-eo/stac/catalog.json", bbox=[15.05, 41.96, 15.01, 41.995]),
     ]
     answer = api.post("/validate", json={"instructions": pipeline})
     assert answer.status_code == 422, answer.text
@@ -272,6 +273,7 @@ def test_validate_answers_every_server_side_mistake_at_once_with_its_pointer(api
         "/instructions/3/parameters/query",
         "/instructions/4/parameters/model",
         "/instructions/5/parameters/model",
+        "/instructions/6/parameters/bbox",
     ]
     assert "outside the data root" in found["/instructions/0/parameters/data/parameters/path"]
     assert "'samples/no-such-folder' does not exist" in found["/instructions/1/parameters/data/parameters/path"]
@@ -279,6 +281,7 @@ def test_validate_answers_every_server_side_mistake_at_once_with_its_pointer(api
     assert "starts with DELETE" in found["/instructions/3/parameters/query"]
     assert "'never-deployed' is not deployed" in found["/instructions/4/parameters/model"]
     assert "not in the models root or the local Hugging Face cache" in found["/instructions/5/parameters/model"]
+    assert "west 15.05 must be left of east 15.01" in found["/instructions/6/parameters/bbox"]
     for message in found.values():  # the server's folders are its own business
         assert "/tmp" not in message and "/work" not in message, message
     # /execute refuses it alike (Dagster's launch runs the same checks): no run is created.

@@ -136,8 +136,13 @@ def preflight(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
     """import_from_stac before launch: an http(s) URL the URL policy lets the server fetch, or a catalog file or
     folder under the data root, as import_from_local's paths."""
     from orchestrator.preflight import Finding
+    from orchestrator.sources.stac import check_bbox
     from orchestrator.sources.url import url_findings
 
+    try:  # its order too (west of east, south of north), which the catalog's JSON Schema cannot compare
+        check_bbox(params.get("bbox"))
+    except OperationError as refused:
+        yield Finding("bbox", str(refused))
     url, workspace = params["url"], check.resources.workspace
     if is_http(url):
         yield from url_findings("url", url, workspace.url_policy())
