@@ -152,8 +152,9 @@ def test_an_invalid_pipeline_answers_failure_so_the_backend_deletes_it(agentic_s
 
 
 def test_the_original_write_csv_and_export_names_validate(agentic_stack):
-    pipeline = [{"operation": "write_csv", "parameters": {"result": ASSISTANT_PIPELINE[1]["parameters"][
-        "inference_results"]}}]
+    # Its model deployed first, as the original's pipelines do (validation checks that the model is there).
+    pipeline = [ASSISTANT_PIPELINE[0], {"operation": "write_csv", "parameters": {"result": ASSISTANT_PIPELINE[1][
+        "parameters"]["inference_results"]}}]
     answer = requests.post(f"{agentic_stack.api_url}/validate", json={"instructions": pipeline}).json()
     assert answer["status"] == "success", answer
 
