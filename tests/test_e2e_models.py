@@ -122,7 +122,10 @@ def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(t
         run = own.wait_for_run(run_id, timeout_s=90)
         assert run["run_status"] == "FAILURE"
         assert run["error"]["path"] == "/instructions/1"
-        assert "the model server at" in run["error"]["message"] and "failed 3 times" in run["error"]["message"]
+        message = run["error"]["message"]
+        # Either the retries found no server, or `make run` had already started it again without the model.
+        assert ("the model server at" in message and "failed 3 times" in message) or (
+            f"model '{SECOND_MODEL}' is not known to this server" in message), message
         logs = run_logs(own, run_id)
         assert any(f"clean-up: unloading {SECOND_MODEL}, deployed by this run" in m for m in logs)
         assert any("clean-up failed" in m for m in logs)
