@@ -51,6 +51,7 @@ class ImageOptions:
 #: (bench/RESULTS.md, "Tabular inference in binary").
 BATCH_SIZE = 16
 TABULAR_BATCH_SIZE = 4096
+MAX_IMAGE_BATCH = 1024  # images per request at most: each request holds its images' files in memory
 TABULAR_TASKS = ("tabular-classification", "tabular-regression")
 
 
