@@ -65,13 +65,17 @@ def find_report(results: list[dict[str, Any]], store: RunStore, path: str | None
     if path is not None:
         comparisons = [r for r in comparisons if r.get("path") == path]
     if not comparisons:
-        stopped = [r for r in results if r.get("operation") == "compare_models" and r.get("state")
-                   and (path is None or r.get("path") == path)]
+        stopped = [
+            r
+            for r in results
+            if r.get("operation") == "compare_models" and r.get("state") and (path is None or r.get("path") == path)
+        ]
         if stopped:  # a failed run: its comparison failed or never ran
             last = stopped[-1]
             happened = "did not run" if last["state"] == "not run" else last["state"]
-            raise ApiError(409, f"compare_models at {last.get('path')} {happened}, so there is no report: "
-                                f"{last.get('error')}")
+            raise ApiError(
+                409, f"compare_models at {last.get('path')} {happened}, so there is no report: {last.get('error')}"
+            )
         where = f" at {path}" if path else ""
         raise ApiError(404, f"this run has no compare_models instruction{where} at its top level, so no report")
     uri = comparisons[-1]["output"].get("report")

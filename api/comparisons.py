@@ -89,15 +89,18 @@ async def datasets(dagster: DagsterClient) -> list[list[str]]:
     return found
 
 
-async def events(dagster: DagsterClient, keys: list[list[str]], limit: int,
-                 before_ms: int | None) -> dict[str, list[dict[str, Any]]]:
+async def events(
+    dagster: DagsterClient, keys: list[list[str]], limit: int, before_ms: int | None
+) -> dict[str, list[dict[str, Any]]]:
     """Each dataset's comparisons (newest first, at most `limit`, older than `before_ms`), by dataset name."""
     found: dict[str, list[dict[str, Any]]] = {}
     for start in range(0, len(keys), 50):  # one request for 50 datasets, each under an alias
-        chunk = keys[start:start + 50]
+        chunk = keys[start : start + 50]
         before = f', beforeTimestampMillis: "{before_ms}"' if before_ms is not None else ""
-        parts = [_EVENTS.format(alias=f"d{i}", path=json.dumps([PREFIX, *key]), limit=int(limit), before=before)
-                 for i, key in enumerate(chunk)]
+        parts = [
+            _EVENTS.format(alias=f"d{i}", path=json.dumps([PREFIX, *key]), limit=int(limit), before=before)
+            for i, key in enumerate(chunk)
+        ]
         data = await dagster.query("query Comparisons {" + "".join(parts) + "\n}", {})
         for i, key in enumerate(chunk):
             answer = data.get(f"d{i}") or {}
@@ -110,8 +113,9 @@ async def events(dagster: DagsterClient, keys: list[list[str]], limit: int,
 
 def _entry(dataset: str, event: dict[str, Any]) -> dict[str, Any] | None:
     """One comparison as the API shows it, from a materialization (None for one made before summaries existed)."""
-    summary = next((e.get("jsonString") for e in event.get("metadataEntries") or []
-                    if e.get("label") == "comparison"), None)
+    summary = next(
+        (e.get("jsonString") for e in event.get("metadataEntries") or [] if e.get("label") == "comparison"), None
+    )
     try:
         facts = json.loads(summary) if summary else None
     except ValueError:
@@ -145,15 +149,17 @@ def _entry(dataset: str, event: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-async def history(dagster: DagsterClient, dataset: str | None, fingerprint: str | None, limit: int,
-                  cursor: str | None) -> dict[str, Any]:
+async def history(
+    dagster: DagsterClient, dataset: str | None, fingerprint: str | None, limit: int, cursor: str | None
+) -> dict[str, Any]:
     """Comparisons newest first, of one dataset or of every one, optionally of one fingerprint only."""
     after = Position.decode(cursor) if cursor else None
     keys = [dataset.split("/")] if dataset else await datasets(dagster)
     scan = SCAN if fingerprint else limit + 1
     found = await events(dagster, keys, scan, after.timestamp_ms + 1 if after else None)
-    merged = sorted((e for entries in found.values() for e in entries), key=lambda e: e["_position"].order(),
-                    reverse=True)
+    merged = sorted(
+        (e for entries in found.values() for e in entries), key=lambda e: e["_position"].order(), reverse=True
+    )
     if after is not None:
         merged = [e for e in merged if e["_position"].order() < after.order()]
     # A dataset that gave `scan` comparisons may have older ones: the page is complete only down to its oldest.
@@ -174,8 +180,9 @@ def _public(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if not k.startswith("_")}
 
 
-async def leaderboard(dagster: DagsterClient, dataset: str, fingerprint: str | None, limit: int,
-                      cursor: str | None) -> dict[str, Any]:
+async def leaderboard(
+    dagster: DagsterClient, dataset: str, fingerprint: str | None, limit: int, cursor: str | None
+) -> dict[str, Any]:
     """Every model compared on the dataset, best first by the headline metric, on the newest (or given) data first.
 
     A model compared several times on the same data shows its newest result (`comparisons` counts them).
@@ -188,8 +195,10 @@ async def leaderboard(dagster: DagsterClient, dataset: str, fingerprint: str | N
     versions: dict[str | None, dict[str, Any]] = {}
     rows: dict[tuple[str | None, str], dict[str, Any]] = {}
     for entry in found:  # newest first: the first row of a (fingerprint, model) is its newest
-        version = versions.setdefault(entry["fingerprint"], {"fingerprint": entry["fingerprint"], "comparisons": 0,
-                                                             "last_compared_at": entry["compared_at"]})
+        version = versions.setdefault(
+            entry["fingerprint"],
+            {"fingerprint": entry["fingerprint"], "comparisons": 0, "last_compared_at": entry["compared_at"]},
+        )
         version["comparisons"] += 1
         version["first_compared_at"] = entry["compared_at"]
         for model in entry["models"]:
@@ -197,19 +206,31 @@ async def leaderboard(dagster: DagsterClient, dataset: str, fingerprint: str | N
             if key in rows:
                 rows[key]["comparisons"] += 1
                 continue
-            rows[key] = {"model": model.get("model"), "metric": entry["metric"], "value": model.get("value"),
-                         "ci": model.get("ci"), "higher_is_better": entry["higher_is_better"],
-                         "fingerprint": entry["fingerprint"], "same_data": entry["fingerprint"] == reference,
-                         "run_id": entry["run_id"], "compared_at": entry["compared_at"], "task": entry["task"],
-                         "inputs": entry["inputs"], "report_url": entry["report_url"], "comparisons": 1}
+            rows[key] = {
+                "model": model.get("model"),
+                "metric": entry["metric"],
+                "value": model.get("value"),
+                "ci": model.get("ci"),
+                "higher_is_better": entry["higher_is_better"],
+                "fingerprint": entry["fingerprint"],
+                "same_data": entry["fingerprint"] == reference,
+                "run_id": entry["run_id"],
+                "compared_at": entry["compared_at"],
+                "task": entry["task"],
+                "inputs": entry["inputs"],
+                "report_url": entry["report_url"],
+                "comparisons": 1,
+            }
     if fingerprint is not None and fingerprint not in versions:
         raise ApiError(404, f"no comparison of dataset {dataset!r} has fingerprint {fingerprint}")
     metric = next(e["metric"] for e in found if e["fingerprint"] == reference)
     recency = {fp: i for i, fp in enumerate(versions)}
-    ordered = sorted(rows.values(), key=lambda r: (not r["same_data"], recency[r["fingerprint"]],
-                                                   r["metric"] != metric, _best_first(r)))
+    ordered = sorted(
+        rows.values(),
+        key=lambda r: (not r["same_data"], recency[r["fingerprint"]], r["metric"] != metric, _best_first(r)),
+    )
     start = _offset(cursor, reference)
-    page = ordered[start:start + limit]
+    page = ordered[start : start + limit]
     more = start + limit < len(ordered)
     return {
         "dataset": dataset,
@@ -243,8 +264,11 @@ def _offset(cursor: str | None, fingerprint: str | None) -> int:
         if not isinstance(offset, int) or offset < 0 or given != fingerprint:
             raise ValueError
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(422, "cursor is not one this leaderboard gave (pass next_cursor as it came; the data may "
-                            "have been compared again since)") from None
+        raise ApiError(
+            422,
+            "cursor is not one this leaderboard gave (pass next_cursor as it came; the data may "
+            "have been compared again since)",
+        ) from None
     return offset
 
 

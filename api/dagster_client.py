@@ -234,9 +234,7 @@ class DagsterClient:
             run_id: str = result["run"]["runId"]
             return run_id
         self._refused(result)
-        raise ApiError(
-            502, f"Dagster did not launch the run ({result['__typename']}): {result.get('message')}"
-        )
+        raise ApiError(502, f"Dagster did not launch the run ({result['__typename']}): {result.get('message')}")
 
     async def check(self, instructions: list[Any]) -> None:
         """What the code location finds wrong with a pipeline before launch (its data root, connections, model
@@ -266,15 +264,19 @@ class DagsterClient:
 
     async def reexecute(self, parent_run_id: str, tags: dict[str, str]) -> str:
         """A new run of the parent's pipeline from its failure, as the UI's *Re-execute from failure* does."""
-        params = {"parentRunId": parent_run_id, "strategy": "FROM_FAILURE",
-                  "extraTags": [{"key": k, "value": v} for k, v in tags.items()]}
+        params = {
+            "parentRunId": parent_run_id,
+            "strategy": "FROM_FAILURE",
+            "extraTags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
         result = (await self.query(_REEXECUTE, {"params": params}))["launchRunReexecution"]
         if result["__typename"] == "LaunchRunSuccess":
             run_id: str = result["run"]["runId"]
             return run_id
         self._refused(result)  # the code location checks the resumed pipeline as it checks a launch
-        raise ApiError(409, f"Dagster did not resume run {parent_run_id} ({result['__typename']}): "
-                            f"{result.get('message')}")
+        raise ApiError(
+            409, f"Dagster did not resume run {parent_run_id} ({result['__typename']}): {result.get('message')}"
+        )
 
     async def run(self, run_id: str) -> RunInfo | None:
         result = (await self.query(_RUN, {"runId": run_id}))["runOrError"]
@@ -305,8 +307,11 @@ class DagsterClient:
         for event in events:
             if event["__typename"] == "ExecutionStepFailureEvent" and event.get("error"):
                 entries = (event.get("failureMetadata") or {}).get("metadataEntries") or []
-                located = {e["label"]: e["text"] for e in entries
-                           if e.get("label") in ("path", "operation") and isinstance(e.get("text"), str)}
+                located = {
+                    e["label"]: e["text"]
+                    for e in entries
+                    if e.get("label") in ("path", "operation") and isinstance(e.get("text"), str)
+                }
                 if len(located) == 2:  # an instruction failed: its own message, as the progress file has it
                     return {**located, "message": event["error"]["message"].strip()}
                 return {"message": f"{event['stepKey']}: {event['error']['message'].strip()}"}
@@ -334,8 +339,12 @@ class DagsterClient:
         """
         from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-        retrying = AsyncRetrying(retry=retry_if_exception_type(_Starting), stop=stop_after_delay(STARTING_WAIT_S),
-                                 wait=wait_fixed(STARTING_RETRY_S), reraise=True)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Starting),
+            stop=stop_after_delay(STARTING_WAIT_S),
+            wait=wait_fixed(STARTING_RETRY_S),
+            reraise=True,
+        )
         try:
             return await retrying(self._terminate_once, run_id)
         except _Starting as starting:

@@ -40,16 +40,22 @@ async def _no_mutation_by_get(scope: Scope, headers: Headers) -> tuple[int, str]
         document = parse(query)
     except GraphQLError:
         return None  # Dagster answers 400 itself; nothing runs
-    if any(isinstance(d, OperationDefinitionNode) and d.operation is OperationType.MUTATION
-           for d in document.definitions):
+    if any(
+        isinstance(d, OperationDefinitionNode) and d.operation is OperationType.MUTATION for d in document.definitions
+    ):
         return 405, "a GraphQL mutation must be POSTed as JSON, not sent in a GET's URL"
     return None
 
 
 def guard(app: ASGIApp, allowed_hosts: list[str]) -> ASGIApp:
     """`app` (Dagster's webserver) behind the Host check and the rules for writes; no other site's pages."""
-    writes = WriteGuard(app, allowed_origins=[], answer=failure, extra=_no_mutation_by_get,
-                        others="only the Dagster UI's own pages may send them")
+    writes = WriteGuard(
+        app,
+        allowed_origins=[],
+        answer=failure,
+        extra=_no_mutation_by_get,
+        others="only the Dagster UI's own pages may send them",
+    )
     return HostGuard(writes, allowed_hosts, answer=failure)
 
 

@@ -139,8 +139,11 @@ class WriteGuard:
         if scope["type"] == "websocket":
             # Browsers open WebSockets to any site without asking it; they always say whose page asks.
             origin = headers.get("origin")
-            refusal = None if origin is None or origin_allowed(origin, headers.get("host"), self.allowed_origins) \
+            refusal = (
+                None
+                if origin is None or origin_allowed(origin, headers.get("host"), self.allowed_origins)
                 else (403, f"WebSocket from the page {origin[:200]!r}: {self.others}")
+            )
         else:
             refusal = write_refusal(headers, scope["method"], self.allowed_origins, self.others)
         if refusal is None and self.extra is not None:

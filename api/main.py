@@ -22,9 +22,7 @@ from api.guard import HostGuard, WriteGuard
 from api.routes import comparisons, health, operations, pipelines, runs
 
 
-def create_app(
-    settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """Build the app; `transport` lets tests route the Dagster client (never needed in use)."""
     settings = settings or get_settings()
 
@@ -63,8 +61,13 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Constellation-User",
-                           "X-Requested-With"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Constellation-User",
+                "X-Requested-With",
+            ],
         )
     app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts, answer=failure)
     if settings.trusted_proxies:
@@ -100,8 +103,10 @@ def _serve_docs(app: FastAPI, openapi_url: str) -> None:
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")  # behind a proxy that serves the gateway under a prefix
         return get_swagger_ui_html(
-            openapi_url=root + openapi_url, title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=root + oauth2_redirect, swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + oauth2_redirect,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
         )
@@ -114,7 +119,8 @@ def _serve_docs(app: FastAPI, openapi_url: str) -> None:
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(
-            openapi_url=root + openapi_url, title=f"{app.title} - ReDoc",
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
             with_google_fonts=False,  # fonts.googleapis.com is a CDN too: ReDoc falls back to the system's fonts

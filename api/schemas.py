@@ -69,8 +69,9 @@ class RunSummary(BaseModel):
     started_at: float | None
     ended_at: float | None
     duration_s: float | None
-    operations: list[str] = Field(description="the top-level instructions' operations, in order (empty until the "
-                                              "run starts)")
+    operations: list[str] = Field(
+        description="the top-level instructions' operations, in order (empty until the run starts)"
+    )
     done: int = Field(description="instructions finished")
     total: int = Field(description="instructions in the plan (0 until the run starts)")
     error: dict[str, Any] | None = Field(description="the failing instruction's path, operation and message")

@@ -58,8 +58,11 @@ KINDS = ("local", "s3")
 
 def start_moto(port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
-        return subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=sink, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def moto_ready(endpoint: str) -> bool:
@@ -71,8 +74,13 @@ def moto_ready(endpoint: str) -> bool:
 
 
 def client(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
 
 
 def start_one(base: Path, extra: dict[str, str], images: int) -> Stack:
@@ -81,8 +89,11 @@ def start_one(base: Path, extra: dict[str, str], images: int) -> Stack:
     stack = Stack.on(ports, base / "stack.log")
     # Each stack's own model server port (unused by this pipeline), so that the two do not collide.
     env = {**child_env(base, ports), "CONSTELLATION_MODEL_SERVER_PORT": str(free_port()), **extra}
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "sample_data.py"), env["CONSTELLATION_DATA_ROOT"]],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sample_data.py"), env["CONSTELLATION_DATA_ROOT"]],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     _more_samples(Path(env["CONSTELLATION_DATA_ROOT"]) / "samples", images)
     stack.processes.append(start_stack_script(env, stack.log))
     return stack
@@ -119,8 +130,14 @@ def worker_round(env: dict[str, str]) -> dict[str, float]:
     """One fresh process: import the code location, run the pipeline in process; its timings."""
     from bench.run import PIPELINE
 
-    answer = subprocess.run([sys.executable, "-c", CHILD, json.dumps(PIPELINE["instructions"])], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    answer = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(PIPELINE["instructions"])],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in answer.stdout.splitlines() if line.startswith("{")]
     if answer.returncode != 0 or not lines or not json.loads(lines[-1])["ok"]:
         raise BenchError(f"the in-process run failed:\n{answer.stdout[-2000:]}\n{answer.stderr[-2000:]}")
@@ -133,25 +150,39 @@ def measure_workers(base: Path, endpoint: str, repeat: int) -> dict[str, list[di
     common = {**inherited, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(base / "worker_home")}
     (base / "worker_home").mkdir(exist_ok=True)
     envs = {
-        "local": {**common, "CONSTELLATION_DATA_ROOT": str(base / "local" / "data"),
-                  "CONSTELLATION_ARTIFACT_ROOT": str(base / "local" / "worker_artifacts")},
-        "s3": {**common, **S3_ENV, "CONSTELLATION_DATA_ROOT": str(base / "s3" / "data"),
-               "CONSTELLATION_ARTIFACT_ROOT": f"s3://{BUCKET}/worker", "CONSTELLATION_S3_ENDPOINT_URL": endpoint},
+        "local": {
+            **common,
+            "CONSTELLATION_DATA_ROOT": str(base / "local" / "data"),
+            "CONSTELLATION_ARTIFACT_ROOT": str(base / "local" / "worker_artifacts"),
+        },
+        "s3": {
+            **common,
+            **S3_ENV,
+            "CONSTELLATION_DATA_ROOT": str(base / "s3" / "data"),
+            "CONSTELLATION_ARTIFACT_ROOT": f"s3://{BUCKET}/worker",
+            "CONSTELLATION_S3_ENDPOINT_URL": endpoint,
+        },
     }
     rounds: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
     for round_ in range(repeat):
         for kind in KINDS if round_ % 2 == 0 else tuple(reversed(KINDS)):
             timing = worker_round(envs[kind])
             rounds[kind].append(timing)
-            print(f"  process {round_ + 1}/{repeat} {kind:5} {timing['total_s']:.3f} s, CPU {timing['cpu_s']:.3f} s",
-                  flush=True)
+            print(
+                f"  process {round_ + 1}/{repeat} {kind:5} {timing['total_s']:.3f} s, CPU {timing['cpu_s']:.3f} s",
+                flush=True,
+            )
     return rounds
 
 
 def render_workers(rounds: dict[str, list[dict[str, float]]]) -> str:
     rows = []
-    for label, key in (("import of the code location", "import_s"), ("the job, in process", "job_s"),
-                       ("process total, wall-clock", "total_s"), ("process total, CPU (all threads)", "cpu_s")):
+    for label, key in (
+        ("import of the code location", "import_s"),
+        ("the job, in process", "job_s"),
+        ("process total, wall-clock", "total_s"),
+        ("process total, CPU (all threads)", "cpu_s"),
+    ):
         local, s3 = (_median([r[key] for r in rounds[k]]) for k in KINDS)
         rows.append(f"| {label} | {local:.3f} | {s3:.3f} | {s3 - local:+.3f} | {s3 / local:.3f} |")
     return (
@@ -163,8 +194,11 @@ def render_workers(rounds: dict[str, list[dict[str, float]]]) -> str:
 
 def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float, images: int, objects: int) -> str:
     rows = []
-    for label, attr in (("submit→SUCCESS", "total_s"), ("submit answered", "submit_s"),
-                        ("run start→end (Dagster)", "run_s")):
+    for label, attr in (
+        ("submit→SUCCESS", "total_s"),
+        ("submit answered", "submit_s"),
+        ("run start→end (Dagster)", "run_s"),
+    ):
         for stat_name, stat in (("median", _median), ("min", _min)):
             local, s3 = (stat([getattr(s, attr) for s in samples[k]]) for k in KINDS)
             ratio = f"{s3 / local:.3f}" if local and s3 is not None else "–"
@@ -180,20 +214,23 @@ def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float, image
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs. Objects in the bucket at the end: "
         f"{objects}.\n\n"
         "| seconds | local folder | s3:// (moto) | s3 / local |\n"
-        "|---|---:|---:|---:|\n"
-        + "\n".join(rows)
-        + f"\n\nsubmit→SUCCESS per round, in seconds:\n{per_round}\n"
+        "|---|---:|---:|---:|\n" + "\n".join(rows) + f"\n\nsubmit→SUCCESS per round, in seconds:\n{per_round}\n"
     )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="rounds of each kind (default 7)")
-    parser.add_argument("--settle", type=float, default=SETTLE_S,
-                        help=f"seconds of pause before each submission (default {SETTLE_S})")
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_S, help=f"seconds of pause before each submission (default {SETTLE_S})"
+    )
     parser.add_argument("--images", type=int, default=12, help="sample images the pipeline resizes (default 12)")
-    parser.add_argument("--worker-repeat", type=int, default=9,
-                        help="fresh processes of each kind for the run-process table (default 9; 0: none)")
+    parser.add_argument(
+        "--worker-repeat",
+        type=int,
+        default=9,
+        help="fresh processes of each kind for the run-process table (default 9; 0: none)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.images < 1 or args.worker_repeat < 0:
         parser.error("--repeat and --images must be at least 1, --worker-repeat at least 0")
@@ -214,8 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             client(endpoint).create_bucket(Bucket=BUCKET)
             print("starting the two stacks ...", flush=True)
             stacks["local"] = start_one(base / "local", {}, args.images)
-            stacks["s3"] = start_one(base / "s3", {**S3_ENV, "CONSTELLATION_ARTIFACT_ROOT": f"s3://{BUCKET}/bench",
-                                                   "CONSTELLATION_S3_ENDPOINT_URL": endpoint}, args.images)
+            stacks["s3"] = start_one(
+                base / "s3",
+                {
+                    **S3_ENV,
+                    "CONSTELLATION_ARTIFACT_ROOT": f"s3://{BUCKET}/bench",
+                    "CONSTELLATION_S3_ENDPOINT_URL": endpoint,
+                },
+                args.images,
+            )
             for kind, stack in stacks.items():
                 wait_for(lambda stack=stack: healthy(stack.api), f"{kind} gateway /health", stack.processes)
             print("warming up ...", flush=True)
@@ -228,8 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     time.sleep(args.settle)
                     samples[kind].append(measure_pipeline(stacks[kind]))
                     print(f"  round {round_ + 1}/{args.repeat} {kind:5} {samples[kind][-1].total_s:.3f} s", flush=True)
-            local_files = [p for p in (base / "s3" / "artifacts").rglob("*")] if (base / "s3" / "artifacts").exists() \
-                else []
+            local_files = (
+                [p for p in (base / "s3" / "artifacts").rglob("*")] if (base / "s3" / "artifacts").exists() else []
+            )
             if local_files:
                 raise BenchError(f"the s3 stack wrote {len(local_files)} files to a local artifact folder")
             objects = objects_of(endpoint)

@@ -134,10 +134,20 @@ def run_imports_only(data_root: Path, folder: str, work: Path, root: Path) -> in
     return 0
 
 
-SIDES = {"pipeline": run_pipeline, "before": run_pipeline, "loop": run_loop, "threads": run_threads,
-         "imports": run_imports_only}
-LABELS = {"pipeline": "pipeline (this checkout)", "before": "pipeline (--before)",
-          "loop": "two-process loop", "threads": "two-thread loop", "imports": "imports only"}
+SIDES = {
+    "pipeline": run_pipeline,
+    "before": run_pipeline,
+    "loop": run_loop,
+    "threads": run_threads,
+    "imports": run_imports_only,
+}
+LABELS = {
+    "pipeline": "pipeline (this checkout)",
+    "before": "pipeline (--before)",
+    "loop": "two-process loop",
+    "threads": "two-thread loop",
+    "imports": "imports only",
+}
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -202,8 +212,20 @@ class TreeMemory:
 def measure(kind: str, data_root: Path, folder: str, root: Path, tree: bool = False) -> dict[str, float]:
     """Run one side in a fresh process: its work's wall and CPU time (after imports) and its memory."""
     with tempfile.TemporaryDirectory(prefix="constellation-bench-") as work:
-        command = [sys.executable, __file__, "--worker", kind, "--data", str(data_root), "--folder", folder,
-                   "--work", work, "--root", str(root)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            kind,
+            "--data",
+            str(data_root),
+            "--folder",
+            folder,
+            "--work",
+            work,
+            "--root",
+            str(root),
+        ]
         busy, started = busy_seconds(), time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE)
         sampler = TreeMemory(process.pid) if tree else None
@@ -238,10 +260,11 @@ def worker(kind: str, data: Path, folder: str, work: Path, root: Path) -> int:
     count = SIDES[kind](data, folder, work, root)
     seconds = time.perf_counter() - started_wall
     mine2, children2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = sum(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-              for before, after in ((mine, mine2), (children, children2)))
-    print(json.dumps({"images": count, "seconds": seconds, "wall_s": time.perf_counter() - started_wall,
-                      "cpu_s": cpu}))
+    cpu = sum(
+        after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        for before, after in ((mine, mine2), (children, children2))
+    )
+    print(json.dumps({"images": count, "seconds": seconds, "wall_s": time.perf_counter() - started_wall, "cpu_s": cpu}))
     return 0
 
 
@@ -276,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     for round_ in range(args.repeat):
-        order = kinds[round_ % len(kinds):] + kinds[: round_ % len(kinds)]
+        order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
         if round_ % 2:
             order.reverse()
         for kind in order:

@@ -74,8 +74,10 @@ def main() -> None:
     for backend in args.backends:
         for rows in (args.rows, args.rows * 10):
             m = measure(backend, rows)
-            lines.append(f"| {backend} | {m['rows']} | {m['seconds']:.1f} | {m['rows'] / m['seconds']:,.0f} | "
-                         f"{m['bytes'] / 1e6:.0f} | {m['peak_mib']:.0f} |")
+            lines.append(
+                f"| {backend} | {m['rows']} | {m['seconds']:.1f} | {m['rows'] / m['seconds']:,.0f} | "
+                f"{m['bytes'] / 1e6:.0f} | {m['peak_mib']:.0f} |"
+            )
             print(lines[-1], flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")

@@ -54,6 +54,7 @@ MODELS = {"land-a": "a", "land-b": "b"}
 
 # --- data ---------------------------------------------------------------------------------------------------------
 
+
 def make_scene(path: Path, size: int) -> Path:
     """A 4-band uint16 scene (blue, green, red, nir): smooth water / vegetation / soil fields, noise, a nodata
     border of 40 pixels; written in strips, so memory stays a strip."""
@@ -64,9 +65,22 @@ def make_scene(path: Path, size: int) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 4, "dtype": "uint16", "nodata": 0,
-               "crs": "EPSG:32633", "transform": from_origin(500000, 4700000, 10, 10), "tiled": True,
-               "blockxsize": 256, "blockysize": 256, "compress": "deflate", "predictor": 2, "bigtiff": "IF_SAFER"}
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 4,
+        "dtype": "uint16",
+        "nodata": 0,
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000, 4700000, 10, 10),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 2,
+        "bigtiff": "IF_SAFER",
+    }
     rng = np.random.default_rng(0)
     columns = np.arange(size)
     partial = path.with_suffix(".partial.tif")
@@ -77,8 +91,9 @@ def make_scene(path: Path, size: int) -> Path:
             wave = np.sin(rows / 700.0) + np.cos(columns[None, :] / 900.0) + 0.3 * np.sin((rows + columns) / 150.0)
             water, vegetation = wave < -0.6, wave > 0.5
             strip = np.empty((4, len(rows), size), dtype=np.uint16)
-            for band, (soil, wet, green) in enumerate(((900, 600, 500), (1300, 1200, 900), (1800, 700, 600),
-                                                       (2500, 300, 4200))):
+            for band, (soil, wet, green) in enumerate(
+                ((900, 600, 500), (1300, 1200, 900), (1800, 700, 600), (2500, 300, 4200))
+            ):
                 base = np.where(water, wet, np.where(vegetation, green, soil)).astype(np.float32)
                 strip[band] = np.clip(base + rng.normal(0, 150, base.shape), 1, 65535).astype(np.uint16)
             border = (rows < 40) | (rows >= size - 40) | (columns[None, :] < 40) | (columns[None, :] >= size - 40)
@@ -101,8 +116,13 @@ def cut_tiles(scene: Path, folder: Path, tile: int) -> list[Path]:
         for row in range(0, source.height, tile):
             for col in range(0, source.width, tile):
                 window = Window(col, row, tile, tile)
-                profile = {**source.profile, "width": tile, "height": tile,
-                           "transform": source.window_transform(window), "tiled": False}
+                profile = {
+                    **source.profile,
+                    "width": tile,
+                    "height": tile,
+                    "transform": source.window_transform(window),
+                    "tiled": False,
+                }
                 profile.pop("blockxsize", None)
                 profile.pop("blockysize", None)
                 with rasterio.open(folder / f"tile_{row:05d}_{col:05d}.tif", "w", **profile) as out:
@@ -113,10 +133,11 @@ def cut_tiles(scene: Path, folder: Path, tile: int) -> list[Path]:
 
 
 def batches_of(refs: list[Any], size: int) -> list[list[Any]]:
-    return [refs[i:i + size] for i in range(0, len(refs), size)]
+    return [refs[i : i + size] for i in range(0, len(refs), size)]
 
 
 # --- sides ----------------------------------------------------------------------------------------------------------
+
 
 def pipeline_side(url: str, refs: list[Any], batch: int, metadata: dict[str, dict], out: Path) -> float:
     """model_inference's own path for both models: seconds."""
@@ -133,8 +154,9 @@ def pipeline_side(url: str, refs: list[Any], batch: int, metadata: dict[str, dic
     return time.perf_counter() - start
 
 
-def in_process_side(sessions: dict[str, Any], refs: list[Any], batch: int, metadata: dict[str, dict],
-                    out: Path) -> float:
+def in_process_side(
+    sessions: dict[str, Any], refs: list[Any], batch: int, metadata: dict[str, dict], out: Path
+) -> float:
     """The same reading and mask writing, ONNX Runtime in this process: seconds."""
     from orchestrator.models import tensors
     from orchestrator.models.tensors import TensorModel
@@ -177,16 +199,27 @@ def json_side(url: str, arrays: list[np.ndarray]) -> float:
     with httpx.Client(base_url=url, timeout=600) as http:
         for name in MODELS:
             for array in arrays:
-                body = {"inputs": [{"name": "bands", "shape": list(array.shape), "datatype": "FP32",
-                                    "data": array.ravel().tolist()}], "outputs": [{"name": "class_id"}]}
-                answer = http.post(f"/v2/models/{name}/infer", content=json.dumps(body),
-                                   headers={"Content-Type": "application/json"})
+                body = {
+                    "inputs": [
+                        {
+                            "name": "bands",
+                            "shape": list(array.shape),
+                            "datatype": "FP32",
+                            "data": array.ravel().tolist(),
+                        }
+                    ],
+                    "outputs": [{"name": "class_id"}],
+                }
+                answer = http.post(
+                    f"/v2/models/{name}/infer", content=json.dumps(body), headers={"Content-Type": "application/json"}
+                )
                 answer.raise_for_status()
                 np.asarray(answer.json()["outputs"][0]["data"], dtype=np.uint8)
     return time.perf_counter() - start
 
 
 # --- main -----------------------------------------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -208,41 +241,52 @@ def main() -> None:
     scene = make_scene(data / f"scene-{args.size}.tif", args.size)
     paths = cut_tiles(scene, data / f"tiles-{args.size}-{args.tile}", args.tile)
     refs = [FileRef(p.name, p) for p in paths]
-    print(f"{len(refs)} tiles of {args.tile}x{args.tile}x4 uint16 from a {args.size}x{args.size} scene; "
-          f"batch {args.batch}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{len(refs)} tiles of {args.tile}x{args.tile}x4 uint16 from a {args.size}x{args.size} scene; "
+        f"batch {args.batch}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp) / "models"
         for name, variant in MODELS.items():
             land_cover_segmenter(root / f"{name}.onnx", variant)
-        sessions = {name: onnxruntime.InferenceSession(str(root / f"{name}.onnx"),
-                                                       providers=["CPUExecutionProvider"]) for name in MODELS}
+        sessions = {
+            name: onnxruntime.InferenceSession(str(root / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+            for name in MODELS
+        }
         port = free_port()
         server = start_server(root, port, batch=args.batch)
         url = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=url, timeout=60) as http:
                 for name in MODELS:
-                    http.post(f"/v2/repository/models/{name}/load", json={"parameters": {
-                        "source": f"{name}.onnx", "task": "image-segmentation"}}).raise_for_status()
+                    http.post(
+                        f"/v2/repository/models/{name}/load",
+                        json={"parameters": {"source": f"{name}.onnx", "task": "image-segmentation"}},
+                    ).raise_for_status()
                 metadata = {name: http.get(f"/v2/models/{name}").json() for name in MODELS}
             model = TensorModel.of("land-a", "image-segmentation", metadata["land-a"])
-            arrays = [tensors.stack([tensors.read_tile(r, model) for r in chunk], model)
-                      for chunk in batches_of(refs, args.batch)]
+            arrays = [
+                tensors.stack([tensors.read_tile(r, model) for r in chunk], model)
+                for chunk in batches_of(refs, args.batch)
+            ]
             work = Path(temp) / "out"
             transport_server(url, arrays[:1])  # warm both: ONNX Runtime's first run allocates its buffers
             transport_in_process(sessions, arrays[:1])
-            rounds: dict[str, list[float]] = {k: [] for k in ("pipeline", "in process", "transport server",
-                                                              "transport in process")}
+            rounds: dict[str, list[float]] = {
+                k: [] for k in ("pipeline", "in process", "transport server", "transport in process")
+            }
             cpu: dict[str, list[float]] = {k: [] for k in rounds}
             load: list[float] = []
             for number in range(args.repeat):
                 folder = work / str(number)
-                sides = [("pipeline", lambda folder=folder: pipeline_side(url, refs, args.batch, metadata, folder)),
-                         ("in process", lambda folder=folder: in_process_side(sessions, refs, args.batch, metadata,
-                                                                              folder)),
-                         ("transport server", lambda: transport_server(url, arrays)),
-                         ("transport in process", lambda: transport_in_process(sessions, arrays))]
+                sides = [
+                    ("pipeline", lambda folder=folder: pipeline_side(url, refs, args.batch, metadata, folder)),
+                    ("in process", lambda folder=folder: in_process_side(sessions, refs, args.batch, metadata, folder)),
+                    ("transport server", lambda: transport_server(url, arrays)),
+                    ("transport in process", lambda: transport_in_process(sessions, arrays)),
+                ]
                 if number % 2:
                     sides = [sides[1], sides[0], sides[3], sides[2]]
                 for side, run in sides:
@@ -250,9 +294,8 @@ def main() -> None:
                     rounds[side].append(run())
                     cpu[side].append(cpu_seconds() + cpu_seconds(server.pid) - before)
                 load.append(os.getloadavg()[0])
-                print(f"round {number + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in rounds.items()),
-                      flush=True)
-            few = arrays[:args.json_batches]
+                print(f"round {number + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in rounds.items()), flush=True)
+            few = arrays[: args.json_batches]
             json_seconds = json_side(url, few)
             binary_seconds = transport_server(url, few)
             server_rss = peak_rss_mb(server.pid)
@@ -263,8 +306,9 @@ def main() -> None:
     inferences = 2 * len(refs)
     median = {k: statistics.median(v) for k, v in rounds.items()}
     ratio_pipeline = statistics.median(b / a for a, b in zip(rounds["pipeline"], rounds["in process"], strict=True))
-    ratio_transport = statistics.median(b / a for a, b in zip(rounds["transport server"],
-                                                                rounds["transport in process"], strict=True))
+    ratio_transport = statistics.median(
+        b / a for a, b in zip(rounds["transport server"], rounds["transport in process"], strict=True)
+    )
     lines = [
         f"## eo_inference.py: {len(refs)} tiles {args.tile}×{args.tile}×4 of a {args.size}×{args.size} scene, "
         f"2 models, batch {args.batch}, {args.repeat} rounds",

@@ -48,7 +48,7 @@ def make_polygons(path: Path, size: int, count: int) -> Path:
 
     if path.exists():
         return path
-    side = int(round(count ** 0.5))
+    side = int(round(count**0.5))
     rng = np.random.default_rng(20)
     west, north, extent = 500000.0, 4700000.0, size * 10.0
     step = extent / side
@@ -61,10 +61,16 @@ def make_polygons(path: Path, size: int, count: int) -> Path:
     for row in range(side):
         for col in range(side):
             ring = [(row, col), (row, col + 1), (row + 1, col + 1), (row + 1, col), (row, col)]
-            features.append({"type": "Feature", "properties": {"class": CLASSES[int(rng.integers(0, 3 if
-                                                                                               col % 7 else 5))]},
-                             "geometry": {"type": "Polygon",
-                                          "coordinates": [[[float(lon[r, c]), float(lat[r, c])] for r, c in ring]]}})
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {"class": CLASSES[int(rng.integers(0, 3 if col % 7 else 5))]},
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [[[float(lon[r, c]), float(lat[r, c])] for r, c in ring]],
+                    },
+                }
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return path
@@ -77,8 +83,11 @@ def grids_of(size: int, tile: int) -> list[Any]:
     from orchestrator.compare.geo import Grid
 
     crs = CRS.from_epsg(32633)
-    return [Grid(f"x{col}_y{row}", crs, from_origin(500000 + 10 * col, 4700000 - 10 * row, 10, 10), tile, tile)
-            for row in range(0, size, tile) for col in range(0, size, tile)]
+    return [
+        Grid(f"x{col}_y{row}", crs, from_origin(500000 + 10 * col, 4700000 - 10 * row, 10, 10), tile, tile)
+        for row in range(0, size, tile)
+        for col in range(0, size, tile)
+    ]
 
 
 def ours(path: Path, grids: list[Any]) -> tuple[float, list[np.ndarray]]:
@@ -105,14 +114,22 @@ def by_hand(path: Path, grids: list[Any]) -> tuple[float, list[np.ndarray]]:
         geometries.append(shape(feature["geometry"]))
         codes.append(names.setdefault(feature["properties"]["class"].casefold(), len(names)))
     move = Transformer.from_crs("OGC:CRS84", "EPSG:32633", always_xy=True)
-    projected = shapely.transform(np.array(geometries, dtype=object),
-                                  lambda xy: np.column_stack(move.transform(xy[:, 0], xy[:, 1])))
+    projected = shapely.transform(
+        np.array(geometries, dtype=object), lambda xy: np.column_stack(move.transform(xy[:, 0], xy[:, 1]))
+    )
     tree, codes_array = shapely.STRtree(projected), np.array(codes)
     out = []
     for grid in grids:
         found = np.sort(tree.query(shapely.box(*grid.bounds)))
-        out.append(rasterize(zip(projected[found], codes_array[found].tolist(), strict=True), out_shape=grid.shape,
-                             transform=grid.transform, fill=-1, dtype="int32"))
+        out.append(
+            rasterize(
+                zip(projected[found], codes_array[found].tolist(), strict=True),
+                out_shape=grid.shape,
+                transform=grid.transform,
+                fill=-1,
+                dtype="int32",
+            )
+        )
     return time.perf_counter() - start, out
 
 
@@ -158,13 +175,16 @@ def comparison(args: argparse.Namespace, truth: Path) -> dict[str, Any]:
         try:
             with httpx.Client(base_url=url, timeout=60) as http:
                 for name in ("land-a", "land-b"):
-                    http.post(f"/v2/repository/models/{name}/load", json={"parameters": {
-                        "source": f"{name}.onnx", "task": "image-segmentation"}}).raise_for_status()
+                    http.post(
+                        f"/v2/repository/models/{name}/load",
+                        json={"parameters": {"source": f"{name}.onnx", "task": "image-segmentation"}},
+                    ).raise_for_status()
             for number in range(args.repeat + 1):  # the first round warms imports and the server: not counted
                 run = Path(temp) / f"run-{number}"
                 workspace = Workspace(data_root=str(truth.parent), artifact_root=str(run / "art"))
-                resources = SimpleNamespace(workspace=workspace,
-                                            model_server=ModelServerConnection(url=url, retry_attempts=1))
+                resources = SimpleNamespace(
+                    workspace=workspace, model_server=ModelServerConnection(url=url, retry_attempts=1)
+                )
                 ctx = RunContext(run_dir=run / "run", resources=resources)
                 start = time.perf_counter()
                 results = [ops.model_inference(ctx, name, tiles) for name in ("land-a", "land-b")]
@@ -173,18 +193,21 @@ def comparison(args: argparse.Namespace, truth: Path) -> dict[str, Any]:
                 compared = time.perf_counter()
                 from orchestrator.compare import geotruth
                 from orchestrator.compare.inputs import ModelRun
+
                 runs = [ModelRun(r.model, r.task, r.items, r.stats, r.labels) for r in results]
                 aligned_start = time.perf_counter()
-                geotruth.align(runs, FileDict({truth.name: truth}), geotruth.Options(column="class"),
-                               run / "align")
+                geotruth.align(runs, FileDict({truth.name: truth}), geotruth.Options(column="class"), run / "align")
                 aligned = time.perf_counter() - aligned_start
                 if number == 0:
                     continue
                 figures["inference"].append(inferred - start)
                 figures["comparison"].append(compared - inferred)
                 figures["alignment"].append(aligned)
-                print(f"round {number}: two inferences {inferred - start:.2f} s, compare_models "
-                      f"{compared - inferred:.2f} s (alignment alone {aligned:.2f} s)", flush=True)
+                print(
+                    f"round {number}: two inferences {inferred - start:.2f} s, compare_models "
+                    f"{compared - inferred:.2f} s (alignment alone {aligned:.2f} s)",
+                    flush=True,
+                )
         finally:
             server.terminate()
             server.wait(10)
@@ -201,8 +224,11 @@ def main() -> None:
     parser.add_argument("--skip-comparison", action="store_true")
     args = parser.parse_args()
     truth = make_polygons(OUT / f"truth-{args.size}-{args.polygons}.geojson", args.size, args.polygons)
-    print(f"{args.polygons} polygons over a {args.size}x{args.size} scene in {args.tile}x{args.tile} tiles; "
-          f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{args.polygons} polygons over a {args.size}x{args.size} scene in {args.tile}x{args.tile} tiles; "
+        f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     found = {"alignment": alignment(args, truth)}
     if not args.skip_comparison:
         found["comparison"] = comparison(args, truth)

@@ -41,8 +41,14 @@ def make_model(folder: Path) -> None:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     labels = {0: "Fire", 1: "Normal", 2: "Smoke"}
-    config = ViTConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536,
-                       id2label=labels, label2id={v: k for k, v in labels.items()})
+    config = ViTConfig(
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor().save_pretrained(folder)
 
@@ -66,21 +72,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(models_root: Path, port: int, checkout: Path = ROOT, batch: int = 16,
-                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    models_root: Path, port: int, checkout: Path = ROOT, batch: int = 16, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`python -m model_server` from `checkout`, without a token (the bench's client sends none)."""
-    env = {**os.environ, "CONSTELLATION_MODELS_ROOT": str(models_root), "CONSTELLATION_MODEL_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(batch)}
+    env = {
+        **os.environ,
+        "CONSTELLATION_MODELS_ROOT": str(models_root),
+        "CONSTELLATION_MODEL_SERVER_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+        "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(batch),
+    }
     env.pop("CONSTELLATION_MODEL_SERVER_TOKEN", None)
     env.update(extra_env or {})
     env.pop("PYTHONPATH", None)
-    process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=checkout, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "model_server"],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return wait_until_ready(process, port, 90, f"the model server from {checkout}")
 
 
-def wait_until_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float,
-                     what: str) -> subprocess.Popen[bytes]:
+def wait_until_ready(
+    process: subprocess.Popen[bytes], port: int, timeout_s: float, what: str
+) -> subprocess.Popen[bytes]:
     """`process` once the model server on `port` says it is ready; killed if it is not within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -120,7 +138,7 @@ def through_server(url: str, images: list[bytes], batch: int, pid: int | None = 
         cpu = cpu_seconds() + (cpu_seconds(pid) if pid else 0.0)
         start = time.perf_counter()
         for i in range(0, len(images), batch):
-            server.classify(MODEL, images[i:i + batch], top_k=3)
+            server.classify(MODEL, images[i : i + batch], top_k=3)
         wall = time.perf_counter() - start
         return wall, cpu_seconds() + (cpu_seconds(pid) if pid else 0.0) - cpu
 
@@ -132,7 +150,7 @@ def in_process(classifier, paths: list[Path], batch: int) -> tuple[float, float]
     cpu = cpu_seconds()
     start = time.perf_counter()
     for i in range(0, len(paths), batch):
-        opened = [Image.open(p).convert("RGB") for p in paths[i:i + batch]]
+        opened = [Image.open(p).convert("RGB") for p in paths[i : i + batch]]
         classifier(opened, top_k=3, batch_size=batch)
     return time.perf_counter() - start, cpu_seconds() - cpu
 
@@ -142,10 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=5, help="rounds; every side runs once per round")
     parser.add_argument("--batches", default="1,16", help="request sizes, comma-separated (default 1,16)")
-    parser.add_argument("--server-from", action="append", default=[], metavar="LABEL=DIR",
-                        help="also run the model server of another checkout, labelled LABEL")
-    parser.add_argument("--server-env", action="append", default=[], metavar="LABEL:NAME=VALUE",
-                        help="an environment variable for server LABEL (a new label: this checkout's server)")
+    parser.add_argument(
+        "--server-from",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also run the model server of another checkout, labelled LABEL",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="LABEL:NAME=VALUE",
+        help="an environment variable for server LABEL (a new label: this checkout's server)",
+    )
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     checkouts = {"server": ROOT}
@@ -178,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for label, checkout in checkouts.items():
                 port = free_port()
-                servers[label] = (start_server(base / "models", port, checkout, max(batches),
-                                               server_env.get(label, {})), f"http://127.0.0.1:{port}")
+                servers[label] = (
+                    start_server(base / "models", port, checkout, max(batches), server_env.get(label, {})),
+                    f"http://127.0.0.1:{port}",
+                )
                 with ModelServer(servers[label][1]) as client:
                     client.load(MODEL, MODEL, "image-classification")
                 through_server(servers[label][1], images[:16], 16)  # warm-up, not counted
@@ -190,12 +220,18 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in batches:
                     shift = round_ % len(sides)
                     for side in sides[shift:] + sides[:shift]:
-                        took, cpu = in_process(classifier, paths, batch) if side == IN_PROCESS else \
-                            through_server(servers[side][1], images, batch, servers[side][0].pid)
+                        took, cpu = (
+                            in_process(classifier, paths, batch)
+                            if side == IN_PROCESS
+                            else through_server(servers[side][1], images, batch, servers[side][0].pid)
+                        )
                         times.setdefault((side, batch), []).append(took)
                         cpus.setdefault((side, batch), []).append(cpu)
-                print(f"round {round_ + 1}: " + ", ".join(f"{s} b{b} {args.images / t[-1]:.1f}/s"
-                                                          for (s, b), t in times.items()), flush=True)
+                print(
+                    f"round {round_ + 1}: "
+                    + ", ".join(f"{s} b{b} {args.images / t[-1]:.1f}/s" for (s, b), t in times.items()),
+                    flush=True,
+                )
             peaks = {label: peak_rss_mb(process.pid) for label, (process, _) in servers.items()}
         finally:
             for process, _ in servers.values():
@@ -208,20 +244,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(times: dict[tuple[str, int], list[float]], cpus: dict[tuple[str, int], list[float]],
-           args: argparse.Namespace, batches: list[int], servers: list[str], peaks: dict[str, float | None],
-           started: str, load_before: tuple[float, float, float]) -> str:
+def render(
+    times: dict[tuple[str, int], list[float]],
+    cpus: dict[tuple[str, int], list[float]],
+    args: argparse.Namespace,
+    batches: list[int],
+    servers: list[str],
+    peaks: dict[str, float | None],
+    started: str,
+    load_before: tuple[float, float, float],
+) -> str:
     n = args.images
     load_after = os.getloadavg()
-    rows = ["## Inference: through the model server vs in process",
-            "",
-            f"{n} JPEGs of 640×480, a random ViT-Small-sized classifier (224×224 input), CPU, median of "
-            f"{args.repeat} interleaved rounds; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-            f"{started}; load average (1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end.",
-            "",
-            "| batch | side | images/s | throughput / in process | time / in process | CPU ms / image | "
-            "rounds (images/s) |",
-            "|---:|---|---:|---:|---:|---:|---|"]
+    rows = [
+        "## Inference: through the model server vs in process",
+        "",
+        f"{n} JPEGs of 640×480, a random ViT-Small-sized classifier (224×224 input), CPU, median of "
+        f"{args.repeat} interleaved rounds; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{started}; load average (1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end.",
+        "",
+        "| batch | side | images/s | throughput / in process | time / in process | CPU ms / image | "
+        "rounds (images/s) |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
     for batch in batches:
         local = statistics.median(times[(IN_PROCESS, batch)])
         for side in [IN_PROCESS, *servers]:
@@ -230,18 +275,24 @@ def render(times: dict[tuple[str, int], list[float]], cpus: dict[tuple[str, int]
             ratios = "" if side == IN_PROCESS else f"{local / median:.2f}"
             each = ", ".join(f"{n / t:.1f}" for t in taken)
             cpu = statistics.median(cpus[(side, batch)]) / n * 1000
-            rows.append(f"| {batch} | {side} | {n / median:.1f} | {ratios} | "
-                        f"{'' if side == IN_PROCESS else f'{median / local:.2f}'} | {cpu:.0f} | {each} |")
+            rows.append(
+                f"| {batch} | {side} | {n / median:.1f} | {ratios} | "
+                f"{'' if side == IN_PROCESS else f'{median / local:.2f}'} | {cpu:.0f} | {each} |"
+            )
     # Paired per round: each round's ratio, then their median (a busy moment hits both sides of a round alike).
     rows += ["", "Per-round throughput ratio (server / in process, same round), median [min–max]:", ""]
     for batch in batches:
         for side in servers:
             paired = [b / a for a, b in zip(times[(side, batch)], times[(IN_PROCESS, batch)], strict=True)]
-            rows.append(f"- batch {batch}, {side}: {statistics.median(paired):.2f} "
-                        f"[{min(paired):.2f}–{max(paired):.2f}]")
-    rows += ["", "CPU ms / image: CPU time (user + system) per image, median of the rounds; for a server, the bench "
-             "process (the client) and the server process together. Other work on the machine slows the wall "
-             "clock of both sides (their threads wait for a CPU) more than it changes this."]
+            rows.append(
+                f"- batch {batch}, {side}: {statistics.median(paired):.2f} [{min(paired):.2f}–{max(paired):.2f}]"
+            )
+    rows += [
+        "",
+        "CPU ms / image: CPU time (user + system) per image, median of the rounds; for a server, the bench "
+        "process (the client) and the server process together. Other work on the machine slows the wall "
+        "clock of both sides (their threads wait for a CPU) more than it changes this.",
+    ]
     memory = ", ".join(f"{label} {peak:.0f} MB" for label, peak in peaks.items() if peak is not None)
     if memory:
         rows += ["", f"Server peak RSS (VmHWM) at the end: {memory}."]

@@ -32,16 +32,23 @@ UNKNOWN = "nobody/no-such-model"
 
 
 def unknown_load_s(offline: bool, repeat: int, base: Path) -> list[float]:
-    env = {"HF_HOME": str(base / "hf"), "CONSTELLATION_MODELS_ROOT": str(base / "models"),
-           "CONSTELLATION_MODEL_SERVER_TOKEN": "", "HF_HUB_OFFLINE": "1" if offline else "0",
-           "TRANSFORMERS_OFFLINE": "1" if offline else "0"}
+    env = {
+        "HF_HOME": str(base / "hf"),
+        "CONSTELLATION_MODELS_ROOT": str(base / "models"),
+        "CONSTELLATION_MODEL_SERVER_TOKEN": "",
+        "HF_HUB_OFFLINE": "1" if offline else "0",
+        "TRANSFORMERS_OFFLINE": "1" if offline else "0",
+    }
     (base / "models").mkdir(exist_ok=True)
     times = []
     with running_server(env, base / f"server-{offline}.log") as server, server.client() as http:
         for _ in range(repeat):
             start = time.perf_counter()
-            answer = http.post("/v2/repository/models/nobody--no-such-model/load",
-                               json={"parameters": {"source": UNKNOWN}}, timeout=120)
+            answer = http.post(
+                "/v2/repository/models/nobody--no-such-model/load",
+                json={"parameters": {"source": UNKNOWN}},
+                timeout=120,
+            )
             times.append(time.perf_counter() - start)
             assert answer.status_code == 404, answer.text
             assert "not in the models root or the local Hugging Face cache" in answer.json()["error"]
@@ -50,9 +57,11 @@ def unknown_load_s(offline: bool, repeat: int, base: Path) -> list[float]:
 
 def library_load_s(base: Path) -> float:
     """The id through transformers alone, as a load went before: the Hub's retries included."""
-    code = ("import time; from transformers import AutoConfig; t = time.perf_counter()\n"
-            "try:\n    AutoConfig.from_pretrained('" + UNKNOWN + "')\nexcept OSError:\n    pass\n"
-            "print(time.perf_counter() - t)")
+    code = (
+        "import time; from transformers import AutoConfig; t = time.perf_counter()\n"
+        "try:\n    AutoConfig.from_pretrained('" + UNKNOWN + "')\nexcept OSError:\n    pass\n"
+        "print(time.perf_counter() - t)"
+    )
     env = {**os.environ, "HF_HOME": str(base / "hf-library"), "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])

@@ -29,8 +29,15 @@ from pathlib import Path
 from typing import Any
 
 
-def compare(predictions: list[dict[str, Any]], table: Path, column: str, key: str, folder: Path,
-            n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def compare(
+    predictions: list[dict[str, Any]],
+    table: Path,
+    column: str,
+    key: str,
+    folder: Path,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     import numpy as np
     from scipy import stats as scipy_stats
     from sklearn.calibration import calibration_curve
@@ -67,13 +74,16 @@ def compare(predictions: list[dict[str, Any]], table: Path, column: str, key: st
     for i, p in enumerate(predictions):
         codes = predicted[i]
         labels = np.union1d(expected, codes)
-        precision, recall, f1, support = precision_recall_fscore_support(expected, codes, labels=labels,
-                                                                         zero_division=0)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            expected, codes, labels=labels, zero_division=0
+        )
         entry: dict[str, Any] = {
-            "model": p["model"], "accuracy": accuracy_score(expected, codes),
+            "model": p["model"],
+            "accuracy": accuracy_score(expected, codes),
             "macro_f1": f1_score(expected, codes, average="macro", zero_division=0),
-            "per_class": {classes[c]: [pr, r, f, s]
-                          for c, pr, r, f, s in zip(labels, precision, recall, f1, support, strict=True)},
+            "per_class": {
+                classes[c]: [pr, r, f, s] for c, pr, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+            },
             "iou": jaccard_score(expected, codes, labels=labels, average=None, zero_division=0).tolist(),
             "confusion": confusion_matrix(expected, codes, labels=labels).tolist(),
         }
@@ -90,19 +100,34 @@ def compare(predictions: list[dict[str, Any]], table: Path, column: str, key: st
             tprs.append(np.interp(grid, fpr, tpr))
             pr, rc, _ = precision_recall_curve(y, s)
             precisions.append(np.interp(grid, rc[::-1], pr[::-1]))
-        entry.update(ece=float(np.mean(eces)), roc_auc=float(np.mean(aucs)), average_precision=float(np.mean(aps)),
-                     roc=np.mean(tprs, axis=0), pr=np.mean(precisions, axis=0),
-                     reliability=calibration_curve(np.concatenate([(expected == c) for c in present]),
-                                                   np.concatenate([scores[i, :, c] for c in present]), n_bins=10))
+        entry.update(
+            ece=float(np.mean(eces)),
+            roc_auc=float(np.mean(aucs)),
+            average_precision=float(np.mean(aps)),
+            roc=np.mean(tprs, axis=0),
+            pr=np.mean(precisions, axis=0),
+            reliability=calibration_curve(
+                np.concatenate([(expected == c) for c in present]),
+                np.concatenate([scores[i, :, c] for c in present]),
+                n_bins=10,
+            ),
+        )
         models.append(entry)
     pairs = []
     for a, b in itertools.combinations(range(m), 2):
         right_a, right_b = predicted[a] == expected, predicted[b] == expected
-        both = [[np.sum(right_a & right_b), np.sum(right_a & ~right_b)], [np.sum(~right_a & right_b),
-                                                                          np.sum(~right_a & ~right_b)]]
-        pairs.append({"models": [a, b], "agreement": float(np.mean(predicted[a] == predicted[b])),
-                      "kappa": cohen_kappa_score(predicted[a], predicted[b]),
-                      "mcnemar_p": mcnemar(both, exact=True).pvalue})
+        both = [
+            [np.sum(right_a & right_b), np.sum(right_a & ~right_b)],
+            [np.sum(~right_a & right_b), np.sum(~right_a & ~right_b)],
+        ]
+        pairs.append(
+            {
+                "models": [a, b],
+                "agreement": float(np.mean(predicted[a] == predicted[b])),
+                "kappa": cohen_kappa_score(predicted[a], predicted[b]),
+                "mcnemar_p": mcnemar(both, exact=True).pvalue,
+            }
+        )
     adjusted = multipletests([p["mcnemar_p"] for p in pairs], method="holm")[1]
     correct = (predicted == expected).T.astype(int)
     omnibus = cochrans_q(correct)
@@ -120,8 +145,14 @@ def compare(predictions: list[dict[str, Any]], table: Path, column: str, key: st
             with np.errstate(divide="ignore", invalid="ignore"):
                 seen = (true + said) > 0
                 f1 = np.where(seen, 2 * tp / np.maximum(true + said, 1), 0)
-                rows += [tp.sum(axis=1) / idx.shape[1], f1.sum(axis=1) / seen.sum(axis=1),
-                         *(tp / said).T, *(tp / true).T, *(2 * tp / (true + said)).T, *(tp / (true + said - tp)).T]
+                rows += [
+                    tp.sum(axis=1) / idx.shape[1],
+                    f1.sum(axis=1) / seen.sum(axis=1),
+                    *(tp / said).T,
+                    *(tp / true).T,
+                    *(2 * tp / (true + said)).T,
+                    *(tp / (true + said - tp)).T,
+                ]
         return np.array(rows)
 
     boot = _bootstrap(confusion_statistic, n, n_resamples, seed)
@@ -160,8 +191,14 @@ def compare(predictions: list[dict[str, Any]], table: Path, column: str, key: st
         entry["roc_auc_ci"] = auc_boot["interval"][i].tolist()
     digest = hashlib.sha256(table.read_bytes())
     digest.update(json.dumps([[name, truth[name]] for name in sorted(names)]).encode())
-    report = {"models": models, "pairs": pairs, "holm": adjusted.tolist(), "cochran_q": [omnibus.statistic,
-              omnibus.pvalue], "mean_ranks": mean_ranks.tolist(), "fingerprint": digest.hexdigest()}
+    report = {
+        "models": models,
+        "pairs": pairs,
+        "holm": adjusted.tolist(),
+        "cochran_q": [omnibus.statistic, omnibus.pvalue],
+        "mean_ranks": mean_ranks.tolist(),
+        "fingerprint": digest.hexdigest(),
+    }
     _charts(report, predictions, classes, folder)
     (folder / "figures.json").write_text(json.dumps(report, default=lambda v: np.asarray(v).tolist()))
     return report
@@ -182,9 +219,15 @@ def _bootstrap(statistic: Any, n: int, n_resamples: int, seed: int) -> dict[str,
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # resamples where a class is absent: NaN rows
-            result = scipy_stats.bootstrap((np.arange(n),), vectorised, n_resamples=n_resamples,
-                                           batch=max(1, 2_000_000 // n), vectorized=True, method="percentile",
-                                           rng=np.random.default_rng(seed))
+            result = scipy_stats.bootstrap(
+                (np.arange(n),),
+                vectorised,
+                n_resamples=n_resamples,
+                batch=max(1, 2_000_000 // n),
+                vectorized=True,
+                method="percentile",
+                rng=np.random.default_rng(seed),
+            )
     interval = np.stack([result.confidence_interval.low, result.confidence_interval.high], axis=1)
     return {"interval": interval, "distribution": result.bootstrap_distribution}
 
@@ -224,11 +267,11 @@ def _charts(report: dict[str, Any], predictions: list[dict[str, Any]], classes: 
         save(figure, name)
 
     accuracy = [e["accuracy"] for e in models]
-    errors = np.array([[a - e["accuracy_ci"][0], e["accuracy_ci"][1] - a]
-                       for a, e in zip(accuracy, models, strict=True)]).T
+    errors = np.array(
+        [[a - e["accuracy_ci"][0], e["accuracy_ci"][1] - a] for a, e in zip(accuracy, models, strict=True)]
+    ).T
     bars(accuracy, errors, "accuracy per model, with 95 % bootstrap intervals", "metric.png")
-    bars([p["stats"]["inputs"] / p["stats"]["seconds"] for p in predictions], None, "Throughput per model",
-         "speed.png")
+    bars([p["stats"]["inputs"] / p["stats"]["seconds"] for p in predictions], None, "Throughput per model", "speed.png")
 
     def heatmap(matrix: Any, labels: list[str], title: str, name: str) -> None:
         figure = Figure(figsize=(3 + 0.45 * len(labels) + 1.5, 3 + 0.45 * len(labels)))
@@ -273,5 +316,6 @@ def _charts(report: dict[str, Any], predictions: list[dict[str, Any]], classes: 
         axes.legend(loc="best", fontsize=8, frameon=False)
         save(figure, f"{name}.png")
     for i, entry in enumerate(models, start=1):
-        heatmap(np.array(entry["confusion"]), classes, f"{entry['model']}\nconfusion matrix (counts)",
-                f"confusion-{i}.png")
+        heatmap(
+            np.array(entry["confusion"]), classes, f"{entry['model']}\nconfusion matrix (counts)", f"confusion-{i}.png"
+        )

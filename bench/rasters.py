@@ -48,9 +48,21 @@ def make_scene(path: Path, size: int = SIZE) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = path.with_suffix(".plain.tif")
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": BANDS, "dtype": "uint16",
-               "crs": "EPSG:32633", "transform": from_origin(399_960, 5_000_040, 10, 10), "nodata": 0,
-               "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate", "predictor": 2}
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": BANDS,
+        "dtype": "uint16",
+        "crs": "EPSG:32633",
+        "transform": from_origin(399_960, 5_000_040, 10, 10),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "predictor": 2,
+    }
     rng = np.random.default_rng(19)
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(plain, "w", **profile) as out:
         out.descriptions = NAMES
@@ -87,8 +99,7 @@ def loop(scene: Path, work: Path) -> int:
 
     count = 0
     with rasterio.open(scene) as src:
-        profile = {**src.profile, "width": TILE, "height": TILE, "compress": "deflate", "predictor": 2,
-                   "tiled": False}
+        profile = {**src.profile, "width": TILE, "height": TILE, "compress": "deflate", "predictor": 2, "tiled": False}
         for key in ("blockxsize", "blockysize", "interleave"):
             profile.pop(key, None)
         folder = work / scene.stem
@@ -97,9 +108,16 @@ def loop(scene: Path, work: Path) -> int:
             for col in range(0, src.width, TILE):
                 window = Window(col, row, min(TILE, src.width - col), min(TILE, src.height - row))
                 data = src.read(window=window)
-                with rasterio.open(folder / f"x{col}_y{row}.tif", "w",
-                                   **{**profile, "width": data.shape[2], "height": data.shape[1],
-                                      "transform": src.window_transform(window)}) as out:
+                with rasterio.open(
+                    folder / f"x{col}_y{row}.tif",
+                    "w",
+                    **{
+                        **profile,
+                        "width": data.shape[2],
+                        "height": data.shape[1],
+                        "transform": src.window_transform(window),
+                    },
+                ) as out:
                     out.write(data)
                     out.descriptions = src.descriptions
                 count += 1
@@ -107,9 +125,11 @@ def loop(scene: Path, work: Path) -> int:
 
 
 SIDES = {"pipeline": pipeline, "loop": loop, "loop-cache64": loop}
-LABELS = {"pipeline": "pipeline (`import_from_local → tile_image`)",
-          "loop": "hand-written rasterio loop (GDAL defaults)",
-          "loop-cache64": "the same loop, GDAL_CACHEMAX 64 MB"}
+LABELS = {
+    "pipeline": "pipeline (`import_from_local → tile_image`)",
+    "loop": "hand-written rasterio loop (GDAL defaults)",
+    "loop-cache64": "the same loop, GDAL_CACHEMAX 64 MB",
+}
 
 
 def worker(kind: str, scene: Path) -> int:
@@ -120,6 +140,7 @@ def worker(kind: str, scene: Path) -> int:
         import orchestrator.assets.repository  # noqa: F401 - the engine and the ops
         import orchestrator.transforms.raster_ops  # noqa: F401
     import rasterio  # noqa: F401
+
     imported_mb = rss_mb()
     with tempfile.TemporaryDirectory(prefix="constellation-bench-", dir=scene.parent) as work:
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -128,9 +149,18 @@ def worker(kind: str, scene: Path) -> int:
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
         written = sum(p.stat().st_size for p in Path(work).rglob("*.tif"))
-    print(json.dumps({"tiles": count, "seconds": seconds, "written_mb": written / 2**20, "peak_mb": peak_mb(),
-                      "imports_mb": imported_mb,
-                      "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}))
+    print(
+        json.dumps(
+            {
+                "tiles": count,
+                "seconds": seconds,
+                "written_mb": written / 2**20,
+                "peak_mb": peak_mb(),
+                "imports_mb": imported_mb,
+                "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            }
+        )
+    )
     return 0
 
 
@@ -151,8 +181,9 @@ def peak_mb() -> float:
 
 
 def measure(kind: str, scene: Path) -> dict[str, float]:
-    process = subprocess.Popen([sys.executable, __file__, "--worker", kind, "--scene", str(scene)],
-                               stdout=subprocess.PIPE, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--worker", kind, "--scene", str(scene)], stdout=subprocess.PIPE, cwd=ROOT
+    )
     output = process.stdout.read().decode() if process.stdout else ""
     _, status, _ = os.wait4(process.pid, 0)
     if status != 0:
@@ -171,13 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker, args.scene)
     started = time.perf_counter()
     make_scene(args.scene)
-    print(f"scene {args.scene} ({args.scene.stat().st_size / 2**20:.0f} MB) ready in "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+    print(
+        f"scene {args.scene} ({args.scene.stat().st_size / 2**20:.0f} MB) ready in "
+        f"{time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
     kinds = ["pipeline", "loop"] + (["loop-cache64"] if args.cache64 else [])
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     load = [os.getloadavg()[0]]
     for round_ in range(args.repeat):
-        order = kinds[round_ % len(kinds):] + kinds[: round_ % len(kinds)]
+        order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
         for kind in order:
             samples[kind].append(measure(kind, args.scene))
             print(f"  {kind}: {samples[kind][-1]}", flush=True)
@@ -212,9 +246,13 @@ def render(samples: dict[str, list[dict[str, float]]], load: list[float], args: 
             f"| {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | {med(kind, 'cpu_s'):.2f} "
             f"| {med(kind, 'peak_mb'):.0f} | {med(kind, 'peak_mb') / med('loop', 'peak_mb'):.2f} "
             f"| {statistics.median(s['peak_mb'] - s['imports_mb'] for s in samples[kind]):.0f} "
-            f"| {med(kind, 'written_mb'):.0f} |")
-    lines += ["", "Each round's seconds: " + "; ".join(
-        f"{kind} " + " ".join(f"{s['seconds']:.2f}" for s in samples[kind]) for kind in samples)]
+            f"| {med(kind, 'written_mb'):.0f} |"
+        )
+    lines += [
+        "",
+        "Each round's seconds: "
+        + "; ".join(f"{kind} " + " ".join(f"{s['seconds']:.2f}" for s in samples[kind]) for kind in samples),
+    ]
     return "\n".join(lines) + "\n"
 
 

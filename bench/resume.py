@@ -80,13 +80,18 @@ def main(argv: list[str] | None = None) -> int:
                     took, run = timed(stack, client, lambda: client.post("/execute", json=pipeline()))
                     assert run["run_status"] == "SUCCESS", run
                     fresh.append(took)
-                    print(f"failed {failed[-1]:.2f} s, resumed {resumed[-1]:.2f} s ({reused} reused), "
-                          f"from scratch {fresh[-1]:.2f} s", flush=True)
+                    print(
+                        f"failed {failed[-1]:.2f} s, resumed {resumed[-1]:.2f} s ({reused} reused), "
+                        f"from scratch {fresh[-1]:.2f} s",
+                        flush=True,
+                    )
         finally:
             stop_stack(stack)
     r, f = statistics.median(resumed), statistics.median(fresh)
-    print(f"\n| {args.images} images, 3 models | resumed | from scratch | resumed / from scratch |\n"
-          f"|---|---:|---:|---:|\n| submit→SUCCESS, median of {args.repeat} | {r:.2f} s | {f:.2f} s | {r / f:.2f} |")
+    print(
+        f"\n| {args.images} images, 3 models | resumed | from scratch | resumed / from scratch |\n"
+        f"|---|---:|---:|---:|\n| submit→SUCCESS, median of {args.repeat} | {r:.2f} s | {f:.2f} s | {r / f:.2f} |"
+    )
     return 0
 
 

@@ -46,14 +46,15 @@ BASELINE_SELECTOR = {"repositoryLocationName": BASELINE_LOCATION, "repositoryNam
 BASELINE_JOB = "trivial_job"
 
 
-
 def pipeline(folder: str = "samples") -> dict[str, Any]:
     """import_from_local(folder) → dict_to_list → resize_image to 64×64."""
     imported = {"operation": "import_from_local", "parameters": {"path": folder}}
     listed = {"operation": "dict_to_list", "parameters": {"data": imported}}
-    return {"instructions": [
-        {"operation": "resize_image", "parameters": {"width": 64, "height": 64, "data": listed}},
-    ]}
+    return {
+        "instructions": [
+            {"operation": "resize_image", "parameters": {"width": 64, "height": 64, "data": listed}},
+        ]
+    }
 
 
 PIPELINE = pipeline()
@@ -111,8 +112,11 @@ class Stack:
 
     @classmethod
     def on(cls, ports: dict[str, int], log: Path) -> Stack:
-        return cls(httpx.Client(base_url=f"http://{HOST}:{ports['api']}", timeout=30),
-                   httpx.Client(base_url=f"http://{HOST}:{ports['dagster']}", timeout=30), log)
+        return cls(
+            httpx.Client(base_url=f"http://{HOST}:{ports['api']}", timeout=30),
+            httpx.Client(base_url=f"http://{HOST}:{ports['dagster']}", timeout=30),
+            log,
+        )
 
     def close(self) -> None:
         """Close the clients, then SIGTERM each process (stack.py stops its own children) and wait."""
@@ -199,8 +203,9 @@ def run_interleaved(stack: Stack, repeat: int, settle_s: float) -> dict[str, lis
 
 def _ok(response: httpx.Response) -> dict[str, Any]:
     if response.status_code != 200:
-        raise BenchError(f"{response.request.method} {response.request.url} answered "
-                         f"{response.status_code}: {response.text[:500]}")
+        raise BenchError(
+            f"{response.request.method} {response.request.url} answered {response.status_code}: {response.text[:500]}"
+        )
     return response.json()
 
 
@@ -226,8 +231,13 @@ def port_open(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def wait_for(ready: Callable[[], bool], what: str, processes: Sequence[subprocess.Popen[bytes]],
-             timeout_s: float = START_TIMEOUT_S, every_s: float = 0.2) -> None:
+def wait_for(
+    ready: Callable[[], bool],
+    what: str,
+    processes: Sequence[subprocess.Popen[bytes]],
+    timeout_s: float = START_TIMEOUT_S,
+    every_s: float = 0.2,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         for process in processes:
@@ -240,9 +250,7 @@ def wait_for(ready: Callable[[], bool], what: str, processes: Sequence[subproces
 
 def child_env(base: Path, ports: dict[str, int]) -> dict[str, str]:
     """This environment minus any CONSTELLATION_* / DAGSTER_HOME of the caller, plus the bench's."""
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith("CONSTELLATION_") and k != "DAGSTER_HOME"
-    }
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CONSTELLATION_") and k != "DAGSTER_HOME"}
     return {
         **inherited,
         "CONSTELLATION_HOST": HOST,
@@ -259,23 +267,40 @@ def child_env(base: Path, ports: dict[str, int]) -> dict[str, str]:
 
 
 def start_baseline_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [str(BIN / "dagster"), "api", "grpc", "-m", "bench.baseline_repo",
-               "-h", HOST, "-p", str(port), "--location-name", BASELINE_LOCATION]
+    command = [
+        str(BIN / "dagster"),
+        "api",
+        "grpc",
+        "-m",
+        "bench.baseline_repo",
+        "-h",
+        HOST,
+        "-p",
+        str(port),
+        "--location-name",
+        BASELINE_LOCATION,
+    ]
     with log.open("ab") as sink:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
 
 
 def start_stack_script(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
-        return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "stack.py")], cwd=ROOT, env=env,
-                                stdout=sink, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "stack.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def baseline_workspace(base: Path, port: int) -> Path:
     """The baseline code server as an extra workspace entry for stack.py."""
     path = base / "baseline_workspace.yaml"
-    path.write_text(f"  - grpc_server:\n      host: {HOST}\n      port: {port}\n"
-                    f"      location_name: {BASELINE_LOCATION}\n")
+    path.write_text(
+        f"  - grpc_server:\n      host: {HOST}\n      port: {port}\n      location_name: {BASELINE_LOCATION}\n"
+    )
     return path
 
 
@@ -321,10 +346,12 @@ def start(stack: Stack, base: Path, ports: dict[str, int], scale: int = 1) -> No
 
     Every process goes into stack.processes as soon as it exists, for main's `finally`.
     """
-    env = {**child_env(base, ports),
-           "CONSTELLATION_EXTRA_WORKSPACE": str(baseline_workspace(base, ports["baseline"]))}
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "sample_data.py"), env["CONSTELLATION_DATA_ROOT"]],
-                   check=True, stdout=subprocess.DEVNULL)
+    env = {**child_env(base, ports), "CONSTELLATION_EXTRA_WORKSPACE": str(baseline_workspace(base, ports["baseline"]))}
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sample_data.py"), env["CONSTELLATION_DATA_ROOT"]],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     data_root = Path(env["CONSTELLATION_DATA_ROOT"])
     stack.images = len(list((data_root / "samples").rglob("*.jpg"))) * scale
     if scale > 1:
@@ -358,11 +385,19 @@ def _row(label: str, pipeline: float | None, baseline: float | None) -> str:
 def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float, images: int) -> str:
     pipeline, baseline = samples["pipeline"], samples["baseline"]
     rows = []
-    for label, attr in (("submit→SUCCESS", "total_s"), ("submit answered", "submit_s"),
-                        ("run start→end (Dagster)", "run_s")):
+    for label, attr in (
+        ("submit→SUCCESS", "total_s"),
+        ("submit answered", "submit_s"),
+        ("run start→end (Dagster)", "run_s"),
+    ):
         for stat_name, stat in (("median", _median), ("min", _min)):
-            rows.append(_row(f"{label}, {stat_name}", stat([getattr(s, attr) for s in pipeline]),
-                             stat([getattr(s, attr) for s in baseline])))
+            rows.append(
+                _row(
+                    f"{label}, {stat_name}",
+                    stat([getattr(s, attr) for s in pipeline]),
+                    stat([getattr(s, attr) for s in baseline]),
+                )
+            )
     per_round = "\n".join(
         f"- {kind}: " + ", ".join(f"{s.total_s:.2f} ({s.submit_s:.2f})" for s in kind_samples)
         for kind, kind_samples in samples.items()
@@ -387,10 +422,15 @@ def render(samples: dict[str, list[Sample]], repeat: int, settle_s: float, image
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="rounds of each kind (default 5)")
-    parser.add_argument("--settle", type=float, default=SETTLE_S,
-                        help=f"seconds of pause before each submission (default {SETTLE_S})")
-    parser.add_argument("--scale", type=int, default=1,
-                        help="the pipeline resizes the sample images this many times over (default 1: 12 images)")
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_S, help=f"seconds of pause before each submission (default {SETTLE_S})"
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="the pipeline resizes the sample images this many times over (default 1: 12 images)",
+    )
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be at least 1")

@@ -41,19 +41,31 @@ def make_cog(path: Path, size: int, bands: int, block: int) -> None:
     rng = np.random.default_rng(19)
     tmp = path.with_suffix(".part.tif")
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", width=size, height=size, count=bands, dtype="uint16", crs="EPSG:32633",
-                   transform=from_origin(500_000, 5_000_000, 10, 10), nodata=0, tiled=True, blockxsize=block,
-                   blockysize=block, compress="deflate", bigtiff="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=bands,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=from_origin(500_000, 5_000_000, 10, 10),
+        nodata=0,
+        tiled=True,
+        blockxsize=block,
+        blockysize=block,
+        compress="deflate",
+        bigtiff="IF_SAFER",
+    )
     with rasterio.open(tmp, "w", **profile) as dst:  # written by strips: the scene never sits in memory
         for row in range(0, size, block):
             rows = min(block, size - row)
             ramp = np.linspace(500, 3500, size, dtype=np.float32)[None, None, :]
             noise = rng.normal(0, 150, (bands, rows, size)).astype(np.float32)
-            dst.write(np.clip(ramp + noise, 1, 10_000).astype(np.uint16),
-                      window=Window(0, row, size, rows))
+            dst.write(np.clip(ramp + noise, 1, 10_000).astype(np.uint16), window=Window(0, row, size, rows))
     with rasterio.open(tmp) as src:
-        rasterio.shutil.copy(src, path, driver="COG", compress="deflate", blocksize=block, overviews="NONE",
-                             bigtiff="IF_SAFER")
+        rasterio.shutil.copy(
+            src, path, driver="COG", compress="deflate", blocksize=block, overviews="NONE", bigtiff="IF_SAFER"
+        )
     tmp.unlink()
 
 
@@ -127,8 +139,10 @@ def main() -> None:
     quarter = args.size // 4  # a quarter of the side: 1/16 of the area
     rng = random.Random(19)
     placements = [("aligned on tiles", args.block * 2, args.block * 2)]
-    placements += [(f"random {i}", rng.randrange(0, args.size - quarter), rng.randrange(0, args.size - quarter))
-                   for i in range(1, args.placements)]
+    placements += [
+        (f"random {i}", rng.randrange(0, args.size - quarter), rng.randrange(0, args.size - quarter))
+        for i in range(1, args.placements)
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Workspace(data_root=tmp, artifact_root=f"{tmp}/art", url_allow_private=True)
@@ -142,20 +156,34 @@ def main() -> None:
             tif = [length for path, length in sent if path.endswith(".tif")]
             with rasterio.open(scene) as src, rasterio.open(ref.path) as got:
                 window = from_bounds(*got.bounds, transform=src.transform).round_offsets()
-                same = np.array_equal(got.read(), src.read(window=Window(
-                    window.col_off, window.row_off, got.width, got.height)))
-            rows.append({"placement": label, "window": f"{ref.meta['width']}×{ref.meta['height']} at ({col}, {row})",
-                         "requests": len(tif), "bytes": sum(tif), "ratio": sum(tif) / size,
-                         "seconds": round(elapsed, 2), "pixels equal": same})
+                same = np.array_equal(
+                    got.read(), src.read(window=Window(window.col_off, window.row_off, got.width, got.height))
+                )
+            rows.append(
+                {
+                    "placement": label,
+                    "window": f"{ref.meta['width']}×{ref.meta['height']} at ({col}, {row})",
+                    "requests": len(tif),
+                    "bytes": sum(tif),
+                    "ratio": sum(tif) / size,
+                    "seconds": round(elapsed, 2),
+                    "pixels equal": same,
+                }
+            )
     server.shutdown()
 
-    lines = [f"COG {args.size}×{args.size}×{args.bands} uint16, {args.block}² tiles, deflate, no overviews: "
-             f"{size:,} bytes; bbox inside a {quarter}² window (1/16 of the area); goal ≤ 1/8 = 0.125", "",
-             "| placement | window read | range requests | bytes fetched | of the file | time (s) | pixels equal |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"COG {args.size}×{args.size}×{args.bands} uint16, {args.block}² tiles, deflate, no overviews: "
+        f"{size:,} bytes; bbox inside a {quarter}² window (1/16 of the area); goal ≤ 1/8 = 0.125",
+        "",
+        "| placement | window read | range requests | bytes fetched | of the file | time (s) | pixels equal |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['placement']} | {r['window']} | {r['requests']} | {r['bytes']:,} | {r['ratio']:.4f} "
-                     f"| {r['seconds']} | {r['pixels equal']} |")
+        lines.append(
+            f"| {r['placement']} | {r['window']} | {r['requests']} | {r['bytes']:,} | {r['ratio']:.4f} "
+            f"| {r['seconds']} | {r['pixels equal']} |"
+        )
     ratios = [r["ratio"] for r in rows]
     lines += ["", f"ratio: min {min(ratios):.4f}, median {statistics.median(ratios):.4f}, max {max(ratios):.4f}"]
     text = "\n".join(lines)

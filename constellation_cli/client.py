@@ -22,8 +22,13 @@ class GatewayUnreachable(Exception):
 class GatewayError(Exception):
     """The gateway answered with an error: its status code, message, for 422 every problem, and its JSON answer."""
 
-    def __init__(self, status_code: int, message: str, errors: list[dict[str, str]] | None = None,
-                 body: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        errors: list[dict[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
@@ -87,8 +92,9 @@ class Gateway:
     def operations(self) -> dict[str, Any]:
         return self._call("GET", "/operations")
 
-    def leaderboard(self, dataset: str, fingerprint: str | None = None, limit: int | None = None,
-                    cursor: str | None = None) -> dict[str, Any]:
+    def leaderboard(
+        self, dataset: str, fingerprint: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
         """Every model compared on a dataset, best first, and the versions of its data (fingerprints)."""
         given = {"dataset": dataset, "fingerprint": fingerprint, "limit": limit, "cursor": cursor}
         return self._call("GET", "/comparisons/leaderboard", params={k: v for k, v in given.items() if v is not None})

@@ -19,8 +19,10 @@ NAME = "constellation"
 
 def place(command: Path, path_env: str, home: Path) -> str:
     """Link `command` into ~/.local/bin when that is on `path_env` and free; the line that says what happened."""
-    hint = (f"to call it by name: ln -s {command} ~/.local/bin/ (with ~/.local/bin on PATH), "
-            f'or export PATH="{command.parent}:$PATH"')
+    hint = (
+        f"to call it by name: ln -s {command} ~/.local/bin/ (with ~/.local/bin on PATH), "
+        f'or export PATH="{command.parent}:$PATH"'
+    )
     if not command.exists():
         return f"{NAME}: {command} is missing; run make install"
     found = shutil.which(NAME, path=path_env)

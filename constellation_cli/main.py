@@ -35,7 +35,6 @@ A pipeline FILE is a request body {"instructions": [...]}, as in sample_dags.txt
 Progress and messages go to stderr; tables, run ids and --json answers go to stdout."""
 
 
-
 def default_url(environ: Mapping[str, str]) -> tuple[str, str]:
     """The gateway when no --url is given, and where that came from: $CONSTELLATION_URL, else the port
     `make run` was told ($CONSTELLATION_API_PORT) on this machine, else DEFAULT_URL."""
@@ -92,18 +91,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Options every command takes, before or after the command's name (`--url X ops` or `ops --url X`).
-Url = Annotated[str | None, typer.Option(
-    "--url", metavar="URL", show_default=False,
-    help=f"The gateway's base URL (default: ${URL_ENV}, else http://127.0.0.1:${PORT_ENV}, else {DEFAULT_URL}; "
-         f"now {_NOW}).")]
-AsJson = Annotated[bool, typer.Option(
-    "--json", help="Print the gateway's answer as JSON on stdout (its error answer too), instead of tables.")]
-File = Annotated[Path, typer.Argument(
-    metavar="FILE", show_default=False, allow_dash=True, dir_okay=False,
-    help='A request body {"instructions": [...]}, or - for standard input.')]
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        metavar="URL",
+        show_default=False,
+        help=f"The gateway's base URL (default: ${URL_ENV}, else http://127.0.0.1:${PORT_ENV}, else {DEFAULT_URL}; "
+        f"now {_NOW}).",
+    ),
+]
+AsJson = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the gateway's answer as JSON on stdout (its error answer too), instead of tables."
+    ),
+]
+File = Annotated[
+    Path,
+    typer.Argument(
+        metavar="FILE",
+        show_default=False,
+        allow_dash=True,
+        dir_okay=False,
+        help='A request body {"instructions": [...]}, or - for standard input.',
+    ),
+]
 Run = Annotated[str, typer.Argument(metavar="RUN", show_default=False, help="A run id, as submit prints it.")]
-NoWait = Annotated[bool, typer.Option(
-    "--no-wait", help="Print the run id (with --json: the launch answer) and return at once.")]
+NoWait = Annotated[
+    bool, typer.Option("--no-wait", help="Print the run id (with --json: the launch answer) and return at once.")
+]
 
 
 @dataclass
@@ -130,9 +147,12 @@ def _connect(ctx: typer.Context, url: str | None, as_json: bool) -> Iterator[tup
             yield gateway, as_json
     except GatewayUnreachable as exc:
         given = {"--url": "given by --url", "the default": f"the default (set --url or ${URL_ENV})"}.get(
-            source, f"from {source}")
-        err.print(f"error: cannot reach the gateway at {exc.url} ({exc.reason}), {given}; is it running? "
-                  "`make run` prints the URL it serves")
+            source, f"from {source}"
+        )
+        err.print(
+            f"error: cannot reach the gateway at {exc.url} ({exc.reason}), {given}; is it running? "
+            "`make run` prints the URL it serves"
+        )
         raise typer.Exit(UNREACHABLE) from None
     except GatewayError as exc:
         if as_json and exc.body is not None:
@@ -152,9 +172,15 @@ def _connect(ctx: typer.Context, url: str | None, as_json: bool) -> Iterator[tup
 def submit(
     ctx: typer.Context,
     file: File,
-    idempotency_key: Annotated[str | None, typer.Option(
-        "--idempotency-key", metavar="KEY", show_default=False,
-        help="Submitting again with the same key returns the same run instead of launching another.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            show_default=False,
+            help="Submitting again with the same key returns the same run instead of launching another.",
+        ),
+    ] = None,
     no_wait: NoWait = False,
     url: Url = None,
     as_json: AsJson = False,
@@ -224,14 +250,25 @@ def status(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = Fals
 @app.command(name="runs")
 def list_runs(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option(
-        "--state", metavar="STATE", show_default=False,
-        help="Only runs in this state: SUCCESS, FAILURE, CANCELED, STARTED, QUEUED... (several: comma-separated).",
-    )] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            show_default=False,
+            help="Only runs in this state: SUCCESS, FAILURE, CANCELED, STARTED, QUEUED... (several: comma-separated).",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="How many runs to show.")] = 20,
-    cursor: Annotated[str | None, typer.Option(
-        "--cursor", metavar="CURSOR", show_default=False,
-        help="Show the page after this one: the cursor the previous page printed.")] = None,
+    cursor: Annotated[
+        str | None,
+        typer.Option(
+            "--cursor",
+            metavar="CURSOR",
+            show_default=False,
+            help="Show the page after this one: the cursor the previous page printed.",
+        ),
+    ] = None,
     url: Url = None,
     as_json: AsJson = False,
 ) -> None:
@@ -277,9 +314,17 @@ def _show_results(results: list[dict[str, Any]]) -> None:
 def report(
     ctx: typer.Context,
     run: Run,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", metavar="FILE", show_default=False, dir_okay=False,
-        help="Where to save it (default: constellation-report-RUN.html, with the first 8 characters of RUN).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            show_default=False,
+            dir_okay=False,
+            help="Where to save it (default: constellation-report-RUN.html, with the first 8 characters of RUN).",
+        ),
+    ] = None,
     open_it: Annotated[bool, typer.Option("--open", help="Open it in the web browser.")] = False,
     url: Url = None,
     as_json: AsJson = False,
@@ -329,9 +374,15 @@ def _complete_operation(ctx: typer.Context, incomplete: str) -> list[str]:
 @app.command()
 def ops(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(
-        metavar="NAME", show_default=False, autocompletion=_complete_operation,
-        help="An operation: show its parameters, their types and defaults.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="NAME",
+            show_default=False,
+            autocompletion=_complete_operation,
+            help="An operation: show its parameters, their types and defaults.",
+        ),
+    ] = None,
     url: Url = None,
     as_json: AsJson = False,
 ) -> None:
@@ -357,16 +408,33 @@ def ops(
 @app.command()
 def leaderboard(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(
-        metavar="DATASET", show_default=False,
-        help="The dataset as a comparison names it: its asset key path, e.g. local/samples.")],
-    fingerprint: Annotated[str | None, typer.Option(
-        "--fingerprint", metavar="SHA256", show_default=False,
-        help="Rank on this version of the data (default: the newest compared).")] = None,
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            metavar="DATASET",
+            show_default=False,
+            help="The dataset as a comparison names it: its asset key path, e.g. local/samples.",
+        ),
+    ],
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            metavar="SHA256",
+            show_default=False,
+            help="Rank on this version of the data (default: the newest compared).",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="How many models to show.")] = 50,
-    cursor: Annotated[str | None, typer.Option(
-        "--cursor", metavar="CURSOR", show_default=False,
-        help="Show the page after this one: the cursor the previous page printed.")] = None,
+    cursor: Annotated[
+        str | None,
+        typer.Option(
+            "--cursor",
+            metavar="CURSOR",
+            show_default=False,
+            help="Show the page after this one: the cursor the previous page printed.",
+        ),
+    ] = None,
     url: Url = None,
     as_json: AsJson = False,
 ) -> None:
@@ -386,8 +454,9 @@ def leaderboard(
             err.print(f"more: constellation leaderboard {dataset} --cursor {answer['next_cursor']}")
 
 
-def _see_through(gateway: Gateway, launched: dict[str, Any], no_wait: bool, as_json: bool,
-                 parent: str | None = None) -> None:
+def _see_through(
+    gateway: Gateway, launched: dict[str, Any], no_wait: bool, as_json: bool, parent: str | None = None
+) -> None:
     """After a launch: return at once (--no-wait), or follow the run to its end and show how it went."""
     run_id = launched["run_id"]
     if no_wait:
@@ -426,8 +495,13 @@ def _follow(gateway: Gateway, run_id: str) -> dict[str, Any]:
     run = gateway.run(run_id)
     if not err.is_terminal:
         return _follow_plainly(gateway, run)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("", total=None)
         while True:

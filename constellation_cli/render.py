@@ -59,9 +59,18 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> Table:
 
 # Per model: the columns a comparison table shows, when the report has them (with their intervals).
 COMPARISON_COLUMNS = (
-    ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("rmse", "RMSE"), ("mae", "MAE"), ("r2", "R²"),
-    ("map", "mAP"), ("map_50", "mAP@.5"), ("miou", "mIoU"), ("pixel_accuracy", "pixel acc."),
-    ("throughput_per_s", "inputs/s"), ("latency_p50_ms", "p50 ms"), ("latency_p95_ms", "p95 ms"),
+    ("accuracy", "accuracy"),
+    ("macro_f1", "macro-F1"),
+    ("rmse", "RMSE"),
+    ("mae", "MAE"),
+    ("r2", "R²"),
+    ("map", "mAP"),
+    ("map_50", "mAP@.5"),
+    ("miou", "mIoU"),
+    ("pixel_accuracy", "pixel acc."),
+    ("throughput_per_s", "inputs/s"),
+    ("latency_p50_ms", "p50 ms"),
+    ("latency_p95_ms", "p95 ms"),
 )
 
 
@@ -75,12 +84,14 @@ def comparison_tables(output: Mapping[str, Any]) -> list[Table | str]:
     parts: list[Table | str] = [metrics]
     pairs = [p for p in output.get("pairs", []) if isinstance(p, Mapping)]
     if pairs:
-        pair_columns = [k for k in ("agreement", "kappa", "mcnemar_p", "p_value") if any(p.get(k) is not None
-                                                                                          for p in pairs)]
+        pair_columns = [
+            k for k in ("agreement", "kappa", "mcnemar_p", "p_value") if any(p.get(k) is not None for p in pairs)
+        ]
         table = _table("models", *pair_columns)
         for p in pairs:
-            table.add_row(Text(" vs ".join(map(str, p.get("models", [])))),
-                          *(Text(_number(p.get(k))) for k in pair_columns))
+            table.add_row(
+                Text(" vs ".join(map(str, p.get("models", [])))), *(Text(_number(p.get(k))) for k in pair_columns)
+            )
         parts.append(table)
     if output.get("verdict"):
         parts.append(str(output["verdict"]))
@@ -113,9 +124,13 @@ def instructions_table(instructions: Iterable[Mapping[str, Any]]) -> Table:
     for entry in instructions:
         detail = entry.get("error") or entry.get("summary") or ""
         style = {"failed": "red", "reused": "cyan"}.get(str(entry.get("state")), "")
-        table.add_row(Text(str(entry.get("path", ""))), Text(str(entry.get("operation", ""))),
-                      Text(str(entry.get("state", "")), style=style), Text(seconds(entry.get("duration_s"))),
-                      Text(str(detail), style=style))
+        table.add_row(
+            Text(str(entry.get("path", ""))),
+            Text(str(entry.get("operation", ""))),
+            Text(str(entry.get("state", "")), style=style),
+            Text(seconds(entry.get("duration_s"))),
+            Text(str(detail), style=style),
+        )
     return table
 
 
@@ -126,10 +141,14 @@ def runs_table(listed: Iterable[Mapping[str, Any]]) -> Table:
         error = run.get("error") or {}
         where = f"{error.get('path')}: " if error.get("path") else ""
         style = {"FAILURE": "red", "CANCELED": "yellow"}.get(str(run.get("run_status")), "")
-        table.add_row(Text(str(run.get("run_id", ""))), Text(str(run.get("run_status", "")), style=style),
-                      Text(clock(run["created_at"]) if run.get("created_at") else ""),
-                      Text(seconds(run.get("duration_s"))), Text(operations_line(run.get("operations") or [])),
-                      Text(f"{where}{error['message']}" if error.get("message") else "", style=style))
+        table.add_row(
+            Text(str(run.get("run_id", ""))),
+            Text(str(run.get("run_status", "")), style=style),
+            Text(clock(run["created_at"]) if run.get("created_at") else ""),
+            Text(seconds(run.get("duration_s"))),
+            Text(operations_line(run.get("operations") or [])),
+            Text(f"{where}{error['message']}" if error.get("message") else "", style=style),
+        )
     return table
 
 
@@ -188,8 +207,9 @@ def progress_caption(run: Mapping[str, Any]) -> str:
 def operations_table(operations: Iterable[Mapping[str, Any]]) -> Table:
     table = _table("operation", "output", "description")
     for op in operations:
-        table.add_row(Text(str(op.get("name", ""))), Text(str(op.get("output", ""))),
-                      Text(str(op.get("description", ""))))
+        table.add_row(
+            Text(str(op.get("name", ""))), Text(str(op.get("output", ""))), Text(str(op.get("description", "")))
+        )
     return table
 
 
@@ -197,8 +217,9 @@ def parameters_table(operation: Mapping[str, Any]) -> Table:
     table = _table("parameter", "type", "required", "description", wrapping=3)
     for p in operation.get("parameters", []):
         required = "yes" if p.get("required") else f"no (default {json.dumps(p.get('default'))})"
-        table.add_row(Text(str(p.get("name", ""))), Text(parameter_type(p)), Text(required),
-                      Text(str(p.get("description", ""))))
+        table.add_row(
+            Text(str(p.get("name", ""))), Text(parameter_type(p)), Text(required), Text(str(p.get("description", "")))
+        )
     return table
 
 
@@ -240,12 +261,16 @@ def _table(*columns: str, wrapping: int = 1) -> Table:
 def leaderboard_lines(board: Mapping[str, Any]) -> list[str]:
     """What a leaderboard ranks by, on which data, and whether the data changed."""
     better = "higher" if board.get("higher_is_better") else "lower"
-    lines = [f"{board.get('dataset')}: ranked by {board.get('metric')} ({better} is better) on data "
-             f"{board.get('fingerprint')}"]
+    lines = [
+        f"{board.get('dataset')}: ranked by {board.get('metric')} ({better} is better) on data "
+        f"{board.get('fingerprint')}"
+    ]
     versions = board.get("fingerprints") or []
     if board.get("data_changed"):
-        lines.append(f"the data changed: {len(versions)} fingerprints; rows marked 'other data' were compared on "
-                     "another version and are not comparable with the rest")
+        lines.append(
+            f"the data changed: {len(versions)} fingerprints; rows marked 'other data' were compared on "
+            "another version and are not comparable with the rest"
+        )
     return lines
 
 
@@ -254,8 +279,12 @@ def leaderboard_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     table = _table("#", "model", "value [95 % interval]", "data", "compared", "run", wrapping=1)
     for number, row in enumerate(rows, start=1):
         same = bool(row.get("same_data"))
-        table.add_row(Text(str(number)), Text(str(row.get("model", ""))),
-                      Text(_with_interval({"v": row.get("value"), "v_ci": row.get("ci")}, "v")),
-                      Text("same" if same else "other data", style="" if same else "yellow"),
-                      Text(str(row.get("compared_at", ""))[:19].replace("T", " ")), Text(str(row.get("run_id", ""))))
+        table.add_row(
+            Text(str(number)),
+            Text(str(row.get("model", ""))),
+            Text(_with_interval({"v": row.get("value"), "v_ci": row.get("ci")}, "v")),
+            Text("same" if same else "other data", style="" if same else "yellow"),
+            Text(str(row.get("compared_at", ""))[:19].replace("T", " ")),
+            Text(str(row.get("run_id", ""))),
+        )
     return table

@@ -41,26 +41,37 @@ class Guard:
         if self.token is not None:
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
-                await _refuse(send, 401, "this model server needs `Authorization: Bearer <token>` with the token "
-                                         "it shares with the code location (CONSTELLATION_MODEL_SERVER_TOKEN)",
-                              [(b"www-authenticate", b'Bearer realm="constellation-model-server"')])
+                await _refuse(
+                    send,
+                    401,
+                    "this model server needs `Authorization: Bearer <token>` with the token "
+                    "it shares with the code location (CONSTELLATION_MODEL_SERVER_TOKEN)",
+                    [(b"www-authenticate", b'Bearer realm="constellation-model-server"')],
+                )
                 return
         await self.app(scope, receive, send)
 
 
 async def _refuse(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app with its own, empty registry of loaded models."""
     settings = settings or Settings()
-    registry = ModelRegistry(settings.models_root, settings.batch_size, settings.device,
-                             Limits.from_settings(settings))
+    registry = ModelRegistry(settings.models_root, settings.batch_size, settings.device, Limits.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -73,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Constellation model server",
         summary="Hugging Face pipelines and ONNX Runtime behind the Open Inference Protocol (KServe V2) and Triton's "
-                "repository API.",
+        "repository API.",
         version="0.1.0",
         lifespan=lifespan,
     )

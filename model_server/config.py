@@ -68,8 +68,10 @@ class Settings(BaseSettings):
         if token is None or not token.get_secret_value().strip():
             return None
         if token.get_secret_value().strip() == PLACEHOLDER_TOKEN:
-            raise ValueError("CONSTELLATION_MODEL_SERVER_TOKEN is the placeholder 'change-me'; set a secret "
-                             "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            raise ValueError(
+                "CONSTELLATION_MODEL_SERVER_TOKEN is the placeholder 'change-me'; set a secret "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return token
 
     @model_validator(mode="after")

@@ -28,14 +28,39 @@ from model_server.exceptions import InputMismatch, InvalidInput
 DEFAULT_TOP_K = 5
 # A lease holder: any visible ASCII (a run id, "host:pid", ...).
 LEASE_PATTERN = r"^[\x21-\x7e]{1,200}$"
-DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-             "FP64", "BYTES")
-Datatype = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-                   "FP64", "BYTES"]
+DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+)
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
+]
 # The protocol's datatypes as NumPy's, little-endian (the binary extension's byte order).
-NUMPY_TYPES = {"BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
-               "UINT64": np.dtype("<u8"), "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
-               "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+NUMPY_TYPES = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
 DATATYPE_OF = {(dtype.kind, dtype.itemsize): name for name, dtype in NUMPY_TYPES.items()}
 BINARY_HEADER = "inference-header-content-length"
 
@@ -58,23 +83,30 @@ class InferInput(_Message):
     @model_validator(mode="after")
     def _shape_fits_data(self) -> InferInput:
         if self.datatype not in DATATYPES:
-            raise ValueError(f"input {self.name!r} has datatype {self.datatype!r}; the protocol's datatypes are "
-                             f"{', '.join(DATATYPES)}")
+            raise ValueError(
+                f"input {self.name!r} has datatype {self.datatype!r}; the protocol's datatypes are "
+                f"{', '.join(DATATYPES)}"
+            )
         if any(dim < 0 for dim in self.shape):
             raise ValueError(f"input {self.name!r} has shape {self.shape}; dimensions cannot be negative")
         size = self.parameters.get("binary_data_size")
         if self.data is None:
             if type(size) is not int or size < 0:
-                raise ValueError(f"input {self.name!r} has no data: send `data`, or its values in binary after the "
-                                 "JSON with parameters.binary_data_size (their bytes) and the "
-                                 "Inference-Header-Content-Length header")
+                raise ValueError(
+                    f"input {self.name!r} has no data: send `data`, or its values in binary after the "
+                    "JSON with parameters.binary_data_size (their bytes) and the "
+                    "Inference-Header-Content-Length header"
+                )
             return self
         if size is not None:
             raise ValueError(f"input {self.name!r} has both `data` and parameters.binary_data_size; send one")
         self._flat = flatten(self.data)
         if math.prod(self.shape) != len(self._flat):
-            expected = f"expected shape [{len(self._flat)}]" if len(self.shape) <= 1 else \
-                f"which is {math.prod(self.shape)} values"
+            expected = (
+                f"expected shape [{len(self._flat)}]"
+                if len(self.shape) <= 1
+                else f"which is {math.prod(self.shape)} values"
+            )
             raise ValueError(f"input {self.name!r} has shape {self.shape} but {len(self._flat)} items; {expected}")
         if self.datatype == "BYTES":
             for index, item in enumerate(self._flat):
@@ -98,19 +130,24 @@ class InferInput(_Message):
                     raise InputMismatch(f"input {self.name!r}: its binary BYTES data ends inside an element's length")
                 (length,) = struct.unpack_from("<I", raw, offset)
                 if offset + 4 + length > len(raw):
-                    raise InputMismatch(f"input {self.name!r}: BYTES element {len(blobs)} says {length} bytes but "
-                                        f"{len(raw) - offset - 4} are left")
-                blobs.append(bytes(raw[offset + 4:offset + 4 + length]))
+                    raise InputMismatch(
+                        f"input {self.name!r}: BYTES element {len(blobs)} says {length} bytes but "
+                        f"{len(raw) - offset - 4} are left"
+                    )
+                blobs.append(bytes(raw[offset + 4 : offset + 4 + length]))
                 offset += 4 + length
             if len(blobs) != count:
-                raise InputMismatch(f"input {self.name!r} has shape {self.shape} but its binary data holds "
-                                    f"{len(blobs)} elements")
+                raise InputMismatch(
+                    f"input {self.name!r} has shape {self.shape} but its binary data holds {len(blobs)} elements"
+                )
             self._blobs = blobs
             return
         dtype = NUMPY_TYPES[self.datatype]
         if len(raw) != count * dtype.itemsize:
-            raise InputMismatch(f"input {self.name!r} has shape {self.shape} and datatype {self.datatype}, which is "
-                                f"{count * dtype.itemsize} bytes, but binary_data_size is {len(raw)}")
+            raise InputMismatch(
+                f"input {self.name!r} has shape {self.shape} and datatype {self.datatype}, which is "
+                f"{count * dtype.itemsize} bytes, but binary_data_size is {len(raw)}"
+            )
         self._array = np.frombuffer(raw, dtype=dtype).reshape(self.shape)
 
     @property
@@ -149,8 +186,10 @@ class InferInput(_Message):
             limit = float(np.finfo(dtype).max)
             bad = np.flatnonzero(~(np.abs(values) <= limit))
             if bad.size:
-                raise InputMismatch(f"input {self.name!r} item {int(bad[0])} is {flat[int(bad[0])]!r:.40}, not a "
-                                    f"finite number in the range of {datatype}")
+                raise InputMismatch(
+                    f"input {self.name!r} item {int(bad[0])} is {flat[int(bad[0])]!r:.40}, not a "
+                    f"finite number in the range of {datatype}"
+                )
         return values.astype(dtype).reshape(self.shape)
 
     def images(self) -> list[bytes]:
@@ -159,8 +198,10 @@ class InferInput(_Message):
             return list(self._blobs)
         content_type = self.parameters.get("content_type", "base64")
         if content_type != "base64":
-            raise InputMismatch(f"input {self.name!r} has content_type {content_type!r}; images are sent as "
-                                "base64 image files (content_type 'base64')")
+            raise InputMismatch(
+                f"input {self.name!r} has content_type {content_type!r}; images are sent as "
+                "base64 image files (content_type 'base64')"
+            )
         decoded = []
         for index, item in enumerate(self._flat):
             try:
@@ -175,8 +216,10 @@ class InferInput(_Message):
         if content_type == "str" or self._blobs is not None:
             return list(self.flat)
         if content_type != "base64":
-            raise InputMismatch(f"input {self.name!r} has content_type {content_type!r}; send plain strings "
-                                "(content_type 'str') or base64 of UTF-8 ('base64')")
+            raise InputMismatch(
+                f"input {self.name!r} has content_type {content_type!r}; send plain strings "
+                "(content_type 'str') or base64 of UTF-8 ('base64')"
+            )
         try:
             return [base64.b64decode(item, validate=True).decode("utf-8") for item in self.flat]
         except (binascii.Error, ValueError) as exc:
@@ -202,10 +245,14 @@ def flatten(data: list[Any]) -> list[Any]:
 
 class InferParameters(_Message):
     top_k: int = Field(DEFAULT_TOP_K, ge=1, description="labels per input, capped at the labels there are")
-    binary_data_output: bool = Field(False, description="answer every output in binary after the JSON (the binary "
-                                                        "tensor data extension), unless an output says otherwise")
-    threshold: float | None = Field(None, ge=0, le=1, description="object detection: the least score kept "
-                                                                  "(default 0.5)")
+    binary_data_output: bool = Field(
+        False,
+        description="answer every output in binary after the JSON (the binary "
+        "tensor data extension), unless an output says otherwise",
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="object detection: the least score kept (default 0.5)"
+    )
     lease: str | None = Field(None, pattern=LEASE_PATTERN, description="renews this holder's lease on the model")
 
 
@@ -223,8 +270,9 @@ class RequestedOutput(_Message):
 class InferRequest(_Message):
     id: str | None = None
     inputs: list[InferInput] = Field(min_length=1, max_length=16)
-    outputs: list[RequestedOutput] | None = Field(None, max_length=64, description="the outputs to answer "
-                                                                                   "(default: all)")
+    outputs: list[RequestedOutput] | None = Field(
+        None, max_length=64, description="the outputs to answer (default: all)"
+    )
     parameters: InferParameters = Field(default_factory=InferParameters)
 
     @field_validator("parameters", mode="before")
@@ -237,8 +285,10 @@ def split_binary(body: bytes | memoryview, header_length: str) -> tuple[bytes, m
     """A binary-extension body: its JSON header (the first `header_length` bytes) and the binary data after it (a
     view, not a copy)."""
     if not header_length.strip().isdigit() or int(header_length) > len(body):
-        raise InvalidInput(f"Inference-Header-Content-Length is {header_length[:40]!r}; it must be the byte length "
-                           f"of the JSON at the start of the body (at most {len(body)})")
+        raise InvalidInput(
+            f"Inference-Header-Content-Length is {header_length[:40]!r}; it must be the byte length "
+            f"of the JSON at the start of the body (at most {len(body)})"
+        )
     length = int(header_length)
     view = memoryview(body)
     return bytes(view[:length]), view[length:]
@@ -252,13 +302,16 @@ def attach_binary(request: InferRequest, binary: bytes | memoryview) -> None:
         if size is None:
             continue
         if offset + size > len(binary):
-            raise InputMismatch(f"input {item.name!r} says binary_data_size {size}, but only {len(binary) - offset} "
-                                "bytes of binary data are left in the body")
-        item.attach(binary[offset:offset + size])
+            raise InputMismatch(
+                f"input {item.name!r} says binary_data_size {size}, but only {len(binary) - offset} "
+                "bytes of binary data are left in the body"
+            )
+        item.attach(binary[offset : offset + size])
         offset += size
     if offset != len(binary):
-        raise InputMismatch(f"the body holds {len(binary)} bytes of binary data but the inputs' binary_data_size "
-                            f"add up to {offset}")
+        raise InputMismatch(
+            f"the body holds {len(binary)} bytes of binary data but the inputs' binary_data_size add up to {offset}"
+        )
 
 
 class InferOutput(BaseModel):
@@ -302,8 +355,9 @@ class InferOutput(BaseModel):
         return described, raw
 
 
-def binary_response(model_name: str, request_id: str | None, outputs: list[InferOutput],
-                    binary: list[bool]) -> tuple[bytes, int]:
+def binary_response(
+    model_name: str, request_id: str | None, outputs: list[InferOutput], binary: list[bool]
+) -> tuple[bytes, int]:
     """A binary-extension answer: the JSON header then each binary output's bytes; and the header's length."""
     described: list[dict[str, Any]] = []
     chunks: list[bytes] = []
@@ -354,14 +408,24 @@ class ServerMetadata(BaseModel):
 
 
 class LoadParameters(_Message):
-    source: str | None = Field(None, description="a Hugging Face id, a folder under the models root, or (tabular "
-                                                 "tasks) an .onnx file under the models root; default: the name")
+    source: str | None = Field(
+        None,
+        description="a Hugging Face id, a folder under the models root, or (tabular "
+        "tasks) an .onnx file under the models root; default: the name",
+    )
     task: str = "image-classification"
-    lease: str | None = Field(None, pattern=LEASE_PATTERN,
-                              description="hold the model for this holder (e.g. a run id) until it unloads with the "
-                                          "same lease or the lease expires; none: hold it until a plain unload")
-    lease_ttl_s: float | None = Field(None, gt=0, description="seconds the lease lasts unless renewed (default: "
-                                                              "the server's CONSTELLATION_MODEL_SERVER_LEASE_TTL_S)")
+    lease: str | None = Field(
+        None,
+        pattern=LEASE_PATTERN,
+        description="hold the model for this holder (e.g. a run id) until it unloads with the "
+        "same lease or the lease expires; none: hold it until a plain unload",
+    )
+    lease_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        description="seconds the lease lasts unless renewed (default: "
+        "the server's CONSTELLATION_MODEL_SERVER_LEASE_TTL_S)",
+    )
 
 
 class LoadRequest(_Message):
@@ -406,8 +470,9 @@ class CheckResponse(BaseModel):
     source: str
     task: str
     loadable: bool = Field(description="whether a load with these parameters would find its model and may start")
-    found_in: str | None = Field(None, description="where it would be read from: models root, Hugging Face cache "
-                                                   "or Hugging Face Hub")
+    found_in: str | None = Field(
+        None, description="where it would be read from: models root, Hugging Face cache or Hugging Face Hub"
+    )
     error: str | None = Field(None, description="why it would not load")
 
 

@@ -64,8 +64,21 @@ GiB = 1024**3
 MAX_LEASES_PER_MODEL = 10_000
 # Weight files, by preference: transformers loads safetensors when a folder has them.
 WEIGHT_SUFFIXES = ((".safetensors",), (".bin", ".pt", ".pth"), (".h5", ".msgpack", ".ckpt", ".onnx", ".gguf"))
-__all__ = ["SUPPORTED_TASKS", "InputMismatch", "InvalidInput", "InvalidRequest", "Limits", "LoadFailed", "ModelEntry",
-           "ModelError", "ModelLoading", "ModelRegistry", "ModelState", "SourceNotFound", "UnknownModel"]
+__all__ = [
+    "SUPPORTED_TASKS",
+    "InputMismatch",
+    "InvalidInput",
+    "InvalidRequest",
+    "Limits",
+    "LoadFailed",
+    "ModelEntry",
+    "ModelError",
+    "ModelLoading",
+    "ModelRegistry",
+    "ModelState",
+    "SourceNotFound",
+    "UnknownModel",
+]
 
 
 class ModelState(StrEnum):
@@ -87,11 +100,20 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
-        return cls(max_models=settings.max_models, max_model_bytes=settings.max_model_bytes,
-                   max_names=settings.max_names, lease_ttl_s=settings.lease_ttl_s,
-                   max_lease_ttl_s=settings.max_lease_ttl_s,
-                   infer=InferLimits(settings.batch_size, settings.max_image_pixels, settings.max_request_pixels,
-                                     settings.prepare_threads or 0, settings.overlap))
+        return cls(
+            max_models=settings.max_models,
+            max_model_bytes=settings.max_model_bytes,
+            max_names=settings.max_names,
+            lease_ttl_s=settings.lease_ttl_s,
+            max_lease_ttl_s=settings.max_lease_ttl_s,
+            infer=InferLimits(
+                settings.batch_size,
+                settings.max_image_pixels,
+                settings.max_request_pixels,
+                settings.prepare_threads or 0,
+                settings.overlap,
+            ),
+        )
 
 
 @dataclass
@@ -158,8 +180,9 @@ class ModelEntry:
         return getattr(model, "pipeline", None) or getattr(model, "session", None)
 
     def holders(self) -> str:
-        held = ", ".join(sorted(self.leases)[:5]) + (f" and {len(self.leases) - 5} more" if len(self.leases) > 5
-                                                     else "")
+        held = ", ".join(sorted(self.leases)[:5]) + (
+            f" and {len(self.leases) - 5} more" if len(self.leases) > 5 else ""
+        )
         if self.leases and self.pinned:
             return f"the leases of {held} and a load without a lease"
         return f"the leases of {held}" if self.leases else "a load without a lease" if self.pinned else "nobody"
@@ -179,8 +202,14 @@ Memory = Unloaded  # the name of this answer before leases
 
 
 class ModelRegistry:
-    def __init__(self, models_root: Path, batch_size: int = 8, device: str | None = None,
-                 limits: Limits | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        models_root: Path,
+        batch_size: int = 8,
+        device: str | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.models_root = Path(models_root).resolve()
         self.batch_size = batch_size
         self.device = device
@@ -191,8 +220,9 @@ class ModelRegistry:
         self._copies: dict[tuple[str, str], LoadedModel] = {}
         self._guard = threading.Lock()  # guards _entries and _copies (and copies' names) only
 
-    def load(self, name: str, source: str, task: str, lease: str | None = None,
-             lease_ttl_s: float | None = None) -> ModelEntry:
+    def load(
+        self, name: str, source: str, task: str, lease: str | None = None, lease_ttl_s: float | None = None
+    ) -> ModelEntry:
         """Load `source` as `name` for `task`, held by `lease` (or pinned, without one).
 
         A no-op but for the lease when it is already loaded from the same source for the same task;
@@ -210,7 +240,8 @@ class ModelRegistry:
                     raise ModelConflict(
                         f"model {name!r} is loaded from {entry.source!r} as {entry.task}, not from {source!r} as "
                         f"{task}: a different source is a different model. Load it under another name, or unload "
-                        f"{name!r} first (held by {entry.holders()})")
+                        f"{name!r} first (held by {entry.holders()})"
+                    )
                 self._hold(entry, lease, lease_ttl_s)
                 return entry
             with self._guard:
@@ -218,7 +249,8 @@ class ModelRegistry:
                 if active >= self.limits.max_names:
                     raise TooManyModels(
                         f"could not load model {name!r}: {active} model names are loaded, the limit of this server "
-                        f"(CONSTELLATION_MODEL_SERVER_MAX_NAMES={self.limits.max_names}); unload one first")
+                        f"(CONSTELLATION_MODEL_SERVER_MAX_NAMES={self.limits.max_names}); unload one first"
+                    )
                 entry.state = ModelState.LOADING
             entry.source, entry.task, entry.location, entry.reason = source, task, location, ""
             entry.leases.clear()
@@ -261,8 +293,13 @@ class ModelRegistry:
         """Unload every model whose every lease has expired; the names unloaded."""
         now = self.clock()
         with self._guard:
-            candidates = [e for e in self._entries.values() if e.state is ModelState.READY and not e.pinned
-                          and all(lease.expires <= now for lease in list(e.leases.values()))]
+            candidates = [
+                e
+                for e in self._entries.values()
+                if e.state is ModelState.READY
+                and not e.pinned
+                and all(lease.expires <= now for lease in list(e.leases.values()))
+            ]
         unloaded = []
         for entry in candidates:
             if not entry.lock.acquire(blocking=False):
@@ -333,8 +370,9 @@ class ModelRegistry:
                 stats.binary_requests += binary
                 return outputs
             except InputMismatch as exc:
-                raise InputMismatch(f"model {name!r} (task {entry.task}) takes {model.describe_inputs()}; "
-                                    f"{exc}") from None
+                raise InputMismatch(
+                    f"model {name!r} (task {entry.task}) takes {model.describe_inputs()}; {exc}"
+                ) from None
 
     def classify(self, name: str, images: list[bytes], top_k: int) -> tuple[int, list[list[tuple[str, float]]]]:
         """An image classifier's top-k (label, score) per image, best first; k is top_k capped at the label count."""
@@ -359,9 +397,11 @@ class ModelRegistry:
         with self._guard:
             entry = self._entries.get(name)
         if entry is not None and entry.state is ModelState.READY and (entry.location, entry.task) != (location, task):
-            raise ModelConflict(f"model {name!r} is loaded from {entry.source!r} as {entry.task}, not from {source!r} "
-                                f"as {task}: a different source is a different model. Load it under another name, or "
-                                f"unload {name!r} first (held by {entry.holders()})")
+            raise ModelConflict(
+                f"model {name!r} is loaded from {entry.source!r} as {entry.task}, not from {source!r} "
+                f"as {task}: a different source is a different model. Load it under another name, or "
+                f"unload {name!r} first (held by {entry.holders()})"
+            )
         return found_in
 
     def locate(self, source: str, task: str) -> tuple[str, str]:
@@ -400,11 +440,13 @@ class ModelRegistry:
         if not path.is_relative_to(self.models_root):
             raise InvalidRequest(f"model source {source!r} leads outside the models root")
         if path.is_dir():
-            raise InvalidRequest(f"model source {source!r} is a folder; {task} loads an .onnx file under the models "
-                                 "root")
+            raise InvalidRequest(
+                f"model source {source!r} is a folder; {task} loads an .onnx file under the models root"
+            )
         if not path.is_file():
-            raise SourceNotFound(f"model source {source!r}: no such file under the models root; {task} loads an .onnx "
-                                 "file from there")
+            raise SourceNotFound(
+                f"model source {source!r}: no such file under the models root; {task} loads an .onnx file from there"
+            )
         if path.suffix.lower() != ".onnx":
             raise InvalidRequest(f"model source {source!r} is not an .onnx file; {task} loads ONNX models")
         return str(path)
@@ -457,8 +499,13 @@ class ModelRegistry:
                 loaded.names.discard(name)
             raise LoadFailed(f"could not load model {name!r} from {source!r} as {task}: {loaded.failure}")
         others = sorted(loaded.names - {name})
-        log.info("model %s shares the copy of %s (%s) loaded for %s", name, source, task,
-                 ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "") or "another name")
+        log.info(
+            "model %s shares the copy of %s (%s) loaded for %s",
+            name,
+            source,
+            task,
+            ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "") or "another name",
+        )
         return loaded
 
     def _check_room(self, name: str, source: str, estimate: int | None) -> None:
@@ -469,13 +516,15 @@ class ModelRegistry:
             raise TooManyModels(
                 f"could not load model {name!r}: {len(self._copies)} models are loaded ({held}), the limit of this "
                 f"server (CONSTELLATION_MODEL_SERVER_MAX_MODELS={limits.max_models}); unload one first, or wait for "
-                "the runs that hold one to end")
+                "the runs that hold one to end"
+            )
         used = sum(c.weight_bytes for c in self._copies.values())
         if estimate is not None and used + estimate > limits.max_model_bytes:
             raise OutOfModelMemory(
                 f"could not load model {name!r} from {source!r}: its weight files take {_mb(estimate)}, and with the "
                 f"{_mb(used)} of the models loaded that is more than the {_mb(limits.max_model_bytes)} this server "
-                "allows (CONSTELLATION_MODEL_SERVER_MAX_MODEL_BYTES); unload a model first")
+                "allows (CONSTELLATION_MODEL_SERVER_MAX_MODEL_BYTES); unload a model first"
+            )
 
     def _load_copy(self, loaded: LoadedModel, name: str, source: str) -> LoadedModel:
         location, task = loaded.key
@@ -496,7 +545,8 @@ class ModelRegistry:
                         f"could not load model {name!r} from {source!r}: its weights take {_mb(size)} in memory, and "
                         f"with the {_mb(used)} of the models loaded that is more than the "
                         f"{_mb(self.limits.max_model_bytes)} this server allows "
-                        "(CONSTELLATION_MODEL_SERVER_MAX_MODEL_BYTES); unload a model first")
+                        "(CONSTELLATION_MODEL_SERVER_MAX_MODEL_BYTES); unload a model first"
+                    )
                 else:
                     loaded.weight_bytes, loaded.model = size, model
             if error is not None:
@@ -512,8 +562,13 @@ class ModelRegistry:
             _trim_heap()
             raise error
         loaded.done.set()
-        log.info("loaded model %s from %s in %.2f s (%s of weights)", name, source, time.monotonic() - started,
-                 _mb(loaded.weight_bytes))
+        log.info(
+            "loaded model %s from %s in %.2f s (%s of weights)",
+            name,
+            source,
+            time.monotonic() - started,
+            _mb(loaded.weight_bytes),
+        )
         return loaded
 
     def _hold(self, entry: ModelEntry, lease: str | None, lease_ttl_s: float | None) -> None:
@@ -524,8 +579,9 @@ class ModelRegistry:
         if lease not in entry.leases and len(entry.leases) >= MAX_LEASES_PER_MODEL:
             self._drop_expired(entry)
             if len(entry.leases) >= MAX_LEASES_PER_MODEL:
-                raise TooManyModels(f"model {entry.name!r} already has {len(entry.leases)} leases, the most one model "
-                                    "may have")
+                raise TooManyModels(
+                    f"model {entry.name!r} already has {len(entry.leases)} leases, the most one model may have"
+                )
         held = entry.leases.get(lease)
         # A renewal without a length keeps the lease's own; a new lease without one gets the server's default.
         ttl = min(lease_ttl_s or (held.ttl_s if held else self.limits.lease_ttl_s), self.limits.max_lease_ttl_s)
@@ -549,8 +605,13 @@ class ModelRegistry:
             self._release(entry.name, loaded)
         memory = Unloaded(ModelState.UNAVAILABLE, 0, before, resident_bytes())
         if was_ready and memory.before is not None and memory.after is not None:
-            log.info("%s model %s; resident memory %.1f MB -> %.1f MB", reason.split(":")[0], entry.name,
-                     memory.before / 1e6, memory.after / 1e6)
+            log.info(
+                "%s model %s; resident memory %.1f MB -> %.1f MB",
+                reason.split(":")[0],
+                entry.name,
+                memory.before / 1e6,
+                memory.after / 1e6,
+            )
             if reason != "unloaded":
                 log.info("model %s %s", entry.name, reason)
         return memory
@@ -608,8 +669,9 @@ class ModelRegistry:
     def _load_error(self, name: str, source: str, task: str, exc: Exception) -> ModelError:
         what = f"could not load model {name!r} from {source!r} as {task}"
         # The libraries' messages name the files they read: said relative to the models root (or HF cache).
-        said = hide_folders(str(exc), [(self.models_root, "the models root"),
-                                       (hugging_face_cache(), "the Hugging Face cache")])
+        said = hide_folders(
+            str(exc), [(self.models_root, "the models root"), (hugging_face_cache(), "the Hugging Face cache")]
+        )
         if isinstance(exc, ModelError):
             return type(exc)(f"{what}: {said}")
         where = "not a folder under the models root, so it was read as a Hugging Face id"
@@ -643,8 +705,10 @@ def hub_source(repo_id: str) -> str:
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        raise SourceNotFound(f"{missing}, and this server is offline (HF_HUB_OFFLINE); put the model in its models "
-                             "root or its Hugging Face cache")
+        raise SourceNotFound(
+            f"{missing}, and this server is offline (HF_HUB_OFFLINE); put the model in its models "
+            "root or its Hugging Face cache"
+        )
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -653,14 +717,18 @@ def hub_source(repo_id: str) -> str:
     except GatedRepoError:
         return "Hugging Face Hub"  # it exists; the download says whether this server's HF_TOKEN may read it
     except RepositoryNotFoundError:
-        raise SourceNotFound(f"{missing}, and the Hugging Face Hub has no model {repo_id!r} (or it is private: set "
-                             "HF_TOKEN on the server)") from None
+        raise SourceNotFound(
+            f"{missing}, and the Hugging Face Hub has no model {repo_id!r} (or it is private: set "
+            "HF_TOKEN on the server)"
+        ) from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "no answer"
         raise SourceNotFound(f"{missing}, and the Hugging Face Hub answered {status}; try again later") from None
     except Exception as exc:  # no network, no name resolution, a timeout: the Hub cannot be asked
-        raise SourceNotFound(f"{missing}, and the Hugging Face Hub cannot be reached from this server "
-                             f"({type(exc).__name__}); set HF_HUB_OFFLINE=1 on a server without network") from None
+        raise SourceNotFound(
+            f"{missing}, and the Hugging Face Hub cannot be reached from this server "
+            f"({type(exc).__name__}); set HF_HUB_OFFLINE=1 on a server without network"
+        ) from None
     return "Hugging Face Hub"
 
 

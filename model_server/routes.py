@@ -52,8 +52,11 @@ async def _settings(request: Request) -> Settings:
 
 async def _model_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
-        raise ServerError(400, f"model name {name!r} is not a valid name: 1-201 letters, digits, '.', '_' or '-', "
-                               "starting with a letter or digit (e.g. 'org--model' for the id 'org/model')")
+        raise ServerError(
+            400,
+            f"model name {name!r} is not a valid name: 1-201 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (e.g. 'org--model' for the id 'org/model')",
+        )
     return name
 
 
@@ -85,9 +88,16 @@ async def server_metadata() -> ServerMetadata:
 async def model_metadata(name: ModelName, registry: Registry) -> ModelMetadata:
     """A loaded model's platform, task, source, labels (class names by id), inputs and outputs."""
     entry, model = registry.model(name)
-    return ModelMetadata(name=name, platform=model.platform, task=entry.task, source=entry.source,
-                         labels=model.labels, inputs=model.inputs, outputs=model.outputs,
-                         parameters=model.metadata_parameters())
+    return ModelMetadata(
+        name=name,
+        platform=model.platform,
+        task=entry.task,
+        source=entry.source,
+        labels=model.labels,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        parameters=model.metadata_parameters(),
+    )
 
 
 @router.get("/models/{name}/stats")
@@ -96,9 +106,18 @@ async def model_statistics(name: ModelName, registry: Registry) -> dict:
     requests carried their tensors in binary (the binary tensor data extension) or as JSON numbers."""
     entry = registry.ready(name)
     stats = entry.stats
-    return {"model_stats": [{"name": name, "version": "1", "inference_count": stats.inferences,
-                             "execution_count": stats.requests, "binary_requests": stats.binary_requests,
-                             "json_requests": stats.requests - stats.binary_requests}]}
+    return {
+        "model_stats": [
+            {
+                "name": name,
+                "version": "1",
+                "inference_count": stats.inferences,
+                "execution_count": stats.requests,
+                "binary_requests": stats.binary_requests,
+                "json_requests": stats.requests - stats.binary_requests,
+            }
+        ]
+    }
 
 
 @router.get("/models/{name}/ready", response_model=ReadyResponse)
@@ -131,8 +150,10 @@ async def infer(name: ModelName, request: Request, registry: Registry, settings:
             parsed = parse(body, InferRequest)
             unsent = [i.name for i in parsed.inputs if i.binary_size is not None]
             if unsent:
-                raise InputMismatch(f"input {unsent[0]!r} says binary_data_size but the request has no "
-                                   "Inference-Header-Content-Length header saying where its JSON ends")
+                raise InputMismatch(
+                    f"input {unsent[0]!r} says binary_data_size but the request has no "
+                    "Inference-Header-Content-Length header saying where its JSON ends"
+                )
         outputs = chosen(registry.infer(name, parsed, binary=header_length is not None), parsed)
         binary_outputs = [in_binary(output.name, parsed) for output in outputs]
         if any(binary_outputs):
@@ -155,8 +176,9 @@ def chosen(outputs: list[InferOutput], request: InferRequest) -> list[InferOutpu
     by_name = {o.name: o for o in outputs}
     unknown = [o.name for o in request.outputs if o.name not in by_name]
     if unknown:
-        raise InputMismatch(f"the request asks for output {unknown[0]!r}; the model answers "
-                           f"{', '.join(map(repr, by_name))}")
+        raise InputMismatch(
+            f"the request asks for output {unknown[0]!r}; the model answers {', '.join(map(repr, by_name))}"
+        )
     return [by_name[o.name] for o in request.outputs]
 
 
@@ -188,10 +210,18 @@ async def load(name: ModelName, request: Request, registry: Registry, settings: 
     same lease or the lease expires (`parameters.lease_ttl_s`); without one it stays until a plain unload.
     Loading a name that is loaded from another source or for another task is refused (409)."""
     parameters = parse(await read_body(request, settings), LoadRequest, optional=True).parameters
-    entry = await run_in_threadpool(registry.load, name, parameters.source or name, parameters.task,
-                                    parameters.lease, parameters.lease_ttl_s)
-    return LoadResponse(name=name, state=entry.state, source=entry.source, task=entry.task,
-                        leases=len(entry.leases), pinned=entry.pinned, weight_bytes=entry.weight_bytes)
+    entry = await run_in_threadpool(
+        registry.load, name, parameters.source or name, parameters.task, parameters.lease, parameters.lease_ttl_s
+    )
+    return LoadResponse(
+        name=name,
+        state=entry.state,
+        source=entry.source,
+        task=entry.task,
+        leases=len(entry.leases),
+        pinned=entry.pinned,
+        weight_bytes=entry.weight_bytes,
+    )
 
 
 @router.post("/repository/models/{name}/check", response_model=CheckResponse)
@@ -215,8 +245,13 @@ async def unload(name: ModelName, request: Request, registry: Registry, settings
     process holds before and after."""
     parameters = parse(await read_body(request, settings), UnloadRequest, optional=True).parameters
     done = await run_in_threadpool(registry.unload, name, parameters.lease)
-    return UnloadResponse(name=name, state=done.state, leases=done.leases, resident_bytes_before=done.before,
-                          resident_bytes_after=done.after)
+    return UnloadResponse(
+        name=name,
+        state=done.state,
+        leases=done.leases,
+        resident_bytes_before=done.before,
+        resident_bytes_after=done.after,
+    )
 
 
 @router.post("/repository/models/{name}/renew", response_model=RenewResponse)
@@ -230,7 +265,6 @@ async def renew(name: ModelName, request: Request, registry: Registry, settings:
     return RenewResponse(name=name, lease=parameters.lease, expires_in_s=max(0.0, lease.expires - registry.clock()))
 
 
-
 def finite(outputs: list[InferOutput]) -> None:
     """InvalidInput when a float output holds NaN or an infinity: JSON cannot carry them."""
     for output in outputs:
@@ -238,8 +272,10 @@ def finite(outputs: list[InferOutput]) -> None:
             continue
         array = output.array
         if not (bool(np.isfinite(array).all()) if array is not None else all(map(math.isfinite, output.data))):
-            raise InvalidInput(f"the model's output {output.name!r} holds a value that is not a finite number; the "
-                               "protocol's JSON cannot carry it: check the inputs")
+            raise InvalidInput(
+                f"the model's output {output.name!r} holds a value that is not a finite number; the "
+                "protocol's JSON cannot carry it: check the inputs"
+            )
 
 
 def check_content_type(request: Request, required: bool, binary: bool = False) -> None:
@@ -255,8 +291,11 @@ def check_content_type(request: Request, required: bool, binary: bool = False) -
     if binary:
         media_type = (declared or "application/octet-stream").split(";", 1)[0].strip().lower()
         if media_type not in ("application/octet-stream", "application/json"):
-            raise ServerError(415, f"a binary-extension body is JSON then bytes, declared as Content-Type: "
-                                   f"application/octet-stream (or application/json), not {declared[:100]!r}")
+            raise ServerError(
+                415,
+                f"a binary-extension body is JSON then bytes, declared as Content-Type: "
+                f"application/octet-stream (or application/json), not {declared[:100]!r}",
+            )
         return
     if declared is None:
         length = request.headers.get("content-length")
@@ -266,20 +305,25 @@ def check_content_type(request: Request, required: bool, binary: bool = False) -
         raise ServerError(415, "the request body must be JSON, declared as Content-Type: application/json")
     media_type = declared.split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise ServerError(415, f"the request body must be JSON, declared as Content-Type: application/json, not "
-                               f"{declared[:100]!r}")
+        raise ServerError(
+            415, f"the request body must be JSON, declared as Content-Type: application/json, not {declared[:100]!r}"
+        )
 
 
-async def read_body(request: Request, settings: Settings, required: bool = False,
-                    binary: bool = False) -> bytes | memoryview:
+async def read_body(
+    request: Request, settings: Settings, required: bool = False, binary: bool = False
+) -> bytes | memoryview:
     """Read at most the request limit; past it, keep reading (and dropping) up to the drain limit, then 413.
 
     Only a JSON body is read (415 otherwise), or with `binary` a binary-extension one; `required`: the route
     needs one."""
     check_content_type(request, required, binary)
     limit, drain = settings.max_request_bytes, settings.max_drain_bytes
-    too_large = ServerError(413, f"request body is larger than the limit of {limit} bytes "
-                                 "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES); send fewer images per request")
+    too_large = ServerError(
+        413,
+        f"request body is larger than the limit of {limit} bytes "
+        "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_BYTES); send fewer images per request",
+    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > drain:
         raise too_large
@@ -309,7 +353,7 @@ async def read_declared(request: Request, length: int) -> memoryview:
     async for chunk in request.stream():
         if size + len(chunk) > length:
             raise ServerError(400, f"the request body is longer than its Content-Length ({length} bytes)")
-        view[size:size + len(chunk)] = chunk
+        view[size : size + len(chunk)] = chunk
         size += len(chunk)
     return view[:size]
 

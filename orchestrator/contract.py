@@ -120,8 +120,12 @@ CHANGE_OF_STATUS: dict[DagsterRunStatus, RunChange] = {
     DagsterRunStatus.CANCELED: RunChange.CANCELED,
 }
 # A run's changes in order: a callback never reports one of a lower rank after a higher one.
-CHANGE_RANK: dict[RunChange, int] = {RunChange.STARTED: 1, RunChange.SUCCESS: 2, RunChange.FAILURE: 2,
-                                     RunChange.CANCELED: 2}
+CHANGE_RANK: dict[RunChange, int] = {
+    RunChange.STARTED: 1,
+    RunChange.SUCCESS: 2,
+    RunChange.FAILURE: 2,
+    RunChange.CANCELED: 2,
+}
 # Run change -> the word sent by default (CONSTELLATION_NOTIFY_WORDS changes them).
 DEFAULT_CALLBACK_WORDS: dict[str, str] = {  # keyed by RunChange
     RunChange.STARTED: CallbackWord.RUNNING,

@@ -175,8 +175,9 @@ class Table(DataType):
     # "crs": "EPSG:4326"}}. A class default, so that a Table kept before it existed still reads.
     geometry: Mapping[str, Mapping[str, Any]] = {}
 
-    def __init__(self, path: Path, columns: list[str], count: int,
-                 geometry: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(
+        self, path: Path, columns: list[str], count: int, geometry: Mapping[str, Mapping[str, Any]] | None = None
+    ):
         self.path = path
         self.columns = list(columns)
         self.count = count
@@ -221,8 +222,9 @@ class Exported(DataType):
     """What an export wrote, and where: one entry per item written (a file, or a database table), how many
     files that is (none into a database), and how many rows when it wrote rows (a table, predictions)."""
 
-    def __init__(self, destination: str, items: list[dict[str, Any]], rows: int | None = None,
-                 files: int | None = None):
+    def __init__(
+        self, destination: str, items: list[dict[str, Any]], rows: int | None = None, files: int | None = None
+    ):
         self.destination = destination
         self.items = items
         self.rows = rows
@@ -238,8 +240,15 @@ class Exported(DataType):
         return " in ".join(part for part in (rows, files) if part) or "nothing"
 
     def to_result(self) -> dict[str, Any]:
-        return {"type": "Exported", "destination": self.destination, "count": len(self.items), "rows": self.rows,
-                "files": self.files, "written": self.counted(), "items": self.items}
+        return {
+            "type": "Exported",
+            "destination": self.destination,
+            "count": len(self.items),
+            "rows": self.rows,
+            "files": self.files,
+            "written": self.counted(),
+            "items": self.items,
+        }
 
 
 class Predictions(DataType):
@@ -250,9 +259,16 @@ class Predictions(DataType):
     (an image file, or a table row), so that a report can show the inputs models disagree on.
     """
 
-    def __init__(self, model: str, items: list[dict[str, Any]], stats: dict[str, Any], path: Path,
-                 task: str = "image-classification", labels: list[str] | None = None,
-                 inputs: Mapping[str, Path | dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        model: str,
+        items: list[dict[str, Any]],
+        stats: dict[str, Any],
+        path: Path,
+        task: str = "image-classification",
+        labels: list[str] | None = None,
+        inputs: Mapping[str, Path | dict[str, Any]] | None = None,
+    ):
         self.model = model
         self.items = items
         self.stats = stats
@@ -274,8 +290,16 @@ class Predictions(DataType):
     def to_result(self) -> dict[str, Any]:
         stats = {k: v for k, v in self.stats.items() if k not in ("batch_seconds", "batch_sizes")}
         items = [_masked(item) for item in self.items]
-        return {"type": "Predictions", "model": self.model, "task": self.task, "count": len(self.items),
-                "stats": stats, "labels": self.labels, "uri": self.path.resolve().as_uri(), "predictions": items}
+        return {
+            "type": "Predictions",
+            "model": self.model,
+            "task": self.task,
+            "count": len(self.items),
+            "stats": stats,
+            "labels": self.labels,
+            "uri": self.path.resolve().as_uri(),
+            "predictions": items,
+        }
 
 
 def _masked(item: dict[str, Any]) -> dict[str, Any]:
@@ -291,8 +315,14 @@ class Comparison(DataType):
     # Class default: a Comparison kept before files existed still reads.
     files: Mapping[str, Path] = {}
 
-    def __init__(self, report: dict[str, Any], markdown: str, charts: Mapping[str, Path], html: Path | None = None,
-                 files: Mapping[str, Path] | None = None):
+    def __init__(
+        self,
+        report: dict[str, Any],
+        markdown: str,
+        charts: Mapping[str, Path],
+        html: Path | None = None,
+        files: Mapping[str, Path] | None = None,
+    ):
         self.report = report
         self.markdown = markdown
         self.charts = dict(charts)

@@ -153,7 +153,7 @@ class Codec:
         cls = type(value)  # the common types by identity first: a dataset holds a few values per file
         if cls is str:
             if value.startswith(self._prefix):
-                return {TAG: "run-text", "ref": self._ref(value[len(self._prefix):])}
+                return {TAG: "run-text", "ref": self._ref(value[len(self._prefix) :])}
             return value
         kind = _BY_TYPE.get(cls)
         if kind is not None:
@@ -180,7 +180,7 @@ class Codec:
     def _encode_path(self, path: PurePath) -> dict[str, str]:
         text = str(path)
         if text.startswith(self._prefix):
-            return {TAG: "path", "ref": self._ref(text[len(self._prefix):])}
+            return {TAG: "path", "ref": self._ref(text[len(self._prefix) :])}
         if not path.is_absolute():
             raise NotKept(f"relative path {text!r}")
         return {TAG: "path", "abs": text}
@@ -298,8 +298,13 @@ def _batches(f: Fields) -> Batches:
 def _predictions(f: Fields) -> Predictions:
     inputs = f.dict_of("inputs", Path, dict)
     predictions = Predictions(
-        f.text("model"), f.list_of("items", dict), f.get("stats", dict), f.path("path"), task=f.text("task"),
-        labels=f.list_of("labels", str), inputs=inputs,
+        f.text("model"),
+        f.list_of("items", dict),
+        f.get("stats", dict),
+        f.path("path"),
+        task=f.text("task"),
+        labels=f.list_of("labels", str),
+        inputs=inputs,
     )
     predictions.table = f.get("table", Table, optional=True)
     predictions.table_key = f.text("table_key", optional=True)
@@ -307,6 +312,8 @@ def _predictions(f: Fields) -> Predictions:
 
 
 register(FileRef, "FileRef", _ref_fields, _file_ref)
+
+
 def _file_dict_fields(files: FileDict) -> dict[str, Any]:
     given = getattr(files, "meta", None)  # facts an import gave (plain JSON mappings by name)
     return {"files": files.files, **({"meta": {k: dict(v) for k, v in given.items()}} if given else {})}
@@ -322,24 +329,52 @@ register(FileList, "FileList", lambda d: {"refs": d.refs}, lambda f: FileList(f.
 register(ArrayList, "ArrayList", lambda d: {"refs": d.refs}, lambda f: ArrayList(f.list_of("refs", FileRef)))
 register(Batches, "Batches", lambda d: {"batches": d.batches}, _batches)
 register(
-    Table, "Table", lambda t: {"path": t.path, "columns": t.columns, "count": t.count, "geometry": dict(t.geometry)},
-    lambda f: Table(f.path("path"), f.list_of("columns", str), f.get("count", int),
-                    f.dict_of("geometry", dict) if "geometry" in f.values else None),
+    Table,
+    "Table",
+    lambda t: {"path": t.path, "columns": t.columns, "count": t.count, "geometry": dict(t.geometry)},
+    lambda f: Table(
+        f.path("path"),
+        f.list_of("columns", str),
+        f.get("count", int),
+        f.dict_of("geometry", dict) if "geometry" in f.values else None,
+    ),
 )
 register(
-    Exported, "Exported", lambda e: {"destination": e.destination, "items": e.items, "rows": e.rows, "files": e.files},
-    lambda f: Exported(f.text("destination"), f.list_of("items", dict), f.get("rows", int, optional=True),
-                       f.get("files", int, optional=True)),
+    Exported,
+    "Exported",
+    lambda e: {"destination": e.destination, "items": e.items, "rows": e.rows, "files": e.files},
+    lambda f: Exported(
+        f.text("destination"),
+        f.list_of("items", dict),
+        f.get("rows", int, optional=True),
+        f.get("files", int, optional=True),
+    ),
 )
 register(
-    Predictions, "Predictions",
-    lambda p: {"model": p.model, "items": p.items, "stats": p.stats, "path": p.path, "task": p.task,
-               "labels": p.labels, "inputs": p.inputs, "table": p.table, "table_key": p.table_key},
+    Predictions,
+    "Predictions",
+    lambda p: {
+        "model": p.model,
+        "items": p.items,
+        "stats": p.stats,
+        "path": p.path,
+        "task": p.task,
+        "labels": p.labels,
+        "inputs": p.inputs,
+        "table": p.table,
+        "table_key": p.table_key,
+    },
     _predictions,
 )
 register(
-    Comparison, "Comparison",
+    Comparison,
+    "Comparison",
     lambda c: {"report": c.report, "markdown": c.markdown, "charts": c.charts, "html": c.html, "files": c.files},
-    lambda f: Comparison(f.get("report", dict), f.text("markdown"), f.dict_of("charts", Path),
-                         f.path("html", optional=True), f.dict_of("files", Path) if "files" in f.values else None),
+    lambda f: Comparison(
+        f.get("report", dict),
+        f.text("markdown"),
+        f.dict_of("charts", Path),
+        f.path("html", optional=True),
+        f.dict_of("files", Path) if "files" in f.values else None,
+    ),
 )

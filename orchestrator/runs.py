@@ -207,7 +207,7 @@ class RunFolder:
             if isinstance(value, str) and value.startswith("file://"):
                 path = unquote(urlparse(value).path)
                 if path.startswith(prefix):
-                    run_id, _, rel = path[len(prefix):].partition("/")
+                    run_id, _, rel = path[len(prefix) :].partition("/")
                     return self.store.uri(run_id, rel)  # type: ignore[union-attr]
             return value
 
@@ -285,11 +285,21 @@ class ProgressLog:
             elif event.kind == NodeEventKind.REUSED:
                 entry.update({"ended_at": now, "duration_s": 0.0, "summary": clip(event.summary)})
             elif event.kind == NodeEventKind.FINISHED:
-                entry.update({"ended_at": now, "duration_s": round(event.duration_s, 4),
-                              "summary": clip(event.summary or event.error)})
+                entry.update(
+                    {
+                        "ended_at": now,
+                        "duration_s": round(event.duration_s, 4),
+                        "summary": clip(event.summary or event.error),
+                    }
+                )
             else:
-                entry.update({"ended_at": now, "duration_s": round(event.duration_s, 4),
-                              "error": clip(event.summary or event.error)})
+                entry.update(
+                    {
+                        "ended_at": now,
+                        "duration_s": round(event.duration_s, 4),
+                        "error": clip(event.summary or event.error),
+                    }
+                )
             self._flush()
 
     def fail(self, failure: InstructionFailed) -> None:
@@ -344,8 +354,7 @@ class ProgressLog:
     def _document(self) -> dict[str, Any]:
         entries = sorted(self._entries.values(), key=lambda e: _pointer_order(e["path"]))
         done = sum(e["state"] in DONE_STATES for e in entries)
-        return {"done": done, "total": len(entries), "instructions": [dict(e) for e in entries],
-                "error": self._error}
+        return {"done": done, "total": len(entries), "instructions": [dict(e) for e in entries], "error": self._error}
 
     def _write(self, document: dict[str, Any]) -> None:
         self.folder.write_json(PROGRESS, document)
@@ -401,8 +410,10 @@ class KeptOutputs:
             return False, None
         where = f"{node.operation} at {node.path}"
         if entry.get("operation") != node.operation or (entry.get("path"), node.operation) not in parent.completed:
-            log.warning(f"{where}: the parent run {parent.name} kept an output but its progress does not say it "
-                        "succeeded; running it again")
+            log.warning(
+                f"{where}: the parent run {parent.name} kept an output but its progress does not say it "
+                "succeeded; running it again"
+            )
             return False, None
         rel = self.document(node.key)
         try:
@@ -413,8 +424,10 @@ class KeptOutputs:
         if data is None:
             return False, None
         if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
-            log.warning(f"{where}: what the parent run {parent.name} kept is not what it wrote (its digest differs "
-                        "from the manifest's); running it again")
+            log.warning(
+                f"{where}: what the parent run {parent.name} kept is not what it wrote (its digest differs "
+                "from the manifest's); running it again"
+            )
             return False, None
         try:
             output, refs = self.codec.loads(data)

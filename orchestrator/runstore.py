@@ -211,8 +211,14 @@ class S3RunStore(RunStore):
 
     remote = True
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None,
-                 client: Any = None):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        client: Any = None,
+    ):
         if not bucket:
             raise ValueError("an s3:// artifact root needs a bucket: s3://bucket/prefix")
         self.bucket = bucket
@@ -232,7 +238,7 @@ class S3RunStore(RunStore):
         base = f"s3://{self.bucket}/{self.key('')}/"
         if not uri.startswith(base):
             return None
-        owner, _, rest = uri[len(base):].partition("/")
+        owner, _, rest = uri[len(base) :].partition("/")
         if not owner or clean_relative(rest) is None:
             return None
         return owner, rest
@@ -256,8 +262,10 @@ class S3RunStore(RunStore):
 
     def exists(self, run_id: str, rel: str) -> bool:
         key = self.key(run_id, rel)
-        return self._call("read", key, lambda: self._client.head_object(Bucket=self.bucket, Key=key),
-                          missing=True) is not None
+        return (
+            self._call("read", key, lambda: self._client.head_object(Bucket=self.bucket, Key=key), missing=True)
+            is not None
+        )
 
     def open(self, run_id: str, rel: str) -> StoredFile | None:
         if clean_relative(rel) is None:
@@ -267,8 +275,12 @@ class S3RunStore(RunStore):
         if answer is None:
             return None
         body = answer["Body"]
-        return StoredFile(name=rel.rsplit("/", 1)[-1], size=answer.get("ContentLength"),
-                          chunks=body.iter_chunks(CHUNK_BYTES), close=body.close)
+        return StoredFile(
+            name=rel.rsplit("/", 1)[-1],
+            size=answer.get("ContentLength"),
+            chunks=body.iter_chunks(CHUNK_BYTES),
+            close=body.close,
+        )
 
     def upload(self, run_id: str, rel: str, source: Path) -> None:
         key = self.key(run_id, rel)
@@ -290,16 +302,16 @@ class S3RunStore(RunStore):
             self._fetch(key, target)
             return 1
         folder = key + "/"
-        keys = [k for k in self._keys_under(folder) if clean_relative(k[len(folder):])]
+        keys = [k for k in self._keys_under(folder) if clean_relative(k[len(folder) :])]
         if keys:
             with ThreadPoolExecutor(TRANSFER_THREADS, thread_name_prefix="runstore-download") as pool:
-                list(pool.map(lambda k: self._fetch(k, target / k[len(folder):]), keys))
+                list(pool.map(lambda k: self._fetch(k, target / k[len(folder) :]), keys))
         return len(keys)
 
     def files_under(self, run_id: str, rel: str) -> list[str]:
         folder = self.key(run_id) + "/"
         start = self.key(run_id, rel) + "/" if rel else folder
-        return sorted(k[len(folder):] for k in self._keys_under(start))
+        return sorted(k[len(folder) :] for k in self._keys_under(start))
 
     def _fetch(self, key: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -343,9 +355,13 @@ class S3RunStore(RunStore):
             raise RunStoreError(f"cannot {action} s3://{self.bucket}/{key}: {exc}") from None
 
 
-def s3_client(endpoint_url: str | None, region: str | None, *,
-              checksums: Literal["when_supported", "when_required"] = "when_supported",
-              max_pool_connections: int = 10) -> Any:
+def s3_client(
+    endpoint_url: str | None,
+    region: str | None,
+    *,
+    checksums: Literal["when_supported", "when_required"] = "when_supported",
+    max_pool_connections: int = 10,
+) -> Any:
     """A new boto3 S3 client with standard retries; credentials come from boto3's chain.
 
     `checksums` is boto3's request_checksum_calculation and response_checksum_validation:
@@ -359,8 +375,12 @@ def s3_client(endpoint_url: str | None, region: str | None, *,
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
-        config=Config(retries={"mode": "standard"}, max_pool_connections=max_pool_connections,
-                      request_checksum_calculation=checksums, response_checksum_validation=checksums),
+        config=Config(
+            retries={"mode": "standard"},
+            max_pool_connections=max_pool_connections,
+            request_checksum_calculation=checksums,
+            response_checksum_validation=checksums,
+        ),
     )
 
 
@@ -378,7 +398,7 @@ def _s3_parts(root: str) -> tuple[str, str] | None:
     # "s3:/bucket/prefix" is the same root after a trip through pathlib.Path (which folds "//").
     for scheme in ("s3://", "s3:/"):
         if root.startswith(scheme):
-            bucket, _, prefix = root[len(scheme):].partition("/")
+            bucket, _, prefix = root[len(scheme) :].partition("/")
             return bucket, prefix
     return None
 

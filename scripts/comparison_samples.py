@@ -39,38 +39,68 @@ def fire_risk_rows(count: int, seed: int) -> list[dict]:
         wind, drought = rng.gamma(3, 5), rng.uniform(0, 5)
         score = 0.12 * (temperature - 27) - 0.05 * (humidity - 50) + 0.05 * (wind - 15) + 0.6 * (drought - 2.5)
         noisy = score + rng.normal(0, 0.8)
-        rows.append({
-            "name": f"site-{seed}-{i:04d}",
-            "temperature": round(float(temperature), 2), "humidity": round(float(humidity), 2),
-            "wind": round(float(wind), 2), "drought": round(float(drought), 3),
-            "risk": "high" if noisy > 0 else "low",
-            "burned_area": round(max(0.0, float(12 + 4 * score + rng.normal(0, 2))), 3),
-        })
+        rows.append(
+            {
+                "name": f"site-{seed}-{i:04d}",
+                "temperature": round(float(temperature), 2),
+                "humidity": round(float(humidity), 2),
+                "wind": round(float(wind), 2),
+                "drought": round(float(drought), 3),
+                "risk": "high" if noisy > 0 else "low",
+                "burned_area": round(max(0.0, float(12 + 4 * score + rng.normal(0, 2))), 3),
+            }
+        )
     return rows
 
 
 # Short reports, written from what is seen (first words) and where (last words); places say nothing of fire.
 SEEN = {
-    "fire": ["flames seen", "smoke and fire", "a wildfire spreads", "fire crews fight the blaze", "burning trees",
-             "the fire grows", "thick smoke rises", "embers and smoke"],
-    "no fire": ["a calm day", "clear sky", "hikers reached the summit", "rain fell all night", "a quiet morning",
-                "green trees and a blue sky", "a good day", "fog in the valley"],
+    "fire": [
+        "flames seen",
+        "smoke and fire",
+        "a wildfire spreads",
+        "fire crews fight the blaze",
+        "burning trees",
+        "the fire grows",
+        "thick smoke rises",
+        "embers and smoke",
+    ],
+    "no fire": [
+        "a calm day",
+        "clear sky",
+        "hikers reached the summit",
+        "rain fell all night",
+        "a quiet morning",
+        "green trees and a blue sky",
+        "a good day",
+        "fog in the valley",
+    ],
 }
-PLACES = ["above the ridge", "near the road", "by the lake", "over the forest", "in the valley", "at the camp",
-          "on the hill", "behind the farm"]
+PLACES = [
+    "above the ridge",
+    "near the road",
+    "by the lake",
+    "over the forest",
+    "in the valley",
+    "at the camp",
+    "on the hill",
+    "behind the farm",
+]
 
 
 def reports(count: int, seed: int) -> list[tuple[str, str]]:
     """`count` (text, label) pairs, labels alternating."""
     rng = random.Random(seed)
     labels = list(SEEN)
-    return [(f"{rng.choice(SEEN[label])} {rng.choice(PLACES)}", label)
-            for label in (labels[i % 2] for i in range(count))]
+    return [
+        (f"{rng.choice(SEEN[label])} {rng.choice(PLACES)}", label) for label in (labels[i % 2] for i in range(count))
+    ]
 
 
 def report_rows() -> list[dict]:
-    return [{"name": f"report-{i:02d}", "text": text, "label": label}
-            for i, (text, label) in enumerate(reports(60, seed=5))]
+    return [
+        {"name": f"report-{i:02d}", "text": text, "label": label} for i, (text, label) in enumerate(reports(60, seed=5))
+    ]
 
 
 PHOTO_LABELS = ("Fire", "Normal", "Smoke")
@@ -115,9 +145,16 @@ def write_tables(engine: sa.Engine) -> None:
     tables = {
         RISK_TABLE: (sa.Table(RISK_TABLE, metadata, *risk_columns()), fire_risk_rows(200, seed=2)),
         RISK_TRAIN_TABLE: (sa.Table(RISK_TRAIN_TABLE, metadata, *risk_columns()), fire_risk_rows(400, seed=1)),
-        REPORTS_TABLE: (sa.Table(REPORTS_TABLE, metadata, sa.Column("name", sa.String(64), primary_key=True),
-                                 sa.Column("text", sa.Text, nullable=False), sa.Column("label", sa.String(16))),
-                        report_rows()),
+        REPORTS_TABLE: (
+            sa.Table(
+                REPORTS_TABLE,
+                metadata,
+                sa.Column("name", sa.String(64), primary_key=True),
+                sa.Column("text", sa.Text, nullable=False),
+                sa.Column("label", sa.String(16)),
+            ),
+            report_rows(),
+        ),
     }
     existing = set(sa.inspect(engine).get_table_names())
     with engine.begin() as conn:
@@ -181,8 +218,16 @@ def write_detection(root: Path, count: int = 40) -> Path:
         for k, shown in enumerate(cells):
             if shown is not None:
                 x, y, w, h = cell_box(k)
-                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": shown + 1,
-                                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i + 1,
+                        "category_id": shown + 1,
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
         image.save(folder / "images" / name)
         images.append({"id": i + 1, "file_name": name, "width": TILE, "height": TILE})
     categories = [{"id": i + 1, "name": label} for i, label in enumerate(DETECTION_LABELS)]

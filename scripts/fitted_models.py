@@ -62,8 +62,9 @@ def _fit_linear(layer: Any, features: np.ndarray, classes: np.ndarray, count: in
         layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
 
 
-def fit_image_classifier(folder: Path, images: Sequence[Any], classes: Sequence[int], labels: Sequence[str],
-                         seed: int = 0) -> Path:
+def fit_image_classifier(
+    folder: Path, images: Sequence[Any], classes: Sequence[int], labels: Sequence[str], seed: int = 0
+) -> Path:
     """A ViT (tiny_models' architecture, random encoder) whose classifier is fitted to `images` (PIL) and their
     class indexes."""
     from transformers import ViTForImageClassification, ViTImageProcessor
@@ -79,8 +80,9 @@ def fit_image_classifier(folder: Path, images: Sequence[Any], classes: Sequence[
     return folder
 
 
-def fit_text_classifier(folder: Path, texts: Sequence[str], classes: Sequence[int], labels: Sequence[str],
-                        seed: int = 0, hidden: int = 64) -> Path:
+def fit_text_classifier(
+    folder: Path, texts: Sequence[str], classes: Sequence[int], labels: Sequence[str], seed: int = 0, hidden: int = 64
+) -> Path:
     """A BERT of one layer whose words are those of `texts` (a word-piece vocabulary of them, and of letters for
     any other word), and whose [CLS] token attends to every token alike (its query weights are zero): what
     reaches the classifier depends on the words used, not their order; the classifier is fitted to `texts` and
@@ -93,28 +95,53 @@ def fit_text_classifier(folder: Path, texts: Sequence[str], classes: Sequence[in
     torch.manual_seed(seed)
     words = sorted({word for text in texts for word in text.lower().split()})
     pieces = list(string.ascii_lowercase + string.digits + string.punctuation)
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *(p for p in pieces if p not in words),
-              *("##" + p for p in pieces)]
+    tokens = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *words,
+        *(p for p in pieces if p not in words),
+        *("##" + p for p in pieces),
+    ]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, model_max_length=64)
-    config = BertConfig(vocab_size=len(tokens), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=hidden * 2, max_position_embeddings=64, initializer_range=0.5,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    config = BertConfig(
+        vocab_size=len(tokens),
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+        initializer_range=0.5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
     model = BertForSequenceClassification(config).eval()
     with torch.no_grad():
         model.bert.encoder.layer[0].attention.self.query.weight.zero_()
         model.bert.encoder.layer[0].attention.self.query.bias.zero_()
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(folder)
-    features = _captured_inputs(model, model.classifier,
-                                lambda: dict(tokenizer(list(texts), padding=True, return_tensors="pt")))
+    features = _captured_inputs(
+        model, model.classifier, lambda: dict(tokenizer(list(texts), padding=True, return_tensors="pt"))
+    )
     _fit_linear(model.classifier, features, np.asarray(classes), len(labels), c=10.0)
     model.save_pretrained(folder)
     return folder
 
 
-def fit_semantic_segmenter(folder: Path, images: Sequence[Any], masks: Sequence[np.ndarray], labels: Sequence[str],
-                           seed: int = 0, image_size: int = 64, pixels: int = 20_000) -> Path:
+def fit_semantic_segmenter(
+    folder: Path,
+    images: Sequence[Any],
+    masks: Sequence[np.ndarray],
+    labels: Sequence[str],
+    seed: int = 0,
+    image_size: int = 64,
+    pixels: int = 20_000,
+) -> Path:
     """A Segformer (tiny_models' architecture, random encoder) whose per-pixel classifier is fitted to `images`
     and their class-id `masks`, on at most `pixels` pixels drawn from them (the masks at the decoder's
     resolution, nearest)."""
@@ -130,8 +157,9 @@ def fit_semantic_segmenter(folder: Path, images: Sequence[Any], masks: Sequence[
     batch = processor(list(images), return_tensors="pt")
     features = _captured_inputs(model, classifier, lambda: batch)
     side = int(round((features.shape[0] / len(images)) ** 0.5))  # the decoder's square resolution
-    small = [np.asarray(Image.fromarray(np.asarray(m, dtype=np.uint8)).resize((side, side), Image.NEAREST))
-             for m in masks]
+    small = [
+        np.asarray(Image.fromarray(np.asarray(m, dtype=np.uint8)).resize((side, side), Image.NEAREST)) for m in masks
+    ]
     classes = np.concatenate([m.reshape(-1) for m in small])
     chosen = np.random.default_rng(seed).permutation(len(classes))[:pixels]
     _fit_linear(classifier, features[chosen], classes[chosen], len(labels), c=10.0)
@@ -139,9 +167,15 @@ def fit_semantic_segmenter(folder: Path, images: Sequence[Any], masks: Sequence[
     return folder
 
 
-def grid_detector(folder: Path, images: Sequence[Any], cells: Sequence[Sequence[int | None]],
-                  boxes: Sequence[Sequence[float]], labels: Sequence[str], image_size: int = 32,
-                  patch: int = 8) -> Path:
+def grid_detector(
+    folder: Path,
+    images: Sequence[Any],
+    cells: Sequence[Sequence[int | None]],
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[str],
+    image_size: int = 32,
+    patch: int = 8,
+) -> Path:
     """A YOLOS of one detection token per cell of a 2x2 grid: token k attends to the patches of cell k alone; its
     class (one of `labels`, or none) is a logistic regression fitted on what it saw in `images`, whose cells hold
     `cells[i][k]` (a label index, or None for an empty cell); its box is fitted (least squares) to `boxes[k]`
@@ -151,9 +185,16 @@ def grid_detector(folder: Path, images: Sequence[Any], cells: Sequence[Sequence[
 
     hidden, slot, quadrant, colour, strength = 16, 3, 7, 12, 10.0
     config = YolosConfig(
-        image_size=[image_size, image_size], patch_size=patch, hidden_size=hidden, num_hidden_layers=1,
-        num_attention_heads=1, intermediate_size=hidden, num_detection_tokens=4, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, id2label=dict(enumerate(labels)),
+        image_size=[image_size, image_size],
+        patch_size=patch,
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=hidden,
+        num_detection_tokens=4,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
     model = YolosForObjectDetection(config).eval()
@@ -202,7 +243,7 @@ def grid_detector(folder: Path, images: Sequence[Any], cells: Sequence[Sequence[
             box[0].bias[k], box[0].bias[4 + k] = -1.0, -2.0
             box[1].weight[k, k], box[1].weight[k, 4 + k] = 1.0, -1.0
         box[2].weight[:, :4] = torch.tensor(np.log(targets / (1 - targets)).T, dtype=torch.float32)
-    slots = np.sort(tokens[:, slot:slot + 4], axis=1)
+    slots = np.sort(tokens[:, slot : slot + 4], axis=1)
     assert slots[:, -1].min() > 2 and slots[:, -2].max() < 1, "a token's slot reads outside what the box head takes"
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

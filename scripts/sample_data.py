@@ -28,9 +28,7 @@ def write_samples(root: Path, per_label: int = 4, size: tuple[int, int] = (320, 
             if path.exists():
                 continue
             image = Image.new("RGB", size, colour)
-            ImageDraw.Draw(image).ellipse(
-                (20 + 30 * i, 20, 140 + 30 * i, 140), fill=(255 - 40 * i, 200, 40 * i)
-            )
+            ImageDraw.Draw(image).ellipse((20 + 30 * i, 20, 140 + 30 * i, 140), fill=(255 - 40 * i, 200, 40 * i))
             image.save(path, quality=90)
     return folder
 
@@ -49,15 +47,17 @@ def sample_rows() -> list[dict]:
     """The rows of `constellation_samples`: names, labels, times, scores, an image each, a note or NULL."""
     rows = []
     for i, (name, colour) in enumerate(SAMPLE_COLOURS.items(), start=1):
-        rows.append({
-            "id": i,
-            "name": name,
-            "label": name.split("-")[0],
-            "taken_at": dt.datetime(2024, 5, i, 12, 30, 15),
-            "score": decimal.Decimal(f"{i}.125"),
-            "image": sample_image(colour, "PNG" if i % 2 else "JPEG"),
-            "note": None if i % 2 else f"note {i}",
-        })
+        rows.append(
+            {
+                "id": i,
+                "name": name,
+                "label": name.split("-")[0],
+                "taken_at": dt.datetime(2024, 5, i, 12, 30, 15),
+                "score": decimal.Decimal(f"{i}.125"),
+                "image": sample_image(colour, "PNG" if i % 2 else "JPEG"),
+                "note": None if i % 2 else f"note {i}",
+            }
+        )
     return rows
 
 
@@ -131,8 +131,14 @@ def write_eo_samples(root: Path, size: int = 512, border: int = 16) -> Path:
     frame[:border], frame[-border:], frame[:, :border], frame[:, -border:] = True, True, True, True
     pixels[:, frame] = 0
     classes[frame] = 255
-    geo = {"driver": "GTiff", "width": size, "height": size, "crs": "EPSG:32633",
-           "transform": from_origin(500_000, 4_650_000, 10, 10), "compress": "deflate"}
+    geo = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "crs": "EPSG:32633",
+        "transform": from_origin(500_000, 4_650_000, 10, 10),
+        "compress": "deflate",
+    }
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):
         with rasterio.open(scene, "w", count=4, dtype="uint16", nodata=0, **geo) as out:
             out.write(pixels)
@@ -164,16 +170,39 @@ def write_eo_truth(folder: Path) -> None:
     with rasterio.open(folder / "labels.tif") as src:
         ids, crs, transform = src.read(1), src.crs, src.transform
         west, south, east, north = src.bounds
-    features = [{"type": "Feature", "properties": {"class": EO_CLASSES[int(value)]},
-                 "geometry": transform_geom(crs, "EPSG:4326", geometry)}
-                for geometry, value in shapes(ids, mask=ids != 255, transform=transform)]
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"class": EO_CLASSES[int(value)]},
+            "geometry": transform_geom(crs, "EPSG:4326", geometry),
+        }
+        for geometry, value in shapes(ids, mask=ids != 255, transform=transform)
+    ]
     truth.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     middle = (north + south) / 2
     halves = {"north": (middle, north), "south": (south, middle)}
-    regions.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"name": name}, "geometry": transform_geom(crs, "EPSG:4326", {
-            "type": "Polygon", "coordinates": [[(west, low), (east, low), (east, high), (west, high), (west, low)]]})}
-        for name, (low, high) in halves.items()]}))
+    regions.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": name},
+                        "geometry": transform_geom(
+                            crs,
+                            "EPSG:4326",
+                            {
+                                "type": "Polygon",
+                                "coordinates": [[(west, low), (east, low), (east, high), (west, high), (west, low)]],
+                            },
+                        ),
+                    }
+                    for name, (low, high) in halves.items()
+                ],
+            }
+        )
+    )
 
 
 # The sample scene's bands as STAC describes them: (name, common name, centre wavelength in µm).
@@ -202,19 +231,32 @@ def write_stac_sample(root: Path) -> Path:
     with rasterio.open(scene) as src:
         bbox = [round(v, 6) for v in transform_bounds(src.crs, "EPSG:4326", *src.bounds)]
         west, south, east, north = src.bounds
-        outline = {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
-                                                       [west, north], [west, south]]]}
+        outline = {
+            "type": "Polygon",
+            "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+        }
         geometry = transform_geom(src.crs, "EPSG:4326", outline)
         shape, transform, epsg = [src.height, src.width], list(src.transform)[:6], src.crs.to_epsg()
-    item = pystac.Item("sample-scene", geometry, bbox, dt.datetime(2024, 6, 15, 10, 0, tzinfo=dt.UTC),
-                       {"eo:cloud_cover": 3.0, "platform": "constellation-sample"}, collection=None)
-    asset = pystac.Asset(str(scene.resolve()), title="4-band surface reflectance (× 10,000)",
-                         media_type=pystac.MediaType.GEOTIFF, roles=["data"])
+    item = pystac.Item(
+        "sample-scene",
+        geometry,
+        bbox,
+        dt.datetime(2024, 6, 15, 10, 0, tzinfo=dt.UTC),
+        {"eo:cloud_cover": 3.0, "platform": "constellation-sample"},
+        collection=None,
+    )
+    asset = pystac.Asset(
+        str(scene.resolve()),
+        title="4-band surface reflectance (× 10,000)",
+        media_type=pystac.MediaType.GEOTIFF,
+        roles=["data"],
+    )
     item.add_asset("scene", asset)
     EOExtension.ext(item, add_if_missing=True)
     EOExtension.ext(asset).bands = [Band.create(name=n, common_name=c, center_wavelength=w) for n, c, w in EO_BANDS]
     RasterExtension.ext(asset, add_if_missing=True).bands = [
-        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=0.0001) for _ in EO_BANDS]
+        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=0.0001) for _ in EO_BANDS
+    ]
     projection = ProjectionExtension.ext(asset, add_if_missing=True)
     projection.code, projection.shape, projection.transform = f"EPSG:{epsg}", shape, transform
     catalog = pystac.Catalog("constellation-samples", "The sample satellite scene of `make run`")

@@ -28,8 +28,11 @@ REPORT_LABELS = ("fire", "no fire")
 
 def _training_rows() -> tuple[list[list[float]], list[str], list[float]]:
     rows = samples.fire_risk_rows(400, seed=1)
-    return ([[r[f] for f in samples.FEATURES] for r in rows], [r["risk"] for r in rows],
-            [r["burned_area"] for r in rows])
+    return (
+        [[r[f] for f in samples.FEATURES] for r in rows],
+        [r["risk"] for r in rows],
+        [r["burned_area"] for r in rows],
+    )
 
 
 def _tree_classifier(path: Path) -> Path:
@@ -68,7 +71,7 @@ def _photo_classifier(path: Path, seed: int, smoke_as_normal: float) -> Path:
     photos = samples.fire_photos(40, seed=seed)
     classes = [FIRE_LABELS.index(label) for _, label in photos]
     smoke = [i for i, c in enumerate(classes) if FIRE_LABELS[c] == "Smoke"]
-    for i in smoke[:int(len(smoke) * smoke_as_normal)]:  # the worse twin learnt some smoke as normal
+    for i in smoke[: int(len(smoke) * smoke_as_normal)]:  # the worse twin learnt some smoke as normal
         classes[i] = FIRE_LABELS.index("Normal")
     return fitted_models.fit_image_classifier(path, [image for image, _ in photos], classes, FIRE_LABELS, seed=seed)
 
@@ -82,8 +85,9 @@ def _report_classifier(path: Path, seed: int, count: int) -> Path:
 def _detector(path: Path, seed: int, count: int, box_scale: float) -> Path:
     scenes = samples.grid_scenes(count, seed=seed)
     boxes = [_fraction(samples.cell_box(k, box_scale)) for k in range(4)]
-    return fitted_models.grid_detector(path, [image for image, _ in scenes], [cells for _, cells in scenes], boxes,
-                                       samples.DETECTION_LABELS)
+    return fitted_models.grid_detector(
+        path, [image for image, _ in scenes], [cells for _, cells in scenes], boxes, samples.DETECTION_LABELS
+    )
 
 
 def _fraction(box: tuple[float, float, float, float]) -> list[float]:
@@ -98,8 +102,9 @@ def _segmenter(path: Path, seed: int, learns_smoke: bool) -> Path:
     masks = [np.asarray(mask) for _, mask in pairs]
     if not learns_smoke:  # the worse twin's training masks call smoke background
         masks = [np.where(m == samples.SEGMENTATION_LABELS.index("smoke"), 0, m) for m in masks]
-    return fitted_models.fit_semantic_segmenter(path, [image for image, _ in pairs], masks,
-                                                samples.SEGMENTATION_LABELS, seed=seed)
+    return fitted_models.fit_semantic_segmenter(
+        path, [image for image, _ in pairs], masks, samples.SEGMENTATION_LABELS, seed=seed
+    )
 
 
 def _makers() -> dict[str, Callable[[Path], Path]]:

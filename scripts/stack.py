@@ -91,8 +91,9 @@ def _reachable(host: str) -> str:
 
 def stack_hosts(env: Mapping[str, str]) -> dict[str, str]:
     """The address each process with a port binds to, from an environment made by `stack_env`."""
-    return {name: env["CONSTELLATION_DAGSTER_HOST"] if name == "webserver" else env["CONSTELLATION_HOST"]
-            for name in PORTS}
+    return {
+        name: env["CONSTELLATION_DAGSTER_HOST"] if name == "webserver" else env["CONSTELLATION_HOST"] for name in PORTS
+    }
 
 
 def stack_ports(env: Mapping[str, str]) -> dict[str, int]:
@@ -127,24 +128,56 @@ def stack_commands(env: Mapping[str, str]) -> dict[str, list[str]]:
         # First, and waited for last: it spends seconds importing torch while the others start.
         "model server": [sys.executable, "-m", "model_server"],
         "code server": [
-            str(BIN / "dagster"), "api", "grpc", "-m", "orchestrator.assets.repository",
-            "-h", host, "-p", str(ports["code server"]), "--location-name", "constellation",
+            str(BIN / "dagster"),
+            "api",
+            "grpc",
+            "-m",
+            "orchestrator.assets.repository",
+            "-h",
+            host,
+            "-p",
+            str(ports["code server"]),
+            "--location-name",
+            "constellation",
         ],
         # dagster-webserver itself, behind the gateway's cross-site request rules (api/dagster_ui.py).
-        "webserver": [sys.executable, "-m", "api.dagster_ui", "dagster-webserver",
-                      "-h", env["CONSTELLATION_DAGSTER_HOST"], "-p", str(ports["webserver"]), "-w", workspace],
+        "webserver": [
+            sys.executable,
+            "-m",
+            "api.dagster_ui",
+            "dagster-webserver",
+            "-h",
+            env["CONSTELLATION_DAGSTER_HOST"],
+            "-p",
+            str(ports["webserver"]),
+            "-w",
+            workspace,
+        ],
         "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
         # --no-proxy-headers: uvicorn would take X-Forwarded-For from 127.0.0.1; the gateway reads it
         # itself, from CONSTELLATION_TRUSTED_PROXIES only (api/main.py).
-        "gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", host, "--port", str(ports["gateway"]),
-                    "--no-proxy-headers"],
+        "gateway": [
+            str(BIN / "uvicorn"),
+            "api.main:app",
+            "--host",
+            host,
+            "--port",
+            str(ports["gateway"]),
+            "--no-proxy-headers",
+        ],
     }
 
 
 def launch(command: list[str], env: Mapping[str, str], output: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     """Start one process in its own process group (Ctrl-C reaches only us; we stop them in order)."""
-    return subprocess.Popen(command, cwd=ROOT, env=dict(env), start_new_session=True,
-                            stdout=output, stderr=subprocess.STDOUT if output else None)
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=dict(env),
+        start_new_session=True,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+    )
 
 
 def port_open(host: str, port: int) -> bool:
@@ -154,7 +187,10 @@ def port_open(host: str, port: int) -> bool:
 
 
 def wait_for_port(
-    host: str, port: int, child: subprocess.Popen[bytes], stopping: Callable[[], bool] = lambda: False,
+    host: str,
+    port: int,
+    child: subprocess.Popen[bytes],
+    stopping: Callable[[], bool] = lambda: False,
     timeout_s: float = 120,
 ) -> bool:
     """True once `port` answers; False if `child` exits, `stopping()` turns true or time runs out."""
@@ -225,7 +261,8 @@ def banner(env: Mapping[str, str]) -> str:
     gateway = gateway_url(env)
     docs = "(token set: no /docs)" if env.get("CONSTELLATION_API_TOKEN") else f"(docs at {gateway}/docs)"
     lines = [
-        "", "Constellation is up:",
+        "",
+        "Constellation is up:",
         f"  gateway   {gateway}  {docs}",
         f"  Dagster   {env['CONSTELLATION_DAGSTER_URL']}  (main@constellation)",
         f"  models    {env['CONSTELLATION_MODEL_SERVER_URL']}  (models root {env['CONSTELLATION_MODELS_ROOT']})",
@@ -243,8 +280,11 @@ def _did_not_start(name: str) -> int:
     return 1
 
 
-def _watch(children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool],
-           restart: Callable[[], subprocess.Popen[bytes]] | None = None) -> int:
+def _watch(
+    children: dict[str, subprocess.Popen[bytes]],
+    stopping: Callable[[], bool],
+    restart: Callable[[], subprocess.Popen[bytes]] | None = None,
+) -> int:
     """Wait for Ctrl-C; restart the model server when it dies; stop the stack if any other process exits."""
     # Without the model server only model operations fail (a big model may get it killed): keep the
     # rest, and start it again, waiting longer after each death so a crash loop does not spin.
@@ -261,7 +301,7 @@ def _watch(children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], 
             restarts += 1
             print(f"model server exited with code {child.returncode}; restarting it (restart {restarts})", flush=True)
             children[name] = restart()
-            next_start = time.monotonic() + min(60.0, 2.0 ** restarts)
+            next_start = time.monotonic() + min(60.0, 2.0**restarts)
         time.sleep(0.5)
     return 0
 

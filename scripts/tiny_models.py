@@ -73,24 +73,45 @@ def make_zero_shot_classifier(folder: Path, seed: int = 0, image_size: int = 32,
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {token: i for i, token in enumerate(specials + alphabet + [c + "</w>" for c in alphabet])}
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=32)
-    text = {"vocab_size": len(vocab), "hidden_size": hidden, "intermediate_size": hidden * 2,
-            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32,
-            "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
-            "pad_token_id": vocab["<|endoftext|>"], "initializer_range": 0.5}
-    vision = {"image_size": image_size, "patch_size": max(1, image_size // 4), "hidden_size": hidden,
-              "intermediate_size": hidden * 2, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "initializer_range": 0.5}
+    text = {
+        "vocab_size": len(vocab),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 32,
+        "bos_token_id": vocab["<|startoftext|>"],
+        "eos_token_id": vocab["<|endoftext|>"],
+        "pad_token_id": vocab["<|endoftext|>"],
+        "initializer_range": 0.5,
+    }
+    vision = {
+        "image_size": image_size,
+        "patch_size": max(1, image_size // 4),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "initializer_range": 0.5,
+    }
     config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=hidden)
     folder.mkdir(parents=True, exist_ok=True)
     CLIPModel(config).save_pretrained(folder)
-    images = CLIPImageProcessor(size={"shortest_edge": image_size},
-                                crop_size={"height": image_size, "width": image_size})
+    images = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
     CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
     return folder
 
 
-def make_object_detector(folder: Path, labels: tuple[str, ...] = DETECTION_LABELS, seed: int = 0,
-                         image_size: int = 32, hidden: int = 16, detections: int = 6) -> Path:
+def make_object_detector(
+    folder: Path,
+    labels: tuple[str, ...] = DETECTION_LABELS,
+    seed: int = 0,
+    image_size: int = 32,
+    hidden: int = 16,
+    detections: int = 6,
+) -> Path:
     """Save a randomly initialised YolosForObjectDetection (no pretrained backbone) and its image processor."""
     import torch
     from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor
@@ -98,9 +119,15 @@ def make_object_detector(folder: Path, labels: tuple[str, ...] = DETECTION_LABEL
     _quiet()
     torch.manual_seed(seed)
     config = YolosConfig(
-        image_size=[image_size, image_size], patch_size=max(1, image_size // 4), hidden_size=hidden,
-        num_hidden_layers=1, num_attention_heads=2, intermediate_size=hidden * 2,
-        num_detection_tokens=detections, initializer_range=0.5, **_label_maps(labels),
+        image_size=[image_size, image_size],
+        patch_size=max(1, image_size // 4),
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        num_detection_tokens=detections,
+        initializer_range=0.5,
+        **_label_maps(labels),
     )
     folder.mkdir(parents=True, exist_ok=True)
     _spread(YolosForObjectDetection(config)).save_pretrained(folder)
@@ -108,8 +135,9 @@ def make_object_detector(folder: Path, labels: tuple[str, ...] = DETECTION_LABEL
     return folder
 
 
-def make_semantic_segmenter(folder: Path, labels: tuple[str, ...] = SEGMENTATION_LABELS, seed: int = 0,
-                            image_size: int = 32, hidden: int = 16) -> Path:
+def make_semantic_segmenter(
+    folder: Path, labels: tuple[str, ...] = SEGMENTATION_LABELS, seed: int = 0, image_size: int = 32, hidden: int = 16
+) -> Path:
     """Save a randomly initialised SegformerForSemanticSegmentation and its SegformerImageProcessor."""
     import torch
     from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
@@ -117,9 +145,17 @@ def make_semantic_segmenter(folder: Path, labels: tuple[str, ...] = SEGMENTATION
     _quiet()
     torch.manual_seed(seed)
     config = SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[hidden, hidden * 2],
-        patch_sizes=[3, 3], strides=[2, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
-        decoder_hidden_size=hidden, initializer_range=0.5, **_label_maps(labels),
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[hidden, hidden * 2],
+        patch_sizes=[3, 3],
+        strides=[2, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=hidden,
+        initializer_range=0.5,
+        **_label_maps(labels),
     )
     folder.mkdir(parents=True, exist_ok=True)
     _spread(SegformerForSemanticSegmentation(config)).save_pretrained(folder)
@@ -127,8 +163,9 @@ def make_semantic_segmenter(folder: Path, labels: tuple[str, ...] = SEGMENTATION
     return folder
 
 
-def make_text_classifier(folder: Path, labels: tuple[str, ...] = SENTIMENT_LABELS, seed: int = 0,
-                         hidden: int = 16, max_length: int = 64) -> Path:
+def make_text_classifier(
+    folder: Path, labels: tuple[str, ...] = SENTIMENT_LABELS, seed: int = 0, hidden: int = 16, max_length: int = 64
+) -> Path:
     """Save a randomly initialised BertForSequenceClassification and a WordPiece tokenizer of a small vocabulary."""
     import string
 
@@ -142,8 +179,13 @@ def make_text_classifier(folder: Path, labels: tuple[str, ...] = SENTIMENT_LABEL
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *pieces, *("##" + p for p in pieces)]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, model_max_length=max_length)
     config = BertConfig(
-        vocab_size=len(tokens), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=hidden * 2, max_position_embeddings=max_length, initializer_range=0.5,
+        vocab_size=len(tokens),
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=max_length,
+        initializer_range=0.5,
         **_label_maps(labels),
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,9 +205,15 @@ def tabular_data(rows: int = 90, features: int = 4, classes: int = 3, seed: int 
     return x, y
 
 
-def make_tabular_classifier(path: Path, labels: tuple[str, ...] = IRIS_LABELS, features: int = 4, seed: int = 0,
-                            data: tuple[Any, Any] | None = None, zipmap: bool = False,
-                            input_name: str = "float_input") -> Path:
+def make_tabular_classifier(
+    path: Path,
+    labels: tuple[str, ...] = IRIS_LABELS,
+    features: int = 4,
+    seed: int = 0,
+    data: tuple[Any, Any] | None = None,
+    zipmap: bool = False,
+    input_name: str = "float_input",
+) -> Path:
     """Train a LogisticRegression on `data` (rows, classes) or on synthetic rows of `labels`; save it as ONNX.
 
     The graph's outputs: the class of each row (STRING [N], or INT64 [N] when `data`'s classes are
@@ -180,14 +228,18 @@ def make_tabular_classifier(path: Path, labels: tuple[str, ...] = IRIS_LABELS, f
         y = np.array(labels, dtype=object)[y]
     else:  # integer classes stay integers (an INT64 label output); any other class is a string
         x, y = np.asarray(data[0], dtype=np.float32), list(data[1])
-        y = np.asarray(y, dtype=np.int64) if all(isinstance(v, int) for v in y) else np.asarray(
-            [str(v) for v in y], dtype=object)
+        y = (
+            np.asarray(y, dtype=np.int64)
+            if all(isinstance(v, int) for v in y)
+            else np.asarray([str(v) for v in y], dtype=object)
+        )
     model = LogisticRegression(max_iter=500).fit(x, y)
     return save_sklearn_onnx(model, path, x.shape[1], {"zipmap": zipmap}, input_name)
 
 
-def make_tabular_regressor(path: Path, features: int = 4, seed: int = 0, data: tuple[Any, Any] | None = None,
-                           input_name: str = "float_input") -> Path:
+def make_tabular_regressor(
+    path: Path, features: int = 4, seed: int = 0, data: tuple[Any, Any] | None = None, input_name: str = "float_input"
+) -> Path:
     """Train a Ridge regression on `data` (rows, values) or synthetic rows; save it as ONNX (`variable` [N, 1])."""
     import numpy as np
     from sklearn.linear_model import Ridge
@@ -200,22 +252,34 @@ def make_tabular_regressor(path: Path, features: int = 4, seed: int = 0, data: t
     return save_sklearn_onnx(Ridge().fit(x, y), path, x.shape[1], None, input_name)
 
 
-def save_sklearn_onnx(model: Any, path: Path, features: int, options: dict | None = None,
-                      input_name: str = "float_input") -> Path:
+def save_sklearn_onnx(
+    model: Any, path: Path, features: int, options: dict | None = None, input_name: str = "float_input"
+) -> Path:
     """Convert a fitted scikit-learn model to ONNX (one float input [N, features]; skl2onnx `options`, e.g.
     {"zipmap": False} for a plain probability tensor) and write it to `path`."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
-    onnx_model = to_onnx(model, initial_types=[(input_name, FloatTensorType([None, features]))],
-                         options={id(model): options} if options else None, target_opset={"": 17, "ai.onnx.ml": 3})
+    onnx_model = to_onnx(
+        model,
+        initial_types=[(input_name, FloatTensorType([None, features]))],
+        options={id(model): options} if options else None,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(onnx_model.SerializeToString())
     return path
 
 
-def make_band_segmenter(path: Path, weights: Any, bias: Any, labels: tuple[str, ...] | None = LAND_COVER_LABELS,
-                        smooth: bool = False, tile: int | None = None, input_name: str = "bands") -> Path:
+def make_band_segmenter(
+    path: Path,
+    weights: Any,
+    bias: Any,
+    labels: tuple[str, ...] | None = LAND_COVER_LABELS,
+    smooth: bool = False,
+    tile: int | None = None,
+    input_name: str = "bands",
+) -> Path:
     """A multi-band semantic segmenter as ONNX (onnx's helper): a 1x1 convolution of the bands, `weights`
     [classes, bands] and `bias` [classes], into class scores `logits` FP32 [N, K, H, W] (with `smooth`, then
     averaged over 3x3 pixels). Its input is FP32 [N, C, H, W] (H and W any size, or `tile`); `labels` go into
@@ -227,21 +291,29 @@ def make_band_segmenter(path: Path, weights: Any, bias: Any, labels: tuple[str, 
     classes, bands = weights.shape
     side = tile or "W"
     nodes = [helper.make_node("Conv", [input_name, "w", "b"], ["scores" if smooth else "logits"])]
-    initializers = [numpy_helper.from_array(weights.reshape(classes, bands, 1, 1), "w"),
-                    numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "b")]
+    initializers = [
+        numpy_helper.from_array(weights.reshape(classes, bands, 1, 1), "w"),
+        numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "b"),
+    ]
     if smooth:
-        nodes.append(helper.make_node("AveragePool", ["scores"], ["logits"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                                      count_include_pad=0))
+        nodes.append(
+            helper.make_node(
+                "AveragePool", ["scores"], ["logits"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=0
+            )
+        )
     graph = helper.make_graph(
-        nodes, "band_segmenter",
+        nodes,
+        "band_segmenter",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", bands, tile or "H", side])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, tile or "H", side])],
-        initializers)
+        initializers,
+    )
     return _save_onnx(graph, path, labels)
 
 
-def make_band_classifier(path: Path, weights: Any, bias: Any, labels: tuple[str, ...] | None = LAND_COVER_LABELS,
-                         input_name: str = "bands") -> Path:
+def make_band_classifier(
+    path: Path, weights: Any, bias: Any, labels: tuple[str, ...] | None = LAND_COVER_LABELS, input_name: str = "bands"
+) -> Path:
     """A multi-band tile classifier as ONNX: each band's mean over the tile, then `weights` [classes, bands] and
     `bias`: class scores `logits` FP32 [N, K]."""
     import numpy as np
@@ -249,14 +321,18 @@ def make_band_classifier(path: Path, weights: Any, bias: Any, labels: tuple[str,
 
     weights = np.asarray(weights, dtype=np.float32)
     classes, bands = weights.shape
-    nodes = [helper.make_node("GlobalAveragePool", [input_name], ["means"]),
-             helper.make_node("Flatten", ["means"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1)]
+    nodes = [
+        helper.make_node("GlobalAveragePool", [input_name], ["means"]),
+        helper.make_node("Flatten", ["means"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1),
+    ]
     graph = helper.make_graph(
-        nodes, "band_classifier",
+        nodes,
+        "band_classifier",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", bands, "H", "W"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
-        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "b")])
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "b")],
+    )
     return _save_onnx(graph, path, labels)
 
 

@@ -109,9 +109,17 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Stack:
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "stack.py")], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
-    stack = Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dagster_port}", data_root,
-                  artifact_root, home, log, process, model_server_url=env["CONSTELLATION_MODEL_SERVER_URL"],
-                  models_root=Path(env.get("CONSTELLATION_MODELS_ROOT", ".")))
+    stack = Stack(
+        f"http://127.0.0.1:{api_port}",
+        f"http://127.0.0.1:{dagster_port}",
+        data_root,
+        artifact_root,
+        home,
+        log,
+        process,
+        model_server_url=env["CONSTELLATION_MODEL_SERVER_URL"],
+        models_root=Path(env.get("CONSTELLATION_MODELS_ROOT", ".")),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -138,20 +146,22 @@ def stop_stack(stack: Stack, sig: int = signal.SIGTERM) -> int:
 
 def separate_processes_env(base: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """`make run`'s environment on free ports and folders under `base`, with no model server."""
-    return launcher.stack_env({
-        **os.environ,
-        "CONSTELLATION_API_PORT": str(free_port()),
-        "CONSTELLATION_DAGSTER_PORT": str(free_port()),
-        "CONSTELLATION_GRPC_PORT": str(free_port()),
-        "CONSTELLATION_MODEL_SERVER_PORT": str(free_port()),
-        # No model server: these pipelines use none, and nothing listens there.
-        "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-        "CONSTELLATION_DATA_ROOT": str(base / "data"),
-        "CONSTELLATION_ARTIFACT_ROOT": str(base / "artifacts"),
-        "CONSTELLATION_OUTPUT_ROOT": str(base / "outputs"),
-        "DAGSTER_HOME": str(base / "dagster_home"),
-        **(extra or {}),
-    })
+    return launcher.stack_env(
+        {
+            **os.environ,
+            "CONSTELLATION_API_PORT": str(free_port()),
+            "CONSTELLATION_DAGSTER_PORT": str(free_port()),
+            "CONSTELLATION_GRPC_PORT": str(free_port()),
+            "CONSTELLATION_MODEL_SERVER_PORT": str(free_port()),
+            # No model server: these pipelines use none, and nothing listens there.
+            "CONSTELLATION_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+            "CONSTELLATION_DATA_ROOT": str(base / "data"),
+            "CONSTELLATION_ARTIFACT_ROOT": str(base / "artifacts"),
+            "CONSTELLATION_OUTPUT_ROOT": str(base / "outputs"),
+            "DAGSTER_HOME": str(base / "dagster_home"),
+            **(extra or {}),
+        }
+    )
 
 
 class Processes:
@@ -178,7 +188,6 @@ class Processes:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
 
 
 @pytest.fixture(scope="session")
@@ -223,8 +232,15 @@ def ctx(tmp_path: Path, data: Path):
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The machine's network is closed: no background requests, no first-run work.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")  # not longer: Playwright's sync API runs one instance at a time per thread
@@ -246,8 +262,9 @@ def small_tmpfs(root: Path, size: str) -> Iterator[Path]:
     It needs root (CAP_SYS_ADMIN), as CI has; elsewhere the test is skipped. A loop-mounted file would
     need the same privilege; a quota needs root and a quota-enabled filesystem.
     """
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"mounting a small tmpfs needs root (CAP_SYS_ADMIN): {mounted.stderr.strip()}")
     try:
@@ -261,9 +278,9 @@ def local_pipeline(path: str = "samples", width: int = 32) -> dict:
     """resize_image(dict_to_list(import_from_local(path))): three nested instructions."""
     imported = {"operation": "import_from_local", "parameters": {"path": path}}
     listed = {"operation": "dict_to_list", "parameters": {"data": imported}}
-    return {"instructions": [
-        {"operation": "resize_image", "parameters": {"data": listed, "width": width, "height": width}}
-    ]}
+    return {
+        "instructions": [{"operation": "resize_image", "parameters": {"data": listed, "width": width, "height": width}}]
+    }
 
 
 @pytest.fixture

@@ -39,8 +39,12 @@ def instance_facts() -> dict[str, Any]:
         queue = instance.run_coordinator.get_run_queue_config()
         launcher = instance.run_launcher
         return {
-            "storage": sorted({type(s).__name__ for s in (
-                instance.run_storage, instance.event_log_storage, instance.schedule_storage)}),
+            "storage": sorted(
+                {
+                    type(s).__name__
+                    for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+                }
+            ),
             "run_coordinator": type(instance.run_coordinator).__name__,
             "max_concurrent_runs": queue.max_concurrent_runs,
             "dequeue_interval_seconds": getattr(instance.run_coordinator, "dequeue_interval_seconds", None),

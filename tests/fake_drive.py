@@ -135,21 +135,27 @@ class FakeDrive:
         private = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
-        public = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
         email = f"reader-{secrets.token_hex(3)}@constellation-tests.iam.gserviceaccount.com"
         key_id = secrets.token_hex(20)
         key_file = folder / f"{key_id}.json"
-        key_file.write_text(json.dumps({
-            "type": "service_account",
-            "project_id": "constellation-tests",
-            "private_key_id": key_id,
-            "private_key": private,
-            "client_email": email,
-            "client_id": "1" * 21,
-            "token_uri": f"{self.url}/token",
-        }))
+        key_file.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": "constellation-tests",
+                    "private_key_id": key_id,
+                    "private_key": private,
+                    "client_email": email,
+                    "client_id": "1" * 21,
+                    "token_uri": f"{self.url}/token",
+                }
+            )
+        )
         self.accounts[key_id] = account = ServiceAccount(email, private, public, key_file)
         return account
 
@@ -286,18 +292,26 @@ class FakeDrive:
             self.after_range(seen)  # before the bytes leave, so the client sees its effect next
         _bytes(handler, 206, content[first : last + 1], {"content-range": f"bytes {first}-{last}/{total}"})
 
-
     def _public(self, handler: BaseHTTPRequestHandler, path: str, query: dict[str, str], seen: Seen) -> None:
         """Drive's downloads for browsers: no credentials, HTML pages for anything but the file."""
         if path == "/ServiceLogin":
-            return _page(handler, 200, "Sign in - Google Accounts", "<form action='/signin' method='post'>"
-                         "<input type='email' name='identifier'><input type='submit' value='Next'></form>")
+            return _page(
+                handler,
+                200,
+                "Sign in - Google Accounts",
+                "<form action='/signin' method='post'>"
+                "<input type='email' name='identifier'><input type='submit' value='Next'></form>",
+            )
         if path == "/uc":  # drive.google.com/uc sends browsers on to drive.usercontent.google.com/download
             return _bytes(handler, 303, b"", {"location": f"{self.url}/download?{urlencode(query)}"})
         item = self.items.get(query.get("id", ""))
         if item is None or item.content is None:
-            return _page(handler, 404, "Google Drive - Page Not Found",
-                         "<p>Sorry, the file you have requested does not exist.</p>")
+            return _page(
+                handler,
+                404,
+                "Google Drive - Page Not Found",
+                "<p>Sorry, the file you have requested does not exist.</p>",
+            )
         if not item.shared:
             target = f"{self.url}/ServiceLogin?{urlencode({'continue': self.download_url + '?id=' + item.id})}"
             return _bytes(handler, 302, b"", {"location": target})

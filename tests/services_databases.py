@@ -30,6 +30,7 @@ from sample_data import seed_samples
 PG_ADMIN_URL = os.environ.get("CONSTELLATION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_ADMIN_URL = os.environ.get("CONSTELLATION_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
+
 @dataclass
 class SessionDatabases:
     """The session's databases: `env` for the stack, `admin[name]` engines that may write (for tests)."""
@@ -67,8 +68,9 @@ def test_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session
         "lite": f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'lite.db'}",
         "reader": pg_url.set(username=role, password=password).render_as_string(hide_password=False) + in_schema,
     }
-    databases = SessionDatabases({f"CONSTELLATION_DB_{name.upper()}_URL": url for name, url in urls.items()},
-                              reader_password=password)
+    databases = SessionDatabases(
+        {f"CONSTELLATION_DB_{name.upper()}_URL": url for name, url in urls.items()}, reader_password=password
+    )
     try:
         for name in ("samples", "maria", "lite"):
             databases.admin[name] = sa.create_engine(urls[name])

@@ -18,14 +18,25 @@ UTM = "EPSG:32633"
 ORIGIN = (500_000.0, 5_000_000.0)  # UTM 33N, near 45.1° N 15° E
 
 
-def write_cog(path: Path, size: int, bands: int = 1, pixel: float = 10.0, block: int = 128, seed: int = 0,
-              nodata: int | None = 0) -> np.ndarray:
+def write_cog(
+    path: Path, size: int, bands: int = 1, pixel: float = 10.0, block: int = 128, seed: int = 0, nodata: int | None = 0
+) -> np.ndarray:
     """A COG of `bands` uint16 bands of noise (values 1..4000, so deflate cannot shrink it much); returns the pixels."""
     data = np.random.default_rng(seed).integers(1, 4000, (bands, size, size), dtype=np.uint16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="COG", width=size, height=size, count=bands, dtype="uint16", crs=UTM,
-                   transform=from_origin(*ORIGIN, pixel, pixel), nodata=nodata, compress="deflate",
-                   blocksize=block, overviews="NONE")
+    profile = dict(
+        driver="COG",
+        width=size,
+        height=size,
+        count=bands,
+        dtype="uint16",
+        crs=UTM,
+        transform=from_origin(*ORIGIN, pixel, pixel),
+        nodata=nodata,
+        compress="deflate",
+        blocksize=block,
+        overviews="NONE",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return data
@@ -53,15 +64,24 @@ def inner_bbox(path: Path, col: int, row: int, width: int, height: int) -> list[
     return [max(lons_w) + eps, max(lats_s) + eps, min(lons_e) - eps, min(lats_n) - eps]
 
 
-def item(item_id: str, footprint: Sequence[float], when: str, cloud: float | None,
-         assets: dict[str, tuple[str, list[tuple[str, str]]]], collection: str | None = None) -> pystac.Item:
+def item(
+    item_id: str,
+    footprint: Sequence[float],
+    when: str,
+    cloud: float | None,
+    assets: dict[str, tuple[str, list[tuple[str, str]]]],
+    collection: str | None = None,
+) -> pystac.Item:
     """An item over `footprint` (WGS84 bbox) whose assets are {key: (href, [(band name, common name)])}."""
     west, south, east, north = footprint
-    geometry = {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
-                                                     [west, south]]]}
+    geometry = {
+        "type": "Polygon",
+        "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+    }
     properties = {} if cloud is None else {"eo:cloud_cover": cloud}
-    made = pystac.Item(item_id, geometry, list(footprint), datetime.fromisoformat(when), properties,
-                       collection=collection)
+    made = pystac.Item(
+        item_id, geometry, list(footprint), datetime.fromisoformat(when), properties, collection=collection
+    )
     EOExtension.ext(made, add_if_missing=True)
     for key, (href, bands) in assets.items():
         asset = pystac.Asset(href, media_type=pystac.MediaType.COG, roles=["data"])
@@ -91,7 +111,8 @@ def ranged_files(folder: Path, served: list[tuple[str, int]]) -> Callable[[Reque
         blob = path.read_bytes()
         mimetype = "application/json" if path.suffix == ".json" else "image/tiff"
         response = Response(blob, mimetype=mimetype).make_conditional(
-            request, accept_ranges=True, complete_length=len(blob))
+            request, accept_ranges=True, complete_length=len(blob)
+        )
         served.append((request.path, response.content_length or 0))
         return response
 

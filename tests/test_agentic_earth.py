@@ -36,11 +36,23 @@ MODEL = "vit-fire-detection"  # the assistant names models by their block name
 
 ASSISTANT_PIPELINE = [
     {"operation": "deploy_model", "parameters": {"model": MODEL}},
-    {"operation": "export_to_s3", "parameters": {"inference_results": {
-        "operation": "model_inference", "parameters": {
-            "data": {"operation": "dict_to_list", "parameters": {
-                "data": {"operation": "import_from_google_drive", "parameters": {"file_id": SEED_FILE_ID}}}},
-            "model": MODEL}}}},
+    {
+        "operation": "export_to_s3",
+        "parameters": {
+            "inference_results": {
+                "operation": "model_inference",
+                "parameters": {
+                    "data": {
+                        "operation": "dict_to_list",
+                        "parameters": {
+                            "data": {"operation": "import_from_google_drive", "parameters": {"file_id": SEED_FILE_ID}}
+                        },
+                    },
+                    "model": MODEL,
+                },
+            }
+        },
+    },
     {"operation": "delete_model", "parameters": {"model": MODEL}},
 ]
 
@@ -136,7 +148,8 @@ def test_the_assistants_pipeline_runs_and_the_backend_hears_running_then_complet
 def test_a_failing_pipeline_reaches_the_backend_as_failed_with_its_reason(agentic_stack, backend):
     broken = json.loads(json.dumps(ASSISTANT_PIPELINE))
     broken[1]["parameters"]["inference_results"]["parameters"]["data"]["parameters"]["data"]["parameters"][
-        "file_id"] = "1missingFileIdOfTheAssistant0000"
+        "file_id"
+    ] = "1missingFileIdOfTheAssistant0000"
     run_id = backend.run_pipeline(agentic_stack.api_url, broken)
     assert run_id is not None
     assert agentic_stack.wait_for_run(run_id, timeout_s=120)["run_status"] == "FAILURE"
@@ -153,16 +166,31 @@ def test_an_invalid_pipeline_answers_failure_so_the_backend_deletes_it(agentic_s
 
 def test_the_original_write_csv_and_export_names_validate(agentic_stack):
     # Its model deployed first, as the original's pipelines do (validation checks that the model is there).
-    pipeline = [ASSISTANT_PIPELINE[0], {"operation": "write_csv", "parameters": {"result": ASSISTANT_PIPELINE[1][
-        "parameters"]["inference_results"]}}]
+    pipeline = [
+        ASSISTANT_PIPELINE[0],
+        {"operation": "write_csv", "parameters": {"result": ASSISTANT_PIPELINE[1]["parameters"]["inference_results"]}},
+    ]
     answer = requests.post(f"{agentic_stack.api_url}/validate", json={"instructions": pipeline}).json()
     assert answer["status"] == "success", answer
 
 
 def original_math(operand: str, constant: float) -> list:
     """A pipeline written for the original's mock_csv_data and math_block: write_csv of the computed table."""
-    return [{"operation": "write_csv", "parameters": {"result": {"operation": "math_block", "parameters": {
-        "data": {"operation": "mock_csv_data", "parameters": {}}, "operand": operand, "constant": constant}}}}]
+    return [
+        {
+            "operation": "write_csv",
+            "parameters": {
+                "result": {
+                    "operation": "math_block",
+                    "parameters": {
+                        "data": {"operation": "mock_csv_data", "parameters": {}},
+                        "operand": operand,
+                        "constant": constant,
+                    },
+                }
+            },
+        }
+    ]
 
 
 def test_the_originals_mock_csv_data_and_math_block_run_as_written(agentic_stack, backend):
@@ -174,7 +202,11 @@ def test_the_originals_mock_csv_data_and_math_block_run_as_written(agentic_stack
         [written] = client.get(f"/runs/{run_id}/results").json()["results"]
     [csv_file] = written["output"]["files"]
     assert agentic_stack.fetch(csv_file["uri"]).decode().splitlines() == [
-        "column1,column2,column3", "11.0,12.0,13.0", "14.0,15.0,16.0", "17.0,18.0,19.0"]
+        "column1,column2,column3",
+        "11.0,12.0,13.0",
+        "14.0,15.0,16.0",
+        "17.0,18.0,19.0",
+    ]
 
 
 def test_a_division_by_zero_reaches_the_backend_as_failed_naming_row_and_column(agentic_stack, backend):
@@ -188,8 +220,7 @@ def test_a_division_by_zero_reaches_the_backend_as_failed_naming_row_and_column(
 def test_names_the_original_reached_through_getattr_are_refused_before_launch(agentic_stack, backend):
     for name in ("attrgetter", "methodcaller", "__import__"):
         assert backend.run_pipeline(agentic_stack.api_url, original_math(name, 1)) is None
-    answer = requests.post(f"{agentic_stack.api_url}/validate",
-                           json={"instructions": original_math("methodcaller", 1)})
+    answer = requests.post(f"{agentic_stack.api_url}/validate", json={"instructions": original_math("methodcaller", 1)})
     assert answer.status_code == 422 and answer.json()["status"] == "failure"
     [problem] = answer.json()["errors"]
     assert problem["path"] == "/instructions/0/parameters/result/parameters/operand"

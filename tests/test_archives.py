@@ -144,8 +144,10 @@ def test_a_huge_long_name_header_is_refused_before_it_is_read(tmp_path: Path, lo
     with pytest.raises(OperationError) as refused:
         unpack(long_name_bomb, tmp_path / "out", LIMITS)
     message = str(refused.value)
-    assert message == ("longname.tar.gz: a tar header (long name or extended attributes) of 104857600 bytes, "
-                       "over the limit of 65536; refused")
+    assert message == (
+        "longname.tar.gz: a tar header (long name or extended attributes) of 104857600 bytes, "
+        "over the limit of 65536; refused"
+    )
     assert not (tmp_path / "out").exists()
 
 

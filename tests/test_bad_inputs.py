@@ -33,34 +33,98 @@ CORPUS: list[tuple[str, bytes, int, str | None, str]] = [
     ("empty body", b"", 422, "", "malformed JSON"),
     ("a list body", b"[]", 422, "", "expected an object"),
     ("no instructions key", b'{"steps": []}', 422, "", "missing required key 'instructions'"),
-    ("instructions not a list", b'{"instructions": {"operation": "dict_to_list"}}', 422, "/instructions",
-     "expected a list"),
+    (
+        "instructions not a list",
+        b'{"instructions": {"operation": "dict_to_list"}}',
+        422,
+        "/instructions",
+        "expected a list",
+    ),
     ("empty instructions", b'{"instructions": []}', 422, "/instructions", "empty"),
     ("instruction not an object", b'{"instructions": [42]}', 422, "/instructions/0", "expected an instruction"),
-    ("unknown operation", json.dumps({"instructions": [{"operation": "resize_imag"}]}).encode(), 422,
-     "/instructions/0/operation", "did you mean 'resize_image'"),
-    ("operation not a string", b'{"instructions": [{"operation": 7}]}', 422, "/instructions/0/operation",
-     "expected an operation name"),
-    ("missing parameter", json.dumps(resize(data=IMPORT, width=10)).encode(), 422,
-     "/instructions/0/parameters", "missing required parameter 'height'"),
-    ("unknown parameter", json.dumps(resize(data=IMPORT, width=10, height=10, widht=3)).encode(), 422,
-     "/instructions/0/parameters/widht", "unknown parameter 'widht'"),
-    ("wrong literal type", json.dumps(resize(data=IMPORT, width="ten", height=10)).encode(), 422,
-     "/instructions/0/parameters/width", "is not of type 'integer'"),
-    ("out of range", json.dumps(resize(data=IMPORT, width=0, height=10)).encode(), 422,
-     "/instructions/0/parameters/width", "minimum"),
-    ("type mismatch between nested ops", json.dumps({"instructions": [{"operation": "dict_to_list",
-     "parameters": {"data": {"operation": "batch_formatted_data", "parameters": {"data": IMPORT}}}}]}).encode(),
-     422, "/instructions/0/parameters/data", "produces Batches"),
-    ("literal where data is needed", json.dumps(resize(data="samples", width=1, height=1)).encode(), 422,
-     "/instructions/0/parameters/data", "expects the output of an instruction"),
-    ("duplicate keys", b'{"instructions": [{"operation": "dict_to_list", "operation": "resize_image"}]}', 422,
-     "/instructions/0/operation", "duplicate key"),
+    (
+        "unknown operation",
+        json.dumps({"instructions": [{"operation": "resize_imag"}]}).encode(),
+        422,
+        "/instructions/0/operation",
+        "did you mean 'resize_image'",
+    ),
+    (
+        "operation not a string",
+        b'{"instructions": [{"operation": 7}]}',
+        422,
+        "/instructions/0/operation",
+        "expected an operation name",
+    ),
+    (
+        "missing parameter",
+        json.dumps(resize(data=IMPORT, width=10)).encode(),
+        422,
+        "/instructions/0/parameters",
+        "missing required parameter 'height'",
+    ),
+    (
+        "unknown parameter",
+        json.dumps(resize(data=IMPORT, width=10, height=10, widht=3)).encode(),
+        422,
+        "/instructions/0/parameters/widht",
+        "unknown parameter 'widht'",
+    ),
+    (
+        "wrong literal type",
+        json.dumps(resize(data=IMPORT, width="ten", height=10)).encode(),
+        422,
+        "/instructions/0/parameters/width",
+        "is not of type 'integer'",
+    ),
+    (
+        "out of range",
+        json.dumps(resize(data=IMPORT, width=0, height=10)).encode(),
+        422,
+        "/instructions/0/parameters/width",
+        "minimum",
+    ),
+    (
+        "type mismatch between nested ops",
+        json.dumps(
+            {
+                "instructions": [
+                    {
+                        "operation": "dict_to_list",
+                        "parameters": {"data": {"operation": "batch_formatted_data", "parameters": {"data": IMPORT}}},
+                    }
+                ]
+            }
+        ).encode(),
+        422,
+        "/instructions/0/parameters/data",
+        "produces Batches",
+    ),
+    (
+        "literal where data is needed",
+        json.dumps(resize(data="samples", width=1, height=1)).encode(),
+        422,
+        "/instructions/0/parameters/data",
+        "expects the output of an instruction",
+    ),
+    (
+        "duplicate keys",
+        b'{"instructions": [{"operation": "dict_to_list", "operation": "resize_image"}]}',
+        422,
+        "/instructions/0/operation",
+        "duplicate key",
+    ),
     ("nesting thousands deep", ("[" * 5000 + "]" * 5000).encode(), 422, "", "nests 5000 levels"),
     ("instructions nested too deep", json.dumps(nested(20)).encode(), 422, None, "nest more than"),
-    ("path traversal", json.dumps({"instructions": [{"operation": "import_from_local",
-     "parameters": {"path": "../../../../etc"}}]}).encode(), 422, "/instructions/0/parameters/path",
-     "outside the data root"),
+    (
+        "path traversal",
+        json.dumps(
+            {"instructions": [{"operation": "import_from_local", "parameters": {"path": "../../../../etc"}}]}
+        ).encode(),
+        422,
+        "/instructions/0/parameters/path",
+        "outside the data root",
+    ),
 ]
 
 
@@ -101,7 +165,7 @@ def test_wrong_methods_and_paths_answer_json(api: httpx.Client):
 
 
 def test_validate_launches_nothing(stack: Stack, api: httpx.Client):
-    query = '{ runsOrError { ... on Runs { count } } }'
+    query = "{ runsOrError { ... on Runs { count } } }"
     before = httpx.post(stack.dagster_url + "/graphql", json={"query": query}).json()["data"]["runsOrError"]
     assert api.post("/validate", json=local_pipeline()).json()["status"] == "success"
     after = httpx.post(stack.dagster_url + "/graphql", json={"query": query}).json()["data"]["runsOrError"]

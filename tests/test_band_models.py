@@ -69,25 +69,45 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mlm_card() -> dict:
     """A STAC MLM item: bands by name in the model's order (nir first), z-score scaling, three named classes."""
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": "carded",
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "carded",
         "stac_extensions": ["https://stac-extensions.github.io/mlm/v1.4.0/schema.json"],
-        "geometry": None, "bbox": None, "links": [],
+        "geometry": None,
+        "bbox": None,
+        "links": [],
         "properties": {
-            "datetime": "2024-06-01T00:00:00Z", "mlm:name": "carded", "mlm:architecture": "1x1 convolution",
-            "mlm:tasks": ["semantic-segmentation"], "mlm:framework": "ONNX",
-            "mlm:input": [{
-                "name": "bands", "bands": ["blue", "green", "red", "nir"][::-1],
-                "input": {"shape": [-1, 4, -1, -1], "dim_order": ["batch", "channel", "height", "width"],
-                          "data_type": "float32"},
-                "value_scaling": [{"type": "z-score", "mean": m, "stddev": d} for m, d in zip(MEANS, STDDEVS,
-                                                                                            strict=True)],
-            }],
-            "mlm:output": [{
-                "name": "logits", "tasks": ["semantic-segmentation"],
-                "result": {"shape": [-1, 3, -1, -1], "dim_order": ["batch", "class", "height", "width"],
-                           "data_type": "float32"},
-                "classification:classes": [{"value": i, "name": n} for i, n in enumerate(CARD_CLASSES)],
-            }],
+            "datetime": "2024-06-01T00:00:00Z",
+            "mlm:name": "carded",
+            "mlm:architecture": "1x1 convolution",
+            "mlm:tasks": ["semantic-segmentation"],
+            "mlm:framework": "ONNX",
+            "mlm:input": [
+                {
+                    "name": "bands",
+                    "bands": ["blue", "green", "red", "nir"][::-1],
+                    "input": {
+                        "shape": [-1, 4, -1, -1],
+                        "dim_order": ["batch", "channel", "height", "width"],
+                        "data_type": "float32",
+                    },
+                    "value_scaling": [
+                        {"type": "z-score", "mean": m, "stddev": d} for m, d in zip(MEANS, STDDEVS, strict=True)
+                    ],
+                }
+            ],
+            "mlm:output": [
+                {
+                    "name": "logits",
+                    "tasks": ["semantic-segmentation"],
+                    "result": {
+                        "shape": [-1, 3, -1, -1],
+                        "dim_order": ["batch", "class", "height", "width"],
+                        "data_type": "float32",
+                    },
+                    "classification:classes": [{"value": i, "name": n} for i, n in enumerate(CARD_CLASSES)],
+                }
+            ],
         },
         "assets": {"model": {"href": "carded.onnx", "roles": ["mlm:model"], "type": "application/octet-stream"}},
     }
@@ -95,13 +115,18 @@ def mlm_card() -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[ModelServerProcess]:
-    env = {"CONSTELLATION_MODELS_ROOT": str(models_root), "CONSTELLATION_MODEL_SERVER_TOKEN": "",
-           "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": "3", "HF_HUB_OFFLINE": "1"}
+    env = {
+        "CONSTELLATION_MODELS_ROOT": str(models_root),
+        "CONSTELLATION_MODEL_SERVER_TOKEN": "",
+        "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": "3",
+        "HF_HUB_OFFLINE": "1",
+    }
     with running_server(env, tmp_path_factory.mktemp("band_server") / "server.log") as running:
         with running.client() as http:
             for name, (source, task) in MODELS.items():
-                answer = http.post(f"/v2/repository/models/{name}/load",
-                                   json={"parameters": {"source": source, "task": task}})
+                answer = http.post(
+                    f"/v2/repository/models/{name}/load", json={"parameters": {"source": source, "task": task}}
+                )
                 assert answer.status_code == 200, answer.text
         yield running
 
@@ -137,10 +162,19 @@ def write_tiles(folder: Path, values: np.ndarray, described: bool = True) -> lis
         for col in range(0, width, TILE):
             path = folder / f"tile_{row:03d}_{col:03d}.tif"
             path.parent.mkdir(parents=True, exist_ok=True)
-            with rasterio.open(path, "w", driver="GTiff", width=TILE, height=TILE, count=bands, dtype="uint16",
-                               crs="EPSG:32633", transform=from_origin(500000 + 10 * col, 4650000 - 10 * row, 10, 10),
-                               nodata=NODATA) as out:
-                out.write(values[:, row:row + TILE, col:col + TILE])
+            with rasterio.open(
+                path,
+                "w",
+                driver="GTiff",
+                width=TILE,
+                height=TILE,
+                count=bands,
+                dtype="uint16",
+                crs="EPSG:32633",
+                transform=from_origin(500000 + 10 * col, 4650000 - 10 * row, 10, 10),
+                nodata=NODATA,
+            ) as out:
+                out.write(values[:, row : row + TILE, col : col + TILE])
                 if described:
                     out.descriptions = BANDS[:bands]
             paths.append(path)
@@ -149,8 +183,14 @@ def write_tiles(folder: Path, values: np.ndarray, described: bool = True) -> lis
 
 def read(path: Path) -> tuple[np.ndarray, dict]:
     with rasterio.open(path) as dataset:
-        return dataset.read(), {"crs": dataset.crs, "transform": dataset.transform, "nodata": dataset.nodata,
-                                "count": dataset.count, "dtype": dataset.dtypes[0], "mask": dataset.dataset_mask()}
+        return dataset.read(), {
+            "crs": dataset.crs,
+            "transform": dataset.transform,
+            "nodata": dataset.nodata,
+            "count": dataset.count,
+            "dtype": dataset.dtypes[0],
+            "mask": dataset.dataset_mask(),
+        }
 
 
 def tiles_of(paths: list[Path]) -> np.ndarray:
@@ -160,8 +200,9 @@ def tiles_of(paths: list[Path]) -> np.ndarray:
 # Through the server: the protocol's tensors, in binary.
 
 
-def test_segmentation_through_the_server_is_onnxruntime_in_process(server: ModelServerProcess, models_root: Path,
-                                                                    tmp_path: Path):
+def test_segmentation_through_the_server_is_onnxruntime_in_process(
+    server: ModelServerProcess, models_root: Path, tmp_path: Path
+):
     tiles = tiles_of(write_tiles(tmp_path, scene(1)))
     with ModelServer(server.url) as client:
         answer = client.infer_tensor("land-b", tiles, ["logits", "class_id"])
@@ -174,21 +215,32 @@ def test_segmentation_through_the_server_is_onnxruntime_in_process(server: Model
 
 
 def binary_body(tiles: np.ndarray, outputs: list[str]) -> tuple[bytes, dict[str, str]]:
-    header = json.dumps({
-        "inputs": [{"name": "bands", "shape": list(tiles.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": tiles.nbytes}}],
-        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
-    }).encode()
-    return header + tiles.astype("<f4").tobytes(), {"Inference-Header-Content-Length": str(len(header)),
-                                                     "Content-Type": "application/octet-stream"}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "bands",
+                    "shape": list(tiles.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": tiles.nbytes},
+                }
+            ],
+            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+        }
+    ).encode()
+    return header + tiles.astype("<f4").tobytes(), {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def stats(http: httpx.Client, name: str) -> dict:
     return http.get(f"/v2/models/{name}/stats").json()["model_stats"][0]
 
 
-def test_the_route_takes_and_answers_binary_tensors_and_counts_them(http: httpx.Client, models_root: Path,
-                                                                    tmp_path: Path):
+def test_the_route_takes_and_answers_binary_tensors_and_counts_them(
+    http: httpx.Client, models_root: Path, tmp_path: Path
+):
     tiles = tiles_of(write_tiles(tmp_path, scene(2)))[:2]
     before = stats(http, "land-a")
     body, headers = binary_body(tiles, ["class_id"])
@@ -204,9 +256,15 @@ def test_the_route_takes_and_answers_binary_tensors_and_counts_them(http: httpx.
     (logits,) = session_of(models_root / MODELS["land-a"][0]).run(None, {"bands": tiles})
     np.testing.assert_array_equal(ids, logits.argmax(axis=1))
     # The same tiles as JSON numbers: the same answer, in JSON, counted apart.
-    plain = http.post("/v2/models/land-a/infer", json={
-        "inputs": [{"name": "bands", "shape": list(tiles.shape), "datatype": "FP32", "data": tiles.ravel().tolist()}],
-        "outputs": [{"name": "class_id"}]})
+    plain = http.post(
+        "/v2/models/land-a/infer",
+        json={
+            "inputs": [
+                {"name": "bands", "shape": list(tiles.shape), "datatype": "FP32", "data": tiles.ravel().tolist()}
+            ],
+            "outputs": [{"name": "class_id"}],
+        },
+    )
     assert plain.status_code == 200, plain.text
     assert plain.json()["outputs"][0]["data"] == ids.ravel().tolist()
     after = stats(http, "land-a")
@@ -215,34 +273,72 @@ def test_the_route_takes_and_answers_binary_tensors_and_counts_them(http: httpx.
     assert after["inference_count"] - before["inference_count"] == 4
 
 
-@pytest.mark.parametrize(("body", "headers", "status", "words"), [
-    (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
-     b'{"binary_data_size": 64}}]}' + b"\0" * 60, None, 400, "binary_data_size 64, but only 60 bytes"),
-    (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
-     b'{"binary_data_size": 60}}]}' + b"\0" * 60, None, 400, "which is 64 bytes, but binary_data_size is 60"),
-    (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
-     b'{"binary_data_size": 64}}]}' + b"\0" * 70, None, 400, "70 bytes of binary data"),
-    (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
-     b'{"binary_data_size": 64}}]}', {"Inference-Header-Content-Length": "9999"}, 422, "Inference-Header"),
-    (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
-     b'{"binary_data_size": 64}}]}' + b"\0" * 64, {"Content-Type": "text/plain"}, 415, "octet-stream"),
-    (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32"}]}', None, 422, "has no data"),
-    (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
-     b'{"binary_data_size": 64}}], "outputs": [{"name": "nope"}]}' + b"\0" * 64, None, 400, "'nope'"),
-])
-def test_binary_requests_that_do_not_add_up_are_refused(http: httpx.Client, body: bytes, headers: dict | None,
-                                                         status: int, words: str):
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "words"),
+    [
+        (
+            b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
+            b'{"binary_data_size": 64}}]}' + b"\0" * 60,
+            None,
+            400,
+            "binary_data_size 64, but only 60 bytes",
+        ),
+        (
+            b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
+            b'{"binary_data_size": 60}}]}' + b"\0" * 60,
+            None,
+            400,
+            "which is 64 bytes, but binary_data_size is 60",
+        ),
+        (
+            b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
+            b'{"binary_data_size": 64}}]}' + b"\0" * 70,
+            None,
+            400,
+            "70 bytes of binary data",
+        ),
+        (
+            b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
+            b'{"binary_data_size": 64}}]}',
+            {"Inference-Header-Content-Length": "9999"},
+            422,
+            "Inference-Header",
+        ),
+        (
+            b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
+            b'{"binary_data_size": 64}}]}' + b"\0" * 64,
+            {"Content-Type": "text/plain"},
+            415,
+            "octet-stream",
+        ),
+        (b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32"}]}', None, 422, "has no data"),
+        (
+            b'{"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": '
+            b'{"binary_data_size": 64}}], "outputs": [{"name": "nope"}]}' + b"\0" * 64,
+            None,
+            400,
+            "'nope'",
+        ),
+    ],
+)
+def test_binary_requests_that_do_not_add_up_are_refused(
+    http: httpx.Client, body: bytes, headers: dict | None, status: int, words: str
+):
     length = body.index(b"]}") + 2 if b'"outputs"' not in body else body.index(b"}]}") + 3
-    sent = {"Inference-Header-Content-Length": str(length), "Content-Type": "application/octet-stream",
-            **(headers or {})}
+    sent = {
+        "Inference-Header-Content-Length": str(length),
+        "Content-Type": "application/octet-stream",
+        **(headers or {}),
+    }
     answer = http.post("/v2/models/land-a/infer", content=body, headers=sent)
     assert answer.status_code == status, answer.text
     assert words in answer.json()["error"]
 
 
 def test_a_binary_request_without_the_header_is_refused(http: httpx.Client):
-    body = {"inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32",
-                        "parameters": {"binary_data_size": 64}}]}
+    body = {
+        "inputs": [{"name": "bands", "shape": [1, 4, 2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 64}}]
+    }
     answer = http.post("/v2/models/land-a/infer", json=body)
     assert answer.status_code == 400 and "Inference-Header-Content-Length" in answer.json()["error"]
 
@@ -267,14 +363,18 @@ def test_labels_from_the_graphs_metadata_and_from_an_mlm_card(http: httpx.Client
     assert fixed["inputs"][0]["shape"] == [-1, 4, TILE, TILE]
 
 
-@pytest.mark.parametrize(("source", "task", "words"), [
-    ("scored-badly.onnx", "image-segmentation", ["names 2 classes", "scores 3"]),
-    ("expression.onnx", "image-segmentation", ["expression.json", "expression"]),
-    ("land-cover-a.onnx", "image-classification", ["[N, K]", "'logits'"]),
-    ("scenes.onnx", "image-segmentation", ["[N, K, H, W]"]),
-])
-def test_models_that_do_not_fit_their_task_are_refused_at_load(http: httpx.Client, source: str, task: str,
-                                                                words: list[str]):
+@pytest.mark.parametrize(
+    ("source", "task", "words"),
+    [
+        ("scored-badly.onnx", "image-segmentation", ["names 2 classes", "scores 3"]),
+        ("expression.onnx", "image-segmentation", ["expression.json", "expression"]),
+        ("land-cover-a.onnx", "image-classification", ["[N, K]", "'logits'"]),
+        ("scenes.onnx", "image-segmentation", ["[N, K, H, W]"]),
+    ],
+)
+def test_models_that_do_not_fit_their_task_are_refused_at_load(
+    http: httpx.Client, source: str, task: str, words: list[str]
+):
     answer = http.post("/v2/repository/models/misfit/load", json={"parameters": {"source": source, "task": task}})
     assert answer.status_code == 400, answer.text
     assert all(w in answer.json()["error"] for w in words), answer.json()["error"]
@@ -301,8 +401,7 @@ def test_a_model_of_4_bands_refuses_3_saying_both(http: httpx.Client, server: Mo
 def run_context(tmp_path: Path, server: ModelServerProcess, data: Path | None = None) -> RunContext:
     workspace = Workspace(data_root=str(data or tmp_path), artifact_root=str(tmp_path / "art"))
     connection = ModelServerConnection(url=server.url, retry_attempts=1)
-    return RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace,
-                                                                          model_server=connection))
+    return RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace, model_server=connection))
 
 
 def deploy(model: str, source: str, task: str = "image-segmentation") -> dict:
@@ -310,20 +409,30 @@ def deploy(model: str, source: str, task: str = "image-segmentation") -> dict:
 
 
 def inference(model: str) -> dict:
-    return {"operation": "model_inference", "parameters": {
-        "model": model, "data": {"operation": "import_from_local", "parameters": {"path": "tiles"}}, "batch_size": 3}}
+    return {
+        "operation": "model_inference",
+        "parameters": {
+            "model": model,
+            "data": {"operation": "import_from_local", "parameters": {"path": "tiles"}},
+            "batch_size": 3,
+        },
+    }
 
 
-def test_two_models_segment_georeferenced_tiles_into_georeferenced_masks(server: ModelServerProcess,
-                                                                          models_root: Path, tmp_path: Path,
-                                                                          http: httpx.Client):
+def test_two_models_segment_georeferenced_tiles_into_georeferenced_masks(
+    server: ModelServerProcess, models_root: Path, tmp_path: Path, http: httpx.Client
+):
     """import_from_local -> deploy_model x2 -> model_inference x2, run as a run runs them."""
     data = tmp_path / "data"
     values = scene(4)
     paths = write_tiles(data / "tiles", values)
     ctx = run_context(tmp_path, server, data)
-    instructions = [deploy("run-a", "land-cover-a.onnx"), deploy("run-b", "nested/land-cover-b.onnx"),
-                    inference("run-a"), inference("run-b")]
+    instructions = [
+        deploy("run-a", "land-cover-a.onnx"),
+        deploy("run-b", "nested/land-cover-b.onnx"),
+        inference("run-a"),
+        inference("run-b"),
+    ]
     _, _, first, second = execute(build_plan(instructions, CATALOG), CATALOG, ctx)
     assert first.labels == list(LAND_COVER_LABELS) and first.task == "image-segmentation"
     disagree = []
@@ -353,24 +462,29 @@ def test_two_models_segment_georeferenced_tiles_into_georeferenced_masks(server:
     assert http.get("/v2/models/run-a").status_code == 404
 
 
-def test_the_server_counts_the_pipelines_requests_as_binary(server: ModelServerProcess, http: httpx.Client,
-                                                           tmp_path: Path):
+def test_the_server_counts_the_pipelines_requests_as_binary(
+    server: ModelServerProcess, http: httpx.Client, tmp_path: Path
+):
     paths = write_tiles(tmp_path / "tiles", scene(5))
     before = stats(http, "land-a")
-    predictions = ops.model_inference(run_context(tmp_path, server), "land-a",
-                                      FileList([FileRef(p.name, p) for p in paths]), batch_size=2)
+    predictions = ops.model_inference(
+        run_context(tmp_path, server), "land-a", FileList([FileRef(p.name, p) for p in paths]), batch_size=2
+    )
     after = stats(http, "land-a")
     assert len(predictions.items) == 4
-    assert (after["binary_requests"] - before["binary_requests"], after["json_requests"] - before["json_requests"]) \
-        == (2, 0)
+    assert (after["binary_requests"] - before["binary_requests"], after["json_requests"] - before["json_requests"]) == (
+        2,
+        0,
+    )
 
 
 def card_scaled(bands: np.ndarray) -> np.ndarray:
     return (bands.astype(np.float32) - np.float32(MEANS)[:, None, None]) / np.float32(STDDEVS)[:, None, None]
 
 
-def test_the_card_picks_bands_by_name_and_scales_them_unless_normalized(server: ModelServerProcess,
-                                                                        models_root: Path, tmp_path: Path):
+def test_the_card_picks_bands_by_name_and_scales_them_unless_normalized(
+    server: ModelServerProcess, models_root: Path, tmp_path: Path
+):
     values = scene(6)
     paths = write_tiles(tmp_path / "tiles", values)
     refs = [FileRef(p.name, p) for p in paths]
@@ -414,12 +528,12 @@ def test_the_card_picks_bands_by_name_and_scales_them_unless_normalized(server: 
     with rasterio.open(unnamed[0], "r+") as dataset:
         dataset.descriptions = ("blue", "green", "red", "swir")
     with pytest.raises(OperationError, match=r"has no 'nir' \(its bands: blue, green, red, swir\)"):
-        ops.model_inference(run_context(tmp_path / "third", server), "carded",
-                            FileList([FileRef(unnamed[0].name, unnamed[0])]))
+        ops.model_inference(
+            run_context(tmp_path / "third", server), "carded", FileList([FileRef(unnamed[0].name, unnamed[0])])
+        )
 
 
-def test_the_cards_bands_are_found_by_any_of_their_names(server: ModelServerProcess, models_root: Path,
-                                                          tmp_path: Path):
+def test_the_cards_bands_are_found_by_any_of_their_names(server: ModelServerProcess, models_root: Path, tmp_path: Path):
     """A file from import_from_stac: descriptions are STAC's own names, the common names are band metadata."""
     paths = write_tiles(tmp_path / "tiles", scene(10))
     for path in paths:
@@ -427,8 +541,9 @@ def test_the_cards_bands_are_found_by_any_of_their_names(server: ModelServerProc
             dataset.descriptions = ("B02", "B03", "B04", "B08")
             for index, common in enumerate(BANDS, start=1):
                 dataset.update_tags(index, name=dataset.descriptions[index - 1], common_name=common)
-    predictions = ops.model_inference(run_context(tmp_path, server), "carded",
-                                      FileList([FileRef(p.name, p) for p in paths]))
+    predictions = ops.model_inference(
+        run_context(tmp_path, server), "carded", FileList([FileRef(p.name, p) for p in paths])
+    )
     session = session_of(models_root / "carded.onnx")
     for path, item in zip(paths, predictions.items, strict=True):
         tile, _ = read(path)
@@ -440,8 +555,9 @@ def test_the_cards_bands_are_found_by_any_of_their_names(server: ModelServerProc
 
 def test_tile_classification_keeps_each_tiles_place(server: ModelServerProcess, models_root: Path, tmp_path: Path):
     paths = write_tiles(tmp_path / "tiles", scene(8))
-    predictions = ops.model_inference(run_context(tmp_path, server), "scenes",
-                                      FileList([FileRef(p.name, p) for p in paths]), top_k=2)
+    predictions = ops.model_inference(
+        run_context(tmp_path, server), "scenes", FileList([FileRef(p.name, p) for p in paths]), top_k=2
+    )
     session = session_of(models_root / "scenes.onnx")
     for path, item in zip(paths, predictions.items, strict=True):
         tile, facts = read(path)
@@ -454,53 +570,98 @@ def test_tile_classification_keeps_each_tiles_place(server: ModelServerProcess, 
 
 
 def test_a_fixed_size_model_gets_edge_tiles_padded_and_masks_cut_back(server: ModelServerProcess, tmp_path: Path):
-    values = scene(9)[:, :TILE, :TILE - 8]
+    values = scene(9)[:, :TILE, : TILE - 8]
     path = tmp_path / "edge.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=TILE - 8, height=TILE, count=4, dtype="uint16",
-                       crs="EPSG:32633", transform=from_origin(500000, 4650000, 10, 10), nodata=NODATA) as out:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=TILE - 8,
+        height=TILE,
+        count=4,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 4650000, 10, 10),
+        nodata=NODATA,
+    ) as out:
         out.write(values)
-    predictions = ops.model_inference(run_context(tmp_path, server), "land-fixed",
-                                      FileList([FileRef("edge.tif", path)]))
+    predictions = ops.model_inference(
+        run_context(tmp_path, server), "land-fixed", FileList([FileRef("edge.tif", path)])
+    )
     mask, facts = read(Path(predictions.items[0]["mask"]))
     assert mask.shape == (1, TILE, TILE - 8) and facts["transform"] == from_origin(500000, 4650000, 10, 10)
 
 
-def test_deploying_a_tabular_graph_as_an_image_model_fails_before_inference(server: ModelServerProcess,
-                                                                            models_root: Path, tmp_path: Path):
+def test_deploying_a_tabular_graph_as_an_image_model_fails_before_inference(
+    server: ModelServerProcess, models_root: Path, tmp_path: Path
+):
     from tiny_models import make_tabular_classifier
 
     make_tabular_classifier(models_root / "rows.onnx")
-    plan = build_plan([{"operation": "deploy_model", "parameters": {"model": "rows", "task": "image-classification",
-                                                                      "source": "rows.onnx"}}], CATALOG)
+    plan = build_plan(
+        [
+            {
+                "operation": "deploy_model",
+                "parameters": {"model": "rows", "task": "image-classification", "source": "rows.onnx"},
+            }
+        ],
+        CATALOG,
+    )
     with pytest.raises(InstructionFailed, match=r"\[N, C, H, W\].*load it as tabular-classification"):
         execute(plan, CATALOG, run_context(tmp_path, server))
 
 
-
-BINARY_HEADERS = st.fixed_dictionaries({
-    "inputs": st.lists(st.fixed_dictionaries({
-        "name": st.sampled_from(["bands", "image", ""]),
-        "shape": st.lists(st.integers(-2, 5) | st.sampled_from([2**40, 2**63]), max_size=5),
-        "datatype": st.sampled_from(["FP32", "FP64", "UINT8", "BYTES", "BOOL", "X"]),
-        "parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-1, 600) | st.booleans()
-                                             | st.sampled_from([2**70, "10"])}),
-    }), max_size=3),
-}, optional={"outputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["class_id", "logits", "x"]),
-                                                        "parameters": st.fixed_dictionaries(
-                                                            {"binary_data": st.booleans() | st.none()})}),
-                                 max_size=3),
-             "parameters": st.fixed_dictionaries({"binary_data_output": st.booleans()})})
+BINARY_HEADERS = st.fixed_dictionaries(
+    {
+        "inputs": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "name": st.sampled_from(["bands", "image", ""]),
+                    "shape": st.lists(st.integers(-2, 5) | st.sampled_from([2**40, 2**63]), max_size=5),
+                    "datatype": st.sampled_from(["FP32", "FP64", "UINT8", "BYTES", "BOOL", "X"]),
+                    "parameters": st.fixed_dictionaries(
+                        {"binary_data_size": st.integers(-1, 600) | st.booleans() | st.sampled_from([2**70, "10"])}
+                    ),
+                }
+            ),
+            max_size=3,
+        ),
+    },
+    optional={
+        "outputs": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "name": st.sampled_from(["class_id", "logits", "x"]),
+                    "parameters": st.fixed_dictionaries({"binary_data": st.booleans() | st.none()}),
+                }
+            ),
+            max_size=3,
+        ),
+        "parameters": st.fixed_dictionaries({"binary_data_output": st.booleans()}),
+    },
+)
 
 
 def test_random_binary_bodies_never_get_a_server_error(http: httpx.Client, server: ModelServerProcess):
-    @settings(max_examples=60, deadline=None, derandomize=True, database=None, print_blob=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(BINARY_HEADERS, st.binary(max_size=600), st.integers(-5, 5), st.sampled_from(["land-a", "scenes"]))
     def no_server_error(header: dict, tail: bytes, skew: int, model: str) -> None:
         head = json.dumps(header).encode()
-        answer = http.post(f"/v2/models/{model}/infer", content=head + tail,
-                           headers={"Inference-Header-Content-Length": str(max(0, len(head) + skew)),
-                                    "Content-Type": "application/octet-stream"})
+        answer = http.post(
+            f"/v2/models/{model}/infer",
+            content=head + tail,
+            headers={
+                "Inference-Header-Content-Length": str(max(0, len(head) + skew)),
+                "Content-Type": "application/octet-stream",
+            },
+        )
         assert answer.status_code < 500, (header, answer.text)
 
     no_server_error()

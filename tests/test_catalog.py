@@ -39,12 +39,7 @@ def test_every_nested_input_names_documented_types():
 
 
 def test_every_parameter_has_a_description():
-    missing = [
-        f"{op.name}.{p.name}"
-        for op in CATALOG.operations.values()
-        for p in op.parameters
-        if not p.description
-    ]
+    missing = [f"{op.name}.{p.name}" for op in CATALOG.operations.values() for p in op.parameters if not p.description]
     assert missing == []
 
 
@@ -87,11 +82,7 @@ def test_catalog_json_round_trips():
 BAD_PIPELINES = [
     [instruction("resize_imag", data=instruction("import_from_local", path="a"), width=1, height=1)],
     [instruction("resize_image", data=instruction("import_from_local", path=""), widht=1, height=0)],
-    [
-        instruction(
-            "dict_to_list", data=instruction("batch_formatted_data", data=instruction("import_from_url"))
-        )
-    ],
+    [instruction("dict_to_list", data=instruction("batch_formatted_data", data=instruction("import_from_url")))],
     [instruction("batch_formatted_data", data="photos", batch_size=2.5)],
     [instruction("resize_image", data=instruction("import_from_local", path="a"), width={"operation": "x"})],
 ]
@@ -137,9 +128,7 @@ def greet(
     return Greeting(" ".join([f"hello {name}"] * times))
 
 
-def shout(
-    ctx: RunContext, greeting: Annotated[Greeting, Field(description="the greeting to shout")]
-) -> Greeting:
+def shout(ctx: RunContext, greeting: Annotated[Greeting, Field(description="the greeting to shout")]) -> Greeting:
     """Shout a greeting."""
     return Greeting(greeting.text.upper() + "!")
 

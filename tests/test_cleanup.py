@@ -33,6 +33,7 @@ def fail(ctx: RunContext, why: Annotated[str, Field(description="the message")])
 
 def broken(ctx: RunContext, name: Annotated[str, Field(description="what to acquire")]) -> dict:
     """Acquires something whose release fails."""
+
     def explode() -> None:
         raise RuntimeError("the server is gone")
 
@@ -60,8 +61,14 @@ def op(operation: str, **parameters) -> dict:
 
 def test_what_is_left_is_released_newest_first_after_success(tmp_path, caplog):
     journal = run([op("acquire", name="a"), op("acquire", name="b")], tmp_path, caplog)
-    assert journal == ["acquire a", "acquire b", "release b", "release a",
-                       "log: clean-up: releasing b", "log: clean-up: releasing a"]
+    assert journal == [
+        "acquire a",
+        "acquire b",
+        "release b",
+        "release a",
+        "log: clean-up: releasing b",
+        "log: clean-up: releasing a",
+    ]
 
 
 def test_an_explicit_release_is_not_repeated(tmp_path, caplog):

@@ -37,8 +37,9 @@ def cli_env(url: str, token: str | None = None) -> dict[str, str]:
 
 
 def cli(url: str, *args: str, stdin: str | None = None, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CLI), *args], input=stdin, env=cli_env(url, token), capture_output=True, text=True,
-                          timeout=90)
+    return subprocess.run(
+        [str(CLI), *args], input=stdin, env=cli_env(url, token), capture_output=True, text=True, timeout=90
+    )
 
 
 @pytest.fixture
@@ -55,11 +56,15 @@ def sample_count(stack: Stack) -> int:
     return sum(1 for p in (stack.data_root / "samples").rglob("*") if p.is_file())
 
 
-INVALID = {"instructions": [
-    {"operation": "resize_imag", "parameters": {}},
-    {"operation": "resize_image", "parameters": {"width": 0, "height": 8,
-                                                  "data": {"operation": "import_from_local", "parameters": {}}}},
-]}
+INVALID = {
+    "instructions": [
+        {"operation": "resize_imag", "parameters": {}},
+        {
+            "operation": "resize_image",
+            "parameters": {"width": 0, "height": 8, "data": {"operation": "import_from_local", "parameters": {}}},
+        },
+    ]
+}
 
 
 @e2e
@@ -72,13 +77,27 @@ def test_submit_shows_progress_then_the_results_table(stack: Stack, write_body):
     assert f"FileList: {sample_count(stack)} items" in row
 
 
-COMPARISON = {"instructions": [
-    {"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
-    {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
-    {"operation": "compare_models", "parameters": {"results": [
-        {"operation": "model_inference", "parameters": {"model": model, "data": {
-            "operation": "import_from_local", "parameters": {"path": "samples"}}}}
-        for model in ("fire-vit-a", "fire-vit-b")]}}]}
+COMPARISON = {
+    "instructions": [
+        {"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
+        {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
+        {
+            "operation": "compare_models",
+            "parameters": {
+                "results": [
+                    {
+                        "operation": "model_inference",
+                        "parameters": {
+                            "model": model,
+                            "data": {"operation": "import_from_local", "parameters": {"path": "samples"}},
+                        },
+                    }
+                    for model in ("fire-vit-a", "fire-vit-b")
+                ]
+            },
+        },
+    ]
+}
 
 
 @e2e
@@ -115,8 +134,11 @@ def test_an_invalid_pipeline_lists_every_problem_and_exits_2(stack: Stack, write
         refused = cli(stack.api_url, command, write_body(INVALID))
         assert refused.returncode == 2, refused
         lines = refused.stderr.splitlines()
-        for path in ("/instructions/0/operation", "/instructions/1/parameters/width",
-                     "/instructions/1/parameters/data/parameters"):
+        for path in (
+            "/instructions/0/operation",
+            "/instructions/1/parameters/width",
+            "/instructions/1/parameters/data/parameters",
+        ):
             assert any(line.strip().startswith(f"{path}: ") for line in lines), (path, refused.stderr)
         assert "did you mean 'resize_image'" in refused.stderr
         assert not RUN_ID.search(refused.stderr + refused.stdout)  # nothing launched
@@ -125,8 +147,12 @@ def test_an_invalid_pipeline_lists_every_problem_and_exits_2(stack: Stack, write
 @e2e
 def test_validate_counts_instructions_and_what_will_run(stack: Stack, write_body):
     shared = {"operation": "import_from_local", "parameters": {"path": "samples"}}
-    body = {"instructions": [{"operation": "dict_to_list", "parameters": {"data": shared}},
-                             {"operation": "resize_image", "parameters": {"data": shared, "width": 8, "height": 8}}]}
+    body = {
+        "instructions": [
+            {"operation": "dict_to_list", "parameters": {"data": shared}},
+            {"operation": "resize_image", "parameters": {"data": shared, "width": 8, "height": 8}},
+        ]
+    }
     checked = cli(stack.api_url, "validate", write_body(body))
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.strip() == "valid: 2 instructions (3 to run)"  # the shared import runs once
@@ -154,8 +180,14 @@ def test_status_and_results_of_a_finished_run(stack: Stack, write_body):
 
 
 # Fails while it runs (no check before launch can know): 6 ** 400 is beyond the largest float.
-OVERFLOWS = {"instructions": [{"operation": "math_block", "parameters": {
-    "operand": "pow", "constant": 400, "data": {"operation": "mock_csv_data"}}}]}
+OVERFLOWS = {
+    "instructions": [
+        {
+            "operation": "math_block",
+            "parameters": {"operand": "pow", "constant": 400, "data": {"operation": "mock_csv_data"}},
+        }
+    ]
+}
 OVERFLOW_ERROR = "row 1, column 'column3': 6.0 pow 400.0 would be about 10^311.3, beyond the largest float"
 
 
@@ -196,15 +228,23 @@ def test_ops_lists_the_catalog_and_describes_one_operation(stack: Stack):
 # Starts a program the way a terminal's shell does, with Ctrl-C's signal at its default. A background job of a
 # non-interactive shell (CI scripts, `cmd &`) inherits SIGINT ignored, and Python then never raises
 # KeyboardInterrupt: the CLI would follow the run to its end and exit 0 (what CI once saw).
-AS_IN_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                    "os.execv(sys.argv[1], sys.argv[1:])"]
+AS_IN_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
 
 
 @e2e
 def test_ctrl_c_leaves_the_run_running_and_cancel_stops_it(stack: Stack, write_body, slow_file_url: str):
     body = {"instructions": [{"operation": "import_from_url", "parameters": {"url": slow_file_url}}]}
-    following = subprocess.Popen([*AS_IN_A_TERMINAL, str(CLI), "submit", write_body(body)],
-                                 env=cli_env(stack.api_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    following = subprocess.Popen(
+        [*AS_IN_A_TERMINAL, str(CLI), "submit", write_body(body)],
+        env=cli_env(stack.api_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in following.stderr], daemon=True).start()
     seen = ""
@@ -241,12 +281,18 @@ def test_an_unreachable_gateway_is_one_line_naming_the_url():
         assert flag.returncode == 3 and url in flag.stderr and "given by --url" in flag.stderr, (args, flag)
     port = free_port()  # no CONSTELLATION_URL: the port `make run` was given, else 8000
     env = {k: v for k, v in cli_env(url).items() if k != "CONSTELLATION_URL"}
-    moved = subprocess.run([str(CLI), "ops"], env={**env, "CONSTELLATION_API_PORT": str(port)}, capture_output=True,
-                           text=True, timeout=30)
+    moved = subprocess.run(
+        [str(CLI), "ops"], env={**env, "CONSTELLATION_API_PORT": str(port)}, capture_output=True, text=True, timeout=30
+    )
     assert moved.returncode == 3 and f"at http://127.0.0.1:{port} (" in moved.stderr, moved
     assert "from $CONSTELLATION_API_PORT" in moved.stderr
-    told = subprocess.run([str(CLI), "--help"], env={**env, "CONSTELLATION_API_PORT": str(port)},
-                          capture_output=True, text=True, timeout=30)
+    told = subprocess.run(
+        [str(CLI), "--help"],
+        env={**env, "CONSTELLATION_API_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert f"Now: http://127.0.0.1:{port} ($CONSTELLATION_API_PORT)" in " ".join(told.stdout.split())
 
 
@@ -254,11 +300,19 @@ def test_an_unreachable_gateway_is_one_line_naming_the_url():
 def gateway_with_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """The real gateway, with a token and no Dagster behind it: enough to meet its door."""
     port, token = free_port(), "cli-test-token-4c1f"
-    env = {**os.environ, "CONSTELLATION_API_TOKEN": token,
-           "CONSTELLATION_DAGSTER_URL": f"http://127.0.0.1:{free_port()}",
-           "CONSTELLATION_ARTIFACT_ROOT": str(tmp_path_factory.mktemp("artifacts"))}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)], cwd=ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "CONSTELLATION_API_TOKEN": token,
+        "CONSTELLATION_DAGSTER_URL": f"http://127.0.0.1:{free_port()}",
+        "CONSTELLATION_ARTIFACT_ROOT": str(tmp_path_factory.mktemp("artifacts")),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -339,11 +393,16 @@ def test_help_names_every_command_the_environment_and_the_exit_codes():
         assert own.returncode == 0 and f"Usage: constellation {command}" in own.stdout, own
         assert "--json" in own.stdout and "--url" in own.stdout, (command, own.stdout)
     flat = " ".join(top.stdout.split())
-    for words in ("$CONSTELLATION_URL, else http://127.0.0.1:$CONSTELLATION_API_PORT",
-                  "else http://127.0.0.1:8000. Now: http://127.0.0.1:1 ($CONSTELLATION_URL)",
-                  "set $CONSTELLATION_API_TOKEN",
-                  "Exit codes: 0 done", "3 gateway unreachable", "130 interrupted", "--install-completion",
-                  "--show-completion"):
+    for words in (
+        "$CONSTELLATION_URL, else http://127.0.0.1:$CONSTELLATION_API_PORT",
+        "else http://127.0.0.1:8000. Now: http://127.0.0.1:1 ($CONSTELLATION_URL)",
+        "set $CONSTELLATION_API_TOKEN",
+        "Exit codes: 0 done",
+        "3 gateway unreachable",
+        "130 interrupted",
+        "--install-completion",
+        "--show-completion",
+    ):
         assert words in flat, (words, top.stdout)
     bare = cli("http://127.0.0.1:1")
     assert bare.returncode == 2 and "Usage: constellation" in bare.stdout + bare.stderr
@@ -356,8 +415,13 @@ def test_shell_completion_is_offered_and_completes_commands_options_and_operatio
 
     def complete(*words: str) -> list[str]:
         line = ["constellation", *words]
-        done = subprocess.run([str(CLI)], env={**env, "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(words))},
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [str(CLI)],
+            env={**env, "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(words))},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done
         return done.stdout.split()
 
@@ -388,21 +452,41 @@ class GatewayStandIn:
         if action == "report":
             return Response("<!doctype html><title>comparison</title>", content_type="text/html; charset=utf-8")
         if action == "results":
-            return reply(200, {"run_id": run_id, "results": [
-                {"path": "/instructions/2", "operation": "model_inference",
-                 "output": {"type": "Predictions", "model": "fire-vit-b", "count": 9}}]})
+            return reply(
+                200,
+                {
+                    "run_id": run_id,
+                    "results": [
+                        {
+                            "path": "/instructions/2",
+                            "operation": "model_inference",
+                            "output": {"type": "Predictions", "model": "fire-vit-b", "count": 9},
+                        }
+                    ],
+                },
+            )
         self.polls[run_id] = self.polls.get(run_id, 0) + 1
         first = self.polls[run_id] == 1
         last = "running" if first else ("failed" if run_id == self.RESUMED_FAILS else "succeeded")
         states = ["reused", "reused", last]
         status = "STARTED" if first else ("FAILURE" if run_id == self.RESUMED_FAILS else "SUCCESS")
-        return reply(200, {
-            "run_id": run_id, "run_status": status, "done": 2 if first else 3, "total": 3,
-            "instructions": [{"path": f"/instructions/{i}", "operation": "model_inference", "state": state}
-                             for i, state in enumerate(states)],
-            "error": {"path": "/instructions/2", "operation": "model_inference", "message": "model server down"}
-            if status == "FAILURE" else None,
-            "run_url": f"http://dagster.invalid/runs/{run_id}"})
+        return reply(
+            200,
+            {
+                "run_id": run_id,
+                "run_status": status,
+                "done": 2 if first else 3,
+                "total": 3,
+                "instructions": [
+                    {"path": f"/instructions/{i}", "operation": "model_inference", "state": state}
+                    for i, state in enumerate(states)
+                ],
+                "error": {"path": "/instructions/2", "operation": "model_inference", "message": "model server down"}
+                if status == "FAILURE"
+                else None,
+                "run_url": f"http://dagster.invalid/runs/{run_id}",
+            },
+        )
 
     def post(self, run_id: str, action: str) -> Response:
         if action == "cancel" and run_id == self.RESUMED:
@@ -412,8 +496,15 @@ class GatewayStandIn:
         if run_id == self.SUCCEEDED:
             return reply(409, {"status": "error", "message": f"run {run_id} is SUCCESS; nothing to resume"})
         new = self.RESUMED if run_id == self.FAILED else self.RESUMED_FAILS
-        return reply(200, {"status": "success", "run_id": new, "parent_run_id": run_id,
-                           "run_url": f"http://dagster.invalid/runs/{new}"})
+        return reply(
+            200,
+            {
+                "status": "success",
+                "run_id": new,
+                "parent_run_id": run_id,
+                "run_url": f"http://dagster.invalid/runs/{new}",
+            },
+        )
 
 
 def reply(code: int, body: dict) -> Response:
@@ -447,8 +538,12 @@ def test_retry_no_wait_and_json_against_a_stand_in_of_the_route(stand_in: str, h
     assert quick.returncode == 0 and quick.stdout.strip() == new, quick
     assert not any(method == "GET" for method, *_ in seen(httpserver))  # nothing followed
     launched = json.loads(cli(stand_in, "retry", parent, "--no-wait", "--json").stdout)
-    assert launched == {"status": "success", "run_id": new, "parent_run_id": parent,
-                        "run_url": f"http://dagster.invalid/runs/{new}"}
+    assert launched == {
+        "status": "success",
+        "run_id": new,
+        "parent_run_id": parent,
+        "run_url": f"http://dagster.invalid/runs/{new}",
+    }
     followed = cli(stand_in, "--json", "retry", parent)
     assert followed.returncode == 0, followed
     final = json.loads(followed.stdout)
@@ -463,7 +558,8 @@ def test_retry_refusals_and_a_failing_resumed_run_against_a_stand_in_of_the_rout
     fails = cli(stand_in, "retry", GatewayStandIn.RESUMED)
     assert fails.returncode == 1, fails
     assert fails.stderr.strip().splitlines()[-1] == (
-        f"run {GatewayStandIn.RESUMED_FAILS} FAILURE: model_inference at /instructions/2: model server down")
+        f"run {GatewayStandIn.RESUMED_FAILS} FAILURE: model_inference at /instructions/2: model server down"
+    )
 
 
 def test_report_and_cancel_json_against_a_stand_in(stand_in: str, tmp_path: Path):
@@ -472,8 +568,9 @@ def test_report_and_cancel_json_against_a_stand_in(stand_in: str, tmp_path: Path
     saved = cli(stand_in, "report", run_id, "-o", str(target), "--json")
     assert saved.returncode == 0 and json.loads(saved.stdout) == {"path": str(target.resolve())}, saved
     assert target.read_text().startswith("<!doctype html>")
-    plain = subprocess.run([str(CLI), "report", run_id], cwd=tmp_path, env=cli_env(stand_in), capture_output=True,
-                           text=True, timeout=30)
+    plain = subprocess.run(
+        [str(CLI), "report", run_id], cwd=tmp_path, env=cli_env(stand_in), capture_output=True, text=True, timeout=30
+    )
     assert plain.stdout.strip() == f"report saved to constellation-report-{run_id[:8]}.html", plain
     cancelled = cli(stand_in, "cancel", run_id, "--json")
     assert json.loads(cancelled.stdout) == {"run_id": run_id, "run_status": "CANCELING"}
@@ -511,8 +608,9 @@ def test_make_run_links_the_command_into_local_bin_when_that_is_on_path(tmp_path
 
 def test_make_run_prints_where_the_command_is_when_it_cannot_link(tmp_path: Path):
     env = {**os.environ, "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    said = subprocess.run([sys.executable, "-m", "constellation_cli.link"], env=env, capture_output=True, text=True,
-                          cwd=ROOT, timeout=30)
+    said = subprocess.run(
+        [sys.executable, "-m", "constellation_cli.link"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
     assert said.returncode == 0, said
     assert said.stdout.startswith(f"constellation is {CLI}") and f"ln -s {CLI} ~/.local/bin/" in said.stdout
     assert not (tmp_path / ".local").exists()

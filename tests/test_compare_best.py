@@ -49,8 +49,9 @@ def test_a_lead_that_is_not_significant_names_no_best():
 def test_three_models_the_tests_cannot_rank_name_no_best():
     report = compare.compare([run(m, guesses(seed, 0.5)) for m, seed in (("a", 6), ("b", 7), ("c", 8))], folders())
     assert "do not differ significantly" in report["verdict"] and report["best"] is None
-    clear = compare.compare([run("a", guesses(6, 0.5)), run("b", guesses(7, 0.5)), run("good", guesses(9, 0.97))],
-                            folders())
+    clear = compare.compare(
+        [run("a", guesses(6, 0.5)), run("b", guesses(7, 0.5)), run("good", guesses(9, 0.97))], folders()
+    )
     assert "significantly better than every other model" in clear["verdict"] and clear["best"] == "good"
 
 

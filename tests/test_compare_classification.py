@@ -28,8 +28,13 @@ NAMES = [f"{label}/{i}.jpg" for i, label in enumerate(TRUTH)]
 
 def run(model: str, predicted: list[str], names: list[str] = NAMES, seconds: float = 2.0) -> ModelRun:
     items = [{"name": n, "labels": [p, "other"], "scores": [0.9, 0.1]} for n, p in zip(names, predicted, strict=True)]
-    stats = {"inputs": len(names), "seconds": seconds, "batches": 2, "batch_seconds": [seconds / 4, 3 * seconds / 4],
-             "batch_sizes": [len(names) // 2, len(names) - len(names) // 2]}
+    stats = {
+        "inputs": len(names),
+        "seconds": seconds,
+        "batches": 2,
+        "batch_seconds": [seconds / 4, 3 * seconds / 4],
+        "batch_sizes": [len(names) // 2, len(names) - len(names) // 2],
+    }
     return ModelRun(model, "image-classification", items, stats, ["Fire", "Normal", "Smoke"])
 
 
@@ -45,15 +50,19 @@ def test_per_model_metrics_are_scikit_learns():
         assert entry["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
         assert entry["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0))
         labels = sorted(set(truth) | set(predicted))
-        precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
-                                                                         zero_division=0)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, predicted, labels=labels, zero_division=0
+        )
         # classes are shown as the model names them (its labels), matched without regard to case
         assert list(entry["per_class"]) == ["Fire", "Normal", "Smoke"]
         for i, shown in enumerate(entry["per_class"].values()):
             assert {k: shown[k] for k in ("precision", "recall", "f1", "support")} == pytest.approx(
-                {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]})
-        assert entry["confusion"] == {"labels": ["Fire", "Normal", "Smoke"],
-                                      "matrix": confusion_matrix(truth, predicted, labels=labels).tolist()}
+                {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
+            )
+        assert entry["confusion"] == {
+            "labels": ["Fire", "Normal", "Smoke"],
+            "matrix": confusion_matrix(truth, predicted, labels=labels).tolist(),
+        }
 
 
 def test_pairs_agreement_kappa_and_exact_mcnemar():
@@ -80,7 +89,8 @@ def test_vectorised_resampled_statistic_equals_scikit_learn():
         for m in range(2):
             assert scores[m, r] == pytest.approx(accuracy_score(expected[row], predicted[m][row]))
             assert scores[2 + m, r] == pytest.approx(
-                f1_score(expected[row], predicted[m][row], average="macro", zero_division=0))
+                f1_score(expected[row], predicted[m][row], average="macro", zero_division=0)
+            )
 
 
 def test_a_resample_drawn_as_cell_counts_scores_as_scikit_learn_on_the_inputs_it_stands_for():
@@ -96,7 +106,7 @@ def test_a_resample_drawn_as_cell_counts_scores_as_scikit_learn_on_the_inputs_it
     expected = rng.integers(0, 4, 3000)
     predicted = np.stack([np.where(rng.random(3000) < q, expected, rng.integers(0, 4, 3000)) for q in (0.5, 0.7)])
     table = Contingency(expected, predicted, 4)
-    assert table.size <= 4 ** 3 and table.size * 8 <= 3000  # few cells: counts drawn, not indices
+    assert table.size <= 4**3 and table.size * 8 <= 3000  # few cells: counts drawn, not indices
     representative = np.array([np.flatnonzero(table.codes == c)[0] for c in range(table.size)])
     counts = rng.multinomial(3000, np.bincount(table.codes) / 3000, size=3)
     scores = table.scores(counts)
@@ -105,7 +115,8 @@ def test_a_resample_drawn_as_cell_counts_scores_as_scikit_learn_on_the_inputs_it
         for m in range(2):
             assert scores[m, r] == pytest.approx(accuracy_score(expected[inputs], predicted[m][inputs]))
             assert scores[2 + m, r] == pytest.approx(
-                f1_score(expected[inputs], predicted[m][inputs], average="macro", zero_division=0))
+                f1_score(expected[inputs], predicted[m][inputs], average="macro", zero_division=0)
+            )
     drawn = stats.bootstrap_counts(table.scores, table.codes, table.size, n_resamples=2000, seed=1)
     assert drawn is not None and drawn.distribution.shape == (4, 2000)
     right = (predicted[1] == expected).astype(float)
@@ -130,8 +141,13 @@ def test_intervals_contain_the_estimate_and_repeat_for_a_seed():
             assert low <= entry[metric] <= high and high - low > 0.02
     assert first == again
     assert first["models"][0]["accuracy_ci"] != other["models"][0]["accuracy_ci"]
-    assert first["bootstrap"] == {"resamples": 1000, "seed": 7, "confidence": 0.95, "unit": "inputs",
-                                  "method": "percentile"}
+    assert first["bootstrap"] == {
+        "resamples": 1000,
+        "seed": 7,
+        "confidence": 0.95,
+        "unit": "inputs",
+        "method": "percentile",
+    }
 
 
 def test_verdict_is_significant_only_for_a_real_lead():
@@ -158,8 +174,9 @@ def test_without_truth_only_agreement():
     assert report["verdict"].startswith("No ground truth: agreement only. a and c agree most: on 100% of inputs")
     two = compare.compare([run("a", A), run("b", B)], None)
     agree, kappa = 100 * np.mean(np.array(A) == np.array(B)), cohen_kappa_score(A, B)
-    assert two["verdict"] == (f"No ground truth: agreement only. a and b agree on {agree:.0f}% of inputs "
-                              f"(kappa {kappa:.2f}).")
+    assert two["verdict"] == (
+        f"No ground truth: agreement only. a and b agree on {agree:.0f}% of inputs (kappa {kappa:.2f})."
+    )
 
 
 def test_speed_from_the_stats():
@@ -236,10 +253,14 @@ def test_ten_thousand_predictions_of_three_models_take_well_under_two_seconds():
 def test_numeric_truth_classes_and_a_single_model():
     names = ["0", "1", "2", "3"]
     predicted = ["1", "0", "1", "1"]
-    rows = ModelRun("tree", "tabular-classification",
-                    [{"name": n, "labels": [p], "scores": []} for n, p in zip(names, predicted, strict=True)])
+    rows = ModelRun(
+        "tree",
+        "tabular-classification",
+        [{"name": n, "labels": [p], "scores": []} for n, p in zip(names, predicted, strict=True)],
+    )
     report = compare.compare([rows], Truth("classes", {"0": 1.0, "1": 0, "2": 1, "3": 0.0}, source="column 'y'"))
     [m] = report["models"]
     assert m["accuracy"] == 0.75 and list(m["per_class"]) == ["0", "1"]
-    assert report["pairs"] == [] and report["verdict"].endswith("it is the only model, so there is nothing to compare "
-                                                                 "it with.")
+    assert report["pairs"] == [] and report["verdict"].endswith(
+        "it is the only model, so there is nothing to compare it with."
+    )

@@ -27,11 +27,27 @@ def ground_truth(folder: Path) -> Path:
     images, annotations = [], []
     for i in range(IMAGES):
         images.append({"id": i + 1, "file_name": f"img{i}.jpg", "width": 100, "height": 100})
-        annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1,
-                            "bbox": [10, 10, 30, 40], "area": 1200, "iscrowd": 0})
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": i + 1,
+                "category_id": 1,
+                "bbox": [10, 10, 30, 40],
+                "area": 1200,
+                "iscrowd": 0,
+            }
+        )
         if i % 2:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 2,
-                                "bbox": [50, 50, 20, 20], "area": 400, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": 2,
+                    "bbox": [50, 50, 20, 20],
+                    "area": 400,
+                    "iscrowd": 0,
+                }
+            )
     path = folder / "instances.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
     return path
@@ -50,10 +66,13 @@ def detections(i: int, quality: str) -> list[dict]:
 
 
 def run(model: str, quality: str) -> ModelRun:
-    items = [{"name": f"photos/img{i}.jpg", "width": 100, "height": 100, "detections": detections(i, quality)}
-             for i in range(IMAGES)]
-    return ModelRun(model, "object-detection", items, {"inputs": IMAGES, "seconds": 2.0, "batch_seconds": [1, 1]},
-                    ["person", "dog"])
+    items = [
+        {"name": f"photos/img{i}.jpg", "width": 100, "height": 100, "detections": detections(i, quality)}
+        for i in range(IMAGES)
+    ]
+    return ModelRun(
+        model, "object-detection", items, {"inputs": IMAGES, "seconds": 2.0, "batch_seconds": [1, 1]}, ["person", "dog"]
+    )
 
 
 def reference(path: Path, quality: str) -> COCOeval:
@@ -64,8 +83,14 @@ def reference(path: Path, quality: str) -> COCOeval:
         for i in range(IMAGES):
             for d in detections(i, quality):
                 x0, y0, x1, y1 = d["box"]
-                results.append({"image_id": i + 1, "category_id": 1 if d["label"] == "Person" else 2,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["score"]})
+                results.append(
+                    {
+                        "image_id": i + 1,
+                        "category_id": 1 if d["label"] == "Person" else 2,
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "score": d["score"],
+                    }
+                )
         ev = COCOeval(gt, gt.loadRes(results), "bbox")
         ev.evaluate()
         ev.accumulate()
@@ -110,8 +135,14 @@ def test_a_resample_is_cocoeval_over_the_repeated_images(tmp_path: Path):
                 annotations.append({**ann, "id": len(annotations) + 1, "image_id": new_id})
         for d in detections(i, "poor"):
             x0, y0, x1, y1 = d["box"]
-            results.append({"image_id": new_id, "category_id": 1 if d["label"] == "Person" else 2,
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["score"]})
+            results.append(
+                {
+                    "image_id": new_id,
+                    "category_id": 1 if d["label"] == "Person" else 2,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": d["score"],
+                }
+            )
     repeated = tmp_path / "repeated.json"
     repeated.write_text(json.dumps({"images": images_, "annotations": annotations, "categories": CATEGORIES}))
     with contextlib.redirect_stdout(io.StringIO()):
@@ -142,8 +173,9 @@ def test_significance_and_agreement(tmp_path: Path):
         f1.append(2 * len(poor) / (len(poor) + len(good)))
     assert pair["agreement"] == pytest.approx(np.mean(f1)) and pair["kappa"] is None
     unlabelled = compare.compare([run("yolo", "poor"), run("detr", "good")], None, iou_threshold=0.5)
-    assert unlabelled["verdict"].startswith("No ground truth: agreement only. yolo and detr agree with a mean "
-                                            "matched-box F1 of ")
+    assert unlabelled["verdict"].startswith(
+        "No ground truth: agreement only. yolo and detr agree with a mean matched-box F1 of "
+    )
 
 
 def test_disagreements_show_boxes_and_truth(tmp_path: Path):
@@ -153,8 +185,10 @@ def test_disagreements_show_boxes_and_truth(tmp_path: Path):
     # images where the poor model found nothing at all come first, in input order
     assert [r["name"] for r in rows] == ["photos/img3.jpg", "photos/img6.jpg", "photos/img12.jpg", "photos/img18.jpg"]
     assert rows[0]["disagreement"] == 1.0
-    assert rows[0]["predictions"] == {"yolo": "nothing",
-                                      "detr": "Person 0.90 [11, 10, 41, 52]; dog 0.80 [50, 51, 70, 70]"}
+    assert rows[0]["predictions"] == {
+        "yolo": "nothing",
+        "detr": "Person 0.90 [11, 10, 41, 52]; dog 0.80 [50, 51, 70, 70]",
+    }
     assert rows[0]["truth"] == "person [10, 10, 40, 50]; dog [50, 50, 70, 70]"
 
 

@@ -40,9 +40,15 @@ def scored_runs(n: int, strengths: dict[str, float], classes: list[str], seed: i
         logits[np.arange(n), truth] += strength
         p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         probabilities[model] = p
-        items = [{"name": name, "labels": [classes[int(np.argmax(row))]], "scores": [float(row.max())],
-                  "scores_all": {c: float(v) for c, v in zip(classes, row, strict=True)}}
-                 for name, row in zip(names, p, strict=True)]
+        items = [
+            {
+                "name": name,
+                "labels": [classes[int(np.argmax(row))]],
+                "scores": [float(row.max())],
+                "scores_all": {c: float(v) for c, v in zip(classes, row, strict=True)},
+            }
+            for name, row in zip(names, p, strict=True)
+        ]
         runs.append(ModelRun(model, "image-classification", items, {"inputs": n, "seconds": 1.0}, list(classes)))
     return runs, names, truth, probabilities
 
@@ -102,8 +108,14 @@ def test_friedman_and_holm_for_regression():
     for model, scale in noise.items():
         values = truth + rng.normal(0, scale, 80)
         errors.append((values - truth) ** 2)
-        runs.append(ModelRun(model, "tabular-regression", [{"name": n, "value": float(v)} for n, v in
-                                                            zip(names, values, strict=True)], {}))
+        runs.append(
+            ModelRun(
+                model,
+                "tabular-regression",
+                [{"name": n, "value": float(v)} for n, v in zip(names, values, strict=True)],
+                {},
+            )
+        )
     report = compare.compare(runs, Truth("values", dict(zip(names, truth, strict=True))))
     reference = friedmanchisquare(*errors)
     assert report["omnibus"]["test"] == "friedman" and report["omnibus"]["blocks"] == 80
@@ -207,36 +219,53 @@ def test_a_gate_that_passes_and_one_that_fails():
     assert better["delta"] == pytest.approx(accuracy["better"] - accuracy["champion"])
     assert better["passed"] and better["delta_ci"][0] >= 0.01
     assert not close["passed"] and close["delta_ci"][0] < 0.01 <= better["delta_ci"][0]
-    assert report["gate"] == {"baseline": "champion", "criteria": {"accuracy": {"min_delta": 0.01}},
-                              "passed": ["better"], "any_passed": True}
+    assert report["gate"] == {
+        "baseline": "champion",
+        "criteria": {"accuracy": {"min_delta": 0.01}},
+        "passed": ["better"],
+        "any_passed": True,
+    }
     assert "Gate against champion" in report["verdict"] and "passed by better" in report["verdict"]
     # a margin no challenger can reach: nobody passes
-    strict = compare.compare(runs, folders(names), baseline="champion",
-                             gate={"accuracy": {"min_delta": 0.5}, "macro_f1": {"min_delta": 0.0}})
+    strict = compare.compare(
+        runs, folders(names), baseline="champion", gate={"accuracy": {"min_delta": 0.5}, "macro_f1": {"min_delta": 0.0}}
+    )
     assert strict["gate"]["any_passed"] is False and "no challenger passes" in strict["verdict"]
     assert [c["metric"] for c in next(m for m in strict["models"] if m["model"] == "better")["gate"]["checks"]] == [
-        "accuracy", "macro_f1"]
+        "accuracy",
+        "macro_f1",
+    ]
 
 
 def test_a_gate_on_a_lower_is_better_metric_counts_an_improvement_as_positive():
     names = [f"row-{i}" for i in range(100)]
     rng = np.random.default_rng(2)
     truth = rng.normal(0, 1, 100)
-    runs = [ModelRun(m, "tabular-regression", [{"name": n, "value": float(v)} for n, v in
-                                               zip(names, truth + rng.normal(0, s, 100), strict=True)], {})
-            for m, s in (("old", 1.0), ("new", 0.3))]
-    report = compare.compare(runs, Truth("values", dict(zip(names, truth, strict=True))), baseline="old",
-                             gate={"rmse": {"min_delta": 0.2}})
+    runs = [
+        ModelRun(
+            m,
+            "tabular-regression",
+            [{"name": n, "value": float(v)} for n, v in zip(names, truth + rng.normal(0, s, 100), strict=True)],
+            {},
+        )
+        for m, s in (("old", 1.0), ("new", 0.3))
+    ]
+    report = compare.compare(
+        runs, Truth("values", dict(zip(names, truth, strict=True))), baseline="old", gate={"rmse": {"min_delta": 0.2}}
+    )
     new = report["models"][1]
     assert new["gate"]["delta"] == pytest.approx(report["models"][0]["rmse"] - new["rmse"]) and new["gate"]["passed"]
 
 
-@pytest.mark.parametrize("baseline, gate, message", [
-    ("nobody", None, "baseline 'nobody' is not one of the compared models: 'a', 'b'"),
-    (None, {"accuracy": {"min_delta": 0.01}}, "name the model in use with `baseline`"),
-    ("a", {"rmse": {"min_delta": 0.01}}, "gate metric 'rmse' is not one of classification's: accuracy, macro_f1"),
-    ("a", {"accuracy": {"min_delta": "big"}}, "gate metric 'accuracy': give {\"min_delta\": a number}"),
-])
+@pytest.mark.parametrize(
+    "baseline, gate, message",
+    [
+        ("nobody", None, "baseline 'nobody' is not one of the compared models: 'a', 'b'"),
+        (None, {"accuracy": {"min_delta": 0.01}}, "name the model in use with `baseline`"),
+        ("a", {"rmse": {"min_delta": 0.01}}, "gate metric 'rmse' is not one of classification's: accuracy, macro_f1"),
+        ("a", {"accuracy": {"min_delta": "big"}}, "gate metric 'accuracy': give {\"min_delta\": a number}"),
+    ],
+)
 def test_gate_mistakes_are_named(baseline, gate, message):
     runs, names, _, _ = scored_runs(20, {"a": 1.0, "b": 2.0}, CLASSES)
     with pytest.raises(OperationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{")):

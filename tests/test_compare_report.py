@@ -24,14 +24,20 @@ HOSTILE = '<script>alert("x")</script> & co'
 
 def run(model: str, predicted: list[str]) -> ModelRun:
     items = [{"name": n, "labels": [p], "scores": [0.75]} for n, p in zip(NAMES, predicted, strict=True)]
-    return ModelRun(model, "image-classification", items,
-                    {"inputs": 30, "seconds": 3.0, "batch_seconds": [1.0, 1.0, 1.0]}, ["bird", "cat", "dog"])
+    return ModelRun(
+        model,
+        "image-classification",
+        items,
+        {"inputs": 30, "seconds": 3.0, "batch_seconds": [1.0, 1.0, 1.0]},
+        ["bird", "cat", "dog"],
+    )
 
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    return compare.compare([run(LONG, GOOD), run(HOSTILE, BAD)], Truth("classes", compare.labels_from_folders(NAMES),
-                                                                         source="folders"))
+    return compare.compare(
+        [run(LONG, GOOD), run(HOSTILE, BAD)], Truth("classes", compare.labels_from_folders(NAMES), source="folders")
+    )
 
 
 def test_report_is_plain_json(report: dict):
@@ -98,8 +104,9 @@ class Tags(HTMLParser):
 
 def test_html_is_one_self_contained_page(report: dict, tmp_path: Path):
     drawn = compare.charts(report, tmp_path)
-    rows = compare.find_disagreements([run(LONG, GOOD), run(HOSTILE, BAD)],
-                                      Truth("classes", compare.labels_from_folders(NAMES)), limit=5)
+    rows = compare.find_disagreements(
+        [run(LONG, GOOD), run(HOSTILE, BAD)], Truth("classes", compare.labels_from_folders(NAMES)), limit=5
+    )
     thumbnail = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(thumbnail, format="PNG")
     rows[0]["thumbnail"] = thumbnail.getvalue()

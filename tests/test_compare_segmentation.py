@@ -31,8 +31,9 @@ def run(folder: Path, model: str, masks: dict[str, np.ndarray], labels: list[str
 
 
 def truth(folder: Path, masks: dict[str, np.ndarray], **options) -> Truth:
-    return Truth("masks", {name: save(folder, f"truth-{name}", mask) for name, mask in masks.items()},
-                 source="masks/", **options)
+    return Truth(
+        "masks", {name: save(folder, f"truth-{name}", mask) for name, mask in masks.items()}, source="masks/", **options
+    )
 
 
 def test_iou_by_hand_on_one_image(tmp_path: Path):
@@ -46,8 +47,10 @@ def test_iou_by_hand_on_one_image(tmp_path: Path):
 
 
 def test_confusion_is_summed_over_images_before_the_iou(tmp_path: Path):
-    report = compare.compare([run(tmp_path, "m", {"a.png": ROAD_WIDE, "b.png": CAR_ROAD})],
-                             truth(tmp_path, {"a.png": ROAD_LEFT, "b.png": CAR}))
+    report = compare.compare(
+        [run(tmp_path, "m", {"a.png": ROAD_WIDE, "b.png": CAR_ROAD})],
+        truth(tmp_path, {"a.png": ROAD_LEFT, "b.png": CAR}),
+    )
     [m] = report["models"]
     # road: 8 in common, 8 true + 16 predicted → union 16; background 4 / 8; car 12 in common, union 16
     assert m["per_class_iou"] == pytest.approx({"road": 0.5, "background": 0.5, "car": 0.75})
@@ -81,8 +84,9 @@ def test_significance_and_pixel_agreement(tmp_path: Path):
     same = compare.compare([perfect, run(tmp_path, "twin", dict.fromkeys(names, ROAD_LEFT))], reference)
     assert same["pairs"][0]["p_value"] == 1.0
     unlabelled = compare.compare([sloppy, perfect], None)
-    assert unlabelled["verdict"] == ("No ground truth: agreement only. sloppy and perfect agree on 75% of pixels "
-                                     "(mean over images).")
+    assert unlabelled["verdict"] == (
+        "No ground truth: agreement only. sloppy and perfect agree on 75% of pixels (mean over images)."
+    )
     rows = compare.find_disagreements([sloppy, perfect], reference, limit=2)
     assert [r["name"] for r in rows] == ["0.png", "1.png"] and rows[0]["disagreement"] == pytest.approx(0.25)
     assert rows[0]["predictions"] == {"sloppy": "road 75%, background 25%", "perfect": "background 50%, road 50%"}

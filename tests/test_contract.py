@@ -34,8 +34,12 @@ def test_values_are_the_json_words():
     assert [str(s) for s in NodeEventKind] == ["started", "finished", "failed", "reused"]
     assert [str(s) for s in InstructionState] == ["pending", "running", "succeeded", "failed", "reused"]
     assert [str(s) for s in RunChange] == ["started", "success", "failure", "canceled"]
-    assert dict(contract.DEFAULT_CALLBACK_WORDS) == {"started": "running", "success": "completed",
-                                                     "failure": "failed", "canceled": "failed"}
+    assert dict(contract.DEFAULT_CALLBACK_WORDS) == {
+        "started": "running",
+        "success": "completed",
+        "failure": "failed",
+        "canceled": "failed",
+    }
 
 
 def test_the_model_tag_is_the_models_name_on_the_server():

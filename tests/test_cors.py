@@ -11,8 +11,10 @@ from api.main import create_app
 from conftest import free_port
 
 LISTED = "https://app.example.com"
-PREFLIGHT = {"Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+}
 
 
 def gateway(**settings) -> TestClient:
@@ -39,7 +41,8 @@ def test_a_listed_origin_is_allowed_and_an_unlisted_one_is_not():
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == LISTED
         assert {"authorization", "content-type", "idempotency-key"} <= {
-            h.strip().lower() for h in allowed.headers["access-control-allow-headers"].split(",")}
+            h.strip().lower() for h in allowed.headers["access-control-allow-headers"].split(",")
+        }
         assert "POST" in allowed.headers["access-control-allow-methods"]
         refused = preflight(client, "https://evil.example.net")
         assert refused.status_code == 400

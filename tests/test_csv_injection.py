@@ -44,9 +44,11 @@ def test_cells_a_spreadsheet_would_run_are_written_as_text(ctx):
 
 
 def test_numbers_are_kept(ctx):
-    rows = [{"value": -1.5, "count": -3, "ratio": 0.25, "text": "-1.5"},
-            {"value": 2e-7, "count": 4, "ratio": -0.0, "text": "+3"},
-            {"value": -1e300, "count": 0, "ratio": 1, "text": "-2E-4"}]
+    rows = [
+        {"value": -1.5, "count": -3, "ratio": 0.25, "text": "-1.5"},
+        {"value": 2e-7, "count": 4, "ratio": -0.0, "text": "+3"},
+        {"value": -1e300, "count": 0, "ratio": 1, "text": "-2E-4"},
+    ]
     cells = written(ctx, rows)
     assert cells[1:] == [["-1.5", "-3", "0.25", "-1.5"], ["2e-07", "4", "-0.0", "+3"], ["-1e+300", "0", "1.0", "-2E-4"]]
     # What a reader of the file gets back: the numbers themselves.

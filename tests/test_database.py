@@ -93,8 +93,9 @@ def test_query_values_are_bound_never_pasted(ctx, connection):
 
 def test_params_the_query_does_not_use_are_named(ctx, connection):
     with pytest.raises(OperationError, match=r"'lable' not used by the query \(its parameters: :label\)"):
-        ops.import_from_database(ctx, connection, query=f"SELECT * FROM {SAMPLES_TABLE} WHERE label = :label",
-                                 params={"lable": "fire"})
+        ops.import_from_database(
+            ctx, connection, query=f"SELECT * FROM {SAMPLES_TABLE} WHERE label = :label", params={"lable": "fire"}
+        )
 
 
 def test_a_placeholder_without_a_value_is_named(ctx, connection):
@@ -146,20 +147,37 @@ def test_thousands_of_rows_stream_to_the_file_and_back(ctx, connection, test_dat
 def test_values_become_json(ctx, connection, test_databases, scratch, caplog):
     name = scratch()
     table = sa.Table(
-        name, sa.MetaData(),
-        sa.Column("taken", sa.DateTime), sa.Column("day", sa.Date), sa.Column("amount", sa.Numeric(12, 4)),
-        sa.Column("blob", sa.LargeBinary), sa.Column("absent", sa.Text), sa.Column("ratio", sa.Float),
+        name,
+        sa.MetaData(),
+        sa.Column("taken", sa.DateTime),
+        sa.Column("day", sa.Date),
+        sa.Column("amount", sa.Numeric(12, 4)),
+        sa.Column("blob", sa.LargeBinary),
+        sa.Column("absent", sa.Text),
+        sa.Column("ratio", sa.Float),
         sa.Column("wide", sa.Double),
     )
-    values = {"taken": dt.datetime(2024, 2, 29, 23, 59, 58), "day": dt.date(2024, 2, 29),
-              "amount": decimal.Decimal("12345.6789"), "blob": b"\x00\x01\xfe\xffbytes", "absent": None, "ratio": 0.25,
-              "wide": 0.1}
+    values = {
+        "taken": dt.datetime(2024, 2, 29, 23, 59, 58),
+        "day": dt.date(2024, 2, 29),
+        "amount": decimal.Decimal("12345.6789"),
+        "blob": b"\x00\x01\xfe\xffbytes",
+        "absent": None,
+        "ratio": 0.25,
+        "wide": 0.1,
+    }
     with test_databases.admin[connection].begin() as conn:
         table.create(conn)
         conn.execute(table.insert(), [values])
-    expected = {"taken": "2024-02-29T23:59:58", "day": "2024-02-29", "amount": "12345.6789",
-                "blob": base64.b64encode(b"\x00\x01\xfe\xffbytes").decode(), "absent": None, "ratio": 0.25,
-                "wide": 0.1}  # a DOUBLE reads as a number on every backend, not as decimal text
+    expected = {
+        "taken": "2024-02-29T23:59:58",
+        "day": "2024-02-29",
+        "amount": "12345.6789",
+        "blob": base64.b64encode(b"\x00\x01\xfe\xffbytes").decode(),
+        "absent": None,
+        "ratio": 0.25,
+        "wide": 0.1,
+    }  # a DOUBLE reads as a number on every backend, not as decimal text
     with caplog.at_level(logging.INFO, logger="constellation"):
         [row] = ops.import_from_database(ctx, connection, table=name).rows()
     assert row == expected
@@ -213,17 +231,23 @@ def test_writes_hidden_in_a_reading_query_meet_the_read_only_transaction(ctx, co
     admin = test_databases.admin[connection]
     if connection == "samples":
         with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE FUNCTION {guarded}_wipe() RETURNS integer LANGUAGE plpgsql AS "
-                                 f"$$ BEGIN DELETE FROM {guarded}; RETURN 1; END $$")
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION {guarded}_wipe() RETURNS integer LANGUAGE plpgsql AS "
+                f"$$ BEGIN DELETE FROM {guarded}; RETURN 1; END $$"
+            )
         sneaky = [f"SELECT {guarded}_wipe()", f"SELECT * FROM (SELECT {guarded}_wipe()) AS w"]
     elif connection == "maria":
         with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE FUNCTION {guarded}_wipe() RETURNS INT MODIFIES SQL DATA "
-                                 f"BEGIN DELETE FROM {guarded}; RETURN 1; END")
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION {guarded}_wipe() RETURNS INT MODIFIES SQL DATA "
+                f"BEGIN DELETE FROM {guarded}; RETURN 1; END"
+            )
         sneaky = [f"SELECT {guarded}_wipe()"]
     else:
-        sneaky = [f"WITH x AS (SELECT 1) DELETE FROM {guarded}", f"WITH x AS (SELECT 1) INSERT INTO {guarded} (id) "
-                  "SELECT 99"]
+        sneaky = [
+            f"WITH x AS (SELECT 1) DELETE FROM {guarded}",
+            f"WITH x AS (SELECT 1) INSERT INTO {guarded} (id) SELECT 99",
+        ]
     for query in sneaky:
         with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports"):
             ops.import_from_database(ctx, connection, query=query)
@@ -289,8 +313,11 @@ def test_a_failed_connection_hides_the_password(ctx, monkeypatch):
 def test_image_bytes_become_files_that_resize_reads(ctx, connection, name_column):
     found = ops.import_from_database(ctx, connection, query=f"SELECT name, image FROM {SAMPLES_TABLE} ORDER BY id")
     images = ops.table_to_images(node(ctx, "images"), found, "image", name_column)
-    expected = ["fire-1.png", "fire-2.jpg", "forest-1.png", "lake-1.jpg"] if name_column else ["1.png", "2.jpg",
-                                                                                              "3.png", "4.jpg"]
+    expected = (
+        ["fire-1.png", "fire-2.jpg", "forest-1.png", "lake-1.jpg"]
+        if name_column
+        else ["1.png", "2.jpg", "3.png", "4.jpg"]
+    )
     assert list(images.files) == expected
     resized = ops.resize_image(node(ctx, "resized"), images, 16, 12)
     for ref in resized:
@@ -336,8 +363,13 @@ def test_two_runs_keep_their_rows_apart_by_run_id(ctx, connection, test_database
         imported = ops.import_from_database(run, connection, query=query)
         exported = ops.export_to_database(run, imported, connection, target)
         assert exported.to_result() == {
-            "type": "Exported", "destination": f"database:{connection}/{target}", "count": 1, "rows": 4, "files": 0,
-            "written": "4 rows", "items": [{"table": target, "rows": 4, "run_id": run_id}],
+            "type": "Exported",
+            "destination": f"database:{connection}/{target}",
+            "count": 1,
+            "rows": 4,
+            "files": 0,
+            "written": "4 rows",
+            "items": [{"table": target, "rows": 4, "run_id": run_id}],
         }
         assert exported.summary() == f"4 rows written to database:{connection}/{target}"
     with test_databases.admin[connection].connect() as conn:
@@ -350,14 +382,18 @@ def test_two_runs_keep_their_rows_apart_by_run_id(ctx, connection, test_database
 
 def test_column_types_of_a_new_table(ctx, connection, test_databases, scratch, tmp_path):
     target = scratch()
-    rows = [{"k": 1, "ratio": 0.5, "flag": True, "tags": ["a", "b"], "meta": {"x": 1}, "mixed": 1, "empty": None},
-            {"k": 2, "ratio": 2, "flag": False, "tags": [], "meta": None, "mixed": "two", "empty": None}]
+    rows = [
+        {"k": 1, "ratio": 0.5, "flag": True, "tags": ["a", "b"], "meta": {"x": 1}, "mixed": 1, "empty": None},
+        {"k": 2, "ratio": 2, "flag": False, "tags": [], "meta": None, "mixed": "two", "empty": None},
+    ]
     ops.export_to_database(ctx, write_table(tmp_path / "t.jsonl", rows), connection, target)
     with test_databases.admin[connection].connect() as conn:
         query = f"SELECT k, ratio, flag, tags, meta, mixed, empty FROM {target} ORDER BY k"
         stored = conn.execute(sa.text(query)).all()
-    assert [tuple(r) for r in stored] == [(1, 0.5, True, '["a", "b"]', '{"x": 1}', "1", None),
-                                          (2, 2.0, False, "[]", None, "two", None)]
+    assert [tuple(r) for r in stored] == [
+        (1, 0.5, True, '["a", "b"]', '{"x": 1}', "1", None),
+        (2, 2.0, False, "[]", None, "two", None),
+    ]
 
 
 @pytest.mark.parametrize("connection", ["samples", "maria"])  # SQLite stores text in an integer column
@@ -406,15 +442,21 @@ def test_the_mariadb_comment_bypass_writes_no_file(ctx, test_databases):
     assert not Path(target).exists()
 
 
-@pytest.mark.parametrize("connection,query", [
-    ("maria", "SELECT LOAD_FILE('/etc/passwd') AS f"),
-    ("samples", "SELECT pg_read_file('/etc/passwd') AS f"),
-    ("samples", "SELECT * FROM pg_ls_dir('/') AS f"),
-    ("samples", "SELECT lo_import('/etc/passwd') AS f"),
-])
+@pytest.mark.parametrize(
+    "connection,query",
+    [
+        ("maria", "SELECT LOAD_FILE('/etc/passwd') AS f"),
+        ("samples", "SELECT pg_read_file('/etc/passwd') AS f"),
+        ("samples", "SELECT * FROM pg_ls_dir('/') AS f"),
+        ("samples", "SELECT lo_import('/etc/passwd') AS f"),
+    ],
+)
 def test_file_functions_are_refused_before_they_run(ctx, connection, query):
-    with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports: function .* is not "
-                                             "allowed in import_from_database queries"):
+    with pytest.raises(
+        OperationError,
+        match=f"connection '{connection}' is read-only for imports: function .* is not "
+        "allowed in import_from_database queries",
+    ):
         ops.import_from_database(ctx, connection, query=query)
 
 
@@ -448,9 +490,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from orchestrator.sources import databases
 from orchestrator.engine import OperationError
-engine = sa.create_engine("sqlite:///{tmp_path / 'z.db'}")
+engine = sa.create_engine("sqlite:///{tmp_path / "z.db"}")
 try:
-    databases.import_rows(engine, "lite", Path("{tmp_path / 'out.jsonl'}"), query="SELECT zeroblob(400000000) AS z")
+    databases.import_rows(engine, "lite", Path("{tmp_path / "out.jsonl"}"), query="SELECT zeroblob(400000000) AS z")
 except OperationError as exc:
     print("refused:", exc)
 # VmHWM: this process's own peak (ru_maxrss would carry the forking pytest's over exec).
@@ -490,8 +532,12 @@ def test_rows_bytes_and_values_are_capped_while_streaming(ctx, connection, test_
     with pytest.raises(OperationError, match=r"holds more than 10 rows"):
         import_rows(engine, connection, tmp_path / "a.jsonl", table=name, limits=ImportLimits(max_rows=10))
     # With a limit under the cap, the cap does not get in the way.
-    assert import_rows(engine, connection, tmp_path / "b.jsonl", query=query, limit=10,
-                       limits=ImportLimits(max_rows=10)).count == 10
+    assert (
+        import_rows(
+            engine, connection, tmp_path / "b.jsonl", query=query, limit=10, limits=ImportLimits(max_rows=10)
+        ).count
+        == 10
+    )
     bytes_cap = r"larger than 1000 bytes, the limit of the server's CONSTELLATION_DB_MAX_BYTES"
     with pytest.raises(OperationError, match=bytes_cap):
         import_rows(engine, connection, tmp_path / "c.jsonl", query=query, limits=ImportLimits(max_bytes=1000))
@@ -511,8 +557,10 @@ def test_the_servers_caps_reach_the_op(ctx):
 
 # Sleep functions are refused by the guard: count a trillion rows instead (MariaDB stops a recursion at
 # 1000 rounds, hence four copies of 1000 rows).
-COUNT_FOREVER = ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1000) "
-                 "SELECT count(*) AS s FROM r a, r b, r c, r d")
+COUNT_FOREVER = (
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1000) "
+    "SELECT count(*) AS s FROM r a, r b, r c, r d"
+)
 SLOW = dict.fromkeys(BACKENDS, COUNT_FOREVER)
 
 
@@ -522,10 +570,18 @@ def test_a_statement_over_the_time_limit_is_stopped(ctx, connection, tmp_path):
 
     engine = ctx.resources.databases.engine(connection)
     started = time.monotonic()
-    with pytest.raises(OperationError, match=r"ran longer than the limit of 0.5 s per statement \(the server's "
-                                             "CONSTELLATION_DB_STATEMENT_TIMEOUT_S\\)"):
-        import_rows(engine, connection, tmp_path / "a.jsonl", query=SLOW[connection],
-                    limits=ImportLimits(statement_timeout_s=0.5))
+    with pytest.raises(
+        OperationError,
+        match=r"ran longer than the limit of 0.5 s per statement \(the server's "
+        "CONSTELLATION_DB_STATEMENT_TIMEOUT_S\\)",
+    ):
+        import_rows(
+            engine,
+            connection,
+            tmp_path / "a.jsonl",
+            query=SLOW[connection],
+            limits=ImportLimits(statement_timeout_s=0.5),
+        )
     assert time.monotonic() - started < 10
     assert import_rows(engine, connection, tmp_path / "b.jsonl", query="SELECT 1 AS one").count == 1
 
@@ -540,8 +596,9 @@ def test_a_cancel_interrupts_a_running_statement(ctx, connection, tmp_path):
     timer.start()
     started = time.monotonic()
     with pytest.raises(OperationError, match="stopped: the run is being cancelled"):
-        import_rows(engine, connection, tmp_path / "a.jsonl", query=SLOW[connection],
-                    check_cancelled=ctx.check_cancelled)
+        import_rows(
+            engine, connection, tmp_path / "a.jsonl", query=SLOW[connection], check_cancelled=ctx.check_cancelled
+        )
     elapsed = time.monotonic() - started
     timer.join()
     assert elapsed < 3, f"the cancel took {elapsed:.1f} s"
@@ -552,17 +609,23 @@ def test_a_cancel_interrupts_a_running_statement(ctx, connection, tmp_path):
 # export_to_database stays in the connection's own schema (issue 11, item 11)
 
 
-@pytest.mark.parametrize("connection,elsewhere", [
-    ("maria", "mysql"),  # a root connection could create mysql.probe_*
-    ("samples", "public"),  # the session's search_path holds only its own schema
-    ("lite", "temp"),
-])
+@pytest.mark.parametrize(
+    "connection,elsewhere",
+    [
+        ("maria", "mysql"),  # a root connection could create mysql.probe_*
+        ("samples", "public"),  # the session's search_path holds only its own schema
+        ("lite", "temp"),
+    ],
+)
 def test_an_export_into_another_schema_is_refused(ctx, connection, elsewhere, test_databases, tmp_path):
     probe = f"probe_{uuid.uuid4().hex[:12]}"
     table = write_table(tmp_path / "t.jsonl", [{"k": 1}])
-    with pytest.raises(OperationError, match=rf"table '{elsewhere}.{probe}' is in schema '{elsewhere}'; connection "
-                                             rf"'{connection}' exports only into its own schema \('.*'\): give the "
-                                             r"table without a schema \(or the server sets CONSTELLATION_DB_EXPORT"):
+    with pytest.raises(
+        OperationError,
+        match=rf"table '{elsewhere}.{probe}' is in schema '{elsewhere}'; connection "
+        rf"'{connection}' exports only into its own schema \('.*'\): give the "
+        r"table without a schema \(or the server sets CONSTELLATION_DB_EXPORT",
+    ):
         ops.export_to_database(ctx, table, connection, f"{elsewhere}.{probe}")
     with test_databases.admin[connection].connect() as conn:
         assert not sa.inspect(conn).has_table(probe, schema=elsewhere)
@@ -603,10 +666,12 @@ def test_unicode_escaped_names_are_refused_on_the_real_postgresql(ctx, test_data
     victim = admin.connect()
     try:
         pid = victim.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        attacks = ["SELECT U&\"pg\\005fread\\005ffile\"('/etc/hostname') AS f",
-                   f"SELECT U&\"pg\\005fterminate\\005fbackend\"({pid}) AS killed",
-                   "SELECT U&\"set\\005fconfig\"('statement_timeout', '0', true) AS t",
-                   "SELECT U&'\\0041' UESCAPE '\\' AS s"]
+        attacks = [
+            "SELECT U&\"pg\\005fread\\005ffile\"('/etc/hostname') AS f",
+            f'SELECT U&"pg\\005fterminate\\005fbackend"({pid}) AS killed',
+            "SELECT U&\"set\\005fconfig\"('statement_timeout', '0', true) AS t",
+            "SELECT U&'\\0041' UESCAPE '\\' AS s",
+        ]
         for index, query in enumerate(attacks):
             with pytest.raises(OperationError, match="connection 'samples' is read-only for imports: U&"):
                 ops.import_from_database(node(ctx, f"a{index}"), "samples", query=query)
@@ -617,46 +682,58 @@ def test_unicode_escaped_names_are_refused_on_the_real_postgresql(ctx, test_data
 
 def test_a_field_selection_that_calls_a_function_is_refused_on_the_real_postgresql(ctx):
     """PostgreSQL runs ('/etc/hostname'::text).pg_read_file as pg_read_file('/etc/hostname')."""
-    for index, query in enumerate(["SELECT ('/etc/hostname'::text).pg_read_file AS f",
-                                   "SELECT (x).pg_sleep AS s FROM (SELECT 5.0::float8 AS x) AS v"]):
+    for index, query in enumerate(
+        [
+            "SELECT ('/etc/hostname'::text).pg_read_file AS f",
+            "SELECT (x).pg_sleep AS s FROM (SELECT 5.0::float8 AS x) AS v",
+        ]
+    ):
         with pytest.raises(OperationError, match=r"the field selection \.pg_\w+ calls the function"):
             ops.import_from_database(node(ctx, f"f{index}"), "samples", query=query)
     # A field that is no function is looked up on the server and passes.
-    rows = ops.import_from_database(node(ctx, "ok"), "samples",
-                                    query=f"SELECT (s).id AS id FROM {SAMPLES_TABLE} AS s ORDER BY 1").rows()
+    rows = ops.import_from_database(
+        node(ctx, "ok"), "samples", query=f"SELECT (s).id AS id FROM {SAMPLES_TABLE} AS s ORDER BY 1"
+    ).rows()
     assert [row["id"] for row in rows] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("connection,query", [
-    ("samples", "SELECT * FROM crosstab('SELECT 1, 2, 3') AS t(a int, b int)"),
-    ("samples", "SELECT xpath_table('id', 'x', 'constellation_samples', '/a', 'true')"),
-    ("samples", "SELECT database_to_xml(true, true, '') AS x"),
-    ("samples", "SELECT setval('no_such_sequence', 1) AS s"),
-    ("samples", "SELECT txid_current() AS t"),
-    ("samples", "SELECT pg_sleep_for('5 seconds') AS s"),
-    ("samples", "SELECT pg_sleep(5) AS s"),
-    ("samples", "SELECT pg_catalog.pg_sleep(5) AS s"),
-    ("samples", "SELECT set_config('statement_timeout', '0', true) AS s"),
-    ("maria", "SELECT SLEEP(5) AS s"),
-    ("maria", "SELECT BENCHMARK(500000000, MD5('a')) AS b"),
-])
+@pytest.mark.parametrize(
+    "connection,query",
+    [
+        ("samples", "SELECT * FROM crosstab('SELECT 1, 2, 3') AS t(a int, b int)"),
+        ("samples", "SELECT xpath_table('id', 'x', 'constellation_samples', '/a', 'true')"),
+        ("samples", "SELECT database_to_xml(true, true, '') AS x"),
+        ("samples", "SELECT setval('no_such_sequence', 1) AS s"),
+        ("samples", "SELECT txid_current() AS t"),
+        ("samples", "SELECT pg_sleep_for('5 seconds') AS s"),
+        ("samples", "SELECT pg_sleep(5) AS s"),
+        ("samples", "SELECT pg_catalog.pg_sleep(5) AS s"),
+        ("samples", "SELECT set_config('statement_timeout', '0', true) AS s"),
+        ("maria", "SELECT SLEEP(5) AS s"),
+        ("maria", "SELECT BENCHMARK(500000000, MD5('a')) AS b"),
+    ],
+)
 def test_functions_outside_the_allow_list_are_refused_before_they_run(ctx, connection, query):
     started = time.monotonic()
-    with pytest.raises(OperationError, match=f"connection '{connection}' is read-only for imports: function "
-                                             f"\\S+ {NOT_ALLOWED}"):
+    with pytest.raises(
+        OperationError, match=f"connection '{connection}' is read-only for imports: function \\S+ {NOT_ALLOWED}"
+    ):
         ops.import_from_database(ctx, connection, query=query)
     assert time.monotonic() - started < 3  # refused, not slept or stopped by the time limit
 
 
-@pytest.mark.parametrize("connection,query", [
-    ("samples", "SELECT pid, query FROM pg_stat_activity"),
-    ("samples", "SELECT * FROM pg_catalog.pg_locks"),
-    ("samples", "SELECT rolname, rolpassword FROM pg_authid"),
-    ("maria", "SELECT id, info FROM information_schema.processlist"),
-    ("maria", "SELECT * FROM INFORMATION_SCHEMA.PROCESSLIST"),
-    ("maria", "SELECT user, host FROM mysql.user"),
-    ("maria", "SELECT * FROM performance_schema.threads"),
-])
+@pytest.mark.parametrize(
+    "connection,query",
+    [
+        ("samples", "SELECT pid, query FROM pg_stat_activity"),
+        ("samples", "SELECT * FROM pg_catalog.pg_locks"),
+        ("samples", "SELECT rolname, rolpassword FROM pg_authid"),
+        ("maria", "SELECT id, info FROM information_schema.processlist"),
+        ("maria", "SELECT * FROM INFORMATION_SCHEMA.PROCESSLIST"),
+        ("maria", "SELECT user, host FROM mysql.user"),
+        ("maria", "SELECT * FROM performance_schema.threads"),
+    ],
+)
 def test_views_of_other_sessions_and_secrets_are_refused(ctx, connection, query):
     with pytest.raises(OperationError, match=rf"relation \S+ {NOT_ALLOWED}: system relations that show other "):
         ops.import_from_database(ctx, connection, query=query)
@@ -686,8 +763,9 @@ ANALYSIS = {
 
 def test_analyst_queries_still_run(ctx, connection):
     rows = list(ops.import_from_database(ctx, connection, query=ANALYSIS[connection].format(t=SAMPLES_TABLE)).rows())
-    assert [(r["id"], r["label"], r["rn"], r["day"], str(r["j"]), float(r["total"]), r["initials"], r["note"])
-            for r in rows] == [
+    assert [
+        (r["id"], r["label"], r["rn"], r["day"], str(r["j"]), float(r["total"]), r["initials"], r["note"]) for r in rows
+    ] == [
         (1, "fire", 1, "2024-05-01", "1", 3.25, "FI", "none"),
         (2, "fire", 2, "2024-05-02", "2", 3.25, "FI", "note 2"),
         (3, "forest", 1, "2024-05-03", "3", 3.125, "FO", "none"),
@@ -702,8 +780,10 @@ POSTGIS = Path("/usr/share/postgresql/15/extension/postgis.control")
 def postgis_engine() -> Iterator[sa.Engine]:
     """A database of its own with PostGIS (one extension per database: sessions would share it otherwise)."""
     if not POSTGIS.exists():
-        pytest.skip(f"PostGIS is not installed on this machine ({POSTGIS} is absent); the guard-level tests in "
-                    "tests/test_sql_guard.py still check its queries")
+        pytest.skip(
+            f"PostGIS is not installed on this machine ({POSTGIS} is absent); the guard-level tests in "
+            "tests/test_sql_guard.py still check its queries"
+        )
     from services_databases import PG_ADMIN_URL
 
     name = f"constellation_gis_{uuid.uuid4().hex[:12]}"
@@ -715,8 +795,10 @@ def postgis_engine() -> Iterator[sa.Engine]:
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE EXTENSION postgis")
             conn.exec_driver_sql("CREATE TABLE parcels (id int, geom geometry(Polygon, 4326))")
-            conn.exec_driver_sql("INSERT INTO parcels VALUES (1, ST_MakeEnvelope(0, 0, 0.01, 0.01, 4326)), "
-                                 "(2, ST_MakeEnvelope(5, 5, 5.01, 5.01, 4326))")
+            conn.exec_driver_sql(
+                "INSERT INTO parcels VALUES (1, ST_MakeEnvelope(0, 0, 0.01, 0.01, 4326)), "
+                "(2, ST_MakeEnvelope(5, 5, 5.01, 5.01, 4326))"
+            )
         yield engine
     finally:
         engine.dispose()
@@ -738,8 +820,13 @@ def test_postgis_queries_pass_and_run(postgis_engine, tmp_path):
     out = tmp_path / "gis.jsonl"
     assert import_rows(postgis_engine, "gis", out, query=query).count == 1
     [row] = [json.loads(line) for line in out.read_text().splitlines()]
-    assert row == {"id": 1, "centre": "POINT(0.005 0.005)", "m2": "1230000",
-                   "edge": "LINESTRING(0 0,0 0.01,0.01 0.01,0.01 0,0 0)", "srid": 3857}
+    assert row == {
+        "id": 1,
+        "centre": "POINT(0.005 0.005)",
+        "m2": "1230000",
+        "edge": "LINESTRING(0 0,0 0.01,0.01 0.01,0.01 0,0 0)",
+        "srid": 3857,
+    }
 
 
 @pytest.mark.parametrize("connection", BACKENDS)
@@ -747,9 +834,13 @@ def test_a_row_over_the_row_cap_is_refused_by_number(ctx, connection, test_datab
     from orchestrator.sources.databases import ImportLimits, import_rows
 
     name = scratch()
-    table = sa.Table(name, sa.MetaData(), sa.Column("n", sa.Integer),
-                     sa.Column("a", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")),
-                     sa.Column("b", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")))
+    table = sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("n", sa.Integer),
+        sa.Column("a", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")),
+        sa.Column("b", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")),
+    )
     # Every character JSON escapes or keeps as is, over more than one written slice (1 MiB).
     text = ('quote " back \\ line \n tab \t é 漢 😀 \x01 ' * 90_000)[:3_000_000]
     blob = bytes(range(256)) * 11_000  # 2.8 MB
@@ -758,9 +849,12 @@ def test_a_row_over_the_row_cap_is_refused_by_number(ctx, connection, test_datab
         conn.execute(table.insert(), [{"n": 1, "a": "small", "b": b"x"}, {"n": 2, "a": text, "b": blob}])
     engine = ctx.resources.databases.engine(connection)
     query = f"SELECT n, a, b FROM {name} ORDER BY n"
-    with pytest.raises(OperationError, match=rf"the import from connection '{connection}' read row 2 of 5816000 bytes, "
-                                             r"over the limit of 5000000 bytes for one row \(the server's "
-                                             r"CONSTELLATION_DB_MAX_ROW_BYTES\)"):
+    with pytest.raises(
+        OperationError,
+        match=rf"the import from connection '{connection}' read row 2 of 5816000 bytes, "
+        r"over the limit of 5000000 bytes for one row \(the server's "
+        r"CONSTELLATION_DB_MAX_ROW_BYTES\)",
+    ):
         import_rows(engine, connection, tmp_path / "a.jsonl", query=query, limits=ImportLimits(max_row_bytes=5_000_000))
     # Under the cap, the wide values are written in slices and read back whole, as json.dumps writes them.
     out = tmp_path / "b.jsonl"
@@ -794,7 +888,7 @@ with engine.connect() as conn:
     conn.exec_driver_sql("SELECT 1")
 base = mb("VmRSS:")
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here
-out = Path({str(tmp_path / 'w.jsonl')!r})
+out = Path({str(tmp_path / "w.jsonl")!r})
 try:
     databases.import_rows(engine, "samples", out, query="SELECT a, b FROM {name}")
 except OperationError as exc:
@@ -812,7 +906,8 @@ print("kept_mb", mb("VmRSS:") - base)
     report = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     assert report["refused:"] == (
         "the import from connection 'samples' read row 1 of 100000000 bytes, over the limit of 67108864 bytes for "
-        "one row (the server's CONSTELLATION_DB_MAX_ROW_BYTES); select fewer or smaller columns"), done.stdout
+        "one row (the server's CONSTELLATION_DB_MAX_ROW_BYTES); select fewer or smaller columns"
+    ), done.stdout
     assert report["count"] == "1" and report["size"] == "100000019"
     assert int(report["peak_mb"]) < 360, done.stdout  # was 477
     assert int(report["kept_mb"]) < 30, done.stdout  # was ~96 MB held by the pooled connection

@@ -67,8 +67,13 @@ def dagster_database() -> Iterator[dict[str, str]]:
         admin.dispose()
 
 
-def probe(profile: str, tmp_path: Path, env: dict[str, str] | None = None, instance: Path | None = None,
-          extras: list[str] | None = None) -> dict:
+def probe(
+    profile: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    instance: Path | None = None,
+    extras: list[str] | None = None,
+) -> dict:
     """tests/deploy_probe.py PROFILE in a fresh process that can import only what the image installs,
     with `instance` as DAGSTER_HOME/dagster.yaml."""
     allowed = sorted(installed_closure(profile, extras))
@@ -79,10 +84,19 @@ def probe(profile: str, tmp_path: Path, env: dict[str, str] | None = None, insta
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONSTELLATION_", "DAGSTER_"))}
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "deploy_probe.py"), profile],
-        env={**clean, **(env or {}), "DAGSTER_HOME": str(home), "DEPLOY_PROBE_ALLOWED": json.dumps(allowed),
-             "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")])},
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={
+            **clean,
+            **(env or {}),
+            "DAGSTER_HOME": str(home),
+            "DEPLOY_PROBE_ALLOWED": json.dumps(allowed),
+            "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(tmp_path / "hf"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]),
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, (
         f"the {profile} image would fail (a ModuleNotFoundError names a distribution to add to its profile in "
@@ -171,12 +185,17 @@ def test_code_location_is_addressed_alike_everywhere():
     image_cmd = next(line for line in (ROOT / "assets.Dockerfile").read_text().splitlines() if line.startswith("CMD"))
     assert json.loads(image_cmd.removeprefix("CMD ")) == command
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())["load_from"]
-    assert workspace == [{"grpc_server": {
-        "host": "code_server", "port": int(command[command.index("-p") + 1]),
-        "location_name": command[command.index("--location-name") + 1],
-    }}]
+    assert workspace == [
+        {
+            "grpc_server": {
+                "host": "code_server",
+                "port": int(command[command.index("-p") + 1]),
+                "location_name": command[command.index("--location-name") + 1],
+            }
+        }
+    ]
     helm = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
     (deployment,) = helm["dagster-user-deployments"]["deployments"]
     assert deployment["name"] == command[command.index("--location-name") + 1]
-    assert deployment["dagsterApiGrpcArgs"] == command[command.index("-m"):]
+    assert deployment["dagsterApiGrpcArgs"] == command[command.index("-m") :]
     assert str(deployment["port"]) == command[command.index("-p") + 1]

@@ -40,11 +40,15 @@ def no_credentials_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONSTELLATION_GOOGLE_API_KEY", raising=False)
 
 
-def make_ctx(tmp_path: Path, fake: FakeDrive, download_url: str | None = None, download_max_bytes: int = 2**31,
-             **limits: int) -> RunContext:
+def make_ctx(
+    tmp_path: Path, fake: FakeDrive, download_url: str | None = None, download_max_bytes: int = 2**31, **limits: int
+) -> RunContext:
     workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "art"), **limits)
-    google_drive = GoogleDrive(api_endpoint=fake.api_endpoint, download_url=download_url or fake.download_url,
-                               download_max_bytes=download_max_bytes)
+    google_drive = GoogleDrive(
+        api_endpoint=fake.api_endpoint,
+        download_url=download_url or fake.download_url,
+        download_max_bytes=download_max_bytes,
+    )
     resources = SimpleNamespace(workspace=workspace, google_drive=google_drive)
     return RunContext(run_dir=tmp_path / "run", resources=resources)
 
@@ -112,7 +116,12 @@ def test_a_folder_is_listed_page_by_page_subfolders_included(ctx: RunContext, fa
     caplog.set_level(logging.INFO)
     imported = ops.import_from_google_drive(ctx, folder_id=SAMPLE_FOLDER_ID)
     assert list(imported.files) == [
-        "Normal/normal_0.jpg", "Normal/normal_1.jpg", "fire_0.jpg", "fire_1.jpg", "smoke_0.jpg", "smoke_1.jpg"
+        "Normal/normal_0.jpg",
+        "Normal/normal_1.jpg",
+        "fire_0.jpg",
+        "fire_1.jpg",
+        "smoke_0.jpg",
+        "smoke_1.jpg",
     ]
     pages = [s.query.get("pageToken") for s in fake_drive.listings(SAMPLE_FOLDER_ID)]
     assert pages[0] is None and len(pages) >= 2 and all(pages[1:])  # 6 items, 3 per page
@@ -125,7 +134,9 @@ def test_archives_in_a_folder_are_unpacked_under_their_own_name(ctx: RunContext,
     fake_drive.add_file("loose.jpg", b"3", parent=folder)
     imported = ops.import_from_google_drive(ctx, folder_id=folder)
     assert {name: path.read_bytes() for name, path in imported.files.items()} == {
-        "loose.jpg": b"3", "set.zip/2.jpg": b"2", "set.zip/a/1.jpg": b"1"
+        "loose.jpg": b"3",
+        "set.zip/2.jpg": b"2",
+        "set.zip/a/1.jpg": b"1",
     }
 
 
@@ -238,15 +249,17 @@ def test_a_zip_bomb_is_refused(tmp_path: Path, fake_drive: FakeDrive, service_ac
 # credentials
 
 
-def test_the_service_account_signs_in_with_the_read_only_scope(ctx: RunContext, drive_account: ServiceAccount,
-                                                                fake_drive: FakeDrive):
+def test_the_service_account_signs_in_with_the_read_only_scope(
+    ctx: RunContext, drive_account: ServiceAccount, fake_drive: FakeDrive
+):
     ops.import_from_google_drive(ctx, file_id=SEED_FILE_ID, unpack=False)
     claims = [c for c in fake_drive.token_claims if c["iss"] == drive_account.email]
     assert claims and claims[-1]["scope"] == "https://www.googleapis.com/auth/drive.readonly"
 
 
-def test_an_api_key_reads_public_files_and_never_shows(tmp_path: Path, fake_drive: FakeDrive, api_key_env: str,
-                                                       caplog: pytest.LogCaptureFixture):
+def test_an_api_key_reads_public_files_and_never_shows(
+    tmp_path: Path, fake_drive: FakeDrive, api_key_env: str, caplog: pytest.LogCaptureFixture
+):
     caplog.set_level(logging.DEBUG)  # the client logs every request URL at debug level
     ctx = make_ctx(tmp_path, fake_drive)
     file_id = fake_drive.add_file("public.jpg", b"public")
@@ -262,8 +275,9 @@ def test_an_api_key_reads_public_files_and_never_shows(tmp_path: Path, fake_driv
     assert api_key_env not in caplog.text
 
 
-def test_no_secret_reaches_messages_or_logs(ctx: RunContext, fake_drive: FakeDrive, drive_account: ServiceAccount,
-                                            caplog: pytest.LogCaptureFixture):
+def test_no_secret_reaches_messages_or_logs(
+    ctx: RunContext, fake_drive: FakeDrive, drive_account: ServiceAccount, caplog: pytest.LogCaptureFixture
+):
     caplog.set_level(logging.DEBUG)
     ops.import_from_google_drive(ctx, folder_id=SAMPLE_FOLDER_ID)
     with pytest.raises(OperationError) as failure:
@@ -335,8 +349,9 @@ def test_a_large_file_is_confirmed_through_the_virus_scan_page(public_ctx: RunCo
     assert confirmed.query == {"id": file_id, "export": "download", "confirm": "t", "uuid": fake_drive.issued_uuids[-1]}
 
 
-def test_the_old_share_link_endpoint_redirects_and_still_works(tmp_path: Path, fake_drive: FakeDrive,
-                                                               no_credentials_env: None):
+def test_the_old_share_link_endpoint_redirects_and_still_works(
+    tmp_path: Path, fake_drive: FakeDrive, no_credentials_env: None
+):
     """drive.google.com/uc?export=download&id=…, the URL gdown and the original pipelines used."""
     ctx = make_ctx(tmp_path, fake_drive, download_url=fake_drive.url + "/uc")
     content = os.urandom(fake_drive.confirm_above + 1)
@@ -357,8 +372,11 @@ def test_a_file_not_shared_publicly_says_what_to_do(public_ctx: RunContext, fake
 
 
 def test_a_missing_public_file_names_the_id(public_ctx: RunContext):
-    with pytest.raises(OperationError, match=r"'1missingPublicFilexxxxxx' could not be downloaded .*HTTP 404, "
-                                             r"'Google Drive - Page Not Found'"):
+    with pytest.raises(
+        OperationError,
+        match=r"'1missingPublicFilexxxxxx' could not be downloaded .*HTTP 404, "
+        r"'Google Drive - Page Not Found'",
+    ):
         ops.import_from_google_drive(public_ctx, file_id="1missingPublicFilexxxxxx")
 
 
@@ -370,8 +388,9 @@ def test_a_folder_without_credentials_needs_an_api_key_or_a_service_account(publ
     assert "CONSTELLATION_GOOGLE_API_KEY" in message and "GOOGLE_APPLICATION_CREDENTIALS" in message
 
 
-def test_a_public_download_over_the_size_cap_is_refused(tmp_path: Path, fake_drive: FakeDrive,
-                                                        no_credentials_env: None):
+def test_a_public_download_over_the_size_cap_is_refused(
+    tmp_path: Path, fake_drive: FakeDrive, no_credentials_env: None
+):
     ctx = make_ctx(tmp_path, fake_drive, download_max_bytes=50_000)
     file_id = fake_drive.add_file("too-big.bin", os.urandom(60_000))
     with pytest.raises(OperationError, match="60000 bytes, more than the limit of 50000 bytes"):
@@ -395,21 +414,31 @@ def test_cancel_stops_a_public_download_and_leaves_no_partial_file(public_ctx: R
     assert not [p for p in public_ctx.run_dir.rglob("*") if p.is_file()]
 
 
-@pytest.mark.parametrize("page, expected", [
-    # Drive since 2024: the download form, after another form; attribute quoting as browsers accept it.
-    ("<form id=search action=/search method=get><input name=q value=x></form>"
-     "<form id=\"download-form\" action=\"https://drive.usercontent.google.com/download\" method=\"get\">"
-     "<input type=\"submit\" id=\"uc-download-link\" value=\"Download anyway\"/>"
-     "<input type=\"hidden\" name=\"id\" value=\"1abcdefghijk\"><input type=\"hidden\" name=\"export\" "
-     "value=\"download\"><input type=hidden name=confirm value=t><input type=hidden name=uuid value=u-1&amp;2></form>",
-     ("https://drive.usercontent.google.com/download",
-      {"id": "1abcdefghijk", "export": "download", "confirm": "t", "uuid": "u-1&2"})),
-    # Drive before 2024: a link carrying the confirmation code, relative to the page.
-    ("<p>too large</p><a id=\"uc-download-link\" href=\"/uc?export=download&amp;confirm=AbCd&amp;id=1abc\">"
-     "Download anyway</a>",
-     ("https://drive.google.com/uc?export=download&confirm=AbCd&id=1abc", {})),
-    ("<html><head><title>Google Drive - Quota exceeded</title></head><body>Too many users</body></html>", None),
-])
+@pytest.mark.parametrize(
+    "page, expected",
+    [
+        # Drive since 2024: the download form, after another form; attribute quoting as browsers accept it.
+        (
+            "<form id=search action=/search method=get><input name=q value=x></form>"
+            '<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
+            '<input type="submit" id="uc-download-link" value="Download anyway"/>'
+            '<input type="hidden" name="id" value="1abcdefghijk"><input type="hidden" name="export" '
+            'value="download"><input type=hidden name=confirm value=t>'
+            "<input type=hidden name=uuid value=u-1&amp;2></form>",
+            (
+                "https://drive.usercontent.google.com/download",
+                {"id": "1abcdefghijk", "export": "download", "confirm": "t", "uuid": "u-1&2"},
+            ),
+        ),
+        # Drive before 2024: a link carrying the confirmation code, relative to the page.
+        (
+            '<p>too large</p><a id="uc-download-link" href="/uc?export=download&amp;confirm=AbCd&amp;id=1abc">'
+            "Download anyway</a>",
+            ("https://drive.google.com/uc?export=download&confirm=AbCd&id=1abc", {}),
+        ),
+        ("<html><head><title>Google Drive - Quota exceeded</title></head><body>Too many users</body></html>", None),
+    ],
+)
 def test_the_confirmation_is_read_from_the_page_with_an_html_parser(page: str, expected):
     assert drive._confirm_form(page, "https://drive.google.com/uc?id=1abc&export=download") == expected
 

@@ -40,8 +40,9 @@ def test_local_pipeline_results_are_the_resized_images(stack: Stack, api: httpx.
     assert run["duration_s"] > 0 and run["ended_at"] >= run["started_at"]
     [result] = api.get(f"/runs/{run['run_id']}/results").json()["results"]
     names = [f["name"] for f in result["output"]["files"]]
-    expected = sorted(p.relative_to(stack.data_root / "samples").as_posix()
-                      for p in (stack.data_root / "samples").rglob("*.jpg"))
+    expected = sorted(
+        p.relative_to(stack.data_root / "samples").as_posix() for p in (stack.data_root / "samples").rglob("*.jpg")
+    )
     assert names == expected
     for item in result["output"]["files"]:
         assert Image.open(io.BytesIO(stack.fetch(item["uri"]))).size == (48, 48)
@@ -70,21 +71,35 @@ def test_a_failing_instruction_is_reported_with_its_path(stack: Stack, api: http
 
 
 def inference(model: str, path: str) -> dict:
-    return {"operation": "model_inference", "parameters": {
-        "model": model, "data": {"operation": "import_from_local", "parameters": {"path": path}}}}
+    return {
+        "operation": "model_inference",
+        "parameters": {"model": model, "data": {"operation": "import_from_local", "parameters": {"path": path}}},
+    }
 
 
 def test_a_failed_run_serves_what_its_instructions_made_before_the_failure(stack: Stack, api: httpx.Client):
-    compared = {"operation": "compare_models", "parameters": {"results": [inference("fire-vit-a", "samples"),
-                                                                          inference("fire-vit-b", "samples")]}}
+    compared = {
+        "operation": "compare_models",
+        "parameters": {"results": [inference("fire-vit-a", "samples"), inference("fire-vit-b", "samples")]},
+    }
     # The same models on the same images (run once, shared), but truth without a name column: fails as it runs.
-    fails = {"operation": "compare_models", "parameters": {**compared["parameters"],
-                                                           "truth": {"operation": "mock_csv_data"}}}
-    listed = {"operation": "dict_to_list", "parameters": {
-        "data": {"operation": "import_from_local", "parameters": {"path": "samples"}}}}
-    body = {"instructions": [{"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
-                             {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
-                             compared, fails, listed]}
+    fails = {
+        "operation": "compare_models",
+        "parameters": {**compared["parameters"], "truth": {"operation": "mock_csv_data"}},
+    }
+    listed = {
+        "operation": "dict_to_list",
+        "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "samples"}}},
+    }
+    body = {
+        "instructions": [
+            {"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
+            {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
+            compared,
+            fails,
+            listed,
+        ]
+    }
     run = stack.wait_for_run(api.post("/execute", json=body).json()["run_id"], timeout_s=180)
     assert run["run_status"] == "FAILURE" and run["error"]["path"] == "/instructions/3", run
 
@@ -94,18 +109,26 @@ def test_a_failed_run_serves_what_its_instructions_made_before_the_failure(stack
     assert deployed_a["output"]["model"] == "fire-vit-a" and deployed_b["output"]["model"] == "fire-vit-b"
     assert {m["model"] for m in comparison["output"]["models"]} == {"fire-vit-a", "fire-vit-b"}
     assert comparison["output"]["verdict"] and "state" not in comparison
-    assert failed == {"path": "/instructions/3", "operation": "compare_models", "state": "failed",
-                      "error": failed["error"]}
+    assert failed == {
+        "path": "/instructions/3",
+        "operation": "compare_models",
+        "state": "failed",
+        "error": failed["error"],
+    }
     assert failed["error"].startswith("compare_models at /instructions/3 failed: ") and "'name'" in failed["error"]
-    assert not_run == {"path": "/instructions/4", "operation": "dict_to_list", "state": "not run",
-                       "error": "not run: compare_models at /instructions/3 stopped the run before it"}
+    assert not_run == {
+        "path": "/instructions/4",
+        "operation": "dict_to_list",
+        "state": "not run",
+        "error": "not run: compare_models at /instructions/3 stopped the run before it",
+    }
     assert stack.fetch(comparison["output"]["chart"]).startswith(b"\x89PNG")  # its files are served
 
     report = api.get(f"/runs/{run['run_id']}/report")  # the comparison that worked
     assert report.status_code == 200 and "fire-vit-b" in report.text
     page = html.unescape(report.text)  # a page that stands alone: its run and the pipeline it ran
     assert f"run <code>{run['run_id']}</code> · " in page
-    assert json.loads(page[page.index("<pre>") + 5:page.index("</pre>")]) == body
+    assert json.loads(page[page.index("<pre>") + 5 : page.index("</pre>")]) == body
     no_report = api.get(f"/runs/{run['run_id']}/report", params={"path": "/instructions/3"})
     assert no_report.status_code == 409
     assert no_report.json()["message"].startswith("compare_models at /instructions/3 failed, so there is no report")
@@ -145,8 +168,9 @@ def test_cancel_stops_a_running_pipeline(stack: Stack, api: httpx.Client, slow_f
     pipeline = {"instructions": [{"operation": "import_from_url", "parameters": {"url": slow_file_url}}]}
     run_id = api.post("/execute", json=pipeline).json()["run_id"]
     deadline = time.monotonic() + 30
-    while ([e["state"] for e in api.get(f"/runs/{run_id}").json()["instructions"]] != ["running"]
-           and time.monotonic() < deadline):  # the download has begun
+    while [e["state"] for e in api.get(f"/runs/{run_id}").json()["instructions"]] != [
+        "running"
+    ] and time.monotonic() < deadline:  # the download has begun
         time.sleep(0.2)
     cancelled = api.post(f"/runs/{run_id}/cancel")
     assert cancelled.status_code == 200, cancelled.text
@@ -161,8 +185,16 @@ def test_cancel_stops_a_running_pipeline(stack: Stack, api: httpx.Client, slow_f
 def test_a_launchpad_run_with_a_bad_pipeline_reports_why(stack: Stack, api: httpx.Client):
     """Launched around the gateway (as from the launchpad): the code server checks the config when the run is
     created, so the launch is refused naming the instruction's path, and no run is created."""
-    bad = [{"operation": "resize_image", "parameters": {"width": 0, "height": 5, "data": {
-        "operation": "import_from_local", "parameters": {"path": "samples"}}}}]
+    bad = [
+        {
+            "operation": "resize_image",
+            "parameters": {
+                "width": 0,
+                "height": 5,
+                "data": {"operation": "import_from_local", "parameters": {"path": "samples"}},
+            },
+        }
+    ]
     selector = {"repositoryLocationName": "constellation", "repositoryName": "main", "jobName": "build_execute_job"}
     config = {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": bad}}}}
     launch = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {

@@ -24,16 +24,31 @@ MODELS = {"land-cover-a": "a", "land-cover-b": "b"}
 
 
 def segmented(model: str) -> dict:
-    tiles = {"operation": "tile_image", "parameters": {"tile_width": 256, "tile_height": 256, "data": {
-        "operation": "import_from_local", "parameters": {"path": "samples-eo/scene.tif"}}}}
-    return {"operation": "mosaic", "parameters": {"data": {"operation": "model_inference", "parameters": {
-        "model": model, "data": tiles, "batch_size": 3}}}}
+    tiles = {
+        "operation": "tile_image",
+        "parameters": {
+            "tile_width": 256,
+            "tile_height": 256,
+            "data": {"operation": "import_from_local", "parameters": {"path": "samples-eo/scene.tif"}},
+        },
+    }
+    return {
+        "operation": "mosaic",
+        "parameters": {
+            "data": {"operation": "model_inference", "parameters": {"model": model, "data": tiles, "batch_size": 3}}
+        },
+    }
 
 
 def test_two_band_models_segment_the_scene_back_onto_its_grid(stack: Stack, api: httpx.Client, tmp_path):
     folder = write_eo_samples(stack.data_root)
-    deploys = [{"operation": "deploy_model", "parameters": {"model": name, "task": "image-segmentation",
-                                                            "source": f"{name}.onnx"}} for name in MODELS]
+    deploys = [
+        {
+            "operation": "deploy_model",
+            "parameters": {"model": name, "task": "image-segmentation", "source": f"{name}.onnx"},
+        }
+        for name in MODELS
+    ]
     launched = api.post("/execute", json={"instructions": [*deploys, *(segmented(m) for m in MODELS)]}).json()
     assert launched["status"] == "success", launched
     run = stack.wait_for_run(launched["run_id"], timeout_s=180)
@@ -46,8 +61,9 @@ def test_two_band_models_segment_the_scene_back_onto_its_grid(stack: Stack, api:
         windows = [Window(col, row, 256, 256) for row in (0, 256) for col in (0, 256)]
     masks = []
     for (mosaic,), variant in zip(mosaics, MODELS.values(), strict=True):
-        session = onnxruntime.InferenceSession(str(land_cover_segmenter(tmp_path / f"{variant}.onnx", variant)),
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(land_cover_segmenter(tmp_path / f"{variant}.onnx", variant)), providers=["CPUExecutionProvider"]
+        )
         expected = np.full(pixels.shape[1:], 255, dtype=np.uint8)
         for window in windows:  # the same tiles the pipeline cut, each run on its own
             rows, cols = window.toslices()
@@ -55,8 +71,12 @@ def test_two_band_models_segment_the_scene_back_onto_its_grid(stack: Stack, api:
             expected[rows, cols] = logits[0].argmax(axis=0)
         expected[~valid] = 255
         with rasterio.open(io.BytesIO(stack.fetch(mosaic["uri"]))) as got:
-            assert (got.crs, got.transform, got.width, got.height) == (grid["crs"], grid["transform"],
-                                                                         grid["width"], grid["height"])
+            assert (got.crs, got.transform, got.width, got.height) == (
+                grid["crs"],
+                grid["transform"],
+                grid["width"],
+                grid["height"],
+            )
             assert (got.count, got.dtypes[0], got.nodata) == (1, "uint8", 255)
             mask = got.read(1)
         np.testing.assert_array_equal(mask, expected)

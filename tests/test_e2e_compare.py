@@ -46,8 +46,10 @@ def top1(document: dict) -> dict[str, str]:
 
 def db_rows(table: str) -> list[dict]:
     """The rows the sample database holds in `table` (written by the same functions)."""
-    return {"fire_risk": lambda: comparison_samples.fire_risk_rows(200, seed=2),
-            "fire_reports": comparison_samples.report_rows}[table]()
+    return {
+        "fire_risk": lambda: comparison_samples.fire_risk_rows(200, seed=2),
+        "fire_reports": comparison_samples.report_rows,
+    }[table]()
 
 
 def check_classification(comparison: dict, predictions: dict[str, dict], truth: dict[str, str]) -> None:
@@ -67,7 +69,8 @@ def check_classification(comparison: dict, predictions: dict[str, dict], truth: 
     same = [x == y for x, y in zip(predicted[a], predicted[b], strict=True)]
     assert pair["agreement"] == pytest.approx(np.mean(same))
     assert pair["kappa"] == pytest.approx(cohen_kappa_score(predicted[a], predicted[b]), abs=1e-9) or (
-        np.isnan(cohen_kappa_score(predicted[a], predicted[b])) and pair["kappa"] is None)
+        np.isnan(cohen_kappa_score(predicted[a], predicted[b])) and pair["kappa"] is None
+    )
     only_a = sum(x == t != y for x, y, t in zip(predicted[a], predicted[b], expected, strict=True))
     only_b = sum(y == t != x for x, y, t in zip(predicted[a], predicted[b], expected, strict=True))
     reference = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
@@ -89,7 +92,10 @@ def test_zero_shot_against_a_fine_tuned_classifier(stack: Stack, api: httpx.Clie
     _, comparison, predictions = run_sample(stack, api, '"fire-clip"', "compare_models")
     assert sorted(predictions) == ["fire-clip", "fire-vit-a"]
     assert {label for p in predictions["fire-clip"]["predictions"] for label in p["labels"]} <= {
-        "Fire", "Normal", "Smoke"}
+        "Fire",
+        "Normal",
+        "Smoke",
+    }
     truth = {n: n.split("/")[0] for n in top1(predictions["fire-clip"])}
     check_classification(comparison, predictions, truth)
 
@@ -156,9 +162,15 @@ def test_object_detectors_against_coco_boxes(stack: Stack, api: httpx.Client):
     categories = {c["name"]: c["id"] for c in truth.dataset["categories"]}
     for model, document in predictions.items():
         found = [
-            {"image_id": ids[p["name"]], "category_id": categories[d["label"]], "score": d["score"],
-             "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
-            for p in document["predictions"] for d in p["detections"] if d["label"] in categories
+            {
+                "image_id": ids[p["name"]],
+                "category_id": categories[d["label"]],
+                "score": d["score"],
+                "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]],
+            }
+            for p in document["predictions"]
+            for d in p["detections"]
+            if d["label"] in categories
         ]
         expected_map = 0.0
         if found:
@@ -200,14 +212,22 @@ def test_unlabelled_images_are_compared_on_agreement_alone(stack: Stack, api: ht
         result["parameters"]["data"]["parameters"]["path"] = "samples/Fire"  # no class folders below it
     run = stack.wait_for_run(api.post("/execute", json=body).json()["run_id"], timeout_s=120)
     assert run["run_status"] == "SUCCESS", run
-    [comparison] = [r["output"] for r in api.get(f"/runs/{run['run_id']}/results").json()["results"]
-                    if r["operation"] == "compare_models"]
+    [comparison] = [
+        r["output"]
+        for r in api.get(f"/runs/{run['run_id']}/results").json()["results"]
+        if r["operation"] == "compare_models"
+    ]
     assert comparison["labelled"] is False and "accuracy" not in comparison["models"][0]
     assert "ground truth" in comparison["verdict"].lower()
 
 
-SOME_ROWS = {"operation": "import_from_database", "parameters": {
-    "connection": "samples", "query": "SELECT * FROM fire_risk WHERE name < 'site-2-0150' ORDER BY name"}}
+SOME_ROWS = {
+    "operation": "import_from_database",
+    "parameters": {
+        "connection": "samples",
+        "query": "SELECT * FROM fire_risk WHERE name < 'site-2-0150' ORDER BY name",
+    },
+}
 
 
 @pytest.mark.parametrize(
@@ -257,8 +277,9 @@ def test_the_dagster_run_page_shows_verdict_table_and_chart(stack: Stack, api: h
             ... on TableMetadataEntry { table { records } } } } } } } }"""
     answer = httpx.post(stack.dagster_url + "/graphql", json={"query": query, "variables": {"id": run["run_id"]}})
     events = answer.json()["data"]["logsForRun"]["events"]
-    entries = {e["label"]: e for ev in events if ev["__typename"] == "ExecutionStepOutputEvent"
-               for e in ev["metadataEntries"]}
+    entries = {
+        e["label"]: e for ev in events if ev["__typename"] == "ExecutionStepOutputEvent" for e in ev["metadataEntries"]
+    }
     where = "compare_models /instructions/2"
     assert entries[f"{where} verdict"]["text"] == comparison["verdict"]
     assert "![comparison chart](data:image/png;base64," in entries[where]["mdStr"]

@@ -26,9 +26,11 @@ def seed_pipeline(file_id: str, width: int, height: int) -> dict:
     """The seed README's chain: import_from_google_drive → dict_to_list → resize_image."""
     imported = {"operation": "import_from_google_drive", "parameters": {"file_id": file_id}}
     listed = {"operation": "dict_to_list", "parameters": {"data": imported}}
-    return {"instructions": [
-        {"operation": "resize_image", "parameters": {"data": listed, "width": width, "height": height}}
-    ]}
+    return {
+        "instructions": [
+            {"operation": "resize_image", "parameters": {"data": listed, "width": width, "height": height}}
+        ]
+    }
 
 
 def run_events(stack: Stack, run_id: str) -> str:

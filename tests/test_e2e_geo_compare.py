@@ -52,8 +52,9 @@ def test_two_land_cover_models_against_geojson_and_a_label_raster(stack: Stack, 
     with rasterio.open(io.BytesIO(stack.fetch(by_geojson["files"]["maps/scene/disagreement.tif"]))) as src:
         disagreement = src.read(1)
     both = (predicted["land-cover-a"] != 255) & (predicted["land-cover-b"] != 255)
-    np.testing.assert_array_equal(disagreement, np.where(both, predicted["land-cover-a"] != predicted["land-cover-b"],
-                                                         255))
+    np.testing.assert_array_equal(
+        disagreement, np.where(both, predicted["land-cover-a"] != predicted["land-cover-b"], 255)
+    )
     page = api.get(f"/runs/{run['run_id']}/report", params={"path": results[2]["path"]})
     assert page.status_code == 200
     assert "On the map" in page.text and "By region" in page.text and page.text.count("data:image/png") >= 5

@@ -32,12 +32,16 @@ def pipeline(**compare: object) -> dict:
         data = {"operation": "import_from_local", "parameters": {"path": FOLDER}}
         return {"operation": "model_inference", "parameters": {"model": model, "batch_size": 4, "data": data}}
 
-    return {"instructions": [
-        {"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
-        {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
-        {"operation": "compare_models", "parameters": {"results": [inference("fire-vit-a"), inference("fire-vit-b")],
-                                                       **compare}},
-    ]}
+    return {
+        "instructions": [
+            {"operation": "deploy_model", "parameters": {"model": "fire-vit-a"}},
+            {"operation": "deploy_model", "parameters": {"model": "fire-vit-b"}},
+            {
+                "operation": "compare_models",
+                "parameters": {"results": [inference("fire-vit-a"), inference("fire-vit-b")], **compare},
+            },
+        ]
+    }
 
 
 def run(stack: Stack, api: httpx.Client, body: dict) -> dict:
@@ -87,10 +91,14 @@ def test_history_leaderboard_and_gate_through_the_stack(stack: Stack, api: httpx
     assert listed["next_cursor"] is None
     assert listed["comparisons"][0]["report_url"] == f"/runs/{third['run_id']}/report?path=/instructions/2"
     page_one = api.get("/comparisons", params={"dataset": DATASET, "limit": 2}).json()
-    page_two = api.get("/comparisons", params={"dataset": DATASET, "limit": 2,
-                                               "cursor": page_one["next_cursor"]}).json()
+    page_two = api.get(
+        "/comparisons", params={"dataset": DATASET, "limit": 2, "cursor": page_one["next_cursor"]}
+    ).json()
     assert [c["run_id"] for c in page_one["comparisons"] + page_two["comparisons"]] == [
-        third["run_id"], second["run_id"], first["run_id"]] and page_two["next_cursor"] is None
+        third["run_id"],
+        second["run_id"],
+        first["run_id"],
+    ] and page_two["next_cursor"] is None
     same = api.get("/comparisons", params={"fingerprint": one["dataset_fingerprint"]}).json()["comparisons"]
     assert [c["run_id"] for c in same if c["dataset"] == DATASET] == [second["run_id"], first["run_id"]]
     assert all(c["fingerprint"] == one["dataset_fingerprint"] for c in same)
@@ -98,12 +106,15 @@ def test_history_leaderboard_and_gate_through_the_stack(stack: Stack, api: httpx
     board = api.get("/comparisons/leaderboard", params={"dataset": DATASET}).json()
     assert board["fingerprint"] == three["dataset_fingerprint"] and board["data_changed"] is True
     assert [(f["fingerprint"], f["comparisons"]) for f in board["fingerprints"]] == [
-        (three["dataset_fingerprint"], 1), (one["dataset_fingerprint"], 2)]
+        (three["dataset_fingerprint"], 1),
+        (one["dataset_fingerprint"], 2),
+    ]
     assert board["metric"] == "accuracy"
     newest = sorted(three["models"], key=lambda m: -m["accuracy"])
     rows = board["models"]
     assert [(r["model"], r["value"], r["ci"], r["same_data"]) for r in rows[:2]] == [
-        (m["model"], m["accuracy"], m["accuracy_ci"], True) for m in newest]
+        (m["model"], m["accuracy"], m["accuracy_ci"], True) for m in newest
+    ]
     assert {r["model"] for r in rows[2:]} == {"fire-vit-a", "fire-vit-b"}
     assert all(not r["same_data"] and r["comparisons"] == 2 and r["run_id"] == second["run_id"] for r in rows[2:])
 
@@ -114,8 +125,9 @@ def test_history_leaderboard_and_gate_through_the_stack(stack: Stack, api: httpx
     assert "the data changed: 2 fingerprints" in shown.stderr and three["dataset_fingerprint"] in shown.stderr
     lines = [line for line in shown.stdout.splitlines() if "fire-vit-" in line]
     assert len(lines) == 4 and all("other data" in line for line in lines[2:]) and "other data" not in lines[0]
-    as_json = subprocess.run([str(CLI), "leaderboard", DATASET, "--json"], env=env, capture_output=True, text=True,
-                             timeout=60)
+    as_json = subprocess.run(
+        [str(CLI), "leaderboard", DATASET, "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert json.loads(as_json.stdout)["models"] == rows
 
     # a gate no challenger passes, with fail_on_gate: the run fails after its report is written

@@ -29,8 +29,11 @@ def body_with(*operations: str) -> dict:
 
 
 def models_loaded(stack: Stack) -> list[str]:
-    index = httpx.post(stack.model_server_url + "/v2/repository/index", timeout=10,
-                       headers={"Authorization": f"Bearer {MODEL_SERVER_TOKEN}"}).json()
+    index = httpx.post(
+        stack.model_server_url + "/v2/repository/index",
+        timeout=10,
+        headers={"Authorization": f"Bearer {MODEL_SERVER_TOKEN}"},
+    ).json()
     return sorted(m["name"] for m in index if m.get("state") == "READY")
 
 
@@ -57,12 +60,19 @@ def test_the_seed_pipeline_runs_verbatim(stack: Stack, api: httpx.Client):
 
 def test_a_failure_after_deploy_still_unloads_the_model(stack: Stack, api: httpx.Client):
     (stack.data_root / "empty-folder").mkdir(exist_ok=True)  # exists (checked before launch), holds nothing
-    pipeline = {"instructions": [
-        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
-        {"operation": "model_inference", "parameters": {"model": SECOND_MODEL, "data": {
-            "operation": "import_from_local", "parameters": {"path": "empty-folder"}}}},
-        {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
-    ]}
+    pipeline = {
+        "instructions": [
+            {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+            {
+                "operation": "model_inference",
+                "parameters": {
+                    "model": SECOND_MODEL,
+                    "data": {"operation": "import_from_local", "parameters": {"path": "empty-folder"}},
+                },
+            },
+            {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
+        ]
+    }
     run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"], timeout_s=60)
     assert run["run_status"] == "FAILURE"
     assert run["error"]["path"] == "/instructions/1/parameters/data"
@@ -78,8 +88,11 @@ def test_a_model_that_fails_to_load_fails_clearly(stack: Stack, api: httpx.Clien
     assert error["path"] == "/instructions/0/parameters/model"
     assert "not in the models root or the local Hugging Face cache" in error["message"]
     # A model found but not for its task is only known once loaded: the run fails saying so.
-    wrong_task = {"instructions": [{"operation": "deploy_model", "parameters": {
-        "model": "fire-vit-a", "task": "object-detection"}}]}
+    wrong_task = {
+        "instructions": [
+            {"operation": "deploy_model", "parameters": {"model": "fire-vit-a", "task": "object-detection"}}
+        ]
+    }
     run = stack.wait_for_run(api.post("/execute", json=wrong_task).json()["run_id"], timeout_s=60)
     assert run["run_status"] == "FAILURE"
     assert run["error"]["path"] == "/instructions/0"
@@ -101,11 +114,19 @@ def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(t
         source = next((own.data_root / "samples" / "Fire").iterdir()).read_bytes()
         for i in range(600):
             (many / f"{i:04d}.jpg").write_bytes(source)
-        pipeline = {"instructions": [
-            {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
-            {"operation": "model_inference", "parameters": {"model": SECOND_MODEL, "batch_size": 1, "data": {
-                "operation": "import_from_local", "parameters": {"path": "many"}}}},
-        ]}
+        pipeline = {
+            "instructions": [
+                {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+                {
+                    "operation": "model_inference",
+                    "parameters": {
+                        "model": SECOND_MODEL,
+                        "batch_size": 1,
+                        "data": {"operation": "import_from_local", "parameters": {"path": "many"}},
+                    },
+                },
+            ]
+        }
         with own.client() as client:
             run_id = client.post("/execute", json=pipeline).json()["run_id"]
             deadline = time.monotonic() + 60
@@ -114,8 +135,11 @@ def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(t
                 if states.get("model_inference") == "running":
                     break
                 time.sleep(0.1)
-        model_servers = [p for p in psutil.Process(own.process.pid).children(recursive=True)
-                         if p.cmdline()[-2:] == ["-m", "model_server"]]
+        model_servers = [
+            p
+            for p in psutil.Process(own.process.pid).children(recursive=True)
+            if p.cmdline()[-2:] == ["-m", "model_server"]
+        ]
         assert model_servers, "the stack runs no model server"
         for process in model_servers:
             process.kill()
@@ -125,7 +149,8 @@ def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(t
         message = run["error"]["message"]
         # Either the retries found no server, or `make run` had already started it again without the model.
         assert ("the model server at" in message and "failed 3 times" in message) or (
-            f"model '{SECOND_MODEL}' is not known to this server" in message), message
+            f"model '{SECOND_MODEL}' is not known to this server" in message
+        ), message
         logs = run_logs(own, run_id)
         assert any(f"clean-up: unloading {SECOND_MODEL}, deployed by this run" in m for m in logs)
         assert any("clean-up failed" in m for m in logs)
@@ -147,13 +172,15 @@ def test_model_server_stopping_mid_run_fails_the_step_and_cleanup_is_attempted(t
 
 
 def test_runs_are_tagged_for_per_user_and_per_model_limits(stack: Stack, api: httpx.Client):
-    pipeline = {"instructions": [
-        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
-        {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
-    ]}
+    pipeline = {
+        "instructions": [
+            {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+            {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
+        ]
+    }
     run_id = api.post("/execute", json=pipeline, headers={"X-Constellation-User": "alice"}).json()["run_id"]
     assert stack.wait_for_run(run_id)["run_status"] == "SUCCESS"
-    query = 'query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }'
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }"
     answer = httpx.post(stack.dagster_url + "/graphql", json={"query": query, "variables": {"id": run_id}}).json()
     tags = {t["key"]: t["value"] for t in answer["data"]["runOrError"]["tags"]}
     assert tags["constellation/user"] == "alice" and tags["constellation/model"] == SECOND_MODEL
@@ -161,15 +188,18 @@ def test_runs_are_tagged_for_per_user_and_per_model_limits(stack: Stack, api: ht
     assert refused.status_code == 400 and "X-Constellation-User" in refused.json()["message"]
 
 
-def test_runs_share_a_model_and_the_server_asks_the_code_location_for_its_token(stack: Stack, api: httpx.Client,
-                                                                               slow_file_url: str):
+def test_runs_share_a_model_and_the_server_asks_the_code_location_for_its_token(
+    stack: Stack, api: httpx.Client, slow_file_url: str
+):
     """Run 1 holds a model (its download is still running) while run 2 deploys, uses and deletes the same model:
     run 2's delete lets go of its own lease only; the model goes when run 1, cancelled, lets go too."""
     assert httpx.post(stack.model_server_url + "/v2/repository/index", timeout=10).status_code == 401
-    holder = {"instructions": [
-        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
-        {"operation": "import_from_url", "parameters": {"url": slow_file_url}},
-    ]}
+    holder = {
+        "instructions": [
+            {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+            {"operation": "import_from_url", "parameters": {"url": slow_file_url}},
+        ]
+    }
     first = api.post("/execute", json=holder).json()["run_id"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -178,12 +208,19 @@ def test_runs_share_a_model_and_the_server_asks_the_code_location_for_its_token(
             break
         time.sleep(0.2)
     assert SECOND_MODEL in models_loaded(stack), "run 1 did not deploy its model (the token, or the lease)"
-    user = {"instructions": [
-        {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
-        {"operation": "model_inference", "parameters": {"model": SECOND_MODEL, "data": {
-            "operation": "import_from_local", "parameters": {"path": "samples"}}}},
-        {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
-    ]}
+    user = {
+        "instructions": [
+            {"operation": "deploy_model", "parameters": {"model": SECOND_MODEL}},
+            {
+                "operation": "model_inference",
+                "parameters": {
+                    "model": SECOND_MODEL,
+                    "data": {"operation": "import_from_local", "parameters": {"path": "samples"}},
+                },
+            },
+            {"operation": "delete_model", "parameters": {"model": SECOND_MODEL}},
+        ]
+    }
     second = stack.wait_for_run(api.post("/execute", json=user).json()["run_id"], timeout_s=120)
     assert second["run_status"] == "SUCCESS", second
     deleted = api.get(f"/runs/{second['run_id']}/results").json()["results"][2]["output"]

@@ -64,8 +64,13 @@ def database() -> Iterator[sa.URL]:
         yield url
     finally:
         with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": url.database})
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": url.database},
+            )
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}"')
         admin.dispose()
 
@@ -74,13 +79,16 @@ def database() -> Iterator[sa.URL]:
 def processes(tmp_path_factory: pytest.TempPathFactory, database: sa.URL) -> Iterator[Processes]:
     base = tmp_path_factory.mktemp("pg_stack")
     write_samples(base / "data")
-    env = separate_processes_env(base, {
-        "DAGSTER_POSTGRES_USER": database.username or "postgres",
-        "DAGSTER_POSTGRES_PASSWORD": database.password or "",
-        "DAGSTER_POSTGRES_HOST": database.host or "127.0.0.1",
-        "DAGSTER_POSTGRES_PORT": str(database.port or 5432),
-        "DAGSTER_POSTGRES_DB": database.database,
-    })
+    env = separate_processes_env(
+        base,
+        {
+            "DAGSTER_POSTGRES_USER": database.username or "postgres",
+            "DAGSTER_POSTGRES_PASSWORD": database.password or "",
+            "DAGSTER_POSTGRES_HOST": database.host or "127.0.0.1",
+            "DAGSTER_POSTGRES_PORT": str(database.port or 5432),
+            "DAGSTER_POSTGRES_DB": database.database,
+        },
+    )
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True)
     # The local instance (queue, run monitoring) with the Compose deployment's storage;
@@ -93,8 +101,10 @@ def processes(tmp_path_factory: pytest.TempPathFactory, database: sa.URL) -> Ite
         for name in ("code server", "webserver", "daemon", "gateway"):
             running.start(name)
         # The runs page of the UI: where broken storage settings show first, with the database's own words.
-        answer = httpx.post(env["CONSTELLATION_DAGSTER_URL"] + "/graphql",
-                            json={"query": "{ runsOrError(limit: 1) { ... on Runs { results { runId } } } }"}).json()
+        answer = httpx.post(
+            env["CONSTELLATION_DAGSTER_URL"] + "/graphql",
+            json={"query": "{ runsOrError(limit: 1) { ... on Runs { results { runId } } } }"},
+        ).json()
         if answer.get("errors"):
             pytest.fail(f"Dagster cannot read its run storage: {answer['errors'][0]['message'].splitlines()[0]}")
         yield running
@@ -105,9 +115,15 @@ def processes(tmp_path_factory: pytest.TempPathFactory, database: sa.URL) -> Ite
 @pytest.fixture(scope="module")
 def pg_stack(processes: Processes) -> Stack:
     env = processes.env
-    return Stack(f"http://127.0.0.1:{env['CONSTELLATION_API_PORT']}", env["CONSTELLATION_DAGSTER_URL"],
-                 Path(env["CONSTELLATION_DATA_ROOT"]), Path(env["CONSTELLATION_ARTIFACT_ROOT"]),
-                 Path(env["DAGSTER_HOME"]), processes.log, processes.children["gateway"])
+    return Stack(
+        f"http://127.0.0.1:{env['CONSTELLATION_API_PORT']}",
+        env["CONSTELLATION_DAGSTER_URL"],
+        Path(env["CONSTELLATION_DATA_ROOT"]),
+        Path(env["CONSTELLATION_ARTIFACT_ROOT"]),
+        Path(env["DAGSTER_HOME"]),
+        processes.log,
+        processes.children["gateway"],
+    )
 
 
 def run_to_success(api: httpx.Client, stack: Stack, width: int = 32) -> tuple[str, list]:
@@ -170,4 +186,3 @@ def test_queued_runs_complete_after_a_daemon_restart(pg_stack: Stack, processes:
         processes.start("daemon")
     for run_id in run_ids:
         assert pg_stack.wait_for_run(run_id, timeout_s=60)["run_status"] == "SUCCESS"
-

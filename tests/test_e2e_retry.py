@@ -23,9 +23,17 @@ pytestmark = pytest.mark.e2e
 
 def pipeline(folder: str) -> dict:
     def resized(path: str, width: int) -> dict:
-        return {"operation": "resize_image", "parameters": {"width": width, "height": width, "data": {
-            "operation": "dict_to_list", "parameters": {"data": {
-                "operation": "import_from_local", "parameters": {"path": path}}}}}}
+        return {
+            "operation": "resize_image",
+            "parameters": {
+                "width": width,
+                "height": width,
+                "data": {
+                    "operation": "dict_to_list",
+                    "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": path}}},
+                },
+            },
+        }
 
     return {"instructions": [resized("samples", 40), resized(folder, 20)]}
 
@@ -89,13 +97,26 @@ def test_a_retry_never_executes_a_file_an_instruction_wrote(stack: Stack, api: h
     polyglot = bmp_and_pickle(marker)
     assert Image.open(io.BytesIO(polyglot)).format == "BMP"
     name = f"planted-{time.time_ns()}.jsonl"
-    rows = [{"name": "output.pickle", "image": base64.b64encode(polyglot).decode()},
-            {"name": "later", "image": base64.b64encode(b"not an image").decode()}]
+    rows = [
+        {"name": "output.pickle", "image": base64.b64encode(polyglot).decode()},
+        {"name": "later", "image": base64.b64encode(b"not an image").decode()},
+    ]
     (stack.data_root / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
-    pipeline = {"instructions": [{"operation": "table_to_images", "parameters": {
-        "image_column": "image", "name_column": "name", "data": {
-            "operation": "read_table", "parameters": {"data": {
-                "operation": "import_from_local", "parameters": {"path": name}}}}}}]}
+    pipeline = {
+        "instructions": [
+            {
+                "operation": "table_to_images",
+                "parameters": {
+                    "image_column": "image",
+                    "name_column": "name",
+                    "data": {
+                        "operation": "read_table",
+                        "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": name}}},
+                    },
+                },
+            }
+        ]
+    }
 
     failed = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"])
     assert failed["run_status"] == "FAILURE" and "row 2" in failed["error"]["message"], failed

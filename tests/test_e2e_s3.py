@@ -39,8 +39,14 @@ def test_images_under_a_prefix_are_imported_and_resized(stack: Stack, api: httpx
 
 
 def test_an_export_to_s3_can_be_read_back(stack: Stack, api: httpx.Client, s3_env: dict[str, str]):
-    exported = {"operation": "export_to_s3", "parameters": {
-        "data": resized_from_s3(24, key="archives/images.zip"), "bucket": SAMPLE_BUCKET, "prefix": "e2e-exports"}}
+    exported = {
+        "operation": "export_to_s3",
+        "parameters": {
+            "data": resized_from_s3(24, key="archives/images.zip"),
+            "bucket": SAMPLE_BUCKET,
+            "prefix": "e2e-exports",
+        },
+    }
     run = run_to_end(stack, api, exported)
     assert run["run_status"] == "SUCCESS", run
     [result] = api.get(f"/runs/{run['run_id']}/results").json()["results"]
@@ -57,18 +63,28 @@ def test_an_export_to_s3_can_be_read_back(stack: Stack, api: httpx.Client, s3_en
 
 def test_a_missing_bucket_or_object_is_refused_before_launch_naming_it(stack: Stack, api: httpx.Client):
     def listed(**where) -> dict:
-        return {"operation": "dict_to_list", "parameters": {"data": {"operation": "import_from_s3",
-                                                                     "parameters": where}}}
+        return {
+            "operation": "dict_to_list",
+            "parameters": {"data": {"operation": "import_from_s3", "parameters": where}},
+        }
 
-    body = {"instructions": [listed(bucket="no-such-bucket", key="a.jpg"),
-                             listed(bucket=SAMPLE_BUCKET, key="images/Fire/no-such-image.jpg")]}
+    body = {
+        "instructions": [
+            listed(bucket="no-such-bucket", key="a.jpg"),
+            listed(bucket=SAMPLE_BUCKET, key="images/Fire/no-such-image.jpg"),
+        ]
+    }
     answer = api.post("/execute", json=body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["errors"] == [
-        {"path": "/instructions/0/parameters/data/parameters/bucket",
-         "message": "bucket 'no-such-bucket' does not exist"},
-        {"path": "/instructions/1/parameters/data/parameters/key",
-         "message": f"no object 'images/Fire/no-such-image.jpg' in bucket '{SAMPLE_BUCKET}'"},
+        {
+            "path": "/instructions/0/parameters/data/parameters/bucket",
+            "message": "bucket 'no-such-bucket' does not exist",
+        },
+        {
+            "path": "/instructions/1/parameters/data/parameters/key",
+            "message": f"no object 'images/Fire/no-such-image.jpg' in bucket '{SAMPLE_BUCKET}'",
+        },
     ]
 
 

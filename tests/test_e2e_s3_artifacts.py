@@ -29,15 +29,17 @@ PREFIX = "team/constellation"
 
 
 @pytest.fixture(scope="module")
-def s3_stack(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str],
-             stack_env: dict[str, str]) -> Iterator[tuple[Stack, Path]]:
+def s3_stack(
+    tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str], stack_env: dict[str, str]
+) -> Iterator[tuple[Stack, Path]]:
     """The stack with its artifact root in the bucket; the folder its processes use for temporary files."""
     s3_client(s3_env).create_bucket(Bucket=BUCKET)
     base = tmp_path_factory.mktemp("s3stack")
     scratch = base / "tmp"
     scratch.mkdir()
-    running = start_stack(base, {**stack_env, "CONSTELLATION_ARTIFACT_ROOT": f"s3://{BUCKET}/{PREFIX}",
-                                 "TMPDIR": str(scratch)})
+    running = start_stack(
+        base, {**stack_env, "CONSTELLATION_ARTIFACT_ROOT": f"s3://{BUCKET}/{PREFIX}", "TMPDIR": str(scratch)}
+    )
     yield running, scratch
     stop_stack(running)
 
@@ -49,9 +51,10 @@ def api(s3_stack: tuple[Stack, Path]) -> Iterator[httpx.Client]:
 
 
 def stored_keys(s3_env: dict[str, str], run_id: str) -> list[str]:
-    pages = s3_client(s3_env).get_paginator("list_objects_v2").paginate(
-        Bucket=BUCKET, Prefix=f"{PREFIX}/runs/{run_id}/")
-    return [o["Key"][len(f"{PREFIX}/runs/{run_id}/"):] for page in pages for o in page.get("Contents", ())]
+    pages = (
+        s3_client(s3_env).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/runs/{run_id}/")
+    )
+    return [o["Key"][len(f"{PREFIX}/runs/{run_id}/") :] for page in pages for o in page.get("Contents", ())]
 
 
 def stored_json(s3_env: dict[str, str], run_id: str, name: str) -> dict:
@@ -67,8 +70,7 @@ def nothing_local(stack: Stack, scratch: Path) -> None:
     assert left == [], f"scratch folders left behind: {left}"
 
 
-def test_a_run_keeps_its_files_progress_and_results_in_the_bucket(s3_stack, api: httpx.Client,
-                                                                    s3_env: dict[str, str]):
+def test_a_run_keeps_its_files_progress_and_results_in_the_bucket(s3_stack, api: httpx.Client, s3_env: dict[str, str]):
     stack, scratch = s3_stack
     run = stack.wait_for_run(api.post("/execute", json=local_pipeline(width=24)).json()["run_id"])
     assert run["run_status"] == "SUCCESS", (run, stack.log_tail())
@@ -98,8 +100,11 @@ def test_the_report_of_a_comparison_is_served_from_the_bucket(s3_stack, api: htt
     body = sample_with('"fire-risk-tree"', "compare_models")
     run = stack.wait_for_run(api.post("/execute", json=body).json()["run_id"], timeout_s=180)
     assert run["run_status"] == "SUCCESS", (run, stack.log_tail())
-    [comparison] = [r["output"] for r in api.get(f"/runs/{run['run_id']}/results").json()["results"]
-                    if r["operation"] == "compare_models"]
+    [comparison] = [
+        r["output"]
+        for r in api.get(f"/runs/{run['run_id']}/results").json()["results"]
+        if r["operation"] == "compare_models"
+    ]
     page = api.get(f"/runs/{run['run_id']}/report")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert comparison["verdict"].split()[0] in page.text
@@ -111,9 +116,17 @@ def test_the_report_of_a_comparison_is_served_from_the_bucket(s3_stack, api: htt
 
 def resized_pair(folder: str) -> dict:
     def resized(path: str, width: int) -> dict:
-        return {"operation": "resize_image", "parameters": {"width": width, "height": width, "data": {
-            "operation": "dict_to_list", "parameters": {"data": {
-                "operation": "import_from_local", "parameters": {"path": path}}}}}}
+        return {
+            "operation": "resize_image",
+            "parameters": {
+                "width": width,
+                "height": width,
+                "data": {
+                    "operation": "dict_to_list",
+                    "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": path}}},
+                },
+            },
+        }
 
     return {"instructions": [resized("samples", 40), resized(folder, 20)]}
 
@@ -165,8 +178,9 @@ def test_an_export_into_the_runs_prefix_is_refused(s3_stack, api: httpx.Client, 
     assert refused.status_code == 422, refused.text
     [error] = refused.json()["errors"]
     assert error["path"] == "/instructions/0/parameters/prefix"
-    assert f"CONSTELLATION_ARTIFACT_ROOT keeps runs under s3://{BUCKET}/{PREFIX}/runs/; choose another" in \
-        error["message"]
+    assert (
+        f"CONSTELLATION_ARTIFACT_ROOT keeps runs under s3://{BUCKET}/{PREFIX}/runs/; choose another" in error["message"]
+    )
 
     exported = export(bucket=BUCKET)
     assert exported["run_status"] == "SUCCESS", (exported, stack.log_tail())

@@ -31,8 +31,9 @@ def served(httpserver: HTTPServer) -> str:
 
 def test_a_zip_from_a_url_is_unpacked_and_resized(stack: Stack, api: httpx.Client, served: str):
     imported = {"operation": "import_from_url", "parameters": {"url": f"{served}/images.zip"}}
-    pipeline = {"instructions": [{"operation": "resize_image", "parameters": {"data": imported, "width": 30,
-                                                                              "height": 20}}]}
+    pipeline = {
+        "instructions": [{"operation": "resize_image", "parameters": {"data": imported, "width": 30, "height": 20}}]
+    }
     run = stack.wait_for_run(api.post("/execute", json=pipeline).json()["run_id"])
     assert run["run_status"] == "SUCCESS", run
     [result] = api.get(f"/runs/{run['run_id']}/results").json()["results"]

@@ -14,10 +14,14 @@ from orchestrator.engine import RunContext
 
 
 def context(tmp_path: Path) -> RunContext:
-    workspace = Workspace(data_root=str(tmp_path / "data"), output_root=str(tmp_path / "outputs"),
-                          artifact_root=str(tmp_path / "artifacts"))
-    return RunContext(run_dir=tmp_path / "artifacts" / "runs" / str(uuid.uuid4()),
-                      resources=SimpleNamespace(workspace=workspace))
+    workspace = Workspace(
+        data_root=str(tmp_path / "data"),
+        output_root=str(tmp_path / "outputs"),
+        artifact_root=str(tmp_path / "artifacts"),
+    )
+    return RunContext(
+        run_dir=tmp_path / "artifacts" / "runs" / str(uuid.uuid4()), resources=SimpleNamespace(workspace=workspace)
+    )
 
 
 def test_a_table_exported_as_a_file_counts_its_rows_and_the_file(tmp_path: Path):

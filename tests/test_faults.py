@@ -27,8 +27,14 @@ from orchestrator.engine import Catalog, InstructionFailed, RunContext, build_pl
 from sample_data import write_samples
 
 e2e = pytest.mark.e2e
-CHEAP = {"instructions": [{"operation": "dict_to_list", "parameters": {
-    "data": {"operation": "import_from_local", "parameters": {"path": "samples"}}}}]}
+CHEAP = {
+    "instructions": [
+        {
+            "operation": "dict_to_list",
+            "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "samples"}}},
+        }
+    ]
+}
 RUN_COUNT = """query { runsOrError(filter: {pipelineName: "build_execute_job"}) { ... on Runs { count } } }"""
 
 
@@ -51,9 +57,15 @@ def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
 @pytest.fixture(scope="module")
 def fault_stack(processes: Processes) -> Stack:
     env = processes.env
-    return Stack(f"http://127.0.0.1:{env['CONSTELLATION_API_PORT']}", env["CONSTELLATION_DAGSTER_URL"],
-                 Path(env["CONSTELLATION_DATA_ROOT"]), Path(env["CONSTELLATION_ARTIFACT_ROOT"]),
-                 Path(env["DAGSTER_HOME"]), processes.log, processes.children["gateway"])
+    return Stack(
+        f"http://127.0.0.1:{env['CONSTELLATION_API_PORT']}",
+        env["CONSTELLATION_DAGSTER_URL"],
+        Path(env["CONSTELLATION_DATA_ROOT"]),
+        Path(env["CONSTELLATION_ARTIFACT_ROOT"]),
+        Path(env["DAGSTER_HOME"]),
+        processes.log,
+        processes.children["gateway"],
+    )
 
 
 def runs_in_dagster(stack: Stack) -> int:
@@ -75,8 +87,10 @@ def test_webserver_down_answers_503_and_launches_nothing(fault_stack: Stack, pro
         before = runs_in_dagster(fault_stack)
         processes.stop("webserver")
         try:
-            answers = [api.post("/execute", json=CHEAP),
-                       api.post("/execute", json=CHEAP, headers={"Idempotency-Key": f"down-{uuid.uuid4()}"})]
+            answers = [
+                api.post("/execute", json=CHEAP),
+                api.post("/execute", json=CHEAP, headers={"Idempotency-Key": f"down-{uuid.uuid4()}"}),
+            ]
         finally:
             processes.start("webserver")
         for answer in answers:
@@ -147,10 +161,13 @@ def write(ctx: RunContext, name: Annotated[str, Field(description="what to write
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-@pytest.mark.parametrize("name,where,code", [
-    ("full", "this run's files go to {}", errno.ENOSPC),
-    ("quota", "writing {}/quota", errno.EDQUOT),
-])
+@pytest.mark.parametrize(
+    "name,where,code",
+    [
+        ("full", "this run's files go to {}", errno.ENOSPC),
+        ("quota", "writing {}/quota", errno.EDQUOT),
+    ],
+)
 def test_a_full_disk_is_named_the_same_whatever_the_operation(tmp_path: Path, name: str, where: str, code: int):
     catalog = Catalog.from_functions([write])
     plan = build_plan([{"operation": "write", "parameters": {"name": name}}], catalog)

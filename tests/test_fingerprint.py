@@ -47,10 +47,14 @@ def test_images_same_bytes_same_fingerprint_one_pixel_changes_it(tmp_path: Path)
     assert dataset_fingerprint([predictions("a", copy), predictions("b", copy)], names, folders(names))[0] != first
     # the truth is part of the data
     other_truth = Truth("classes", {**folders(names).values, "dog/1.png": "cat"})
-    assert dataset_fingerprint([predictions("a", files)], names, other_truth)[0] != dataset_fingerprint(
-        [predictions("a", files)], names, folders(names))[0]
-    assert dataset_fingerprint([predictions("a", files)], names, None)[0] != dataset_fingerprint(
-        [predictions("a", files)], names, folders(names))[0]
+    assert (
+        dataset_fingerprint([predictions("a", files)], names, other_truth)[0]
+        != dataset_fingerprint([predictions("a", files)], names, folders(names))[0]
+    )
+    assert (
+        dataset_fingerprint([predictions("a", files)], names, None)[0]
+        != dataset_fingerprint([predictions("a", files)], names, folders(names))[0]
+    )
 
 
 def table(path: Path, rows: list[dict]) -> Table:
@@ -60,8 +64,9 @@ def table(path: Path, rows: list[dict]) -> Table:
 
 def rows_predictions(model: str, data: Table, columns: list[str]) -> Predictions:
     names = [str(row["id"]) for row in data.rows()]
-    result = Predictions(model, [{"name": n, "value": 1.0} for n in names], {"columns": columns}, Path("x"),
-                         task="tabular-regression")
+    result = Predictions(
+        model, [{"name": n, "value": 1.0} for n in names], {"columns": columns}, Path("x"), task="tabular-regression"
+    )
     result.table, result.table_key = data, "id"
     return result
 
@@ -69,18 +74,25 @@ def rows_predictions(model: str, data: Table, columns: list[str]) -> Predictions
 def test_rows_count_only_the_columns_the_models_read_in_any_row_order(tmp_path: Path):
     rows = [{"id": i, "x": i * 1.5, "y": -i, "note": f"row {i}"} for i in range(5)]
     names = [str(i) for i in range(5)]
-    base, basis = dataset_fingerprint([rows_predictions("m", table(tmp_path / "a.jsonl", rows), ["x", "y"])], names,
-                                      None)
+    base, basis = dataset_fingerprint(
+        [rows_predictions("m", table(tmp_path / "a.jsonl", rows), ["x", "y"])], names, None
+    )
     assert basis == "rows"
     shuffled = list(reversed(rows))
-    assert dataset_fingerprint([rows_predictions("m", table(tmp_path / "b.jsonl", shuffled), ["y", "x"])], names,
-                               None)[0] == base
+    assert (
+        dataset_fingerprint([rows_predictions("m", table(tmp_path / "b.jsonl", shuffled), ["y", "x"])], names, None)[0]
+        == base
+    )
     unread = [{**row, "note": "changed"} for row in rows]
-    assert dataset_fingerprint([rows_predictions("m", table(tmp_path / "c.jsonl", unread), ["x", "y"])], names,
-                               None)[0] == base
+    assert (
+        dataset_fingerprint([rows_predictions("m", table(tmp_path / "c.jsonl", unread), ["x", "y"])], names, None)[0]
+        == base
+    )
     read = [{**row, "x": row["x"] + (0.5 if row["id"] == 3 else 0)} for row in rows]
-    assert dataset_fingerprint([rows_predictions("m", table(tmp_path / "d.jsonl", read), ["x", "y"])], names,
-                               None)[0] != base
+    assert (
+        dataset_fingerprint([rows_predictions("m", table(tmp_path / "d.jsonl", read), ["x", "y"])], names, None)[0]
+        != base
+    )
 
 
 def test_inputs_that_cannot_be_read_fall_back_to_their_names(tmp_path: Path):

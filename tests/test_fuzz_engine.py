@@ -38,7 +38,6 @@ FUZZ = settings(
 GAPS: set[str] = set()  # engine gaps found by fuzzing and not yet fixed: none open
 
 
-
 def fuzz(examples: int) -> settings:
     return settings(FUZZ, max_examples=examples)
 
@@ -149,12 +148,38 @@ def validate_body(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
 
 
 def near_misses(name: str) -> list[str]:
-    return [name.upper(), name + " ", " " + name, name[:-1], name[1:], name.replace("_", "-"),
-            name.replace("i", "ı"), name + "\u200b", name[::-1]]
+    return [
+        name.upper(),
+        name + " ",
+        " " + name,
+        name[:-1],
+        name[1:],
+        name.replace("_", "-"),
+        name.replace("i", "ı"),
+        name + "\u200b",
+        name[::-1],
+    ]
 
 
-NAN_LIKE = ["NaN", "nan", "Infinity", "-Infinity", "inf", "1e400", "-0", "0x10", "null", "None", "undefined", "",
-            " ", "\x00", "true", "[]", "{}"]
+NAN_LIKE = [
+    "NaN",
+    "nan",
+    "Infinity",
+    "-Infinity",
+    "inf",
+    "1e400",
+    "-0",
+    "0x10",
+    "null",
+    "None",
+    "undefined",
+    "",
+    " ",
+    "\x00",
+    "true",
+    "[]",
+    "{}",
+]
 OP_NAMES = st.one_of(
     st.sampled_from(CATALOG.names()),
     st.sampled_from([m for n in CATALOG.names() for m in near_misses(n)]),
@@ -209,8 +234,15 @@ def from_schema(draw: st.DrawFn, schema: dict[str, Any]) -> Any:
         return draw(st.integers(schema.get("minimum"), schema.get("maximum")))
     if kind == "number":
         low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        return draw(st.floats(low, schema.get("maximum"), allow_nan=False, allow_infinity=False,
-                              exclude_min="exclusiveMinimum" in schema))
+        return draw(
+            st.floats(
+                low,
+                schema.get("maximum"),
+                allow_nan=False,
+                allow_infinity=False,
+                exclude_min="exclusiveMinimum" in schema,
+            )
+        )
     if kind == "string":
         low = schema.get("minLength", 0)
         if "pattern" in schema:  # the pattern bounds the length, within minLength/maxLength when given
@@ -323,7 +355,7 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
         return base[: draw(st.integers(0, len(base)))]
     if kind == 2:  # one byte changed or inserted
         at = draw(st.integers(0, len(base)))
-        return base[:at] + draw(st.binary(min_size=1, max_size=2)) + base[at + draw(st.integers(0, 1)):]
+        return base[:at] + draw(st.binary(min_size=1, max_size=2)) + base[at + draw(st.integers(0, 1)) :]
     if kind == 3:  # a key repeated in the same object
         key = json.dumps(draw(st.one_of(TOP_KEYS, PARAM_NAMES)))
         return b'{"instructions": [{"operation": "sample", ' + f"{key}: 1, {key}: 2".encode() + b"}]}"
@@ -333,12 +365,22 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
         literals += [] if "long-integers" in GAPS else ["9" * 5000, "-" + "1" * 4301]
         literal = draw(st.sampled_from(literals)).encode()
         imported = b'{"operation": "import_from_local", "parameters": {"path": "p"}}'
-        return draw(st.sampled_from([
-            b'{"instructions": [{"operation": "sample", "parameters": {"n": ' + literal + b', "data": '
-            + imported + b"}}]}",
-            b'{"instructions": [{"operation": "normalize_image", "parameters": {"mean": [' + literal
-            + b'], "data": ' + imported + b"}}]}",
-        ]))
+        return draw(
+            st.sampled_from(
+                [
+                    b'{"instructions": [{"operation": "sample", "parameters": {"n": '
+                    + literal
+                    + b', "data": '
+                    + imported
+                    + b"}}]}",
+                    b'{"instructions": [{"operation": "normalize_image", "parameters": {"mean": ['
+                    + literal
+                    + b'], "data": '
+                    + imported
+                    + b"}}]}",
+                ]
+            )
+        )
     if kind == 5:  # nesting around the depth limit
         depth = draw(st.integers(1, 80))
         return b'{"instructions": ' + b"[" * depth + b"]" * depth + b"}"
@@ -384,7 +426,9 @@ def test_well_typed_pipelines_validate_the_same_from_the_catalog_json(instructio
 def test_one_wrong_literal_is_found_at_its_own_path(instructions: list[dict[str, Any]], data: st.DataObject):
     """Spoil one literal of a valid pipeline: validation names exactly that parameter (and nothing else)."""
     literals = [
-        (i, name) for i, item in enumerate(instructions) for name, value in item["parameters"].items()
+        (i, name)
+        for i, item in enumerate(instructions)
+        for name, value in item["parameters"].items()
         if CATALOG[item["operation"]].parameter(name).accepts == ()  # type: ignore[union-attr]
     ]
     if not literals:

@@ -62,8 +62,14 @@ LAUNCHES = 6  # real runs launched from well-typed random pipelines (each fails 
 @pytest.fixture(scope="module")
 def gateway_app(stack: Stack) -> FastAPI:
     # Schemathesis calls the app as host `testserver`.
-    return create_app(Settings(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root,
-                               model_server_url=stack.model_server_url, allowed_hosts=["testserver"]))
+    return create_app(
+        Settings(
+            dagster_url=stack.dagster_url,
+            artifact_root=stack.artifact_root,
+            model_server_url=stack.model_server_url,
+            allowed_hosts=["testserver"],
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +82,12 @@ def test_the_fuzzed_routes_are_all_the_routes(gateway_schema: schemathesis.BaseS
     assert documented == set(ROUTES)
 
 
-CASES = [(method, path, mode) for method, path in ROUTES for mode in GenerationMode
-         if not (path == "/health" and mode == GenerationMode.NEGATIVE)]  # it takes nothing that could be wrong
+CASES = [
+    (method, path, mode)
+    for method, path in ROUTES
+    for mode in GenerationMode
+    if not (path == "/health" and mode == GenerationMode.NEGATIVE)
+]  # it takes nothing that could be wrong
 
 
 def check(case: schemathesis.Case) -> schemathesis.Response:
@@ -90,8 +100,14 @@ def check(case: schemathesis.Case) -> schemathesis.Response:
 
 
 def fuzz(examples: int):
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None, print_blob=False,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 @pytest.mark.parametrize("method,path,mode", CASES)
@@ -110,8 +126,19 @@ def test_every_route_answers_as_documented(
 
 # Schemathesis cannot invent a pipeline that the catalog accepts; the engine fuzzing's generator can.
 PIPELINES = st.lists(valid_instruction(), min_size=1, max_size=2).map(lambda items: {"instructions": items})
-LOCAL_OPS = [CATALOG[name] for name in ("import_from_local", "dict_to_list", "resize_image", "crop_image",
-                                         "convert_image", "filter_files", "sample", "batch_formatted_data")]
+LOCAL_OPS = [
+    CATALOG[name]
+    for name in (
+        "import_from_local",
+        "dict_to_list",
+        "resize_image",
+        "crop_image",
+        "convert_image",
+        "filter_files",
+        "sample",
+        "batch_formatted_data",
+    )
+]
 
 
 def nowhere(instruction: Any) -> Any:
@@ -133,7 +160,8 @@ RUNNABLE = st.lists(valid_instruction(ops=LOCAL_OPS), min_size=1, max_size=2).ma
 
 
 def test_every_well_typed_pipeline_is_valid_or_refused_by_the_server_at_its_paths(
-        gateway_schema: schemathesis.BaseSchema):
+    gateway_schema: schemathesis.BaseSchema,
+):
     """The catalog accepts every such pipeline; the code location may still refuse one (a path that is not under
     its data root, a connection it does not have...), each problem at a JSON Pointer into the body."""
     operation = gateway_schema["/validate"]["POST"]
@@ -152,8 +180,7 @@ def test_every_well_typed_pipeline_is_valid_or_refused_by_the_server_at_its_path
     valid()
 
 
-def test_launched_runs_are_followed_and_cancelled_as_documented(gateway_schema: schemathesis.BaseSchema,
-                                                               stack: Stack):
+def test_launched_runs_are_followed_and_cancelled_as_documented(gateway_schema: schemathesis.BaseSchema, stack: Stack):
     """A few real launches of random valid pipelines, then every run route on those runs and on unknown ids."""
     launched: list[str] = []
     (stack.data_root / "fuzz" / "nothing-here").mkdir(parents=True, exist_ok=True)
@@ -172,8 +199,12 @@ def test_launched_runs_are_followed_and_cancelled_as_documented(gateway_schema: 
     launch()
     assert 0 < len(launched) <= LAUNCHES
     ids = st.sampled_from([*launched, "00000000-0000-4000-8000-000000000000"])  # and one Dagster never had
-    for method, path in [("GET", "/runs/{run_id}"), ("GET", "/runs/{run_id}/results"),
-                         ("POST", "/runs/{run_id}/cancel"), ("GET", "/runs/{run_id}")]:
+    for method, path in [
+        ("GET", "/runs/{run_id}"),
+        ("GET", "/runs/{run_id}/results"),
+        ("POST", "/runs/{run_id}/cancel"),
+        ("GET", "/runs/{run_id}"),
+    ]:
         operation = gateway_schema[path][method]
 
         @fuzz(12)
@@ -208,17 +239,21 @@ REFUSED_BY_THE_ENGINE = {  # engine gap (tests/test_fuzz_engine.py GAPS) -> a bo
     "lone-surrogates": '{"instructions": [{"operation": "import_from_local", "parameters": {"path": "a\\ud800"}}]}',
     "long-integers": '{"instructions": [{"operation": "sample", "parameters": {"n": ' + "9" * 5000 + "}}]}",
     "non-finite-numbers": '{"instructions": [{"operation": "normalize_image", "parameters": {"mean": [1e400], '
-                          '"data": ' + IMPORT + "}}]}",
+    '"data": ' + IMPORT + "}}]}",
 }
 
 
 @pytest.mark.parametrize("route", ["/validate", "/execute"])
-@pytest.mark.parametrize("gap", [
-    pytest.param(name, marks=pytest.mark.xfail(name in GAPS, reason=f"engine gap {name!r}", strict=True))
-    for name in REFUSED_BY_THE_ENGINE
-])
+@pytest.mark.parametrize(
+    "gap",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(name in GAPS, reason=f"engine gap {name!r}", strict=True))
+        for name in REFUSED_BY_THE_ENGINE
+    ],
+)
 def test_bodies_the_engine_cannot_read_are_a_422_not_a_500(client: TestClient, gap: str, route: str):
-    answer = client.post(route, content=REFUSED_BY_THE_ENGINE[gap].encode(),
-                         headers={"content-type": "application/json"})
+    answer = client.post(
+        route, content=REFUSED_BY_THE_ENGINE[gap].encode(), headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 422, answer.text
     assert answer.json()["status"] == "failure" and answer.json()["errors"]

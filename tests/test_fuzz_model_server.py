@@ -38,8 +38,14 @@ def test_no_route_answers_a_server_error(model_server_schema: schemathesis.BaseS
     for method, path in routes:
         for mode in GenerationMode:
 
-            @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                print_blob=False,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(model_server_schema[path][method].as_strategy(mode))
             def answers(case: schemathesis.Case) -> None:
                 response = case.call(timeout=30)
@@ -59,38 +65,77 @@ def png() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                    max_leaves=8)
-NAMES = st.sampled_from([FOLDER_MODEL, "not-loaded", "a" * 201]) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}",
-                                                                                   fullmatch=True)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+NAMES = st.sampled_from([FOLDER_MODEL, "not-loaded", "a" * 201]) | st.from_regex(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True
+)
 INTS = st.integers(-3, 3) | st.sampled_from([0, 2**31, 2**63, -(2**63), 10**30])
-IMAGES = st.sampled_from([png(), "", "not base64!", base64.b64encode(b"GIF89a").decode()]) | st.binary(
-    max_size=40).map(lambda b: base64.b64encode(b).decode())
-INFER = st.one_of(JSON, st.fixed_dictionaries(
-    {"inputs": st.lists(st.fixed_dictionaries({
-        "name": st.sampled_from(["image", "images", ""]),
-        "shape": st.lists(INTS, max_size=2),
-        "datatype": st.sampled_from(["BYTES", "FP32", "bytes"]),
-        "data": st.lists(IMAGES, max_size=3),
-    }, optional={"parameters": st.fixed_dictionaries({"content_type": st.sampled_from(["base64", "str", ""])})}),
-        max_size=2)},
-    optional={"parameters": st.fixed_dictionaries({"top_k": INTS}) | JSON, "id": JSON},
-))
+IMAGES = st.sampled_from([png(), "", "not base64!", base64.b64encode(b"GIF89a").decode()]) | st.binary(max_size=40).map(
+    lambda b: base64.b64encode(b).decode()
+)
+INFER = st.one_of(
+    JSON,
+    st.fixed_dictionaries(
+        {
+            "inputs": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "name": st.sampled_from(["image", "images", ""]),
+                        "shape": st.lists(INTS, max_size=2),
+                        "datatype": st.sampled_from(["BYTES", "FP32", "bytes"]),
+                        "data": st.lists(IMAGES, max_size=3),
+                    },
+                    optional={
+                        "parameters": st.fixed_dictionaries({"content_type": st.sampled_from(["base64", "str", ""])})
+                    },
+                ),
+                max_size=2,
+            )
+        },
+        optional={"parameters": st.fixed_dictionaries({"top_k": INTS}) | JSON, "id": JSON},
+    ),
+)
 SOURCES = st.sampled_from([FOLDER_MODEL, FIRE_MODEL_ID, "../" + FOLDER_MODEL, "/etc", "no/such-model", "", "."])
-LOAD = st.one_of(JSON, st.fixed_dictionaries({}, optional={"parameters": st.fixed_dictionaries(
-    {}, optional={"source": SOURCES | st.text(max_size=10), "task": st.sampled_from(["image-classification", "x"])})}))
+LOAD = st.one_of(
+    JSON,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "parameters": st.fixed_dictionaries(
+                {},
+                optional={
+                    "source": SOURCES | st.text(max_size=10),
+                    "task": st.sampled_from(["image-classification", "x"]),
+                },
+            )
+        },
+    ),
+)
 
 
 def test_load_and_infer_bodies_never_get_a_server_error(server: ModelServerProcess):  # noqa: F811
     """Bodies from nonsense to nearly right, against a loaded tiny model and names that are not loaded."""
     answers: set[int] = set()
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        assert http.post(f"/v2/repository/models/{FOLDER_MODEL}/load",
-                         json={"parameters": {"source": FOLDER_MODEL}}).status_code == 200
+        assert (
+            http.post(
+                f"/v2/repository/models/{FOLDER_MODEL}/load", json={"parameters": {"source": FOLDER_MODEL}}
+            ).status_code
+            == 200
+        )
 
-        @settings(max_examples=60, deadline=None, derandomize=True, database=None, print_blob=False,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=60,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            print_blob=False,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(st.one_of(st.tuples(st.just("infer"), NAMES, INFER), st.tuples(st.just("load"), NAMES, LOAD)))
         def no_server_error(request: tuple[str, str, Any]) -> None:
             route, name, body = request

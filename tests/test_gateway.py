@@ -48,7 +48,11 @@ def test_token_is_required_on_every_route_but_health(locked: TestClient, method:
 def test_right_token_is_let_through(locked: TestClient):
     answer = locked.post("/validate", json=local_pipeline(), headers={"Authorization": "Bearer s3cr3t-t0ken"})
     assert answer.status_code == 200 and answer.json() == {
-        "status": "success", "message": "the pipeline is valid", "instructions": 1, "nodes": 3}
+        "status": "success",
+        "message": "the pipeline is valid",
+        "instructions": 1,
+        "nodes": 3,
+    }
 
 
 def test_placeholder_token_is_refused_at_start():
@@ -76,8 +80,7 @@ def test_catalog_lists_every_op_with_its_schema(stack: Stack):
     with gateway(dagster_url=stack.dagster_url) as client:
         catalog = client.get("/operations").json()
     ops = {op["name"]: op for op in catalog["operations"]}
-    assert {"import_from_local", "import_from_url", "dict_to_list", "resize_image",
-            "batch_formatted_data"} <= set(ops)
+    assert {"import_from_local", "import_from_url", "dict_to_list", "resize_image", "batch_formatted_data"} <= set(ops)
     width = ops["resize_image"]["parameters_schema"]["properties"]["width"]
     assert width["type"] == "integer" and width["minimum"] == 1 and width["description"]
     assert ops["dict_to_list"]["output"] == "FileList" and "FileList" in catalog["types"]
@@ -87,10 +90,17 @@ def test_openapi_documents_every_route(stack: Stack):
     with gateway(dagster_url=stack.dagster_url) as client:
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
-    assert {"/execute", "/validate", "/runs", "/runs/{run_id}", "/runs/{run_id}/results", "/runs/{run_id}/cancel",
-            "/operations", "/health"} <= set(paths)
+    assert {
+        "/execute",
+        "/validate",
+        "/runs",
+        "/runs/{run_id}",
+        "/runs/{run_id}/results",
+        "/runs/{run_id}/cancel",
+        "/operations",
+        "/health",
+    } <= set(paths)
     assert "requestBody" in paths["/execute"]["post"]
-
 
 
 def test_error_messages_are_cut_to_2000_characters(stack: Stack):
@@ -117,10 +127,22 @@ def test_error_messages_are_cut_to_2000_characters(stack: Stack):
 
 def test_runs_are_listed_newest_first_a_page_at_a_time_and_by_state(stack: Stack):
     with gateway(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root) as client:
-        overflows = {"instructions": [{"operation": "math_block", "parameters": {  # fails as it runs
-            "operand": "pow", "constant": 400, "data": {"operation": "mock_csv_data"}}}]}
-        launched = [client.post("/execute", json=body).json()["run_id"]
-                    for body in (local_pipeline(), overflows, local_pipeline())]
+        overflows = {
+            "instructions": [
+                {
+                    "operation": "math_block",
+                    "parameters": {  # fails as it runs
+                        "operand": "pow",
+                        "constant": 400,
+                        "data": {"operation": "mock_csv_data"},
+                    },
+                }
+            ]
+        }
+        launched = [
+            client.post("/execute", json=body).json()["run_id"]
+            for body in (local_pipeline(), overflows, local_pipeline())
+        ]
         for run_id in launched:
             stack.wait_for_run(run_id)
         first, failed, last = launched

@@ -71,8 +71,12 @@ def test_the_setting_is_a_list_of_networks_and_never_everything(monkeypatch):
     assert [str(n) for n in Settings().allow_anonymous_from] == ["192.168.5.0/24"]
     monkeypatch.setenv("CONSTELLATION_ALLOW_ANONYMOUS_FROM", "")
     assert Settings().allow_anonymous_from == []
-    for wrong, said in [("dagster_network", "not a network"), ("172.30.0.0/33", "not a network"),
-                        ("0.0.0.0/0", "every address"), ("::/0", "every address")]:
+    for wrong, said in [
+        ("dagster_network", "not a network"),
+        ("172.30.0.0/33", "not a network"),
+        ("0.0.0.0/0", "every address"),
+        ("::/0", "every address"),
+    ]:
         monkeypatch.setenv("CONSTELLATION_ALLOW_ANONYMOUS_FROM", wrong)
         with pytest.raises(ValidationError, match=said):
             Settings()
@@ -119,8 +123,9 @@ def started(tmp_path) -> Iterator[Callable[..., str]]:
     def start(**env: str) -> str:
         base = tmp_path / f"gateway{len(running)}"
         base.mkdir()
-        processes = Processes(separate_processes_env(base, {"CONSTELLATION_API_TOKEN": TOKEN, **env}),
-                              base / "stack.log")
+        processes = Processes(
+            separate_processes_env(base, {"CONSTELLATION_API_TOKEN": TOKEN, **env}), base / "stack.log"
+        )
         running.append(processes)
         processes.start("gateway")
         return f"http://127.0.0.1:{processes.ports['gateway']}"
@@ -151,14 +156,17 @@ def test_behind_a_trusted_proxy_the_forwarded_client_decides(started):
     assert httpx.get(url + RUN).status_code == 401  # the proxy itself is not in the allowed network
 
 
-@pytest.mark.parametrize("peer,forwarded,let_through", [
-    ("10.0.0.2", "172.30.0.5", True),  # the proxy's network is trusted
-    ("10.0.0.2", "172.30.0.5, 10.0.0.9", True),  # through two proxies of it
-    ("::ffff:10.0.0.2", "172.30.0.5", True),  # a dual-stack socket's IPv4 peer
-    ("10.0.0.2", "172.30.0.5, 8.8.8.8", False),
-    ("10.1.0.2", "172.30.0.5", False),  # not a trusted proxy: its header is ignored
-    ("172.30.0.5", "8.8.8.8", True),  # not a proxy, from the allowed network itself
-])
+@pytest.mark.parametrize(
+    "peer,forwarded,let_through",
+    [
+        ("10.0.0.2", "172.30.0.5", True),  # the proxy's network is trusted
+        ("10.0.0.2", "172.30.0.5, 10.0.0.9", True),  # through two proxies of it
+        ("::ffff:10.0.0.2", "172.30.0.5", True),  # a dual-stack socket's IPv4 peer
+        ("10.0.0.2", "172.30.0.5, 8.8.8.8", False),
+        ("10.1.0.2", "172.30.0.5", False),  # not a trusted proxy: its header is ignored
+        ("172.30.0.5", "8.8.8.8", True),  # not a proxy, from the allowed network itself
+    ],
+)
 def test_the_forwarded_for_walk_in_process(peer: str, forwarded: str, let_through: bool):
     with gateway(peer, allow_anonymous_from=PRIVATE, trusted_proxies="10.0.0.0/24") as client:
         status = client.get("/operations", headers={"X-Forwarded-For": forwarded}).status_code
@@ -172,8 +180,10 @@ def test_trusted_proxies_is_a_list_of_networks_and_never_everything(monkeypatch)
     assert [str(n) for n in Settings().trusted_proxies] == ["10.0.0.0/8"]
     monkeypatch.delenv("CONSTELLATION_TRUSTED_PROXIES")
     assert Settings().trusted_proxies == []
-    for wrong, said in [("proxy.example.com", "CONSTELLATION_TRUSTED_PROXIES: 'proxy.example.com' is not a network"),
-                        ("0.0.0.0/0", "CONSTELLATION_TRUSTED_PROXIES: '0.0.0.0/0' is every address")]:
+    for wrong, said in [
+        ("proxy.example.com", "CONSTELLATION_TRUSTED_PROXIES: 'proxy.example.com' is not a network"),
+        ("0.0.0.0/0", "CONSTELLATION_TRUSTED_PROXIES: '0.0.0.0/0' is every address"),
+    ]:
         monkeypatch.setenv("CONSTELLATION_TRUSTED_PROXIES", wrong)
         with pytest.raises(ValidationError, match=said):
             Settings()

@@ -29,16 +29,24 @@ pytestmark = pytest.mark.e2e
 
 EVIL = "https://evil.example"
 BODY = json.dumps(local_pipeline())
-RUN_COUNT = '{runsOrError { __typename ... on Runs { count } } }'
+RUN_COUNT = "{runsOrError { __typename ... on Runs { count } } }"
 LAUNCH_CONFIG = {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": local_pipeline()["instructions"]}}}}
 MUTATION_LAUNCH = (
     'mutation { launchPipelineExecution(executionParams: {selector: {repositoryLocationName: "constellation", '
     'repositoryName: "main", pipelineName: "build_execute_job"}, runConfigData: '
-    + json.dumps(json.dumps(LAUNCH_CONFIG)) + "}) { __typename } }"
+    + json.dumps(json.dumps(LAUNCH_CONFIG))
+    + "}) { __typename } }"
 )
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def run_count(stack: Stack) -> int:
@@ -54,9 +62,16 @@ def refused(answer: httpx.Response | requests.Response, status: int, words: str)
 # ---- the gateway ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8",
-                                          "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-                                          None])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+    ],
+)
 def test_a_cross_site_simple_post_is_415_and_launches_nothing(stack: Stack, content_type: str | None):
     """What a form or a no-cors fetch sends: a simple Content-Type (or none) with a JSON body."""
     before = run_count(stack)
@@ -94,8 +109,9 @@ def test_the_gateways_own_pages_may_post(stack: Stack):
     """Swagger UI at /docs posts from the gateway's own origin."""
     for origin in (stack.api_url, stack.api_url.replace("127.0.0.1", "localhost")):
         host = origin.split("//")[1]
-        answer = httpx.post(stack.api_url + "/validate", json=local_pipeline(),
-                            headers={"origin": origin, "host": host})
+        answer = httpx.post(
+            stack.api_url + "/validate", json=local_pipeline(), headers={"origin": origin, "host": host}
+        )
         assert answer.status_code == 200, answer.text
 
 
@@ -105,16 +121,21 @@ def test_python_requests_json_as_the_agentic_earth_back_end_posts(stack: Stack):
     assert launched["status"] == "success", launched
     assert stack.wait_for_run(launched["run_id"])["run_status"] == "SUCCESS"
     # A charset after the media type is still JSON.
-    answer = requests.post(f"{stack.api_url}/validate", data=BODY.encode(),
-                           headers={"Content-Type": "application/json; charset=utf-8"}, timeout=30)
+    answer = requests.post(
+        f"{stack.api_url}/validate",
+        data=BODY.encode(),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
 
 
 def test_the_cli_validates_launches_and_cancels_without_a_body(stack: Stack, tmp_path, slow_file_url: str):
     """`constellation cancel` posts no body and no Content-Type: no Origin either, so it is no page's."""
     pipeline = tmp_path / "pipeline.json"
-    pipeline.write_text(json.dumps({"instructions": [
-        {"operation": "import_from_url", "parameters": {"url": slow_file_url}}]}))
+    pipeline.write_text(
+        json.dumps({"instructions": [{"operation": "import_from_url", "parameters": {"url": slow_file_url}}]})
+    )
     assert cli(stack.api_url, "validate", str(pipeline)).returncode == 0
     submitted = cli(stack.api_url, "submit", str(pipeline), "--no-wait")
     assert submitted.returncode == 0, submitted
@@ -139,8 +160,11 @@ def test_dagster_refuses_mutations_a_page_could_send_and_keeps_the_gateways(stac
     answer = httpx.get(graphql, params={"query": MUTATION_LAUNCH}, timeout=30)
     assert refused(answer, 405, "mutation"), answer.text
     # A form or no-cors fetch: the query in the URL, a simple body (Dagster reads the URL then).
-    for headers in ({"content-type": "text/plain", "origin": EVIL}, {"content-type": "text/plain"},
-                    {"content-type": "application/x-www-form-urlencoded", "origin": "null"}):
+    for headers in (
+        {"content-type": "text/plain", "origin": EVIL},
+        {"content-type": "text/plain"},
+        {"content-type": "application/x-www-form-urlencoded", "origin": "null"},
+    ):
         answer = httpx.post(graphql, params={"query": MUTATION_LAUNCH}, content=b"x=1", headers=headers, timeout=30)
         assert refused(answer, 415, "application/json"), answer.text
     # JSON from a page of another site (only possible with a CORS consent Dagster never gives), DNS rebinding.
@@ -212,14 +236,16 @@ def recorded_gateway(stack: Stack) -> Iterator[Callable[[list[str]], tuple[str, 
 
     def serve(cors_origins: list[str]) -> tuple[str, list]:
         seen: list[tuple[str, str, int]] = []
-        app = create_app(Settings(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root,
-                                  cors_origins=cors_origins))
+        app = create_app(
+            Settings(dagster_url=stack.dagster_url, artifact_root=stack.artifact_root, cors_origins=cors_origins)
+        )
 
         async def recording(scope, receive, send):
             async def sending(message):
                 if message["type"] == "http.response.start":
                     seen.append((scope["method"], scope["path"], message["status"]))
                 await send(message)
+
             await app(scope, receive, sending if scope["type"] == "http" else send)
 
         port = free_port()
@@ -260,8 +286,14 @@ def test_a_hostile_page_in_a_real_browser_launches_nothing(stack: Stack, browser
     page.close()
     posts = sorted(s for s in seen if s[0] == "POST")
     # The browser did send them (so the refusal is the gateway's, not the browser's), and each was refused.
-    assert posts == sorted([("POST", "/execute", 415), ("POST", "/execute", 415), ("POST", "/execute", 415),
-                            ("POST", "/runs/00000000-0000-0000-0000-000000000000/cancel", 403)]), seen
+    assert posts == sorted(
+        [
+            ("POST", "/execute", 415),
+            ("POST", "/execute", 415),
+            ("POST", "/execute", 415),
+            ("POST", "/runs/00000000-0000-0000-0000-000000000000/cancel", 403),
+        ]
+    ), seen
     assert run_count(stack) == before
 
 

@@ -50,8 +50,10 @@ def test_with_a_token_the_docs_are_off():
 
 def test_without_a_token_the_pages_load_only_the_gateways_own_assets():
     with gateway() as client:
-        for path, wanted in [("/docs", {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}),
-                             ("/redoc", {"redoc.standalone.js", "favicon.png"})]:
+        for path, wanted in [
+            ("/docs", {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}),
+            ("/redoc", {"redoc.standalone.js", "favicon.png"}),
+        ]:
             page = client.get(path)
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
             links = assets(page.text)
@@ -84,9 +86,17 @@ def browser() -> Iterator[object]:
     if not os.path.exists(CHROMIUM):
         pytest.fail("Chromium is not installed (apt-get install chromium); .ci/run installs it")
     with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                          args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                                                "--disable-background-networking", "--disable-component-update"])
+        launched = driver.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
         yield launched
         launched.close()
 
@@ -114,4 +124,3 @@ def test_swagger_ui_renders_the_operations_with_the_network_blocked(offline_gate
     assert {"/execute", "/validate", "/runs/{run_id}", "/operations", "/health"} <= shown, shown
     assert outside == [] and errors == [], (outside, errors)
     page.close()
-

@@ -81,19 +81,57 @@ def land(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
             col, row = ref.meta["tile"]["col_off"], ref.meta["tile"]["row_off"]
             path = root / model / f"{index:03d}.tif"
             path.parent.mkdir(parents=True, exist_ok=True)
-            with rasterio.open(path, "w", driver="GTiff", width=TILE, height=TILE, count=1, dtype="uint8",
-                               crs=crs, transform=rasterio.Affine(*ref.meta["transform"]), nodata=255) as out:
-                out.write(scene[row:row + TILE, col:col + TILE], 1)
-            items.append({"name": ref.name, "mask": str(path), "nodata": 255,
-                          **{k: ref.meta[k] for k in ("crs", "transform", "width", "height", "tile")}})
-        results.append(Predictions(model, items, {"inputs": len(items), "seconds": 1.0}, root / f"{model}.json",
-                                   task="image-segmentation", labels=EO_CLASSES,
-                                   inputs={ref.name: ref.path for ref in tiles}))
+            with rasterio.open(
+                path,
+                "w",
+                driver="GTiff",
+                width=TILE,
+                height=TILE,
+                count=1,
+                dtype="uint8",
+                crs=crs,
+                transform=rasterio.Affine(*ref.meta["transform"]),
+                nodata=255,
+            ) as out:
+                out.write(scene[row : row + TILE, col : col + TILE], 1)
+            items.append(
+                {
+                    "name": ref.name,
+                    "mask": str(path),
+                    "nodata": 255,
+                    **{k: ref.meta[k] for k in ("crs", "transform", "width", "height", "tile")},
+                }
+            )
+        results.append(
+            Predictions(
+                model,
+                items,
+                {"inputs": len(items), "seconds": 1.0},
+                root / f"{model}.json",
+                task="image-segmentation",
+                labels=EO_CLASSES,
+                inputs={ref.name: ref.path for ref in tiles},
+            )
+        )
     with rasterio.open(folder / "labels.tif") as src:
-        polygons = [(shape(g), EO_CLASSES[int(v)]) for g, v in rasterio.features.shapes(
-            labels, mask=labels != 255, transform=grid)]
-    return SimpleNamespace(root=root, data=data, folder=folder, tiles=list(tiles), results=results, labels=labels,
-                           valid=valid, grid=grid, crs=crs, polygons=polygons, predicted=[], scenes={})
+        polygons = [
+            (shape(g), EO_CLASSES[int(v)])
+            for g, v in rasterio.features.shapes(labels, mask=labels != 255, transform=grid)
+        ]
+    return SimpleNamespace(
+        root=root,
+        data=data,
+        folder=folder,
+        tiles=list(tiles),
+        results=results,
+        labels=labels,
+        valid=valid,
+        grid=grid,
+        crs=crs,
+        polygons=polygons,
+        predicted=[],
+        scenes={},
+    )
 
 
 def context(run: Path, data: Path, databases: dict[str, str] | None = None) -> RunContext:
@@ -110,7 +148,7 @@ def scene_masks(land: SimpleNamespace) -> list[np.ndarray]:
         for item in result.items:
             col, row = item["tile"]["col_off"], item["tile"]["row_off"]
             with rasterio.open(item["mask"]) as src:
-                scene[row:row + TILE, col:col + TILE] = src.read(1)
+                scene[row : row + TILE, col : col + TILE] = src.read(1)
         out.append(scene)
     return out
 
@@ -128,8 +166,14 @@ def reference(land: SimpleNamespace, truth: np.ndarray, where: np.ndarray | None
         diag, rows, cols = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
         present = rows + cols > 0
         iou = {EO_CLASSES[c]: diag[c] / (rows[c] + cols[c] - diag[c]) for c in range(3) if present[c]}
-        figures.append({"per_class_iou": iou, "miou": float(np.mean(list(iou.values()))),
-                        "pixel_accuracy": diag.sum() / matrix.sum(), "scored": int(scored.sum())})
+        figures.append(
+            {
+                "per_class_iou": iou,
+                "miou": float(np.mean(list(iou.values()))),
+                "pixel_accuracy": diag.sum() / matrix.sum(),
+                "scored": int(scored.sum()),
+            }
+        )
     return figures
 
 
@@ -156,10 +200,25 @@ def label_raster_in_another_crs(land: SimpleNamespace) -> Path:
     west, north = land.grid.c, land.grid.f
     height, width = land.labels.shape[0] * 2, land.labels.shape[1] * 2
     transform = from_origin(west, north, 5, 5)
-    burnt = rasterize(((g, EO_CLASSES.index(c)) for g, c in land.polygons), out_shape=(height, width),
-                      transform=transform, fill=255, dtype="uint8")
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
-                       crs="EPSG:25833", transform=transform, nodata=255) as out:
+    burnt = rasterize(
+        ((g, EO_CLASSES.index(c)) for g, c in land.polygons),
+        out_shape=(height, width),
+        transform=transform,
+        fill=255,
+        dtype="uint8",
+    )
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:25833",
+        transform=transform,
+        nodata=255,
+    ) as out:
         out.write(burnt, 1)
         out.update_tags(CLASSES=json.dumps(EO_CLASSES))
     return path
@@ -171,47 +230,66 @@ def load_polygons(url: str, table: str, polygons: list, srid: int = 32633) -> No
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
             conn.exec_driver_sql(f'CREATE TABLE "{table}" (id serial, landcover text, geom geometry(Polygon, {srid}))')
-            conn.execute(sa.text(f'INSERT INTO "{table}" (landcover, geom) VALUES '
-                                 "(:c, ST_SetSRID(ST_GeomFromText(:wkt), :srid))"),
-                         [{"c": c, "wkt": g.wkt, "srid": srid} for g, c in polygons])
+            conn.execute(
+                sa.text(
+                    f'INSERT INTO "{table}" (landcover, geom) VALUES (:c, ST_SetSRID(ST_GeomFromText(:wkt), :srid))'
+                ),
+                [{"c": c, "wkt": g.wkt, "srid": srid} for g, c in polygons],
+            )
     finally:
         engine.dispose()
 
 
 def test_the_same_land_scores_the_same_from_a_label_raster_in_another_crs_geojson_and_postgis(
-        land: SimpleNamespace, postgis: str, tmp_path: Path):
+    land: SimpleNamespace, postgis: str, tmp_path: Path
+):
     label_raster_in_another_crs(land)
     load_polygons(postgis, "landcover", land.polygons)
     ctx = context(tmp_path, land.data, {"CONSTELLATION_DB_GEO_URL": postgis})
     expected = reference(land, land.labels)
     raster = ops.compare_models(ctx, land.results, truth=ops.import_from_local(ctx, "other/labels-25833.tif"))
-    geojson = ops.compare_models(context(tmp_path / "2", land.data), land.results, truth_column="class",
-                                 truth=ops.import_from_local(ctx, "samples-eo/labels.geojson"))
+    geojson = ops.compare_models(
+        context(tmp_path / "2", land.data),
+        land.results,
+        truth_column="class",
+        truth=ops.import_from_local(ctx, "samples-eo/labels.geojson"),
+    )
     table = ops.import_from_database(ctx, "geo", table="landcover")
     assert table.geometry == {"geom": {"srid": 32633, "crs": "EPSG:32633"}}
     assert next(table.rows())["geom"]["type"] == "Polygon"
-    database = ops.compare_models(context(tmp_path / "3", land.data), land.results, truth=table,
-                                  truth_column="landcover")
+    database = ops.compare_models(
+        context(tmp_path / "3", land.data), land.results, truth=table, truth_column="landcover"
+    )
     for comparison in (raster, geojson, database):
         assert_figures(comparison.report, expected)
     assert raster.report["models"] == geojson.report["models"] == database.report["models"]
     report = raster.report
     assert report["scored_pixels"] + report["ignored_pixels"] == land.labels.size
-    assert report["classes"] == {"truth": ["water", "bare", "vegetation"] if report["classes"]["truth"][1] == "bare"
-                                 else report["classes"]["truth"], "truth_only": [],
-                                 "model_only": {"model-a": [], "model-b": []}}
+    assert report["classes"] == {
+        "truth": ["water", "bare", "vegetation"]
+        if report["classes"]["truth"][1] == "bare"
+        else report["classes"]["truth"],
+        "truth_only": [],
+        "model_only": {"model-a": [], "model-b": []},
+    }
     assert report["verdict"].startswith("model-a is best (mIoU")
     # The scene GeoTIFFs: each model's prediction equals its masks put back; the disagreement is where they differ.
     files = raster.to_result()["files"]
     masks = scene_masks(land)
-    with rasterio.open(raster.files["maps/scene/model-a.tif"]) as a, \
-            rasterio.open(raster.files["maps/scene/disagreement.tif"]) as d:
+    with (
+        rasterio.open(raster.files["maps/scene/model-a.tif"]) as a,
+        rasterio.open(raster.files["maps/scene/disagreement.tif"]) as d,
+    ):
         assert a.crs == land.crs and a.transform == land.grid
         np.testing.assert_array_equal(a.read(1), masks[0])
         valid = (masks[0] != 255) & (masks[1] != 255)
         np.testing.assert_array_equal(d.read(1), np.where(valid, masks[0] != masks[1], 255))
-    assert set(files) == {"maps/scene/model-a.tif", "maps/scene/model-b.tif", "maps/scene/truth.tif",
-                          "maps/scene/disagreement.tif"}
+    assert set(files) == {
+        "maps/scene/model-a.tif",
+        "maps/scene/model-b.tif",
+        "maps/scene/truth.tif",
+        "maps/scene/disagreement.tif",
+    }
     page = raster.html.read_text()
     assert "On the map" in page and page.count("data:image/png") >= 4 and "IoU per class" in page
 
@@ -224,13 +302,16 @@ def test_nodata_in_the_input_is_not_scored(land: SimpleNamespace, tmp_path: Path
     with rasterio.open(land.folder / "labels.tif") as src:
         everything = box(*src.bounds)
     features = [(everything, "bare"), *land.polygons]
-    document = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
-                "features": [{"type": "Feature", "properties": {"class": c}, "geometry": mapping(g)}
-                             for g, c in features]}
+    document = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+        "features": [{"type": "Feature", "properties": {"class": c}, "geometry": mapping(g)} for g, c in features],
+    }
     (folder / "truth.geojson").write_text(json.dumps(document))
     ctx = context(tmp_path, land.data)
-    comparison = ops.compare_models(ctx, land.results, truth_column="class",
-                                    truth=ops.import_from_local(ctx, "framed/truth.geojson"))
+    comparison = ops.compare_models(
+        ctx, land.results, truth_column="class", truth=ops.import_from_local(ctx, "framed/truth.geojson")
+    )
     framed = np.where(land.valid, land.labels, 2).astype(np.uint8)  # the frame labelled bare
     expected = reference(land, framed)
     assert_figures(comparison.report, expected)
@@ -244,8 +325,12 @@ def test_nodata_in_the_input_is_not_scored(land: SimpleNamespace, tmp_path: Path
 
 def test_each_regions_figures_are_those_of_its_pixels_alone(land: SimpleNamespace, tmp_path: Path):
     ctx = context(tmp_path, land.data)
-    comparison = ops.compare_models(ctx, land.results, truth=ops.import_from_local(ctx, "samples-eo/labels.tif"),
-                                    regions=ops.import_from_local(ctx, "samples-eo/regions.geojson"))
+    comparison = ops.compare_models(
+        ctx,
+        land.results,
+        truth=ops.import_from_local(ctx, "samples-eo/labels.tif"),
+        regions=ops.import_from_local(ctx, "samples-eo/regions.geojson"),
+    )
     report = comparison.report
     regions = json.loads((land.folder / "regions.geojson").read_text())["features"]
     assert [r["region"] for r in report["regions"]] == [f["properties"]["name"] for f in regions]
@@ -264,8 +349,9 @@ def test_each_regions_figures_are_those_of_its_pixels_alone(land: SimpleNamespac
     assert "By region" in comparison.html.read_text()
 
 
-def test_predictions_go_into_postgis_as_polygons_that_st_area_measures(land: SimpleNamespace, postgis: str,
-                                                                        tmp_path: Path):
+def test_predictions_go_into_postgis_as_polygons_that_st_area_measures(
+    land: SimpleNamespace, postgis: str, tmp_path: Path
+):
     ctx = context(tmp_path, land.data, {"CONSTELLATION_DB_GEO_URL": postgis})
     polygons = ops.vectorize_mask(ctx, land.results[1])
     assert polygons.columns == ["class", "source", "geometry"]
@@ -276,13 +362,15 @@ def test_predictions_go_into_postgis_as_polygons_that_st_area_measures(land: Sim
     engine = sa.create_engine(postgis)
     try:
         with engine.connect() as conn:
-            areas = dict(conn.exec_driver_sql(
-                "SELECT class, sum(ST_Area(geometry)) FROM predicted GROUP BY class").all())
+            areas = dict(
+                conn.exec_driver_sql("SELECT class, sum(ST_Area(geometry)) FROM predicted GROUP BY class").all()
+            )
             srids = conn.exec_driver_sql("SELECT DISTINCT ST_SRID(geometry) FROM predicted").scalars().all()
             west, north = land.grid.c, land.grid.f
             corner = conn.exec_driver_sql(
                 "SELECT count(DISTINCT source) FROM predicted WHERE ST_Intersects(geometry, "
-                f"ST_MakeEnvelope({west + 10}, {north - 1270}, {west + 1270}, {north - 10}, 32633))").scalar()
+                f"ST_MakeEnvelope({west + 10}, {north - 1270}, {west + 1270}, {north - 10}, 32633))"
+            ).scalar()
     finally:
         engine.dispose()
     assert srids == [32633]
@@ -300,9 +388,20 @@ def test_predictions_go_into_postgis_as_polygons_that_st_area_measures(land: Sim
 
 def geojson_far_away(folder: Path) -> FileDict:
     path = folder / "far.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{
-        "type": "Feature", "properties": {"label": "water"},
-        "geometry": {"type": "Polygon", "coordinates": [[[2, 48], [3, 48], [3, 49], [2, 49], [2, 48]]]}}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"label": "water"},
+                        "geometry": {"type": "Polygon", "coordinates": [[[2, 48], [3, 48], [3, 49], [2, 49], [2, 48]]]},
+                    }
+                ],
+            }
+        )
+    )
     return FileDict({"far.geojson": path})
 
 
@@ -315,26 +414,35 @@ def test_bad_truth_is_refused_saying_what_is_wrong(land: SimpleNamespace, postgi
     assert "the tiles cover [500000.0, 4644880.0, 505120.0, 4650000.0] (EPSG:32633)" in message
     assert message.count("EPSG:32633") == 2
     with pytest.raises(OperationError, match=r"labels.geojson' has no property 'kind' \(its properties: class\)"):
-        ops.compare_models(ctx, land.results, truth_column="kind",
-                           truth=ops.import_from_local(ctx, "samples-eo/labels.geojson"))
+        ops.compare_models(
+            ctx, land.results, truth_column="kind", truth=ops.import_from_local(ctx, "samples-eo/labels.geojson")
+        )
     unnamed = land.data / "unnamed"
     unnamed.mkdir(exist_ok=True)
-    with rasterio.open(land.folder / "labels.tif") as src, \
-            rasterio.open(unnamed / "ids.tif", "w", **src.profile) as out:
+    with (
+        rasterio.open(land.folder / "labels.tif") as src,
+        rasterio.open(unnamed / "ids.tif", "w", **src.profile) as out,
+    ):
         out.write(src.read(1), 1)  # the same ids, no CLASSES tag
     with pytest.raises(OperationError, match=r"the truth's classes \(0, 2, 1\)|match none of the models' labels"):
         ops.compare_models(ctx, land.results, truth=ops.import_from_local(ctx, "unnamed/ids.tif"))
     # ...which `classes` names.
-    named = ops.compare_models(context(tmp_path / "n", land.data), land.results, classes=EO_CLASSES,
-                               truth=ops.import_from_local(ctx, "unnamed/ids.tif"))
+    named = ops.compare_models(
+        context(tmp_path / "n", land.data),
+        land.results,
+        classes=EO_CLASSES,
+        truth=ops.import_from_local(ctx, "unnamed/ids.tif"),
+    )
     assert named.report["models"][0]["miou"] == pytest.approx(reference(land, land.labels)[0]["miou"], abs=1e-12)
     # An SRID pyproj does not know: a custom one in spatial_ref_sys.
     engine = sa.create_engine(postgis)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM spatial_ref_sys WHERE srid = 990001")
-            conn.exec_driver_sql("INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, srtext, proj4text) "
-                                 "VALUES (990001, 'CONSTELLATION', 990001, '', '')")
+            conn.exec_driver_sql(
+                "INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, srtext, proj4text) "
+                "VALUES (990001, 'CONSTELLATION', 990001, '', '')"
+            )
     finally:
         engine.dispose()
     load_polygons(postgis, "odd", land.polygons[:3], srid=990001)
@@ -347,20 +455,35 @@ def test_bad_truth_is_refused_saying_what_is_wrong(land: SimpleNamespace, postgi
 def test_classified_tiles_take_the_class_at_their_centre_or_of_most_of_them(land: SimpleNamespace, tmp_path: Path):
     items = []
     for ref in land.tiles:
-        items.append({"name": ref.name, "labels": ["vegetation", "bare", "water"], "scores": [0.5, 0.3, 0.2],
-                      **{k: ref.meta[k] for k in ("crs", "transform", "width", "height", "tile")}})
-    results = [Predictions(model, [dict(i, labels=i["labels"][::step]) for i in items], {"inputs": len(items)},
-                           tmp_path / f"{model}.json", task="image-classification", labels=EO_CLASSES)
-               for model, step in (("always-vegetation", 1), ("always-water", -1))]
+        items.append(
+            {
+                "name": ref.name,
+                "labels": ["vegetation", "bare", "water"],
+                "scores": [0.5, 0.3, 0.2],
+                **{k: ref.meta[k] for k in ("crs", "transform", "width", "height", "tile")},
+            }
+        )
+    results = [
+        Predictions(
+            model,
+            [dict(i, labels=i["labels"][::step]) for i in items],
+            {"inputs": len(items)},
+            tmp_path / f"{model}.json",
+            task="image-classification",
+            labels=EO_CLASSES,
+        )
+        for model, step in (("always-vegetation", 1), ("always-water", -1))
+    ]
     ctx = context(tmp_path, land.data)
     truth = ops.import_from_local(ctx, "samples-eo/labels.geojson")
     for rule in ("centre", "majority"):
-        comparison = ops.compare_models(context(tmp_path / rule, land.data), results, truth=truth,
-                                        truth_column="class", truth_rule=rule)
+        comparison = ops.compare_models(
+            context(tmp_path / rule, land.data), results, truth=truth, truth_column="class", truth_rule=rule
+        )
         expected = {}
         for ref in land.tiles:
             col, row = ref.meta["tile"]["col_off"], ref.meta["tile"]["row_off"]
-            window = land.labels[row:row + TILE, col:col + TILE]
+            window = land.labels[row : row + TILE, col : col + TILE]
             if rule == "centre":
                 value = window[TILE // 2, TILE // 2]  # the pixel whose top-left corner is the tile's centre
             else:
@@ -383,17 +506,27 @@ def test_the_alignments_counts_are_what_reading_the_truth_tiles_again_gives(land
 
     rng = np.random.default_rng(3)
     truth_codes, predicted = rng.integers(0, 5, 5000), rng.integers(0, 5, 5000)
-    np.testing.assert_array_equal(geotruth.confusion(truth_codes, predicted, 6),
-                                  confusion_matrix(truth_codes, predicted, labels=np.arange(6)))
+    np.testing.assert_array_equal(
+        geotruth.confusion(truth_codes, predicted, 6), confusion_matrix(truth_codes, predicted, labels=np.arange(6))
+    )
     ctx = context(tmp_path, land.data)
     runs = [ModelRun(r.model, r.task, r.items, r.stats, r.labels) for r in land.results]
-    aligned = geotruth.align(runs, ops.import_from_local(ctx, "samples-eo/labels.geojson"),
-                             geotruth.Options(column="class"), tmp_path / "aligned")
+    aligned = geotruth.align(
+        runs,
+        ops.import_from_local(ctx, "samples-eo/labels.geojson"),
+        geotruth.Options(column="class"),
+        tmp_path / "aligned",
+    )
     names = aligned_names(aligned.runs)
     handed = segmentation.Scan.of(aligned.runs, names, aligned.truth)
     assert handed is aligned.truth.counted
-    unread = Truth(kind="masks", values=aligned.truth.values, source=aligned.truth.source,
-                   labels=aligned.truth.labels, ignore_index=aligned.truth.ignore_index)
+    unread = Truth(
+        kind="masks",
+        values=aligned.truth.values,
+        source=aligned.truth.source,
+        labels=aligned.truth.labels,
+        ignore_index=aligned.truth.ignore_index,
+    )
     read = segmentation.Scan.of(aligned.runs, names, unread)
     assert read is not handed and unread.counted is None
     assert read.shown == handed.shown and read.truth_shown == handed.truth_shown
@@ -404,8 +537,10 @@ def test_the_alignments_counts_are_what_reading_the_truth_tiles_again_gives(land
     # again also meets their 'not scored' value, a class of no scored pixel).
     common = [name for name in read.vocab.names if name in handed.vocab.names]
     assert set(read.vocab.names) - set(common) <= {f"#{geotruth.IGNORE}"}
-    np.testing.assert_array_equal(handed.sums[..., [handed.vocab.names.index(n) for n in common]],
-                                  read.sums[..., [read.vocab.names.index(n) for n in common]])
+    np.testing.assert_array_equal(
+        handed.sums[..., [handed.vocab.names.index(n) for n in common]],
+        read.sums[..., [read.vocab.names.index(n) for n in common]],
+    )
     assert handed.sums.sum() == read.sums.sum() > 0
     with_counts = compare.compare(aligned.runs, aligned.truth)
     without = compare.compare(aligned.runs, unread)

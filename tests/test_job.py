@@ -26,10 +26,13 @@ def resources(tmp_path: Path, stack: Stack, stack_env: dict[str, str], monkeypat
     write_samples(tmp_path / "data")
     comparison_samples.write_files(tmp_path / "data")
     write_stac_sample(tmp_path / "data")  # the satellite scene, its labels and STAC catalog
-    env = {**stack_env, "CONSTELLATION_MODEL_SERVER_URL": stack.model_server_url,
-           "CONSTELLATION_DATA_ROOT": str(tmp_path / "data"),
-           "CONSTELLATION_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-           "CONSTELLATION_OUTPUT_ROOT": str(tmp_path / "outputs")}
+    env = {
+        **stack_env,
+        "CONSTELLATION_MODEL_SERVER_URL": stack.model_server_url,
+        "CONSTELLATION_DATA_ROOT": str(tmp_path / "data"),
+        "CONSTELLATION_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "CONSTELLATION_OUTPUT_ROOT": str(tmp_path / "outputs"),
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return resources_from_env()
@@ -43,9 +46,9 @@ def workspace(resources: dict) -> Workspace:
 def run(resources: dict, raw_input: list, instance: DagsterInstance | None = None):
     job = make_execute_job(CATALOG, resources)
     config = {"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": raw_input}}}}
-    return job.execute_in_process(run_config=config, instance=instance or DagsterInstance.ephemeral(),
-                                  raise_on_error=False)
-
+    return job.execute_in_process(
+        run_config=config, instance=instance or DagsterInstance.ephemeral(), raise_on_error=False
+    )
 
 
 def log_lines(instance: DagsterInstance, run_id: str) -> list[str]:
@@ -124,8 +127,12 @@ def test_event_log_holds_a_reference_to_the_results_not_the_data(resources: dict
 
 def test_a_failing_instruction_fails_the_run_naming_its_path(resources: dict, workspace: Workspace):
     (Path(workspace.data_root) / "empty" / "folder").mkdir(parents=True)  # found before launch, empty when read
-    pipeline = [{"operation": "dict_to_list", "parameters": {
-        "data": {"operation": "import_from_local", "parameters": {"path": "empty/folder"}}}}]
+    pipeline = [
+        {
+            "operation": "dict_to_list",
+            "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "empty/folder"}}},
+        }
+    ]
     result = run(resources, pipeline)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
@@ -139,9 +146,17 @@ def test_a_failing_instruction_fails_the_run_naming_its_path(resources: dict, wo
 def test_launchpad_input_is_validated_like_the_api(resources: dict, workspace: Workspace):
     """The launchpad's pipeline is checked as the gateway checks one, catalog and server alike, when Dagster
     validates the launch's config: refused before any run, every problem at its JSON Pointer."""
-    pipeline = [{"operation": "resize_image", "parameters": {"width": 0, "height": 10, "data": {
-        "operation": "import_from_local", "parameters": {"path": "samples"}}}},
-                {"operation": "import_from_local", "parameters": {"path": "../elsewhere"}}]
+    pipeline = [
+        {
+            "operation": "resize_image",
+            "parameters": {
+                "width": 0,
+                "height": 10,
+                "data": {"operation": "import_from_local", "parameters": {"path": "samples"}},
+            },
+        },
+        {"operation": "import_from_local", "parameters": {"path": "../elsewhere"}},
+    ]
     instance = DagsterInstance.ephemeral()
     with pytest.raises(DagsterInvalidConfigError) as refused:
         run(resources, pipeline[:1], instance)

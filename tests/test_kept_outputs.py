@@ -54,8 +54,12 @@ def test_files_of_an_import_and_a_list(machines):
     assert loaded.files == {"Fire/a.jpg": DATA / "Fire/a.jpg", "b.png": node(there, "b.png")}
     assert refs == {f"{RUN}/nodes/0123456789abcdef/b.png"}
 
-    tiles = FileList([FileRef("t_0_0.png", node(here, "t_0_0.png"), {"source": "s.png", "x": 0, "y": 0}),
-                      FileRef("plain.png", DATA / "plain.png")])
+    tiles = FileList(
+        [
+            FileRef("t_0_0.png", node(here, "t_0_0.png"), {"source": "s.png", "x": 0, "y": 0}),
+            FileRef("plain.png", DATA / "plain.png"),
+        ]
+    )
     loaded, _ = round_trip(tiles, machines)
     assert type(loaded) is FileList and [r.name for r in loaded] == ["t_0_0.png", "plain.png"]
     assert loaded.refs[0].meta == {"source": "s.png", "x": 0, "y": 0}
@@ -84,8 +88,11 @@ def test_arrays_and_batches(machines):
     refs = [FileRef(f"{i}.png", node(here, f"{i}.png")) for i in range(5)]
     batches = Batches([refs[:2], refs[2:4], refs[4:]])
     loaded, found = round_trip(batches, machines)
-    assert type(loaded) is Batches and [[r.name for r in b] for b in loaded.batches] == [["0.png", "1.png"],
-                                                                                        ["2.png", "3.png"], ["4.png"]]
+    assert type(loaded) is Batches and [[r.name for r in b] for b in loaded.batches] == [
+        ["0.png", "1.png"],
+        ["2.png", "3.png"],
+        ["4.png"],
+    ]
     assert len(found) == 5
 
 
@@ -103,11 +110,19 @@ def test_a_table_and_an_export(machines):
 
 def test_predictions_with_masks_inputs_and_their_table(machines):
     here, there = machines
-    items = [{"name": "a.png", "labels": ["Fire", "Smoke"], "scores": [0.9, 0.1]},
-             {"name": "b.png", "mask": str(node(here, "masks/b.png")), "classes": {"1": "road"}}]
-    predictions = Predictions("org/model", items, {"inputs": 2, "seconds": 0.5, "batch_sizes": (2,)},
-                              node(here, "predictions.json"), task="image-segmentation", labels=["road"],
-                              inputs={"a.png": DATA / "a.png", "b.png": {"row": 2, "text": "x"}})
+    items = [
+        {"name": "a.png", "labels": ["Fire", "Smoke"], "scores": [0.9, 0.1]},
+        {"name": "b.png", "mask": str(node(here, "masks/b.png")), "classes": {"1": "road"}},
+    ]
+    predictions = Predictions(
+        "org/model",
+        items,
+        {"inputs": 2, "seconds": 0.5, "batch_sizes": (2,)},
+        node(here, "predictions.json"),
+        task="image-segmentation",
+        labels=["road"],
+        inputs={"a.png": DATA / "a.png", "b.png": {"row": 2, "text": "x"}},
+    )
     predictions.table, predictions.table_key = Table(node(here, "rows.jsonl"), ["name"], 2), "name"
     loaded, refs = round_trip(predictions, machines)
     assert type(loaded) is Predictions
@@ -122,8 +137,13 @@ def test_predictions_with_masks_inputs_and_their_table(machines):
 
 def test_a_comparison(machines):
     here, there = machines
-    report = {"models": [{"model": "a", "accuracy": 0.5, "ci": (0.4, 0.6)}], "inputs": 10, "verdict": "a wins",
-              "p_value": math.nan, "odd keys": {1: "one", "$t": "not a tag"}}
+    report = {
+        "models": [{"model": "a", "accuracy": 0.5, "ci": (0.4, 0.6)}],
+        "inputs": 10,
+        "verdict": "a wins",
+        "p_value": math.nan,
+        "odd keys": {1: "one", "$t": "not a tag"},
+    }
     comparison = Comparison(report, "# a wins", {"metric": node(here, "charts/metric.png")}, node(here, "report.html"))
     loaded, _ = round_trip(comparison, machines)
     assert type(loaded) is Comparison and loaded.markdown == "# a wins"
@@ -134,36 +154,50 @@ def test_a_comparison(machines):
     assert without_html.html is None
 
 
-@pytest.mark.parametrize("value", [None, True, 3, 2.5, "text", [1, "a", None], {"a": [1, {"b": None}]}, (1, 2), [],
-                                   {}, [FileRef("x", DATA / "x")]])
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 3, 2.5, "text", [1, "a", None], {"a": [1, {"b": None}]}, (1, 2), [], {}, [FileRef("x", DATA / "x")]],
+)
 def test_plain_values(machines, value):
     loaded, refs = round_trip(value, machines)
     assert loaded == value and refs == set()
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, b"bytes", Path("relative/x.png"), {"deep": [object()]},
-                                   FileDict.__new__(type("Elsewhere", (FileDict,), {}))])
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        {1, 2},
+        b"bytes",
+        Path("relative/x.png"),
+        {"deep": [object()]},
+        FileDict.__new__(type("Elsewhere", (FileDict,), {})),
+    ],
+)
 def test_what_is_not_data_is_not_kept(tmp_path: Path, value):
     with pytest.raises(kept.NotKept):
         kept.Codec(tmp_path).dumps(value)
 
 
-@pytest.mark.parametrize("document", [
-    pickle.dumps(FileList([])),  # an output kept by an older version: never unpickled
-    b"BM\x00\x00",
-    b'{"format": 2, "output": null}',
-    b'{"output": null}',
-    b'{"format": 1, "output": {"$t": "os.system", "command": "touch /tmp/x"}}',
-    b'{"format": 1, "output": {"$t": "FileDict", "files": {"a": "/etc/passwd"}}}',  # a string is not a path
-    b'{"format": 1, "output": {"$t": "FileList", "refs": [{"name": "a"}]}}',
-    b'{"format": 1, "output": {"$t": "Table", "path": {"$t": "path", "abs": "/x"}, "columns": [], "count": "1"}}',
-    b'{"format": 1, "output": {"$t": "path", "abs": "relative/x"}}',
-    b'{"format": 1, "output": {"$t": "path", "abs": "/srv/../etc/passwd"}}',
-    b'{"format": 1, "output": {"$t": "path", "abs": "/srv//x"}}',
-    b'{"format": 1, "output": {"$t": "map", "items": [[[1], 2]]}}',
-    b'{"format": 1, "output": {"$t": "float", "value": "1e999999"}}',
-    b'[' * 100_000 + b']' * 100_000,
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        pickle.dumps(FileList([])),  # an output kept by an older version: never unpickled
+        b"BM\x00\x00",
+        b'{"format": 2, "output": null}',
+        b'{"output": null}',
+        b'{"format": 1, "output": {"$t": "os.system", "command": "touch /tmp/x"}}',
+        b'{"format": 1, "output": {"$t": "FileDict", "files": {"a": "/etc/passwd"}}}',  # a string is not a path
+        b'{"format": 1, "output": {"$t": "FileList", "refs": [{"name": "a"}]}}',
+        b'{"format": 1, "output": {"$t": "Table", "path": {"$t": "path", "abs": "/x"}, "columns": [], "count": "1"}}',
+        b'{"format": 1, "output": {"$t": "path", "abs": "relative/x"}}',
+        b'{"format": 1, "output": {"$t": "path", "abs": "/srv/../etc/passwd"}}',
+        b'{"format": 1, "output": {"$t": "path", "abs": "/srv//x"}}',
+        b'{"format": 1, "output": {"$t": "map", "items": [[[1], 2]]}}',
+        b'{"format": 1, "output": {"$t": "float", "value": "1e999999"}}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
 def test_a_document_that_is_not_ours_is_refused(tmp_path: Path, document: bytes):
     with pytest.raises(kept.BadKept):
         kept.Codec(tmp_path).loads(document)

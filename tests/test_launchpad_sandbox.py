@@ -24,8 +24,13 @@ from orchestrator.assets.resources import Databases, GoogleDrive, ModelServerCon
 IMPORT_SECRET = [{"operation": "import_from_local", "parameters": {"path": "secret"}}]
 # What a launchpad user could try: every setting of every resource.
 OVERRIDES = {
-    "workspace": {"data_root": "{outside}", "url_allow_private": True, "artifact_root": "/tmp/elsewhere",
-                  "archive_max_files": 10**9, "db_export_any_schema": True},
+    "workspace": {
+        "data_root": "{outside}",
+        "url_allow_private": True,
+        "artifact_root": "/tmp/elsewhere",
+        "archive_max_files": 10**9,
+        "db_export_any_schema": True,
+    },
     "s3": {"endpoint_url": "http://attacker.example"},
     "google_drive": {"api_endpoint": "http://attacker.example/", "download_url": "http://127.0.0.1:1/"},
     "model_server": {"url": "http://attacker.example"},
@@ -66,8 +71,10 @@ def test_the_resources_read_the_servers_environment(folders: dict[str, Path]):
 def test_a_launch_with_resource_config_is_refused_before_anything_runs(folders: dict[str, Path], key: str):
     job = make_execute_job(CATALOG, resources_from_env())
     instance = DagsterInstance.ephemeral()
-    given = {name: str(value).format(outside=folders["outside"]) if isinstance(value, str) else value
-             for name, value in OVERRIDES[key].items()}
+    given = {
+        name: str(value).format(outside=folders["outside"]) if isinstance(value, str) else value
+        for name, value in OVERRIDES[key].items()
+    }
     with pytest.raises(DagsterInvalidConfigError, match=f"unexpected config entr.*resources:{key}:config"):
         job.execute_in_process(run_config=run_config(IMPORT_SECRET, {key: {"config": given}}), instance=instance)
     assert instance.get_runs() == []  # refused at config validation: no run was even created
@@ -77,8 +84,9 @@ def test_a_launch_with_resource_config_is_refused_before_anything_runs(folders: 
 def test_the_pipeline_reads_the_servers_data_root_and_ops_get_typed_resources(folders: dict[str, Path]):
     job = make_execute_job(CATALOG, resources_from_env())
     # An empty config for a resource is harmless, and accepted (a launchpad may scaffold it).
-    result = job.execute_in_process(run_config=run_config(IMPORT_SECRET, {"workspace": {"config": {}}}),
-                                    instance=DagsterInstance.ephemeral())
+    result = job.execute_in_process(
+        run_config=run_config(IMPORT_SECRET, {"workspace": {"config": {}}}), instance=DagsterInstance.ephemeral()
+    )
     assert result.success
     folder = runs.run_dir(folders["artifacts"].resolve(), result.run_id)
     [entry] = json.loads((folder / runs.RESULTS).read_text())["results"]
@@ -123,11 +131,16 @@ RUN_COUNT = "{ runsOrError { ... on Runs { count } } }"
 def test_the_webservers_launchpad_refuses_resource_config(stack: Stack, key: str):
     graphql = stack.dagster_url + "/graphql"
     before = httpx.post(graphql, json={"query": RUN_COUNT}, timeout=30).json()["data"]["runsOrError"]["count"]
-    given = {name: str(value).format(outside="/") if isinstance(value, str) else value
-             for name, value in OVERRIDES[key].items()}
+    given = {
+        name: str(value).format(outside="/") if isinstance(value, str) else value
+        for name, value in OVERRIDES[key].items()
+    }
     params = {
-        "selector": {"repositoryLocationName": "constellation", "repositoryName": "main",
-                     "pipelineName": "build_execute_job"},
+        "selector": {
+            "repositoryLocationName": "constellation",
+            "repositoryName": "main",
+            "pipelineName": "build_execute_job",
+        },
         "runConfigData": run_config(IMPORT_SECRET, {key: {"config": given}}),
     }
     answer = httpx.post(graphql, json={"query": LAUNCH, "variables": {"params": params}}, timeout=30).json()

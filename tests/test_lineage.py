@@ -14,14 +14,25 @@ from sample_data import write_samples
 
 def test_an_import_is_observed_and_an_export_materialized(tmp_path: Path):
     write_samples(tmp_path / "data")
-    workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"),
-                          output_root=str(tmp_path / "outputs"))
+    workspace = Workspace(
+        data_root=str(tmp_path / "data"),
+        artifact_root=str(tmp_path / "artifacts"),
+        output_root=str(tmp_path / "outputs"),
+    )
     job = make_execute_job(CATALOG, {"workspace": workspace})
-    pipeline = [{"operation": "export_to_local", "parameters": {"folder": "lineage-test", "data": {
-        "operation": "import_from_local", "parameters": {"path": "samples/Fire"}}}}]
+    pipeline = [
+        {
+            "operation": "export_to_local",
+            "parameters": {
+                "folder": "lineage-test",
+                "data": {"operation": "import_from_local", "parameters": {"path": "samples/Fire"}},
+            },
+        }
+    ]
     instance = DagsterInstance.ephemeral()
     result = job.execute_in_process(
-        run_config={"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": pipeline}}}}, instance=instance)
+        run_config={"ops": {"generate_dynamic_job_configs": {"config": {"raw_input": pipeline}}}}, instance=instance
+    )
     assert result.success
     written = instance.get_latest_materialization_event(AssetKey(["local_output", "lineage-test"]))
     assert written is not None and written.run_id == result.run_id
@@ -38,9 +49,17 @@ def test_sources_and_destinations_are_named_from_the_catalog():
     from orchestrator.engine import Node
 
     assert {n for n in CATALOG.names() if CATALOG[n].reads} == {
-        "import_from_local", "import_from_s3", "import_from_url", "import_from_google_drive", "import_from_database"}
+        "import_from_local",
+        "import_from_s3",
+        "import_from_url",
+        "import_from_google_drive",
+        "import_from_database",
+    }
     assert {n for n in CATALOG.names() if CATALOG[n].writes} == {
-        "export_to_local", "export_to_s3", "export_to_database"}
+        "export_to_local",
+        "export_to_s3",
+        "export_to_database",
+    }
 
     def named(operation: str, given: dict, output: object = None) -> list[str]:
         node = Node("k", operation, given, {}, ["/instructions/0"])

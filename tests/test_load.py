@@ -24,8 +24,14 @@ from conftest import Stack, start_stack, stop_stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # about 40 s on two quiet cores
 
 KEYS, RETRIES = 25, 8
-CHEAP = {"instructions": [{"operation": "dict_to_list", "parameters": {
-    "data": {"operation": "import_from_local", "parameters": {"path": "samples"}}}}]}
+CHEAP = {
+    "instructions": [
+        {
+            "operation": "dict_to_list",
+            "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "samples"}}},
+        }
+    ]
+}
 RUNS = """query { runsOrError(filter: {pipelineName: "build_execute_job"}) {
     ... on Runs { results { runId status tags { key value } } } } }"""
 ENDED = ("SUCCESS", "FAILURE", "CANCELED")

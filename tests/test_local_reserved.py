@@ -35,13 +35,16 @@ def context(server: Path, data: str = "data", output: str = "outputs", artifacts
     return RunContext(run_dir=runs / str(uuid.uuid4()), resources=SimpleNamespace(workspace=workspace))
 
 
-@pytest.mark.parametrize(("path", "setting"), [
-    ("artifacts/runs", "CONSTELLATION_ARTIFACT_ROOT"),
-    ("artifacts/runs/11111111-0000-4000-8000-000000000000/kept/manifest.json", "CONSTELLATION_ARTIFACT_ROOT"),
-    ("data/../artifacts", "CONSTELLATION_ARTIFACT_ROOT"),
-    ("dagster_home/storage/step", "DAGSTER_HOME"),
-    (".", "CONSTELLATION_ARTIFACT_ROOT"),  # a folder holding them: refused when the walk reaches them
-])
+@pytest.mark.parametrize(
+    ("path", "setting"),
+    [
+        ("artifacts/runs", "CONSTELLATION_ARTIFACT_ROOT"),
+        ("artifacts/runs/11111111-0000-4000-8000-000000000000/kept/manifest.json", "CONSTELLATION_ARTIFACT_ROOT"),
+        ("data/../artifacts", "CONSTELLATION_ARTIFACT_ROOT"),
+        ("dagster_home/storage/step", "DAGSTER_HOME"),
+        (".", "CONSTELLATION_ARTIFACT_ROOT"),  # a folder holding them: refused when the walk reaches them
+    ],
+)
 def test_an_import_from_where_runs_are_kept_is_refused(server: Path, path: str, setting: str):
     with pytest.raises(OperationError, match=f"lies in {setting}.*imports never go there"):
         ops.import_from_local(context(server, data="."), path)
@@ -66,11 +69,14 @@ def test_the_scratch_folder_of_a_run_on_s3_is_refused(server: Path):
         ops.import_from_local(ctx, f"scratch/runs/{ctx.run_id}")
 
 
-@pytest.mark.parametrize(("output", "setting"), [
-    ("artifacts", "CONSTELLATION_ARTIFACT_ROOT"),  # <output>/runs/<run id>: the run's own folder
-    ("artifacts/runs/11111111-0000-4000-8000-000000000000", "CONSTELLATION_ARTIFACT_ROOT"),
-    ("dagster_home", "DAGSTER_HOME"),
-])
+@pytest.mark.parametrize(
+    ("output", "setting"),
+    [
+        ("artifacts", "CONSTELLATION_ARTIFACT_ROOT"),  # <output>/runs/<run id>: the run's own folder
+        ("artifacts/runs/11111111-0000-4000-8000-000000000000", "CONSTELLATION_ARTIFACT_ROOT"),
+        ("dagster_home", "DAGSTER_HOME"),
+    ],
+)
 def test_an_export_into_where_runs_are_kept_is_refused(server: Path, output: str, setting: str):
     data = FileList([FileRef("kept/manifest.json", server / "data" / "a.txt")])
     ctx = context(server, output=output)

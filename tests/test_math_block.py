@@ -46,15 +46,18 @@ def test_mock_csv_data_is_the_originals_table(ctx):
     ]
 
 
-@pytest.mark.parametrize(("operand", "first_row"), [
-    ("add", [3.0, 4.0, 5.0]),
-    ("sub", [-1.0, 0.0, 1.0]),
-    ("mul", [2.0, 4.0, 6.0]),
-    ("truediv", [0.5, 1.0, 1.5]),
-    ("floordiv", [0.0, 1.0, 1.0]),
-    ("mod", [1.0, 0.0, 1.0]),
-    ("pow", [1.0, 4.0, 9.0]),
-])
+@pytest.mark.parametrize(
+    ("operand", "first_row"),
+    [
+        ("add", [3.0, 4.0, 5.0]),
+        ("sub", [-1.0, 0.0, 1.0]),
+        ("mul", [2.0, 4.0, 6.0]),
+        ("truediv", [0.5, 1.0, 1.5]),
+        ("floordiv", [0.0, 1.0, 1.0]),
+        ("mod", [1.0, 0.0, 1.0]),
+        ("pow", [1.0, 4.0, 9.0]),
+    ],
+)
 def test_every_operator_on_the_mock_table_gives_floats(ctx, operand, first_row):
     [result] = run(ctx, math(mock(), operand, 2))
     rows = list(result.rows())
@@ -82,8 +85,25 @@ def test_values_that_are_not_numbers_are_kept_as_they_are(ctx, tmp_path):
     assert result.columns == list(rows[0])
 
 
-REFUSED = ["attrgetter", "methodcaller", "itemgetter", "__import__", "getattr", "setitem", "delitem", "call",
-           "__add__", "iadd", "lshift", "and_", "neg", "contains", "ADD", "add ", ""]
+REFUSED = [
+    "attrgetter",
+    "methodcaller",
+    "itemgetter",
+    "__import__",
+    "getattr",
+    "setitem",
+    "delitem",
+    "call",
+    "__add__",
+    "iadd",
+    "lshift",
+    "and_",
+    "neg",
+    "contains",
+    "ADD",
+    "add ",
+    "",
+]
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -120,18 +140,21 @@ def test_division_by_zero_names_the_row_and_column(ctx, tmp_path, operand):
         ops.math_block(ctx, table(tmp_path, rows), operand, 0)
 
 
-@pytest.mark.parametrize(("operand", "constant", "value", "expected"), [
-    ("mul", 10, 1e308, r"1e\+308 mul 10\.0 gives inf, beyond the largest float"),
-    ("add", 1e308, 1e308, r"1e\+308 add 1e\+308 gives inf, beyond the largest float"),
-    ("sub", 1e308, -1e308, r"-1e\+308 sub 1e\+308 gives -inf, beyond the largest float"),
-    ("truediv", 1e-300, 1e100, r"1e\+100 truediv 1e-300 gives inf, beyond the largest float"),
-    ("pow", 2, 1e200, r"1e\+200 pow 2\.0 would be about 10\^400, beyond the largest float"),
-    ("pow", 400, 10, r"10\.0 pow 400\.0 would be about 10\^400, beyond the largest float"),
-    ("pow", -1e6, 0.5, r"0\.5 pow -1000000\.0 would be about 10\^3\.01e\+05, beyond the largest float"),
-    ("pow", -1, 0, r"0\.0 pow -1\.0 divides by zero$"),
-    ("pow", 0.5, -4, r"-4\.0 pow 0\.5 has no real result"),
-    ("add", 1, 10**400, r"an integer of about 401 digits is too large for a float"),
-])
+@pytest.mark.parametrize(
+    ("operand", "constant", "value", "expected"),
+    [
+        ("mul", 10, 1e308, r"1e\+308 mul 10\.0 gives inf, beyond the largest float"),
+        ("add", 1e308, 1e308, r"1e\+308 add 1e\+308 gives inf, beyond the largest float"),
+        ("sub", 1e308, -1e308, r"-1e\+308 sub 1e\+308 gives -inf, beyond the largest float"),
+        ("truediv", 1e-300, 1e100, r"1e\+100 truediv 1e-300 gives inf, beyond the largest float"),
+        ("pow", 2, 1e200, r"1e\+200 pow 2\.0 would be about 10\^400, beyond the largest float"),
+        ("pow", 400, 10, r"10\.0 pow 400\.0 would be about 10\^400, beyond the largest float"),
+        ("pow", -1e6, 0.5, r"0\.5 pow -1000000\.0 would be about 10\^3\.01e\+05, beyond the largest float"),
+        ("pow", -1, 0, r"0\.0 pow -1\.0 divides by zero$"),
+        ("pow", 0.5, -4, r"-4\.0 pow 0\.5 has no real result"),
+        ("add", 1, 10**400, r"an integer of about 401 digits is too large for a float"),
+    ],
+)
 def test_results_no_float_holds_name_the_row_and_column(ctx, tmp_path, operand, constant, value, expected):
     rows = [{"id": "a", "v": 1}, {"id": "b", "v": 2}, {"id": "c", "v": value}]
     with pytest.raises(OperationError, match=r"^row 2, column 'v': " + expected):
@@ -146,7 +169,10 @@ def test_pow_with_a_huge_exponent_fails_at_once(ctx, tmp_path, exponent):
     assert time.perf_counter() - start < 0.5
     # The same exponent on a base that keeps it small is computed.
     assert list(ops.math_block(ctx, table(tmp_path, [{"v": 1}, {"v": 0.5}, {"v": -1}]), "pow", exponent).rows()) == [
-        {"v": 1.0}, {"v": 0.0}, {"v": 1.0}]
+        {"v": 1.0},
+        {"v": 0.0},
+        {"v": 1.0},
+    ]
 
 
 def test_a_regression_models_values_are_computed_on(ctx, tmp_path):
@@ -171,25 +197,45 @@ def test_labels_are_refused(ctx, tmp_path):
 
 def test_the_result_feeds_what_a_table_feeds():
     computed = math(mock(), "add", 1)
-    build_plan([
-        {"operation": "write_csv", "parameters": {"result": computed}},
-        {"operation": "export_to_local", "parameters": {"data": computed}},
-        {"operation": "export_to_s3", "parameters": {"bucket": "b-1", "inference_results": computed}},
-        {"operation": "export_to_database", "parameters": {"data": computed, "connection": "samples", "table": "t"}},
-        math(computed, "mul", 2),
-    ], CATALOG)
+    build_plan(
+        [
+            {"operation": "write_csv", "parameters": {"result": computed}},
+            {"operation": "export_to_local", "parameters": {"data": computed}},
+            {"operation": "export_to_s3", "parameters": {"bucket": "b-1", "inference_results": computed}},
+            {
+                "operation": "export_to_database",
+                "parameters": {"data": computed, "connection": "samples", "table": "t"},
+            },
+            math(computed, "mul", 2),
+        ],
+        CATALOG,
+    )
 
 
 def test_a_pipeline_in_the_originals_shape_writes_the_computed_csv(ctx):
     # As its back-end sends it: every instruction with its parameters, the constant a float.
-    pipeline = {"operation": "write_csv", "parameters": {"result": {
-        "operation": "math_block", "parameters": {
-            "operand": "mul", "constant": 2.0, "data": {"operation": "mock_csv_data", "parameters": {}}}}}}
+    pipeline = {
+        "operation": "write_csv",
+        "parameters": {
+            "result": {
+                "operation": "math_block",
+                "parameters": {
+                    "operand": "mul",
+                    "constant": 2.0,
+                    "data": {"operation": "mock_csv_data", "parameters": {}},
+                },
+            }
+        },
+    }
     [written] = run(ctx, pipeline)
     assert isinstance(written, FileDict)
     with written.files["output.csv"].open() as lines:
         assert list(csv.reader(lines)) == [
-            ["column1", "column2", "column3"], ["2.0", "4.0", "6.0"], ["8.0", "10.0", "12.0"], ["14.0", "16.0", "18.0"]]
+            ["column1", "column2", "column3"],
+            ["2.0", "4.0", "6.0"],
+            ["8.0", "10.0", "12.0"],
+            ["14.0", "16.0", "18.0"],
+        ]
 
 
 def test_a_failure_in_a_pipeline_names_the_instruction_row_and_column(ctx):

@@ -29,9 +29,12 @@ MAX_MODELS = 2
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_env: dict[str, str]) -> Iterator[ModelServerProcess]:
-    env = {**models_env, "CONSTELLATION_MODEL_SERVER_TOKEN": TOKEN,
-           "CONSTELLATION_MODEL_SERVER_LEASE_SWEEP_S": "0.1",
-           "CONSTELLATION_MODEL_SERVER_MAX_MODELS": str(MAX_MODELS)}
+    env = {
+        **models_env,
+        "CONSTELLATION_MODEL_SERVER_TOKEN": TOKEN,
+        "CONSTELLATION_MODEL_SERVER_LEASE_SWEEP_S": "0.1",
+        "CONSTELLATION_MODEL_SERVER_MAX_MODELS": str(MAX_MODELS),
+    }
     with running_server(env, tmp_path_factory.mktemp("lease_server") / "server.log") as running:
         yield running
 
@@ -71,12 +74,22 @@ def index(http: httpx.Client) -> dict[str, dict]:
 # The token.
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v2"), ("GET", "/v2/models/x"), ("GET", "/v2/models/x/ready"), ("POST", "/v2/repository/index"),
-    ("POST", "/v2/repository/models/x/load"), ("POST", "/v2/repository/models/x/unload"),
-    ("POST", "/v2/models/x/infer"), ("POST", "/v2/repository/models/x/renew"), ("GET", "/docs"),
-    ("GET", "/openapi.json"), ("GET", "/no/such/route"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2"),
+        ("GET", "/v2/models/x"),
+        ("GET", "/v2/models/x/ready"),
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/repository/models/x/load"),
+        ("POST", "/v2/repository/models/x/unload"),
+        ("POST", "/v2/models/x/infer"),
+        ("POST", "/v2/repository/models/x/renew"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/no/such/route"),
+    ],
+)
 def test_every_route_but_health_needs_the_token(server: ModelServerProcess, method: str, path: str):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}):
         answer = httpx.request(method, server.url + path, headers=headers, json={})
@@ -88,8 +101,7 @@ def test_every_route_but_health_needs_the_token(server: ModelServerProcess, meth
         assert httpx.get(server.url + health).status_code == 200
 
 
-def test_the_code_locations_client_sends_the_token(connection, http: httpx.Client,
-                                                   monkeypatch: pytest.MonkeyPatch):
+def test_the_code_locations_client_sends_the_token(connection, http: httpx.Client, monkeypatch: pytest.MonkeyPatch):
     from orchestrator.engine import OperationError
 
     with connection.connect() as client:
@@ -163,8 +175,9 @@ def test_an_expired_lease_frees_the_model(http: httpx.Client):
     assert not ready(http, "expiring")
     reason = index(http)["expiring"]["reason"]
     assert "every lease expired" in reason and "a-crashed-run" in reason
-    answer = http.post("/v2/models/expiring/infer", json={**infer_body([image_file(0)]),
-                                                          "parameters": {"lease": "a-crashed-run"}})
+    answer = http.post(
+        "/v2/models/expiring/infer", json={**infer_body([image_file(0)]), "parameters": {"lease": "a-crashed-run"}}
+    )
     assert answer.status_code == 404 and "every lease expired" in answer.json()["error"]
 
 
@@ -180,12 +193,15 @@ def test_a_live_clients_lease_is_renewed_past_its_length(server: ModelServerProc
 
 
 def test_inference_renews_the_holders_lease(http: httpx.Client):
-    http.post("/v2/repository/models/renewed/load",
-              json={"parameters": {"source": FOLDER_MODEL, "lease": "busy-run", "lease_ttl_s": 0.8}})
+    http.post(
+        "/v2/repository/models/renewed/load",
+        json={"parameters": {"source": FOLDER_MODEL, "lease": "busy-run", "lease_ttl_s": 0.8}},
+    )
     for _ in range(6):  # 6 x 0.3 s: more than twice the lease's length
         time.sleep(0.3)
-        answer = http.post("/v2/models/renewed/infer", json={**infer_body([image_file(0)]),
-                                                             "parameters": {"lease": "busy-run"}})
+        answer = http.post(
+            "/v2/models/renewed/infer", json={**infer_body([image_file(0)]), "parameters": {"lease": "busy-run"}}
+        )
         assert answer.status_code == 200, answer.text
     renewed = http.post("/v2/repository/models/renewed/renew", json={"parameters": {"lease": "busy-run"}})
     assert renewed.status_code == 200 and 0 < renewed.json()["expires_in_s"] <= 0.8
@@ -216,10 +232,13 @@ def test_org_slash_x_and_org_dash_dash_x_are_two_models(connection, http: httpx.
     assert (slug("org/x"), slug("org--x")) == ("org--x", "org---x")
 
 
-@pytest.mark.parametrize("ids", [
-    ("org/x", "org--x", "org-/x", "org---x", "org----x", "org--/x", "org/x-", "org/x--"),
-    ("a-b/c", "a--b/c", "a-b--c", "a/b-c", "a/b--c", "a-/b-c", "a--/b-c"),
-])
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ("org/x", "org--x", "org-/x", "org---x", "org----x", "org--/x", "org/x-", "org/x--"),
+        ("a-b/c", "a--b/c", "a-b--c", "a/b-c", "a/b--c", "a-/b-c", "a--/b-c"),
+    ],
+)
 def test_the_name_rule_is_one_to_one_and_reversible(ids: tuple[str, ...]):
     import re
 
@@ -237,8 +256,13 @@ def test_the_name_rule_is_one_to_one_and_reversible(ids: tuple[str, ...]):
 def test_every_id_gets_a_valid_name_of_its_own():
     from orchestrator.models.client import SERVER_NAME_PATTERN, slug
 
-    longest = ["a" + "-" * 95 + "/" + "b" + "-" * 95, "a" + "-" * 95 + "/" + "b" + "-" * 94 + "c",
-               "a" + "-" * 95, "x" * 96 + "/" + "y" * 96, "a-" * 48 + "/" + "b-" * 48]
+    longest = [
+        "a" + "-" * 95 + "/" + "b" + "-" * 95,
+        "a" + "-" * 95 + "/" + "b" + "-" * 94 + "c",
+        "a" + "-" * 95,
+        "x" * 96 + "/" + "y" * 96,
+        "a-" * 48 + "/" + "b-" * 48,
+    ]
     names = [slug(i) for i in longest]
     assert all(SERVER_NAME_PATTERN.match(n) for n in names), names
     assert len(set(names)) == len(longest)
@@ -268,8 +292,9 @@ def test_a_different_source_under_the_same_id_fails_clearly(connection, http: ht
 
 def test_the_cap_on_loaded_models_answers_429_naming_it(http: httpx.Client):
     for name, source in (("cap-a", FOLDER_MODEL), ("cap-a2", FOLDER_MODEL), ("cap-b", MID_MODEL)):
-        assert http.post(f"/v2/repository/models/{name}/load",
-                         json={"parameters": {"source": source}}).status_code == 200
+        assert (
+            http.post(f"/v2/repository/models/{name}/load", json={"parameters": {"source": source}}).status_code == 200
+        )
     answer = http.post("/v2/repository/models/cap-c/load", json={"parameters": {"source": FIRE_MODEL_ID}})
     assert answer.status_code == 429, answer.text
     assert f"CONSTELLATION_MODEL_SERVER_MAX_MODELS={MAX_MODELS}" in answer.json()["error"]
@@ -319,18 +344,22 @@ def test_eight_big_pngs_are_refused_before_they_are_decoded(server: ModelServerP
         started = time.monotonic()
         answer = http.post("/v2/models/pixels/infer", content=body, headers={"content-type": "application/json"})
         took = time.monotonic() - started
-    print(f"\n8 PNGs of 6000x6000 in {len(body) / 1e6:.2f} MB: {answer.status_code} in {took:.2f} s; server RSS "
-          f"{memory.before / 1e6:.0f} MB, at most {memory.peak / 1e6:.0f} MB while it answered")
+    print(
+        f"\n8 PNGs of 6000x6000 in {len(body) / 1e6:.2f} MB: {answer.status_code} in {took:.2f} s; server RSS "
+        f"{memory.before / 1e6:.0f} MB, at most {memory.peak / 1e6:.0f} MB while it answered"
+    )
     assert answer.status_code == 413, answer.text
     assert "288,000,000 pixels" in answer.json()["error"] and "MAX_REQUEST_PIXELS" in answer.json()["error"]
     # Decoded, they took about 1.6 GB (measured on the server before the pixel caps).
     assert memory.peak - memory.before < 60e6, f"the refused request took {memory.rise / 1e6:.0f} MB"
-    one = http.post("/v2/models/pixels/infer", content=json.dumps(infer_body([big_png(6000)])).encode(),
-                    headers={"content-type": "application/json"})
+    one = http.post(
+        "/v2/models/pixels/infer",
+        content=json.dumps(infer_body([big_png(6000)])).encode(),
+        headers={"content-type": "application/json"},
+    )
     assert one.status_code == 200, one.text  # one of them alone is within the caps
 
 
 def test_no_internal_error_was_logged(server: ModelServerProcess):
     log = server.log_text()
     assert "Traceback" not in log and " 500 " not in log, log[-3000:]
-

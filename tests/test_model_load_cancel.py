@@ -27,19 +27,30 @@ class SlowServer:
         self.released = threading.Event()
         self.unloads: list[dict] = []
         server.expect_request("/v2/repository/models/big-model/load", method="POST").respond_with_handler(self.load)
-        server.expect_request("/v2/repository/models/big-model/unload", method="POST").respond_with_handler(
-            self.unload)
+        server.expect_request("/v2/repository/models/big-model/unload", method="POST").respond_with_handler(self.unload)
 
     def load(self, request: Request) -> Response:
         self.released.wait(30)
-        return Response(json.dumps({"name": "big-model", "state": "READY", "source": "big-model",
-                                    "task": "image-classification", "leases": 1, "pinned": False,
-                                    "weight_bytes": 1}), content_type="application/json")
+        return Response(
+            json.dumps(
+                {
+                    "name": "big-model",
+                    "state": "READY",
+                    "source": "big-model",
+                    "task": "image-classification",
+                    "leases": 1,
+                    "pinned": False,
+                    "weight_bytes": 1,
+                }
+            ),
+            content_type="application/json",
+        )
 
     def unload(self, request: Request) -> Response:
         self.unloads.append(request.get_json())
-        return Response(json.dumps({"name": "big-model", "state": "UNAVAILABLE", "leases": 0}),
-                        content_type="application/json")
+        return Response(
+            json.dumps({"name": "big-model", "state": "UNAVAILABLE", "leases": 0}), content_type="application/json"
+        )
 
 
 @pytest.fixture

@@ -43,8 +43,9 @@ def test_concurrent_loads_build_one_pipeline(registry, caplog: pytest.LogCapture
     with ThreadPoolExecutor(6) as pool:
         states = list(pool.map(lambda _: registry.load("b", FOLDER_MODEL, "image-classification").state, range(6)))
     assert states == ["READY"] * 6
-    assert [r.getMessage() for r in caplog.records].count(f"loading model b from {FOLDER_MODEL} "
-                                                          f"({registry.models_root / FOLDER_MODEL})") == 1
+    assert [r.getMessage() for r in caplog.records].count(
+        f"loading model b from {FOLDER_MODEL} ({registry.models_root / FOLDER_MODEL})"
+    ) == 1
 
 
 def test_sources_are_confined_to_the_models_root(registry):
@@ -82,8 +83,9 @@ def test_a_segmenter_of_more_than_256_classes_answers_16_bit_masks(tmp_path: Pat
     registry = ModelRegistry(tmp_path)
     registry.load("seg", "seg", "image-segmentation")
     image = base64.b64encode(png((200, 30, 90))).decode()
-    request = InferRequest.model_validate({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                                       "data": [image]}]})
+    request = InferRequest.model_validate(
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}]}
+    )
     (mask,) = registry.infer("seg", request)
     decoded = Image.open(io.BytesIO(base64.b64decode(mask.data[0])))
     assert decoded.mode.startswith("I") and decoded.size == (20, 20)
@@ -171,8 +173,9 @@ def test_the_cap_on_names_counts_loaded_names(models_env: dict[str, str]):
         registry.load("c", FOLDER_MODEL, "image-classification")
 
 
-def test_a_model_too_big_for_the_memory_cap_is_refused_before_it_loads(models_env: dict[str, str],
-                                                                         caplog: pytest.LogCaptureFixture):
+def test_a_model_too_big_for_the_memory_cap_is_refused_before_it_loads(
+    models_env: dict[str, str], caplog: pytest.LogCaptureFixture
+):
     from model_server.exceptions import OutOfModelMemory
     from model_server.registry import weights_on_disk
 
@@ -194,8 +197,9 @@ def test_a_model_too_big_for_the_memory_cap_is_refused_before_it_loads(models_en
     assert registry.load("big", MID_MODEL, "image-classification").weight_bytes >= on_disk * 0.9
 
 
-def test_a_model_bigger_in_memory_than_on_disk_is_refused_after_loading(models_env: dict[str, str],
-                                                                       monkeypatch: pytest.MonkeyPatch):
+def test_a_model_bigger_in_memory_than_on_disk_is_refused_after_loading(
+    models_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
     import model_server.registry as registry_module
     from model_server.exceptions import OutOfModelMemory
 
@@ -228,8 +232,12 @@ def test_expired_leases_free_the_model_and_renewals_keep_it(models_env: dict[str
     registry.load("idle", FOLDER_MODEL, "image-classification", lease="crashed-run")
     registry.load("busy", FOLDER_MODEL, "image-classification", lease="live-run", lease_ttl_s=60)
     image = base64.b64encode(png((1, 2, 3))).decode()
-    request = InferRequest.model_validate({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                                       "data": [image]}], "parameters": {"lease": "live-run"}})
+    request = InferRequest.model_validate(
+        {
+            "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}],
+            "parameters": {"lease": "live-run"},
+        }
+    )
     for _ in range(3):  # 3 x 40 s: past the TTL for the idle one; the busy one renews on each inference
         clock.now += 40
         registry.infer("busy", request)
@@ -275,8 +283,12 @@ def test_image_headers_are_checked_before_anything_is_decoded(models_env: dict[s
 
     def infer(*images: bytes) -> None:
         data = [base64.b64encode(i).decode() for i in images]
-        registry.infer("px", InferRequest.model_validate(
-            {"inputs": [{"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}]}))
+        registry.infer(
+            "px",
+            InferRequest.model_validate(
+                {"inputs": [{"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}]}
+            ),
+        )
 
     with pytest.raises(ImageTooLarge, match="item 1 is 7000x7000 = 49,000,000 pixels.*MAX_IMAGE_PIXELS"):
         infer(png((1, 1, 1)), header_only_png(7000, 7000))

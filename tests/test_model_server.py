@@ -46,9 +46,13 @@ def running_server(env: dict[str, str], log: Path) -> Iterator[ModelServerProces
     """`python -m model_server` on a free port with `env` over this process's environment, until the block ends."""
     port = free_port()
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "model_server"], cwd=ROOT,
-                                   env={**os.environ, **env, "CONSTELLATION_MODEL_SERVER_PORT": str(port)},
-                                   stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "model_server"],
+            cwd=ROOT,
+            env={**os.environ, **env, "CONSTELLATION_MODEL_SERVER_PORT": str(port)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     running = ModelServerProcess(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + 60
@@ -100,13 +104,15 @@ def image_file(seed: int, fmt: str = "PNG") -> bytes:
 def infer_body(images: list[bytes], top_k: int | None = None, request_id: str = "req-1") -> dict:
     body: dict = {
         "id": request_id,
-        "inputs": [{
-            "name": "image",
-            "shape": [len(images)],
-            "datatype": "BYTES",
-            "data": [base64.b64encode(image).decode("ascii") for image in images],
-            "parameters": {"content_type": "base64"},
-        }],
+        "inputs": [
+            {
+                "name": "image",
+                "shape": [len(images)],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(image).decode("ascii") for image in images],
+                "parameters": {"content_type": "base64"},
+            }
+        ],
     }
     if top_k is not None:
         body["parameters"] = {"top_k": top_k}
@@ -121,7 +127,7 @@ def predictions(answer: dict) -> list[list[tuple[str, float]]]:
     outputs = {o["name"]: o for o in answer["outputs"]}
     rows, k = outputs["label"]["shape"]
     labels, scores = outputs["label"]["data"], outputs["score"]["data"]
-    return [list(zip(labels[i * k:(i + 1) * k], scores[i * k:(i + 1) * k], strict=True)) for i in range(rows)]
+    return [list(zip(labels[i * k : (i + 1) * k], scores[i * k : (i + 1) * k], strict=True)) for i in range(rows)]
 
 
 def test_health_and_server_metadata(http: httpx.Client):
@@ -162,7 +168,9 @@ def test_infer_returns_top_k_labels_best_first(http: httpx.Client):
     body = answer.json()
     assert (body["model_name"], body["id"]) == (FIRE, "req-1")
     assert [(o["name"], o["datatype"], o["shape"]) for o in body["outputs"]] == [
-        ("label", "BYTES", [3, 2]), ("score", "FP32", [3, 2])]
+        ("label", "BYTES", [3, 2]),
+        ("score", "FP32", [3, 2]),
+    ]
     for row in predictions(body):
         labels, scores = [label for label, _ in row], [score for _, score in row]
         assert set(labels) <= set(FIRE_LABELS) and len(set(labels)) == 2
@@ -186,8 +194,10 @@ def test_a_batch_answers_as_one_by_one_with_two_models_loaded(http: httpx.Client
     answers = {}
     for name in (FIRE, FOLDER_MODEL):
         batch = predictions(http.post(f"/v2/models/{name}/infer", json=infer_body(images, top_k=3)).json())
-        singles = [predictions(http.post(f"/v2/models/{name}/infer", json=infer_body([im], top_k=3)).json())[0]
-                   for im in images]
+        singles = [
+            predictions(http.post(f"/v2/models/{name}/infer", json=infer_body([im], top_k=3)).json())[0]
+            for im in images
+        ]
         assert len(batch) == len(images)
         for got, expected in zip(batch, singles, strict=True):
             assert [label for label, _ in got] == [label for label, _ in expected]
@@ -236,8 +246,10 @@ def test_unload_gives_the_memory_back(server: ModelServerProcess, http: httpx.Cl
     unloaded_answer = http.post(f"/v2/repository/models/{MID_MODEL}/unload").json()
     after = process.memory_info().rss
     rise, fall = (loaded - before) / 1e6, (loaded - after) / 1e6
-    print(f"\nmodel server RSS: {before / 1e6:.1f} MB, with {MID_MODEL} loaded {loaded / 1e6:.1f} MB (+{rise:.1f}), "
-          f"after unload {after / 1e6:.1f} MB (-{fall:.1f}); the server says {unloaded_answer}")
+    print(
+        f"\nmodel server RSS: {before / 1e6:.1f} MB, with {MID_MODEL} loaded {loaded / 1e6:.1f} MB (+{rise:.1f}), "
+        f"after unload {after / 1e6:.1f} MB (-{fall:.1f}); the server says {unloaded_answer}"
+    )
     assert rise > 30, f"loading {MID_MODEL} (50 MB of weights) raised RSS by only {rise:.1f} MB"
     assert fall > 0.8 * rise, f"unload gave back {fall:.1f} MB of the {rise:.1f} MB the load took"
 
@@ -246,9 +258,12 @@ def test_unload_gives_the_memory_back(server: ModelServerProcess, http: httpx.Cl
 
 
 def test_unknown_model(http: httpx.Client):
-    for answer in (http.post("/v2/models/no-such-model/infer", json=infer_body([image_file(0)])),
-                   http.get("/v2/models/no-such-model"), http.get("/v2/models/no-such-model/ready"),
-                   http.post("/v2/repository/models/no-such-model/unload")):
+    for answer in (
+        http.post("/v2/models/no-such-model/infer", json=infer_body([image_file(0)])),
+        http.get("/v2/models/no-such-model"),
+        http.get("/v2/models/no-such-model/ready"),
+        http.post("/v2/repository/models/no-such-model/unload"),
+    ):
         assert answer.status_code == 404, answer.text
         assert "no-such-model" in answer.json()["error"]
 
@@ -270,8 +285,15 @@ def test_a_model_of_another_task_is_refused_naming_its_task(http: httpx.Client):
     answer = load(http, "tiny-text", FOLDER_MODEL, task="text-classification")
     assert answer.status_code == 400
     message = answer.json()["error"]
-    assert all(words in message for words in ("tiny-text", "text-classification", "ViTForImageClassification",
-                                              "a model for image-classification")), message
+    assert all(
+        words in message
+        for words in (
+            "tiny-text",
+            "text-classification",
+            "ViTForImageClassification",
+            "a model for image-classification",
+        )
+    ), message
 
 
 def test_a_missing_source_is_refused_at_once_saying_where_it_was_looked_for(http: httpx.Client):
@@ -280,15 +302,23 @@ def test_a_missing_source_is_refused_at_once_saying_where_it_was_looked_for(http
     assert answer.status_code == 404, answer.text
     assert time.monotonic() - started < 2
     message = answer.json()["error"]
-    assert message == ("could not load model 'Org--absent': model source 'Org/absent-model' is not in the models root "
-                       "or the local Hugging Face cache, and this server is offline (HF_HUB_OFFLINE); put the model "
-                       "in its models root or its Hugging Face cache")
-    checked = http.post("/v2/repository/models/Org--absent/check",
-                        json={"parameters": {"source": "Org/absent-model"}}).json()
+    assert message == (
+        "could not load model 'Org--absent': model source 'Org/absent-model' is not in the models root "
+        "or the local Hugging Face cache, and this server is offline (HF_HUB_OFFLINE); put the model "
+        "in its models root or its Hugging Face cache"
+    )
+    checked = http.post(
+        "/v2/repository/models/Org--absent/check", json={"parameters": {"source": "Org/absent-model"}}
+    ).json()
     assert checked["loadable"] is False and "not in the models root or the local Hugging Face cache" in checked["error"]
     assert http.post("/v2/repository/models/tiny-fire-b/check").json() == {
-        "name": "tiny-fire-b", "source": "tiny-fire-b", "task": "image-classification", "loadable": True,
-        "found_in": "models root", "error": None}
+        "name": "tiny-fire-b",
+        "source": "tiny-fire-b",
+        "task": "image-classification",
+        "loadable": True,
+        "found_in": "models root",
+        "error": None,
+    }
 
 
 @pytest.mark.parametrize("source", ["../models/tiny-fire-b", "/etc", "tests", "tiny-fire-b/../../x"])
@@ -327,18 +357,25 @@ def test_oversized_request_is_answered_413(server: ModelServerProcess, http: htt
     assert http.post(f"/v2/models/{FIRE}/infer", json=infer_body([image_file(0)])).status_code == 200
 
 
-@pytest.mark.parametrize(("content", "status", "words"), [
-    (b"{not json", 400, "not valid JSON"),
-    (b"[]", 422, "InferRequest"),
-    (b'{"inputs": []}', 422, "inputs"),
-    (b'{"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": ["aGk="]}]}', 422, "shape [3]"),
-    # Inputs that are well formed but not the model's: 400 naming the model, its task and its inputs.
-    (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": ["aGk="]}]}', 400, "datatype"),
-    (b'{"inputs": [{"name": "pixels", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}', 400, "pixels"),
-    (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [7]}]}', 422, "data"),
-    (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}], '
-     b'"parameters": {"top_k": 0}}', 422, "top_k"),
-])
+@pytest.mark.parametrize(
+    ("content", "status", "words"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[]", 422, "InferRequest"),
+        (b'{"inputs": []}', 422, "inputs"),
+        (b'{"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": ["aGk="]}]}', 422, "shape [3]"),
+        # Inputs that are well formed but not the model's: 400 naming the model, its task and its inputs.
+        (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": ["aGk="]}]}', 400, "datatype"),
+        (b'{"inputs": [{"name": "pixels", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}', 400, "pixels"),
+        (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [7]}]}', 422, "data"),
+        (
+            b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}], '
+            b'"parameters": {"top_k": 0}}',
+            422,
+            "top_k",
+        ),
+    ],
+)
 def test_malformed_infer_request(http: httpx.Client, content: bytes, status: int, words: str):
     assert load(http, FIRE, FIRE_MODEL_ID).status_code == 200
     answer = http.post(f"/v2/models/{FIRE}/infer", content=content, headers={"content-type": "application/json"})
@@ -348,23 +385,34 @@ def test_malformed_infer_request(http: httpx.Client, content: bytes, status: int
 
 def test_malformed_load_request(http: httpx.Client):
     json_body = {"content-type": "application/json"}
-    answer = http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b'{"parameters": "tiny"}',
-                       headers=json_body)
+    answer = http.post(
+        f"/v2/repository/models/{FOLDER_MODEL}/load", content=b'{"parameters": "tiny"}', headers=json_body
+    )
     assert answer.status_code == 422 and "parameters" in answer.json()["error"]
     assert http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b"{", headers=json_body).status_code == 400
-    answer = http.post(f"/v2/repository/models/{FOLDER_MODEL}/load", content=b'{"parameters": {"lease": "a b"}}',
-                       headers=json_body)
+    answer = http.post(
+        f"/v2/repository/models/{FOLDER_MODEL}/load", content=b'{"parameters": {"lease": "a b"}}', headers=json_body
+    )
     assert answer.status_code == 422 and "lease" in answer.json()["error"]
 
 
 LOAD_BODY = b'{"parameters": {"source": "tiny-fire-b"}}'
 
 
-@pytest.mark.parametrize("route", ["repository/models/tiny-fire-b.csrf/load",
-                                   "repository/models/tiny-fire-b.csrf/unload", "models/tiny-fire-b.csrf/infer",
-                                   "repository/index", "repository/models/tiny-fire-b.csrf/renew"])
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/jsonx", None])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "repository/models/tiny-fire-b.csrf/load",
+        "repository/models/tiny-fire-b.csrf/unload",
+        "models/tiny-fire-b.csrf/infer",
+        "repository/index",
+        "repository/models/tiny-fire-b.csrf/renew",
+    ],
+)
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", None],
+)
 def test_state_changing_routes_take_json_only(http: httpx.Client, route: str, content_type: str | None):
     # What a web page can send cross-site without a preflight: text/plain, a form; and a body with no type.
     headers = {"content-type": content_type} if content_type else {}
@@ -376,8 +424,11 @@ def test_state_changing_routes_take_json_only(http: httpx.Client, route: str, co
 
 def test_json_with_a_charset_and_no_body_where_none_is_needed_are_taken(http: httpx.Client):
     name = "tiny-fire-b.charset"
-    answer = http.post(f"/v2/repository/models/{name}/load", content=LOAD_BODY,
-                       headers={"content-type": "Application/JSON; charset=utf-8"})
+    answer = http.post(
+        f"/v2/repository/models/{name}/load",
+        content=LOAD_BODY,
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    )
     assert answer.status_code == 200, answer.text
     assert http.post("/v2/repository/index").status_code == 200  # no body, no type: the index takes none
     assert http.post(f"/v2/repository/models/{name}/unload").status_code == 200

@@ -46,8 +46,11 @@ def root(models_root: Path) -> Path:  # noqa: F811
 def test_client_loads_reads_metadata_and_unloads(client: ModelServer):
     client.load("tiny/iris", "tabular/iris.onnx", "tabular-classification")
     metadata = client.metadata("tiny/iris")
-    assert (metadata["name"], metadata["platform"], metadata["task"]) == ("tiny--iris", "onnxruntime",
-                                                                           "tabular-classification")
+    assert (metadata["name"], metadata["platform"], metadata["task"]) == (
+        "tiny--iris",
+        "onnxruntime",
+        "tabular-classification",
+    )
     assert metadata["inputs"] == [{"name": "float_input", "datatype": "FP32", "shape": [-1, 4]}]
     assert metadata["labels"] == list(IRIS_LABELS)
     client.unload("tiny/iris")
@@ -57,10 +60,11 @@ def test_client_loads_reads_metadata_and_unloads(client: ModelServer):
 
 def test_client_classify_and_zero_shot_classify(client: ModelServer, root: Path):
     files = images(4)
-    same_ranking(client.classify("vit", files, 2),
-                 local(root, "vit")(pictures(files), top_k=2, batch_size=BATCH_SIZE))
-    same_ranking(client.classify("clip", files, 2, CANDIDATES),
-                 local(root, "clip")(pictures(files), candidate_labels=CANDIDATES, batch_size=BATCH_SIZE))
+    same_ranking(client.classify("vit", files, 2), local(root, "vit")(pictures(files), top_k=2, batch_size=BATCH_SIZE))
+    same_ranking(
+        client.classify("clip", files, 2, CANDIDATES),
+        local(root, "clip")(pictures(files), candidate_labels=CANDIDATES, batch_size=BATCH_SIZE),
+    )
 
 
 def test_client_detect_groups_detections_by_image(client: ModelServer, root: Path):
@@ -70,7 +74,8 @@ def test_client_detect_groups_detections_by_image(client: ModelServer, root: Pat
     assert len(found) == 4 and sum(map(len, found)) > 0
     for got, answer in zip(found, expected, strict=True):
         assert [(d["label"], d["box"]) for d in got] == [
-            (a["label"], [float(a["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]) for a in answer]
+            (a["label"], [float(a["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]) for a in answer
+        ]
         assert [d["score"] for d in got] == pytest.approx([a["score"] for a in answer], abs=1e-5)
     assert [len(f) for f in client.detect("yolos", files[:2], 0.0)] == [6, 6]  # every detection token
 
@@ -87,14 +92,16 @@ def test_client_segment_gives_png_class_id_masks(client: ModelServer, root: Path
 
 
 def test_client_classify_texts(client: ModelServer, root: Path):
-    same_ranking(client.classify_texts("bert", TEXTS, 2),
-                 local(root, "bert")(TEXTS, top_k=2, truncation=True, batch_size=BATCH_SIZE))
+    same_ranking(
+        client.classify_texts("bert", TEXTS, 2),
+        local(root, "bert")(TEXTS, top_k=2, truncation=True, batch_size=BATCH_SIZE),
+    )
 
 
-@pytest.mark.parametrize(("name", "classes"), [("iris", IRIS_LABELS), ("iris-zipmap", IRIS_LABELS),
-                                               ("iris-int", ("0", "1", "2"))])
-def test_client_predict_rows_classification(client: ModelServer, root: Path, name: str,
-                                            classes: tuple[str, ...]):
+@pytest.mark.parametrize(
+    ("name", "classes"), [("iris", IRIS_LABELS), ("iris-zipmap", IRIS_LABELS), ("iris-int", ("0", "1", "2"))]
+)
+def test_client_predict_rows_classification(client: ModelServer, root: Path, name: str, classes: tuple[str, ...]):
     rows, _ = tabular_data(rows=5, seed=3)
     got = client.predict_rows(name, rows.tolist(), "tabular-classification")
     label, probabilities = local(root, name).run(None, {"float_input": rows})
@@ -128,8 +135,11 @@ def test_client_predict_array_is_onnxruntime_in_process_in_binary(client: ModelS
     np.testing.assert_allclose(answer.scores, probabilities, rtol=1e-6, atol=1e-7)
     assert answer.classes == (list(IRIS_LABELS) if name != "iris-int" else ["0", "1", "2"])
     after = client._http.get(stats).json()["model_stats"][0]
-    assert (after["binary_requests"] - before["binary_requests"], after["json_requests"] - before["json_requests"],
-            after["inference_count"] - before["inference_count"]) == (1, 0, 3000)
+    assert (
+        after["binary_requests"] - before["binary_requests"],
+        after["json_requests"] - before["json_requests"],
+        after["inference_count"] - before["inference_count"],
+    ) == (1, 0, 3000)
 
 
 def test_client_predict_array_regression_and_rows_it_refuses(client: ModelServer, root: Path):

@@ -49,13 +49,18 @@ def request(files: list[bytes]):
     from model_server.protocol import InferRequest
 
     data = [base64.b64encode(f).decode() for f in files]
-    return InferRequest.model_validate({"inputs": [{"name": "image", "shape": [len(data)], "datatype": "BYTES",
-                                                    "data": data}], "parameters": {"top_k": 2}})
+    return InferRequest.model_validate(
+        {
+            "inputs": [{"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}],
+            "parameters": {"top_k": 2},
+        }
+    )
 
 
 @pytest.mark.parametrize("overlap", [True, False])
-def test_the_next_batch_is_prepared_while_the_model_runs_this_one(models_root: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch, overlap: bool):
+def test_the_next_batch_is_prepared_while_the_model_runs_this_one(
+    models_root: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool
+):
     from model_server.tasks.hf import TransformersModel
 
     registry = registry_of(models_root, prepare_threads=2, overlap=overlap)
@@ -113,8 +118,9 @@ def test_the_next_batch_is_prepared_meanwhile_only_when_the_cpus_suffice_for_bot
         torch.set_num_threads(threads)
 
 
-def test_a_single_image_is_prepared_by_the_thread_that_runs_the_model(models_root: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch):
+def test_a_single_image_is_prepared_by_the_thread_that_runs_the_model(
+    models_root: Path, monkeypatch: pytest.MonkeyPatch
+):
     from model_server.tasks.hf import TransformersModel
 
     registry = registry_of(models_root, prepare_threads=2)
@@ -132,13 +138,11 @@ def test_a_single_image_is_prepared_by_the_thread_that_runs_the_model(models_roo
 
 def test_the_answers_are_the_same_however_many_preparation_threads(models_root: Path):
     files = [jpeg(i, (30 + i, 20 + 2 * i)) for i in range(7)]
-    answers = [registry_of(models_root, prepare_threads=threads).infer("vit", request(files))
-               for threads in (1, 3)]
+    answers = [registry_of(models_root, prepare_threads=threads).infer("vit", request(files)) for threads in (1, 3)]
     assert answers[0] == answers[1]
 
 
-def test_images_being_decoded_hold_no_more_than_the_pixel_budget(models_root: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch):
+def test_images_being_decoded_hold_no_more_than_the_pixel_budget(models_root: Path, monkeypatch: pytest.MonkeyPatch):
     from model_server.tasks import vision
     from model_server.tasks.hf import TransformersModel
 
@@ -184,8 +188,9 @@ def test_a_pixel_budget_lets_an_image_larger_than_itself_through_alone():
     assert order == ["small done", "big"]
 
 
-def test_an_undecodable_image_fails_the_request_and_nothing_of_it_goes_on(models_root: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch):
+def test_an_undecodable_image_fails_the_request_and_nothing_of_it_goes_on(
+    models_root: Path, monkeypatch: pytest.MonkeyPatch
+):
     from model_server.exceptions import InvalidInput
     from model_server.tasks.hf import TransformersModel
 
@@ -243,18 +248,26 @@ def test_the_cgroup_quota_caps_the_cpus(tmp_path: Path, monkeypatch: pytest.Monk
     assert cpus.available_cpus() == 1
 
 
-@pytest.mark.parametrize(("env", "expected"), [({}, "available"), ({"OMP_NUM_THREADS": "1"}, "1"),
-                                               ({"CONSTELLATION_MODEL_SERVER_TORCH_THREADS": "3"}, "3")])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "available"), ({"OMP_NUM_THREADS": "1"}, "1"), ({"CONSTELLATION_MODEL_SERVER_TORCH_THREADS": "3"}, "3")],
+)
 def test_torch_gets_the_threads_of_the_cpus_available(env: dict[str, str], expected: str):
     import os
 
-    code = ("import torch\nfrom model_server.config import Settings\nfrom model_server.cpus import available_cpus, "
-            "configure_torch\nconfigure_torch(Settings().torch_threads)\n"
-            "print(torch.get_num_threads(), torch.get_num_interop_threads(), available_cpus())")
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-             and not k.startswith("CONSTELLATION_MODEL_SERVER_")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env}, capture_output=True,
-                         text=True, check=True).stdout.split()
+    code = (
+        "import torch\nfrom model_server.config import Settings\nfrom model_server.cpus import available_cpus, "
+        "configure_torch\nconfigure_torch(Settings().torch_threads)\n"
+        "print(torch.get_num_threads(), torch.get_num_interop_threads(), available_cpus())"
+    )
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") and not k.startswith("CONSTELLATION_MODEL_SERVER_")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, check=True
+    ).stdout.split()
     threads, interop, available = map(int, out)
     assert threads == (available if expected == "available" else int(expected))
     assert interop == 1
@@ -265,8 +278,12 @@ def test_a_float_output_that_json_cannot_carry_is_refused():
     from model_server.protocol import InferOutput
     from model_server.routes import finite
 
-    finite([InferOutput(name="label", shape=[1], datatype="BYTES", data=["nan"]),
-            InferOutput(name="score", shape=[2], datatype="FP32", data=[0.5, 1])])
+    finite(
+        [
+            InferOutput(name="label", shape=[1], datatype="BYTES", data=["nan"]),
+            InferOutput(name="score", shape=[2], datatype="FP32", data=[0.5, 1]),
+        ]
+    )
     for bad in (float("nan"), float("inf")):
         with pytest.raises(InvalidInput, match="'score' holds a value that is not a finite number"):
             finite([InferOutput(name="score", shape=[2], datatype="FP32", data=[0.5, bad])])
@@ -290,7 +307,8 @@ def test_an_image_is_classified_upright_as_the_pipeline_does(models_root: Path):
     files = [rotated_jpeg(), jpeg(1), jpeg(2, (16, 50))]
     outputs = registry.infer("vit", request(files))
     expected = pipeline("image-classification", model=str(models_root / "vit"))(
-        [Image.open(io.BytesIO(f)) for f in files], top_k=2, batch_size=2)
+        [Image.open(io.BytesIO(f)) for f in files], top_k=2, batch_size=2
+    )
     assert outputs[0].data == [a["label"] for answer in expected for a in answer]
     assert outputs[1].data == pytest.approx([a["score"] for answer in expected for a in answer], abs=1e-6)
 

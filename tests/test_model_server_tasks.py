@@ -78,15 +78,22 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[ModelServerProcess]:
     home = tmp_path_factory.mktemp("hf_home")
-    env = {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "CONSTELLATION_MODELS_ROOT": str(models_root), "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(BATCH_SIZE),
-           # One model of every task (and three ONNX variants), loaded at once: past the default cap of 8.
-           "CONSTELLATION_MODEL_SERVER_MAX_MODELS": str(len(MODELS) + 2), "CONSTELLATION_MODEL_SERVER_TOKEN": ""}
+    env = {
+        "HF_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CONSTELLATION_MODELS_ROOT": str(models_root),
+        "CONSTELLATION_MODEL_SERVER_BATCH_SIZE": str(BATCH_SIZE),
+        # One model of every task (and three ONNX variants), loaded at once: past the default cap of 8.
+        "CONSTELLATION_MODEL_SERVER_MAX_MODELS": str(len(MODELS) + 2),
+        "CONSTELLATION_MODEL_SERVER_TOKEN": "",
+    }
     with running_server(env, tmp_path_factory.mktemp("task_server") / "server.log") as running:
         with running.client() as http:
             for name, (source, task) in MODELS.items():
-                answer = http.post(f"/v2/repository/models/{name}/load",
-                                   json={"parameters": {"source": source, "task": task}})
+                answer = http.post(
+                    f"/v2/repository/models/{name}/load", json={"parameters": {"source": source, "task": task}}
+                )
                 assert answer.status_code == 200, answer.text
         yield running
 
@@ -128,8 +135,13 @@ def pictures(files: list[bytes]) -> list[Image.Image]:
 
 
 def image_input(files: list[bytes]) -> dict:
-    return {"name": "image", "shape": [len(files)], "datatype": "BYTES",
-            "data": [base64.b64encode(f).decode("ascii") for f in files], "parameters": {"content_type": "base64"}}
+    return {
+        "name": "image",
+        "shape": [len(files)],
+        "datatype": "BYTES",
+        "data": [base64.b64encode(f).decode("ascii") for f in files],
+        "parameters": {"content_type": "base64"},
+    }
 
 
 def strings_input(name: str, strings: list[str]) -> dict:
@@ -156,16 +168,18 @@ def tensors(outputs: dict[str, dict]) -> list[tuple[str, str, list[int]]]:
 def rows_of(ranked_outputs: dict[str, dict]) -> list[list[tuple[str, float]]]:
     labels, scores = ranked_outputs["label"], ranked_outputs["score"]
     count, k = labels["shape"]
-    return [list(zip(labels["data"][i * k:(i + 1) * k], scores["data"][i * k:(i + 1) * k], strict=True))
-            for i in range(count)]
+    return [
+        list(zip(labels["data"][i * k : (i + 1) * k], scores["data"][i * k : (i + 1) * k], strict=True))
+        for i in range(count)
+    ]
 
 
 def same_ranking(got: list[list[tuple[str, float]]], expected: list) -> None:
     assert len(got) == len(expected)
     for row, answer in zip(got, expected, strict=True):
         answer = [answer] if isinstance(answer, dict) else answer
-        assert [label for label, _ in row] == [a["label"] for a in answer[:len(row)]]
-        assert [score for _, score in row] == pytest.approx([a["score"] for a in answer[:len(row)]], abs=1e-5)
+        assert [label for label, _ in row] == [a["label"] for a in answer[: len(row)]]
+        assert [score for _, score in row] == pytest.approx([a["score"] for a in answer[: len(row)]], abs=1e-5)
 
 
 def class_mask(pipe: Any, picture: Image.Image, segments: list[dict]) -> np.ndarray:
@@ -179,23 +193,47 @@ def class_mask(pipe: Any, picture: Image.Image, segments: list[dict]) -> np.ndar
 # What each model says it is.
 
 
-@pytest.mark.parametrize(("name", "platform", "labels", "inputs", "outputs"), [
-    ("vit", "transformers", list(FIRE_LABELS), [("image", "BYTES", [-1])], ["label", "score"]),
-    ("clip", "transformers", [], [("image", "BYTES", [-1]), ("candidate_labels", "BYTES", [-1])],
-     ["label", "score"]),
-    ("yolos", "transformers", list(DETECTION_LABELS), [("image", "BYTES", [-1])],
-     ["image_index", "label", "score", "box"]),
-    ("segformer", "transformers", list(SEGMENTATION_LABELS), [("image", "BYTES", [-1])], ["mask"]),
-    ("bert", "transformers", list(SENTIMENT_LABELS), [("text", "BYTES", [-1])], ["label", "score"]),
-    ("iris", "onnxruntime", list(IRIS_LABELS), [("float_input", "FP32", [-1, 4])], ["probabilities", "label"]),
-    ("iris-zipmap", "onnxruntime", list(IRIS_LABELS), [("float_input", "FP32", [-1, 4])],
-     ["output_label", "output_probability", "label"]),
-    ("iris-int", "onnxruntime", ["0", "1", "2"], [("float_input", "FP32", [-1, 4])],
-     ["output_label", "output_probability", "label"]),
-    ("reg", "onnxruntime", [], [("float_input", "FP32", [-1, 4])], ["variable", "value"]),
-])
-def test_metadata_names_platform_task_labels_and_tensors(http: httpx.Client, name: str, platform: str,
-                                                         labels: list[str], inputs: list, outputs: list[str]):
+@pytest.mark.parametrize(
+    ("name", "platform", "labels", "inputs", "outputs"),
+    [
+        ("vit", "transformers", list(FIRE_LABELS), [("image", "BYTES", [-1])], ["label", "score"]),
+        (
+            "clip",
+            "transformers",
+            [],
+            [("image", "BYTES", [-1]), ("candidate_labels", "BYTES", [-1])],
+            ["label", "score"],
+        ),
+        (
+            "yolos",
+            "transformers",
+            list(DETECTION_LABELS),
+            [("image", "BYTES", [-1])],
+            ["image_index", "label", "score", "box"],
+        ),
+        ("segformer", "transformers", list(SEGMENTATION_LABELS), [("image", "BYTES", [-1])], ["mask"]),
+        ("bert", "transformers", list(SENTIMENT_LABELS), [("text", "BYTES", [-1])], ["label", "score"]),
+        ("iris", "onnxruntime", list(IRIS_LABELS), [("float_input", "FP32", [-1, 4])], ["probabilities", "label"]),
+        (
+            "iris-zipmap",
+            "onnxruntime",
+            list(IRIS_LABELS),
+            [("float_input", "FP32", [-1, 4])],
+            ["output_label", "output_probability", "label"],
+        ),
+        (
+            "iris-int",
+            "onnxruntime",
+            ["0", "1", "2"],
+            [("float_input", "FP32", [-1, 4])],
+            ["output_label", "output_probability", "label"],
+        ),
+        ("reg", "onnxruntime", [], [("float_input", "FP32", [-1, 4])], ["variable", "value"]),
+    ],
+)
+def test_metadata_names_platform_task_labels_and_tensors(
+    http: httpx.Client, name: str, platform: str, labels: list[str], inputs: list, outputs: list[str]
+):
     metadata = http.get(f"/v2/models/{name}").json()
     assert (metadata["name"], metadata["platform"]) == (name, platform)
     assert (metadata["source"], metadata["task"]) == MODELS[name]
@@ -222,8 +260,7 @@ def test_image_classification_is_the_pipeline(http: httpx.Client, models_root: P
     same_ranking(rows_of(outputs), expected)
 
 
-def test_zero_shot_classification_ranks_the_candidate_labels_as_the_pipeline(http: httpx.Client,
-                                                                            models_root: Path):
+def test_zero_shot_classification_ranks_the_candidate_labels_as_the_pipeline(http: httpx.Client, models_root: Path):
     files = images(5)
     outputs = infer(http, "clip", [image_input(files), strings_input("candidate_labels", CANDIDATES)], top_k=2)
     assert tensors(outputs) == [("label", "BYTES", [5, 2]), ("score", "FP32", [5, 2])]
@@ -239,13 +276,27 @@ def test_object_detection_is_the_pipeline_with_boxes_in_image_pixels(http: httpx
     files = images(4)
     outputs = infer(http, "yolos", [image_input(files)], threshold=0.4)
     count = len(outputs["label"]["data"])
-    assert tensors(outputs) == [("image_index", "INT32", [count]), ("label", "BYTES", [count]),
-                                ("score", "FP32", [count]), ("box", "FP32", [count, 4])]
+    assert tensors(outputs) == [
+        ("image_index", "INT32", [count]),
+        ("label", "BYTES", [count]),
+        ("score", "FP32", [count]),
+        ("box", "FP32", [count, 4]),
+    ]
     answers = local(models_root, "yolos")(pictures(files), threshold=0.4, batch_size=BATCH_SIZE)
-    expected = [(i, d["label"], d["score"], [d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")])
-                for i, found in enumerate(answers) for d in found]
-    got = [(outputs["image_index"]["data"][j], outputs["label"]["data"][j], outputs["score"]["data"][j],
-            outputs["box"]["data"][4 * j:4 * j + 4]) for j in range(count)]
+    expected = [
+        (i, d["label"], d["score"], [d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")])
+        for i, found in enumerate(answers)
+        for d in found
+    ]
+    got = [
+        (
+            outputs["image_index"]["data"][j],
+            outputs["label"]["data"][j],
+            outputs["score"]["data"][j],
+            outputs["box"]["data"][4 * j : 4 * j + 4],
+        )
+        for j in range(count)
+    ]
     assert [(i, label) for i, label, _, _ in got] == [(i, label) for i, label, _, _ in expected]
     assert [s for _, _, s, _ in got] == pytest.approx([s for _, _, s, _ in expected], abs=1e-5)
     assert [b for *_, b in got] == [b for *_, b in expected]
@@ -283,8 +334,7 @@ def test_text_classification_is_the_pipeline_and_long_texts_are_cut(http: httpx.
     assert rows_of(infer(http, "bert", [encoded], top_k=2)) == rows_of(outputs)[:2]
 
 
-def test_tabular_classification_answers_the_graphs_outputs_and_the_class_names(http: httpx.Client,
-                                                                             models_root: Path):
+def test_tabular_classification_answers_the_graphs_outputs_and_the_class_names(http: httpx.Client, models_root: Path):
     rows, _ = tabular_data(rows=7, seed=9)
     outputs = infer(http, "iris", [rows_input(rows, nested=True)])
     assert tensors(outputs) == [("probabilities", "FP32", [7, 3]), ("label", "BYTES", [7])]
@@ -298,8 +348,11 @@ def test_tabular_classification_answers_the_graphs_outputs_and_the_class_names(h
 def test_a_zipmap_becomes_a_probability_table(http: httpx.Client, models_root: Path):
     rows, _ = tabular_data(rows=5, seed=9)
     outputs = infer(http, "iris-zipmap", [rows_input(rows)])
-    assert tensors(outputs) == [("output_label", "BYTES", [5]), ("output_probability", "FP32", [5, 3]),
-                                ("label", "BYTES", [5])]
+    assert tensors(outputs) == [
+        ("output_label", "BYTES", [5]),
+        ("output_probability", "FP32", [5, 3]),
+        ("label", "BYTES", [5]),
+    ]
     label, maps = local(models_root, "iris-zipmap").run(None, {"float_input": rows})
     assert outputs["label"]["data"] == outputs["output_label"]["data"] == label.tolist()
     expected = [[row[c] for c in IRIS_LABELS] for row in maps]
@@ -309,13 +362,19 @@ def test_a_zipmap_becomes_a_probability_table(http: httpx.Client, models_root: P
 def test_integer_classes_keep_their_int64_tensor_and_get_string_labels(http: httpx.Client, models_root: Path):
     rows, _ = tabular_data(rows=6, seed=2)
     outputs = infer(http, "iris-int", [rows_input(rows)])
-    assert tensors(outputs) == [("output_label", "INT64", [6]), ("output_probability", "FP32", [6, 3]),
-                                ("label", "BYTES", [6])]
+    assert tensors(outputs) == [
+        ("output_label", "INT64", [6]),
+        ("output_probability", "FP32", [6, 3]),
+        ("label", "BYTES", [6]),
+    ]
     label, maps = local(models_root, "iris-int").run(None, {"float_input": rows})
     assert outputs["output_label"]["data"] == label.tolist()
     assert outputs["label"]["data"] == [str(v) for v in label.tolist()]
-    np.testing.assert_allclose(np.array(outputs["output_probability"]["data"]).reshape(6, 3),
-                               [[row[c] for c in (0, 1, 2)] for row in maps], atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(outputs["output_probability"]["data"]).reshape(6, 3),
+        [[row[c] for c in (0, 1, 2)] for row in maps],
+        atol=1e-6,
+    )
 
 
 def test_tabular_regression_answers_the_graphs_output_and_value(http: httpx.Client, models_root: Path):
@@ -327,18 +386,29 @@ def test_tabular_regression_answers_the_graphs_output_and_value(http: httpx.Clie
     assert outputs["variable"]["data"] == outputs["value"]["data"]
 
 
-def binary_rows(rows: np.ndarray, outputs: dict[str, bool], datatype: str = "FP32",
-                shape: list[int] | None = None) -> tuple[bytes, dict[str, str]]:
+def binary_rows(
+    rows: np.ndarray, outputs: dict[str, bool], datatype: str = "FP32", shape: list[int] | None = None
+) -> tuple[bytes, dict[str, str]]:
     """An inference request whose rows follow the JSON in binary (the binary tensor data extension); `outputs`: the
     outputs asked for, each in binary or not."""
     raw = rows.astype({"FP32": "<f4", "FP64": "<f8"}[datatype]).tobytes()
-    header = json.dumps({
-        "inputs": [{"name": "float_input", "shape": shape or list(rows.shape), "datatype": datatype,
-                    "parameters": {"binary_data_size": len(raw)}}],
-        "outputs": [{"name": name, "parameters": {"binary_data": binary}} for name, binary in outputs.items()],
-    }).encode()
-    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
-                          "Content-Type": "application/octet-stream"}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "float_input",
+                    "shape": shape or list(rows.shape),
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": name, "parameters": {"binary_data": binary}} for name, binary in outputs.items()],
+        }
+    ).encode()
+    return header + raw, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def binary_answer(answer: httpx.Response) -> dict[str, Any]:
@@ -354,7 +424,7 @@ def binary_answer(answer: httpx.Response) -> dict[str, Any]:
             continue
         assert "data" not in output
         dtype = {"FP32": "<f4", "INT64": "<i8"}[output["datatype"]]
-        found[output["name"]] = np.frombuffer(answer.content[offset:offset + size], dtype).reshape(output["shape"])
+        found[output["name"]] = np.frombuffer(answer.content[offset : offset + size], dtype).reshape(output["shape"])
         offset += size
     assert offset == len(answer.content)
     return found
@@ -377,23 +447,30 @@ def test_binary_rows_get_a_binary_answer_equal_to_onnxruntime_in_process(http: h
     np.testing.assert_allclose(outputs["value"], expected.ravel(), rtol=1e-6)
     np.testing.assert_array_equal(outputs["variable"], expected)
     after = http.get("/v2/models/iris/stats").json()["model_stats"][0]
-    assert (after["binary_requests"] - before["binary_requests"], after["inference_count"]
-            - before["inference_count"]) == (1, 500)
+    assert (
+        after["binary_requests"] - before["binary_requests"],
+        after["inference_count"] - before["inference_count"],
+    ) == (1, 500)
     # The same rows as JSON numbers: the same labels and probabilities, in JSON.
     plain = infer(http, "iris", [rows_input(rows)])
     assert plain["label"]["data"] == label.tolist()
-    np.testing.assert_array_equal(np.array(plain["probabilities"]["data"], dtype=np.float32).reshape(500, 3),
-                                  binary_probabilities)
+    np.testing.assert_array_equal(
+        np.array(plain["probabilities"]["data"], dtype=np.float32).reshape(500, 3), binary_probabilities
+    )
 
 
-@pytest.mark.parametrize(("rows", "shape", "words"), [
-    (np.ones((2, 3), np.float32), None, ["'iris'", "expected 4 features per row, got 3", "shape [2, 3]"]),
-    (np.array([[1, 2, 3, 4], [1, 2, np.nan, 4]], np.float32), None, ["row 1 column 2 is nan", "not a finite"]),
-    (np.array([[1, 2, 3, np.inf]], np.float32), None, ["row 0 column 3 is inf"]),
-    (np.ones((2, 4), np.float32), [4, 2], ["expected 4 features per row, got 2"]),
-])
-def test_binary_rows_that_do_not_fit_are_refused_saying_why(http: httpx.Client, rows: np.ndarray,
-                                                            shape: list[int] | None, words: list[str]):
+@pytest.mark.parametrize(
+    ("rows", "shape", "words"),
+    [
+        (np.ones((2, 3), np.float32), None, ["'iris'", "expected 4 features per row, got 3", "shape [2, 3]"]),
+        (np.array([[1, 2, 3, 4], [1, 2, np.nan, 4]], np.float32), None, ["row 1 column 2 is nan", "not a finite"]),
+        (np.array([[1, 2, 3, np.inf]], np.float32), None, ["row 0 column 3 is inf"]),
+        (np.ones((2, 4), np.float32), [4, 2], ["expected 4 features per row, got 2"]),
+    ],
+)
+def test_binary_rows_that_do_not_fit_are_refused_saying_why(
+    http: httpx.Client, rows: np.ndarray, shape: list[int] | None, words: list[str]
+):
     body, headers = binary_rows(rows, {"label": False}, shape=shape)
     answer = http.post("/v2/models/iris/infer", content=body, headers=headers)
     assert answer.status_code == 400, answer.text
@@ -411,24 +488,26 @@ def test_rows_of_doubles_beyond_fp32_are_refused_naming_the_value(http: httpx.Cl
 # A model loaded for a task it does not do: refused at load, naming the model, the task and why.
 
 
-@pytest.mark.parametrize(("source", "task", "words"), [
-    ("vit", "object-detection", ["ViTForImageClassification", "a model for image-classification"]),
-    ("vit", "zero-shot-image-classification", ["ViTForImageClassification", "image-classification"]),
-    ("clip", "image-classification", ["CLIPModel", "a model for zero-shot-image-classification"]),
-    ("segformer", "image-classification", ["SegformerForSemanticSegmentation", "image-segmentation"]),
-    ("yolos", "image-segmentation", ["YolosForObjectDetection", "a model for object-detection"]),
-    ("bert", "image-classification", ["BertForSequenceClassification", "text-classification"]),
-    ("vit", "text-classification", ["ViTForImageClassification", "image-classification"]),
-    ("tabular/iris.onnx", "tabular-regression", ["class labels", "load it as tabular-classification"]),
-    ("reg.onnx", "tabular-classification", ["'variable' tensor(float)", "load it as tabular-regression"]),
-    ("reg.onnx", "image-classification", ["[N, C, H, W]", "load it as tabular-classification"]),
-    ("reg.onnx", "object-detection", ["is a file", "tabular-classification", "image-segmentation"]),
-    ("vit", "tabular-classification", ["is a folder", ".onnx file"]),
-    ("notes.txt", "tabular-regression", ["not an .onnx file"]),
-    ("broken.onnx", "tabular-classification", ["broken.onnx", "INVALID_PROTOBUF"]),
-])
-def test_a_model_loaded_for_the_wrong_task_is_refused(http: httpx.Client, source: str, task: str,
-                                                      words: list[str]):
+@pytest.mark.parametrize(
+    ("source", "task", "words"),
+    [
+        ("vit", "object-detection", ["ViTForImageClassification", "a model for image-classification"]),
+        ("vit", "zero-shot-image-classification", ["ViTForImageClassification", "image-classification"]),
+        ("clip", "image-classification", ["CLIPModel", "a model for zero-shot-image-classification"]),
+        ("segformer", "image-classification", ["SegformerForSemanticSegmentation", "image-segmentation"]),
+        ("yolos", "image-segmentation", ["YolosForObjectDetection", "a model for object-detection"]),
+        ("bert", "image-classification", ["BertForSequenceClassification", "text-classification"]),
+        ("vit", "text-classification", ["ViTForImageClassification", "image-classification"]),
+        ("tabular/iris.onnx", "tabular-regression", ["class labels", "load it as tabular-classification"]),
+        ("reg.onnx", "tabular-classification", ["'variable' tensor(float)", "load it as tabular-regression"]),
+        ("reg.onnx", "image-classification", ["[N, C, H, W]", "load it as tabular-classification"]),
+        ("reg.onnx", "object-detection", ["is a file", "tabular-classification", "image-segmentation"]),
+        ("vit", "tabular-classification", ["is a folder", ".onnx file"]),
+        ("notes.txt", "tabular-regression", ["not an .onnx file"]),
+        ("broken.onnx", "tabular-classification", ["broken.onnx", "INVALID_PROTOBUF"]),
+    ],
+)
+def test_a_model_loaded_for_the_wrong_task_is_refused(http: httpx.Client, source: str, task: str, words: list[str]):
     name = "wrong-task"
     answer = http.post(f"/v2/repository/models/{name}/load", json={"parameters": {"source": source, "task": task}})
     assert answer.status_code == 400, answer.text
@@ -442,15 +521,18 @@ def test_a_model_loaded_for_the_wrong_task_is_refused(http: httpx.Client, source
 
 @pytest.mark.parametrize("source", ["../reg.onnx", "/etc/passwd.onnx", "tabular/../../x.onnx"])
 def test_an_onnx_source_outside_the_models_root_is_refused(http: httpx.Client, source: str):
-    answer = http.post("/v2/repository/models/escape/load",
-                       json={"parameters": {"source": source, "task": "tabular-regression"}})
+    answer = http.post(
+        "/v2/repository/models/escape/load", json={"parameters": {"source": source, "task": "tabular-regression"}}
+    )
     assert answer.status_code == 400, answer.text
     assert source in answer.json()["error"]
 
 
 def test_a_missing_onnx_file_is_not_found(http: httpx.Client):
-    answer = http.post("/v2/repository/models/absent/load",
-                       json={"parameters": {"source": "tabular/absent.onnx", "task": "tabular-classification"}})
+    answer = http.post(
+        "/v2/repository/models/absent/load",
+        json={"parameters": {"source": "tabular/absent.onnx", "task": "tabular-classification"}},
+    )
     assert answer.status_code == 404, answer.text
     assert "tabular/absent.onnx" in answer.json()["error"]
 
@@ -465,51 +547,95 @@ def fp32(data: list, shape: list[int] | None = None, name: str = "float_input", 
     return {"name": name, "shape": shape or [len(data) // 4, 4], "datatype": datatype, "data": data}
 
 
-@pytest.mark.parametrize(("name", "inputs", "words"), [
-    ("vit", [strings_input("text", ["hello"])], ["'vit'", "image-classification", "'image' BYTES [N]", "'text'"]),
-    ("bert", [image_input([image_file(0)])], ["'bert'", "text-classification", "'text' BYTES [N]", "'image'"]),
-    ("clip", [image_input([image_file(0)])], ["'clip'", "zero-shot-image-classification",
-                                              "missing 'candidate_labels'"]),
-    ("clip", [image_input([image_file(0)]), strings_input("candidate_labels", [])], ["candidate_labels", "empty"]),
-    ("yolos", [image_input([image_file(0)]), image_input([image_file(1)])], ["'image'", "twice"]),
-    ("segformer", [{**image_input([image_file(0)]), "parameters": {"content_type": "str"}}], ["content_type"]),
-    ("iris", [fp32(ROW[:3] * 2, [2, 3])], ["'iris'", "tabular-classification", "'float_input' FP32 [N, 4]",
-                                            "expected 4 features per row, got 3"]),
-    ("reg", [fp32(ROW[:3] * 2, [2, 3])], ["tabular-regression", "expected 4 features per row, got 3"]),
-    ("iris", [fp32([*ROW[:3], "abc"])], ["row 0 column 3", "'abc'", "not a number"]),
-    ("iris", [fp32([*ROW[:3], True])], ["row 0 column 3", "True", "not a number"]),
-    ("iris", [fp32([*ROW, *ROW[:3], None])], ["row 1 column 3", "None", "not a number"]),
-    ("iris", [fp32([*ROW[:3], 1e39])], ["row 0 column 3", "not a finite number"]),
-    ("iris", [fp32([*ROW[:3], {"x": 1}])], ["not a number"]),
-    ("iris", [fp32(ROW, name="x")], ["'float_input'", "unexpected 'x'"]),
-    ("iris", [fp32(ROW, [4])], ["shape [4]", "[N, F]"]),
-    ("iris", [fp32(["a", "b", "c", "d"], datatype="BYTES")], ["datatype 'BYTES'"]),
-    ("reg", [image_input([image_file(0)])], ["'reg'", "tabular-regression", "'float_input' FP32"]),
-])
-def test_inputs_that_do_not_fit_the_model_are_refused(http: httpx.Client, name: str, inputs: list[dict],
-                                                      words: list[str]):
+@pytest.mark.parametrize(
+    ("name", "inputs", "words"),
+    [
+        ("vit", [strings_input("text", ["hello"])], ["'vit'", "image-classification", "'image' BYTES [N]", "'text'"]),
+        ("bert", [image_input([image_file(0)])], ["'bert'", "text-classification", "'text' BYTES [N]", "'image'"]),
+        (
+            "clip",
+            [image_input([image_file(0)])],
+            ["'clip'", "zero-shot-image-classification", "missing 'candidate_labels'"],
+        ),
+        ("clip", [image_input([image_file(0)]), strings_input("candidate_labels", [])], ["candidate_labels", "empty"]),
+        ("yolos", [image_input([image_file(0)]), image_input([image_file(1)])], ["'image'", "twice"]),
+        ("segformer", [{**image_input([image_file(0)]), "parameters": {"content_type": "str"}}], ["content_type"]),
+        (
+            "iris",
+            [fp32(ROW[:3] * 2, [2, 3])],
+            ["'iris'", "tabular-classification", "'float_input' FP32 [N, 4]", "expected 4 features per row, got 3"],
+        ),
+        ("reg", [fp32(ROW[:3] * 2, [2, 3])], ["tabular-regression", "expected 4 features per row, got 3"]),
+        ("iris", [fp32([*ROW[:3], "abc"])], ["row 0 column 3", "'abc'", "not a number"]),
+        ("iris", [fp32([*ROW[:3], True])], ["row 0 column 3", "True", "not a number"]),
+        ("iris", [fp32([*ROW, *ROW[:3], None])], ["row 1 column 3", "None", "not a number"]),
+        ("iris", [fp32([*ROW[:3], 1e39])], ["row 0 column 3", "not a finite number"]),
+        ("iris", [fp32([*ROW[:3], {"x": 1}])], ["not a number"]),
+        ("iris", [fp32(ROW, name="x")], ["'float_input'", "unexpected 'x'"]),
+        ("iris", [fp32(ROW, [4])], ["shape [4]", "[N, F]"]),
+        ("iris", [fp32(["a", "b", "c", "d"], datatype="BYTES")], ["datatype 'BYTES'"]),
+        ("reg", [image_input([image_file(0)])], ["'reg'", "tabular-regression", "'float_input' FP32"]),
+    ],
+)
+def test_inputs_that_do_not_fit_the_model_are_refused(
+    http: httpx.Client, name: str, inputs: list[dict], words: list[str]
+):
     answer = http.post(f"/v2/models/{name}/infer", json={"inputs": inputs})
     assert answer.status_code == 400, answer.text
     message = answer.json()["error"]
     assert all(w in message for w in words), message
 
 
-@pytest.mark.parametrize(("name", "content", "status", "words"), [
-    ("iris", b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 1'
-             + b"0" * 400 + b"]}]}", 400, "too large"),
-    ("iris", b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 1e400]}]}',
-     400, "not a finite number"),
-    ("iris", b'{"inputs": [{"name": "float_input", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
-     422, "shape [2, 4]"),
-    ("iris", b'{"inputs": [{"name": "float_input", "shape": [1, -4], "datatype": "FP32", "data": []}]}', 422,
-     "negative"),
-    ("iris", b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}]}',
-     422, "FP99"),
-    ("yolos", json.dumps({"inputs": [image_input([image_file(0)])], "parameters": {"threshold": 2}}).encode(), 422,
-     "threshold"),
-    ("bert", b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["%%%"], '
-             b'"parameters": {"content_type": "base64"}}]}', 422, "base64"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "status", "words"),
+    [
+        (
+            "iris",
+            b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 1'
+            + b"0" * 400
+            + b"]}]}",
+            400,
+            "too large",
+        ),
+        (
+            "iris",
+            b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 1e400]}]}',
+            400,
+            "not a finite number",
+        ),
+        (
+            "iris",
+            b'{"inputs": [{"name": "float_input", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+            422,
+            "shape [2, 4]",
+        ),
+        (
+            "iris",
+            b'{"inputs": [{"name": "float_input", "shape": [1, -4], "datatype": "FP32", "data": []}]}',
+            422,
+            "negative",
+        ),
+        (
+            "iris",
+            b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}]}',
+            422,
+            "FP99",
+        ),
+        (
+            "yolos",
+            json.dumps({"inputs": [image_input([image_file(0)])], "parameters": {"threshold": 2}}).encode(),
+            422,
+            "threshold",
+        ),
+        (
+            "bert",
+            b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["%%%"], '
+            b'"parameters": {"content_type": "base64"}}]}',
+            422,
+            "base64",
+        ),
+    ],
+)
 def test_malformed_tensors(http: httpx.Client, name: str, content: bytes, status: int, words: str):
     answer = http.post(f"/v2/models/{name}/infer", content=content, headers={"content-type": "application/json"})
     assert answer.status_code == status, answer.text
@@ -518,8 +644,13 @@ def test_malformed_tensors(http: httpx.Client, name: str, content: bytes, status
 
 def test_nested_and_empty_requests(http: httpx.Client):
     # Nesting deeper than any recursion limit: refused or read, never a crash.
-    deep = (b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": ' + b"[" * 3000
-            + b"5.1, 3.5, 1.4, 0.2" + b"]" * 3000 + b"}]}")
+    deep = (
+        b'{"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": '
+        + b"[" * 3000
+        + b"5.1, 3.5, 1.4, 0.2"
+        + b"]" * 3000
+        + b"}]}"
+    )
     answer = http.post("/v2/models/iris/infer", content=deep, headers={"content-type": "application/json"})
     assert answer.status_code in (200, 400, 422), answer.text
     empty = http.post("/v2/models/iris/infer", json={"inputs": [fp32([], [0, 4])]})
@@ -528,19 +659,29 @@ def test_nested_and_empty_requests(http: httpx.Client):
     assert none.status_code == 200 and none.json()["outputs"][0]["shape"] == [0, 2]
 
 
-
 # Random bodies, from nonsense to nearly right, against a model of every task: never a 5xx.
 
-VALUES = (st.none() | st.booleans() | st.integers() | st.sampled_from([10**400, -(2**63), 1e308, -0.0])
-          | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6) | st.sampled_from([PNG, "", "%%"]))
+VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([10**400, -(2**63), 1e308, -0.0])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+    | st.sampled_from([PNG, "", "%%"])
+)
 DATA = st.recursive(VALUES, lambda inner: st.lists(inner, max_size=5), max_leaves=12)
 TENSORS = st.fixed_dictionaries(
-    {"name": st.sampled_from(["image", "text", "candidate_labels", "float_input", "x"]),
-     "shape": st.lists(st.integers(-1, 5) | st.sampled_from([2**40, 10**20]), max_size=3),
-     "datatype": st.sampled_from(["BYTES", "FP32", "FP64", "INT64", "BOOL", "fp32"]),
-     "data": st.lists(DATA, max_size=8)},
-    optional={"parameters": st.fixed_dictionaries({}, optional={"content_type": st.sampled_from(["base64", "str",
-                                                                                                 "x"])})})
+    {
+        "name": st.sampled_from(["image", "text", "candidate_labels", "float_input", "x"]),
+        "shape": st.lists(st.integers(-1, 5) | st.sampled_from([2**40, 10**20]), max_size=3),
+        "datatype": st.sampled_from(["BYTES", "FP32", "FP64", "INT64", "BOOL", "fp32"]),
+        "data": st.lists(DATA, max_size=8),
+    },
+    optional={
+        "parameters": st.fixed_dictionaries({}, optional={"content_type": st.sampled_from(["base64", "str", "x"])})
+    },
+)
 
 
 @st.composite
@@ -548,16 +689,26 @@ def fitting_tensors(draw: st.DrawFn) -> dict:
     """Tensors whose shape fits their data: they get past the protocol, to the model's own checks."""
     count, width = draw(st.integers(0, 3)), draw(st.integers(1, 5))
     values = draw(st.lists(VALUES | st.floats(-10, 10), min_size=count * width, max_size=count * width))
-    return {"name": draw(st.sampled_from(["image", "text", "candidate_labels", "float_input"])),
-            "shape": [count, width] if draw(st.booleans()) else [count * width],
-            "datatype": draw(st.sampled_from(["BYTES", "FP32", "INT64"])), "data": values}
+    return {
+        "name": draw(st.sampled_from(["image", "text", "candidate_labels", "float_input"])),
+        "shape": [count, width] if draw(st.booleans()) else [count * width],
+        "datatype": draw(st.sampled_from(["BYTES", "FP32", "INT64"])),
+        "data": values,
+    }
 
 
 BODIES = st.fixed_dictionaries(
     {"inputs": st.lists(TENSORS | fitting_tensors(), min_size=1, max_size=3)},
-    optional={"parameters": st.fixed_dictionaries({}, optional={
-        "top_k": st.integers(-2, 10) | st.sampled_from([2**63, 10**30]),
-        "threshold": st.floats(-1, 2) | st.sampled_from([1e308, "x", None])})})
+    optional={
+        "parameters": st.fixed_dictionaries(
+            {},
+            optional={
+                "top_k": st.integers(-2, 10) | st.sampled_from([2**63, 10**30]),
+                "threshold": st.floats(-1, 2) | st.sampled_from([1e308, "x", None]),
+            },
+        )
+    },
+)
 
 
 def test_random_bodies_never_get_a_server_error(http: httpx.Client):
@@ -565,8 +716,14 @@ def test_random_bodies_never_get_a_server_error(http: httpx.Client):
 
     answers: set[int] = set()
 
-    @settings(max_examples=150, deadline=None, derandomize=True, database=None, print_blob=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=150,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.sampled_from(list(MODELS)), BODIES)
     def no_server_error(name: str, body: dict) -> None:
         answer = http.post(f"/v2/models/{name}/infer", json=body)
@@ -576,6 +733,7 @@ def test_random_bodies_never_get_a_server_error(http: httpx.Client):
 
     no_server_error()
     assert {400, 422} <= answers, answers  # both kinds of refusal were exercised, and none was a 5xx
+
 
 def test_no_internal_error_was_logged(server: ModelServerProcess):
     log = server.log_text()

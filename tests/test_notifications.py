@@ -80,8 +80,11 @@ class Receiver:
             elif self.known is not None and request.run_id not in self.known:
                 request.answered = 400
             self.requests.append(request)
-        body = ('{"message": "Pipeline status updated successfully."}' if request.answered == 200
-                else '{"detail": "Failed to update pipeline status."}')
+        body = (
+            '{"message": "Pipeline status updated successfully."}'
+            if request.answered == 200
+            else '{"detail": "Failed to update pipeline status."}'
+        )
         return Response(body, status=request.answered, content_type="application/json")
 
     def start(self) -> None:
@@ -152,14 +155,23 @@ def test_no_url_means_no_sensor_at_all():
 
 
 def test_the_original_back_ends_words_by_default_and_others_when_configured():
-    notifier = StatusNotifier.from_env({"CONSTELLATION_NOTIFY_URL": "http://b/{run_id}/{status}",
-                                        "CONSTELLATION_NOTIFY_METHOD": "post"})
+    notifier = StatusNotifier.from_env(
+        {"CONSTELLATION_NOTIFY_URL": "http://b/{run_id}/{status}", "CONSTELLATION_NOTIFY_METHOD": "post"}
+    )
     assert notifier is not None and notifier.method == "POST"
-    assert dict(notifier.words) == {"started": "running", "success": "completed",
-                                    "failure": "failed", "canceled": "failed"}
+    assert dict(notifier.words) == {
+        "started": "running",
+        "success": "completed",
+        "failure": "failed",
+        "canceled": "failed",
+    }
     assert notifier.url("r1", "completed") == "http://b/r1/completed"
     assert parse_words(" success=success , canceled=canceled,started=") == {
-        **DEFAULT_WORDS, "success": "success", "canceled": "canceled", "started": ""}
+        **DEFAULT_WORDS,
+        "success": "success",
+        "canceled": "canceled",
+        "started": "",
+    }
     for bad in ("succeeded=ok", "success", "failure=a/b", "success=../x"):
         with pytest.raises(ValueError, match="CONSTELLATION_NOTIFY_WORDS"):
             parse_words(bad)
@@ -175,8 +187,11 @@ def test_the_backends_400_for_a_run_it_does_not_know_yet_is_retried(receiver: Re
     assert notifier.send("r-early", "running", logging.getLogger("test"), "Run has started") is True
     sent = receiver.seen(status_path("r-early", "running"))
     assert [r.answered for r in sent] == [400, 200]
-    assert sent[-1].method == "PUT" and sent[-1].body == {"message": "Run has started", "run_id": "r-early",
-                                                          "status": "running"}
+    assert sent[-1].method == "PUT" and sent[-1].body == {
+        "message": "Run has started",
+        "run_id": "r-early",
+        "status": "running",
+    }
 
 
 def test_a_refusal_is_not_retried_and_secrets_stay_out_of_the_log(receiver: Receiver, caplog):
@@ -272,8 +287,11 @@ def test_a_failed_instruction_is_the_message_and_a_cancel_is_failed(sensor: Sens
     instance = sensor.instance
     failed = instance.create_run_for_job(notification_test_job, run_config=CONFIG)
     progress = runs.run_dir(sensor.artifact_root.resolve(), failed.run_id) / runs.PROGRESS
-    error = {"path": "/instructions/1/parameters/data", "operation": "import_from_google_drive",
-             "message": "Google Drive has no file '1abc'"}
+    error = {
+        "path": "/instructions/1/parameters/data",
+        "operation": "import_from_google_drive",
+        "message": "Google Drive has no file '1abc'",
+    }
     runs.write_json(progress, {"done": 0, "total": 2, "instructions": [], "error": error})
     instance.report_run_failed(failed)
     cancelled = instance.create_run_for_job(notification_test_job, run_config=CONFIG)
@@ -282,7 +300,8 @@ def test_a_failed_instruction_is_the_message_and_a_cancel_is_failed(sensor: Sens
     sensor.tick()
     [sent] = receiver.of_run(failed.run_id)
     assert sent.word == "failed" and sent.body["message"] == (
-        "import_from_google_drive at /instructions/1/parameters/data failed: Google Drive has no file '1abc'")
+        "import_from_google_drive at /instructions/1/parameters/data failed: Google Drive has no file '1abc'"
+    )
     [sent] = receiver.of_run(cancelled.run_id)
     assert sent.word == "failed" and sent.body["message"] == "the run was cancelled: cancelled by the user"
 
@@ -346,8 +365,9 @@ def sensor_ticks(stack: Stack, limit: int = 50) -> list[dict]:
         __typename ... on Sensor { sensorState { ticks(limit: $limit) {
             status skipReason logEvents { events { level message } } } } } } }"""
     selector = {"repositoryName": "main", "repositoryLocationName": "constellation", "sensorName": SENSOR_NAME}
-    answer = httpx.post(stack.dagster_url + "/graphql", json={"query": query,
-                                                               "variables": {"selector": selector, "limit": limit}})
+    answer = httpx.post(
+        stack.dagster_url + "/graphql", json={"query": query, "variables": {"selector": selector, "limit": limit}}
+    )
     found = answer.json()["data"]["sensorOrError"]
     assert found["__typename"] == "Sensor", found
     return found["sensorState"]["ticks"]
@@ -376,8 +396,9 @@ def submit(api: httpx.Client, receiver: Receiver, body: dict) -> str:
 
 
 @pytest.mark.e2e
-def test_the_back_end_sees_running_then_completed_or_failed(notify_stack: Stack, receiver: Receiver,
-                                                             slow_file_url: str):
+def test_the_back_end_sees_running_then_completed_or_failed(
+    notify_stack: Stack, receiver: Receiver, slow_file_url: str
+):
     receiver.known = set()
     try:
         (notify_stack.data_root / "empty-folder").mkdir(exist_ok=True)  # exists (checked at launch), holds nothing
@@ -392,8 +413,9 @@ def test_the_back_end_sees_running_then_completed_or_failed(notify_stack: Stack,
             assert api.post(f"/runs/{cancelled}/cancel").status_code == 200
         ends = {run_id: notify_stack.wait_for_run(run_id)["run_status"] for run_id in (ok, failing, cancelled)}
         assert ends == {ok: "SUCCESS", failing: "FAILURE", cancelled: "CANCELED"}
-        receiver.wait_for({ok: ["running", "completed"], failing: ["running", "failed"],
-                           cancelled: ["running", "failed"]})
+        receiver.wait_for(
+            {ok: ["running", "completed"], failing: ["running", "failed"], cancelled: ["running", "failed"]}
+        )
         time.sleep(6)  # one more tick: nothing is sent twice, and no run gets another status
         for run_id in (ok, failing, cancelled):
             assert [r.word for r in receiver.of_run(run_id) if r.answered == 200] == receiver.accepted(run_id)

@@ -89,9 +89,7 @@ def test_brackets_inside_strings_do_not_count_toward_depth():
 
 def test_duplicate_top_level_key_is_reported_at_that_key():
     body = '{"instructions": [], "instructions": [{"operation": "a"}]}'
-    assert problems(body) == [
-        ("/instructions", "duplicate key 'instructions'; each key may appear once in an object")
-    ]
+    assert problems(body) == [("/instructions", "duplicate key 'instructions'; each key may appear once in an object")]
 
 
 def test_duplicate_keys_inside_parameters_are_reported_with_their_full_path():
@@ -133,9 +131,7 @@ def test_extra_key_beside_valid_instructions_is_refused():
     assert [p for p, _ in problems(json.dumps({"instructions": [IMPORT], "x": 1}))] == ["/x"]
 
 
-@pytest.mark.parametrize(
-    ("value", "kind"), [({}, "an object"), ("a", "a string"), (None, "null"), (3, "a number")]
-)
+@pytest.mark.parametrize(("value", "kind"), [({}, "an object"), ("a", "a string"), (None, "null"), (3, "a number")])
 def test_instructions_that_are_not_a_list_are_refused(value, kind):
     assert problems(json.dumps({"instructions": value})) == [
         ("/instructions", f"expected a list of instructions, got {kind}")

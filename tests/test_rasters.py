@@ -56,14 +56,26 @@ def read(path: Path, **kwargs):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def forged_tiff(path: Path, width: int, height: int) -> Path:
     """A 130-byte TIFF whose header declares width × height 16-bit pixels (one strip, no pixel data)."""
-    entries = [(256, 4, width), (257, 4, height), (258, 3, 16), (259, 3, 1), (262, 3, 1), (273, 4, 8),
-               (277, 3, 1), (278, 4, height), (279, 4, 1)]
+    entries = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 16),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, 1),
+    ]
     ifd = struct.pack("<H", len(entries))
     for tag, kind, value in entries:
         packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
@@ -82,8 +94,13 @@ def test_an_import_reports_each_geotiffs_facts_and_leaves_images_alone(ctx, eo_r
     finally:
         (eo_root / "samples-eo" / "photo.png").unlink()
     assert {k: v for k, v in files["scene.tif"].items() if k not in ("name", "uri")} == {
-        "crs": "EPSG:32633", "transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4650000.0], "width": 512,
-        "height": 512, "bands": ["B02", "B03", "B04", "B08"], "dtype": "uint16", "nodata": 0,
+        "crs": "EPSG:32633",
+        "transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4650000.0],
+        "width": 512,
+        "height": 512,
+        "bands": ["B02", "B03", "B04", "B08"],
+        "dtype": "uint16",
+        "nodata": 0,
     }
     assert files["labels.tif"]["nodata"] == 255 and files["labels.tif"]["dtype"] == "uint8"
     assert set(files["photo.png"]) == {"name", "uri"}
@@ -106,10 +123,17 @@ def test_tiles_carry_rasterios_geotransforms_the_crs_bands_and_nodata(ctx, scene
         assert tile_profile["crs"] == profile["crs"] and t.meta["crs"] == "EPSG:32633"
         assert tile_profile["nodata"] == 0 and tile_profile["dtype"] == "uint16"
         assert tile_descriptions == descriptions == ("B02", "B03", "B04", "B08")
-        np.testing.assert_array_equal(pixels, source[:, window.row_off:window.row_off + window.height,
-                                                       window.col_off:window.col_off + window.width])
-    assert tiles.refs[0].meta["tile"] == {"source": "scene.tif", "col_off": 0, "row_off": 0, "width": 200,
-                                          "height": 160}
+        np.testing.assert_array_equal(
+            pixels,
+            source[:, window.row_off : window.row_off + window.height, window.col_off : window.col_off + window.width],
+        )
+    assert tiles.refs[0].meta["tile"] == {
+        "source": "scene.tif",
+        "col_off": 0,
+        "row_off": 0,
+        "width": 200,
+        "height": 160,
+    }
 
 
 def test_a_mosaic_of_the_tiles_is_the_source_grid(ctx, scene):
@@ -130,8 +154,9 @@ def test_where_tiles_overlap_the_nearest_tile_centre_wins(ctx, tmp_path):
     tiles = []
     for value, col in ((1, 0), (2, 60)):  # two 100-pixel-wide tiles overlapping on columns 60..99
         path = tmp_path / "in" / f"x{col}.tif"
-        profile = rasters.output_profile(100, 50, 1, "uint8", "EPSG:32633",
-                                         window_transform(Window(col, 0, 100, 50), grid), 255)
+        profile = rasters.output_profile(
+            100, 50, 1, "uint8", "EPSG:32633", window_transform(Window(col, 0, 100, 50), grid), 255
+        )
         with rasters.write_like(path, profile) as out:
             out.write(np.full((1, 50, 100), value, dtype=np.uint8))
         tiles.append(FileRef(f"field/x{col}_y0.tif", path))
@@ -155,8 +180,9 @@ def test_a_segmentation_models_masks_are_merged_back_in_place(ctx, scene):
         with rasters.write_like(path, out) as dst:
             dst.write(mask, 1)
         items.append({"name": tile.name, "mask": str(path)})
-    predictions = Predictions("seg", items, {}, ctx.run_dir / "p.json", task="image-segmentation",
-                              inputs={t.name: t.path for t in tiles})
+    predictions = Predictions(
+        "seg", items, {}, ctx.run_dir / "p.json", task="image-segmentation", inputs={t.name: t.path for t in tiles}
+    )
     [merged] = ops.mosaic(node(ctx, "mosaic"), predictions)
     source = read(scene.refs[0].path)[0]
     pixels, profile, _, transform = read(merged.path)
@@ -179,8 +205,11 @@ def test_select_bands_by_name_and_index_in_the_order_asked(ctx, scene):
 
 
 def test_a_band_that_does_not_exist_is_named_with_the_bands_listed(ctx, scene):
-    with pytest.raises(OperationError, match=r"band 'B11' is not in 'scene.tif'; its bands are 1: B02, 2: B03, "
-                                             r"3: B04, 4: B08"):
+    with pytest.raises(
+        OperationError,
+        match=r"band 'B11' is not in 'scene.tif'; its bands are 1: B02, 2: B03, "
+        r"3: B04, 4: B08",
+    ):
         ops.select_bands(ctx, scene, bands=["B04", "B11"])
     with pytest.raises(OperationError, match=r"band 5 is not in 'scene.tif', which has 4 band\(s\)"):
         ops.select_bands(ctx, scene, bands=[5])
@@ -213,19 +242,33 @@ def test_an_index_with_a_constant_uses_the_one_given(ctx, scene):
 
 
 def test_index_bands_that_cannot_be_found_say_what_to_give(ctx, scene):
-    with pytest.raises(OperationError, match=r"NDVI needs bands N \(nir\), R \(red\); say which band of 'scene.tif' "
-                                             r"is N, e\.g\. bands \{\"N\": 1, \"R\": 2\}"):
+    with pytest.raises(
+        OperationError,
+        match=r"NDVI needs bands N \(nir\), R \(red\); say which band of 'scene.tif' "
+        r"is N, e\.g\. bands \{\"N\": 1, \"R\": 2\}",
+    ):
         ops.spectral_index(ctx, scene, index="NDVI")
     with pytest.raises(OperationError, match="NDVI uses bands N, R; G is not one of them"):
         ops.spectral_index(ctx, scene, index="NDVI", bands={"N": 4, "R": 3, "G": 2})
 
 
 def test_an_unknown_index_or_crs_is_refused_before_launch():
-    for params in ({"operation": "spectral_index", "parameters": {"data": {"operation": "dict_to_list", "parameters": {
-            "data": {"operation": "import_from_local", "parameters": {"path": "x"}}}}, "index": "NDVX"}},
-                   {"operation": "reproject_raster", "parameters": {"data": {"operation": "import_from_local",
-                                                                               "parameters": {"path": "x"}},
-                                                                      "crs": "not a crs"}}):
+    for params in (
+        {
+            "operation": "spectral_index",
+            "parameters": {
+                "data": {
+                    "operation": "dict_to_list",
+                    "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "x"}}},
+                },
+                "index": "NDVX",
+            },
+        },
+        {
+            "operation": "reproject_raster",
+            "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "x"}}, "crs": "not a crs"},
+        },
+    ):
         with pytest.raises(PipelineInvalid) as refused:
             build_plan([params], CATALOG)
         assert "does not match" in str(refused.value.problems)
@@ -243,12 +286,21 @@ def test_reprojection_equals_rasterio_warp_on_the_whole_array(ctx, scene, resamp
     pixels, profile, descriptions, transform = read(warped.path)
     source, source_profile, _, _ = read(scene.refs[0].path)
     with rasterio.open(scene.refs[0].path) as src:
-        expected_transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
-                                                                        *src.bounds)
+        expected_transform, width, height = calculate_default_transform(
+            src.crs, "EPSG:4326", src.width, src.height, *src.bounds
+        )
     expected = np.zeros((4, height, width), dtype=np.uint16)
-    reproject(source, expected, src_transform=source_profile["transform"], src_crs=source_profile["crs"],
-              src_nodata=0, dst_transform=expected_transform, dst_crs="EPSG:4326", dst_nodata=0,
-              resampling=Resampling[resampling])
+    reproject(
+        source,
+        expected,
+        src_transform=source_profile["transform"],
+        src_crs=source_profile["crs"],
+        src_nodata=0,
+        dst_transform=expected_transform,
+        dst_crs="EPSG:4326",
+        dst_nodata=0,
+        resampling=Resampling[resampling],
+    )
     assert transform == expected_transform and profile["crs"].to_epsg() == 4326
     assert warped.meta["crs"] == "EPSG:4326" and descriptions == ("B02", "B03", "B04", "B08")
     np.testing.assert_array_equal(pixels, expected)
@@ -296,8 +348,9 @@ def test_normalize_with_dataset_statistics_equals_numpy_over_valid_pixels(ctx, s
     assert profile["dtype"] == "float32" and profile["nodata"] == -9999.0
     assert transform == read(tiles.refs[3].path)[3]
     tile = source[:, 256:, 256:]
-    expected = ((tile.astype(np.float32) - mean[:, None, None].astype(np.float32))
-                / std[:, None, None].astype(np.float32))
+    expected = (tile.astype(np.float32) - mean[:, None, None].astype(np.float32)) / std[:, None, None].astype(
+        np.float32
+    )
     inside = tile[0] != 0
     np.testing.assert_allclose(pixels[:, inside], expected[:, inside], rtol=1e-5)
     assert (pixels[:, ~inside] == -9999.0).all()
@@ -334,17 +387,22 @@ def test_composite_rgb_stretches_between_percentiles_of_valid_pixels(ctx, scene)
 def test_a_tiny_tiff_declaring_a_trillion_pixels_is_refused_before_any_read(ctx, tmp_path):
     bomb = forged_tiff(tmp_path / "bomb.tif", 10**6, 10**6)
     assert bomb.stat().st_size < 1024
-    for run in (lambda data: ops.tile_image(ctx, data, tile_width=256, tile_height=256),
-                lambda data: ops.select_bands(ctx, data, bands=[1]),
-                lambda data: ops.spectral_index(ctx, data, index="NDVI", bands={"N": 1, "R": 1})):
-        with pytest.raises(OperationError, match=r"'bomb.tif' is 1000000×1000000 pixels × 1 band\(s\) = "
-                                                 r"1,000,000,000,000 samples, over the limit of 4,000,000,000"):
+    for run in (
+        lambda data: ops.tile_image(ctx, data, tile_width=256, tile_height=256),
+        lambda data: ops.select_bands(ctx, data, bands=[1]),
+        lambda data: ops.spectral_index(ctx, data, index="NDVI", bands={"N": 1, "R": 1}),
+    ):
+        with pytest.raises(
+            OperationError,
+            match=r"'bomb.tif' is 1000000×1000000 pixels × 1 band\(s\) = "
+            r"1,000,000,000,000 samples, over the limit of 4,000,000,000",
+        ):
             run(FileDict({"bomb.tif": bomb}))
 
 
 def test_a_damaged_geotiff_is_named_without_the_servers_path(ctx, scene, tmp_path):
     damaged = bytearray(scene.refs[0].path.read_bytes())
-    damaged[len(damaged) // 3:len(damaged) // 3 + 50_000] = b"\xff" * 50_000  # compressed pixels overwritten
+    damaged[len(damaged) // 3 : len(damaged) // 3 + 50_000] = b"\xff" * 50_000  # compressed pixels overwritten
     cut = tmp_path / "cut.tif"
     cut.write_bytes(bytes(damaged))
     with pytest.raises(OperationError, match="'cut.tif' could not be read or written as a GeoTIFF") as failed:
@@ -356,8 +414,12 @@ def test_a_damaged_geotiff_is_named_without_the_servers_path(ctx, scene, tmp_pat
 
 
 def test_the_cap_is_a_server_setting(ctx, scene):
-    small = dataclasses.replace(ctx, resources=SimpleNamespace(
-        workspace=ctx.resources.workspace.model_copy(update={"max_raster_samples": 512 * 512 * 4 - 1})))
+    small = dataclasses.replace(
+        ctx,
+        resources=SimpleNamespace(
+            workspace=ctx.resources.workspace.model_copy(update={"max_raster_samples": 512 * 512 * 4 - 1})
+        ),
+    )
     with pytest.raises(OperationError, match="CONSTELLATION_MAX_RASTER_SAMPLES"):
         ops.select_bands(small, scene, bands=[1])
 
@@ -381,8 +443,12 @@ def test_no_op_writes_beside_its_inputs(ctx, scene, eo_root):
 def test_pngs_and_plain_tiffs_still_go_through_pillow(ctx, tmp_path):
     Image.new("RGB", (64, 40), (10, 20, 30)).save(tmp_path / "photo.png")
     Image.new("RGB", (64, 40), (10, 20, 30)).save(tmp_path / "scan.tif")
-    tiles = ops.tile_image(ctx, FileDict({"photo.png": tmp_path / "photo.png", "scan.tif": tmp_path / "scan.tif"}),
-                           tile_width=32, tile_height=40)
+    tiles = ops.tile_image(
+        ctx,
+        FileDict({"photo.png": tmp_path / "photo.png", "scan.tif": tmp_path / "scan.tif"}),
+        tile_width=32,
+        tile_height=40,
+    )
     assert [t.name for t in tiles] == ["photo/x0_y0.png", "photo/x32_y0.png", "scan/x0_y0.tif", "scan/x32_y0.tif"]
     assert all("x" in t.meta and "tile" not in t.meta for t in tiles)  # Pillow's tiles, as before
 

@@ -29,7 +29,7 @@ def test_readme_leads_with_the_two_commands():
 
 def test_operation_reference_matches_the_declarations():
     text = README.read_text()
-    section = text[text.index(BEGIN): text.index(END) + len(END)]
+    section = text[text.index(BEGIN) : text.index(END) + len(END)]
     assert section == reference(), "the README's operation table is stale: run `make readme`"
 
 
@@ -43,8 +43,9 @@ def test_try_it_commands_work_against_the_stack(stack: Stack, tmp_path: Path):
     outputs = []
     for block in blocks:
         script = f"set -euo pipefail\n{port_line}\n" + block.replace(".venv/bin/", f"{BIN}/")
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                              env=env)
+        done = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+        )
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     launched, followed, compared = outputs

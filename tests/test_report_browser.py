@@ -17,15 +17,20 @@ pytestmark = pytest.mark.e2e
 
 
 def test_the_report_renders_with_its_charts_and_no_console_errors(stack: Stack, api: httpx.Client, browser, tmp_path):
-    run = stack.wait_for_run(api.post("/execute", json=sample_with('"fire-vit-b"', "compare_models")).json()["run_id"],
-                             timeout_s=180)
+    run = stack.wait_for_run(
+        api.post("/execute", json=sample_with('"fire-vit-b"', "compare_models")).json()["run_id"], timeout_s=180
+    )
     assert run["run_status"] == "SUCCESS", run
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("request", lambda r: problems.append(f"outside request {r.url}") if not r.url.startswith(
-        (stack.api_url, "data:")) else None)
+    page.on(
+        "request",
+        lambda r: (
+            problems.append(f"outside request {r.url}") if not r.url.startswith((stack.api_url, "data:")) else None
+        ),
+    )
     answer = page.goto(f"{stack.api_url}/runs/{run['run_id']}/report", wait_until="load")
     assert answer is not None and answer.status == 200
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.naturalWidth, e.naturalHeight, e.alt])")
@@ -41,8 +46,9 @@ def test_the_report_renders_with_its_charts_and_no_console_errors(stack: Stack, 
 
 
 def test_confusion_cells_and_classes_open_their_inputs(stack: Stack, api: httpx.Client, browser):
-    run = stack.wait_for_run(api.post("/execute", json=sample_with('"fire-vit-b"', "compare_models")).json()["run_id"],
-                             timeout_s=180)
+    run = stack.wait_for_run(
+        api.post("/execute", json=sample_with('"fire-vit-b"', "compare_models")).json()["run_id"], timeout_s=180
+    )
     assert run["run_status"] == "SUCCESS", run
     results = api.get(f"/runs/{run['run_id']}/results").json()["results"]
     [comparison] = [r["output"] for r in results if r["operation"] == "compare_models"]
@@ -51,11 +57,22 @@ def test_confusion_cells_and_classes_open_their_inputs(stack: Stack, api: httpx.
     # The page has no script (checked below) and the gateway serves it sandboxed: after a same-page navigation
     # Chromium reports the scripts Playwright itself tries to run in the page as blocked. Those are not the page's.
     automation = "because the document's frame is sandboxed and the 'allow-scripts' permission is not set"
-    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") and not (
-        m.text.startswith("Blocked script execution") and automation in m.text) else None)
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(m.text)
+            if m.type in ("error", "warning")
+            and not (m.text.startswith("Blocked script execution") and automation in m.text)
+            else None
+        ),
+    )
     page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("request", lambda r: problems.append(f"outside request {r.url}") if not r.url.startswith(
-        (stack.api_url, "data:")) else None)
+    page.on(
+        "request",
+        lambda r: (
+            problems.append(f"outside request {r.url}") if not r.url.startswith((stack.api_url, "data:")) else None
+        ),
+    )
     page.goto(f"{stack.api_url}/runs/{run['run_id']}/report", wait_until="load")
     assert page.locator("script").count() == 0 and "onclick" not in page.content()
     first = comparison["models"][0]

@@ -35,23 +35,33 @@ def cell_contrasts(heat) -> list[float]:
 
 @pytest.mark.parametrize("matrix", [[[3, 1], [0, 2]], [[1, 0, 2], [3, 0, 0], [0, 1, 1]], [[40, 3], [1, 37]]])
 def test_a_confusion_colour_bar_counts_in_whole_numbers(matrix):
-    heat, bar = drawn(plots._confusion({"model": "m", "confusion": {"labels": list("abc")[:len(matrix)],
-                                                                    "matrix": matrix}}))
+    heat, bar = drawn(
+        plots._confusion({"model": "m", "confusion": {"labels": list("abc")[: len(matrix)], "matrix": matrix}})
+    )
     low, high = bar.get_ylim()
-    shown = [(value, label.get_text()) for value, label in zip(bar.get_yticks(), bar.get_yticklabels(), strict=True)
-             if low <= value <= high]
+    shown = [
+        (value, label.get_text())
+        for value, label in zip(bar.get_yticks(), bar.get_yticklabels(), strict=True)
+        if low <= value <= high
+    ]
     assert len(shown) >= 2, shown
     assert all(float(value).is_integer() and text.lstrip("−-").isdigit() for value, text in shown), shown
 
 
-@pytest.mark.parametrize("values", [
-    [[3, 1], [0, 2]],  # few counts: every level of blue
-    [[12, 0, 0, 1], [2, 9, 1, 0], [0, 3, 7, 2], [1, 0, 5, 6]],
-    np.arange(36).reshape(6, 6).tolist(),  # every shade from white to navy
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [[3, 1], [0, 2]],  # few counts: every level of blue
+        [[12, 0, 0, 1], [2, 9, 1, 0], [0, 3, 7, 2], [1, 0, 5, 6]],
+        np.arange(36).reshape(6, 6).tolist(),  # every shade from white to navy
+    ],
+)
 def test_every_confusion_cell_can_be_read(values):
-    heat, _ = drawn(plots._confusion({"model": "m", "confusion": {"labels": [f"c{i}" for i in range(len(values))],
-                                                                  "matrix": values}}))
+    heat, _ = drawn(
+        plots._confusion(
+            {"model": "m", "confusion": {"labels": [f"c{i}" for i in range(len(values))], "matrix": values}}
+        )
+    )
     found = cell_contrasts(heat)
     assert len(found) == np.size(values) and min(found) >= 4.5, found
 
@@ -59,9 +69,15 @@ def test_every_confusion_cell_can_be_read(values):
 def test_every_agreement_cell_can_be_read():
     # The agreements of three close models sit high in the 0-1 scale: navy cells, all above the data's
     # midpoint (0.965) but 0.93, which the midpoint rule wrote in black on navy.
-    report = {"kind": "classification", "models": [{"model": m} for m in ("a", "b", "c")],
-              "pairs": [{"models": ["a", "b"], "agreement": 0.93}, {"models": ["a", "c"], "agreement": 0.97},
-                        {"models": ["b", "c"], "agreement": 0.95}]}
+    report = {
+        "kind": "classification",
+        "models": [{"model": m} for m in ("a", "b", "c")],
+        "pairs": [
+            {"models": ["a", "b"], "agreement": 0.93},
+            {"models": ["a", "c"], "agreement": 0.97},
+            {"models": ["b", "c"], "agreement": 0.95},
+        ],
+    }
     heat, _ = drawn(plots._agreement(report))
     found = cell_contrasts(heat)
     assert len(found) == 9 and min(found) >= 4.5, found

@@ -34,8 +34,10 @@ def grey_images(folder: Path, names: list[str], size: tuple[int, int]) -> dict[s
 
 def models(task: str, labels: list[str], items: dict[str, list[dict]], inputs: dict[str, Path], folder: Path):
     stats = {"inputs": len(inputs), "seconds": 1.0}
-    results = [Predictions(model, found, stats, folder / f"{model}.json", task, labels, inputs)
-               for model, found in items.items()]
+    results = [
+        Predictions(model, found, stats, folder / f"{model}.json", task, labels, inputs)
+        for model, found in items.items()
+    ]
     runs = [ModelRun(r.model, r.task, r.items, r.stats, r.labels) for r in results]
     return results, runs
 
@@ -53,11 +55,24 @@ def detection_page(folder: Path) -> tuple[dict, str]:
     for i, name in enumerate(DETECTION_NAMES):
         images.append({"id": i + 1, "file_name": name, "width": 100, "height": 100})
         for category, (x0, y0, x1, y1) in [(1, PERSON)] + ([(2, DOG)] if i % 2 == 0 else []):
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": category,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": category,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                }
+            )
     coco = folder / "instances.json"
-    coco.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "dog"}]}))
+    coco.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "dog"}],
+            }
+        )
+    )
     found: dict[str, list[dict]] = {"sharp": [], "blind": []}
     for i, name in enumerate(DETECTION_NAMES):
         person = {"label": "person", "score": 0.9, "box": PERSON}
@@ -69,8 +84,9 @@ def detection_page(folder: Path) -> tuple[dict, str]:
     results, runs = models("object-detection", ["person", "dog"], found, inputs, folder)
     truth = Truth("coco", coco=coco, source="COCO")
     report = compare.compare(runs, truth)
-    page = compare.html_report(report, compare.charts(report, folder / "charts"),
-                               reporting.disagreements(results, runs, truth))
+    page = compare.html_report(
+        report, compare.charts(report, folder / "charts"), reporting.disagreements(results, runs, truth)
+    )
     return report, page
 
 
@@ -83,7 +99,7 @@ SEGMENTATION_NAMES = [f"scene{j}.png" for j in range(8)]
 def scene(road_from: int, car_left: int) -> np.ndarray:
     mask = np.zeros((60, 80), dtype=np.uint8)
     mask[road_from:, :] = 1
-    mask[40:55, car_left:car_left + 20] = 2
+    mask[40:55, car_left : car_left + 20] = 2
     return mask
 
 
@@ -93,9 +109,12 @@ def segmentation_page(folder: Path, readable: bool = True) -> tuple[dict, str]:
         return str(folder / name)
 
     truth = Truth("masks", {n: saved(f"truth-{n}", scene(30, 10)) for n in SEGMENTATION_NAMES}, source="masks/")
-    found = {"exact": [{"name": n, "mask": saved(f"exact-{n}", scene(30, 10))} for n in SEGMENTATION_NAMES],
-             "wide": [{"name": n, "mask": saved(f"wide-{n}", scene(20 + j % 2, 30))}
-                      for j, n in enumerate(SEGMENTATION_NAMES)]}
+    found = {
+        "exact": [{"name": n, "mask": saved(f"exact-{n}", scene(30, 10))} for n in SEGMENTATION_NAMES],
+        "wide": [
+            {"name": n, "mask": saved(f"wide-{n}", scene(20 + j % 2, 30))} for j, n in enumerate(SEGMENTATION_NAMES)
+        ],
+    }
     inputs = grey_images(folder, SEGMENTATION_NAMES, (80, 60))
     if not readable:  # e.g. multi-band GeoTIFF tiles, which Pillow cannot show
         inputs = {name: path.with_suffix(".tif") for name, path in inputs.items()}
@@ -103,8 +122,9 @@ def segmentation_page(folder: Path, readable: bool = True) -> tuple[dict, str]:
             path.write_bytes(b"four bands of float32: not a picture Pillow can read")
     results, runs = models("image-segmentation", SEGMENTATION_LABELS, found, inputs, folder)
     report = compare.compare(runs, truth)
-    page = compare.html_report(report, compare.charts(report, folder / "charts"),
-                               reporting.disagreements(results, runs, truth))
+    page = compare.html_report(
+        report, compare.charts(report, folder / "charts"), reporting.disagreements(results, runs, truth)
+    )
     return report, page
 
 
@@ -112,9 +132,16 @@ def classification_page(with_drilldown: bool) -> tuple[dict, str]:
     truth = ["cat", "dog", "bird"] * 12
     guesses = {"good": truth[:-4] + ["cat", "cat", "dog", "cat"], "poor": ["cat", "dog"] * 18}
     names = [f"{label}/{i}.jpg" for i, label in enumerate(truth)]
-    runs = [ModelRun(m, "image-classification", [{"name": n, "labels": [g], "scores": [0.8]}
-                                                 for n, g in zip(names, guessed, strict=True)],
-                     {"inputs": len(names), "seconds": 1.0}, ["bird", "cat", "dog"]) for m, guessed in guesses.items()]
+    runs = [
+        ModelRun(
+            m,
+            "image-classification",
+            [{"name": n, "labels": [g], "scores": [0.8]} for n, g in zip(names, guessed, strict=True)],
+            {"inputs": len(names), "seconds": 1.0},
+            ["bird", "cat", "dog"],
+        )
+        for m, guessed in guesses.items()
+    ]
     found = Truth("classes", compare.labels_from_folders(names), source="folders")
     report = compare.compare(runs, found)
     results = [Predictions(r.model, r.items, r.stats, Path("unused.json"), r.task, r.labels) for r in runs]
@@ -145,8 +172,10 @@ def shown(value: float | None, interval: list[float] | None = None) -> list[floa
 def test_detection_and_segmentation_pages_have_per_class_tables_with_the_json_numbers(page, tmp_path: Path):
     (tmp_path / "d").mkdir()
     (tmp_path / "s").mkdir()
-    for report, html, key in [(*detection_page(tmp_path / "d"), "per_class_ap"),
-                              (*segmentation_page(tmp_path / "s"), "per_class_iou")]:
+    for report, html, key in [
+        (*detection_page(tmp_path / "d"), "per_class_ap"),
+        (*segmentation_page(tmp_path / "s"), "per_class_iou"),
+    ]:
         page.set_content(html)
         head, *rows = table_of(page.locator("section#per-class table"))
         assert head == ["class", *(m["model"] for m in report["models"])]
@@ -212,7 +241,7 @@ def close(pixel: np.ndarray, colour: np.ndarray, tolerance: int = 40) -> bool:
 def edge(pixels: np.ndarray, box: list[float], scale: float) -> np.ndarray:
     """The pixels down the middle of a box's left edge (the class name sits above the box)."""
     x0, y0, _, y1 = (v * scale for v in box)
-    return pixels[round(y0 + 0.25 * (y1 - y0)):round(y1 - 0.25 * (y1 - y0)), round(x0)]
+    return pixels[round(y0 + 0.25 * (y1 - y0)) : round(y1 - 0.25 * (y1 - y0)), round(x0)]
 
 
 def test_detection_thumbnails_draw_each_models_boxes_in_the_legend_colours(page, tmp_path: Path):

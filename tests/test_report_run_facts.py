@@ -11,15 +11,35 @@ from orchestrator.compare import ModelRun, Truth
 from orchestrator.compare.page import MAX_PIPELINE_CHARS, run_facts
 
 NAMES = [f"{label}/{i}.jpg" for i, label in enumerate(["cat", "dog"] * 10)]
-PIPELINE = [{"operation": "compare_models", "parameters": {"results": [
-    {"operation": "model_inference", "parameters": {"model": "<b>a</b>", "data": {
-        "operation": "import_from_local", "parameters": {"path": "pets"}}}}]}}]
+PIPELINE = [
+    {
+        "operation": "compare_models",
+        "parameters": {
+            "results": [
+                {
+                    "operation": "model_inference",
+                    "parameters": {
+                        "model": "<b>a</b>",
+                        "data": {"operation": "import_from_local", "parameters": {"path": "pets"}},
+                    },
+                }
+            ]
+        },
+    }
+]
 
 
 def report_page(run: dict | None) -> str:
-    runs = [ModelRun(m, "image-classification", [{"name": n, "labels": [n.split("/")[0]], "scores": [1.0]}
-                                                 for n in NAMES], {"inputs": 20, "seconds": 1.0}, ["cat", "dog"])
-            for m in ("a", "b")]
+    runs = [
+        ModelRun(
+            m,
+            "image-classification",
+            [{"name": n, "labels": [n.split("/")[0]], "scores": [1.0]} for n in NAMES],
+            {"inputs": 20, "seconds": 1.0},
+            ["cat", "dog"],
+        )
+        for m in ("a", "b")
+    ]
     report = compare.compare(runs, Truth("classes", compare.labels_from_folders(NAMES), source="folders"))
     return compare.html_report(report, run=run)
 

@@ -66,10 +66,16 @@ def deploy(ctx: RunContext, name: Annotated[str, Field(description="a name")]) -
 CATALOG = Catalog.from_functions([make, join, deploy])
 PIPELINE = [
     {"operation": "deploy", "parameters": {"name": "m"}},
-    {"operation": "join", "parameters": {"parts": [
-        {"operation": "make", "parameters": {"name": "first"}},
-        {"operation": "make", "parameters": {"name": "second"}},
-        {"operation": "make", "parameters": {"name": "third"}}]}},
+    {
+        "operation": "join",
+        "parameters": {
+            "parts": [
+                {"operation": "make", "parameters": {"name": "first"}},
+                {"operation": "make", "parameters": {"name": "second"}},
+                {"operation": "make", "parameters": {"name": "third"}},
+            ]
+        },
+    },
 ]
 
 

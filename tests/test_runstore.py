@@ -25,8 +25,11 @@ BUCKET = "constellation-artifacts"
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch):
     """An in-process S3 (moto) with an empty bucket; a store under s3://BUCKET/team/a."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("CONSTELLATION_S3_ENDPOINT_URL", raising=False)
     with mock_aws():
@@ -45,7 +48,9 @@ def keys(client) -> list[str]:
 def test_the_root_chooses_the_store():
     assert isinstance(open_store("s3://bucket/some/prefix", endpoint_url="http://127.0.0.1:9"), S3RunStore)
     # The same root after a trip through pathlib.Path ("//" folded) is still the bucket, not a folder "s3:".
-    assert open_store(Path("s3://bucket/some/prefix"), endpoint_url="http://127.0.0.1:9").root == "s3://bucket/some/prefix"
+    assert (
+        open_store(Path("s3://bucket/some/prefix"), endpoint_url="http://127.0.0.1:9").root == "s3://bucket/some/prefix"
+    )
     assert isinstance(open_store("./.artifacts"), LocalRunStore)
     assert is_store_url("s3://b") and not is_store_url("/srv/s3/artifacts")
     with pytest.raises(ValueError, match="bucket"):
@@ -132,14 +137,19 @@ class Made(DataType):
         return {"type": "Made", "name": self.name, "uri": self.path.resolve().as_uri()}
 
 
-kept.register(Made, "tests.Made", lambda m: {"name": m.name, "path": m.path},
-              lambda f: Made(f.text("name"), f.path("path")))
+kept.register(
+    Made, "tests.Made", lambda m: {"name": m.name, "path": m.path}, lambda f: Made(f.text("name"), f.path("path"))
+)
 
 
 def test_kept_paths_are_remapped_to_the_reading_machine(tmp_path: Path):
     here, there = tmp_path / "here" / "runs", tmp_path / "there" / "runs"
-    output = {"made": Made("a", here / RUN_A / "nodes/k/a.txt"), "outside": Path("/srv/data/x.png"),
-              "text": str(here / RUN_A / "nodes/k/a.txt"), "other": "runs/elsewhere"}
+    output = {
+        "made": Made("a", here / RUN_A / "nodes/k/a.txt"),
+        "outside": Path("/srv/data/x.png"),
+        "text": str(here / RUN_A / "nodes/k/a.txt"),
+        "other": "runs/elsewhere",
+    }
     data = kept.Codec(here).dumps(output)
     assert str(here).encode() not in data, "no path of this machine is kept"
     loaded, refs = kept.Codec(there).loads(data)
@@ -150,8 +160,19 @@ def test_kept_paths_are_remapped_to_the_reading_machine(tmp_path: Path):
     assert refs == {f"{RUN_A}/nodes/k/a.txt"}
 
 
-@pytest.mark.parametrize("ref", ["../../etc/passwd", f"{RUN_A}/a//b", f"{RUN_A}/../x", f"{RUN_A}/", "not-a-run/x",
-                                 f"/{RUN_A}/x", f"{RUN_A}/a\\b", 7])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "../../etc/passwd",
+        f"{RUN_A}/a//b",
+        f"{RUN_A}/../x",
+        f"{RUN_A}/",
+        "not-a-run/x",
+        f"/{RUN_A}/x",
+        f"{RUN_A}/a\\b",
+        7,
+    ],
+)
 def test_a_kept_reference_out_of_the_runs_folder_is_refused(tmp_path: Path, ref):
     forged = json.dumps({"format": 1, "output": {"$t": "path", "ref": ref}}).encode()
     with pytest.raises(kept.BadKept):
@@ -191,10 +212,16 @@ CATALOG = Catalog.from_functions([write, join])
 def pipeline(third: str = "third") -> list:
     return [
         {"operation": "write", "parameters": {"name": "alone"}},
-        {"operation": "join", "parameters": {"parts": [
-            {"operation": "write", "parameters": {"name": "first"}},
-            {"operation": "write", "parameters": {"name": "second"}},
-            {"operation": "write", "parameters": {"name": third}}]}},
+        {
+            "operation": "join",
+            "parameters": {
+                "parts": [
+                    {"operation": "write", "parameters": {"name": "first"}},
+                    {"operation": "write", "parameters": {"name": "second"}},
+                    {"operation": "write", "parameters": {"name": third}},
+                ]
+            },
+        },
     ]
 
 
@@ -212,8 +239,9 @@ def run_on(store, run_id: str, parent: str | None, calls: Calls, seen: dict) -> 
 
     try:
         try:
-            outputs = execute(plan, CATALOG, RunContext(run_dir=folder.path, resources=calls), on_event,
-                              max_workers=2, reuse=kept)
+            outputs = execute(
+                plan, CATALOG, RunContext(run_dir=folder.path, resources=calls), on_event, max_workers=2, reuse=kept
+            )
         except InstructionFailed as failed:
             progress.fail(failed)
             raise
@@ -360,8 +388,13 @@ def test_a_full_disk_under_the_progress_file_does_not_hide_the_instructions_erro
     catalog = Catalog.from_functions([fill, write])
     store = LocalRunStore(small_disk)
     folder = runs.RunFolder.open(store, RUN_A)
-    plan = build_plan([{"operation": "fill", "parameters": {"name": "filler"}},
-                       {"operation": "write", "parameters": {"name": "after"}}], catalog)
+    plan = build_plan(
+        [
+            {"operation": "fill", "parameters": {"name": "filler"}},
+            {"operation": "write", "parameters": {"name": "after"}},
+        ],
+        catalog,
+    )
     progress = runs.ProgressLog(folder, plan)  # written while there is room
     kept = runs.KeptOutputs(folder, None)
 
@@ -370,8 +403,14 @@ def test_a_full_disk_under_the_progress_file_does_not_hide_the_instructions_erro
         progress.record(event)
 
     with pytest.raises(InstructionFailed) as failed:
-        execute(plan, catalog, RunContext(run_dir=folder.path, resources=Calls(failing=set())), on_event,
-                max_workers=1, reuse=kept)
+        execute(
+            plan,
+            catalog,
+            RunContext(run_dir=folder.path, resources=Calls(failing=set())),
+            on_event,
+            max_workers=1,
+            reuse=kept,
+        )
     progress.fail(failed.value)
     assert failed.value.path == "/instructions/1" and failed.value.operation == "write"
     assert "No space left on device" in str(failed.value)

@@ -277,9 +277,17 @@ def store_run(tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.Monkey
 REFUSED = "CONSTELLATION_ARTIFACT_ROOT keeps runs under s3://{bucket}/team/constellation/runs/; choose another"
 
 
-@pytest.mark.parametrize("prefix", ["team/constellation/runs", "team/constellation/runs/", "/team/constellation/runs",
-                                    "team//constellation/runs", "team/./constellation/runs",
-                                    "team/x/../constellation/runs"])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "team/constellation/runs",
+        "team/constellation/runs/",
+        "/team/constellation/runs",
+        "team//constellation/runs",
+        "team/./constellation/runs",
+        "team/x/../constellation/runs",
+    ],
+)
 def test_an_export_into_the_run_store_is_refused(store_run, client, bucket, tmp_path, prefix):
     data = files(tmp_path, {"kept/manifest.json": b"{}"})  # what would land on the run's own manifest
     with pytest.raises(OperationError, match=REFUSED.format(bucket=bucket)):
@@ -296,10 +304,18 @@ def test_an_export_beside_the_run_store_is_written(store_run, client, bucket, tm
     assert ops.export_to_s3(store_run, data, bucket, prefix="team/constellation/runsheet").items
 
 
-@pytest.mark.parametrize("where", [{"prefix": ""}, {"prefix": "team/"}, {"prefix": "team/constellation/ru"},
-                                   {"prefix": "team/constellation/runs/"}, {"prefix": "team//constellation/runs/x"},
-                                   {"key": "team/constellation/runs/x/kept/manifest.json"},
-                                   {"key": "team/constellation/./runs/x/results.json"}])
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"prefix": ""},
+        {"prefix": "team/"},
+        {"prefix": "team/constellation/ru"},
+        {"prefix": "team/constellation/runs/"},
+        {"prefix": "team//constellation/runs/x"},
+        {"key": "team/constellation/runs/x/kept/manifest.json"},
+        {"key": "team/constellation/./runs/x/results.json"},
+    ],
+)
 def test_an_import_from_the_run_store_is_refused(store_run, client, bucket, where):
     client.put_object(Bucket=bucket, Key="team/constellation/runs/x/results.json", Body=b"{}")
     with pytest.raises(OperationError, match=REFUSED.format(bucket=bucket)):

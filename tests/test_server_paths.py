@@ -37,10 +37,14 @@ def test_errors_name_files_relative_to_the_servers_folders(stack: Stack, api: ht
         assert refused.status_code == 422, refused.text
         answers.append(refused.text)
     failing = {
-        "the data root": {"operation": "resize_image", "parameters": {
-            "width": 8, "height": 8, "data": imported("docs-22/notes.png")}},
-        "the models root": {"operation": "deploy_model", "parameters": {
-            "model": "corrupt-22", "task": "tabular-classification", "source": "corrupt-22.onnx"}},
+        "the data root": {
+            "operation": "resize_image",
+            "parameters": {"width": 8, "height": 8, "data": imported("docs-22/notes.png")},
+        },
+        "the models root": {
+            "operation": "deploy_model",
+            "parameters": {"model": "corrupt-22", "task": "tabular-classification", "source": "corrupt-22.onnx"},
+        },
     }
     said: dict[str, str] = {}
     for where, instruction in failing.items():
@@ -71,5 +75,7 @@ def test_a_full_disk_names_the_file_relative_to_the_artifact_root(tmp_path: Path
     context = RunContext(run_dir=run_dir, redact=redactor([(artifact_root, "the artifact root")]))
     with pytest.raises(InstructionFailed) as failed:
         execute(build_plan([{"operation": "fill", "parameters": {"name": "x.png"}}], catalog), catalog, context)
-    assert failed.value.message == (f"no space left on the server's disk (writing runs/{run_dir.name}/x.png): "
-                                    f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}")
+    assert failed.value.message == (
+        f"no space left on the server's disk (writing runs/{run_dir.name}/x.png): "
+        f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}"
+    )

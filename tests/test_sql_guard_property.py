@@ -36,19 +36,69 @@ from orchestrator.engine import OperationError
 from orchestrator.sources.databases import ImportLimits, import_rows
 from services_databases import PG_ADMIN_URL, SessionDatabases
 
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, print_blob=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 TIME_LIMIT_S = 2.0
 
-ALLOWED = ["lower", "upper", "length", "md5", "abs", "count", "coalesce", "to_char", "now", "generate_series",
-           "jsonb_build_object", "st_area", "string_agg", "row_number"]
-HARMFUL = ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_sleep", "pg_sleep_for",
-           "set_config", "current_setting", "pg_terminate_backend", "pg_cancel_backend", "pg_advisory_lock",
-           "lo_import", "lo_export", "lo_get", "dblink", "crosstab", "query_to_xml", "database_to_xml",
-           "txid_current", "setval", "nextval", "pg_notify", "pg_reload_conf", "pg_stat_get_activity"]
-RELATIONS = ["pg_stat_activity", "pg_catalog.pg_stat_activity", "pg_authid", "pg_settings", "pg_largeobject",
-             "information_schema.tables", "pg_tables", '"pg_stat_activity"', 'U&"pg\\005fauthid"']
+ALLOWED = [
+    "lower",
+    "upper",
+    "length",
+    "md5",
+    "abs",
+    "count",
+    "coalesce",
+    "to_char",
+    "now",
+    "generate_series",
+    "jsonb_build_object",
+    "st_area",
+    "string_agg",
+    "row_number",
+]
+HARMFUL = [
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "pg_sleep",
+    "pg_sleep_for",
+    "set_config",
+    "current_setting",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_advisory_lock",
+    "lo_import",
+    "lo_export",
+    "lo_get",
+    "dblink",
+    "crosstab",
+    "query_to_xml",
+    "database_to_xml",
+    "txid_current",
+    "setval",
+    "nextval",
+    "pg_notify",
+    "pg_reload_conf",
+    "pg_stat_get_activity",
+]
+RELATIONS = [
+    "pg_stat_activity",
+    "pg_catalog.pg_stat_activity",
+    "pg_authid",
+    "pg_settings",
+    "pg_largeobject",
+    "information_schema.tables",
+    "pg_tables",
+    '"pg_stat_activity"',
+    'U&"pg\\005fauthid"',
+]
 
 
 @dataclass
@@ -106,8 +156,20 @@ def target(test_databases: SessionDatabases, tmp_path_factory: pytest.TempPathFa
     victim = victim_engine.connect()
     try:
         pid = victim.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        yield Target(engine, admin, victim, pid, role, canary, folder, secret_path, secret, listed, written_path,
-                     marker=f"pwned_{tag}")
+        yield Target(
+            engine,
+            admin,
+            victim,
+            pid,
+            role,
+            canary,
+            folder,
+            secret_path,
+            secret,
+            listed,
+            written_path,
+            marker=f"pwned_{tag}",
+        )
     finally:
         victim.close()
         engine.dispose()
@@ -166,21 +228,32 @@ def literal(draw, text: str) -> str:
 
 @st.composite
 def argument(draw, target: Target) -> str:
-    return draw(st.one_of(
-        literal(str(target.secret_path)), literal(str(target.written_path)), literal("statement_timeout"),
-        literal("0"), literal("SELECT 1"), st.just(str(target.victim_pid)), st.sampled_from(["1", "5", "true",
-                                                                                            "NULL", "id", "word"]),
-    ))
+    return draw(
+        st.one_of(
+            literal(str(target.secret_path)),
+            literal(str(target.written_path)),
+            literal("statement_timeout"),
+            literal("0"),
+            literal("SELECT 1"),
+            st.just(str(target.victim_pid)),
+            st.sampled_from(["1", "5", "true", "NULL", "id", "word"]),
+        )
+    )
 
 
 def harmful_calls(target: Target) -> list[tuple[str, list[str]]]:
     """Calls whose harm the checks after each query would see, had they run."""
     return [
-        ("pg_read_file", [str(target.secret_path)]), ("pg_read_binary_file", [str(target.secret_path)]),
-        ("pg_ls_dir", [str(target.folder)]), ("pg_sleep", ["5"]), ("pg_sleep_for", ["5 seconds"]),
+        ("pg_read_file", [str(target.secret_path)]),
+        ("pg_read_binary_file", [str(target.secret_path)]),
+        ("pg_ls_dir", [str(target.folder)]),
+        ("pg_sleep", ["5"]),
+        ("pg_sleep_for", ["5 seconds"]),
         ("set_config", ["application_name", target.marker, "false"]),
-        ("pg_terminate_backend", [str(target.victim_pid)]), ("pg_cancel_backend", [str(target.victim_pid)]),
-        ("pg_advisory_lock", ["42"]), ("lo_export", ["1", str(target.written_path)]),
+        ("pg_terminate_backend", [str(target.victim_pid)]),
+        ("pg_cancel_backend", [str(target.victim_pid)]),
+        ("pg_advisory_lock", ["42"]),
+        ("lo_export", ["1", str(target.written_path)]),
         ("query_to_xml", [f"SELECT pg_read_file('{target.secret_path}')", "true", "false", ""]),
     ]
 
@@ -210,12 +283,22 @@ def call(draw, target: Target) -> str:
 def query(draw, target: Target) -> str:
     relation = draw(st.sampled_from(RELATIONS + [target.canary] * 3))
     expression = draw(call(target))
-    shape = draw(st.sampled_from([
-        "SELECT {e} AS v", "SELECT {e} AS v FROM {r} LIMIT 3", "SELECT * FROM {e} AS t LIMIT 3",
-        "SELECT v FROM (SELECT {e} AS v) AS s", "WITH c AS (SELECT {e} AS v) SELECT * FROM c",
-        "SELECT count(*) AS n FROM {r}", "SELECT id, {e} AS v FROM {r} ORDER BY 1", "EXPLAIN SELECT {e}",
-        "SELECT 1 AS one WHERE {e} IS NOT NULL", "TABLE {r}",
-    ]))
+    shape = draw(
+        st.sampled_from(
+            [
+                "SELECT {e} AS v",
+                "SELECT {e} AS v FROM {r} LIMIT 3",
+                "SELECT * FROM {e} AS t LIMIT 3",
+                "SELECT v FROM (SELECT {e} AS v) AS s",
+                "WITH c AS (SELECT {e} AS v) SELECT * FROM c",
+                "SELECT count(*) AS n FROM {r}",
+                "SELECT id, {e} AS v FROM {r} ORDER BY 1",
+                "EXPLAIN SELECT {e}",
+                "SELECT 1 AS one WHERE {e} IS NOT NULL",
+                "TABLE {r}",
+            ]
+        )
+    )
     text = shape.format(e=expression, r=relation)
     before = draw(st.sampled_from(["", "/* lead */ ", "-- lead\n", "  "]))
     after = draw(st.sampled_from(["", ";", " ; -- end", "\n"]))
@@ -232,8 +315,10 @@ def canary_rows(target: Target) -> list[tuple]:
 
 def session_state(target: Target) -> tuple:
     with target.engine.connect() as conn:
-        return tuple(conn.exec_driver_sql(f"SHOW {name}").scalar()
-                     for name in ("statement_timeout", "search_path", "default_transaction_read_only"))
+        return tuple(
+            conn.exec_driver_sql(f"SHOW {name}").scalar()
+            for name in ("statement_timeout", "search_path", "default_transaction_read_only")
+        )
 
 
 def alive(session: sa.Connection) -> bool:
@@ -247,7 +332,9 @@ def advisory_locks(target: Target) -> int:
     with target.admin.connect() as conn:
         return conn.exec_driver_sql(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND a.usename = %(role)s", {"role": target.role}).scalar()
+            "WHERE l.locktype = 'advisory' AND a.usename = %(role)s",
+            {"role": target.role},
+        ).scalar()
 
 
 def test_random_queries_are_refused_or_harmless(target: Target, tmp_path: Path):

@@ -47,8 +47,9 @@ def stac_python() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two sessions at once: one installs, the other waits
         if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True,
-                           timeout=900)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True, timeout=900
+            )
             stamp.write_text(wanted)
     return python
 
@@ -67,8 +68,12 @@ def database() -> Iterator[str]:
     try:
         with sa.create_engine(url, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
-        subprocess.run([str(stac_python()), "-m", "pypgstac.pypgstac", "migrate", "--dsn", dsn], check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [str(stac_python()), "-m", "pypgstac.pypgstac", "migrate", "--dsn", dsn],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         yield dsn
     finally:
         with admin.connect() as conn:
@@ -96,8 +101,10 @@ def stac_api(database: str, assets_server: tuple[HTTPServer, Path], tmp_path_fac
     """The STAC API's root URL, its items loaded."""
     server, folder = assets_server
     scene = wgs84_bounds(folder / "B04.tif")
-    bands = {"B04": (server.url_for("/B04.tif"), [("B04", "red")]),
-             "B08": (server.url_for("/B08.tif"), [("B08", "nir")])}
+    bands = {
+        "B04": (server.url_for("/B04.tif"), [("B04", "red")]),
+        "B08": (server.url_for("/B08.tif"), [("B08", "nir")]),
+    }
     items = [
         item("A-june-clear", scene, "2024-06-05T10:00:00+00:00", 3.0, bands, COLLECTION),
         item("B-june-cloudy", scene, "2024-06-20T10:00:00+00:00", 70.0, bands, COLLECTION),
@@ -108,24 +115,53 @@ def stac_api(database: str, assets_server: tuple[HTTPServer, Path], tmp_path_fac
     work = tmp_path_factory.mktemp("pgstac")
     python = stac_python()
     for collection in (COLLECTION, "other"):
-        (work / f"{collection}.json").write_text(json.dumps({
-            "type": "Collection", "stac_version": "1.0.0", "id": collection, "description": "test scenes",
-            "license": "CC0-1.0", "links": [],
-            "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
-                       "temporal": {"interval": [["2024-01-01T00:00:00Z", None]]}},
-        }))
+        (work / f"{collection}.json").write_text(
+            json.dumps(
+                {
+                    "type": "Collection",
+                    "stac_version": "1.0.0",
+                    "id": collection,
+                    "description": "test scenes",
+                    "license": "CC0-1.0",
+                    "links": [],
+                    "extent": {
+                        "spatial": {"bbox": [[-180, -90, 180, 90]]},
+                        "temporal": {"interval": [["2024-01-01T00:00:00Z", None]]},
+                    },
+                }
+            )
+        )
         _pypgstac(python, database, "collections", work / f"{collection}.json")
     (work / "items.ndjson").write_text("\n".join(json.dumps(one.to_dict(include_self_link=False)) for one in items))
     _pypgstac(python, database, "items", work / "items.ndjson")
 
     port = free_port()
     url = sa.make_url(database)
-    env = {**os.environ, "PGUSER": url.username or "postgres", "PGPASSWORD": url.password or "unused",
-           "PGHOST": url.host or "127.0.0.1", "PGPORT": str(url.port or 5432), "PGDATABASE": url.database or ""}
+    env = {
+        **os.environ,
+        "PGUSER": url.username or "postgres",
+        "PGPASSWORD": url.password or "unused",
+        "PGHOST": url.host or "127.0.0.1",
+        "PGPORT": str(url.port or 5432),
+        "PGDATABASE": url.database or "",
+    }
     log = (work / "server.log").open("w")
     process = subprocess.Popen(
-        [str(python), "-m", "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            str(python),
+            "-m",
+            "uvicorn",
+            "stac_fastapi.pgstac.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     root = f"http://127.0.0.1:{port}/"
     try:
         _wait_until_up(root, process, work / "server.log")
@@ -137,8 +173,12 @@ def stac_api(database: str, assets_server: tuple[HTTPServer, Path], tmp_path_fac
 
 
 def _pypgstac(python: Path, dsn: str, table: str, path: Path) -> None:
-    subprocess.run([str(python), "-m", "pypgstac.pypgstac", "load", table, str(path), "--dsn", dsn,
-                    "--method", "upsert"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [str(python), "-m", "pypgstac.pypgstac", "load", table, str(path), "--dsn", dsn, "--method", "upsert"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def _wait_until_up(root: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
@@ -158,8 +198,9 @@ def _wait_until_up(root: str, process: subprocess.Popen, log: Path, timeout_s: f
 @pytest.fixture
 def ctx(tmp_path: Path) -> RunContext:
     (tmp_path / "data").mkdir()
-    workspace = Workspace(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "art"),
-                          url_allow_private=True)  # the test servers listen on 127.0.0.1
+    workspace = Workspace(
+        data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "art"), url_allow_private=True
+    )  # the test servers listen on 127.0.0.1
     return RunContext(run_dir=tmp_path / "run", resources=SimpleNamespace(workspace=workspace))
 
 
@@ -173,8 +214,9 @@ def ids(files) -> list[str]:
 
 
 def test_search_by_bbox_datetime_and_collection(ctx, stac_api, bbox):
-    files = ops.import_from_stac(ctx, stac_api, collections=[COLLECTION], bbox=bbox,
-                                 datetime="2024-06-01/2024-06-30", assets=["B08"])
+    files = ops.import_from_stac(
+        ctx, stac_api, collections=[COLLECTION], bbox=bbox, datetime="2024-06-01/2024-06-30", assets=["B08"]
+    )
     assert ids(files) == ["A-june-clear", "B-june-cloudy"]  # not July's, not the one far away, not "other"
     ref = next(r for r in files if r.meta["stac_item"]["id"] == "A-june-clear")
     assert ref.name == "A-june-clear/B08.tif"
@@ -183,21 +225,28 @@ def test_search_by_bbox_datetime_and_collection(ctx, stac_api, bbox):
 
 
 def test_search_with_the_query_extension(ctx, stac_api, bbox):
-    files = ops.import_from_stac(ctx, stac_api, collections=[COLLECTION], bbox=bbox,
-                                 query={"eo:cloud_cover": {"lt": 20}}, assets=["B04"])
+    files = ops.import_from_stac(
+        ctx, stac_api, collections=[COLLECTION], bbox=bbox, query={"eo:cloud_cover": {"lt": 20}}, assets=["B04"]
+    )
     assert ids(files) == ["A-june-clear", "C-july"]
 
 
 def test_search_with_a_cql2_json_filter(ctx, stac_api, bbox):
-    moderate = {"op": "and", "args": [{"op": ">=", "args": [{"property": "eo:cloud_cover"}, 5]},
-                                      {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}]}
+    moderate = {
+        "op": "and",
+        "args": [
+            {"op": ">=", "args": [{"property": "eo:cloud_cover"}, 5]},
+            {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]},
+        ],
+    }
     files = ops.import_from_stac(ctx, stac_api, bbox=bbox, filter=moderate, assets=["B04"])
     assert ids(files) == ["C-july"]
 
 
 def test_max_items_and_stack_over_an_api(ctx, stac_api, bbox):
-    files = ops.import_from_stac(ctx, stac_api, collections=["other", COLLECTION], bbox=bbox,
-                                 assets=["B08", "B04"], stack=True, max_items=2)
+    files = ops.import_from_stac(
+        ctx, stac_api, collections=["other", COLLECTION], bbox=bbox, assets=["B08", "B04"], stack=True, max_items=2
+    )
     assert len(files) == 2 and all(ref.meta["bands"] == ["nir", "red"] for ref in files)
     assert all(ref.name == f"{ref.meta['stac_item']['id']}.tif" for ref in files)
 

@@ -66,9 +66,13 @@ def one_item_catalog(folder: Path, scene: Path, assets: dict = RED_NIR, **item_a
         target = folder / "S2A_1" / href
         if not target.exists():
             target.write_bytes((scene / Path(href).name).read_bytes())
-    made = item("S2A_1", wgs84_bounds(scene / "B04.tif"), item_args.get("when", "2024-06-01T10:00:00+00:00"),
-                item_args.get("cloud", 5.0),
-                {key: (str(folder / "S2A_1" / href), bands) for key, (href, bands) in assets.items()})
+    made = item(
+        "S2A_1",
+        wgs84_bounds(scene / "B04.tif"),
+        item_args.get("when", "2024-06-01T10:00:00+00:00"),
+        item_args.get("cloud", 5.0),
+        {key: (str(folder / "S2A_1" / href), bands) for key, (href, bands) in assets.items()},
+    )
     return catalog(folder, [made])
 
 
@@ -89,9 +93,12 @@ def window_of(path: Path, bbox: list[float]) -> tuple[np.ndarray, Window]:
     with rasterio.open(path) as src:
         exact = from_bounds(*transform_bounds("EPSG:4326", src.crs, *bbox, densify_pts=21), transform=src.transform)
         window = Window(int(np.floor(exact.col_off + 1e-9)), int(np.floor(exact.row_off + 1e-9)), 0, 0)
-        window = Window(window.col_off, window.row_off,
-                        int(np.ceil(exact.col_off + exact.width - 1e-9)) - window.col_off,
-                        int(np.ceil(exact.row_off + exact.height - 1e-9)) - window.row_off)
+        window = Window(
+            window.col_off,
+            window.row_off,
+            int(np.ceil(exact.col_off + exact.width - 1e-9)) - window.col_off,
+            int(np.ceil(exact.row_off + exact.height - 1e-9)) - window.row_off,
+        )
         return src.read(window=window), window
 
 
@@ -112,8 +119,13 @@ def test_a_bbox_reads_its_window_from_a_remote_cog_with_names_bands_and_item(ctx
         assert ref.meta["crs"] == "EPSG:32633"
         assert ref.meta["width"] == window.width and ref.meta["dtype"] == "uint16" and ref.meta["nodata"] == 0
         assert ref.meta["bands"] == [{"B04": "red", "B08": "nir"}[key]]
-        assert ref.meta["stac_item"] == {"id": "S2A_1", "collection": None, "datetime": "2024-06-01T10:00:00Z",
-                                         "bbox": pytest.approx(wgs84_bounds(scene / "B04.tif")), "eo:cloud_cover": 5.0}
+        assert ref.meta["stac_item"] == {
+            "id": "S2A_1",
+            "collection": None,
+            "datetime": "2024-06-01T10:00:00Z",
+            "bbox": pytest.approx(wgs84_bounds(scene / "B04.tif")),
+            "eo:cloud_cover": 5.0,
+        }
     with rasterio.open(files[0].path) as got:
         assert got.tags(1) == {"name": "B08", "common_name": "nir"}  # STAC's band name kept beside the common name
 
@@ -153,8 +165,11 @@ def test_a_server_that_ignores_range_costs_a_whole_download_with_the_same_window
     expected, _ = window_of(scene / "B04.tif", bbox)
     with rasterio.open(ref.path) as got:
         assert np.array_equal(got.read(), expected)
-    asked = [(request.headers.get("Range"), response.status_code) for request, response in httpserver.log
-             if request.path == "/S2A_1/B04.tif"]
+    asked = [
+        (request.headers.get("Range"), response.status_code)
+        for request, response in httpserver.log
+        if request.path == "/S2A_1/B04.tif"
+    ]
     assert asked[0][0] is not None and asked[0][1] == 200  # a range asked for, the whole file answered
     assert not any((ctx.node_dir / ".whole").iterdir())  # the whole download is not left behind
 
@@ -183,8 +198,9 @@ def test_a_private_address_is_refused_before_any_request(tmp_path, data, served)
 def test_a_catalog_over_http_may_not_name_the_servers_files(ctx, tmp_path, httpserver):
     secret = tmp_path / "secret.tif"
     write_cog(secret, 64)
-    made = item("leak", [14.9, 45.0, 15.1, 45.2], "2024-06-01T00:00:00+00:00", 1.0,
-                {"B04": (secret.as_uri(), [("B04", "red")])})  # file:///...: a file of the server
+    made = item(
+        "leak", [14.9, 45.0, 15.1, 45.2], "2024-06-01T00:00:00+00:00", 1.0, {"B04": (secret.as_uri(), [("B04", "red")])}
+    )  # file:///...: a file of the server
     made.set_self_href(None)
     httpserver.expect_request("/leak.json").respond_with_json(made.to_dict(include_self_link=False))
     with pytest.raises(OperationError, match="not an http\\(s\\) URL; refused"):
@@ -200,17 +216,34 @@ def test_a_local_catalog_is_read_as_files_with_bbox_datetime_and_query(ctx, data
     write_cog(folder / "july" / "B04.tif", 256, seed=2)
     footprint = wgs84_bounds(folder / "june" / "B04.tif")
     items = [
-        item("june", footprint, "2024-06-10T10:00:00+00:00", 4.0, {"B04": (str(folder / "june" / "B04.tif"),
-                                                                           [("B04", "red")])}),
-        item("july", footprint, "2024-07-10T10:00:00+00:00", 60.0, {"B04": (str(folder / "july" / "B04.tif"),
-                                                                            [("B04", "red")])}),
-        item("away", [-70.0, -10.0, -69.0, -9.0], "2024-06-10T10:00:00+00:00", 1.0,
-             {"B04": (str(folder / "june" / "B04.tif"), [("B04", "red")])}),
+        item(
+            "june",
+            footprint,
+            "2024-06-10T10:00:00+00:00",
+            4.0,
+            {"B04": (str(folder / "june" / "B04.tif"), [("B04", "red")])},
+        ),
+        item(
+            "july",
+            footprint,
+            "2024-07-10T10:00:00+00:00",
+            60.0,
+            {"B04": (str(folder / "july" / "B04.tif"), [("B04", "red")])},
+        ),
+        item(
+            "away",
+            [-70.0, -10.0, -69.0, -9.0],
+            "2024-06-10T10:00:00+00:00",
+            1.0,
+            {"B04": (str(folder / "june" / "B04.tif"), [("B04", "red")])},
+        ),
     ]
     catalog(folder, items)
     scene_box = footprint
     assert [r.name for r in ops.import_from_stac(ctx, "stac/catalog.json", bbox=scene_box)] == [
-        "june/B04.tif", "july/B04.tif"]
+        "june/B04.tif",
+        "july/B04.tif",
+    ]
     june = ops.import_from_stac(ctx, "stac", bbox=scene_box, datetime="2024-06").refs  # a folder: its catalog.json
     assert [r.name for r in june] == ["june/B04.tif"]
     assert june[0].path.read_bytes() != b"" and june[0].meta["stac_item"]["id"] == "june"
@@ -253,14 +286,17 @@ def test_stack_puts_bands_in_the_order_asked_on_the_finest_grid(ctx, data, scene
     [ref] = ops.import_from_stac(ctx, "stac/catalog.json", bbox=bbox, assets=["B11", "B04"], stack=True)
     assert ref.name == "S2A_1.tif"
     red, window = window_of(scene / "B04.tif", bbox)
-    with (rasterio.open(ref.path) as got, rasterio.open(scene / "B04.tif") as fine,
-          rasterio.open(scene / "B11.tif") as coarse):
+    with (
+        rasterio.open(ref.path) as got,
+        rasterio.open(scene / "B04.tif") as fine,
+        rasterio.open(scene / "B11.tif") as coarse,
+    ):
         assert got.count == 2 and got.descriptions == ("swir16", "red")
         assert got.transform == fine.window_transform(window) and got.crs == fine.crs  # the 10 m grid
         assert np.array_equal(got.read(2), red[0])
         # Each 10 m pixel takes the 20 m pixel it lies in (nearest): rows and columns halved.
-        rows = (np.arange(window.row_off, window.row_off + window.height) // 2)
-        cols = (np.arange(window.col_off, window.col_off + window.width) // 2)
+        rows = np.arange(window.row_off, window.row_off + window.height) // 2
+        cols = np.arange(window.col_off, window.col_off + window.width) // 2
         assert np.array_equal(got.read(1), coarse.read(1)[np.ix_(rows, cols)])
     assert ref.meta["bands"] == ["swir16", "red"]
     # A band answers to STAC's own name as well as its common name.
@@ -281,10 +317,13 @@ def test_a_bbox_out_of_range_is_refused_before_launch():
     assert "/instructions/0/parameters/bbox" in str(refused.value.problems)
 
 
-@pytest.mark.parametrize(("bbox", "message"), [
-    ([15.0, 46.0, 16.0, 45.0], "bbox south 46.0 must be below north 45.0"),
-    ([16.0, 45.0, 15.0, 46.0], "bbox west 16.0 must be left of east 15.0"),
-])
+@pytest.mark.parametrize(
+    ("bbox", "message"),
+    [
+        ([15.0, 46.0, 16.0, 45.0], "bbox south 46.0 must be below north 45.0"),
+        ([16.0, 45.0, 15.0, 46.0], "bbox west 16.0 must be left of east 15.0"),
+    ],
+)
 def test_a_bbox_out_of_order_is_refused(ctx, bbox, message):
     with pytest.raises(OperationError, match=message):
         ops.import_from_stac(ctx, "stac/catalog.json", bbox=bbox)
@@ -316,4 +355,3 @@ def test_a_bbox_outside_the_scene_is_refused_naming_the_asset(ctx, data):
     catalog(data / "stac", [item("wide", footprint, "2024-06-01T00:00:00+00:00", 1.0, {"B04": (str(raster), [])})])
     with pytest.raises(OperationError, match=r"bbox \[.*\] lies outside asset 'B04' of item 'wide', which covers"):
         ops.import_from_stac(ctx, "stac/catalog.json", bbox=[east + 0.2, south, east + 0.5, north])
-

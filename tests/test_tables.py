@@ -56,8 +56,9 @@ def test_files_of_other_columns_are_refused_naming_the_file(tmp_path: Path):
     other = tmp_path / "two" / "other.jsonl"
     other.write_text('{"name": "c", "z": 1}\n')
     with pytest.raises(OperationError, match="'other.jsonl' has columns"):
-        tables.read_tables([write(tmp_path, "jsonl"), FileRef("other.jsonl", other)], tmp_path / "o.jsonl", "auto",
-                           lambda: None)
+        tables.read_tables(
+            [write(tmp_path, "jsonl"), FileRef("other.jsonl", other)], tmp_path / "o.jsonl", "auto", lambda: None
+        )
 
 
 def test_a_feature_that_is_not_a_number_names_the_row_and_column():
@@ -83,8 +84,12 @@ def test_duplicate_row_keys_are_refused(tmp_path: Path):
 
 def test_truth_from_a_table_refuses_duplicates_missing_columns_and_non_numbers(tmp_path: Path):
     with pytest.raises(OperationError, match="truth key 'a' appears twice"):
-        truth.from_table(table_of(tmp_path, [{"name": "a", "label": "x"}, {"name": "a", "label": "y"}]),
-                         "text-classification", "name", "label")
+        truth.from_table(
+            table_of(tmp_path, [{"name": "a", "label": "x"}, {"name": "a", "label": "y"}]),
+            "text-classification",
+            "name",
+            "label",
+        )
     with pytest.raises(OperationError, match="'label' are not in the table"):
         truth.from_table(table_of(tmp_path, [{"name": "a"}]), "text-classification", "name", "label")
     with pytest.raises(OperationError, match="holds 'big', not a number"):

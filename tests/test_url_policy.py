@@ -54,18 +54,21 @@ def test_the_server_can_allow_private_addresses():
 # Issue 11, item 8: IPv6 forms that embed an internal IPv4 address, which `is_global` lets through
 
 
-@pytest.mark.parametrize("address", [
-    "::127.0.0.1",  # IPv4-compatible (deprecated)
-    "::ffff:127.0.0.1",  # IPv4-mapped
-    "::ffff:0:7f00:1",  # IPv4-translated (SIIT), 127.0.0.1
-    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
-    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the metadata service
-    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
-    "64:ff9b:1::808:808",  # local-use NAT64: never public
-    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
-    "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
-    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::127.0.0.1",  # IPv4-compatible (deprecated)
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "::ffff:0:7f00:1",  # IPv4-translated (SIIT), 127.0.0.1
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the metadata service
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::808:808",  # local-use NAT64: never public
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    ],
+)
 def test_ipv6_forms_of_internal_ipv4_addresses_are_refused(address: str):
     with pytest.raises(OperationError, match="non-public address"):
         check_address(f"http://[{address}]/x", allow_private=False)
@@ -180,16 +183,21 @@ def test_tls_still_checks_the_certificate_against_the_host_name(tmp_path: Path, 
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rebind.test")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("rebind.test")]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))  # the client trusts this certificate only

@@ -36,9 +36,7 @@ def test_a_valid_chain_is_planned():
         local("other"),
         instruction(
             "batch_formatted_data",
-            data=instruction(
-                "resize_image", data=instruction("dict_to_list", data=local()), width=3, height=4
-            ),
+            data=instruction("resize_image", data=instruction("dict_to_list", data=local()), width=3, height=4),
             batch_size=2,
         ),
     ]
@@ -91,16 +89,13 @@ def test_unknown_parameter_is_reported_with_a_suggestion():
     assert found == [
         (
             "/instructions/0/parameters/heigth",
-            "unknown parameter 'heigth' of resize_image; did you mean 'height'? "
-            "it takes: data, width, height",
+            "unknown parameter 'heigth' of resize_image; did you mean 'height'? it takes: data, width, height",
         )
     ]
 
 
 def test_unknown_parameter_name_is_escaped_in_the_pointer():
-    assert paths([instruction("import_from_local", path="a", **{"a/b": 1})]) == [
-        "/instructions/0/parameters/a~1b"
-    ]
+    assert paths([instruction("import_from_local", path="a", **{"a/b": 1})]) == ["/instructions/0/parameters/a~1b"]
 
 
 def test_missing_required_parameter_is_reported_on_the_parameters_object():
@@ -150,9 +145,7 @@ def test_instruction_where_a_literal_is_required_is_refused():
     ]
 
 
-@pytest.mark.parametrize(
-    ("item", "kind"), [(3, "a number"), ("x", "a string"), (None, "null"), ([], "a list")]
-)
+@pytest.mark.parametrize(("item", "kind"), [(3, "a number"), ("x", "a string"), (None, "null"), ([], "a list")])
 def test_an_instruction_that_is_not_an_object_is_refused(item, kind):
     [(path, message)] = problems([local(), item])
     assert path == "/instructions/1"
@@ -175,9 +168,7 @@ def test_malformed_instruction_objects_are_reported_at_their_keys():
 
 
 def test_instruction_depth_limit():
-    three_deep = [
-        instruction("resize_image", data=instruction("dict_to_list", data=local()), width=1, height=1)
-    ]
+    three_deep = [instruction("resize_image", data=instruction("dict_to_list", data=local()), width=1, height=1)]
     assert build_plan(three_deep, CATALOG, Limits(max_instruction_depth=3))
     [(path, message)] = problems(three_deep, Limits(max_instruction_depth=2))
     assert path == "/instructions/0/parameters/data/parameters/data"
@@ -187,9 +178,7 @@ def test_instruction_depth_limit():
 def test_node_count_limit_counts_nested_instructions_and_reports_once():
     pipeline = [instruction("dict_to_list", data=local("a")), local("b"), local("c"), local("d")]  # 5 nodes
     assert build_plan(pipeline, CATALOG, Limits(max_nodes=5))
-    assert problems(pipeline, Limits(max_nodes=3)) == [
-        ("/instructions/2", "more than 3 instructions in one pipeline")
-    ]
+    assert problems(pipeline, Limits(max_nodes=3)) == [("/instructions/2", "more than 3 instructions in one pipeline")]
 
 
 def test_errors_inside_nested_instructions_of_an_unknown_operation_are_still_reported():
@@ -249,6 +238,7 @@ def test_identical_top_level_instructions_are_not_merged():
 
 # ---- what only the server knows, checked before launch through the real stack (its code location) ----------
 
+
 def test_validate_answers_every_server_side_mistake_at_once_with_its_pointer(api):
     """Each of these used to pass /validate and fail 2-27 s into a run; the gateway itself knows none of them."""
     samples = instruction("import_from_local", path="samples")
@@ -292,8 +282,10 @@ def test_validate_answers_every_server_side_mistake_at_once_with_its_pointer(api
 def test_a_model_deployed_earlier_or_held_by_the_server_passes(api):
     """model_inference is fine after a deploy_model of its model; the deployed model's source must exist."""
     samples = instruction("import_from_local", path="samples")
-    pipeline = [instruction("deploy_model", model="fire-vit-a"),
-                instruction("model_inference", model="fire-vit-a", data=samples)]
+    pipeline = [
+        instruction("deploy_model", model="fire-vit-a"),
+        instruction("model_inference", model="fire-vit-a", data=samples),
+    ]
     answer = api.post("/validate", json={"instructions": pipeline})
     assert answer.status_code == 200, answer.text
     deleted = [*pipeline[:1], instruction("delete_model", model="fire-vit-a"), pipeline[1]]
@@ -312,11 +304,14 @@ def test_a_private_url_is_refused_by_the_launch_config_check(tmp_path):
     from orchestrator.engine.errors import problems_in
 
     (tmp_path / "data").mkdir()
-    resources = ServerSettings(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"),
-                               url_allow_private=False).resources()
+    resources = ServerSettings(
+        data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"), url_allow_private=False
+    ).resources()
     job = make_execute_job(CATALOG, resources)
-    pipeline = [instruction("import_from_url", url="http://169.254.169.254/latest/meta-data/"),
-                instruction("import_from_url", url="ftp://example.com/a.zip")]
+    pipeline = [
+        instruction("import_from_url", url="http://169.254.169.254/latest/meta-data/"),
+        instruction("import_from_url", url="ftp://example.com/a.zip"),
+    ]
     with pytest.raises(DagsterInvalidConfigError) as refused:
         validate_run_config(job, contract.launch_config(pipeline))
     problems = problems_in(str(refused.value))

@@ -12,9 +12,7 @@ from api.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get(
-    "/health", response_model=Health, responses={503: {"model": Health, "description": "Dagster unreachable"}}
-)
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "Dagster unreachable"}})
 async def health(settings: SettingsDep, dagster: DagsterDep) -> JSONResponse:
     """Whether the gateway can reach Dagster and the model server (no token needed)."""
     dagster_ok = await dagster.ping()

@@ -33,8 +33,11 @@ _BODY_DOC = {
 }
 _EXECUTE_ERRORS = {
     **WRITE_ERRORS,
-    400: {"model": Failure, "description": "malformed Idempotency-Key or X-Constellation-User header, or a Host "
-                                           "the gateway does not answer for"},
+    400: {
+        "model": Failure,
+        "description": "malformed Idempotency-Key or X-Constellation-User header, or a Host "
+        "the gateway does not answer for",
+    },
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -53,9 +56,11 @@ async def execute(
     ] = None,
     user: Annotated[
         str | None,
-        Header(alias="X-Constellation-User",
-               description="who submits, as the client says (unchecked: a tag for per-user concurrency limits, "
-                           "not an identity)"),
+        Header(
+            alias="X-Constellation-User",
+            description="who submits, as the client says (unchecked: a tag for per-user concurrency limits, "
+            "not an identity)",
+        ),
     ] = None,
 ) -> Launched:
     """Validate a pipeline and launch it as a run of build_execute_job."""
@@ -77,9 +82,7 @@ async def execute(
         if earlier is not None:
             if earlier.tags.get(BODY_HASH_TAG) != digest:
                 raise ApiError(409, "this Idempotency-Key was already used for a different pipeline")
-            return Launched(
-                run_id=earlier.run_id, replayed=True, run_url=dagster.run_url(earlier.run_id)
-            )
+            return Launched(run_id=earlier.run_id, replayed=True, run_url=dagster.run_url(earlier.run_id))
         run_id = await dagster.launch(instructions, {**tags, IDEMPOTENCY_TAG: idempotency_key})
     return Launched(run_id=run_id, run_url=dagster.run_url(run_id))
 
@@ -135,5 +138,3 @@ async def _read_body(request: Request, limit: int, drain: int) -> bytes:
     if size > limit:
         raise too_large
     return b"".join(chunks)
-
-

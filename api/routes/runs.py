@@ -38,8 +38,9 @@ router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require_
 async def list_runs(
     store: StoreDep,
     dagster: DagsterDep,
-    state: str | None = Query(None, max_length=200, description="only runs in these states, comma-separated, "
-                                                                 "e.g. FAILURE,CANCELED"),
+    state: str | None = Query(
+        None, max_length=200, description="only runs in these states, comma-separated, e.g. FAILURE,CANCELED"
+    ),
     limit: int = Query(20, ge=1, le=100, description="runs per page"),
     cursor: str | None = Query(None, max_length=64, description="next_cursor of the previous page"),
 ) -> RunList:
@@ -50,14 +51,18 @@ async def list_runs(
         message = f"state {unknown[0]!r} is not a run state; give one or more of {', '.join(RUN_STATUSES)}"
         raise ApiError(422, message, [{"path": "/query/state", "message": message}])
     if cursor is not None and not runs.is_run_id(cursor):
-        raise ApiError(422, "cursor is not a run id; give the next_cursor of the previous page",
-                       [{"path": "/query/cursor", "message": "not a run id"}])
+        raise ApiError(
+            422,
+            "cursor is not a run id; give the next_cursor of the previous page",
+            [{"path": "/query/cursor", "message": "not a run id"}],
+        )
     found = await dagster.runs(statuses, cursor, limit + 1)  # one more than shown: is there a next page?
     page = found[:limit]
     progress = await asyncio.gather(*(_progress_or_none(store, info.run_id) for info in page))
-    return RunList(runs=[_summary(info, doc, dagster.run_url(info.run_id)) for info, doc in zip(page, progress,
-                                                                                                  strict=True)],
-                   next_cursor=page[-1].run_id if len(found) > limit else None)
+    return RunList(
+        runs=[_summary(info, doc, dagster.run_url(info.run_id)) for info, doc in zip(page, progress, strict=True)],
+        next_cursor=page[-1].run_id if len(found) > limit else None,
+    )
 
 
 async def _progress_or_none(store: RunStore, run_id: str) -> dict[str, Any] | None:
@@ -184,8 +189,11 @@ async def _results(store: RunStore, info: RunInfo) -> dict[str, Any]:
         raise ApiError(409, f"run {info.run_id} is {info.status}; its results exist once it has ended")
     document = await _read(store, store.read_json, info.run_id, runs.RESULTS)
     if document is None and info.status != DagsterRunStatus.SUCCESS:
-        raise ApiError(409, f"run {info.run_id} is {info.status} and kept no results: it ended before any "
-                            f"instruction ran, or was made by an older version (GET /runs/{info.run_id} says why)")
+        raise ApiError(
+            409,
+            f"run {info.run_id} is {info.status} and kept no results: it ended before any "
+            f"instruction ran, or was made by an older version (GET /runs/{info.run_id} says why)",
+        )
     if document is None:
         raise ApiError(404, f"run {info.run_id} succeeded but its results are no longer on the server")
     results: dict[str, Any] = document

@@ -24,12 +24,31 @@ PROFILES: dict[str, list[str] | None] = {
     # psycopg2, which dagster.yaml names as the driver).
     "dagster": ["dagster", "dagster-webserver", "dagster-postgres"],
     # The gateway: FastAPI plus what orchestrator.engine (validation) imports, and /docs' own Swagger UI assets.
-    "gateway": ["fastapi", "uvicorn", "httpx", "pydantic", "pydantic-settings", "jsonschema", "tenacity",
-                "fastapi-offline"],
+    "gateway": [
+        "fastapi",
+        "uvicorn",
+        "httpx",
+        "pydantic",
+        "pydantic-settings",
+        "jsonschema",
+        "tenacity",
+        "fastapi-offline",
+    ],
     # The model server: FastAPI, Pillow and the `models` extra (torch, transformers; onnxruntime and onnx for the
     # tabular tasks' and the multi-band image models' ONNX graphs; pystac for the STAC MLM card beside a model).
-    "model_server": ["fastapi", "uvicorn", "pydantic", "pydantic-settings", "pillow", "numpy", "torch", "transformers",
-                     "onnxruntime", "onnx", "pystac"],
+    "model_server": [
+        "fastapi",
+        "uvicorn",
+        "pydantic",
+        "pydantic-settings",
+        "pillow",
+        "numpy",
+        "torch",
+        "transformers",
+        "onnxruntime",
+        "onnx",
+        "pystac",
+    ],
 }
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")

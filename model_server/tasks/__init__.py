@@ -17,13 +17,21 @@ from model_server.tasks.vision import ImageClassifier, ObjectDetector, SemanticS
 
 TASKS: dict[str, type[TaskModel]] = {
     model.task: model
-    for model in (ImageClassifier, ZeroShotImageClassifier, ObjectDetector, SemanticSegmenter, TextClassifier,
-                  TabularClassifier, TabularRegressor)
+    for model in (
+        ImageClassifier,
+        ZeroShotImageClassifier,
+        ObjectDetector,
+        SemanticSegmenter,
+        TextClassifier,
+        TabularClassifier,
+        TabularRegressor,
+    )
 }
 SUPPORTED_TASKS = tuple(TASKS)
 # Tasks whose source may also be an .onnx file, served by ONNX Runtime instead of a transformers pipeline.
-ONNX_IMAGE_TASKS: dict[str, type[TaskModel]] = {model.task: model for model in (OnnxImageClassifier,
-                                                                                   OnnxImageSegmenter)}
+ONNX_IMAGE_TASKS: dict[str, type[TaskModel]] = {
+    model.task: model for model in (OnnxImageClassifier, OnnxImageSegmenter)
+}
 
 
 def is_onnx(source: str | None) -> bool:

@@ -123,13 +123,16 @@ class TaskModel(ABC):
         if set(sent) != set(wanted):
             missing, unexpected = sorted(set(wanted) - set(sent)), sorted(set(sent) - set(wanted))
             problems = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + (
-                [f"unexpected {', '.join(map(repr, unexpected))}"] if unexpected else [])
+                [f"unexpected {', '.join(map(repr, unexpected))}"] if unexpected else []
+            )
             raise InputMismatch(f"the request sent {', '.join(map(repr, sent))}: {'; '.join(problems)}")
         for item in inputs:
             spec = wanted[item.name]
             if item.datatype not in spec.datatypes:
-                raise InputMismatch(f"input {item.name!r} has datatype {item.datatype!r}; expected "
-                                    f"{' or '.join(map(repr, spec.datatypes))}")
+                raise InputMismatch(
+                    f"input {item.name!r} has datatype {item.datatype!r}; expected "
+                    f"{' or '.join(map(repr, spec.datatypes))}"
+                )
             if len(spec.shape) == 1 and not (len(item.shape) == 1 or (len(item.shape) == 2 and item.shape[1] == 1)):
                 raise InputMismatch(f"input {item.name!r} has shape {item.shape}; expected one dimension, [N]")
         return {i.name: i for i in inputs}
@@ -172,8 +175,10 @@ def ranked_outputs(results: list[list[tuple[str, float]]], k: int) -> list[Infer
     ]
 
 
-RANKED = [TensorMetadata(name="label", datatype="BYTES", shape=[-1, -1]),
-          TensorMetadata(name="score", datatype="FP32", shape=[-1, -1])]
+RANKED = [
+    TensorMetadata(name="label", datatype="BYTES", shape=[-1, -1]),
+    TensorMetadata(name="score", datatype="FP32", shape=[-1, -1]),
+]
 
 
 def ranked(answer: Any, k: int) -> list[tuple[str, float]]:

@@ -31,10 +31,12 @@ MAPPINGS = {
     "image-classification": ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
     "zero-shot-image-classification": ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
     "object-detection": ("MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",),
-    "image-segmentation": ("MODEL_FOR_IMAGE_SEGMENTATION_MAPPING_NAMES",
-                           "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
-                           "MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING_NAMES",
-                           "MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES"),
+    "image-segmentation": (
+        "MODEL_FOR_IMAGE_SEGMENTATION_MAPPING_NAMES",
+        "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+        "MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING_NAMES",
+        "MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES",
+    ),
     "text-classification": ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",),
 }
 
@@ -73,8 +75,11 @@ class TransformersModel(TaskModel):
         splits them (the pipeline's own defaults, then the call's)."""
         pipe = self.pipeline
         preprocess, forward, postprocess = pipe._sanitize_parameters(**call)
-        return ({**pipe._preprocess_params, **preprocess}, {**pipe._forward_params, **forward},
-                {**pipe._postprocess_params, **postprocess})
+        return (
+            {**pipe._preprocess_params, **preprocess},
+            {**pipe._forward_params, **forward},
+            {**pipe._postprocess_params, **postprocess},
+        )
 
     def preprocess(self, item: Any, parameters: dict[str, Any]) -> Any:
         """One input through the pipeline's preprocessing (any thread)."""
@@ -106,15 +111,22 @@ class TransformersModel(TaskModel):
         architectures = list(getattr(config, "architectures", None) or [])
         if architectures and not model_classes(cls.task) & set(architectures):
             fits = tasks_of(architectures)
-            what = f"a model for {' and '.join(fits)}, not {cls.task}" if fits else \
-                f"which the {cls.task} pipeline does not take"
-            raise LoadFailed(f"its config names {', '.join(architectures)}, {what}; {cls.task} takes models such as "
-                             f"{examples(cls.task)}")
+            what = (
+                f"a model for {' and '.join(fits)}, not {cls.task}"
+                if fits
+                else f"which the {cls.task} pipeline does not take"
+            )
+            raise LoadFailed(
+                f"its config names {', '.join(architectures)}, {what}; {cls.task} takes models such as "
+                f"{examples(cls.task)}"
+            )
         loaded = pipeline(cls.task, model=location, **({"device": device} if device else {}))
         built = type(loaded.model).__name__
         if built not in model_classes(cls.task):
-            raise LoadFailed(f"transformers built a {built} from it, not a model for {cls.task}; {cls.task} takes "
-                             f"models such as {examples(cls.task)}")
+            raise LoadFailed(
+                f"transformers built a {built} from it, not a model for {cls.task}; {cls.task} takes "
+                f"models such as {examples(cls.task)}"
+            )
         return cls(loaded)
 
     def close(self) -> None:

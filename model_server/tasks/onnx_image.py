@@ -34,8 +34,15 @@ log = logging.getLogger(__name__)
 FLOAT_INPUTS = {"tensor(float)"}
 INTEGER_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(int16)", "tensor(int8)", "tensor(uint8)", "tensor(uint16)"}
 # The value scalings of MLM's Value Scaling Object that a client applies (processing expressions are not run).
-SCALINGS = {"min-max": ("minimum", "maximum"), "z-score": ("mean", "stddev"), "clip": ("minimum", "maximum"),
-            "clip-min": ("minimum",), "clip-max": ("maximum",), "offset": ("value",), "scale": ("value",)}
+SCALINGS = {
+    "min-max": ("minimum", "maximum"),
+    "z-score": ("mean", "stddev"),
+    "clip": ("minimum", "maximum"),
+    "clip-min": ("minimum",),
+    "clip-max": ("maximum",),
+    "offset": ("value",),
+    "scale": ("value",),
+}
 MAX_CARD_BYTES = 4 * 1024 * 1024
 
 
@@ -64,18 +71,25 @@ class OnnxImageModel(TaskModel):
         shape = (card_input.get("input") or {}).get("shape")
         if not (isinstance(shape, list) and len(shape) == 4 and all(type(d) is int for d in shape)):
             return
-        for attribute, given, what in (("bands", shape[1], "bands"), ("height", shape[2], "rows"),
-                                       ("width", shape[3], "columns")):
+        for attribute, given, what in (
+            ("bands", shape[1], "bands"),
+            ("height", shape[2], "rows"),
+            ("width", shape[3], "columns"),
+        ):
             held = getattr(self, attribute)
             if given > 0 and held > 0 and given != held:
-                raise LoadFailed(f"the model card next to {Path(location).name} says its input has {given} {what} but "
-                                 f"the graph takes {held}")
+                raise LoadFailed(
+                    f"the model card next to {Path(location).name} says its input has {given} {what} but "
+                    f"the graph takes {held}"
+                )
             if given > 0:
                 setattr(self, attribute, given)
         bands = card_input.get("bands")
         if isinstance(bands, list) and bands and self.bands > 0 and len(bands) != self.bands:
-            raise LoadFailed(f"the model card next to {Path(location).name} lists {len(bands)} bands but the graph "
-                             f"takes {self.bands}")
+            raise LoadFailed(
+                f"the model card next to {Path(location).name} lists {len(bands)} bands but the graph "
+                f"takes {self.bands}"
+            )
 
     @classmethod
     def load(cls, location: str, device: str | None) -> TaskModel:
@@ -87,10 +101,15 @@ class OnnxImageModel(TaskModel):
         inputs = session.get_inputs()
         if len(inputs) != 1 or inputs[0].type not in FLOAT_INPUTS or len(inputs[0].shape) != 4:
             described = ", ".join(f"{i.name!r} {i.type} {i.shape}" for i in inputs)
-            tabular = " (a graph of rows [N, F] is tabular: load it as tabular-classification or tabular-regression)" \
-                if len(inputs) == 1 and len(inputs[0].shape) == 2 else ""
-            raise LoadFailed(f"the graph takes {described}; {cls.task} of an .onnx file serves graphs of one float "
-                             f"input [N, C, H, W] (tiles of C bands, H rows, W columns){tabular}")
+            tabular = (
+                " (a graph of rows [N, F] is tabular: load it as tabular-classification or tabular-regression)"
+                if len(inputs) == 1 and len(inputs[0].shape) == 2
+                else ""
+            )
+            raise LoadFailed(
+                f"the graph takes {described}; {cls.task} of an .onnx file serves graphs of one float "
+                f"input [N, C, H, W] (tiles of C bands, H rows, W columns){tabular}"
+            )
         card = model_card(Path(location))
         labels = graph_labels(session, location) or (card.labels if card else [])
         model = cls(session, labels, card.input if card else None, location)
@@ -103,8 +122,14 @@ class OnnxImageModel(TaskModel):
     @property
     def input_specs(self) -> list[InputSpec]:
         bands = "bands" if self.bands == -1 else f"{self.bands} bands"
-        return [InputSpec(self.input_name, ("FP32",), (-1, self.bands, self.height, self.width),
-                          f"tiles of {bands} × rows × columns, float32")]
+        return [
+            InputSpec(
+                self.input_name,
+                ("FP32",),
+                (-1, self.bands, self.height, self.width),
+                f"tiles of {bands} × rows × columns, float32",
+            )
+        ]
 
     def metadata_parameters(self) -> dict[str, Any] | None:
         parameters: dict[str, Any] = {"labels": self.labels}
@@ -119,45 +144,58 @@ class OnnxImageModel(TaskModel):
         return self.weight_bytes  # ONNX Runtime holds the graph's initializers: about the file's size
 
     def graph_metadata(self) -> list[TensorMetadata]:
-        return [TensorMetadata(name=o.name, datatype=DATATYPES.get(o.type, o.type), shape=[_dim(d) for d in o.shape])
-                for o in self.graph_outputs]
+        return [
+            TensorMetadata(name=o.name, datatype=DATATYPES.get(o.type, o.type), shape=[_dim(d) for d in o.shape])
+            for o in self.graph_outputs
+        ]
 
     def tiles(self, inputs: list[InferInput], limits: InferLimits) -> np.ndarray:
         """The request's tiles as float32 [N, C, H, W]; InputMismatch says which dimension does not fit and how."""
         given = self.take(inputs)[self.input_name]
         if len(given.shape) != 4:
-            raise InputMismatch(f"input {given.name!r} has shape {given.shape}; expected [N, C, H, W], N tiles of C "
-                                "bands, H rows and W columns")
+            raise InputMismatch(
+                f"input {given.name!r} has shape {given.shape}; expected [N, C, H, W], N tiles of C "
+                "bands, H rows and W columns"
+            )
         count, bands, height, width = given.shape
         if self.bands != -1 and bands != self.bands:
             raise InputMismatch(f"model expects {self.bands} bands, data has {bands} (input shape {given.shape})")
         if (self.height != -1 and height != self.height) or (self.width != -1 and width != self.width):
-            raise InputMismatch(f"model expects tiles of {_size(self.height)}×{_size(self.width)} pixels (rows × "
-                                f"columns), data has {height}×{width}: tile the data to the model's size")
+            raise InputMismatch(
+                f"model expects tiles of {_size(self.height)}×{_size(self.width)} pixels (rows × "
+                f"columns), data has {height}×{width}: tile the data to the model's size"
+            )
         if height * width > limits.max_image_pixels:
-            raise ImageTooLarge(f"tiles of {height}×{width} = {height * width:,} pixels; the limit is "
-                                f"{limits.max_image_pixels:,} pixels per tile "
-                                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS): tile the data smaller")
+            raise ImageTooLarge(
+                f"tiles of {height}×{width} = {height * width:,} pixels; the limit is "
+                f"{limits.max_image_pixels:,} pixels per tile "
+                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS): tile the data smaller"
+            )
         if count * height * width > limits.max_request_pixels:
-            raise ImageTooLarge(f"the request's {count} tiles hold {count * height * width:,} pixels together; the "
-                                f"limit is {limits.max_request_pixels:,} pixels per request "
-                                "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_PIXELS): send fewer tiles per request")
+            raise ImageTooLarge(
+                f"the request's {count} tiles hold {count * height * width:,} pixels together; the "
+                f"limit is {limits.max_request_pixels:,} pixels per request "
+                "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_PIXELS): send fewer tiles per request"
+            )
         return given.array("FP32")
 
     def run(self, tiles: np.ndarray, limits: InferLimits) -> list[np.ndarray]:
         """The graph's outputs for every tile, run a batch at a time (a graph of fixed N, N at a time)."""
         step = self.batch if self.batch != -1 else limits.batch_size
         if len(tiles) and len(tiles) % step and self.batch != -1:
-            raise InputMismatch(f"the graph takes batches of exactly {self.batch} tiles; send a multiple of "
-                                f"{self.batch}, not {len(tiles)}")
+            raise InputMismatch(
+                f"the graph takes batches of exactly {self.batch} tiles; send a multiple of "
+                f"{self.batch}, not {len(tiles)}"
+            )
         parts: list[list[np.ndarray]] = []
         for start in range(0, len(tiles), step):
-            chunk = tiles[start:start + step]
+            chunk = tiles[start : start + step]
             what = f"tiles {start}-{start + len(chunk) - 1}"
             parts.append(library_call(what, partial(self.session.run, None, {self.input_name: chunk})))
         if not parts:
-            return [np.zeros([0, *[max(_dim(d), 0) for d in o.shape[1:]]], dtype=np.float32)
-                    for o in self.graph_outputs]
+            return [
+                np.zeros([0, *[max(_dim(d), 0) for d in o.shape[1:]]], dtype=np.float32) for o in self.graph_outputs
+            ]
         if len(parts) == 1:  # one batch: its arrays as they are, no copy
             return [np.asarray(value) for value in parts[0]]
         return [np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(self.graph_outputs))]
@@ -172,17 +210,23 @@ class OnnxImageClassifier(OnnxImageModel):
     def check_outputs(self) -> None:
         first = self.graph_outputs[0]
         if first.type not in ("tensor(float)", "tensor(double)") or len(first.shape) != 2:
-            raise LoadFailed(f"the graph's first output is {first.name!r} {first.type} {first.shape}; "
-                             f"{self.task} takes scores per class [N, K] from it")
+            raise LoadFailed(
+                f"the graph's first output is {first.name!r} {first.type} {first.shape}; "
+                f"{self.task} takes scores per class [N, K] from it"
+            )
         classes = _dim(first.shape[1])
         if classes != -1 and self.labels and len(self.labels) != classes:
-            raise LoadFailed(f"the model names {len(self.labels)} classes but its output {first.name!r} scores "
-                             f"{classes}")
+            raise LoadFailed(
+                f"the model names {len(self.labels)} classes but its output {first.name!r} scores {classes}"
+            )
 
     @property
     def outputs(self) -> list[TensorMetadata]:
-        return [*self.graph_metadata(), TensorMetadata(name="label", datatype="BYTES", shape=[-1, -1]),
-                TensorMetadata(name="score", datatype="FP32", shape=[-1, -1])]
+        return [
+            *self.graph_metadata(),
+            TensorMetadata(name="label", datatype="BYTES", shape=[-1, -1]),
+            TensorMetadata(name="score", datatype="FP32", shape=[-1, -1]),
+        ]
 
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         results = self.run(self.tiles(inputs, limits), limits)
@@ -194,8 +238,11 @@ class OnnxImageClassifier(OnnxImageModel):
         labels = [names[i] for row in order.tolist() for i in row]
         scores = np.take_along_axis(probabilities, order, axis=1).astype(np.float32)
         shape = [len(probabilities), k]
-        return [*self.graph_answer(results), InferOutput(name="label", shape=shape, datatype="BYTES", data=labels),
-                InferOutput.of_array("score", scores)]
+        return [
+            *self.graph_answer(results),
+            InferOutput(name="label", shape=shape, datatype="BYTES", data=labels),
+            InferOutput.of_array("score", scores),
+        ]
 
 
 class OnnxImageSegmenter(OnnxImageModel):
@@ -206,12 +253,15 @@ class OnnxImageSegmenter(OnnxImageModel):
         scores = first.type in ("tensor(float)", "tensor(double)") and len(first.shape) == 4
         ids = first.type in INTEGER_TYPES and len(first.shape) in (3, 4)
         if not (scores or ids):
-            raise LoadFailed(f"the graph's first output is {first.name!r} {first.type} {first.shape}; {self.task} "
-                             "takes class scores [N, K, H, W] or class ids [N, H, W] from it")
+            raise LoadFailed(
+                f"the graph's first output is {first.name!r} {first.type} {first.shape}; {self.task} "
+                "takes class scores [N, K, H, W] or class ids [N, H, W] from it"
+            )
         classes = _dim(first.shape[1]) if scores else -1
         if classes != -1 and self.labels and len(self.labels) != classes:
-            raise LoadFailed(f"the model names {len(self.labels)} classes but its output {first.name!r} scores "
-                             f"{classes}")
+            raise LoadFailed(
+                f"the model names {len(self.labels)} classes but its output {first.name!r} scores {classes}"
+            )
         self.scores = scores
 
     @property
@@ -268,8 +318,10 @@ def graph_labels(session: Any, location: str) -> list[str]:
     except ValueError as exc:
         raise LoadFailed(f"the metadata_props 'labels' of {Path(location).name} is not JSON: {exc}") from None
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise LoadFailed(f"the metadata_props 'labels' of {Path(location).name} is not a JSON list of class names "
-                         "indexed by class id")
+        raise LoadFailed(
+            f"the metadata_props 'labels' of {Path(location).name} is not a JSON list of class names "
+            "indexed by class id"
+        )
     return labels
 
 
@@ -318,8 +370,11 @@ def read_card(path: Path) -> dict[str, Any] | None:
 def describes(item: dict[str, Any], model: Path) -> bool:
     """Whether an `mlm.json` shared by a folder is this model's: its `mlm:model` asset (if it has one) names this
     file."""
-    hrefs = [str(asset.get("href", "")) for asset in (item.get("assets") or {}).values()
-             if isinstance(asset, dict) and "mlm:model" in (asset.get("roles") or [])]
+    hrefs = [
+        str(asset.get("href", ""))
+        for asset in (item.get("assets") or {}).values()
+        if isinstance(asset, dict) and "mlm:model" in (asset.get("roles") or [])
+    ]
     return not hrefs or any(href.rsplit("/", 1)[-1] == model.name for href in hrefs)
 
 
@@ -331,10 +386,15 @@ def card_of(item: dict[str, Any], name: str) -> Card:
         classes = outputs[0].get("classification:classes") or []
         by_id: dict[int, str] = {}
         for index, found in enumerate(classes if isinstance(classes, list) else []):
-            if not isinstance(found, dict) or type(found.get("value")) is not int or found["value"] < 0 or \
-                    not isinstance(found.get("name"), str):
-                raise LoadFailed(f"the model card {name}: mlm:output class {index} is not {{'value': id, 'name': "
-                                 "text}")
+            if (
+                not isinstance(found, dict)
+                or type(found.get("value")) is not int
+                or found["value"] < 0
+                or not isinstance(found.get("name"), str)
+            ):
+                raise LoadFailed(
+                    f"the model card {name}: mlm:output class {index} is not {{'value': id, 'name': text}}"
+                )
             by_id[found["value"]] = found["name"]
         if by_id:
             labels = [by_id.get(i, str(i)) for i in range(max(by_id) + 1)]
@@ -349,8 +409,10 @@ def model_input(given: dict[str, Any], name: str) -> dict[str, Any]:
     bands = []
     for index, band in enumerate(given.get("bands") or []):
         if isinstance(band, dict) and (band.get("expression") is not None or band.get("format") is not None):
-            raise LoadFailed(f"the model card {name}: input band {index} is an expression; derived bands are not "
-                             "computed here, give the model the bands it reads")
+            raise LoadFailed(
+                f"the model card {name}: input band {index} is an expression; derived bands are not "
+                "computed here, give the model the bands it reads"
+            )
         band_name = band.get("name") if isinstance(band, dict) else band
         if not isinstance(band_name, str) or not band_name:
             raise LoadFailed(f"the model card {name}: input band {index} has no name")
@@ -366,12 +428,13 @@ def model_input(given: dict[str, Any], name: str) -> dict[str, Any]:
             if kind is None and isinstance(step, dict):
                 continue  # `type: null`: this band is not scaled
             if kind not in SCALINGS:
-                raise LoadFailed(f"the model card {name}: value_scaling {index} is of type {kind!r}; applied here: "
-                                 f"{', '.join(SCALINGS)} (processing expressions are not run)")
+                raise LoadFailed(
+                    f"the model card {name}: value_scaling {index} is of type {kind!r}; applied here: "
+                    f"{', '.join(SCALINGS)} (processing expressions are not run)"
+                )
             missing = [p for p in SCALINGS[kind] if not isinstance(step.get(p), int | float)]
             if missing:
-                raise LoadFailed(f"the model card {name}: value_scaling {index} ({kind}) lacks "
-                                 f"{', '.join(missing)}")
+                raise LoadFailed(f"the model card {name}: value_scaling {index} ({kind}) lacks {', '.join(missing)}")
     structure = given.get("input") if isinstance(given.get("input"), dict) else {}
     return {"name": given.get("name"), "bands": bands, "input": structure, "value_scaling": scaling}
 
@@ -381,7 +444,9 @@ def legacy_scaling(given: dict[str, Any], name: str) -> list[dict[str, Any]]:
     kind = given["norm_type"]
     statistics = given.get("statistics") or []
     if kind not in ("z-score", "min-max") or not isinstance(statistics, list) or not statistics:
-        raise LoadFailed(f"the model card {name}: norm_type {kind!r} with statistics {str(statistics)[:80]}; applied "
-                         "here: z-score (mean, stddev) or min-max (minimum, maximum) statistics")
+        raise LoadFailed(
+            f"the model card {name}: norm_type {kind!r} with statistics {str(statistics)[:80]}; applied "
+            "here: z-score (mean, stddev) or min-max (minimum, maximum) statistics"
+        )
     keys = SCALINGS[kind]
     return [{"type": kind, **{k: s.get(k) for k in keys}} for s in statistics if isinstance(s, dict)]

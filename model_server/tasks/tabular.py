@@ -23,9 +23,18 @@ from model_server.protocol import InferInput, InferOutput, InferParameters, Tens
 from model_server.tasks.base import InferLimits, InputSpec, TaskModel, library_call
 
 log = logging.getLogger(__name__)
-DATATYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
-             "tensor(int32)": "INT32", "tensor(int16)": "INT16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
-             "tensor(string)": "BYTES", "tensor(bool)": "BOOL"}
+DATATYPES = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(int16)": "INT16",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(string)": "BYTES",
+    "tensor(bool)": "BOOL",
+}
 LABEL_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(string)"}
 FLOAT_TYPES = {"tensor(float)", "tensor(double)"}
 NUMBERS = ("FP32", "FP64", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
@@ -59,8 +68,10 @@ class OnnxModel(TaskModel):
         inputs = session.get_inputs()
         if len(inputs) != 1 or inputs[0].type not in FLOAT_TYPES or len(inputs[0].shape) != 2:
             described = ", ".join(f"{i.name!r} {i.type} {i.shape}" for i in inputs)
-            raise LoadFailed(f"the graph takes {described}; {cls.task} serves graphs of one float input [N, F] "
-                             "(convert with a single FloatTensorType input)")
+            raise LoadFailed(
+                f"the graph takes {described}; {cls.task} serves graphs of one float input [N, F] "
+                "(convert with a single FloatTensorType input)"
+            )
         model = cls.checked(session, location)
         # ONNX Runtime holds the graph's initializers (its weights): about the file's size.
         model.weight_bytes = os.path.getsize(location)
@@ -75,8 +86,7 @@ class OnnxModel(TaskModel):
         features = "features per row" if self.features == -1 else f"{self.features} features per row"
         # The first datatype is the one to send: the graph's own, which then needs no conversion.
         first = self.datatype
-        return [InputSpec(self.input_name, (first, *[n for n in NUMBERS if n != first]), (-1, self.features),
-                          features)]
+        return [InputSpec(self.input_name, (first, *[n for n in NUMBERS if n != first]), (-1, self.features), features)]
 
     @property
     def datatype(self) -> str:
@@ -93,8 +103,10 @@ class OnnxModel(TaskModel):
         """The request's rows as the graph's float array; InputMismatch names a wrong shape or value."""
         given = self.take(inputs)[self.input_name]
         if len(given.shape) != 2:
-            raise InputMismatch(f"input {given.name!r} has shape {given.shape}; expected [N, F], N rows of "
-                                f"{'F' if self.features == -1 else self.features} features")
+            raise InputMismatch(
+                f"input {given.name!r} has shape {given.shape}; expected [N, F], N rows of "
+                f"{'F' if self.features == -1 else self.features} features"
+            )
         count, width = given.shape
         if self.features != -1 and width != self.features:
             raise InputMismatch(f"expected {self.features} features per row, got {width} (shape {given.shape})")
@@ -106,15 +118,19 @@ class OnnxModel(TaskModel):
             if bad.size:
                 index = int(bad[0])
                 sent = given.array(given.datatype).ravel()[index]
-                raise InputMismatch(f"input {given.name!r} row {index // width} column {index % width} is "
-                                    f"{sent.item()!r:.40}, not a finite number in the range of {self.datatype}")
+                raise InputMismatch(
+                    f"input {given.name!r} row {index // width} column {index % width} is "
+                    f"{sent.item()!r:.40}, not a finite number in the range of {self.datatype}"
+                )
             return values
         flat = given.flat
         if not set(map(type, flat)) <= {int, float}:  # one pass in C; the loop below only to name the value
             for index, value in enumerate(flat):
                 if type(value) not in (int, float):
-                    raise InputMismatch(f"input {given.name!r} row {index // width} column {index % width} is "
-                                        f"{value!r:.40}, not a number")
+                    raise InputMismatch(
+                        f"input {given.name!r} row {index // width} column {index % width} is "
+                        f"{value!r:.40}, not a number"
+                    )
         try:
             values = np.array(flat, dtype=np.float64)
         except OverflowError:
@@ -123,8 +139,10 @@ class OnnxModel(TaskModel):
         bad = np.flatnonzero(~(np.abs(values) <= limit))
         if bad.size:
             index = int(bad[0])
-            raise InputMismatch(f"input {given.name!r} row {index // width} column {index % width} is "
-                                f"{given.flat[index]!r:.40}, not a finite number in the range of {self.datatype}")
+            raise InputMismatch(
+                f"input {given.name!r} row {index // width} column {index % width} is "
+                f"{given.flat[index]!r:.40}, not a finite number in the range of {self.datatype}"
+            )
         return values.astype(np.float32 if self.input_type == "tensor(float)" else np.float64).reshape(count, width)
 
     def run(self, rows: np.ndarray) -> list[Any]:
@@ -137,8 +155,9 @@ class OnnxModel(TaskModel):
                 metadata.append(TensorMetadata(name=output.name, datatype="FP32", shape=[-1, len(self.labels) or -1]))
             else:
                 shape = [d if isinstance(d, int) else -1 for d in output.shape]
-                metadata.append(TensorMetadata(name=output.name, datatype=DATATYPES.get(output.type, output.type),
-                                               shape=shape))
+                metadata.append(
+                    TensorMetadata(name=output.name, datatype=DATATYPES.get(output.type, output.type), shape=shape)
+                )
         return metadata
 
 
@@ -150,8 +169,10 @@ class TabularClassifier(OnnxModel):
         labels = [o for o in session.get_outputs() if o.type in LABEL_TYPES]
         if not labels:
             described = ", ".join(f"{o.name!r} {o.type}" for o in session.get_outputs())
-            raise LoadFailed(f"the graph's outputs ({described}) hold no class labels (an INT64 or STRING tensor); "
-                             "a graph with only float outputs is a regressor: load it as tabular-regression")
+            raise LoadFailed(
+                f"the graph's outputs ({described}) hold no class labels (an INT64 or STRING tensor); "
+                "a graph with only float outputs is a regressor: load it as tabular-regression"
+            )
         model = cls(session, class_labels(location, labels[0].name))
         model.label_output = labels[0].name
         return model
@@ -159,7 +180,8 @@ class TabularClassifier(OnnxModel):
     @property
     def outputs(self) -> list[TensorMetadata]:
         return [o for o in self.graph_outputs_metadata() if o.name != "label"] + [
-            TensorMetadata(name="label", datatype="BYTES", shape=[-1])]
+            TensorMetadata(name="label", datatype="BYTES", shape=[-1])
+        ]
 
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         rows = self.rows(inputs)
@@ -179,13 +201,18 @@ class TabularRegressor(OnnxModel):
         values = [o for o in outputs if o.type in FLOAT_TYPES]
         if labels or not values:
             described = ", ".join(f"{o.name!r} {o.type}" for o in outputs)
-            why = "holds class labels, so it is a classifier: load it as tabular-classification" if labels else \
-                "has no float tensor of predicted values"
+            why = (
+                "holds class labels, so it is a classifier: load it as tabular-classification"
+                if labels
+                else "has no float tensor of predicted values"
+            )
             raise LoadFailed(f"the graph's outputs ({described}): {(labels or outputs)[0].name!r} {why}")
         shape = values[0].shape
         if len(shape) > 2 or (len(shape) == 2 and isinstance(shape[1], int) and shape[1] != 1):
-            raise LoadFailed(f"the graph's output {values[0].name!r} has shape {shape}; {cls.task} serves one value "
-                             "per row ([N] or [N, 1])")
+            raise LoadFailed(
+                f"the graph's output {values[0].name!r} has shape {shape}; {cls.task} serves one value "
+                "per row ([N] or [N, 1])"
+            )
         model = cls(session, [])
         model.value_output = values[0].name
         return model
@@ -193,7 +220,8 @@ class TabularRegressor(OnnxModel):
     @property
     def outputs(self) -> list[TensorMetadata]:
         return [o for o in self.graph_outputs_metadata() if o.name != "value"] + [
-            TensorMetadata(name="value", datatype="FP32", shape=[-1])]
+            TensorMetadata(name="value", datatype="FP32", shape=[-1])
+        ]
 
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         rows = self.rows(inputs)
@@ -201,8 +229,9 @@ class TabularRegressor(OnnxModel):
         outputs = [tensor(name, value, self.labels) for name, value in results.items() if name != "value"]
         values = np.asarray(results[self.value_output], dtype=np.float64).ravel()
         if values.size != len(rows):
-            raise InvalidInput(f"the graph gave {values.size} values for {len(rows)} rows; {self.task} serves one "
-                               "value per row")
+            raise InvalidInput(
+                f"the graph gave {values.size} values for {len(rows)} rows; {self.task} serves one value per row"
+            )
         return [*outputs, InferOutput.of_array("value", values.astype(np.float32))]
 
 

@@ -21,7 +21,9 @@ class TextClassifier(TransformersModel):
         for indexes in batches(len(texts), limits.batch_size):
             answers = library_call(
                 f"texts {indexes.start}-{indexes.stop - 1}",
-                lambda indexes=indexes: self.run_batch([self.preprocess(texts[i], preprocess) for i in indexes],
-                                                       forward, postprocess))
+                lambda indexes=indexes: self.run_batch(
+                    [self.preprocess(texts[i], preprocess) for i in indexes], forward, postprocess
+                ),
+            )
             results.extend(ranked(answer, k) for answer in answers)
         return ranked_outputs(results, k)

@@ -47,21 +47,27 @@ def image_sizes(images: list[bytes], limits: InferLimits) -> list[tuple[int, int
         except UnidentifiedImageError:
             raise InvalidInput(f"input 'image' item {index} is not an image in a format Pillow reads") from None
         except Image.DecompressionBombError as exc:  # Pillow's own cap, at twice its default: far past ours
-            raise ImageTooLarge(f"input 'image' item {index} has too many pixels ({exc}); the limit is "
-                                f"{limits.max_image_pixels:,} pixels per image "
-                                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS)") from None
+            raise ImageTooLarge(
+                f"input 'image' item {index} has too many pixels ({exc}); the limit is "
+                f"{limits.max_image_pixels:,} pixels per image "
+                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS)"
+            ) from None
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"input 'image' item {index} is not a decodable image: {exc}") from None
         if width * height > limits.max_image_pixels:
-            raise ImageTooLarge(f"input 'image' item {index} is {width}x{height} = {width * height:,} pixels; the "
-                                f"limit is {limits.max_image_pixels:,} pixels per image "
-                                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS): resize or tile it first")
+            raise ImageTooLarge(
+                f"input 'image' item {index} is {width}x{height} = {width * height:,} pixels; the "
+                f"limit is {limits.max_image_pixels:,} pixels per image "
+                "(CONSTELLATION_MODEL_SERVER_MAX_IMAGE_PIXELS): resize or tile it first"
+            )
         sizes.append((width, height))
     total = sum(width * height for width, height in sizes)
     if total > limits.max_request_pixels:
-        raise ImageTooLarge(f"the request's {len(images)} images hold {total:,} pixels together; the limit is "
-                            f"{limits.max_request_pixels:,} pixels per request "
-                            "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_PIXELS): send fewer images per request")
+        raise ImageTooLarge(
+            f"the request's {len(images)} images hold {total:,} pixels together; the limit is "
+            f"{limits.max_request_pixels:,} pixels per request "
+            "(CONSTELLATION_MODEL_SERVER_MAX_REQUEST_PIXELS): send fewer images per request"
+        )
     return sizes
 
 
@@ -104,8 +110,9 @@ class ImageModel(TransformersModel):
         """What the pipeline's preprocess takes for a decoded image."""
         return image
 
-    def answers(self, images: list[bytes], limits: InferLimits,
-                **call: Any) -> Iterator[tuple[range, list[Any], list[tuple[int, int]]]]:
+    def answers(
+        self, images: list[bytes], limits: InferLimits, **call: Any
+    ) -> Iterator[tuple[range, list[Any], list[tuple[int, int]]]]:
         """Per batch: its indexes, the pipeline's answer for each image (what `self.pipeline(batch, **call)`
         answers) and each image's (width, height), upright.
 
@@ -135,11 +142,13 @@ class ImageModel(TransformersModel):
         pending: dict[int, Future[Any]] = {}
         try:
             for number, chunk in enumerate(chunks):
-                for following in chunks[number:number + ahead]:
+                for following in chunks[number : number + ahead]:
                     pending.update((i, pool.submit(prepare, i)) for i in following if i not in pending)
                 items, sizes = zip(*[pending.pop(i).result() for i in chunk], strict=True)
-                answers = library_call(f"images {chunk.start}-{chunk.stop - 1}",
-                                       lambda items=items: self.run_batch(list(items), forward, postprocess))
+                answers = library_call(
+                    f"images {chunk.start}-{chunk.stop - 1}",
+                    lambda items=items: self.run_batch(list(items), forward, postprocess),
+                )
                 yield chunk, answers, list(sizes)
         finally:  # an error, or the caller stopped: nothing of this request goes on running
             for future in pending.values():
@@ -161,8 +170,9 @@ class ImageClassifier(ImageModel):
         # (another) again, then made an array by the image processor all the same.
         return np.asarray(image)
 
-    def classify(self, images: list[bytes], top_k: int,
-                 limits: InferLimits) -> tuple[int, list[list[tuple[str, float]]]]:
+    def classify(
+        self, images: list[bytes], top_k: int, limits: InferLimits
+    ) -> tuple[int, list[list[tuple[str, float]]]]:
         """Top-k (label, score) per image, best first; k is top_k capped at the number of labels."""
         k = min(top_k, len(self.labels))
         results: list[list[tuple[str, float]]] = []
@@ -174,8 +184,7 @@ class ImageClassifier(ImageModel):
 class ZeroShotImageClassifier(ImageModel):
     task = "zero-shot-image-classification"
     own_labels = False
-    input_specs = [IMAGE, InputSpec("candidate_labels", ("BYTES",), (-1,), "the labels to choose from, "
-                                                                             "plain strings")]
+    input_specs = [IMAGE, InputSpec("candidate_labels", ("BYTES",), (-1,), "the labels to choose from, plain strings")]
     outputs = RANKED
 
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
@@ -194,10 +203,12 @@ class ZeroShotImageClassifier(ImageModel):
 class ObjectDetector(ImageModel):
     task = "object-detection"
     input_specs = [IMAGE]
-    outputs = [TensorMetadata(name="image_index", datatype="INT32", shape=[-1]),
-               TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
-               TensorMetadata(name="score", datatype="FP32", shape=[-1]),
-               TensorMetadata(name="box", datatype="FP32", shape=[-1, 4])]
+    outputs = [
+        TensorMetadata(name="image_index", datatype="INT32", shape=[-1]),
+        TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
+        TensorMetadata(name="score", datatype="FP32", shape=[-1]),
+        TensorMetadata(name="box", datatype="FP32", shape=[-1, 4]),
+    ]
 
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         images = self.take(inputs)["image"].images()
@@ -211,10 +222,12 @@ class ObjectDetector(ImageModel):
                     labels.append(str(detection["label"]))
                     scores.append(float(detection["score"]))
                     boxes.extend(float(box[side]) for side in ("xmin", "ymin", "xmax", "ymax"))
-        return [InferOutput(name="image_index", shape=[len(index)], datatype="INT32", data=index),
-                InferOutput(name="label", shape=[len(index)], datatype="BYTES", data=labels),
-                InferOutput(name="score", shape=[len(index)], datatype="FP32", data=scores),
-                InferOutput(name="box", shape=[len(index), 4], datatype="FP32", data=boxes)]
+        return [
+            InferOutput(name="image_index", shape=[len(index)], datatype="INT32", data=index),
+            InferOutput(name="label", shape=[len(index)], datatype="BYTES", data=labels),
+            InferOutput(name="score", shape=[len(index)], datatype="FP32", data=scores),
+            InferOutput(name="box", shape=[len(index), 4], datatype="FP32", data=boxes),
+        ]
 
 
 class SemanticSegmenter(ImageModel):
@@ -227,8 +240,10 @@ class SemanticSegmenter(ImageModel):
     def __init__(self, pipeline):
         super().__init__(pipeline)
         if not hasattr(pipeline.image_processor, "post_process_semantic_segmentation"):
-            raise LoadFailed(f"{type(pipeline.model).__name__} does not do semantic segmentation (its image "
-                             "processor has no post_process_semantic_segmentation); only semantic masks are served")
+            raise LoadFailed(
+                f"{type(pipeline.model).__name__} does not do semantic segmentation (its image "
+                "processor has no post_process_semantic_segmentation); only semantic masks are served"
+            )
         # The pipeline names each mask by label; back to ids, the lowest id where two share a name.
         self.ids = {label: i for i, label in reversed(list(enumerate(self.labels)))}
         self.dtype = np.uint8 if len(self.labels) <= 256 else np.uint16
@@ -238,8 +253,11 @@ class SemanticSegmenter(ImageModel):
         masks: list[str] = []
         for _, answers, sizes in self.answers(images, limits, subtask="semantic"):
             masks.extend(self.class_mask(size, found) for size, found in zip(sizes, answers, strict=True))
-        return [InferOutput(name="mask", shape=[len(masks)], datatype="BYTES", data=masks,
-                            parameters={"content_type": "base64"})]
+        return [
+            InferOutput(
+                name="mask", shape=[len(masks)], datatype="BYTES", data=masks, parameters={"content_type": "base64"}
+            )
+        ]
 
     def class_mask(self, size: tuple[int, int], segments: list[dict]) -> str:
         width, height = size

@@ -80,8 +80,11 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
     # stores it (JSON values, kept for a re-execution of the second op alone, which plans it again).
     checked_plans: dict[str, Plan] = {}
 
-    @op(name=contract.CONFIG_OP, config_schema={contract.CONFIG_FIELD: instructions_config(catalog, resources)},
-        out=Out(list))
+    @op(
+        name=contract.CONFIG_OP,
+        config_schema={contract.CONFIG_FIELD: instructions_config(catalog, resources)},
+        out=Out(list),
+    )
     def generate_dynamic_job_configs(context: OpExecutionContext) -> list:
         """Check the submitted instructions against the catalog; fail listing every problem."""
         raw = context.op_config[contract.CONFIG_FIELD]
@@ -135,9 +138,13 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                         root_outputs[id(event.node)] = event.output
 
         op_resources = OpResources(**{key: getattr(context.resources, key) for key in resources})
-        run_context = RunContext(run_dir=folder.path, resources=op_resources, log=context.log,
-                                 redact=_server_folders_hidden(context.resources.workspace, folder),
-                                 pipeline=instructions)
+        run_context = RunContext(
+            run_dir=folder.path,
+            resources=op_resources,
+            log=context.log,
+            redact=_server_folders_hidden(context.resources.workspace, folder),
+            pipeline=instructions,
+        )
         try:
             try:
                 outputs = execute(plan, catalog, run_context, on_event, reuse=kept)
@@ -202,8 +209,11 @@ def _kept_outputs(context: OpExecutionContext, folder: runs.RunFolder) -> runs.K
 
 def _server_folders_hidden(workspace: Workspace, folder: runs.RunFolder) -> Redactor:
     """What failure messages say instead of the server's folders: names relative to them (engine/redact.py)."""
-    folders = [(workspace.data_root, "the data root"), (workspace.output_root, "the output root"),
-               (os.environ.get("DAGSTER_HOME"), "DAGSTER_HOME")]
+    folders = [
+        (workspace.data_root, "the data root"),
+        (workspace.output_root, "the output root"),
+        (os.environ.get("DAGSTER_HOME"), "DAGSTER_HOME"),
+    ]
     if not runstore.is_store_url(workspace.artifact_root):
         folders.append((workspace.artifact_root, "the artifact root"))
     if folder.scratch is not None:  # an s3:// artifact root: the run works in a scratch folder
@@ -211,8 +221,9 @@ def _server_folders_hidden(workspace: Workspace, folder: runs.RunFolder) -> Reda
     return redactor(folders)
 
 
-def _write_partial_results(folder: runs.RunFolder, kept: runs.KeptOutputs, plan, root_outputs: dict[int, Any],
-                           why: str) -> None:
+def _write_partial_results(
+    folder: runs.RunFolder, kept: runs.KeptOutputs, plan, root_outputs: dict[int, Any], why: str
+) -> None:
     """results.json of a run that did not succeed: each top-level instruction's output where it finished;
     where it did not, {"state": "failed", "error"} for the one that was running and {"state": "not run", "error"}
     for those after it. A run that succeeds writes no state (its document is unchanged)."""
@@ -227,8 +238,10 @@ def _write_partial_results(folder: runs.RunFolder, kept: runs.KeptOutputs, plan,
             stopped_at = root
             entry.update(state=ResultState.FAILED, error=why)
         else:
-            entry.update(state=ResultState.NOT_RUN,
-                         error=f"not run: {stopped_at.operation} at {stopped_at.path} stopped the run before it")
+            entry.update(
+                state=ResultState.NOT_RUN,
+                error=f"not run: {stopped_at.operation} at {stopped_at.path} stopped the run before it",
+            )
         results.append(entry)
     try:
         folder.sync()  # every file the results name is stored before the results say so

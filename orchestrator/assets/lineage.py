@@ -26,8 +26,9 @@ from orchestrator.engine import Catalog, Node, Operation
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def asset_events(catalog: Catalog, node: Node, output: Any,
-                 run_id: str) -> list[AssetMaterialization | AssetObservation]:
+def asset_events(
+    catalog: Catalog, node: Node, output: Any, run_id: str
+) -> list[AssetMaterialization | AssetObservation]:
     """The catalog events for one finished instruction (none for most).
 
     What an operation reads or writes is its catalog entry's `reads` / `writes` (declared with
@@ -38,13 +39,23 @@ def asset_events(catalog: Catalog, node: Node, output: Any,
         key = _key(*operation.reads(node.literals, output))
         return [AssetObservation(asset_key=key, description=f"read by run {run_id}", metadata=_dataset_facts(output))]
     if isinstance(output, Exported):
-        return [AssetMaterialization(asset_key=destination_key(operation, node, output),
-                                     description=f"written by run {run_id}", metadata=_export_facts(output))]
+        return [
+            AssetMaterialization(
+                asset_key=destination_key(operation, node, output),
+                description=f"written by run {run_id}",
+                metadata=_export_facts(output),
+            )
+        ]
     if isinstance(output, Comparison):
         dataset = dataset_of(catalog, node)
         key = AssetKey(["comparisons", *(dataset.path if dataset else ["unknown"])])
-        return [AssetMaterialization(asset_key=key, description=output.report.get("verdict", ""),
-                                     metadata=_comparison_facts(output, dataset, run_id, node.path))]
+        return [
+            AssetMaterialization(
+                asset_key=key,
+                description=output.report.get("verdict", ""),
+                metadata=_comparison_facts(output, dataset, run_id, node.path),
+            )
+        ]
     return []
 
 
@@ -71,8 +82,9 @@ def metrics_table(report: dict[str, Any]) -> list[TableRecord]:
     """A comparison's metrics, a row per model: each plain value of the report's models (others as null)."""
     models = report.get("models", [])
     columns = [k for k, v in (models[0] if models else {}).items() if isinstance(v, int | float | str | None)]
-    return [TableRecord({k: m.get(k) if isinstance(m.get(k), int | float | str) else None for k in columns})
-            for m in models]
+    return [
+        TableRecord({k: m.get(k) if isinstance(m.get(k), int | float | str) else None for k in columns}) for m in models
+    ]
 
 
 def _key(*parts: str) -> AssetKey:
@@ -95,8 +107,7 @@ def _export_facts(exported: Exported) -> dict[str, Any]:
     return facts
 
 
-def _comparison_facts(comparison: Comparison, dataset: AssetKey | None, run_id: str,
-                      path: str = "") -> dict[str, Any]:
+def _comparison_facts(comparison: Comparison, dataset: AssetKey | None, run_id: str, path: str = "") -> dict[str, Any]:
     report = comparison.report
     models = report.get("models", [])
     facts: dict[str, Any] = {
@@ -120,8 +131,13 @@ def comparison_summary(report: dict[str, Any], dataset: AssetKey | None, path: s
     metric = report.get("headline")
     models = []
     for m in report.get("models", []):
-        entry = {"model": m.get("model"), "value": m.get(metric) if metric else None,
-                 "ci": m.get(f"{metric}_ci") if metric else None, "rank": m.get("rank"), "rank_ci": m.get("rank_ci")}
+        entry = {
+            "model": m.get("model"),
+            "value": m.get(metric) if metric else None,
+            "ci": m.get(f"{metric}_ci") if metric else None,
+            "rank": m.get("rank"),
+            "rank_ci": m.get("rank_ci"),
+        }
         if m.get("gate"):
             entry["gate_passed"] = m["gate"].get("passed")
         models.append(entry)

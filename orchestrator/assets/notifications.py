@@ -63,8 +63,12 @@ SENSOR_NAME = "notify_run_status"
 # mapping), as contract.CHANGE_OF_STATUS names it.
 STATUS_EVENTS: dict[RunStatusChangeEventType, RunChange] = {
     event_type: contract.CHANGE_OF_STATUS[contract.DagsterRunStatus(EVENT_TYPE_TO_RUN_STATUS[event_type].value)]
-    for event_type in (DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE,
-                       DagsterEventType.RUN_CANCELED)
+    for event_type in (
+        DagsterEventType.RUN_START,
+        DagsterEventType.RUN_SUCCESS,
+        DagsterEventType.RUN_FAILURE,
+        DagsterEventType.RUN_CANCELED,
+    )
 }
 # A run's changes are sent in this order only (contract.CHANGE_RANK).
 RANK = contract.CHANGE_RANK
@@ -139,8 +143,10 @@ class StatusNotifier:
             return response
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            log.warning(f"notifying {what}: {_describe(state.outcome.exception() if state.outcome else None)} "
-                        f"(attempt {state.attempt_number} of {self.attempts}); retrying")
+            log.warning(
+                f"notifying {what}: {_describe(state.outcome.exception() if state.outcome else None)} "
+                f"(attempt {state.attempt_number} of {self.attempts}); retrying"
+            )
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),

@@ -61,7 +61,9 @@ def resources_from_env() -> dict[str, ConfigurableResource]:
 RESOURCES = resources_from_env()
 
 CATALOG = DECLARED.with_default(
-    "export_to_s3", "bucket", RESOURCES["s3"].export_bucket,
+    "export_to_s3",
+    "bucket",
+    RESOURCES["s3"].export_bucket,
     unset="bucket name (no s3://); this server sets no CONSTELLATION_EXPORT_BUCKET to default it to",
 )
 

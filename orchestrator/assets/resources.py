@@ -93,14 +93,19 @@ class ServerSettings(SharedSettings, WorkspaceSettings, S3StorageSettings):
         return S3Storage(**self._fields_of(S3StorageSettings))
 
     def google_drive(self) -> GoogleDrive:
-        return GoogleDrive(api_endpoint=self.google_api_endpoint or None,
-                           download_url=self.google_download_url or DRIVE_PUBLIC_DOWNLOAD_URL,
-                           download_max_bytes=self.url_max_bytes)
+        return GoogleDrive(
+            api_endpoint=self.google_api_endpoint or None,
+            download_url=self.google_download_url or DRIVE_PUBLIC_DOWNLOAD_URL,
+            download_max_bytes=self.url_max_bytes,
+        )
 
     def model_server(self) -> ModelServerConnection:
         return ModelServerConnection(
-            url=self.model_server_url, timeout_s=self.model_server_timeout_s,
-            retry_attempts=self.model_server_retry_attempts, lease_ttl_s=self.model_server_lease_ttl_s)
+            url=self.model_server_url,
+            timeout_s=self.model_server_timeout_s,
+            retry_attempts=self.model_server_retry_attempts,
+            lease_ttl_s=self.model_server_lease_ttl_s,
+        )
 
     def _fields_of(self, group: type[BaseModel]) -> dict[str, Any]:
         return {name: getattr(self, name) for name in group.model_fields}
@@ -142,8 +147,9 @@ def server_setting(resource: ConfigurableResource) -> ResourceDefinition:
         finally:
             fresh.teardown_after_execution(context)
 
-    return ResourceDefinition(resource_fn=per_run, config_schema={},
-                              description=resource.get_resource_definition().description)
+    return ResourceDefinition(
+        resource_fn=per_run, config_schema={}, description=resource.get_resource_definition().description
+    )
 
 
 class Workspace(ConfigurableResource, WorkspaceSettings):
@@ -185,8 +191,11 @@ class Workspace(ConfigurableResource, WorkspaceSettings):
         from orchestrator.sources.databases import ImportLimits
 
         return ImportLimits(
-            max_rows=self.db_max_rows, max_bytes=self.db_max_bytes, max_value_bytes=self.db_max_value_bytes,
-            max_row_bytes=self.db_max_row_bytes, statement_timeout_s=self.db_statement_timeout_s,
+            max_rows=self.db_max_rows,
+            max_bytes=self.db_max_bytes,
+            max_value_bytes=self.db_max_value_bytes,
+            max_row_bytes=self.db_max_row_bytes,
+            statement_timeout_s=self.db_statement_timeout_s,
         )
 
 
@@ -232,8 +241,9 @@ class GoogleDrive(ConfigurableResource):
     def connect(self) -> drive.Drive:
         from orchestrator.sources import drive
 
-        return drive.connect(self.api_endpoint, os.environ, drive.PublicDownloads(self.download_url,
-                                                                                   self.download_max_bytes))
+        return drive.connect(
+            self.api_endpoint, os.environ, drive.PublicDownloads(self.download_url, self.download_max_bytes)
+        )
 
 
 class Databases(ConfigurableResource):
@@ -295,8 +305,9 @@ class ModelServerConnection(ConfigurableResource):
 
         retry = Retry(attempts=self.retry_attempts, first_delay_s=self.retry_first_delay_s)
         token = os.environ.get("CONSTELLATION_MODEL_SERVER_TOKEN", "").strip() or None
-        return ModelServer(self.url, self.timeout_s, retry, check_cancelled, token=token, lease=lease,
-                           lease_ttl_s=self.lease_ttl_s)
+        return ModelServer(
+            self.url, self.timeout_s, retry, check_cancelled, token=token, lease=lease, lease_ttl_s=self.lease_ttl_s
+        )
 
     def for_run(self, run_id: str) -> RunModelServer:
         """This connection as run `run_id`'s lease holder (for clean-up actions, which call `connect()`)."""

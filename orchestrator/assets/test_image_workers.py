@@ -262,4 +262,3 @@ def test_an_output_name_leading_out_of_the_folder_is_refused(tmp_path: Path, nam
 
 def test_an_output_name_with_folders_stays_inside(tmp_path: Path):
     assert images.output_path(tmp_path, "a/./b/../c.png") == tmp_path.resolve() / "a" / "c.png"
-

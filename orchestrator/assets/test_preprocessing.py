@@ -115,12 +115,13 @@ def test_sample_first_and_random_reproducibly(pictures: FileDict):
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG that claims to be width × height: a decompression bomb's header."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     )
 
 
@@ -164,9 +165,12 @@ def test_the_tile_count_is_capped_before_any_tile_is_written(ctx: RunContext, da
     Image.new("L", (100_001, 1)).save(data / "strip.png", optimize=True)
     assert (data / "strip.png").stat().st_size < 300
     strip = FileDict({"strip.png": data / "strip.png"})
-    with pytest.raises(OperationError, match=r"'strip.png' \(100001×1\) would make 100001 tiles of 1×1 with overlap 0, "
-                                             r"over the limit of 10000 per image \(the server's "
-                                             r"CONSTELLATION_MAX_TILES_PER_IMAGE\)"):
+    with pytest.raises(
+        OperationError,
+        match=r"'strip.png' \(100001×1\) would make 100001 tiles of 1×1 with overlap 0, "
+        r"over the limit of 10000 per image \(the server's "
+        r"CONSTELLATION_MAX_TILES_PER_IMAGE\)",
+    ):
         ops.tile_image(ctx, strip, tile_width=1, tile_height=1)
     assert not any(p.is_file() for p in ctx.node_dir.rglob("*")), "no tile was written"
 
@@ -247,8 +251,12 @@ def test_two_images_of_the_same_name_fail_clearly(ctx: RunContext, data: Path):
 
     Image.new("RGB", (10, 10)).save(data / "x.png")
     same = FileList([FileRef("x.png", data / "x.png"), FileRef("x.png", data / "x.png")])
-    for op in (lambda: ops.resize_image(ctx, same, width=5, height=5), lambda: ops.convert_image(ctx, same),
-               lambda: ops.tile_image(ctx, same, 5, 5), lambda: ops.normalize_image(ctx, same)):
+    for op in (
+        lambda: ops.resize_image(ctx, same, width=5, height=5),
+        lambda: ops.convert_image(ctx, same),
+        lambda: ops.tile_image(ctx, same, 5, 5),
+        lambda: ops.normalize_image(ctx, same),
+    ):
         with pytest.raises(OperationError, match="two images are named 'x.png'; their outputs would overwrite"):
             op()
 

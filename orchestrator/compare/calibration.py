@@ -102,8 +102,13 @@ def _threshold(truth: np.ndarray, scores: np.ndarray) -> dict[str, float] | None
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
     best = int(np.argmax(f1))
-    return {"threshold": float(thresholds[best]), "f1": float(f1[best]), "precision": float(p[best]),
-            "recall": float(r[best]), "f1_at_0_5": float(f1_score(truth, scores >= 0.5, zero_division=0))}
+    return {
+        "threshold": float(thresholds[best]),
+        "f1": float(f1[best]),
+        "precision": float(p[best]),
+        "recall": float(r[best]),
+        "f1_at_0_5": float(f1_score(truth, scores >= 0.5, zero_division=0)),
+    }
 
 
 class _Auc:
@@ -132,12 +137,19 @@ class _Auc:
             return np.einsum("bl,bl->b", pos, twice_below) / (2.0 * pos.sum(axis=1) * neg.sum(axis=1))
 
 
-def add(report: dict[str, Any], runs: Sequence[ModelRun], names: Sequence[str], truth: Truth, *,
-        seed: int, n_resamples: int) -> None:
+def add(
+    report: dict[str, Any], runs: Sequence[ModelRun], names: Sequence[str], truth: Truth, *, seed: int, n_resamples: int
+) -> None:
     """Score metrics in each model's entry (in place) and `report["scores"]`: what was averaged, and how."""
     if not any(_may_have_scores(run) for run in runs):  # top-k only everywhere: nothing to read
-        report["scores"] = {"averaging": None, "positive_class": None, "classes": None, "calibration_bins": BINS,
-                            "roc_auc_resamples": None, "without_scores": [run.model for run in runs]}
+        report["scores"] = {
+            "averaging": None,
+            "positive_class": None,
+            "classes": None,
+            "calibration_bins": BINS,
+            "roc_auc_resamples": None,
+            "without_scores": [run.model for run in runs],
+        }
         return
     observed = [as_class(truth.values[n]).casefold() for n in names]
     present = sorted(set(observed))
@@ -164,8 +176,9 @@ def add(report: dict[str, Any], runs: Sequence[ModelRun], names: Sequence[str], 
             curves.append(points)
         entry["ece"] = float(np.mean(eces))
         entry["roc_auc"] = float(np.mean([roc_auc_score(y, p) for y, p in zip(targets, columns, strict=True)]))
-        entry["average_precision"] = float(np.mean([average_precision_score(y, p)
-                                                    for y, p in zip(targets, columns, strict=True)]))
+        entry["average_precision"] = float(
+            np.mean([average_precision_score(y, p) for y, p in zip(targets, columns, strict=True)])
+        )
         entry["threshold"] = _threshold(targets[0], columns[0]) if binary else None
         entry["curves"] = _curves(targets, columns, curves, binary)
         entry["_aucs"] = [_Auc(y, p) for y, p in zip(targets, columns, strict=True)]
@@ -189,8 +202,9 @@ def _shown(report: dict[str, Any], folded: str) -> str:
     return folded
 
 
-def _auc_intervals(report: dict[str, Any], scored: list[int], n: int, problems: int, seed: int,
-                   n_resamples: int) -> int | None:
+def _auc_intervals(
+    report: dict[str, Any], scored: list[int], n: int, problems: int, seed: int, n_resamples: int
+) -> int | None:
     if not scored:
         return None
     resamples = min(n_resamples, max(AUC_MIN_RESAMPLES, AUC_BUDGET // max(1, n * problems * len(scored))))
@@ -209,14 +223,18 @@ def _auc_intervals(report: dict[str, Any], scored: list[int], n: int, problems: 
     return resamples if boot else None
 
 
-def _curves(targets: list[np.ndarray], columns: list[np.ndarray], reliability: list[dict[str, list[float]]],
-            binary: bool) -> dict[str, Any]:
+def _curves(
+    targets: list[np.ndarray], columns: list[np.ndarray], reliability: list[dict[str, list[float]]], binary: bool
+) -> dict[str, Any]:
     if binary:
         fpr, tpr, _ = roc_curve(targets[0], columns[0])
         precision, recall, _ = precision_recall_curve(targets[0], columns[0])
         (fpr_l, tpr_l), (recall_l, precision_l) = _thin(fpr, tpr), _thin(recall[::-1], precision[::-1])
-        return {"reliability": reliability[0], "roc": {"fpr": fpr_l, "tpr": tpr_l},
-                "pr": {"recall": recall_l, "precision": precision_l}}
+        return {
+            "reliability": reliability[0],
+            "roc": {"fpr": fpr_l, "tpr": tpr_l},
+            "pr": {"recall": recall_l, "precision": precision_l},
+        }
     grid = np.linspace(0.0, 1.0, 101)
     tprs, precisions = [], []
     for y, p in zip(targets, columns, strict=True):
@@ -225,6 +243,8 @@ def _curves(targets: list[np.ndarray], columns: list[np.ndarray], reliability: l
         precision, recall, _ = precision_recall_curve(y, p)
         precisions.append(np.interp(grid, recall[::-1], precision[::-1]))
     pooled = calibration_curve(np.concatenate(targets), np.clip(np.concatenate(columns), 0, 1), n_bins=BINS)
-    return {"reliability": {"predicted": pooled[1].tolist(), "observed": pooled[0].tolist()},
-            "roc": {"fpr": grid.tolist(), "tpr": np.mean(tprs, axis=0).tolist()},
-            "pr": {"recall": grid.tolist(), "precision": np.mean(precisions, axis=0).tolist()}}
+    return {
+        "reliability": {"predicted": pooled[1].tolist(), "observed": pooled[0].tolist()},
+        "roc": {"fpr": grid.tolist(), "tpr": np.mean(tprs, axis=0).tolist()},
+        "pr": {"recall": grid.tolist(), "precision": np.mean(precisions, axis=0).tolist()},
+    }

@@ -57,9 +57,13 @@ class Encoded:
         prediction lists, names and truth (compared by identity: scoring encodes anew, and what follows it in
         the same comparison, disagreements and drill-down, finds it here)."""
         last = cls._last
-        if (last is not None and last.truth_of is truth and len(last.runs) == len(runs)
-                and all(a.items is b.items and a.labels == b.labels for a, b in zip(last.runs, runs, strict=True))
-                and last.names == list(names)):
+        if (
+            last is not None
+            and last.truth_of is truth
+            and len(last.runs) == len(runs)
+            and all(a.items is b.items and a.labels == b.labels for a, b in zip(last.runs, runs, strict=True))
+            and last.names == list(names)
+        ):
             return last
         return cls.anew(runs, names, truth)
 
@@ -92,8 +96,9 @@ class Encoded:
         self.expected = None if self.truth is None else np.array([code[v.casefold()] for v in self.truth], np.int64)
 
 
-def resampled_scores(expected: np.ndarray, predicted: np.ndarray, k: int, idx: np.ndarray,
-                     per_class: bool = False) -> np.ndarray:
+def resampled_scores(
+    expected: np.ndarray, predicted: np.ndarray, k: int, idx: np.ndarray, per_class: bool = False
+) -> np.ndarray:
     """Accuracy and macro-F1 of every model on each resample: rows [acc_1..acc_M, f1_1..f1_M], (2M, batch).
 
     `idx` (batch, n) indexes the inputs; each resample is counted into the cells of the contingency table
@@ -151,8 +156,9 @@ class Contingency:
         return np.concatenate([np.array(accuracy + macro_f1), perclass.rows(true, hits, guesses)])
 
 
-def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
-             seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
+def evaluate(
+    runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *, seed: int, n_resamples: int, **_: Any
+) -> stats.Evaluation:
     enc = Encoded.anew(runs, names, truth)
     models: list[dict[str, Any]] = [{} for _ in runs]
     resamples = None
@@ -161,8 +167,13 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
         detailed = enc.k <= perclass.MAX_CLASSES  # per-class intervals from the same resamples
         table = Contingency(expected, enc.predicted, enc.k)
         with np.errstate(divide="ignore", invalid="ignore"):  # a class a resample lacks: its rows are NaN
-            boot = stats.bootstrap_counts(lambda counts: table.scores(counts, detailed), table.codes, table.size,
-                                          n_resamples=n_resamples, seed=seed)
+            boot = stats.bootstrap_counts(
+                lambda counts: table.scores(counts, detailed),
+                table.codes,
+                table.size,
+                n_resamples=n_resamples,
+                seed=seed,
+            )
         resamples = None if boot is None else n_resamples
         m = len(runs)
         for i, codes in enumerate(enc.predicted):
@@ -184,8 +195,14 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
                     "matrix": confusion_matrix(expected, codes, labels=present).tolist(),
                 },
             }
-        perclass.add(models, expected, enc.predicted, enc.k, enc.display,
-                     boot.distribution[2 * m:] if boot is not None and detailed else None)
+        perclass.add(
+            models,
+            expected,
+            enc.predicted,
+            enc.k,
+            enc.display,
+            boot.distribution[2 * m :] if boot is not None and detailed else None,
+        )
     pairs = []
     for a, b in itertools.combinations(range(len(runs)), 2):
         first, second = enc.predicted[a], enc.predicted[b]
@@ -203,9 +220,10 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
     if enc.expected is None:
         return stats.Evaluation(models, pairs, resamples)
     m = len(runs)
-    distributions = {"accuracy": boot.distribution[:m], "macro_f1": boot.distribution[m:2 * m]} if boot else {}
-    return stats.Evaluation(models, pairs, resamples, distributions=distributions,
-                            correct=enc.predicted == enc.expected)
+    distributions = {"accuracy": boot.distribution[:m], "macro_f1": boot.distribution[m : 2 * m]} if boot else {}
+    return stats.Evaluation(
+        models, pairs, resamples, distributions=distributions, correct=enc.predicted == enc.expected
+    )
 
 
 def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:

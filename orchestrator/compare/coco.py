@@ -122,8 +122,14 @@ def results(gt: COCO, run: ModelRun, images: dict[str, int], source: str) -> tup
             if category is None:
                 ignored[label] += 1
                 continue
-            anns.append({"image_id": image_id, "category_id": category, "bbox": box(run, name, detection),
-                         "score": float(detection.get("score", 1.0))})
+            anns.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category,
+                    "bbox": box(run, name, detection),
+                    "score": float(detection.get("score", 1.0)),
+                }
+            )
     if ignored and not anns:
         raise OperationError(
             f"none of model {run.model!r}'s detection labels ({few(sorted(ignored))}) is a category of the COCO "
@@ -134,7 +140,10 @@ def results(gt: COCO, run: ModelRun, images: dict[str, int], source: str) -> tup
             dt = gt.loadRes(anns)
         else:
             dt = COCO()
-            dt.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]),
-                          "annotations": []}
+            dt.dataset = {
+                "images": list(gt.dataset["images"]),
+                "categories": list(gt.dataset["categories"]),
+                "annotations": [],
+            }
             dt.createIndex()
     return dt, dict(ignored)

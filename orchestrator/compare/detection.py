@@ -138,8 +138,16 @@ def _pair_agreements(runs: Sequence[ModelRun], names: Sequence[str], iou_thresho
     }
 
 
-def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
-             iou_threshold: float, seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
+def evaluate(
+    runs: Sequence[ModelRun],
+    names: Sequence[str],
+    truth: Truth | None,
+    *,
+    iou_threshold: float,
+    seed: int,
+    n_resamples: int,
+    **_: Any,
+) -> stats.Evaluation:
     models: list[dict[str, Any]] = [{} for _ in runs]
     boot, resamples = None, None
     if truth is not None:
@@ -171,8 +179,12 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
             models[i]["map_ci"] = boot.interval(i) if boot else None
     pairs = []
     for (a, b), f1 in _pair_agreements(runs, names, iou_threshold).items():
-        pair: dict[str, Any] = {"models": [runs[a].model, runs[b].model], "agreement": float(np.mean(f1)),
-                                "kappa": None, "cohen_kappa": None}
+        pair: dict[str, Any] = {
+            "models": [runs[a].model, runs[b].model],
+            "agreement": float(np.mean(f1)),
+            "kappa": None,
+            "cohen_kappa": None,
+        }
         if truth is not None:
             pair["p_value"] = stats.paired_p(boot.distribution[a], boot.distribution[b]) if boot else None
         pairs.append(pair)
@@ -180,9 +192,15 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
         return stats.Evaluation(models, pairs, None, "images")
     losses = None
     if len(runs) >= 3 and len(names) * len(runs) <= PER_IMAGE_AP_BUDGET:  # for Friedman's test of three or more
-        losses = 1 - np.array([[resample(positions[j:j + 1]) for j in range(len(names))] for resample in resamplers])
-    return stats.Evaluation(models, pairs, resamples if boot else None, "images",
-                            distributions={"map": boot.distribution} if boot else {}, losses=losses)
+        losses = 1 - np.array([[resample(positions[j : j + 1]) for j in range(len(names))] for resample in resamplers])
+    return stats.Evaluation(
+        models,
+        pairs,
+        resamples if boot else None,
+        "images",
+        distributions={"map": boot.distribution} if boot else {},
+        losses=losses,
+    )
 
 
 def summary(detections: list[tuple[str, float | None, Sequence[float]]], limit: int = 6) -> str:
@@ -190,14 +208,17 @@ def summary(detections: list[tuple[str, float | None, Sequence[float]]], limit: 
     if not detections:
         return "nothing"
     ordered = sorted(detections, key=lambda d: -(d[1] if d[1] is not None else 1.0))
-    shown = [f"{label}{'' if score is None else f' {score:.2f}'} [{', '.join(f'{v:.0f}' for v in box)}]"
-             for label, score, box in ordered[:limit]]
+    shown = [
+        f"{label}{'' if score is None else f' {score:.2f}'} [{', '.join(f'{v:.0f}' for v in box)}]"
+        for label, score, box in ordered[:limit]
+    ]
     more = f"; and {len(ordered) - limit} more" if len(ordered) > limit else ""
     return "; ".join(shown) + more
 
 
-def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
-                  iou_threshold: float = 0.5, **_: Any) -> list[dict]:
+def disagreements(
+    runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *, iou_threshold: float = 0.5, **_: Any
+) -> list[dict]:
     """Images whose detections differ between models (lowest mean matched F1 first)."""
     agreements = _pair_agreements(runs, names, iou_threshold)
     mean = np.mean(np.array(list(agreements.values())), axis=0) if agreements else np.ones(len(names))
@@ -206,8 +227,14 @@ def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth |
         gt = coco.load(truth.coco)
         images = coco.match_images(gt, names, repr(truth.source or str(truth.coco)))
         for name, image in images.items():
-            boxes = [(gt.cats[a["category_id"]]["name"], None, [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                      a["bbox"][1] + a["bbox"][3]]) for a in gt.imgToAnns[image]]
+            boxes = [
+                (
+                    gt.cats[a["category_id"]]["name"],
+                    None,
+                    [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]],
+                )
+                for a in gt.imgToAnns[image]
+            ]
             shown_truth[name] = summary(boxes)
     items = [items_by_name(run) for run in runs]
     rows = []
@@ -217,8 +244,10 @@ def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth |
         shown = {}
         for run, by_name in zip(runs, items, strict=True):
             found = by_name[name].get("detections") or []
-            shown[run.model] = summary([(str(d.get("label", "")), float(d.get("score", 1.0)), d.get("box") or [])
-                                        for d in found])
-        rows.append({"name": name, "predictions": shown, "truth": shown_truth.get(name),
-                     "disagreement": float(1.0 - mean[j])})
+            shown[run.model] = summary(
+                [(str(d.get("label", "")), float(d.get("score", 1.0)), d.get("box") or []) for d in found]
+            )
+        rows.append(
+            {"name": name, "predictions": shown, "truth": shown_truth.get(name), "disagreement": float(1.0 - mean[j])}
+        )
     return rows

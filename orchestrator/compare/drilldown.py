@@ -47,8 +47,10 @@ class Inputs:
             if name not in self.thumbnails:
                 small = reporting.thumbnail(source, THUMBNAIL)
                 mime = "image/jpeg"
-                self.thumbnails[name] = {"css": f"t{len(self.thumbnails)}", "uri": "" if small is None else
-                                         f"data:{mime};base64,{base64.b64encode(small).decode('ascii')}"}
+                self.thumbnails[name] = {
+                    "css": f"t{len(self.thumbnails)}",
+                    "uri": "" if small is None else f"data:{mime};base64,{base64.b64encode(small).decode('ascii')}",
+                }
             found = self.thumbnails[name]
             return {"thumbnail": found["css"] if found["uri"] else None}
         if isinstance(source, dict):
@@ -64,8 +66,9 @@ class Inputs:
                 self.rows.update(reporting.rows_of(result.table, result.table_key, self.wanted_rows))
 
 
-def cells(results: Sequence[Predictions], runs: Sequence[compare.ModelRun], truth: Any,
-          report: dict[str, Any]) -> dict[str, Any] | None:
+def cells(
+    results: Sequence[Predictions], runs: Sequence[compare.ModelRun], truth: Any, report: dict[str, Any]
+) -> dict[str, Any] | None:
     """What the page needs to drill down; None unless it is a classification with truth."""
     listed = Listing.of(results, runs, truth, report)
     if listed is None:
@@ -86,8 +89,9 @@ class Listing:
         return self.inputs.wanted_rows - set(self.inputs.rows)
 
     @classmethod
-    def of(cls, results: Sequence[Predictions], runs: Sequence[compare.ModelRun], truth: Any,
-           report: dict[str, Any]) -> Listing | None:
+    def of(
+        cls, results: Sequence[Predictions], runs: Sequence[compare.ModelRun], truth: Any, report: dict[str, Any]
+    ) -> Listing | None:
         """The lists; None unless it is a classification with truth."""
         if report.get("kind") != "classification" or not report.get("labelled") or truth is None:
             return None
@@ -105,8 +109,9 @@ class Listing:
         return {"models": self.models, "thumbnails": thumbnails}
 
 
-def _lists(results: Sequence[Predictions], runs: Sequence[compare.ModelRun],
-           truth: Any) -> tuple[list[dict[str, Any]], Inputs]:
+def _lists(
+    results: Sequence[Predictions], runs: Sequence[compare.ModelRun], truth: Any
+) -> tuple[list[dict[str, Any]], Inputs]:
     names = [str(item["name"]) for item in runs[0].items]
     enc = Encoded.of(runs, names, truth)
     assert enc.expected is not None and enc.truth is not None
@@ -123,15 +128,27 @@ def _lists(results: Sequence[Predictions], runs: Sequence[compare.ModelRun],
         cell_lists = []
         for members in np.split(order, np.flatnonzero(np.diff(cell[order])) + 1):
             true, guessed = (int(v) for v in divmod(int(cell[members[0]]), enc.k))
-            cell_lists.append({"id": f"cell-{i + 1}-{true}-{guessed}", "true": enc.display[true],
-                               "predicted": enc.display[guessed], "count": len(members),
-                               **_listing(members.tolist(), names, inputs, enc, i)})
+            cell_lists.append(
+                {
+                    "id": f"cell-{i + 1}-{true}-{guessed}",
+                    "true": enc.display[true],
+                    "predicted": enc.display[guessed],
+                    "count": len(members),
+                    **_listing(members.tolist(), names, inputs, enc, i),
+                }
+            )
         class_lists = []
         for c in classes.tolist():
             members = np.flatnonzero(expected == c)
             members = members[np.lexsort((by_name[members], codes[members] == c))]  # mistakes first, then by name
-            class_lists.append({"id": f"class-{i + 1}-{c}", "label": enc.display[c], "count": len(members),
-                                **_listing(members.tolist(), names, inputs, enc, i)})
+            class_lists.append(
+                {
+                    "id": f"class-{i + 1}-{c}",
+                    "label": enc.display[c],
+                    "count": len(members),
+                    **_listing(members.tolist(), names, inputs, enc, i),
+                }
+            )
         models.append({"index": i + 1, "model": run.model, "cells": cell_lists, "classes": class_lists})
     return models, inputs
 
@@ -142,15 +159,20 @@ def _listing(members: list[int], names: list[str], inputs: Inputs, enc: Encoded,
     for j in members[:PREVIEWS]:
         right = bool(enc.predicted[model][j] == enc.expected[j])
         shown.append({"name": names[j], "predicted": enc.top1[model][j], "correct": right, **inputs.preview(names[j])})
-    named = [names[j] for j in members[PREVIEWS:PREVIEWS + NAMES]]
+    named = [names[j] for j in members[PREVIEWS : PREVIEWS + NAMES]]
     return {"shown": shown, "named": named, "more": max(0, len(members) - PREVIEWS - NAMES)}
 
 
 # --- the rows a report shows, read once -------------------------------------------------------------------------
 
 
-def rows_to_show(results: Sequence[Predictions], runs: Sequence[compare.ModelRun], truth: Any,
-                 listed: Listing | None, limit: int = 24) -> set[str]:
+def rows_to_show(
+    results: Sequence[Predictions],
+    runs: Sequence[compare.ModelRun],
+    truth: Any,
+    listed: Listing | None,
+    limit: int = 24,
+) -> set[str]:
     """The names of the table rows the page shows: the disagreements' (`limit`, as reporting.disagreements picks
     them) and the drill-down's; none unless the inputs are rows of a table."""
     if not any(result.table is not None for result in results):
@@ -159,8 +181,9 @@ def rows_to_show(results: Sequence[Predictions], runs: Sequence[compare.ModelRun
     return shown | (listed.wanted_rows if listed is not None else set())
 
 
-def _kept_for(result: Predictions, kept: dict[tuple[Path, str | None], dict[str, dict[str, Any]]]
-              ) -> dict[str, dict[str, Any]] | None:
+def _kept_for(
+    result: Predictions, kept: dict[tuple[Path, str | None], dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, Any]] | None:
     if result.table is None:
         return None
     try:
@@ -169,8 +192,9 @@ def _kept_for(result: Predictions, kept: dict[tuple[Path, str | None], dict[str,
         return None
 
 
-def with_rows(results: Sequence[Predictions], kept: dict[tuple[Path, str | None], dict[str, dict[str, Any]]]
-              ) -> list[Predictions]:
+def with_rows(
+    results: Sequence[Predictions], kept: dict[tuple[Path, str | None], dict[str, dict[str, Any]]]
+) -> list[Predictions]:
     """The results as the report shows them: a result whose table rows were kept (fingerprint.fingerprint_and_rows)
     has them among its inputs instead of the table to read again."""
     found = []
@@ -186,8 +210,9 @@ def with_rows(results: Sequence[Predictions], kept: dict[tuple[Path, str | None]
     return found
 
 
-def kept_rows(results: Sequence[Predictions], kept: dict[tuple[Path, str | None], dict[str, dict[str, Any]]]
-              ) -> dict[str, dict[str, Any]]:
+def kept_rows(
+    results: Sequence[Predictions], kept: dict[tuple[Path, str | None], dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
     """Every kept row of the results' tables, by name."""
     found: dict[str, dict[str, Any]] = {}
     for result in results:

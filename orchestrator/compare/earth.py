@@ -20,17 +20,29 @@ from orchestrator.compare.inputs import ModelRun
 from orchestrator.datasets import Comparison, Predictions
 
 
-def compare_on_earth(results: Sequence[Predictions], runs: Sequence[ModelRun], truth: Any, regions: Any,
-                     options: geotruth.Options, folder: Path, run_dir: Path | None, *, iou_threshold: float = 0.5,
-                     check: Callable[[], None] = lambda: None, log: Callable[[str], None] = lambda _: None
-                     ) -> Comparison:
+def compare_on_earth(
+    results: Sequence[Predictions],
+    runs: Sequence[ModelRun],
+    truth: Any,
+    regions: Any,
+    options: geotruth.Options,
+    folder: Path,
+    run_dir: Path | None,
+    *,
+    iou_threshold: float = 0.5,
+    check: Callable[[], None] = lambda: None,
+    log: Callable[[str], None] = lambda _: None,
+) -> Comparison:
     from orchestrator import compare
     from orchestrator.compare import maps, reporting
 
     aligned = geotruth.align(runs, truth, options, folder, regions, check)
     report = compare.compare(aligned.runs, aligned.truth, iou_threshold=iou_threshold)
-    report = geotruth.extend(report, aligned, lambda part_runs, part_truth: compare.compare(
-        part_runs, part_truth, iou_threshold=iou_threshold))
+    report = geotruth.extend(
+        report,
+        aligned,
+        lambda part_runs, part_truth: compare.compare(part_runs, part_truth, iou_threshold=iou_threshold),
+    )
     scenes, colours = maps.draw(results, aligned, folder / "maps", options.caps, check)
     files: dict[str, Path] = {}
     for scene in scenes:
@@ -42,16 +54,25 @@ def compare_on_earth(results: Sequence[Predictions], runs: Sequence[ModelRun], t
         if scene.disagreement is not None:
             files[f"maps/{stem}/disagreement.tif"] = scene.disagreement
     if scenes:
-        report["maps"] = [{"scene": s.scene, "width": s.width, "height": s.height, "crs": s.crs,
-                           "disagreement": s.disagreeing_share} for s in scenes]
+        report["maps"] = [
+            {"scene": s.scene, "width": s.width, "height": s.height, "crs": s.crs, "disagreement": s.disagreeing_share}
+            for s in scenes
+        ]
     links = {str(path): (name, _href(path, run_dir)) for name, path in files.items()}
     charts = compare.charts(report, folder / "charts")
     markdown = compare.markdown(report)
     (folder / "comparison.json").write_text(json.dumps(report, indent=1))
     shown = reporting.disagreements(results, aligned.runs, aligned.truth, colours=colours)  # the maps' colours
     html = folder / "report.html"
-    html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models",
-                                        geo=maps.section(report, scenes, colours, links)))
+    html.write_text(
+        compare.html_report(
+            report,
+            charts,
+            shown,
+            title=f"Comparison of {len(results)} models",
+            geo=maps.section(report, scenes, colours, links),
+        )
+    )
     log(f"compare_models: {report.get('verdict', '')}")
     return Comparison(report, markdown, charts, html, files=files)
 

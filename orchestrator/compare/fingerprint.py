@@ -137,15 +137,17 @@ def _names(names: Iterable[str]) -> bytes:
     return digest.digest()
 
 
-def dataset_fingerprint(results: Sequence[Predictions], names: Sequence[str],
-                        truth: Truth | None) -> tuple[str, str]:
+def dataset_fingerprint(results: Sequence[Predictions], names: Sequence[str], truth: Truth | None) -> tuple[str, str]:
     """("sha256:<hex>", what the inputs' part was made of: "files", "rows" or "names")."""
     return fingerprint_and_rows(results, names, truth)[:2]
 
 
-def fingerprint_and_rows(results: Sequence[Predictions], names: Sequence[str], truth: Truth | None,
-                         keep: set[str] | frozenset[str] = frozenset()
-                         ) -> tuple[str, str, dict[tuple[Path, str | None], dict[str, dict[str, Any]]]]:
+def fingerprint_and_rows(
+    results: Sequence[Predictions],
+    names: Sequence[str],
+    truth: Truth | None,
+    keep: set[str] | frozenset[str] = frozenset(),
+) -> tuple[str, str, dict[tuple[Path, str | None], dict[str, dict[str, Any]]]]:
     """`dataset_fingerprint`, and the rows named in `keep` of every table read for it, as a report shows them:
     {(table file, key column): {name: row}}."""
     printer = Fingerprinter(keep)

@@ -26,8 +26,9 @@ METRICS = {
 }
 
 
-def check(kind: str, models: Sequence[str], baseline: str | None, gate: Mapping[str, Any] | None,
-          labelled: bool) -> dict[str, float]:
+def check(
+    kind: str, models: Sequence[str], baseline: str | None, gate: Mapping[str, Any] | None, labelled: bool
+) -> dict[str, float]:
     """The gate's margins by metric, after checking baseline and metrics; {} when there is no gate."""
     if baseline is not None and baseline not in models:
         raise OperationError(f"baseline {baseline!r} is not one of the compared models: {', '.join(map(repr, models))}")
@@ -44,13 +45,14 @@ def check(kind: str, models: Sequence[str], baseline: str | None, gate: Mapping[
             raise OperationError(f"gate metric {metric!r} is not one of {kind}'s: {', '.join(known)}")
         margin = rule.get("min_delta", 0.0) if isinstance(rule, Mapping) else None
         if not isinstance(margin, int | float) or isinstance(margin, bool) or not np.isfinite(margin):
-            raise OperationError(f"gate metric {metric!r}: give {{\"min_delta\": a number}}, got {rule!r}")
+            raise OperationError(f'gate metric {metric!r}: give {{"min_delta": a number}}, got {rule!r}')
         margins[metric] = float(margin)
     return margins
 
 
-def apply(report: dict[str, Any], distributions: Mapping[str, np.ndarray], baseline: str,
-          margins: Mapping[str, float]) -> dict[str, Any]:
+def apply(
+    report: dict[str, Any], distributions: Mapping[str, np.ndarray], baseline: str, margins: Mapping[str, float]
+) -> dict[str, Any]:
     """Each challenger's `gate` entry (in place, in `report["models"]`) and the gate's summary."""
     names = [m["model"] for m in report["models"]]
     base = names.index(baseline)
@@ -58,19 +60,31 @@ def apply(report: dict[str, Any], distributions: Mapping[str, np.ndarray], basel
     for i, model in enumerate(report["models"]):
         if i == base:
             continue
-        checks = [_check(report, distributions.get(metric), metric, i, base, margin)
-                  for metric, margin in margins.items()]
+        checks = [
+            _check(report, distributions.get(metric), metric, i, base, margin) for metric, margin in margins.items()
+        ]
         verdict = all(c["passed"] for c in checks)
-        model["gate"] = {"passed": verdict, "metric": checks[0]["metric"], "delta": checks[0]["delta"],
-                         "delta_ci": checks[0]["delta_ci"], "min_delta": checks[0]["min_delta"], "checks": checks}
+        model["gate"] = {
+            "passed": verdict,
+            "metric": checks[0]["metric"],
+            "delta": checks[0]["delta"],
+            "delta_ci": checks[0]["delta_ci"],
+            "min_delta": checks[0]["min_delta"],
+            "checks": checks,
+        }
         if verdict:
             passed.append(model["model"])
-    return {"baseline": baseline, "criteria": {m: {"min_delta": v} for m, v in margins.items()},
-            "passed": passed, "any_passed": bool(passed)}
+    return {
+        "baseline": baseline,
+        "criteria": {m: {"min_delta": v} for m, v in margins.items()},
+        "passed": passed,
+        "any_passed": bool(passed),
+    }
 
 
-def _check(report: dict[str, Any], distribution: np.ndarray | None, metric: str, i: int, base: int,
-           margin: float) -> dict[str, Any]:
+def _check(
+    report: dict[str, Any], distribution: np.ndarray | None, metric: str, i: int, base: int, margin: float
+) -> dict[str, Any]:
     higher = METRICS[report["kind"]][metric]
     sign = 1.0 if higher else -1.0
     mine, theirs = report["models"][i].get(metric), report["models"][base].get(metric)
@@ -82,8 +96,13 @@ def _check(report: dict[str, Any], distribution: np.ndarray | None, metric: str,
         if differences.size:
             alpha = 100 * (1 - stats.CONFIDENCE) / 2
             interval = [float(np.percentile(differences, alpha)), float(np.percentile(differences, 100 - alpha))]
-    return {"metric": metric, "delta": delta, "delta_ci": interval, "min_delta": margin,
-            "passed": interval is not None and interval[0] >= margin}
+    return {
+        "metric": metric,
+        "delta": delta,
+        "delta_ci": interval,
+        "min_delta": margin,
+        "passed": interval is not None and interval[0] >= margin,
+    }
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -93,13 +112,15 @@ def summary(report: dict[str, Any]) -> str:
     for model in report["models"]:
         entry = model.get("gate")
         if entry:
-            shown = ", ".join(f"{c['metric']} {_signed(c['delta'])} {_interval(c['delta_ci'])}"
-                              for c in entry["checks"])
+            shown = ", ".join(
+                f"{c['metric']} {_signed(c['delta'])} {_interval(c['delta_ci'])}" for c in entry["checks"]
+            )
             parts.append(f"{model['model']} {shown}")
     needs = ", ".join(f"{metric} ≥ {rule['min_delta']:+g}" for metric, rule in gate["criteria"].items())
     outcome = f"passed by {', '.join(gate['passed'])}" if gate["any_passed"] else "no challenger passes"
-    return (f"Gate against {gate['baseline']} (lower end of the 95 % interval of {needs}): {outcome} "
-            f"({'; '.join(parts)}).")
+    return (
+        f"Gate against {gate['baseline']} (lower end of the 95 % interval of {needs}): {outcome} ({'; '.join(parts)})."
+    )
 
 
 def _interval(interval: list[float] | None) -> str:

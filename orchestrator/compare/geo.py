@@ -93,16 +93,16 @@ def extent(grids: Sequence[Grid]) -> tuple[Any, tuple[float, float, float, float
 
     crs = grids[0].crs
     boxes = [g.bounds if g.crs == crs else transform_bounds(g.crs, crs, *g.bounds) for g in grids]
-    return crs, (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-                 max(b[3] for b in boxes))
+    return crs, (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def crs_name(crs: Any) -> str:
     """'EPSG:32633', or the CRS's own name when it has no EPSG code."""
     from pyproj import CRS as ProjCRS
 
-    projected = crs if isinstance(crs, ProjCRS) else ProjCRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt")
-                                                                               else crs)
+    projected = (
+        crs if isinstance(crs, ProjCRS) else ProjCRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
+    )
     code = projected.to_authority()
     return f"{code[0]}:{code[1]}" if code else projected.name
 
@@ -140,11 +140,14 @@ class Layer:
             geometries = self.geometries
             if not target.equals(self.crs, ignore_axis_order=True):
                 move = Transformer.from_crs(self.crs, target, always_xy=True)
-                geometries = shapely.transform(geometries, lambda xy: np.column_stack(move.transform(xy[:, 0],
-                                                                                                      xy[:, 1])))
+                geometries = shapely.transform(
+                    geometries, lambda xy: np.column_stack(move.transform(xy[:, 0], xy[:, 1]))
+                )
                 if not np.all(np.isfinite(shapely.bounds(geometries))):
-                    raise OperationError(f"{self.source}: some polygons lie where {crs_name(target)} has no "
-                                         f"coordinates (from {crs_name(self.crs)})")
+                    raise OperationError(
+                        f"{self.source}: some polygons lie where {crs_name(target)} has no "
+                        f"coordinates (from {crs_name(self.crs)})"
+                    )
             self._projected[key] = (geometries, shapely.STRtree(geometries))
         return self._projected[key]
 
@@ -176,8 +179,13 @@ class Layer:
         found = np.sort(tree.query(shapely.box(*grid.bounds)))  # file order: later features burn over earlier
         if found.size == 0:
             return np.full(grid.shape, UNLABELLED, dtype=np.int32)
-        return rasterize(zip(geometries[found], codes[found].tolist(), strict=True), out_shape=grid.shape,
-                         transform=grid.transform, fill=UNLABELLED, dtype="int32")
+        return rasterize(
+            zip(geometries[found], codes[found].tolist(), strict=True),
+            out_shape=grid.shape,
+            transform=grid.transform,
+            fill=UNLABELLED,
+            dtype="int32",
+        )
 
     def at(self, grid: Grid, codes: np.ndarray, x: float, y: float) -> int:
         """The code of the (last) polygon covering a point of the grid's CRS, else -1."""
@@ -195,8 +203,10 @@ def layer_of(data: Table | Sequence[FileRef], column: str, what: str) -> Layer:
     vectors = [ref for ref in data if is_vector(ref)]
     if len(vectors) != 1:
         names = ", ".join(repr(r.name) for r in list(data)[:5]) or "none"
-        raise OperationError(f"{what} must be one GeoJSON (.geojson) or GeoPackage (.gpkg) file; got {len(vectors)} "
-                             f"among {len(data)} file(s) ({names})")
+        raise OperationError(
+            f"{what} must be one GeoJSON (.geojson) or GeoPackage (.gpkg) file; got {len(vectors)} "
+            f"among {len(data)} file(s) ({names})"
+        )
     ref = vectors[0]
     with ref.path.open("rb") as head:
         if head.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:  # a GeoPackage is an SQLite database
@@ -217,8 +227,10 @@ def _geojson_crs(document: dict[str, Any], where: str) -> Any:
         return ProjCRS.from_user_input(GEOJSON_CRS)
     name = named.get("properties", {}).get("name") if isinstance(named, dict) else None
     if not isinstance(name, str):
-        raise OperationError(f"{where}: its 'crs' member names no CRS (expected {{\"type\": \"name\", "
-                             "\"properties\": {\"name\": \"urn:ogc:def:crs:EPSG::32633\"}})")
+        raise OperationError(
+            f'{where}: its \'crs\' member names no CRS (expected {{"type": "name", '
+            '"properties": {"name": "urn:ogc:def:crs:EPSG::32633"}})'
+        )
     try:
         crs = ProjCRS.from_user_input(name)
     except CRSError:
@@ -233,8 +245,9 @@ def from_geojson(ref: FileRef, column: str, what: str) -> Layer:
     where = f"{what} {ref.name!r}"
     size = ref.path.stat().st_size
     if size > MAX_GEOJSON_BYTES:
-        raise OperationError(f"{where} is {size:,} bytes, over the {MAX_GEOJSON_BYTES:,} a GeoJSON file may have "
-                             "here; give a GeoPackage")
+        raise OperationError(
+            f"{where} is {size:,} bytes, over the {MAX_GEOJSON_BYTES:,} a GeoJSON file may have here; give a GeoPackage"
+        )
     try:
         document = json.loads(ref.path.read_bytes())
     except ValueError as exc:
@@ -274,8 +287,9 @@ def from_geopackage(ref: FileRef, column: str, what: str) -> Layer:
         layers = pyogrio.list_layers(ref.path)
         spatial = [str(name) for name, kind in layers if kind]
         if len(spatial) != 1:
-            raise OperationError(f"{where} holds {len(spatial)} layers with geometries ({', '.join(spatial)}); "
-                                 "give a GeoPackage of one")
+            raise OperationError(
+                f"{where} holds {len(spatial)} layers with geometries ({', '.join(spatial)}); give a GeoPackage of one"
+            )
         fields = [str(f) for f in pyogrio.read_info(ref.path, layer=spatial[0])["fields"]]
         if column not in fields:
             raise OperationError(f"{where} has no column {column!r} (its columns: {', '.join(fields) or 'none'})")
@@ -290,8 +304,11 @@ def from_geopackage(ref: FileRef, column: str, what: str) -> Layer:
         crs = ProjCRS.from_user_input(meta["crs"])
     except CRSError:
         raise OperationError(f"{where}: its CRS {str(meta['crs'])[:80]!r} is not one pyproj knows") from None
-    keep = [i for i, (value, blob) in enumerate(zip(columns[0], wkb, strict=True))
-            if blob is not None and value is not None and value == value and value != ""]
+    keep = [
+        i
+        for i, (value, blob) in enumerate(zip(columns[0], wkb, strict=True))
+        if blob is not None and value is not None and value == value and value != ""
+    ]
     geometries = shapely.from_wkb(np.array([wkb[i] for i in keep], dtype=object)) if keep else np.array([])
     values = [_value(columns[0][i]) for i in keep]
     _check_column(values, column, fields, where, "column")
@@ -304,8 +321,10 @@ def from_table(table: Table, column: str, what: str) -> Layer:
     where = f"{what} table"
     geometry_columns = dict(getattr(table, "geometry", None) or {})
     if not geometry_columns:
-        raise OperationError(f"the {where} has no geometry column (its columns: {', '.join(table.columns[:30])}); "
-                             "import a PostGIS table, or give a GeoJSON or GeoPackage file")
+        raise OperationError(
+            f"the {where} has no geometry column (its columns: {', '.join(table.columns[:30])}); "
+            "import a PostGIS table, or give a GeoJSON or GeoPackage file"
+        )
     if column not in table.columns:
         raise OperationError(f"the {where} has no column {column!r} (its columns: {', '.join(table.columns[:30])})")
     geometry_column = next(iter(geometry_columns))
@@ -331,22 +350,27 @@ def crs_of_srid(facts: dict[str, Any], column: str, where: str) -> Any:
 
     srid = facts.get("srid")
     if not srid:
-        raise OperationError(f"{where}: geometry column {column!r} has no SRID (0); give its geometries one "
-                             "(ST_SetSRID) so they can be placed")
+        raise OperationError(
+            f"{where}: geometry column {column!r} has no SRID (0); give its geometries one "
+            "(ST_SetSRID) so they can be placed"
+        )
     text = facts.get("crs") or f"EPSG:{srid}"
     try:
         return ProjCRS.from_user_input(text)
     except CRSError:
-        raise OperationError(f"{where}: geometry column {column!r} has SRID {srid} ({text}), which is not a CRS "
-                             "pyproj knows; transform the geometries to a known one (ST_Transform)") from None
+        raise OperationError(
+            f"{where}: geometry column {column!r} has SRID {srid} ({text}), which is not a CRS "
+            "pyproj knows; transform the geometries to a known one (ST_Transform)"
+        ) from None
 
 
 def _check_column(values: list[str], column: str, names: Sequence[str], where: str, kind: str) -> None:
     if not values:
         if column not in names:
             plural = "properties" if kind == "property" else f"{kind}s"
-            raise OperationError(f"{where} has no {kind} {column!r} (its {plural}: "
-                                 f"{', '.join(map(str, list(names)[:30])) or 'none'})")
+            raise OperationError(
+                f"{where} has no {kind} {column!r} (its {plural}: {', '.join(map(str, list(names)[:30])) or 'none'})"
+            )
         raise OperationError(f"{where}: no feature has both a geometry and a value in {column!r}")
 
 
@@ -374,11 +398,14 @@ class LabelRaster:
                 if dataset.crs is None:
                     raise OperationError(f"the label raster {ref.name!r} has no CRS: it cannot be placed")
                 if dataset.count != 1:
-                    raise OperationError(f"the label raster {ref.name!r} has {dataset.count} bands; a label raster "
-                                         "has one band of class ids")
+                    raise OperationError(
+                        f"the label raster {ref.name!r} has {dataset.count} bands; a label raster "
+                        "has one band of class ids"
+                    )
                 if dataset.dtypes[0].startswith(("float", "complex")):
-                    raise OperationError(f"the label raster {ref.name!r} holds {dataset.dtypes[0]} values; class ids "
-                                         "are integers")
+                    raise OperationError(
+                        f"the label raster {ref.name!r} holds {dataset.dtypes[0]} values; class ids are integers"
+                    )
                 self.sources.append(dataset)
             self.names = list(classes) if classes else self._names_in_files()
         except BaseException:
@@ -432,11 +459,19 @@ class LabelRaster:
         from orchestrator.transforms import rasters
 
         with rasters.gdal_env():
-            reproject(source=dataset.read(1, window=_footprint(dataset, grid), boundless=True, masked=True)
-                      .astype(np.int32).filled(_fill(dataset)),
-                      destination=ids, src_transform=dataset.window_transform(_footprint(dataset, grid)),
-                      src_crs=dataset.crs, src_nodata=_fill(dataset), dst_transform=grid.transform,
-                      dst_crs=grid.crs, dst_nodata=UNLABELLED, resampling=Resampling.nearest)
+            reproject(
+                source=dataset.read(1, window=_footprint(dataset, grid), boundless=True, masked=True)
+                .astype(np.int32)
+                .filled(_fill(dataset)),
+                destination=ids,
+                src_transform=dataset.window_transform(_footprint(dataset, grid)),
+                src_crs=dataset.crs,
+                src_nodata=_fill(dataset),
+                dst_transform=grid.transform,
+                dst_crs=grid.crs,
+                dst_nodata=UNLABELLED,
+                resampling=Resampling.nearest,
+            )
         return ids
 
 

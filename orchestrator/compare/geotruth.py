@@ -36,8 +36,15 @@ from orchestrator.engine import OperationError
 IGNORE = 65535  # truth tiles: uint16 class codes, this where a pixel is not scored
 RULES = ("centre", "majority")
 # Keys of a model's entry that describe the whole run, not a region's pixels.
-SPEED_KEYS = ("task", "inputs", "seconds", "throughput_per_s", "latency_p50_ms", "latency_p95_ms",
-              "latency_ms_per_input")
+SPEED_KEYS = (
+    "task",
+    "inputs",
+    "seconds",
+    "throughput_per_s",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_ms_per_input",
+)
 
 
 @dataclass
@@ -173,16 +180,24 @@ class Aligned:
     vocabulary: list[str] = field(default_factory=list)
 
 
-def align(runs: Sequence[ModelRun], truth: Any, options: Options, out_dir: Path, regions: Any = None,
-          check: Callable[[], None] = lambda: None) -> Aligned:
+def align(
+    runs: Sequence[ModelRun],
+    truth: Any,
+    options: Options,
+    out_dir: Path,
+    regions: Any = None,
+    check: Callable[[], None] = lambda: None,
+) -> Aligned:
     """Read the truth (and the regions) onto every predicted tile; what the comparison then scores."""
     if options.rule not in RULES:
         raise OperationError(f"truth_rule {options.rule!r}: give one of {', '.join(RULES)}")
     items = runs[0].items
     grids = geo.grids_of(items)
     if grids is None:
-        raise OperationError(f"the predictions of {runs[0].model!r} are not georeferenced (no crs and transform): "
-                             "geographic truth and regions need tiles of a GeoTIFF")
+        raise OperationError(
+            f"the predictions of {runs[0].model!r} are not georeferenced (no crs and transform): "
+            "geographic truth and regions need tiles of a GeoTIFF"
+        )
     source = source_of(truth, options)
     try:
         _check_overlap(source.bounds, source.source, grids)
@@ -204,8 +219,10 @@ def _check_overlap(bounds_in: Callable[[Any], tuple[float, ...]], what: str, gri
     crs, scene = geo.extent(grids)
     found = bounds_in(crs)
     if not geo.overlaps(found, scene):
-        raise OperationError(f"{what} does not overlap the predicted tiles: it covers {geo.shown_bounds(found, crs)}, "
-                             f"the tiles cover {geo.shown_bounds(scene, crs)}")
+        raise OperationError(
+            f"{what} does not overlap the predicted tiles: it covers {geo.shown_bounds(found, crs)}, "
+            f"the tiles cover {geo.shown_bounds(scene, crs)}"
+        )
 
 
 def _read_mask(path: Any) -> np.ndarray:
@@ -246,8 +263,14 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, size: int) -> np.ndarray
     return np.bincount(truth * size + predicted, minlength=size * size).reshape(size, size)
 
 
-def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: Polygons | Raster, out_dir: Path,
-                  regions: geo.Layer | None, check: Callable[[], None]) -> Aligned:
+def _segmentation(
+    runs: Sequence[ModelRun],
+    grids: Sequence[geo.Grid],
+    source: Polygons | Raster,
+    out_dir: Path,
+    regions: geo.Layer | None,
+    check: Callable[[], None],
+) -> Aligned:
     from orchestrator.compare import segmentation
     from orchestrator.transforms import rasters
 
@@ -280,8 +303,10 @@ def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: P
                 raise OperationError(f"model {run.model!r} has no mask for {grid.name!r}")
             mask = _read_mask(item["mask"])
             if mask.shape != grid.shape:
-                raise OperationError(f"model {run.model!r}'s mask for {grid.name!r} is {mask.shape[1]}×{mask.shape[0]} "
-                                     f"pixels, its tile {grid.width}×{grid.height}")
+                raise OperationError(
+                    f"model {run.model!r}'s mask for {grid.name!r} is {mask.shape[1]}×{mask.shape[0]} "
+                    f"pixels, its tile {grid.width}×{grid.height}"
+                )
             if item.get("nodata") is not None:
                 valid &= mask != item["nodata"]
             masks.append(mask)
@@ -303,8 +328,12 @@ def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: P
         named = [vocabulary.model_codes(i, mask.astype(np.int64)) for i, mask in enumerate(masks)]
         size = len(vocabulary.names.names)
         counts.append([confusion(truth_flat, mask[scored], size) for mask in named])
-        agreement.append([float(np.count_nonzero(named[a] == named[b])) / named[a].size
-                          for a, b in itertools.combinations(range(len(named)), 2)])
+        agreement.append(
+            [
+                float(np.count_nonzero(named[a] == named[b])) / named[a].size
+                for a, b in itertools.combinations(range(len(named)), 2)
+            ]
+        )
         shown.append([np.bincount(mask.ravel(), minlength=size) for mask in named])
         truth_shown.append(np.bincount(truth_flat, minlength=size))
         if regions is not None and region_codes is not None:
@@ -318,34 +347,68 @@ def _segmentation(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: P
                 _write_png(path, np.where(inside, codes, IGNORE).astype(np.uint16))
                 region_files.setdefault(int(code), {})[grid.name] = path
     if scored_total == 0:
-        raise OperationError(f"{source.source} overlaps the predicted tiles but labels none of their valid pixels "
-                             "(every pixel it covers is nodata in the input or outside its features)")
+        raise OperationError(
+            f"{source.source} overlaps the predicted tiles but labels none of their valid pixels "
+            "(every pixel it covers is nodata in the input or outside its features)"
+        )
     size = len(vocabulary.names.names)
     stacked = np.zeros((len(counts), len(runs), size, size), dtype=np.int64)
     for j, tile_counts in enumerate(counts):
         for i, matrix in enumerate(tile_counts):
             stacked[j, i, : matrix.shape[0], : matrix.shape[1]] = matrix
     scored_runs = _keep(runs, files)
-    truth = Truth(kind="masks", values=dict(files), source=_described(source), labels=list(source.names.names),
-                  ignore_index=IGNORE)
-    truth.counted = segmentation.Scan.counted(list(files), [run.model for run in runs],
-                                              _shown_names(vocabulary.names.names, runs), stacked,
-                                              agreement, shown, truth_shown)
+    truth = Truth(
+        kind="masks",
+        values=dict(files),
+        source=_described(source),
+        labels=list(source.names.names),
+        ignore_index=IGNORE,
+    )
+    truth.counted = segmentation.Scan.counted(
+        list(files),
+        [run.model for run in runs],
+        _shown_names(vocabulary.names.names, runs),
+        stacked,
+        agreement,
+        shown,
+        truth_shown,
+    )
     # The per-class figures: named classes and ids met in scored pixels, not ids only met in nodata ("#255").
     totals = stacked.sum(axis=(0, 1))
     keep = np.flatnonzero((np.arange(size) < named_classes) | (totals.sum(axis=0) + totals.sum(axis=1) > 0))
-    aligned = Aligned("segmentation", scored_runs, truth, _described(source), list(source.names.names),
-                      [source.names.names[int(c)] for c in labelled_codes], scored_total, ignored_total,
-                      ignored_tiles, tiles, {g.name: g for g in grids}, counts=stacked[:, :, keep][:, :, :, keep],
-                      vocabulary=[vocabulary.names.names[k] for k in keep])
+    aligned = Aligned(
+        "segmentation",
+        scored_runs,
+        truth,
+        _described(source),
+        list(source.names.names),
+        [source.names.names[int(c)] for c in labelled_codes],
+        scored_total,
+        ignored_total,
+        ignored_tiles,
+        tiles,
+        {g.name: g for g in grids},
+        counts=stacked[:, :, keep][:, :, :, keep],
+        vocabulary=[vocabulary.names.names[k] for k in keep],
+    )
     for code, name in enumerate(region_names.names):
         if code not in region_files:
             continue
         values = region_files[code]
-        aligned.regions.append(Subset(name, _keep(runs, values),
-                                      Truth(kind="masks", values=values, source=f"{truth.source}, region {name!r}",
-                                            labels=list(source.names.names), ignore_index=IGNORE),
-                                      region_pixels[code]))
+        aligned.regions.append(
+            Subset(
+                name,
+                _keep(runs, values),
+                Truth(
+                    kind="masks",
+                    values=values,
+                    source=f"{truth.source}, region {name!r}",
+                    labels=list(source.names.names),
+                    ignore_index=IGNORE,
+                ),
+                region_pixels[code],
+            )
+        )
     return aligned
 
 
@@ -364,8 +427,14 @@ def _write_png(path: Path, codes: np.ndarray) -> None:
     Image.fromarray(codes).save(path, format="PNG", compress_level=1)  # uint16: a 16-bit greyscale PNG
 
 
-def _classification(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source: Polygons | Raster, rule: str,
-                    regions: geo.Layer | None, check: Callable[[], None]) -> Aligned:
+def _classification(
+    runs: Sequence[ModelRun],
+    grids: Sequence[geo.Grid],
+    source: Polygons | Raster,
+    rule: str,
+    regions: geo.Layer | None,
+    check: Callable[[], None],
+) -> Aligned:
     from rasterio.transform import Affine
 
     classes: dict[str, str] = {}
@@ -393,12 +462,20 @@ def _classification(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source:
             if place >= 0:
                 members.setdefault(place, []).append(grid.name)
     if not classes:
-        raise OperationError(f"{source.source} overlaps the predicted tiles but gives none of them a class "
-                             f"(by the {rule} rule)")
+        raise OperationError(
+            f"{source.source} overlaps the predicted tiles but gives none of them a class (by the {rule} rule)"
+        )
     truth = Truth(kind="classes", values=classes, source=_described(source, rule))
-    aligned = Aligned("classification", _keep(runs, classes), truth, truth.source, list(source.names.names),
-                      sorted(set(classes.values()), key=str.casefold), ignored_inputs=ignored,
-                      grids={g.name: g for g in grids})
+    aligned = Aligned(
+        "classification",
+        _keep(runs, classes),
+        truth,
+        truth.source,
+        list(source.names.names),
+        sorted(set(classes.values()), key=str.casefold),
+        ignored_inputs=ignored,
+        grids={g.name: g for g in grids},
+    )
     for code, name in enumerate(region_names.names):
         tiles = members.get(code)
         if tiles:
@@ -410,13 +487,18 @@ def _classification(runs: Sequence[ModelRun], grids: Sequence[geo.Grid], source:
 
 def _keep(runs: Sequence[ModelRun], names: dict[str, Any]) -> list[ModelRun]:
     """Each run with only the predictions of the named tiles."""
-    return [ModelRun(run.model, run.task, [item for item in run.items if str(item["name"]) in names], run.stats,
-                     run.labels) for run in runs]
+    return [
+        ModelRun(run.model, run.task, [item for item in run.items if str(item["name"]) in names], run.stats, run.labels)
+        for run in runs
+    ]
 
 
 def _described(source: Polygons | Raster, rule: str | None = None) -> str:
-    how = "rasterized onto each tile's grid" if isinstance(source, Polygons) else \
-        "resampled onto each tile's grid by nearest neighbour"
+    how = (
+        "rasterized onto each tile's grid"
+        if isinstance(source, Polygons)
+        else "resampled onto each tile's grid by nearest neighbour"
+    )
     if rule is not None:
         how = f"each tile's class by the {rule} rule"
     return f"{source.source}, {how}"
@@ -428,17 +510,27 @@ def _check_classes(aligned: Aligned, runs: Sequence[ModelRun]) -> None:
         known = {str(label).casefold() for run in runs for item in run.items for label in item.get("labels") or []}
     if not any(name.casefold() in known for name in aligned.present):
         models = sorted({label for run in runs for label in run.labels}, key=str.casefold)
-        hint = " (a label raster's ids are named by `classes`, or its CLASSES tag)" if \
-            all(name.isdigit() for name in aligned.present) else ""
-        raise OperationError(f"the truth's classes ({', '.join(aligned.present[:20])}) match none of the models' "
-                             f"labels ({', '.join(models[:20]) or 'none'}); classes are matched by name{hint}")
+        hint = (
+            " (a label raster's ids are named by `classes`, or its CLASSES tag)"
+            if all(name.isdigit() for name in aligned.present)
+            else ""
+        )
+        raise OperationError(
+            f"the truth's classes ({', '.join(aligned.present[:20])}) match none of the models' "
+            f"labels ({', '.join(models[:20]) or 'none'}); classes are matched by name{hint}"
+        )
 
 
 # --- the report --------------------------------------------------------------------------------------------------
 
 
-def extend(report: dict[str, Any], aligned: Aligned, compare: Callable[..., dict[str, Any]],
-           seed: int = 0, n_resamples: int = 1000) -> dict[str, Any]:
+def extend(
+    report: dict[str, Any],
+    aligned: Aligned,
+    compare: Callable[..., dict[str, Any]],
+    seed: int = 0,
+    n_resamples: int = 1000,
+) -> dict[str, Any]:
     """Add to a comparison's report what geography gave: pixels scored, unmatched classes, per-region results."""
     from orchestrator.compare import report as reports
 
@@ -448,21 +540,30 @@ def extend(report: dict[str, Any], aligned: Aligned, compare: Callable[..., dict
     report["ignored_inputs"] = len(aligned.ignored_inputs)
     report["classes"] = {
         "truth": aligned.present,
-        "truth_only": [n for n in aligned.present
-                       if not any(n.casefold() == label.casefold() for run in aligned.runs for label in run.labels)],
-        "model_only": {run.model: [label for label in run.labels if label.casefold() not in truth_names]
-                       for run in aligned.runs},
+        "truth_only": [
+            n
+            for n in aligned.present
+            if not any(n.casefold() == label.casefold() for run in aligned.runs for label in run.labels)
+        ],
+        "model_only": {
+            run.model: [label for label in run.labels if label.casefold() not in truth_names] for run in aligned.runs
+        },
     }
     if aligned.counts is not None:
         _per_class_intervals(report, aligned, seed, n_resamples)
     regions = []
     for subset in aligned.regions:
         part = compare(subset.runs, subset.truth)
-        regions.append({
-            "region": subset.name, "scored_pixels": subset.scored_pixels, "inputs": part["inputs"],
-            "models": [{k: v for k, v in m.items() if k not in SPEED_KEYS} for m in part["models"]],
-            "pairs": part["pairs"], "best": part.get("best"),
-        })
+        regions.append(
+            {
+                "region": subset.name,
+                "scored_pixels": subset.scored_pixels,
+                "inputs": part["inputs"],
+                "models": [{k: v for k, v in m.items() if k not in SPEED_KEYS} for m in part["models"]],
+                "pairs": part["pairs"],
+                "best": part.get("best"),
+            }
+        )
     if aligned.regions or report.get("regions") is not None:
         report["regions"] = reports.json_safe(regions)
     sentence = _regions_verdict(report)
@@ -499,8 +600,12 @@ def _per_class_intervals(report: dict[str, Any], aligned: Aligned, seed: int, n_
             if np.isnan(iou[i, c]):
                 continue
             interval = boot.interval(i * g + c) if boot else None
-            shown[name] = {"iou": float(iou[i, c]), "ci": interval,
-                           "truth_pixels": int(rows[:, i, c].sum()), "predicted_pixels": int(cols[:, i, c].sum())}
+            shown[name] = {
+                "iou": float(iou[i, c]),
+                "ci": interval,
+                "truth_pixels": int(rows[:, i, c].sum()),
+                "predicted_pixels": int(cols[:, i, c].sum()),
+            }
         model["per_class_iou_intervals"] = shown
 
 
@@ -523,8 +628,10 @@ def _regions_verdict(report: dict[str, Any]) -> str:
         order = _ranking(region["models"], metric, bool(higher))
         if len(order) >= 2 and order != [m for m in overall if m in order]:
             values = {m["model"]: m.get(metric) for m in region["models"]}
-            changed.append(f"{order[0]} leads in {region['region']!r} ({label} {text.number(values[order[0]])} vs "
-                           f"{text.number(values[order[1]])} for {order[1]})")
+            changed.append(
+                f"{order[0]} leads in {region['region']!r} ({label} {text.number(values[order[0]])} vs "
+                f"{text.number(values[order[1]])} for {order[1]})"
+            )
     if not changed:
         return f"The ranking is the same in each of the {len(regions)} regions"
     shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more regions" if len(changed) > 5 else "")
@@ -538,6 +645,8 @@ def _classes_note(report: dict[str, Any]) -> str:
         parts.append(f"truth classes no model knows: {', '.join(classes['truth_only'][:10])}")
     missing = {model: labels for model, labels in (classes.get("model_only") or {}).items() if labels}
     if missing:
-        parts.append("model classes absent from the truth: " + "; ".join(
-            f"{model}: {', '.join(labels[:10])}" for model, labels in missing.items()))
+        parts.append(
+            "model classes absent from the truth: "
+            + "; ".join(f"{model}: {', '.join(labels[:10])}" for model, labels in missing.items())
+        )
     return ("Not scored: " + "; ".join(parts)) if parts else ""

@@ -122,8 +122,10 @@ def aligned_names(runs: Sequence[ModelRun]) -> list[str]:
         here = set(names)
         if here != first:
             missing, extra = sorted(first - here), sorted(here - first)
-            parts = [f"lacks {len(missing)} of them ({few(missing)})" if missing else "",
-                     f"has {len(extra)} others ({few(extra)})" if extra else ""]
+            parts = [
+                f"lacks {len(missing)} of them ({few(missing)})" if missing else "",
+                f"has {len(extra)} others ({few(extra)})" if extra else "",
+            ]
             raise OperationError(
                 f"models {run.model!r} and {runs[0].model!r} did not see the same inputs: {run.model!r} "
                 + " and ".join(p for p in parts if p)

@@ -94,8 +94,9 @@ def mean_ranks(kind: str, evaluation: stats.Evaluation) -> np.ndarray | None:
     return scipy_stats.rankdata(losses, axis=0).mean(axis=1)
 
 
-def rank_intervals(values: list[float | None], distribution: np.ndarray | None,
-                   higher: bool) -> tuple[list[int | None], list[list[int] | None]]:
+def rank_intervals(
+    values: list[float | None], distribution: np.ndarray | None, higher: bool
+) -> tuple[list[int | None], list[list[int] | None]]:
     """Each model's rank by the metric (1 = best) and its 95 % interval over the bootstrap resamples."""
     point = np.array([np.nan if v is None else v for v in values], dtype=float)
     ranks = _ranks(point[:, None], higher)[:, 0]
@@ -142,16 +143,24 @@ def verdict(report: dict[str, Any]) -> str:
     if not ranked:
         return f"No {label} could be computed: the ground truth has nothing to score in these inputs."
     best = ranked[0]
-    lead = (f"{best['model']} has the best {label} "
-            f"({text.with_interval(best[metric], best.get(metric + '_ci'))}{_rank_words(best)})")
+    lead = (
+        f"{best['model']} has the best {label} "
+        f"({text.with_interval(best[metric], best.get(metric + '_ci'))}{_rank_words(best)})"
+    )
     if test.get("p_value") is None:
-        return (f"{len(models)} models: {lead}; there were too few inputs to test whether they differ "
-                f"({test.get('blocks', 0)} usable).")
-    shown = f"{name} p {text.p_value(test['p_value'])}" if test["p_value"] < 0.001 else \
-        f"{name} p = {text.p_value(test['p_value'])}"
+        return (
+            f"{len(models)} models: {lead}; there were too few inputs to test whether they differ "
+            f"({test.get('blocks', 0)} usable)."
+        )
+    shown = (
+        f"{name} p {text.p_value(test['p_value'])}"
+        if test["p_value"] < 0.001
+        else f"{name} p = {text.p_value(test['p_value'])}"
+    )
     if test["p_value"] >= ALPHA:
-        return (f"{len(models)} models do not differ significantly ({shown}): {lead}, but more data is "
-                "needed to rank them.")
+        return (
+            f"{len(models)} models do not differ significantly ({shown}): {lead}, but more data is needed to rank them."
+        )
     _, adjusted = adjusted_key(report["kind"])
     beaten: list[str] = []
     level: list[str] = []
@@ -162,8 +171,10 @@ def verdict(report: dict[str, Any]) -> str:
     if beaten and not level:
         return line + f", significantly better than every other model (Holm-adjusted p < {ALPHA:g})."
     if beaten:
-        return (line + f", significantly better than {_names(beaten)} (Holm-adjusted p < {ALPHA:g}) but not "
-                f"distinguishable from {_names(level)}.")
+        return (
+            line + f", significantly better than {_names(beaten)} (Holm-adjusted p < {ALPHA:g}) but not "
+            f"distinguishable from {_names(level)}."
+        )
     return line + f", but after Holm's adjustment it is not distinguishable from {_names(level)}."
 
 

@@ -57,8 +57,13 @@ def palette(names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     return shown
 
 
-def draw(results: Sequence[Predictions], aligned: Aligned, out_dir: Path, caps: int | None,
-         check: Callable[[], None] = lambda: None) -> tuple[list[SceneMaps], dict[str, tuple[int, int, int]]]:
+def draw(
+    results: Sequence[Predictions],
+    aligned: Aligned,
+    out_dir: Path,
+    caps: int | None,
+    check: Callable[[], None] = lambda: None,
+) -> tuple[list[SceneMaps], dict[str, tuple[int, int, int]]]:
     """Scene GeoTIFFs (predictions, truth, disagreement) and the page's pictures; the class colours."""
     from orchestrator.transforms import mosaic as mosaics
 
@@ -76,17 +81,27 @@ def draw(results: Sequence[Predictions], aligned: Aligned, out_dir: Path, caps: 
             tiles = groups.get(scene)
             if not tiles:
                 continue
-            made[result.model] = mosaics.mosaic(f"{_safe(result.model)}.tif", tiles, folder / f"model-{index + 1}",
-                                                caps, check)
+            made[result.model] = mosaics.mosaic(
+                f"{_safe(result.model)}.tif", tiles, folder / f"model-{index + 1}", caps, check
+            )
         facts = made[results[0].model].meta
-        maps = SceneMaps(scene, int(facts["width"]), int(facts["height"]), str(facts.get("crs")),
-                         {model: ref.path for model, ref in made.items()})
-        truth_refs = [FileRef(ref.name, aligned.truth_tiles[ref.name], ref.meta) for ref in refs
-                      if ref.name in aligned.truth_tiles]
+        maps = SceneMaps(
+            scene,
+            int(facts["width"]),
+            int(facts["height"]),
+            str(facts.get("crs")),
+            {model: ref.path for model, ref in made.items()},
+        )
+        truth_refs = [
+            FileRef(ref.name, aligned.truth_tiles[ref.name], ref.meta)
+            for ref in refs
+            if ref.name in aligned.truth_tiles
+        ]
         if truth_refs:
             maps.truth = mosaics.mosaic("truth.tif", truth_refs, folder / "truth", caps, check).path
-        maps.disagreement, maps.disagreeing_share = _disagreement(results, maps, aligned, folder / "disagreement.tif",
-                                                                  caps)
+        maps.disagreement, maps.disagreeing_share = _disagreement(
+            results, maps, aligned, folder / "disagreement.tif", caps
+        )
         maps.pictures = _pictures(results, maps, aligned, colours, refs, caps)
         scenes.append(maps)
     return scenes, colours
@@ -110,14 +125,19 @@ def _class_tables(results: Sequence[Predictions], aligned: Aligned) -> tuple[lis
 
     for name in aligned.names:
         code(name)
-    tables = [np.array([code(label) for label in result.labels] + [code(f"#{i}") for i in
-                                                                     range(len(result.labels), 256)], dtype=np.int32)
-              for result in results]
+    tables = [
+        np.array(
+            [code(label) for label in result.labels] + [code(f"#{i}") for i in range(len(result.labels), 256)],
+            dtype=np.int32,
+        )
+        for result in results
+    ]
     return tables, shown
 
 
-def _disagreement(results: Sequence[Predictions], maps: SceneMaps, aligned: Aligned, target: Path,
-                  caps: int | None) -> tuple[Path | None, float | None]:
+def _disagreement(
+    results: Sequence[Predictions], maps: SceneMaps, aligned: Aligned, target: Path, caps: int | None
+) -> tuple[Path | None, float | None]:
     """A uint8 GeoTIFF on the scene's grid: 1 where the models' classes differ, 0 where they agree, 255 where any
     model has no prediction; and the share of predicted pixels that differ."""
     from orchestrator.transforms import rasters
@@ -131,8 +151,9 @@ def _disagreement(results: Sequence[Predictions], maps: SceneMaps, aligned: Alig
     with ExitStack() as stack:
         datasets = [stack.enter_context(rasters.open_raster(path, caps)) for path in paths]
         first = datasets[0]
-        profile = rasters.output_profile(first.width, first.height, 1, "uint8", first.crs, first.transform,
-                                         DISAGREEMENT_NODATA)
+        profile = rasters.output_profile(
+            first.width, first.height, 1, "uint8", first.crs, first.transform, DISAGREEMENT_NODATA
+        )
         with rasters.write_like(target, profile, descriptions=["disagreement"]) as out:
             for window in windows(profile["width"], profile["height"], 1024):
                 valid = None
@@ -178,8 +199,9 @@ def _png(rgb: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _coloured(ids: np.ndarray, nodata: Any, names_by_id: Sequence[str], colours: dict[str, tuple[int, int, int]]
-              ) -> np.ndarray:
+def _coloured(
+    ids: np.ndarray, nodata: Any, names_by_id: Sequence[str], colours: dict[str, tuple[int, int, int]]
+) -> np.ndarray:
     lookup = np.array([colours.get(n.casefold(), (0, 0, 0)) for n in names_by_id] or [(0, 0, 0)], dtype=np.uint8)
     safe = np.minimum(ids.astype(np.int64), len(lookup) - 1)
     rgb = lookup[safe]
@@ -190,8 +212,14 @@ def _coloured(ids: np.ndarray, nodata: Any, names_by_id: Sequence[str], colours:
     return rgb
 
 
-def _pictures(results: Sequence[Predictions], maps: SceneMaps, aligned: Aligned,
-              colours: dict[str, tuple[int, int, int]], refs: Sequence[FileRef], caps: int | None) -> list[dict]:
+def _pictures(
+    results: Sequence[Predictions],
+    maps: SceneMaps,
+    aligned: Aligned,
+    colours: dict[str, tuple[int, int, int]],
+    refs: Sequence[FileRef],
+    caps: int | None,
+) -> list[dict]:
     shape = _picture_shape(maps.width, maps.height)
     pictures = []
     quicklook = _quicklook(results[0], maps, refs, shape, caps)
@@ -199,15 +227,17 @@ def _pictures(results: Sequence[Predictions], maps: SceneMaps, aligned: Aligned,
         pictures.append({"caption": "input (RGB composite)", "png": _png(quicklook), "kind": "input"})
     if maps.truth is not None:
         ids, _ = _decimated(maps.truth, caps, shape)
-        pictures.append({"caption": "truth", "png": _png(_coloured(ids, IGNORE, aligned.names, colours)),
-                         "kind": "truth"})
+        pictures.append(
+            {"caption": "truth", "png": _png(_coloured(ids, IGNORE, aligned.names, colours)), "kind": "truth"}
+        )
     for result in results:
         path = maps.predictions.get(result.model)
         if path is None:
             continue
         ids, nodata = _decimated(path, caps, shape)
-        pictures.append({"caption": result.model, "png": _png(_coloured(ids, nodata, result.labels, colours)),
-                         "kind": "prediction"})
+        pictures.append(
+            {"caption": result.model, "png": _png(_coloured(ids, nodata, result.labels, colours)), "kind": "prediction"}
+        )
     if maps.disagreement is not None:
         ids, _ = _decimated(maps.disagreement, caps, shape)
         rgb = np.empty(ids.shape + (3,), dtype=np.uint8)
@@ -229,8 +259,9 @@ def _rgb_bands(dataset: Any) -> list[int]:
     return [1, 1, 1]
 
 
-def _quicklook(result: Predictions, maps: SceneMaps, refs: Sequence[FileRef], shape: tuple[int, int],
-               caps: int | None) -> np.ndarray | None:
+def _quicklook(
+    result: Predictions, maps: SceneMaps, refs: Sequence[FileRef], shape: tuple[int, int], caps: int | None
+) -> np.ndarray | None:
     """The input tiles of the scene as one small RGB picture, or None when they are not GeoTIFFs."""
     from rasterio.enums import Resampling
 
@@ -254,8 +285,7 @@ def _quicklook(result: Predictions, maps: SceneMaps, refs: Sequence[FileRef], sh
             if x1 <= x0 or y1 <= y0:
                 continue
             bands = _rgb_bands(tile)
-            data = tile.read(bands, out_shape=(3, y1 - y0, x1 - x0), resampling=Resampling.nearest,
-                             out_dtype="float32")
+            data = tile.read(bands, out_shape=(3, y1 - y0, x1 - x0), resampling=Resampling.nearest, out_dtype="float32")
             mask = tile.dataset_mask(out_shape=(y1 - y0, x1 - x0), resampling=Resampling.nearest) > 0
         picture[:, y0:y1, x0:x1] = np.where(mask, data, picture[:, y0:y1, x0:x1])
         valid[y0:y1, x0:x1] |= mask
@@ -270,43 +300,65 @@ def _quicklook(result: Predictions, maps: SceneMaps, refs: Sequence[FileRef], sh
     return rgb
 
 
-def section(report: dict[str, Any], scenes: Sequence[SceneMaps], colours: dict[str, tuple[int, int, int]],
-            links: dict[str, tuple[str, str]]) -> dict[str, Any]:
+def section(
+    report: dict[str, Any],
+    scenes: Sequence[SceneMaps],
+    colours: dict[str, tuple[int, int, int]],
+    links: dict[str, tuple[str, str]],
+) -> dict[str, Any]:
     """What geo.html.j2 shows: pictures, downloads ({path: (name, href)}), legend, per-class IoU and regions."""
     from orchestrator.compare import page, text
 
     shown_scenes = []
     for maps in scenes:
         downloads = []
-        for label, path in [*((f"prediction of {m}", p) for m, p in maps.predictions.items()),
-                            ("truth", maps.truth), ("disagreement", maps.disagreement)]:
+        for label, path in [
+            *((f"prediction of {m}", p) for m, p in maps.predictions.items()),
+            ("truth", maps.truth),
+            ("disagreement", maps.disagreement),
+        ]:
             if path is not None and str(path) in links:
                 name, href = links[str(path)]
                 downloads.append({"label": label, "name": name, "href": href})
-        shown_scenes.append({
-            "scene": maps.scene, "size": f"{maps.width} × {maps.height} pixels, {maps.crs}",
-            "pictures": [{"uri": page.data_uri(p["png"]), "caption": p["caption"]} for p in maps.pictures],
-            "downloads": downloads,
-        })
+        shown_scenes.append(
+            {
+                "scene": maps.scene,
+                "size": f"{maps.width} × {maps.height} pixels, {maps.crs}",
+                "pictures": [{"uri": page.data_uri(p["png"]), "caption": p["caption"]} for p in maps.pictures],
+                "downloads": downloads,
+            }
+        )
     predicted = (n for m in report["models"] for n in (m.get("per_class_iou_intervals") or {}))
     legend_names = list(dict.fromkeys([*(report.get("classes") or {}).get("truth", []), *predicted]))
-    legend = [{"name": n, "colour": "#{:02x}{:02x}{:02x}".format(*colours[n.casefold()])} for n in legend_names
-              if n.casefold() in colours]
+    legend = [
+        {"name": n, "colour": "#{:02x}{:02x}{:02x}".format(*colours[n.casefold()])}
+        for n in legend_names
+        if n.casefold() in colours
+    ]
     scored = report.get("scored_pixels")
-    line = (f"{scored:,} pixels scored, {report.get('ignored_pixels') or 0:,} not (nodata in the input, or no truth "
-            f"there); {report['inputs']} tiles scored, {report.get('ignored_inputs') or 0} without truth"
-            if scored is not None else
-            f"{report['inputs']} tiles scored, {report.get('ignored_inputs') or 0} without a class in the truth")
-    return {"scenes": shown_scenes, "legend": legend, "scored": line, "unmatched": _unmatched(report),
-            "per_class": _per_class_table(report, text), "regions": _regions_table(report, text)}
+    line = (
+        f"{scored:,} pixels scored, {report.get('ignored_pixels') or 0:,} not (nodata in the input, or no truth "
+        f"there); {report['inputs']} tiles scored, {report.get('ignored_inputs') or 0} without truth"
+        if scored is not None
+        else f"{report['inputs']} tiles scored, {report.get('ignored_inputs') or 0} without a class in the truth"
+    )
+    return {
+        "scenes": shown_scenes,
+        "legend": legend,
+        "scored": line,
+        "unmatched": _unmatched(report),
+        "per_class": _per_class_table(report, text),
+        "regions": _regions_table(report, text),
+    }
 
 
 def _unmatched(report: dict[str, Any]) -> str:
     classes = report.get("classes") or {}
     parts = []
     if classes.get("truth_only"):
-        parts.append("truth classes no model knows (their pixels count against every model): "
-                     + ", ".join(classes["truth_only"]))
+        parts.append(
+            "truth classes no model knows (their pixels count against every model): " + ", ".join(classes["truth_only"])
+        )
     for model, labels in (classes.get("model_only") or {}).items():
         if labels:
             parts.append(f"classes of {model} absent from the truth: {', '.join(labels)}")
@@ -336,8 +388,12 @@ def _regions_table(report: dict[str, Any], text: Any) -> tuple[list[str], list[l
     label = text.HEADLINE[report["kind"]][2]
     models = [m["model"] for m in report["models"]]
     key, test = text.significance_label(report)
-    head = ["region", "pixels" if report["kind"] == "segmentation" else "tiles",
-            *(f"{model} ({label})" for model in models), "best"]
+    head = [
+        "region",
+        "pixels" if report["kind"] == "segmentation" else "tiles",
+        *(f"{model} ({label})" for model in models),
+        "best",
+    ]
     if len(models) == 2:
         head.append(test)
     rows = []

@@ -93,9 +93,15 @@ def _disagreements(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> di
         pictures = row.get("pictures") or {}
         marks = [{True: "right", False: "wrong"}.get(correct.get(model)) for model in models]
         drawn = [data_uri(pictures[model]) if isinstance(pictures.get(model), bytes) else None for model in models]
-        shown.append({"name": row.get("name"), "truth": row.get("truth"), **_input(row),
-                      "cells": list(zip(marks, (predictions.get(model, "") for model in models), drawn, strict=True)),
-                      "truth_drawn": bool(row.get("truth_drawn"))})
+        shown.append(
+            {
+                "name": row.get("name"),
+                "truth": row.get("truth"),
+                **_input(row),
+                "cells": list(zip(marks, (predictions.get(model, "") for model in models), drawn, strict=True)),
+                "truth_drawn": bool(row.get("truth_drawn")),
+            }
+        )
         for name, colour in (row.get("colours") or {}).items():
             legend.setdefault(name.casefold(), {"name": name, "colour": colour})
     return {
@@ -123,10 +129,16 @@ def run_facts(run_id: str, pipeline: Any, when: datetime | None = None) -> dict[
     return {"run_id": run_id, "date": made.strftime("%Y-%m-%d %H:%M UTC"), "pipeline": shown}
 
 
-def html_report(report: dict[str, Any], charts: Mapping[str, Path | str] | None = None,
-                disagreements: Sequence[dict[str, Any]] | None = None, *, title: str = "Model comparison",
-                geo: Mapping[str, Any] | None = None, drilldown: Mapping[str, Any] | None = None,
-                run: Mapping[str, Any] | None = None) -> str:
+def html_report(
+    report: dict[str, Any],
+    charts: Mapping[str, Path | str] | None = None,
+    disagreements: Sequence[dict[str, Any]] | None = None,
+    *,
+    title: str = "Model comparison",
+    geo: Mapping[str, Any] | None = None,
+    drilldown: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> str:
     """One self-contained HTML page: verdict, metrics with intervals, charts, heat maps, disagreements.
 
     `charts`: {name: PNG path} from `charts()`; `disagreements`: rows from `find_disagreements`,

@@ -32,8 +32,14 @@ def rows(true: np.ndarray, hits: list[np.ndarray], guesses: list[np.ndarray]) ->
     return np.concatenate([r.T for r in found])  # each (k, batch)
 
 
-def add(models: list[dict[str, Any]], expected: np.ndarray, predicted: np.ndarray, k: int,
-        display: list[str], distribution: np.ndarray | None) -> None:
+def add(
+    models: list[dict[str, Any]],
+    expected: np.ndarray,
+    predicted: np.ndarray,
+    k: int,
+    display: list[str],
+    distribution: np.ndarray | None,
+) -> None:
     """Give every model's `per_class` entries `iou` and the `_ci` of precision, recall, F1 and IoU (in place).
 
     `distribution`: the resampled rows of `rows` (models·4·k, resamples), or None (no intervals).

@@ -83,8 +83,15 @@ def wrap(name: str, width: int = 36) -> str:
     return "\n".join(part.strip() for part in lines if part.strip()) or " "
 
 
-def _bars(figure: Any, names: list[str], values: list[float], errors: np.ndarray | None, xlabel: str,
-          title: str, labels: list[str]) -> Any:
+def _bars(
+    figure: Any,
+    names: list[str],
+    values: list[float],
+    errors: np.ndarray | None,
+    xlabel: str,
+    title: str,
+    labels: list[str],
+) -> Any:
     axes = figure.add_subplot()
     positions = np.arange(len(names))
     axes.barh(positions, values, xerr=errors, color="#4C72B0", ecolor="#222222", capsize=4, height=0.6)
@@ -95,8 +102,14 @@ def _bars(figure: Any, names: list[str], values: list[float], errors: np.ndarray
     axes.grid(axis="x", alpha=0.3)
     right = max([v + (errors[1][i] if errors is not None else 0) for i, v in enumerate(values)] + [0])
     for y, (value, label) in enumerate(zip(values, labels, strict=True)):
-        axes.annotate(label, (value, y), xytext=(4, -10 if errors is not None else 0), textcoords="offset points",
-                      va="center", fontsize=8)
+        axes.annotate(
+            label,
+            (value, y),
+            xytext=(4, -10 if errors is not None else 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
     room = 1.1 + 0.022 * max([len(label) for label in labels] + [0])  # the value labels right of the bars
     axes.set_xlim(min(0.0, min(values + [0.0])), right * room if right > 0 else 1.0)
     return axes
@@ -110,8 +123,15 @@ def _headline(report: dict[str, Any]) -> Any:
     errors = np.array([[max(0.0, v - lo), max(0.0, hi - v)] for v, (lo, hi) in zip(values, intervals, strict=True)]).T
     figure = _figure(8, 1.4 + 0.55 * len(shown))
     better = "higher is better" if higher else "lower is better"
-    _bars(figure, [m["model"] for m in shown], values, errors, f"{label} ({better})",
-          f"{label} per model, with 95 % bootstrap intervals", [text.number(v) for v in values])
+    _bars(
+        figure,
+        [m["model"] for m in shown],
+        values,
+        errors,
+        f"{label} ({better})",
+        f"{label} per model, with 95 % bootstrap intervals",
+        [text.number(v) for v in values],
+    )
     return figure
 
 
@@ -119,10 +139,19 @@ def _speed(report: dict[str, Any]) -> Any:
     shown = [m for m in report["models"] if m.get("throughput_per_s")]
     values = [float(m["throughput_per_s"]) for m in shown]
     figure = _figure(8, 1.4 + 0.55 * len(shown))
-    labels = [f"{v:.1f}/s" + (f", p50 {m['latency_p50_ms']:.0f} ms/request" if m.get("latency_p50_ms") else "")
-              for v, m in zip(values, shown, strict=True)]
-    _bars(figure, [m["model"] for m in shown], values, None, "inputs per second (higher is faster)",
-          "Throughput per model", labels)
+    labels = [
+        f"{v:.1f}/s" + (f", p50 {m['latency_p50_ms']:.0f} ms/request" if m.get("latency_p50_ms") else "")
+        for v, m in zip(values, shown, strict=True)
+    ]
+    _bars(
+        figure,
+        [m["model"] for m in shown],
+        values,
+        None,
+        "inputs per second (higher is faster)",
+        "Throughput per model",
+        labels,
+    )
     return figure
 
 
@@ -137,25 +166,37 @@ def readable_on(colour: Any) -> str:
     return "white" if cell.contrast("white", method="wcag21") >= cell.contrast("black", method="wcag21") else "black"
 
 
-def _heatmap(figure: Any, matrix: np.ndarray, rows: list[str], columns: list[str], fmt: Any,
-             title: str, xlabel: str, ylabel: str, vmin: float | None = None, vmax: float | None = None,
-             counts: bool = False) -> None:
+def _heatmap(
+    figure: Any,
+    matrix: np.ndarray,
+    rows: list[str],
+    columns: list[str],
+    fmt: Any,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    counts: bool = False,
+) -> None:
     from matplotlib.ticker import MaxNLocator
 
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues", vmin=vmin, vmax=vmax, aspect="auto")
     # Counts have no halves: the colour bar's ticks are whole numbers (else it may show 2.5, 3.5).
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, ticks=MaxNLocator(integer=True) if counts else None)
-    axes.set_xticks(np.arange(len(columns)), [wrap(c, 24) for c in columns], rotation=45, ha="right",
-                    rotation_mode="anchor")
+    axes.set_xticks(
+        np.arange(len(columns)), [wrap(c, 24) for c in columns], rotation=45, ha="right", rotation_mode="anchor"
+    )
     axes.set_yticks(np.arange(len(rows)), [wrap(r, 24) for r in rows])
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     for (r, c), value in np.ndenumerate(matrix):
         if np.isfinite(value):  # each number in the colour that reads best on its own cell's colour
-            axes.text(c, r, fmt(value), ha="center", va="center", fontsize=8,
-                      color=readable_on(image.cmap(image.norm(value))))
+            axes.text(
+                c, r, fmt(value), ha="center", va="center", fontsize=8, color=readable_on(image.cmap(image.norm(value)))
+            )
 
 
 def _agreement(report: dict[str, Any]) -> Any:
@@ -169,8 +210,18 @@ def _agreement(report: dict[str, Any]) -> Any:
     size = 3 + 0.9 * len(names)
     figure = _figure(size + 1.5, size)
     low = -1.0 if report["kind"] == "regression" else 0.0
-    _heatmap(figure, matrix, names, names, lambda v: f"{v:.2f}", f"{text.AGREEMENT[report['kind']]} between models",
-             "model", "model", vmin=low, vmax=1.0)
+    _heatmap(
+        figure,
+        matrix,
+        names,
+        names,
+        lambda v: f"{v:.2f}",
+        f"{text.AGREEMENT[report['kind']]} between models",
+        "model",
+        "model",
+        vmin=low,
+        vmax=1.0,
+    )
     return figure
 
 
@@ -186,8 +237,17 @@ def _confusion(model: dict[str, Any]) -> Any:
         labels = [labels[k] for k in keep] + [f"(other {len(rest)} classes)"]
     size = 3 + 0.45 * len(labels)
     figure = _figure(size + 1.5, size)
-    _heatmap(figure, matrix, labels, labels, lambda v: f"{v:.0f}",
-             f"{wrap(model['model'], 60)}\nconfusion matrix (counts)", "predicted", "true", counts=True)
+    _heatmap(
+        figure,
+        matrix,
+        labels,
+        labels,
+        lambda v: f"{v:.0f}",
+        f"{wrap(model['model'], 60)}\nconfusion matrix (counts)",
+        "predicted",
+        "true",
+        counts=True,
+    )
     return figure
 
 
@@ -199,6 +259,7 @@ def _per_class(model: dict[str, Any], values: dict[str, float], label: str) -> A
         ordered = ordered[:half] + ordered[-half:]
         title += f" (the {half} lowest and {half} highest of {len(values)} classes)"
     figure = _figure(8, 1.4 + 0.28 * len(ordered))
-    _bars(figure, [k for k, _ in ordered], [v for _, v in ordered], None, label, title,
-          [f"{v:.2f}" for _, v in ordered])
+    _bars(
+        figure, [k for k, _ in ordered], [v for _, v in ordered], None, label, title, [f"{v:.2f}" for _, v in ordered]
+    )
     return figure

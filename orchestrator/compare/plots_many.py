@@ -16,9 +16,9 @@ from orchestrator.compare import many, plots, text
 
 CAPTIONS = {
     "critical_difference": "critical-difference diagram: each model's mean rank over the inputs (1 = best); a bar "
-                           "joins models whose difference is not significant (Holm-adjusted p ≥ 0.05)",
+    "joins models whose difference is not significant (Holm-adjusted p ≥ 0.05)",
     "reliability": "reliability diagram: observed frequency against mean score in 10 bins (the diagonal is "
-                   "perfect calibration)",
+    "perfect calibration)",
     "roc": "ROC curves (true against false positive rate), with each model's AUC",
     "pr": "precision-recall curves, with each model's average precision",
 }
@@ -29,8 +29,9 @@ def charts(report: dict[str, Any], folder: Path) -> dict[str, Path]:
     drawn: dict[str, Path] = {}
     ranked = [m for m in report["models"] if m.get("mean_rank") is not None]
     if report.get("omnibus") and len(ranked) >= 3:
-        drawn["critical_difference"] = plots._save(_critical_difference(report, ranked),
-                                                   folder / "critical-difference.png")
+        drawn["critical_difference"] = plots._save(
+            _critical_difference(report, ranked), folder / "critical-difference.png"
+        )
     scored = [m for m in report["models"] if m.get("curves")]
     if scored:
         binary = (report.get("scores") or {}).get("averaging") == "binary"
@@ -53,10 +54,14 @@ def _critical_difference(report: dict[str, Any], ranked: list[dict[str, Any]]) -
             matrix.loc[a, b] = matrix.loc[b, a] = pair[adjusted]
     figure = plots._figure(9, 1.6 + 0.45 * len(names))
     axes = figure.add_subplot()
-    scikit_posthocs.critical_difference_diagram({m["model"]: m["mean_rank"] for m in ranked}, matrix,
-                                                alpha=many.ALPHA, ax=axes,
-                                                label_fmt_left="{label} ({rank:.2f})",
-                                                label_fmt_right="({rank:.2f}) {label}")
+    scikit_posthocs.critical_difference_diagram(
+        {m["model"]: m["mean_rank"] for m in ranked},
+        matrix,
+        alpha=many.ALPHA,
+        ax=axes,
+        label_fmt_left="{label} ({rank:.2f})",
+        label_fmt_right="({rank:.2f}) {label}",
+    )
     test = report["omnibus"]
     name = {"cochran_q": "Cochran's Q", "friedman": "Friedman"}.get(test.get("test"), "omnibus")
     axes.set_title(f"Mean rank over {test.get('blocks')} inputs (1 = best); {name} p {_p(test.get('p_value'))}")
@@ -112,8 +117,11 @@ def _pr(models: list[dict[str, Any]], binary: bool) -> Any:
     axes = figure.add_subplot()
     for m in models:
         curve = m["curves"]["pr"]
-        axes.plot(curve["recall"], curve["precision"],
-                  label=f"{plots.wrap(m['model'], 40)} (AP {text.number(m.get('average_precision'))})")
+        axes.plot(
+            curve["recall"],
+            curve["precision"],
+            label=f"{plots.wrap(m['model'], 40)} (AP {text.number(m.get('average_precision'))})",
+        )
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.02)
     axes.set_xlabel("recall")

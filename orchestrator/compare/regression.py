@@ -77,15 +77,17 @@ def resampled_scores(expected: np.ndarray, predicted: np.ndarray, idx: np.ndarra
     return np.array(rmse + mae + r2)
 
 
-def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
-             seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
+def evaluate(
+    runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *, seed: int, n_resamples: int, **_: Any
+) -> stats.Evaluation:
     predicted = values(runs, names)
     models: list[dict[str, Any]] = [{} for _ in runs]
     boot = None
     if truth is not None:
         expected = truth_values(truth, names)
-        boot = stats.bootstrap(lambda idx: resampled_scores(expected, predicted, idx), len(names),
-                               n_resamples=n_resamples, seed=seed)
+        boot = stats.bootstrap(
+            lambda idx: resampled_scores(expected, predicted, idx), len(names), n_resamples=n_resamples, seed=seed
+        )
         m = len(runs)
         for i, row in enumerate(predicted):
             with warnings.catch_warnings():
@@ -118,9 +120,10 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
     if truth is None:
         return stats.Evaluation(models, pairs)
     m = len(runs)
-    distributions = {metric: boot.distribution[k * m:(k + 1) * m] for k, metric in enumerate(METRICS)} if boot else {}
-    return stats.Evaluation(models, pairs, n_resamples if boot else None, distributions=distributions,
-                            losses=(predicted - expected) ** 2)  # squared errors: ranked as RMSE ranks models
+    distributions = {metric: boot.distribution[k * m : (k + 1) * m] for k, metric in enumerate(METRICS)} if boot else {}
+    return stats.Evaluation(
+        models, pairs, n_resamples if boot else None, distributions=distributions, losses=(predicted - expected) ** 2
+    )  # squared errors: ranked as RMSE ranks models
 
 
 def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, **_: Any) -> list[dict]:
@@ -133,10 +136,12 @@ def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth |
     for j, name in enumerate(names):
         if spread[j] <= 1e-9 * scale:
             continue
-        rows.append({
-            "name": name,
-            "predictions": {run.model: f"{predicted[i, j]:.4g}" for i, run in enumerate(runs)},
-            "truth": f"{expected[j]:.4g}" if expected is not None else None,
-            "disagreement": float(spread[j]),
-        })
+        rows.append(
+            {
+                "name": name,
+                "predictions": {run.model: f"{predicted[i, j]:.4g}" for i, run in enumerate(runs)},
+                "truth": f"{expected[j]:.4g}" if expected is not None else None,
+                "disagreement": float(spread[j]),
+            }
+        )
     return rows

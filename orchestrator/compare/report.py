@@ -20,9 +20,16 @@ KINDS = {
 }
 
 
-def compare(runs: list[ModelRun], truth: Truth | None, *, iou_threshold: float = 0.5,
-            seed: int = 0, n_resamples: int = 1000, baseline: str | None = None,
-            gate: dict[str, Any] | None = None) -> dict[str, Any]:
+def compare(
+    runs: list[ModelRun],
+    truth: Truth | None,
+    *,
+    iou_threshold: float = 0.5,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    baseline: str | None = None,
+    gate: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The comparison report (a JSON-able dict) of several models' predictions over the same inputs.
 
     Keys: task, kind, inputs, labelled, truth, headline, higher_is_better, bootstrap, iou_threshold,
@@ -48,8 +55,15 @@ def compare(runs: list[ModelRun], truth: Truth | None, *, iou_threshold: float =
         "truth": (truth.source or truth.kind) if truth is not None else None,
         "headline": headline if truth is not None else None,
         "higher_is_better": higher if truth is not None else None,
-        "bootstrap": {"resamples": result.resamples, "seed": seed, "confidence": stats.CONFIDENCE,
-                      "unit": result.unit, "method": "percentile"} if truth is not None else None,
+        "bootstrap": {
+            "resamples": result.resamples,
+            "seed": seed,
+            "confidence": stats.CONFIDENCE,
+            "unit": result.unit,
+            "method": "percentile",
+        }
+        if truth is not None
+        else None,
         "iou_threshold": iou_threshold if kind == "detection" else None,
         "models": [
             {"model": run.model, "task": run.task, **stats.speed(run.stats, len(run.items)), **metrics}
@@ -71,8 +85,9 @@ def compare(runs: list[ModelRun], truth: Truth | None, *, iou_threshold: float =
     return report
 
 
-def find_disagreements(runs: Sequence[ModelRun], truth: Truth | None, limit: int = 24, *,
-                       iou_threshold: float = 0.5) -> list[dict[str, Any]]:
+def find_disagreements(
+    runs: Sequence[ModelRun], truth: Truth | None, limit: int = 24, *, iou_threshold: float = 0.5
+) -> list[dict[str, Any]]:
     """Up to `limit` inputs the models disagree on, most disagreeing first.
 
     Each: {"name", "predictions": {model: what it predicted, as shown}, "truth": shown or None,
@@ -174,8 +189,10 @@ def _verdict(report: dict[str, Any]) -> str:
     test = "McNemar p" if key == "mcnemar_p" else "paired bootstrap p"
     shown_p = f"{test} {text.p_value(p)}" if p is not None and p < 0.001 else f"{test} = {text.p_value(p)}"
     if runner[metric] == best[metric]:
-        return (f"{best['model']} and {runner['model']} tie on {label} ({text.number(best[metric])}, {shown_p}): "
-                "more data is needed to tell them apart")
+        return (
+            f"{best['model']} and {runner['model']} tie on {label} ({text.number(best[metric])}, {shown_p}): "
+            "more data is needed to tell them apart"
+        )
     lead = f"{head}; its lead over {runner['model']} ({text.number(runner[metric])})"
     if p is not None and p < 0.05:
         return f"{lead} is significant ({shown_p})"
@@ -191,8 +208,10 @@ def _agreement_verdict(report: dict[str, Any]) -> str:
     line = f"No ground truth: agreement only. {most['models'][0]} and {most['models'][1]} "
     if len(pairs) == 1:
         return line + _agrees(report, most) + "."
-    return (line + "agree most: " + _agrees(report, most, verb=False) + f"; {least['models'][0]} and "
-            f"{least['models'][1]} least: " + _agrees(report, least, verb=False) + ".")
+    return (
+        line + "agree most: " + _agrees(report, most, verb=False) + f"; {least['models'][0]} and "
+        f"{least['models'][1]} least: " + _agrees(report, least, verb=False) + "."
+    )
 
 
 def _agrees(report: dict[str, Any], pair: dict[str, Any], verb: bool = True) -> str:

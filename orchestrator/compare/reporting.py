@@ -33,8 +33,13 @@ BOX_WIDTH = 2
 THUMBNAIL_MAX_PIXELS = 50_000_000
 
 
-def disagreements(results: Sequence[Predictions], runs: Sequence[compare.ModelRun], truth: Any,
-                  limit: int = 24, colours: Mapping[str, tuple[int, int, int]] | None = None) -> list[dict[str, Any]]:
+def disagreements(
+    results: Sequence[Predictions],
+    runs: Sequence[compare.ModelRun],
+    truth: Any,
+    limit: int = 24,
+    colours: Mapping[str, tuple[int, int, int]] | None = None,
+) -> list[dict[str, Any]]:
     """The inputs the models disagree on most, each with a thumbnail (images) or its row (tables).
 
     Detection and segmentation rows also get "pictures" ({model: JPEG} with its boxes or mask drawn), a
@@ -61,12 +66,19 @@ def disagreements(results: Sequence[Predictions], runs: Sequence[compare.ModelRu
     return shown
 
 
-def _draw_marks(kind: str, shown: list[dict[str, Any]], inputs: Mapping[str, Any], runs: Sequence[compare.ModelRun],
-                truth: Any, colours: Mapping[str, tuple[int, int, int]] | None) -> None:
+def _draw_marks(
+    kind: str,
+    shown: list[dict[str, Any]],
+    inputs: Mapping[str, Any],
+    runs: Sequence[compare.ModelRun],
+    truth: Any,
+    colours: Mapping[str, tuple[int, int, int]] | None,
+) -> None:
     """Give each row its pictures with boxes or masks drawn (in place). Masks whose image cannot be read (a
     multi-band GeoTIFF, say) are drawn opaque on a blank picture; boxes need their image."""
-    marks: _DetectionMarks | _MaskMarks = (_DetectionMarks(runs, truth, shown) if kind == "detection"
-                                           else _MaskMarks(runs, truth))
+    marks: _DetectionMarks | _MaskMarks = (
+        _DetectionMarks(runs, truth, shown) if kind == "detection" else _MaskMarks(runs, truth)
+    )
     layers = []  # per row: (picture, truth layer or None, {model: layer}, blank)
     for entry in shown:
         source = inputs.get(entry["name"])
@@ -81,8 +93,13 @@ def _draw_marks(kind: str, shown: list[dict[str, Any]], inputs: Mapping[str, Any
         found = marks.layers(entry["name"], size, picture.size)
         layers.append((entry, picture, found, blank))
     order = list(dict.fromkeys(name.casefold() for name in marks.order))
-    used = {name.casefold(): name for _, _, found, _ in layers for layer in found.values() if layer
-            for name in layer.classes()}
+    used = {
+        name.casefold(): name
+        for _, _, found, _ in layers
+        for layer in found.values()
+        if layer
+        for name in layer.classes()
+    }
     if colours is None:
         from orchestrator.compare import maps
 
@@ -96,8 +113,10 @@ def _draw_marks(kind: str, shown: list[dict[str, Any]], inputs: Mapping[str, Any
         entry["truth_drawn"] = truth_drawn is not None
         entry["pictures"] = drawn
         names = {n.casefold(): n for layer in reversed(list(found.values())) if layer for n in layer.classes()}
-        entry["colours"] = {names[key]: "#{:02x}{:02x}{:02x}".format(*colours.get(key, (0, 0, 0)))
-                            for key in sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))}
+        entry["colours"] = {
+            names[key]: "#{:02x}{:02x}{:02x}".format(*colours.get(key, (0, 0, 0)))
+            for key in sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+        }
 
 
 def _picture(path: Path, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]] | None:
@@ -134,8 +153,9 @@ class _Boxes:
     def classes(self) -> list[str]:
         return [label for label, _ in self.boxes]
 
-    def draw(self, picture: Image.Image, colours: Mapping[str, tuple[int, int, int]], alpha: float = 1.0
-             ) -> Image.Image:
+    def draw(
+        self, picture: Image.Image, colours: Mapping[str, tuple[int, int, int]], alpha: float = 1.0
+    ) -> Image.Image:
         from orchestrator.compare.plots import readable_on
 
         drawn = picture.copy()
@@ -149,8 +169,7 @@ class _Boxes:
             # above the box; else below it; else inside it at the top edge
             y = y0 - height if y0 - height >= 0 else y1 + 1 if y1 + 1 + height <= drawn.height else y0
             pen.rectangle([x0, y, x0 + right - left + 4, y + height], fill=colour)
-            pen.text((x0 + 2 - left, y + 1 - top), label, font=font,
-                     fill=readable_on([c / 255 for c in colour]))
+            pen.text((x0 + 2 - left, y + 1 - top), label, font=font, fill=readable_on([c / 255 for c in colour]))
         return drawn
 
 
@@ -173,8 +192,9 @@ class _DetectionMarks:
                 images = {}
             for name, image in images.items():
                 size = (gt.imgs[image].get("width"), gt.imgs[image].get("height"))
-                self.truth[name] = [(str(gt.cats[a["category_id"]]["name"]), _corners(a["bbox"]), size)
-                                    for a in gt.imgToAnns[image]]
+                self.truth[name] = [
+                    (str(gt.cats[a["category_id"]]["name"]), _corners(a["bbox"]), size) for a in gt.imgToAnns[image]
+                ]
         for run in runs:
             self.order += list(run.labels)
 
@@ -187,8 +207,9 @@ class _DetectionMarks:
             detections = [d for d in item.get("detections") or [] if _is_box(d.get("box"))]
             detections.sort(key=lambda d: float(d.get("score", 1.0)))
             seen = (item.get("width"), item.get("height"))
-            found[run.model] = _Boxes([_scaled(str(d.get("label", "")), d["box"], seen, size, thumb)
-                                       for d in detections[-MAX_BOXES:]])
+            found[run.model] = _Boxes(
+                [_scaled(str(d.get("label", "")), d["box"], seen, size, thumb) for d in detections[-MAX_BOXES:]]
+            )
         return found
 
 
@@ -204,10 +225,11 @@ def _is_box(box: Any) -> bool:
         return False
 
 
-def _scaled(label: str, box: Sequence[Any], seen: tuple[Any, Any], size: tuple[int, int],
-            thumb: tuple[int, int]) -> tuple[str, list[float]]:
+def _scaled(
+    label: str, box: Sequence[Any], seen: tuple[Any, Any], size: tuple[int, int], thumb: tuple[int, int]
+) -> tuple[str, list[float]]:
     """A box in the pixels the model (or the truth) saw, in the thumbnail's pixels."""
-    width, height = (seen if all(isinstance(v, int | float) and v > 0 for v in seen) else size)
+    width, height = seen if all(isinstance(v, int | float) and v > 0 for v in seen) else size
     sx, sy = thumb[0] / float(width), thumb[1] / float(height)
     x0, y0, x1, y1 = (float(v) for v in box)
     return label, [x0 * sx, y0 * sy, x1 * sx, y1 * sy]
@@ -228,8 +250,9 @@ class _Mask:
     def classes(self) -> list[str]:
         return [self._name(i) for i in self._shown()]
 
-    def draw(self, picture: Image.Image, colours: Mapping[str, tuple[int, int, int]], alpha: float = MASK_ALPHA
-             ) -> Image.Image:
+    def draw(
+        self, picture: Image.Image, colours: Mapping[str, tuple[int, int, int]], alpha: float = MASK_ALPHA
+    ) -> Image.Image:
         base = np.asarray(picture, dtype=float)
         out = base.copy()
         for class_id in self._shown():
@@ -264,8 +287,9 @@ class _MaskMarks:
         found: dict[Any, _Mask | None] = {}
         if self.truth is not None and name in self.truth.values:
             labels = self.truth.labels or (self.runs[0].labels if self.runs else [])
-            found[None] = _mask(self.truth.values[name], f"the truth mask for {name!r}", thumb, labels,
-                                self.truth.ignore_index)
+            found[None] = _mask(
+                self.truth.values[name], f"the truth mask for {name!r}", thumb, labels, self.truth.ignore_index
+            )
         for run, items in zip(self.runs, self.items, strict=True):
             path = (items.get(name) or {}).get("mask")
             found[run.model] = _mask(path, f"model {run.model!r}'s mask for {name!r}", thumb, run.labels, None)

@@ -143,9 +143,16 @@ class Scan:
         return cls(runs, names, truth)
 
     @classmethod
-    def counted(cls, names: Sequence[str], models: Sequence[str], classes: Sequence[str], counts: np.ndarray,
-                agreement: Sequence[Sequence[float]], shown: Sequence[Sequence[np.ndarray]],
-                truth_shown: Sequence[np.ndarray]) -> Scan:
+    def counted(
+        cls,
+        names: Sequence[str],
+        models: Sequence[str],
+        classes: Sequence[str],
+        counts: np.ndarray,
+        agreement: Sequence[Sequence[float]],
+        shown: Sequence[Sequence[np.ndarray]],
+        truth_shown: Sequence[np.ndarray],
+    ) -> Scan:
         """A scan from counts made elsewhere (geotruth.align), over images `names` of `models`.
 
         counts: images × models × classes × classes confusion counts (truth rows); agreement: per image, each
@@ -164,12 +171,14 @@ class Scan:
         def padded(values: np.ndarray) -> np.ndarray:
             return np.pad(values, (0, g - values.size))
 
-        scan.shown = [{model: scan.summary_of(padded(c)) for model, c in zip(models, row, strict=True)}
-                      for row in shown]
+        scan.shown = [
+            {model: scan.summary_of(padded(c)) for model, c in zip(models, row, strict=True)} for row in shown
+        ]
         scan.truth_shown = [scan.summary_of(padded(c)) for c in truth_shown]
         counts = np.asarray(counts)
-        scan.sums = np.stack([np.diagonal(counts, axis1=2, axis2=3), counts.sum(axis=3), counts.sum(axis=2)]
-                             ).astype(float)
+        scan.sums = np.stack([np.diagonal(counts, axis1=2, axis2=3), counts.sum(axis=3), counts.sum(axis=2)]).astype(
+            float
+        )
         return scan
 
 
@@ -189,8 +198,9 @@ def scores(diag: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.nda
     return iou, miou, accuracy
 
 
-def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *,
-             seed: int, n_resamples: int, **_: Any) -> stats.Evaluation:
+def evaluate(
+    runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None, *, seed: int, n_resamples: int, **_: Any
+) -> stats.Evaluation:
     scan = Scan.of(runs, names, truth)
     models: list[dict[str, Any]] = [{} for _ in runs]
     boot = None
@@ -215,20 +225,29 @@ def evaluate(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth | None
                 "pixel_accuracy": _number(accuracy[i]),
                 "pixel_accuracy_ci": boot.interval(m + i) if boot else None,
                 "per_class_iou": {scan.vocab.names[c]: float(iou[i, c]) for c in range(g) if not np.isnan(iou[i, c])},
-                "per_class_iou_ci": {scan.vocab.names[c]: perclass.finite_interval(boot.distribution[2 * m + i * g + c])
-                                     if boot else None for c in range(g) if not np.isnan(iou[i, c])},
+                "per_class_iou_ci": {
+                    scan.vocab.names[c]: perclass.finite_interval(boot.distribution[2 * m + i * g + c])
+                    if boot
+                    else None
+                    for c in range(g)
+                    if not np.isnan(iou[i, c])
+                },
             }
     pairs = []
     for (a, b), agreement in scan.agreement.items():
-        pair: dict[str, Any] = {"models": [runs[a].model, runs[b].model], "agreement": float(np.mean(agreement)),
-                                "kappa": None, "cohen_kappa": None}
+        pair: dict[str, Any] = {
+            "models": [runs[a].model, runs[b].model],
+            "agreement": float(np.mean(agreement)),
+            "kappa": None,
+            "cohen_kappa": None,
+        }
         if truth is not None:
             pair["p_value"] = stats.paired_p(boot.distribution[a], boot.distribution[b]) if boot else None
         pairs.append(pair)
     resamples = min(n_resamples, stats.IMAGE_RESAMPLES) if boot else None
     if scan.sums is None:
         return stats.Evaluation(models, pairs, resamples, "images")
-    distributions = {"miou": boot.distribution[:m], "pixel_accuracy": boot.distribution[m:2 * m]} if boot else {}
+    distributions = {"miou": boot.distribution[:m], "pixel_accuracy": boot.distribution[m : 2 * m]} if boot else {}
     _, per_image, _ = scores(*scan.sums)  # each image's own mIoU (images × models)
     return stats.Evaluation(models, pairs, resamples, "images", distributions=distributions, losses=1 - per_image.T)
 
@@ -242,7 +261,12 @@ def disagreements(runs: Sequence[ModelRun], names: Sequence[str], truth: Truth |
     scan = Scan.of(runs, names, truth)
     mean = np.mean(np.array(list(scan.agreement.values())), axis=0) if scan.agreement else np.ones(len(names))
     return [
-        {"name": name, "predictions": scan.shown[j], "truth": scan.truth_shown[j] if truth is not None else None,
-         "disagreement": float(1.0 - mean[j])}
-        for j, name in enumerate(names) if mean[j] < 1.0
+        {
+            "name": name,
+            "predictions": scan.shown[j],
+            "truth": scan.truth_shown[j] if truth is not None else None,
+            "disagreement": float(1.0 - mean[j]),
+        }
+        for j, name in enumerate(names)
+        if mean[j] < 1.0
     ]

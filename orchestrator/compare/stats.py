@@ -78,8 +78,9 @@ def cells_of(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cells, codes.ravel()
 
 
-def bootstrap_counts(statistic: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, cells: int, *,
-                     n_resamples: int, seed: int) -> Bootstrap | None:
+def bootstrap_counts(
+    statistic: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, cells: int, *, n_resamples: int, seed: int
+) -> Bootstrap | None:
     """Percentile bootstrap of a statistic of cell counts; None when there are fewer than two inputs.
 
     A resample of the n inputs (with replacement) puts Multinomial(n, count/n) inputs in each cell: when

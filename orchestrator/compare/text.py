@@ -117,12 +117,22 @@ def per_class_tables(report: dict[str, Any]) -> list[dict[str, Any]]:
     if report["kind"] == "classification":
         tables = []
         for m in models:
-            rows = [[label, str(values.get("support", "–")),
-                     *(with_interval(values.get(k), values.get(f"{k}_ci")) for k in PER_CLASS_METRICS)]
-                    for label, values in (m.get("per_class") or {}).items()]
+            rows = [
+                [
+                    label,
+                    str(values.get("support", "–")),
+                    *(with_interval(values.get(k), values.get(f"{k}_ci")) for k in PER_CLASS_METRICS),
+                ]
+                for label, values in (m.get("per_class") or {}).items()
+            ]
             if rows:
-                tables.append({"caption": m["model"], "rows": rows,
-                               "head": ["class (truth)", "support", "precision", "recall", "F1", "IoU"]})
+                tables.append(
+                    {
+                        "caption": m["model"],
+                        "rows": rows,
+                        "head": ["class (truth)", "support", "precision", "recall", "F1", "IoU"],
+                    }
+                )
         return tables
     if report["kind"] == "detection":
         key, caption = "per_class_ap", "AP@[.5:.95] of each class (the intervals are of mAP only)"
@@ -134,8 +144,16 @@ def per_class_tables(report: dict[str, Any]) -> list[dict[str, Any]]:
     classes = list(dict.fromkeys(name for m in shown for name in m[key]))
     if not classes:
         return []
-    rows = [[name, *(with_interval(m[key].get(name), (m.get(f"{key}_ci") or {}).get(name)) if name in m[key]
-                     else "–" for m in shown)] for name in classes]
+    rows = [
+        [
+            name,
+            *(
+                with_interval(m[key].get(name), (m.get(f"{key}_ci") or {}).get(name)) if name in m[key] else "–"
+                for m in shown
+            ),
+        ]
+        for name in classes
+    ]
     return [{"caption": caption, "head": ["class", *(m["model"] for m in shown)], "rows": rows}]
 
 
@@ -146,8 +164,10 @@ def method(report: dict[str, Any]) -> str:
         parts.insert(0, f"truth: {report['truth']}")
         boot = report.get("bootstrap") or {}
         if boot.get("resamples"):
-            parts.append(f"intervals: 95 % percentile bootstrap, {boot['resamples']} resamples of the "
-                         f"{boot['unit']} (seed {boot['seed']})")
+            parts.append(
+                f"intervals: 95 % percentile bootstrap, {boot['resamples']} resamples of the "
+                f"{boot['unit']} (seed {boot['seed']})"
+            )
     else:
         parts.insert(0, "no ground truth")
     return "; ".join(parts)

@@ -62,13 +62,16 @@ def from_files(refs: Sequence[FileRef], task: str, names: Sequence[str]) -> comp
     if task == "object-detection":
         coco = [r for r in refs if r.name.lower().endswith(".json")]
         if len(coco) != 1:
-            raise OperationError(f"detection truth must be one COCO JSON file; got {len(coco)} .json file(s) "
-                                 f"among {len(refs)} file(s)")
+            raise OperationError(
+                f"detection truth must be one COCO JSON file; got {len(coco)} .json file(s) among {len(refs)} file(s)"
+            )
         return compare.Truth(kind="coco", coco=coco[0].path, source=f"COCO file {coco[0].name!r}")
     if task == "image-segmentation":
         return compare.Truth(kind="masks", values=_masks_by_name(refs, names), source=f"{len(refs)} mask file(s)")
-    raise OperationError(f"truth from files is for object-detection (COCO JSON) or image-segmentation (masks); "
-                         f"for {task} give a table with the truth column")
+    raise OperationError(
+        f"truth from files is for object-detection (COCO JSON) or image-segmentation (masks); "
+        f"for {task} give a table with the truth column"
+    )
 
 
 def _masks_by_name(refs: Sequence[FileRef], names: Sequence[str]) -> dict[str, Any]:

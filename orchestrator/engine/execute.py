@@ -148,9 +148,7 @@ class _Runner:
         for name, value in node.literals.items():
             kwargs[name] = _coerce(op.function, name, value)
         for name, fed in node.inputs.items():
-            kwargs[name] = (
-                [self.outputs[id(n)] for n in fed] if isinstance(fed, list) else self.outputs[id(fed)]
-            )
+            kwargs[name] = [self.outputs[id(n)] for n in fed] if isinstance(fed, list) else self.outputs[id(fed)]
         return kwargs
 
 

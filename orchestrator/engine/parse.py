@@ -43,14 +43,10 @@ def parse_request(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> list[An
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
     except UnicodeDecodeError as exc:
-        raise PipelineInvalid(
-            [Problem("", f"body is not UTF-8 text: {exc.reason} at byte {exc.start}")]
-        ) from None
+        raise PipelineInvalid([Problem("", f"body is not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
     depth = json_depth(text)
     if depth > limits.max_json_depth:
-        raise PipelineInvalid(
-            [Problem("", f"JSON nests {depth} levels deep; the limit is {limits.max_json_depth}")]
-        )
+        raise PipelineInvalid([Problem("", f"JSON nests {depth} levels deep; the limit is {limits.max_json_depth}")])
     try:
         document = json.loads(
             text,
@@ -78,9 +74,7 @@ def parse_request(body: bytes | str, limits: Limits = DEFAULT_LIMITS) -> list[An
 def instructions_of(document: Any) -> list[Any]:
     """The `instructions` list of a request body already parsed as JSON."""
     if not isinstance(document, dict):
-        raise PipelineInvalid(
-            [Problem("", f'expected an object {{"instructions": [...]}}, got {json_kind(document)}')]
-        )
+        raise PipelineInvalid([Problem("", f'expected an object {{"instructions": [...]}}, got {json_kind(document)}')])
     problems = [
         Problem(pointer_join("", key), f"unknown key {key!r}; the body holds only 'instructions'")
         for key in document
@@ -185,9 +179,7 @@ def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _duplicate_keys(value: Any, path: str) -> Iterator[Problem]:
     if isinstance(value, _ObjectWithDuplicates):
         for key in value.duplicates:
-            yield Problem(
-                pointer_join(path, key), f"duplicate key {key!r}; each key may appear once in an object"
-            )
+            yield Problem(pointer_join(path, key), f"duplicate key {key!r}; each key may appear once in an object")
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _duplicate_keys(item, pointer_join(path, key))

@@ -143,9 +143,7 @@ class _Planner:
         op = self._operation(value.get("operation"), path)
         params = value.get("parameters", {})
         if not isinstance(params, dict):
-            self.problem(
-                pointer_join(path, "parameters"), f"expected an object of parameters, got {json_kind(params)}"
-            )
+            self.problem(pointer_join(path, "parameters"), f"expected an object of parameters, got {json_kind(params)}")
             return None
         if op is None:
             # Still look inside, so that errors in nested instructions are reported too.
@@ -188,9 +186,7 @@ class _Planner:
                 close = difflib.get_close_matches(name, [p.name for p in op.parameters], n=2, cutoff=0.6)
                 hint = f"did you mean {_or_list(close)}? " if close else ""
                 takes = ", ".join(p.name for p in op.parameters) or "none"
-                self.problem(
-                    where, f"unknown parameter {_clip(name)!r} of {op.name}; {hint}it takes: {takes}"
-                )
+                self.problem(where, f"unknown parameter {_clip(name)!r} of {op.name}; {hint}it takes: {takes}")
                 self._nested_anyway(given, where, depth)
             elif param.takes_instructions:
                 fed = self._input(op, param, given, where, depth)
@@ -211,9 +207,7 @@ class _Planner:
         key = canonical_key({"operation": op.name, "parameters": params})
         return Node(key, op.name, literals, inputs, [path])
 
-    def _input(
-        self, op: Operation, param: Parameter, given: Any, where: str, depth: int
-    ) -> Node | list[Node] | None:
+    def _input(self, op: Operation, param: Parameter, given: Any, where: str, depth: int) -> Node | list[Node] | None:
         if param.many:
             if not isinstance(given, list):
                 self.problem(
@@ -226,10 +220,7 @@ class _Planner:
             if not fewest <= len(given) <= most:
                 bound = f"at least {fewest}" if len(given) < fewest else f"at most {most}"
                 self.problem(where, f"{op.name}.{param.name} takes {bound} instructions, got {len(given)}")
-            nodes = [
-                self._one_input(op, param, item, pointer_join(where, i), depth)
-                for i, item in enumerate(given)
-            ]
+            nodes = [self._one_input(op, param, item, pointer_join(where, i), depth) for i, item in enumerate(given)]
             return None if any(n is None for n in nodes) else nodes  # type: ignore[return-value]
         return self._one_input(op, param, given, where, depth)
 
@@ -248,8 +239,7 @@ class _Planner:
         if JSON_TYPE not in param.accepts and produced not in param.accepts:
             self.problem(
                 where,
-                f"{child.operation} produces {produced}, but {op.name}.{param.name} accepts "
-                f"{_or_list(param.accepts)}",
+                f"{child.operation} produces {produced}, but {op.name}.{param.name} accepts {_or_list(param.accepts)}",
             )
             return None
         return child

@@ -51,8 +51,20 @@ TRANSIENT_STATUS = {502, 503, 504}
 TABULAR_TASKS = ("tabular-classification", "tabular-regression")
 BINARY_HEADER = "Inference-Header-Content-Length"
 # The protocol's number datatypes as NumPy's, little-endian as the binary extension sends them.
-NUMPY_TYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
-               "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
+NUMPY_TYPES = {
+    "BOOL": "?",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
 
 
 @dataclass(frozen=True)
@@ -65,9 +77,16 @@ class ModelServer:
     """One model server, by base URL; `token`: the bearer token it asks for; `lease`: the holder this client loads,
     infers and unloads for (a run id), its leases lasting `lease_ttl_s` unless renewed."""
 
-    def __init__(self, base_url: str, timeout_s: float = 120.0, retry: Retry = Retry(),
-                 check_cancelled: Callable[[], None] = lambda: None, token: str | None = None,
-                 lease: str | None = None, lease_ttl_s: float = 300.0):
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = 120.0,
+        retry: Retry = Retry(),
+        check_cancelled: Callable[[], None] = lambda: None,
+        token: str | None = None,
+        lease: str | None = None,
+        lease_ttl_s: float = 300.0,
+    ):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.retry = retry
@@ -94,7 +113,7 @@ class ModelServer:
         return self.readiness(model_id) == "ready"
 
     def readiness(self, model_id: str) -> str:
-        """"ready", "loading" (our server answers 400 while it loads) or "absent"."""
+        """ "ready", "loading" (our server answers 400 while it loads) or "absent"."""
         response = self._call("GET", f"/v2/models/{slug(model_id)}/ready", expect=(200, 404, 400))
         if response.status_code == 200 and response.json().get("ready", True) is not False:
             return "ready"
@@ -111,17 +130,23 @@ class ModelServer:
         if self.lease:
             parameters.update(lease=self.lease, lease_ttl_s=self.lease_ttl_s)
         response = self._until_cancelled(
-            lambda: self._call("POST", f"/v2/repository/models/{slug(model_id)}/load",
-                               json={"parameters": parameters}, what=f"loading {model_id}"),
-            on_cancel=lambda: self._let_go_later(model_id))
+            lambda: self._call(
+                "POST",
+                f"/v2/repository/models/{slug(model_id)}/load",
+                json={"parameters": parameters},
+                what=f"loading {model_id}",
+            ),
+            on_cancel=lambda: self._let_go_later(model_id),
+        )
         try:
             answer = response.json()
         except ValueError:
             answer = {}
         answer = answer if isinstance(answer, dict) else {}
         if answer.get("task", task) != task:
-            raise OperationError(f"loading {model_id}: the model server has it loaded for {answer['task']!r}, "
-                                 f"not {task!r}")
+            raise OperationError(
+                f"loading {model_id}: the model server has it loaded for {answer['task']!r}, not {task!r}"
+            )
         if self.lease and "leases" in answer:  # a server of leases: keep this one alive while we live
             KEEPER.hold(self._lease_key(model_id), self._renewer(model_id), self.lease_ttl_s / 3)
         return answer
@@ -129,9 +154,13 @@ class ModelServer:
     def check_load(self, model_id: str, source: str, task: str) -> str | None:
         """Why the server would not load `source` as `model_id` for `task`, asked without loading (our server's
         check route); None when it would, or when the server cannot tell (another server: no such route)."""
-        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/check",
-                              json={"parameters": {"source": source, "task": task}},
-                              expect=(200, 400, 404, 405), what=f"checking {model_id}")
+        response = self._call(
+            "POST",
+            f"/v2/repository/models/{slug(model_id)}/check",
+            json={"parameters": {"source": source, "task": task}},
+            expect=(200, 400, 404, 405),
+            what=f"checking {model_id}",
+        )
         try:
             answer = response.json() if response.status_code == 200 else {}
         except ValueError:
@@ -174,8 +203,9 @@ class ModelServer:
 
         def let_go() -> None:
             try:
-                with ModelServer(base_url, timeout_s, Retry(attempts=2), token=token, lease=lease,
-                                 lease_ttl_s=ttl) as server:
+                with ModelServer(
+                    base_url, timeout_s, Retry(attempts=2), token=token, lease=lease, lease_ttl_s=ttl
+                ) as server:
                     server.unload(model_id)
             except Exception as exc:  # the lease expires anyway
                 log.warning("letting go of %s after a cancelled load failed: %s", model_id, exc)
@@ -189,8 +219,9 @@ class ModelServer:
         if self.lease:
             KEEPER.release(self._lease_key(model_id))
         body = {"parameters": {"lease": self.lease}} if self.lease else None
-        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/unload", json=body,
-                              what=f"unloading {model_id}")
+        response = self._call(
+            "POST", f"/v2/repository/models/{slug(model_id)}/unload", json=body, what=f"unloading {model_id}"
+        )
         try:
             answer = response.json()
         except ValueError:
@@ -202,8 +233,13 @@ class ModelServer:
         if not self.lease:
             raise OperationError("renew needs a lease holder")
         body = {"parameters": {"lease": self.lease, "lease_ttl_s": self.lease_ttl_s}}
-        response = self._call("POST", f"/v2/repository/models/{slug(model_id)}/renew", json=body, expect=(200, 404),
-                              what=f"renewing the lease on {model_id}")
+        response = self._call(
+            "POST",
+            f"/v2/repository/models/{slug(model_id)}/renew",
+            json=body,
+            expect=(200, 404),
+            what=f"renewing the lease on {model_id}",
+        )
         return response.status_code == 200
 
     def _lease_key(self, model_id: str) -> tuple[str, str, str]:
@@ -213,8 +249,9 @@ class ModelServer:
         base_url, timeout_s, token, lease, ttl = self.base_url, self.timeout_s, self.token, self.lease, self.lease_ttl_s
 
         def renew() -> bool:
-            with ModelServer(base_url, min(timeout_s, 30.0), Retry(attempts=2), token=token, lease=lease,
-                             lease_ttl_s=ttl) as server:
+            with ModelServer(
+                base_url, min(timeout_s, 30.0), Retry(attempts=2), token=token, lease=lease, lease_ttl_s=ttl
+            ) as server:
                 return server.renew(model_id)
 
         return renew
@@ -229,8 +266,12 @@ class ModelServer:
             raise OperationError(f"{model_id}: the model server's metadata is not a JSON object")
         if "parameters" not in body and "task" not in body:
             # Not our server (Triton): its model configuration's parameters say what ours says in the metadata.
-            config = self._call("GET", f"/v2/models/{slug(model_id)}/config", expect=(200, 400, 404),
-                                what=f"reading {model_id}'s configuration")
+            config = self._call(
+                "GET",
+                f"/v2/models/{slug(model_id)}/config",
+                expect=(200, 400, 404),
+                what=f"reading {model_id}'s configuration",
+            )
             if config.status_code == 200:
                 try:
                     parameters = config.json().get("parameters")
@@ -247,8 +288,9 @@ class ModelServer:
         known = self._metadata.get(model_id)
         return known if known is not None else self.metadata(model_id)
 
-    def classify(self, model_id: str, images: list[bytes], top_k: int,
-                 candidate_labels: list[str] | None = None) -> list[list[tuple[str, float]]]:
+    def classify(
+        self, model_id: str, images: list[bytes], top_k: int, candidate_labels: list[str] | None = None
+    ) -> list[list[tuple[str, float]]]:
         """Top-k (label, score) per image, in the order given; zero-shot among `candidate_labels` when given."""
         inputs = [_images(images)]
         if candidate_labels is not None:
@@ -262,8 +304,11 @@ class ModelServer:
 
     def detect(self, model_id: str, images: list[bytes], threshold: float) -> list[list[dict[str, Any]]]:
         """Per image, its detections: {"label", "score", "box": [xmin, ymin, xmax, ymax]} (pixels of the image)."""
-        outputs = _outputs(self._infer(model_id, [_images(images)], {"threshold": threshold}), model_id,
-                           ("image_index", "label", "score", "box"))
+        outputs = _outputs(
+            self._infer(model_id, [_images(images)], {"threshold": threshold}),
+            model_id,
+            ("image_index", "label", "score", "box"),
+        )
         index, labels, scores, boxes = (outputs[n]["data"] for n in ("image_index", "label", "score", "box"))
         count = len(index)
         if not (len(labels) == len(scores) == count and len(boxes) == 4 * count):
@@ -272,16 +317,18 @@ class ModelServer:
         for i, image in enumerate(index):
             if not isinstance(image, int) or not 0 <= image < len(images):
                 raise OperationError(f"{model_id}: a detection names image {image!r} of the {len(images)} sent")
-            found[image].append({"label": labels[i], "score": float(scores[i]),
-                                 "box": [float(v) for v in boxes[4 * i:4 * i + 4]]})
+            found[image].append(
+                {"label": labels[i], "score": float(scores[i]), "box": [float(v) for v in boxes[4 * i : 4 * i + 4]]}
+            )
         return found
 
     def segment(self, model_id: str, images: list[bytes]) -> list[bytes]:
         """Per image, the PNG of its class-id mask (each pixel the class id, the image's size)."""
         mask = _outputs(self._infer(model_id, [_images(images)], {}), model_id, ("mask",))["mask"]
         if mask.get("shape") != [len(images)] or len(mask.get("data", [])) != len(images):
-            raise OperationError(f"{model_id}: sent {len(images)} images but the answer has "
-                                 f"{len(mask.get('data', []))} masks")
+            raise OperationError(
+                f"{model_id}: sent {len(images)} images but the answer has {len(mask.get('data', []))} masks"
+            )
         try:
             return [base64.b64decode(item, validate=True) for item in mask["data"]]
         except (ValueError, TypeError) as exc:
@@ -302,11 +349,19 @@ class ModelServer:
         if answer.scores is None:
             return [{"label": label, "scores": {}} for label in answer.labels]
         classes = answer.classes
-        return [{"label": label, "scores": dict(zip(classes, scores, strict=True))}
-                for label, scores in zip(answer.labels, answer.scores.tolist(), strict=True)]
+        return [
+            {"label": label, "scores": dict(zip(classes, scores, strict=True))}
+            for label, scores in zip(answer.labels, answer.scores.tolist(), strict=True)
+        ]
 
-    def predict_array(self, model_id: str, rows: np.ndarray, task: str, row_names: Sequence[str] | None = None,
-                      columns: Sequence[str] | None = None) -> TabularAnswer:
+    def predict_array(
+        self,
+        model_id: str,
+        rows: np.ndarray,
+        task: str,
+        row_names: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> TabularAnswer:
         """A tabular model's predictions for rows [N, F] of numbers, in one request: the rows go in binary in the
         model's input type (FP32 unless its metadata says FP64), the scores and values come back in binary, the
         labels as JSON text (the binary tensor data extension, per output). OperationError names a row and column
@@ -347,10 +402,17 @@ class ModelServer:
             wanted = {"label": False, **({probabilities: True} if probabilities else {})}
         if not len(sent):
             return _tabular_answer(model_id, task, {output: np.zeros(0) for output in wanted}, 0, metadata)
-        header = {"inputs": [{"name": name, "shape": list(sent.shape), "datatype": datatype,
-                              "parameters": {"binary_data_size": sent.nbytes}}],
-                  "outputs": [{"name": output, "parameters": {"binary_data": binary}}
-                              for output, binary in wanted.items()]}
+        header = {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(sent.shape),
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": sent.nbytes},
+                }
+            ],
+            "outputs": [{"name": output, "parameters": {"binary_data": binary}} for output, binary in wanted.items()],
+        }
         response = self._infer_binary(model_id, header, sent)
         outputs = _tensor_outputs(response, model_id, list(wanted))
         return _tabular_answer(model_id, task, outputs, len(sent), metadata)
@@ -368,8 +430,14 @@ class ModelServer:
             raise OperationError(f"{model_id}: the model server's metadata names no input") from None
         tiles = np.ascontiguousarray(tiles, dtype="<f4")
         header = {
-            "inputs": [{"name": name, "shape": list(tiles.shape), "datatype": "FP32",
-                        "parameters": {"binary_data_size": tiles.nbytes}}],
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(tiles.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": tiles.nbytes},
+                }
+            ],
             "outputs": [{"name": output, "parameters": {"binary_data": True}} for output in outputs],
         }
         return _tensor_outputs(self._infer_binary(model_id, header, tiles), model_id, outputs)
@@ -382,11 +450,19 @@ class ModelServer:
         encoded = json.dumps(header).encode()
         # The tensor goes out from its own memory, not copied into one body (megabytes per request).
         body = _Body(encoded, tensor.reshape(-1).data.cast("B"))
-        headers = {BINARY_HEADER: str(len(encoded)), "Content-Type": "application/octet-stream",
-                   "Content-Length": str(len(encoded) + tensor.nbytes)}
+        headers = {
+            BINARY_HEADER: str(len(encoded)),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(len(encoded) + tensor.nbytes),
+        }
         try:
-            return self._call("POST", f"/v2/models/{slug(model_id)}/infer", content=body, headers=headers,
-                              what=f"inference on {model_id}")
+            return self._call(
+                "POST",
+                f"/v2/models/{slug(model_id)}/infer",
+                content=body,
+                headers=headers,
+                what=f"inference on {model_id}",
+            )
         except OperationError:  # the model may have been loaded again, from another graph: read it afresh next time
             self._metadata.pop(model_id, None)
             raise
@@ -404,8 +480,16 @@ class ModelServer:
             raise OperationError(f"{model_id}: the model server's answer is not a JSON object")
         return answer
 
-    def _call(self, method: str, path: str, json: Any = None, expect: tuple[int, ...] = (200,),
-              what: str = "", content: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        expect: tuple[int, ...] = (200,),
+        what: str = "",
+        content: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         what = what or f"{method} {path}"
 
         def attempt() -> httpx.Response:
@@ -415,8 +499,9 @@ class ModelServer:
                 return response
             if response.status_code in TRANSIENT_STATUS:
                 raise _Transient(f"HTTP {response.status_code}: {_server_message(response)}")
-            raise OperationError(f"{what}: the model server answered {response.status_code}: "
-                                 f"{_server_message(response)}")
+            raise OperationError(
+                f"{what}: the model server answered {response.status_code}: {_server_message(response)}"
+            )
 
         # Connection errors, timeouts and 502/503/504 may pass next time; anything else fails at once.
         retrying = tenacity.Retrying(
@@ -429,8 +514,9 @@ class ModelServer:
             return retrying(attempt)
         except (httpx.TransportError, httpx.TimeoutException, _Transient) as exc:
             problem = str(exc) if isinstance(exc, _Transient) else type(exc).__name__
-            raise OperationError(f"{what}: the model server at {self.base_url} failed {self.retry.attempts} times "
-                                 f"(last: {problem})") from None
+            raise OperationError(
+                f"{what}: the model server at {self.base_url} failed {self.retry.attempts} times (last: {problem})"
+            ) from None
 
 
 class _Transient(Exception):
@@ -493,8 +579,9 @@ class LeaseKeeper:
                     log.warning("renewing the lease on model %s at %s failed: %s", key[1], key[0], exc)
                     continue
                 if not alive:
-                    log.warning("model %s at %s is no longer loaded; its lease for %s is not renewed", key[1],
-                                key[0], key[2])
+                    log.warning(
+                        "model %s at %s is no longer loaded; its lease for %s is not renewed", key[1], key[0], key[2]
+                    )
                     with self._lock:
                         if self._held.get(key) is held:
                             del self._held[key]
@@ -529,9 +616,10 @@ def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) 
     body = response.content
     length = response.headers.get(BINARY_HEADER)
     if length is not None and (not length.isdigit() or int(length) > len(body)):
-        raise OperationError(f"{model_id}: the answer's {BINARY_HEADER} is {length[:40]!r}, not the length of its "
-                             "JSON header")
-    head, binary = (body[:int(length)], body[int(length):]) if length is not None else (body, b"")
+        raise OperationError(
+            f"{model_id}: the answer's {BINARY_HEADER} is {length[:40]!r}, not the length of its JSON header"
+        )
+    head, binary = (body[: int(length)], body[int(length) :]) if length is not None else (body, b"")
     try:
         answer = json.loads(head)
     except ValueError:
@@ -544,19 +632,24 @@ def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) 
         name, shape, datatype = output.get("name"), output.get("shape"), output.get("datatype")
         dtype = NUMPY_TYPES.get(str(datatype)) if datatype != "BYTES" else object
         if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise OperationError(f"{model_id}: the answer's output {name!r} is {datatype} {shape}, not a tensor of "
-                                 "numbers")
+            raise OperationError(
+                f"{model_id}: the answer's output {name!r} is {datatype} {shape}, not a tensor of numbers"
+            )
         size = (output.get("parameters") or {}).get("binary_data_size")
         if size is not None and dtype is object:
             if not isinstance(size, int) or offset + size > len(binary):
-                raise OperationError(f"{model_id}: the answer's output {name!r} says {size} bytes of binary data, "
-                                     f"but {len(binary) - offset} are left")
-            values = np.array(_unpacked(binary[offset:offset + size], model_id, str(name)), dtype=object)
+                raise OperationError(
+                    f"{model_id}: the answer's output {name!r} says {size} bytes of binary data, "
+                    f"but {len(binary) - offset} are left"
+                )
+            values = np.array(_unpacked(binary[offset : offset + size], model_id, str(name)), dtype=object)
             offset += size
         elif size is not None:
             if not isinstance(size, int) or offset + size > len(binary):
-                raise OperationError(f"{model_id}: the answer's output {name!r} says {size} bytes of binary data, "
-                                     f"but {len(binary) - offset} are left")
+                raise OperationError(
+                    f"{model_id}: the answer's output {name!r} says {size} bytes of binary data, "
+                    f"but {len(binary) - offset} are left"
+                )
             values = np.frombuffer(binary, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset)
             offset += size
         elif dtype is object:
@@ -564,13 +657,14 @@ def _tensor_outputs(response: httpx.Response, model_id: str, wanted: list[str]) 
         else:
             values = np.asarray(output.get("data") or [], dtype=dtype)
         if values.size != math.prod(shape):
-            raise OperationError(f"{model_id}: the answer's output {name!r} has shape {shape} but {values.size} "
-                                 "values")
+            raise OperationError(f"{model_id}: the answer's output {name!r} has shape {shape} but {values.size} values")
         found[str(name)] = values.reshape(shape)
     missing = [name for name in wanted if name not in found]
     if missing:
-        raise OperationError(f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "
-                             f"it has {', '.join(map(repr, found)) or 'none'}")
+        raise OperationError(
+            f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "
+            f"it has {', '.join(map(repr, found)) or 'none'}"
+        )
     return found
 
 
@@ -579,10 +673,10 @@ def _unpacked(raw: bytes, model_id: str, name: str) -> list[str]:
     items: list[str] = []
     offset = 0
     while offset < len(raw):
-        length = int.from_bytes(raw[offset:offset + 4], "little")
+        length = int.from_bytes(raw[offset : offset + 4], "little")
         if offset + 4 + length > len(raw):
             raise OperationError(f"{model_id}: the answer's output {name!r} ends inside element {len(items)}")
-        items.append(raw[offset + 4:offset + 4 + length].decode("utf-8", "replace"))
+        items.append(raw[offset + 4 : offset + 4 + length].decode("utf-8", "replace"))
         offset += 4 + length
     return items
 
@@ -600,15 +694,22 @@ class TabularAnswer:
 
 def _probability_output(metadata: dict[str, Any]) -> str | None:
     """The name of a classifier's probability table: a float output [N, C] (one named like it first), if any."""
-    tables = [str(o.get("name")) for o in metadata.get("outputs") or [] if isinstance(o, dict)
-              and o.get("name") != "label" and o.get("datatype") in ("FP32", "FP64")
-              and isinstance(o.get("shape"), list) and len(o["shape"]) == 2]
+    tables = [
+        str(o.get("name"))
+        for o in metadata.get("outputs") or []
+        if isinstance(o, dict)
+        and o.get("name") != "label"
+        and o.get("datatype") in ("FP32", "FP64")
+        and isinstance(o.get("shape"), list)
+        and len(o["shape"]) == 2
+    ]
     tables.sort(key=lambda name: "prob" not in name.lower())
     return tables[0] if tables else None
 
 
-def _tabular_answer(model_id: str, task: str, outputs: dict[str, Any], count: int,
-                    metadata: dict[str, Any]) -> TabularAnswer:
+def _tabular_answer(
+    model_id: str, task: str, outputs: dict[str, Any], count: int, metadata: dict[str, Any]
+) -> TabularAnswer:
     """The answer's outputs for `count` rows, checked: one prediction per row, none dropped, none duplicated."""
     import numpy as np
 
@@ -684,9 +785,13 @@ def labels_of(metadata: dict[str, Any]) -> list[str]:
 
 
 def _images(images: list[bytes]) -> dict[str, Any]:
-    return {"name": "image", "shape": [len(images)], "datatype": "BYTES",
-            "data": [base64.b64encode(image).decode("ascii") for image in images],
-            "parameters": {"content_type": "base64"}}
+    return {
+        "name": "image",
+        "shape": [len(images)],
+        "datatype": "BYTES",
+        "data": [base64.b64encode(image).decode("ascii") for image in images],
+        "parameters": {"content_type": "base64"},
+    }
 
 
 def _strings(name: str, strings: list[str]) -> dict[str, Any]:
@@ -694,12 +799,15 @@ def _strings(name: str, strings: list[str]) -> dict[str, Any]:
 
 
 def _outputs(body: dict[str, Any], model_id: str, wanted: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    outputs: dict[str, dict[str, Any]] = {o["name"]: o for o in body.get("outputs", [])
-                                          if isinstance(o, dict) and isinstance(o.get("name"), str)}
+    outputs: dict[str, dict[str, Any]] = {
+        o["name"]: o for o in body.get("outputs", []) if isinstance(o, dict) and isinstance(o.get("name"), str)
+    }
     missing = [name for name in wanted if not isinstance(outputs.get(name, {}).get("data"), list)]
     if missing:
-        raise OperationError(f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "
-                             f"it has {', '.join(map(repr, outputs)) or 'none'}")
+        raise OperationError(
+            f"{model_id}: the answer lacks the {', '.join(map(repr, missing))} output(s); "
+            f"it has {', '.join(map(repr, outputs)) or 'none'}"
+        )
     return outputs
 
 
@@ -714,8 +822,10 @@ def _predictions(body: dict[str, Any], count: int, model_id: str) -> list[list[t
     labels, scores = outputs["label"], outputs["score"]
     shape = labels.get("shape", [])
     if len(shape) != 2:
-        raise OperationError(f"{model_id}: the answer's 'label' has shape {shape}, not [inputs, k] as a classifier's "
-                             f"(its outputs: {', '.join(str(o.get('name')) for o in body.get('outputs', []))})")
+        raise OperationError(
+            f"{model_id}: the answer's 'label' has shape {shape}, not [inputs, k] as a classifier's "
+            f"(its outputs: {', '.join(str(o.get('name')) for o in body.get('outputs', []))})"
+        )
     if shape[0] != count or scores.get("shape") != shape:
         # One prediction per input, none dropped, none duplicated.
         raise OperationError(f"{model_id}: sent {count} inputs but the answer has shape {shape}")
@@ -723,6 +833,6 @@ def _predictions(body: dict[str, Any], count: int, model_id: str) -> list[list[t
     if len(labels["data"]) != count * k or len(scores["data"]) != count * k:
         raise OperationError(f"{model_id}: the answer's shape {shape} does not match its data")
     return [
-        list(zip(labels["data"][i * k:(i + 1) * k], map(float, scores["data"][i * k:(i + 1) * k]), strict=True))
+        list(zip(labels["data"][i * k : (i + 1) * k], map(float, scores["data"][i * k : (i + 1) * k]), strict=True))
         for i in range(count)
     ]

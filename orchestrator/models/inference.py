@@ -80,8 +80,14 @@ class Timing:
     batch_sizes: list[int] = field(default_factory=list)
 
     def stats(self, inputs: int, unit: str) -> dict[str, Any]:
-        return {"inputs": inputs, unit: inputs, "seconds": sum(self.batch_seconds), "batches": len(self.batch_seconds),
-                "batch_seconds": self.batch_seconds, "batch_sizes": self.batch_sizes}
+        return {
+            "inputs": inputs,
+            unit: inputs,
+            "seconds": sum(self.batch_seconds),
+            "batches": len(self.batch_seconds),
+            "batch_seconds": self.batch_seconds,
+            "batch_sizes": self.batch_sizes,
+        }
 
 
 def _timed(timing: Timing, size: int, call: Callable[[], Any]) -> Any:
@@ -93,7 +99,11 @@ def _timed(timing: Timing, size: int, call: Callable[[], Any]) -> Any:
 
 
 def predict_images(
-    server: ModelServer, model_id: str, task: str, batches: Iterable[list[FileRef]], options: ImageOptions,
+    server: ModelServer,
+    model_id: str,
+    task: str,
+    batches: Iterable[list[FileRef]],
+    options: ImageOptions,
     check_cancelled: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One prediction per image, keyed by its name, and the timing of every request."""
@@ -113,8 +123,15 @@ def predict_images(
     return items, timing.stats(len(items), "images")
 
 
-def _image_batch(server: ModelServer, model_id: str, task: str, batch: list[FileRef], images: list[bytes],
-                 options: ImageOptions, timing: Timing) -> list[dict[str, Any]]:
+def _image_batch(
+    server: ModelServer,
+    model_id: str,
+    task: str,
+    batch: list[FileRef],
+    images: list[bytes],
+    options: ImageOptions,
+    timing: Timing,
+) -> list[dict[str, Any]]:
     size = len(batch)
     if task in ("image-classification", "zero-shot-image-classification"):
         labels = options.candidate_labels if task == "zero-shot-image-classification" else None
@@ -141,7 +158,10 @@ def _image_batch(server: ModelServer, model_id: str, task: str, batch: list[File
 
 
 def predict_tiles(
-    server: ModelServer, model: TensorModel, batches: Iterable[list[FileRef]], options: ImageOptions,
+    server: ModelServer,
+    model: TensorModel,
+    batches: Iterable[list[FileRef]],
+    options: ImageOptions,
     check_cancelled: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One prediction per tile of a model that takes float tensors [N, C, H, W] (tensors.py): a class-id GeoTIFF
@@ -208,8 +228,9 @@ def predict_tiles(
     return items, timing.stats(len(items), "images")
 
 
-def _tile_items(group: list[tensors.Tile], answer: Any, model: TensorModel, options: ImageOptions,
-                request: str) -> dict[str, dict[str, Any]]:
+def _tile_items(
+    group: list[tensors.Tile], answer: Any, model: TensorModel, options: ImageOptions, request: str
+) -> dict[str, dict[str, Any]]:
     if model.task == "image-segmentation":
         assert options.mask_dir is not None
         ids = tensors.class_ids(answer, model)
@@ -221,10 +242,13 @@ def _tile_items(group: list[tensors.Tile], answer: Any, model: TensorModel, opti
         return found
     if model.task == "image-classification":
         ranked = tensors.ranked(answer, model.labels, options.top_k)
-        return {tile.ref.name: {**_ranked(tile.ref.name, r), **tile.place} for tile, r in zip(group, ranked,
-                                                                                            strict=True)}
-    raise OperationError(f"model {model.model_id!r} serves {model.task!r}; a model of float tensors [N, C, H, W] "
-                         "serves image-classification or image-segmentation")
+        return {
+            tile.ref.name: {**_ranked(tile.ref.name, r), **tile.place} for tile, r in zip(group, ranked, strict=True)
+        }
+    raise OperationError(
+        f"model {model.model_id!r} serves {model.task!r}; a model of float tensors [N, C, H, W] "
+        "serves image-classification or image-segmentation"
+    )
 
 
 def _image_size(ref: FileRef) -> tuple[int, int]:
@@ -240,7 +264,11 @@ def _ranked(name: str, ranked: Sequence[tuple[str, float]]) -> dict[str, Any]:
 
 
 def predict_table(
-    server: ModelServer, model_id: str, task: str, table: Table, options: TableOptions,
+    server: ModelServer,
+    model_id: str,
+    task: str,
+    table: Table,
+    options: TableOptions,
     check_cancelled: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One prediction per row, keyed by the key column (or the row number)."""
@@ -249,19 +277,24 @@ def predict_table(
         require_columns(table, [options.key], where)
     if task == "text-classification":
         if not options.text:
-            raise OperationError(f"{where}: name the table's text column with `text` "
-                                 f"(columns: {', '.join(table.columns[:30])})")
+            raise OperationError(
+                f"{where}: name the table's text column with `text` (columns: {', '.join(table.columns[:30])})"
+            )
         require_columns(table, [options.text], where)
     elif task in TABULAR_TASKS:
         if not options.features:
-            raise OperationError(f"{where}: list the feature columns in the model's order with `features` "
-                                 f"(columns: {', '.join(table.columns[:30])})")
+            raise OperationError(
+                f"{where}: list the feature columns in the model's order with `features` "
+                f"(columns: {', '.join(table.columns[:30])})"
+            )
         require_columns(table, options.features, where)
-        return predict_features(server, model_id, task, read_features(table, options.features, options.key),
-                                options, check_cancelled)
+        return predict_features(
+            server, model_id, task, read_features(table, options.features, options.key), options, check_cancelled
+        )
     else:
-        raise OperationError(f"model {model_id!r} serves {task!r}, which takes images, not a table; "
-                             "give it files (e.g. from an import)")
+        raise OperationError(
+            f"model {model_id!r} serves {task!r}, which takes images, not a table; give it files (e.g. from an import)"
+        )
     items: list[dict[str, Any]] = []
     timing = Timing()
     for chunk in _chunks(keyed_rows(table, options.key), options.batch_size or BATCH_SIZE):
@@ -272,8 +305,9 @@ def predict_table(
     return items, timing.stats(len(items), "rows")
 
 
-def _text_batch(server: ModelServer, model_id: str, chunk: list[tuple[str, dict[str, Any]]], options: TableOptions,
-                timing: Timing) -> list[dict[str, Any]]:
+def _text_batch(
+    server: ModelServer, model_id: str, chunk: list[tuple[str, dict[str, Any]]], options: TableOptions, timing: Timing
+) -> list[dict[str, Any]]:
     names = [name for name, _ in chunk]
     texts = [_text_of(row, options.text or "", name) for name, row in chunk]
     ranked = _timed(timing, len(chunk), lambda: server.classify_texts(model_id, texts, options.top_k))
@@ -346,7 +380,11 @@ def _arrow_features(table: Table, features: list[str], key: str | None) -> Featu
 
 
 def predict_features(
-    server: ModelServer, model_id: str, task: str, rows: FeatureRows, options: TableOptions,
+    server: ModelServer,
+    model_id: str,
+    task: str,
+    rows: FeatureRows,
+    options: TableOptions,
     check_cancelled: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One prediction per row of a tabular model, `batch_size` rows per request (sent and answered in binary)."""
@@ -357,8 +395,8 @@ def predict_features(
     timing = Timing()
     for start in range(0, len(rows.names), size):
         check_cancelled()
-        names = rows.names[start:start + size]
-        batch = rows.values[start:start + size]
+        names = rows.names[start : start + size]
+        batch = rows.values[start : start + size]
         answer = _timed(timing, len(names), partial(server.predict_array, model_id, batch, task, names, rows.columns))
         items += _tabular_items(names, answer, options.top_k)
     return items, timing.stats(len(items), "rows")
@@ -394,15 +432,18 @@ def _tabular_items_of(names: list[str], answer: TabularAnswer, top_k: int) -> li
     assert answer.labels is not None
     k = max(1, top_k)
     if answer.scores is None:
-        return [{"name": name, "labels": [label], "scores": [1.0]} for name, label in zip(names, answer.labels,
-                                                                                          strict=True)]
+        return [
+            {"name": name, "labels": [label], "scores": [1.0]} for name, label in zip(names, answer.labels, strict=True)
+        ]
     # Best first, the first class on ties (as a stable sort of the scores would).
     order = np.argsort(-answer.scores, axis=1, kind="stable")[:, :k]
     best = np.asarray(answer.classes, dtype=object)[order]
     ranked = best.tolist()
     scores = np.take_along_axis(answer.scores, order, axis=1).tolist()
-    items = [{"name": name, "labels": labels, "scores": values}
-             for name, labels, values in zip(names, ranked, scores, strict=True)]
+    items = [
+        {"name": name, "labels": labels, "scores": values}
+        for name, labels, values in zip(names, ranked, scores, strict=True)
+    ]
     for index in np.flatnonzero(best[:, 0] != np.asarray(answer.labels, dtype=object)).tolist():
         # The model's label leads (a tie, or a label that is not its best score), then the others by score.
         label, labels, values = answer.labels[index], ranked[index], scores[index]

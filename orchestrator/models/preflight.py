@@ -42,8 +42,11 @@ def inference(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
         return
     if _ask(check, lambda server: server.readiness(model)) == "absent":
         deploy_it = json.dumps({"operation": "deploy_model", "parameters": {"model": model}})
-        yield Finding("model", f"model {model!r} is not deployed: no deploy_model before this instruction deploys it, "
-                               f"and the model server does not hold it; add {deploy_it} before it")
+        yield Finding(
+            "model",
+            f"model {model!r} is not deployed: no deploy_model before this instruction deploys it, "
+            f"and the model server does not hold it; add {deploy_it} before it",
+        )
 
 
 def _ask(check: Preflight, question: Any) -> Any:

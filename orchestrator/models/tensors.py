@@ -59,13 +59,24 @@ class TensorModel:
         card = parameter(metadata, "mlm:input") or {}
         if not isinstance(card, dict):
             raise OperationError(f"model {model_id!r}: its mlm:input parameter is not a JSON object")
-        band_names = [b if isinstance(b, str) else b.get("name") for b in card.get("bands") or []
-                      if isinstance(b, str) or isinstance(b, dict)]
+        band_names = [
+            b if isinstance(b, str) else b.get("name")
+            for b in card.get("bands") or []
+            if isinstance(b, str) or isinstance(b, dict)
+        ]
         scaling = card.get("value_scaling")
         outputs = [o.get("name") for o in metadata.get("outputs") or [] if isinstance(o, dict)]
-        model = cls(model_id, task, shape[1], shape[2], shape[3], labels_of(metadata),
-                    [str(b) for b in band_names if b], scaling if isinstance(scaling, list) else None,
-                    [str(o) for o in outputs if o])
+        model = cls(
+            model_id,
+            task,
+            shape[1],
+            shape[2],
+            shape[3],
+            labels_of(metadata),
+            [str(b) for b in band_names if b],
+            scaling if isinstance(scaling, list) else None,
+            [str(o) for o in outputs if o],
+        )
         if model.band_names and model.bands == -1:
             model.bands = len(model.band_names)
         return model
@@ -112,8 +123,9 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
     else:
         values, valid = _picture(ref, max_samples)
     if model.bands != -1 and values.shape[0] != model.bands:
-        raise OperationError(f"{ref.name!r}: model {model.model_id!r} expects {model.bands} bands, data has "
-                             f"{values.shape[0]}")
+        raise OperationError(
+            f"{ref.name!r}: model {model.model_id!r} expects {model.bands} bands, data has {values.shape[0]}"
+        )
     if model.scaling and not normalized:
         values = scale(values, model.scaling, model.model_id)
     return Tile(ref, np.ascontiguousarray(values, dtype=np.float32), valid, place, values.shape[1:])
@@ -130,8 +142,11 @@ def _valid(dataset: Any, indexes: list[int], values: np.ndarray) -> np.ndarray:
     if all(f == [MaskFlags.all_valid] for f in flags):
         return np.ones(values.shape[1:], dtype=bool)
     nodata = dataset.nodata
-    if nodata is not None and sorted(indexes) == list(range(1, dataset.count + 1)) and \
-            all(f == [MaskFlags.nodata] for f in flags):
+    if (
+        nodata is not None
+        and sorted(indexes) == list(range(1, dataset.count + 1))
+        and all(f == [MaskFlags.nodata] for f in flags)
+    ):
         missing = np.isnan(values) if math.isnan(nodata) else values == np.float32(nodata)
         return ~missing.all(axis=0)
     return dataset.dataset_mask() > 0
@@ -164,16 +179,20 @@ def _band_indexes(name: str, model: TensorModel, aliases: list[list[str]]) -> li
     if not any(aliases):
         if count == len(model.band_names):
             return list(range(1, count + 1))  # unnamed bands, as many as the model's: taken as they are
-        raise OperationError(f"{name!r}: model {model.model_id!r} expects {len(model.band_names)} bands "
-                             f"({', '.join(model.band_names)}), data has {count} unnamed bands")
+        raise OperationError(
+            f"{name!r}: model {model.model_id!r} expects {len(model.band_names)} bands "
+            f"({', '.join(model.band_names)}), data has {count} unnamed bands"
+        )
     folded: dict[str, int] = {}
     for index, names in reversed(list(enumerate(aliases))):  # a name two bands share: the first band's
         folded.update((n.casefold(), index + 1) for n in names)
     missing = [b for b in model.band_names if b.casefold() not in folded]
     if missing:
         shown = ", ".join(names[0] if names else f"#{i + 1}" for i, names in enumerate(aliases))
-        raise OperationError(f"{name!r}: model {model.model_id!r} reads bands {', '.join(model.band_names)}; the data "
-                             f"has no {', '.join(map(repr, missing))} (its bands: {shown})")
+        raise OperationError(
+            f"{name!r}: model {model.model_id!r} reads bands {', '.join(model.band_names)}; the data "
+            f"has no {', '.join(map(repr, missing))} (its bands: {shown})"
+        )
     return [folded[b.casefold()] for b in model.band_names]
 
 
@@ -212,8 +231,10 @@ def scale(values: np.ndarray, scaling: list[dict[str, Any] | None], model_id: st
 
     bands = values.shape[0]
     if len(scaling) not in (1, bands):
-        raise OperationError(f"model {model_id!r}: its card gives {len(scaling)} value scalings for {bands} bands; "
-                             "give one per band, or one for all")
+        raise OperationError(
+            f"model {model_id!r}: its card gives {len(scaling)} value scalings for {bands} bands; "
+            "give one per band, or one for all"
+        )
     out = values.astype(np.float32, copy=True)
     for band in range(bands):
         step = scaling[0] if len(scaling) == 1 else scaling[band]
@@ -247,8 +268,10 @@ def scale(values: np.ndarray, scaling: list[dict[str, Any] | None], model_id: st
                 raise OperationError(f"model {model_id!r}: scale scaling by 0")
             data /= np.float32(number("value"))
         else:
-            raise OperationError(f"model {model_id!r}: its card's value scaling {kind!r} is not applied here "
-                                 "(min-max, z-score, clip, clip-min, clip-max, offset, scale are)")
+            raise OperationError(
+                f"model {model_id!r}: its card's value scaling {kind!r} is not applied here "
+                "(min-max, z-score, clip, clip-min, clip-max, offset, scale are)"
+            )
     return out
 
 
@@ -273,11 +296,15 @@ def stack(tiles: list[Tile], model: TensorModel) -> np.ndarray:
     for index, tile in enumerate(tiles):
         rows, columns = tile.size
         if rows > height or columns > width:
-            raise OperationError(f"{tile.ref.name!r} is {rows}×{columns} pixels (rows × columns); model "
-                                 f"{model.model_id!r} takes tiles of {height}×{width}: tile the data to that size")
+            raise OperationError(
+                f"{tile.ref.name!r} is {rows}×{columns} pixels (rows × columns); model "
+                f"{model.model_id!r} takes tiles of {height}×{width}: tile the data to that size"
+            )
         if tile.values.shape[0] != out.shape[1]:
-            raise OperationError(f"{tile.ref.name!r} has {tile.values.shape[0]} bands but {tiles[0].ref.name!r} has "
-                                 f"{out.shape[1]}; one request takes tiles of one band count")
+            raise OperationError(
+                f"{tile.ref.name!r} has {tile.values.shape[0]} bands but {tiles[0].ref.name!r} has "
+                f"{out.shape[1]}; one request takes tiles of one band count"
+            )
         out[index, :, :rows, :columns] = tile.values
     return out
 
@@ -291,8 +318,10 @@ def class_ids(answer: np.ndarray, model: TensorModel) -> np.ndarray:
     if answer.ndim == 4 and answer.shape[1] == 1 and answer.dtype.kind in "iu":
         return answer[:, 0]
     if answer.ndim != 4:
-        raise OperationError(f"model {model.model_id!r} answered scores of shape {list(answer.shape)}; a "
-                             "segmentation model's are [N, K, H, W]")
+        raise OperationError(
+            f"model {model.model_id!r} answered scores of shape {list(answer.shape)}; a "
+            "segmentation model's are [N, K, H, W]"
+        )
     return answer.argmax(axis=1)
 
 
@@ -314,8 +343,12 @@ def write_mask(tile: Tile, ids: np.ndarray, target: Path, classes: int) -> dict[
     with rasters.write_like(target, profile, descriptions=["class_id"]) as dataset:
         dataset.write(mask, 1)
     counts = np.bincount(mask[mask != nodata].ravel(), minlength=0)
-    return {"mask": str(target), **tile.place, "nodata": nodata,
-            "class_pixels": {str(i): int(c) for i, c in enumerate(counts.tolist()) if c}}
+    return {
+        "mask": str(target),
+        **tile.place,
+        "nodata": nodata,
+        "class_pixels": {str(i): int(c) for i, c in enumerate(counts.tolist()) if c},
+    }
 
 
 def _crs(text: Any) -> Any:

@@ -77,8 +77,9 @@ def export_rows(
                     columns_made[i] = sa.Column(column.name, spatial[column.name])
             sa.Table(name, sa.MetaData(), *columns_made, schema=schema or None).create(conn)
             text_columns = {c for c, kind in kinds.items() if kind == "text" and c not in spatial}
-        target = sa.table(name, *(sa.column(c, spatial.get(c)) for c in [*columns, RUN_ID_COLUMN]),
-                          schema=schema or None)
+        target = sa.table(
+            name, *(sa.column(c, spatial.get(c)) for c in [*columns, RUN_ID_COLUMN]), schema=schema or None
+        )
         count = 0
         for batch in _batches(rows(), BATCH_ROWS):
             check_cancelled()
@@ -106,8 +107,9 @@ class Geometry(sa.types.UserDefinedType):
         return sa.func.ST_SetSRID(sa.func.ST_GeomFromGeoJSON(bindvalue), self.srid)
 
 
-def _spatial_columns(conn: sa.Connection, columns: list[str],
-                     geometry: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Geometry]:
+def _spatial_columns(
+    conn: sa.Connection, columns: list[str], geometry: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Geometry]:
     """The geometry columns to write as PostGIS geometries: on PostgreSQL where PostGIS is installed."""
     if not geometry or conn.dialect.name != "postgresql":
         return {}

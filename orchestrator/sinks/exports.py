@@ -45,15 +45,21 @@ def prediction_row(result: Predictions, item: dict[str, Any]) -> dict[str, Any]:
     if "value" in item:
         row["value"] = item["value"]
     elif "detections" in item:
-        row.update(detections=len(item["detections"]),
-                   labels=json.dumps([d["label"] for d in item["detections"]]),
-                   scores=json.dumps([d["score"] for d in item["detections"]]))
+        row.update(
+            detections=len(item["detections"]),
+            labels=json.dumps([d["label"] for d in item["detections"]]),
+            scores=json.dumps([d["score"] for d in item["detections"]]),
+        )
     elif "mask" in item:
         row["mask"] = Path(item["mask"]).name
     else:
         labels, scores = item.get("labels", []), item.get("scores", [])
-        row.update(label=labels[0] if labels else None, score=scores[0] if scores else None,
-                   labels=json.dumps(labels), scores=json.dumps(scores))
+        row.update(
+            label=labels[0] if labels else None,
+            score=scores[0] if scores else None,
+            labels=json.dumps(labels),
+            scores=json.dumps(scores),
+        )
     return row
 
 

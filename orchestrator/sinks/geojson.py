@@ -28,8 +28,11 @@ def write_geojson(table: Table, target: Path) -> Path:
     column, facts = next(iter(table.geometry.items()))
     source = crs_of_srid(dict(facts), column, "the table")
     lon_lat = CRS.from_user_input(WGS84_LON_LAT)
-    move = None if source.equals(lon_lat, ignore_axis_order=True) else Transformer.from_crs(source, lon_lat,
-                                                                                             always_xy=True)
+    move = (
+        None
+        if source.equals(lon_lat, ignore_axis_order=True)
+        else Transformer.from_crs(source, lon_lat, always_xy=True)
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w") as sink:
         sink.write('{"type": "FeatureCollection", "features": [\n')
@@ -37,8 +40,9 @@ def write_geojson(table: Table, target: Path) -> Path:
             geometry = row.pop(column, None)
             if geometry and move is not None:
                 try:
-                    moved = shapely.transform(shape(geometry), lambda xy: np.column_stack(
-                        move.transform(xy[:, 0], xy[:, 1])))
+                    moved = shapely.transform(
+                        shape(geometry), lambda xy: np.column_stack(move.transform(xy[:, 0], xy[:, 1]))
+                    )
                 except (ValueError, TypeError, AttributeError, KeyError) as exc:
                     raise OperationError(f"row {number}: column {column!r} holds no GeoJSON geometry ({exc})") from None
                 geometry = mapping(moved)

@@ -178,8 +178,13 @@ def _bounded_tarinfo(archive: str, limits: ArchiveLimits) -> type[tarfile.TarInf
     return BoundedTarInfo
 
 
-_NAME_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-                 tarfile.SOLARIS_XHDTYPE)
+_NAME_HEADERS = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
 
 
 def _is_tar(archive: Path, limits: ArchiveLimits) -> bool:

@@ -300,8 +300,15 @@ def _drop_grown_buffers(conn: Connection) -> None:
 
 
 def _run_import(
-    conn: Connection, connection: str, out: Path, query: str | None, params: Mapping[str, Any] | None,
-    table: str | None, limit: int | None, limits: ImportLimits, check_cancelled: Callable[[], None],
+    conn: Connection,
+    connection: str,
+    out: Path,
+    query: str | None,
+    params: Mapping[str, Any] | None,
+    table: str | None,
+    limit: int | None,
+    limits: ImportLimits,
+    check_cancelled: Callable[[], None],
 ) -> Imported:
     from orchestrator.sources import postgis
 
@@ -536,8 +543,13 @@ def _reflect(conn: Connection, connection: str, table: str) -> sa.Table:
 
 
 def _write_rows(
-    result: sa.CursorResult, out: Path, limit: int | None, check_cancelled: Callable[[], None],
-    connection: str = "", limits: ImportLimits = ImportLimits(), hidden: Mapping[str, str] | None = None,
+    result: sa.CursorResult,
+    out: Path,
+    limit: int | None,
+    check_cancelled: Callable[[], None],
+    connection: str = "",
+    limits: ImportLimits = ImportLimits(),
+    hidden: Mapping[str, str] | None = None,
 ) -> Imported:
     """`hidden`: result columns not written, each holding the SRID of a geometry column ({label: column})."""
     columns = list(result.keys())
@@ -632,8 +644,9 @@ class _LineWriter:
                 if not isinstance(value, str | bytes | bytearray | memoryview):
                     size += len(text)  # a JSON document, an array...: counted as the JSON it becomes
                     if size > self._limits.max_row_bytes:
-                        raise _row_too_big(self._connection, self._limits, number, self._limits.max_row_bytes,
-                                           exact=False)
+                        raise _row_too_big(
+                            self._connection, self._limits, number, self._limits.max_row_bytes, exact=False
+                        )
                 for start in range(0, len(text), SLICE_CHARS):
                     self._put(text[start : start + SLICE_CHARS].encode())
         self._put(b"}\n")

@@ -487,7 +487,7 @@ def _public_refusal(what: str, status: int, page: str) -> str:
         return f"{what}: Drive refused the download ({said}): too many downloads of this file lately; try later"
     return (
         f"{what} could not be downloaded without credentials ({said}): it does not exist, or it is not shared "
-        f"with \"anyone with the link\", or it is a folder (folders need {API_KEY_ENV} or {CREDENTIALS_ENV} "
+        f'with "anyone with the link", or it is a folder (folders need {API_KEY_ENV} or {CREDENTIALS_ENV} '
         "on the server)"
     )
 

@@ -94,8 +94,10 @@ def locate(root: Path, relative: str, reserved: Iterable[Reserved] = ()) -> Path
     """The file or folder at `relative` under `root` (resolved), refused when it is absolute, leads outside the
     root, lies in a reserved folder or does not exist. Messages name the path as given, never the root's."""
     if not root.is_dir():
-        raise OperationError("the server's data root (CONSTELLATION_DATA_ROOT) does not exist on the server; its "
-                             "operator has to create it")
+        raise OperationError(
+            "the server's data root (CONSTELLATION_DATA_ROOT) does not exist on the server; its "
+            "operator has to create it"
+        )
     if Path(relative).is_absolute():
         raise OperationError(f"path {relative!r} must be relative to the data root, not absolute")
     target = _inside(root, root / relative, relative)
@@ -117,8 +119,9 @@ def preflight(check: Preflight, params: Mapping[str, Any]) -> Iterator[Finding]:
         yield Finding("path", str(refused))
 
 
-def export_files(refs: list[FileRef], target: Path, check_cancelled: Callable[[], None],
-                 reserved: Iterable[Reserved] = ()) -> Exported:
+def export_files(
+    refs: list[FileRef], target: Path, check_cancelled: Callable[[], None], reserved: Iterable[Reserved] = ()
+) -> Exported:
     """Copy each file to target/<its name>; never replace a file already there, nor write in a `reserved` folder."""
     reserved = list(reserved)
     _check(target.resolve(), str(target), reserved, "exports")

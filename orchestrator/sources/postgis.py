@@ -28,8 +28,10 @@ SUBQUERY = "constellation_rows"
 
 def geometry_types(conn: Connection) -> set[int]:
     """The OIDs of PostGIS's geometry and geography types in this database (none without PostGIS)."""
-    query = ("SELECT oid FROM pg_catalog.pg_type WHERE typname IN ('geometry', 'geography') AND typtype = 'b' "
-             "AND typnamespace IN (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg_%')")
+    query = (
+        "SELECT oid FROM pg_catalog.pg_type WHERE typname IN ('geometry', 'geography') AND typtype = 'b' "
+        "AND typnamespace IN (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg_%')"
+    )
     return {int(oid) for oid in conn.execute(sa.text(query)).scalars()}
 
 
@@ -82,16 +84,19 @@ def geometry_facts(conn: Connection, srids: Mapping[str, set[int]], columns: lis
     for column in columns:
         found = sorted(srids.get(column, ()))
         if len(found) > 1:
-            raise OperationError(f"column {column!r} holds geometries of SRIDs {', '.join(map(str, found[:5]))}; "
-                                 "give them one SRID in the query (ST_Transform)")
+            raise OperationError(
+                f"column {column!r} holds geometries of SRIDs {', '.join(map(str, found[:5]))}; "
+                "give them one SRID in the query (ST_Transform)"
+            )
         srid = found[0] if found else 0
         facts[column] = {"srid": srid, "crs": _crs_of(conn, srid) if srid else None}
     return facts
 
 
 def _crs_of(conn: Connection, srid: int) -> str | None:
-    row = conn.execute(sa.text("SELECT auth_name, auth_srid, srtext FROM spatial_ref_sys WHERE srid = :srid"),
-                       {"srid": srid}).first()
+    row = conn.execute(
+        sa.text("SELECT auth_name, auth_srid, srtext FROM spatial_ref_sys WHERE srid = :srid"), {"srid": srid}
+    ).first()
     if row is None:
         return None
     auth_name, auth_srid, srtext = row

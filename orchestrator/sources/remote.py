@@ -58,7 +58,12 @@ class PolicedClient:
 
     @contextmanager
     def stream(
-        self, method: str, target: str, *, headers: dict[str, str] | None = None, json: Any = None,
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
         params: dict[str, Any] | None = None,
     ) -> Iterator[httpx.Response]:
         """The response to `method target`, redirects followed (each hop checked), body not yet read."""
@@ -88,8 +93,14 @@ class PolicedClient:
         raise OperationError(f"{shown(target)} redirects more than {MAX_REDIRECTS} times")
 
     def get_text(
-        self, target: str, *, method: str = "GET", headers: dict[str, str] | None = None, json: Any = None,
-        params: dict[str, Any] | None = None, max_bytes: int = MAX_DOCUMENT_BYTES,
+        self,
+        target: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        max_bytes: int = MAX_DOCUMENT_BYTES,
     ) -> tuple[int, str]:
         """(status, body as text) of a small document, refused past `max_bytes`."""
         with self.stream(method, target, headers=headers, json=json, params=params) as response:
@@ -155,8 +166,9 @@ class RangeFile(io.RawIOBase):
     least recently used dropped first), so a header costs a request or two and a tile its size.
     """
 
-    def __init__(self, client: PolicedClient, target: str, read_ahead: int = 16 * 1024,
-                 cache_bytes: int = 64 * 1024**2):
+    def __init__(
+        self, client: PolicedClient, target: str, read_ahead: int = 16 * 1024, cache_bytes: int = 64 * 1024**2
+    ):
         super().__init__()
         self._client, self._url, self._read_ahead, self._cache_bytes = client, target, read_ahead, cache_bytes
         self._segments: OrderedDict[int, bytes] = OrderedDict()  # start offset -> bytes fetched from there
@@ -204,8 +216,9 @@ class RangeFile(io.RawIOBase):
         length = min(max(end - start, self._read_ahead), self.size - start)
         self.fetched += length
         if self.fetched > self._client.policy.max_bytes:  # the same cap as a whole download of it
-            raise OperationError(f"reading {shown(self._url)} took more than the limit of "
-                                 f"{self._client.policy.max_bytes} bytes")
+            raise OperationError(
+                f"reading {shown(self._url)} took more than the limit of {self._client.policy.max_bytes} bytes"
+            )
         data, _ = self._client.read_range(self._url, start, length)
         if len(data) != length:
             raise OperationError(f"{shown(self._url)} sent {len(data)} bytes for a range of {length}")

@@ -53,17 +53,18 @@ class Reserved:
 
     def covers(self, bucket: str, key: str) -> bool:
         """True when the object `key` of `bucket` lies in this area, as S3 or a store folding "//" reads it."""
-        return bucket.lower() == self.bucket.lower() and any(
-            k.startswith(self.prefix) for k in (key, normal_key(key)))
+        return bucket.lower() == self.bucket.lower() and any(k.startswith(self.prefix) for k in (key, normal_key(key)))
 
     def meets(self, bucket: str, prefix: str) -> bool:
         """True when listing `prefix` of `bucket` could return keys in this area (or the area holds it)."""
         return bucket.lower() == self.bucket.lower() and any(
-            p.startswith(self.prefix) or self.prefix.startswith(p) for p in (prefix, normal_key(prefix)))
+            p.startswith(self.prefix) or self.prefix.startswith(p) for p in (prefix, normal_key(prefix))
+        )
 
     def refusal(self, what: str) -> OperationError:
-        return OperationError(f"{what}: {self.setting} keeps runs under s3://{self.bucket}/{self.prefix}; "
-                              "choose another bucket or prefix")
+        return OperationError(
+            f"{what}: {self.setting} keeps runs under s3://{self.bucket}/{self.prefix}; choose another bucket or prefix"
+        )
 
 
 def reserved_areas(artifact_root: str | Path | None) -> list[Reserved]:
@@ -115,13 +116,17 @@ def preflight_export(check: Preflight, params: Mapping[str, Any]) -> Iterator[Fi
     base = run_base(params.get("prefix"), _PLACEHOLDER_RUN)
     for area in reserved_areas(check.resources.workspace.artifact_root):
         if area.covers(bucket, base + "/"):
-            yield Finding("prefix" if params.get("prefix") else "bucket",
-                          str(area.refusal(f"cannot write under s3://{bucket}/{base.rsplit('/', 1)[0]}/")))
+            yield Finding(
+                "prefix" if params.get("prefix") else "bucket",
+                str(area.refusal(f"cannot write under s3://{bucket}/{base.rsplit('/', 1)[0]}/")),
+            )
             return
     if _answer(lambda: _preflight_client(check).head_bucket(Bucket=bucket)):
         named = "bucket" if params.get("bucket") else ""
-        yield Finding(named, f"bucket {bucket!r} does not exist" + ("" if named else
-                                                                      " (the server's CONSTELLATION_EXPORT_BUCKET)"))
+        yield Finding(
+            named,
+            f"bucket {bucket!r} does not exist" + ("" if named else " (the server's CONSTELLATION_EXPORT_BUCKET)"),
+        )
 
 
 def _preflight_client(check: Preflight) -> Any:
@@ -131,9 +136,13 @@ def _preflight_client(check: Preflight) -> Any:
 
         settings = check.resources.s3.settings()
         return boto3.session.Session().client(
-            "s3", endpoint_url=settings.endpoint_url or None, region_name=settings.region or None,
-            config=Config(connect_timeout=PREFLIGHT_TIMEOUT_S, read_timeout=PREFLIGHT_TIMEOUT_S,
-                          retries={"max_attempts": 1}))
+            "s3",
+            endpoint_url=settings.endpoint_url or None,
+            region_name=settings.region or None,
+            config=Config(
+                connect_timeout=PREFLIGHT_TIMEOUT_S, read_timeout=PREFLIGHT_TIMEOUT_S, retries={"max_attempts": 1}
+            ),
+        )
 
     return check.once("s3-client", build)
 
@@ -243,8 +252,14 @@ def _entries(target: Path, name: str, expand: Callable[[Path], dict[str, Path]] 
     return {f"{name}/{member}": path for member, path in members.items()} if nest else members
 
 
-def export_files(s3: Any, refs: list[FileRef], bucket: str, base: str, check_cancelled: Callable[[], None],
-                 reserved: list[Reserved] | tuple[Reserved, ...] = ()) -> Exported:
+def export_files(
+    s3: Any,
+    refs: list[FileRef],
+    bucket: str,
+    base: str,
+    check_cancelled: Callable[[], None],
+    reserved: list[Reserved] | tuple[Reserved, ...] = (),
+) -> Exported:
     """Upload each file to s3://bucket/<base>/<its name>; never replace an object already there, nor
     write in the `reserved` areas (checked for every key before anything is uploaded)."""
     for area in reserved:

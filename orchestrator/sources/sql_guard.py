@@ -149,36 +149,88 @@ _FUNCTIONS_HELP = (
 # Operators and SQL syntax that sqlglot represents as functions without a name the user wrote
 # (CAST, x::type, EXTRACT, CASE, CURRENT_DATE, the JSON and array operators...). A node of another
 # class with no written name is refused too, naming its class.
-_SYNTAX = frozenset({
-    "Cast", "TryCast", "Extract", "Trim", "Substring", "StrPosition", "Overlay", "GroupConcat", "Case", "If",
-    "CurrentDate", "CurrentTime", "CurrentTimestamp", "CurrentDatetime", "Localtime", "Localtimestamp",
-    "CurrentUser", "SessionUser", "CurrentRole", "CurrentSchema", "CurrentCatalog", "Array", "Exists", "Any",
-    "All", "Unnest", "Explode", "Chr", "Ceil", "Floor", "Initcap", "Normalize", "Convert", "JSONObject",
-    "JSONArrayAgg", "JSONObjectAgg", "JSONValue", "JSONBExists", "Struct", "Interval", "Coalesce", "Variadic",
-    # Made by sqlglot inside a named function it understood (date_format's argument, week's...).
-    "TsOrDsToDate", "TsOrDsToTimestamp", "TsOrDsToTime", "TimeStrToTime", "StrToTime", "UnixToTime",
-    "TimeStrToDate", "DateStrToDate", "Date", "Time", "Timestamp",
-})
+_SYNTAX = frozenset(
+    {
+        "Cast",
+        "TryCast",
+        "Extract",
+        "Trim",
+        "Substring",
+        "StrPosition",
+        "Overlay",
+        "GroupConcat",
+        "Case",
+        "If",
+        "CurrentDate",
+        "CurrentTime",
+        "CurrentTimestamp",
+        "CurrentDatetime",
+        "Localtime",
+        "Localtimestamp",
+        "CurrentUser",
+        "SessionUser",
+        "CurrentRole",
+        "CurrentSchema",
+        "CurrentCatalog",
+        "Array",
+        "Exists",
+        "Any",
+        "All",
+        "Unnest",
+        "Explode",
+        "Chr",
+        "Ceil",
+        "Floor",
+        "Initcap",
+        "Normalize",
+        "Convert",
+        "JSONObject",
+        "JSONArrayAgg",
+        "JSONObjectAgg",
+        "JSONValue",
+        "JSONBExists",
+        "Struct",
+        "Interval",
+        "Coalesce",
+        "Variadic",
+        # Made by sqlglot inside a named function it understood (date_format's argument, week's...).
+        "TsOrDsToDate",
+        "TsOrDsToTimestamp",
+        "TsOrDsToTime",
+        "TimeStrToTime",
+        "StrToTime",
+        "UnixToTime",
+        "TimeStrToDate",
+        "DateStrToDate",
+        "Date",
+        "Time",
+        "Timestamp",
+    }
+)
 _OPERATORS = (exp.Binary, exp.Unary, exp.Connector, exp.Predicate)
 
 # Relations that show other sessions, server settings or secrets. PostgreSQL's catalog (pg_catalog,
 # where an unqualified pg_* name resolves first) is allow-listed: only what describes the schema.
-_PG_CATALOG_ALLOWED = frozenset("""
+_PG_CATALOG_ALLOWED = frozenset(
+    """
     pg_tables pg_views pg_matviews pg_indexes pg_sequences pg_class pg_namespace pg_attribute pg_attrdef pg_type
     pg_constraint pg_index pg_inherits pg_description pg_enum pg_extension pg_available_extensions pg_collation
     pg_am pg_range pg_timezone_names pg_timezone_abbrevs pg_database pg_depend pg_partitioned_table
-""".split())
+""".split()
+)
 _PG_INFORMATION_SCHEMA_DENIED = frozenset(
     {"user_mappings", "user_mapping_options", "foreign_server_options", "foreign_servers"}
 )
 # MySQL/MariaDB: information_schema also lists other sessions (PROCESSLIST, INNODB_TRX), statuses and
 # privileges; only its descriptions of tables stay. Whole schemas hold accounts, statements and settings.
-_MYSQL_INFORMATION_SCHEMA_ALLOWED = frozenset("""
+_MYSQL_INFORMATION_SCHEMA_ALLOWED = frozenset(
+    """
     tables columns schemata views statistics key_column_usage table_constraints referential_constraints
     check_constraints partitions character_sets collations collation_character_set_applicability engines
     keywords sql_functions spatial_ref_sys geometry_columns st_spatial_reference_systems st_geometry_columns
     st_units_of_measure
-""".split())
+""".split()
+)
 _MYSQL_DENIED_SCHEMAS = frozenset({"mysql", "performance_schema", "sys"})
 _SQLITE_DENIED_RELATIONS = frozenset({"sqlite_dbpage", "sqlite_stmt"})
 
@@ -186,17 +238,48 @@ _SQLITE_DENIED_RELATIONS = frozenset({"sqlite_dbpage", "sqlite_stmt"})
 _NOT_READS = tuple(
     node
     for name in (
-        "Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "Command", "Copy", "Set", "Transaction",
-        "Commit", "Rollback", "TruncateTable", "LoadData", "Use", "Pragma", "Grant", "Revoke", "Describe",
-        "Analyze", "Refresh", "Cache", "Uncache", "Kill", "Comment", "Execute", "Call",
+        "Insert",
+        "Update",
+        "Delete",
+        "Merge",
+        "Create",
+        "Drop",
+        "Alter",
+        "Command",
+        "Copy",
+        "Set",
+        "Transaction",
+        "Commit",
+        "Rollback",
+        "TruncateTable",
+        "LoadData",
+        "Use",
+        "Pragma",
+        "Grant",
+        "Revoke",
+        "Describe",
+        "Analyze",
+        "Refresh",
+        "Cache",
+        "Uncache",
+        "Kill",
+        "Comment",
+        "Execute",
+        "Call",
     )
     if isinstance(node := getattr(exp, name, None), type)
 )
 _READ_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery, exp.Values)
 
 _LITERAL_TOKENS = {
-    TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.HEX_STRING, TokenType.BIT_STRING,
-    TokenType.BYTE_STRING, TokenType.RAW_STRING, TokenType.HEREDOC_STRING, TokenType.UNICODE_STRING,
+    TokenType.STRING,
+    TokenType.NATIONAL_STRING,
+    TokenType.HEX_STRING,
+    TokenType.BIT_STRING,
+    TokenType.BYTE_STRING,
+    TokenType.RAW_STRING,
+    TokenType.HEREDOC_STRING,
+    TokenType.UNICODE_STRING,
 }
 _LITERAL_PREFIX = re.compile(r"^(?:[A-Za-z]{1,2}|[Uu]&)$")  # E'..', N'..', X'..', B'..', U&'..'
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
@@ -214,7 +297,10 @@ class ServerQuoting:
 
 
 def check_read_query(
-    sql: str, dialect: str, connection: str, quoting: ServerQuoting = ServerQuoting(),
+    sql: str,
+    dialect: str,
+    connection: str,
+    quoting: ServerQuoting = ServerQuoting(),
     is_function: Callable[[str], bool] | None = None,
 ) -> str:
     """Raise OperationError unless `sql` is one statement that reads; return "EXPLAIN" or "SELECT".
@@ -409,7 +495,7 @@ def _tokens(sql: str, dialect: str, refuse) -> list[Token]:
 def _is_literal(token: Token, sql: str) -> bool:
     if token.token_type in _LITERAL_TOKENS:
         return True
-    return token.token_type == TokenType.IDENTIFIER and sql[token.start : token.start + 1] in "\"`["
+    return token.token_type == TokenType.IDENTIFIER and sql[token.start : token.start + 1] in '"`['
 
 
 def _same_reading(sql: str, spans: list[tuple[str, int, int]], tokens: list[Token], body: int, refuse) -> None:
@@ -439,8 +525,11 @@ def _same_reading(sql: str, spans: list[tuple[str, int, int]], tokens: list[Toke
         # A literal's prefix (E'..', N'..', X'..', U&'..') is code to the scanner, part of the literal to
         # sqlglot: allowed when it is the very end of a code span followed by the literal.
         prefix = (
-            kind == "code" and index + 1 < len(spans) and spans[index + 1][0] == "literal"
-            and _LITERAL_PREFIX.match(sql[differ:end]) and all(theirs[j] == "literal" for j in range(differ, end))
+            kind == "code"
+            and index + 1 < len(spans)
+            and spans[index + 1][0] == "literal"
+            and _LITERAL_PREFIX.match(sql[differ:end])
+            and all(theirs[j] == "literal" for j in range(differ, end))
         )
         if not prefix:
             raise refuse(_ambiguous(sql, differ))
@@ -448,7 +537,7 @@ def _same_reading(sql: str, spans: list[tuple[str, int, int]], tokens: list[Toke
 
 def _ambiguous(sql: str, offset: int) -> str:
     return (
-        f"the database and the query checker would read the text near offset {offset} ({sql[offset:offset + 20]!r}) "
+        f"the database and the query checker would read the text near offset {offset} ({sql[offset : offset + 20]!r}) "
         "differently (a comment, quote or escape); write it plainly"
     )
 

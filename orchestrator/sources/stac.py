@@ -60,13 +60,22 @@ def check_bbox(bbox: Sequence[float] | None) -> None:
     if south >= north:
         raise OperationError(f"bbox south {south} must be below north {north}: give [west, south, east, north]")
     if west >= east:
-        raise OperationError(f"bbox west {west} must be left of east {east}: give [west, south, east, north] "
-                             "(a box crossing the antimeridian: import each side separately)")
+        raise OperationError(
+            f"bbox west {west} must be left of east {east}: give [west, south, east, north] "
+            "(a box crossing the antimeridian: import each side separately)"
+        )
 
 
 def import_from_stac(
-    request: StacRequest, *, data_root: Path, policy: UrlPolicy, out_dir: Path, max_samples: int | None,
-    reserved: Sequence[local.Reserved] = (), check_cancelled: Callable[[], None] = lambda: None, log: Any = None,
+    request: StacRequest,
+    *,
+    data_root: Path,
+    policy: UrlPolicy,
+    out_dir: Path,
+    max_samples: int | None,
+    reserved: Sequence[local.Reserved] = (),
+    check_cancelled: Callable[[], None] = lambda: None,
+    log: Any = None,
 ) -> list[FileRef]:
     """The assets of the items that match `request`, as rasters named <item id>/<asset key>.tif (or <item id>.tif)."""
     check_bbox(request.bbox)
@@ -80,8 +89,10 @@ def import_from_stac(
             check_cancelled()
             refs.extend(_fetch_item(fetcher, documents, item, request))
         if log is not None:
-            log.info(f"import_from_stac: {len(items)} item(s), {len(refs)} file(s), {client.requests} request(s), "
-                     f"{client.bytes_received} bytes received")
+            log.info(
+                f"import_from_stac: {len(items)} item(s), {len(refs)} file(s), {client.requests} request(s), "
+                f"{client.bytes_received} bytes received"
+            )
     return refs
 
 
@@ -112,10 +123,16 @@ def find_items(documents: Documents, request: StacRequest, datetime: str | None)
         items = _search_api(documents, href, request, datetime)
     else:
         if request.filter is not None:
-            raise OperationError(f"{documents.shown(href)} is a static catalog, not a STAC API: filter (CQL2) needs an "
-                                 "API; use bbox, datetime and query, which are evaluated here on static catalogs")
-        criteria = Criteria(frozenset(request.collections) if request.collections else None,
-                            tuple(request.bbox) if request.bbox else None, datetime, request.query)
+            raise OperationError(
+                f"{documents.shown(href)} is a static catalog, not a STAC API: filter (CQL2) needs an "
+                "API; use bbox, datetime and query, which are evaluated here on static catalogs"
+            )
+        criteria = Criteria(
+            frozenset(request.collections) if request.collections else None,
+            tuple(request.bbox) if request.bbox else None,
+            datetime,
+            request.query,
+        )
         items = _walk_static(documents, href, root, criteria, request.max_items)
     if not items:
         raise OperationError(f"no item of {documents.shown(href)} matches {_criteria_text(request)}")
@@ -149,27 +166,34 @@ def _search_api(documents: Documents, href: str, request: StacRequest, datetime:
     from pystac_client.exceptions import APIError
 
     client = Client.open(href, stac_io=ApiReader(documents))
-    for asked, conformance, what in ((request.query, ConformanceClasses.QUERY, "query"),
-                                     (request.filter, ConformanceClasses.FILTER, "filter (CQL2)")):
+    for asked, conformance, what in (
+        (request.query, ConformanceClasses.QUERY, "query"),
+        (request.filter, ConformanceClasses.FILTER, "filter (CQL2)"),
+    ):
         if asked is not None and not client.conforms_to(conformance):
-            raise OperationError(f"the STAC API at {shown(href)} does not support {what}; its conformance classes "
-                                 f"do not include the {what.split()[0]} extension")
+            raise OperationError(
+                f"the STAC API at {shown(href)} does not support {what}; its conformance classes "
+                f"do not include the {what.split()[0]} extension"
+            )
     try:
         search = client.search(
             collections=list(request.collections) if request.collections else None,
-            bbox=list(request.bbox) if request.bbox else None, datetime=datetime,
+            bbox=list(request.bbox) if request.bbox else None,
+            datetime=datetime,
             query=dict(request.query) if request.query else None,
             filter=dict(request.filter) if request.filter else None,
             filter_lang="cql2-json" if request.filter else None,
-            max_items=request.max_items, limit=min(request.max_items, 100),
+            max_items=request.max_items,
+            limit=min(request.max_items, 100),
         )
         return list(search.items())
     except APIError as exc:
         raise OperationError(f"the STAC API at {shown(href)} refused the search: {said(str(exc))}") from None
 
 
-def _walk_static(documents: Documents, href: str, root: Mapping[str, Any], criteria: Criteria,
-                 max_items: int) -> list[pystac.Item]:
+def _walk_static(
+    documents: Documents, href: str, root: Mapping[str, Any], criteria: Criteria, max_items: int
+) -> list[pystac.Item]:
     try:
         if root.get("type") == "FeatureCollection":
             candidates: Iterator[pystac.Item] = iter(pystac.ItemCollection.from_dict(dict(root)).items)
@@ -223,13 +247,17 @@ def _chosen_keys(item: pystac.Item, request: StacRequest) -> list[str]:
     if request.assets is not None:
         missing = [key for key in request.assets if key not in item.assets]
         if missing:
-            raise OperationError(f"item {item.id!r} has no asset {', '.join(map(repr, missing))}; its assets: "
-                                 f"{', '.join(sorted(item.assets)) or 'none'}")
+            raise OperationError(
+                f"item {item.id!r} has no asset {', '.join(map(repr, missing))}; its assets: "
+                f"{', '.join(sorted(item.assets)) or 'none'}"
+            )
         return list(request.assets)
     keys = [key for key, asset in item.assets.items() if _geotiff_type(asset.media_type, asset.href)]
     if not keys:
-        raise OperationError(f"item {item.id!r} has no GeoTIFF asset; name the ones to fetch with assets (its "
-                             f"assets: {', '.join(sorted(item.assets)) or 'none'})")
+        raise OperationError(
+            f"item {item.id!r} has no GeoTIFF asset; name the ones to fetch with assets (its "
+            f"assets: {', '.join(sorted(item.assets)) or 'none'})"
+        )
     return keys
 
 

@@ -68,8 +68,10 @@ class Fetcher:
     def open(self, asset: Asset) -> Iterator[Any]:
         """The asset as an open rasterio dataset (GTiff driver only), its header checked against the caps."""
         if not asset.is_geotiff:
-            raise OperationError(f"{asset.shown} is {asset.media_type or 'not a GeoTIFF'}: a window or a stack can "
-                                 "only be cut from a GeoTIFF / COG; leave bbox and stack out to fetch the file as is")
+            raise OperationError(
+                f"{asset.shown} is {asset.media_type or 'not a GeoTIFF'}: a window or a stack can "
+                "only be cut from a GeoTIFF / COG; leave bbox and stack out to fetch the file as is"
+            )
         if not asset.remote:
             with rasters.open_raster(asset.href, self.max_samples, name=f"{asset.item_id}/{asset.key}") as dataset:
                 yield dataset
@@ -87,8 +89,9 @@ class Fetcher:
                 whole.unlink(missing_ok=True)
             return
         with _remote_dataset(source, asset) as dataset:
-            rasters.check_caps(f"{asset.item_id}/{asset.key}", dataset.width, dataset.height, dataset.count,
-                               self.max_samples)
+            rasters.check_caps(
+                f"{asset.item_id}/{asset.key}", dataset.width, dataset.height, dataset.count, self.max_samples
+            )
             yield dataset
 
     def fetch_whole(self, asset: Asset, target: Path) -> Path:
@@ -102,8 +105,15 @@ class Fetcher:
         with self.open(asset) as src:
             window = bbox_window(src, bbox, asset.shown)
             rasters.check_caps(target.name, int(window.width), int(window.height), src.count, self.max_samples)
-            profile = rasters.output_profile(int(window.width), int(window.height), src.count, src.dtypes[0],
-                                             src.crs, src.window_transform(window), src.nodata)
+            profile = rasters.output_profile(
+                int(window.width),
+                int(window.height),
+                src.count,
+                src.dtypes[0],
+                src.crs,
+                src.window_transform(window),
+                src.nodata,
+            )
             with _writer(target, profile, [(asset, src)], self.max_samples) as dst:
                 for row in range(0, int(window.height), STRIP_ROWS):
                     self.check_cancelled()
@@ -137,8 +147,9 @@ class Fetcher:
                     band = 1
                     for src in sources:
                         data = _on_grid(src, grid.crs, strip_transform, width, rows, dtype, nodata)
-                        dst.write(data, indexes=list(range(band, band + src.count)),
-                                  window=_window(0, row, width, rows))
+                        dst.write(
+                            data, indexes=list(range(band, band + src.count)), window=_window(0, row, width, rows)
+                        )
                         band += src.count
         return target
 
@@ -251,11 +262,15 @@ def _on_grid(src: Any, crs: Any, transform: Any, width: int, height: int, dtype:
     from rasterio.windows import from_bounds
 
     exact = from_bounds(*_bounds(transform, width, height), transform=src.transform)
-    aligned = (src.crs == crs and src.transform.a == transform.a and src.transform.e == transform.e
-               and _whole(exact.col_off) and _whole(exact.row_off))
+    aligned = (
+        src.crs == crs
+        and src.transform.a == transform.a
+        and src.transform.e == transform.e
+        and _whole(exact.col_off)
+        and _whole(exact.row_off)
+    )
     if aligned:
-        return _read_clipped(src, round(exact.col_off), round(exact.row_off), width, height,
-                             _fill(src, nodata), dtype)
+        return _read_clipped(src, round(exact.col_off), round(exact.row_off), width, height, _fill(src, nodata), dtype)
     left, bottom, right, top = transform_bounds(crs, src.crs, *_bounds(transform, width, height), densify_pts=21)
     around = from_bounds(left, bottom, right, top, transform=src.transform)
     col0, row0 = max(math.floor(around.col_off) - 1, 0), max(math.floor(around.row_off) - 1, 0)
@@ -265,9 +280,17 @@ def _on_grid(src: Any, crs: Any, transform: Any, width: int, height: int, dtype:
     if col1 <= col0 or row1 <= row0:
         return out  # this strip lies beyond the coarser asset: nodata
     window = _window(col0, row0, col1 - col0, row1 - row0)
-    reproject(src.read(window=window), out, src_transform=src.window_transform(window), src_crs=src.crs,
-              src_nodata=src.nodata, dst_transform=transform, dst_crs=crs, dst_nodata=nodata,
-              resampling=Resampling.nearest)
+    reproject(
+        src.read(window=window),
+        out,
+        src_transform=src.window_transform(window),
+        src_crs=src.crs,
+        src_nodata=src.nodata,
+        dst_transform=transform,
+        dst_crs=crs,
+        dst_nodata=nodata,
+        resampling=Resampling.nearest,
+    )
     return out
 
 

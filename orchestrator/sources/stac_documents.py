@@ -43,8 +43,10 @@ class Documents(pystac.StacIO):
             return self._first[href]
         self.read_count += 1
         if self.read_count > MAX_DOCUMENTS:
-            raise OperationError(f"the catalog has more than {MAX_DOCUMENTS} documents; search it through a STAC API "
-                                 "or give a sub-catalog or collection as url")
+            raise OperationError(
+                f"the catalog has more than {MAX_DOCUMENTS} documents; search it through a STAC API "
+                "or give a sub-catalog or collection as url"
+            )
         if is_http(href):
             status, text = self.client.get_text(href)
             if status >= 400:
@@ -73,8 +75,10 @@ class Documents(pystac.StacIO):
     def local_path(self, href: str) -> Path:
         """The file `href` names, checked to lie under the data root (links too) like import_from_local's paths."""
         if self.remote_origin:
-            raise OperationError(f"a catalog read over HTTP links to {href!r}, which is not an http(s) URL; refused "
-                                 "(only catalogs under the data root may name files)")
+            raise OperationError(
+                f"a catalog read over HTTP links to {href!r}, which is not an http(s) URL; refused "
+                "(only catalogs under the data root may name files)"
+            )
         parts = urlsplit(href)
         if parts.scheme == "file":
             href = unquote(parts.path)
@@ -108,8 +112,13 @@ class ApiReader(StacApiIO):
             return super().read_text(source, *args, **kwargs)
         raise OperationError(f"the STAC API links to {str(source)!r}, which is not an http(s) URL; refused")
 
-    def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
-                parameters: dict[str, Any] | None = None) -> str:
+    def request(
+        self,
+        href: str,
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> str:
         method = (method or "GET").upper()
         if method == "GET" and not parameters and href in self.documents._first:
             return self.documents._first[href]  # the root, already read to tell an API from a static catalog

@@ -40,11 +40,13 @@ class Criteria:
     def __post_init__(self) -> None:
         for name, conditions in (self.query or {}).items():
             if not isinstance(conditions, Mapping):
-                raise OperationError(f"query[{name!r}] must be an object of operators, e.g. {{\"lt\": 20}}")
+                raise OperationError(f'query[{name!r}] must be an object of operators, e.g. {{"lt": 20}}')
             for op in conditions:
                 if op not in _OPERATORS:
-                    raise OperationError(f"query[{name!r}] uses {op!r}, not an operator of the STAC query "
-                                         f"extension ({', '.join(_OPERATORS)})")
+                    raise OperationError(
+                        f"query[{name!r}] uses {op!r}, not an operator of the STAC query "
+                        f"extension ({', '.join(_OPERATORS)})"
+                    )
 
     def matches(self, item: Any) -> bool:
         """True when the pystac Item `item` meets every criterion."""

@@ -59,9 +59,7 @@ def operator_named(name: str) -> Callable[[float, float], float]:
     # Checked again at run time: a caller that skipped the catalog's validation gets no other function.
     if not isinstance(name, str) or name not in OPERATORS:
         shown = name if isinstance(name, str) else type(name).__name__
-        raise OperationError(
-            f"operand {shown[:60]!r} is not an arithmetic operator; use one of {', '.join(OPERATORS)}"
-        )
+        raise OperationError(f"operand {shown[:60]!r} is not an arithmetic operator; use one of {', '.join(OPERATORS)}")
     return OPERATORS[name]
 
 
@@ -120,7 +118,8 @@ def compute(
             if number % _CANCEL_EVERY == 0:
                 check_cancelled()
             changed = {
-                column: value if only is not None and column not in only
+                column: value
+                if only is not None and column not in only
                 else apply(value, name, constant, f"{row_name(number, row)}, column {column!r}")
                 for column, value in row.items()
             }

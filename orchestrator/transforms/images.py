@@ -541,8 +541,11 @@ def normalize(
     target = output_path(out_dir, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("wb") as sink:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
-                  "shape": (channels, height, width)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+            "fortran_order": False,
+            "shape": (channels, height, width),
+        }
         np.lib.format.write_array_header_1_0(sink, header)
         for channel in range(channels):
             for top in range(0, height, band):

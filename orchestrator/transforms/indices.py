@@ -45,8 +45,13 @@ def _terms() -> tuple[frozenset[str], frozenset[str]]:
 def index_names() -> tuple[str, ...]:
     """The indices this server computes: spyndex's catalog minus the kernel indices (kNDVI...)."""
     bands, constants = _terms()
-    return tuple(sorted(name for name, entry in _catalog().items()
-                        if all(term in bands or term in constants for term in entry["bands"])))
+    return tuple(
+        sorted(
+            name
+            for name, entry in _catalog().items()
+            if all(term in bands or term in constants for term in entry["bands"])
+        )
+    )
 
 
 def requirements(index: str) -> tuple[list[str], list[str]]:
@@ -66,14 +71,17 @@ def constant_values(index: str, given: Mapping[str, float] | None) -> dict[str, 
     given = dict(given or {})
     extra = sorted(set(given) - set(needed))
     if extra:
-        raise OperationError(f"{index} has no constant(s) {', '.join(extra)}; its constants are "
-                             f"{', '.join(needed) or 'none'}")
+        raise OperationError(
+            f"{index} has no constant(s) {', '.join(extra)}; its constants are {', '.join(needed) or 'none'}"
+        )
     values = {}
     for name in needed:
         value = given.get(name, spyndex.constants[name].default)
         if value is None:
-            raise OperationError(f"{index} needs constant {name} ({spyndex.constants[name].description}), "
-                                 f"which has no default: give constants {{\"{name}\": ...}}")
+            raise OperationError(
+                f"{index} needs constant {name} ({spyndex.constants[name].description}), "
+                f'which has no default: give constants {{"{name}": ...}}'
+            )
         values[name] = float(value)
     return values
 
@@ -107,16 +115,26 @@ def band_mapping(
                 mapping[term] = folded.index(candidate.casefold()) + 1
                 break
         else:
-            wanted = ", ".join(f"{t}" + (f" ({spyndex.bands[t].common_name})" if t in spyndex.bands else "")
-                               for t in needed)
+            wanted = ", ".join(
+                f"{t}" + (f" ({spyndex.bands[t].common_name})" if t in spyndex.bands else "") for t in needed
+            )
             example = ", ".join(f'"{t}": {i}' for i, t in enumerate(needed, 1))
-            raise OperationError(f"{index} needs bands {wanted}; say which band of {source!r} is {term}, e.g. "
-                                 f"bands {{{example}}} (its bands: {listed(names)})")
+            raise OperationError(
+                f"{index} needs bands {wanted}; say which band of {source!r} is {term}, e.g. "
+                f"bands {{{example}}} (its bands: {listed(names)})"
+            )
     return mapping
 
 
-def spectral_index(ref: FileRef, out_dir: Path, index: str, bands: Mapping[str, int | str] | None,
-                   constants: Mapping[str, float] | None, caps: int | None, check=lambda: None) -> FileRef:
+def spectral_index(
+    ref: FileRef,
+    out_dir: Path,
+    index: str,
+    bands: Mapping[str, int | str] | None,
+    constants: Mapping[str, float] | None,
+    caps: int | None,
+    check=lambda: None,
+) -> FileRef:
     """One float32 band: `index` computed by spyndex over the raster, window by window."""
     import numpy as np
     import spyndex
@@ -132,8 +150,12 @@ def spectral_index(ref: FileRef, out_dir: Path, index: str, bands: Mapping[str, 
         target = output_path(out_dir, ref.name)
         profile = rasters.output_profile(src.width, src.height, 1, "float32", src.crs, src.transform, FLOAT_NODATA)
         formula = _catalog()[index]["formula"]
-        tags = {"SPECTRAL_INDEX": index, "FORMULA": formula, "BANDS": json.dumps(mapping),
-                "CONSTANTS": json.dumps(values)}
+        tags = {
+            "SPECTRAL_INDEX": index,
+            "FORMULA": formula,
+            "BANDS": json.dumps(mapping),
+            "CONSTANTS": json.dumps(values),
+        }
         with rasters.write_like(target, profile, [index], tags=tags, caps=caps) as dst:
             for window in windows(src.width, src.height):
                 check()

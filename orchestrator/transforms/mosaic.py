@@ -48,8 +48,9 @@ def scene_of(ref: FileRef, tags: dict[str, str]) -> str:
     return folder + ".tif" if folder not in ("", ".") else "mosaic.tif"
 
 
-def group(refs: list[FileRef], caps: int | None, tags_of: Callable[[FileRef], dict[str, str]] | None = None
-          ) -> dict[str, list[FileRef]]:
+def group(
+    refs: list[FileRef], caps: int | None, tags_of: Callable[[FileRef], dict[str, str]] | None = None
+) -> dict[str, list[FileRef]]:
     """Tiles by scene, in the order the scenes first appear."""
     groups: dict[str, list[FileRef]] = {}
     for ref in refs:
@@ -70,9 +71,16 @@ def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, 
     for ref in refs:
         with rasters.open_raster(ref.path, caps, ref.name) as src:
             t = src.transform
-            this = {"crs": src.crs, "res": (t.a, t.e), "count": src.count, "dtype": src.dtypes[0],
-                    "nodata": src.nodata, "names": [d or None for d in src.descriptions],
-                    "scales": src.scales, "offsets": src.offsets}
+            this = {
+                "crs": src.crs,
+                "res": (t.a, t.e),
+                "count": src.count,
+                "dtype": src.dtypes[0],
+                "nodata": src.nodata,
+                "names": [d or None for d in src.descriptions],
+                "scales": src.scales,
+                "offsets": src.offsets,
+            }
             if t.b or t.d:
                 raise OperationError(f"{ref.name!r} is rotated; mosaic takes north-up tiles")
             if not first:
@@ -80,11 +88,15 @@ def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, 
             else:
                 for key, what in (("crs", "CRS"), ("count", "band count"), ("dtype", "data type")):
                     if this[key] != first[key]:
-                        raise OperationError(f"{ref.name!r} and {first['ref'].name!r} (scene {scene!r}) differ in "
-                                             f"{what}: {this[key]} vs {first[key]}; mosaic merges tiles of one grid")
+                        raise OperationError(
+                            f"{ref.name!r} and {first['ref'].name!r} (scene {scene!r}) differ in "
+                            f"{what}: {this[key]} vs {first[key]}; mosaic merges tiles of one grid"
+                        )
                 if any(abs(a - b) > 1e-9 * abs(b) for a, b in zip(this["res"], first["res"], strict=True)):
-                    raise OperationError(f"{ref.name!r} has pixels of {this['res']}, {first['ref'].name!r} of "
-                                         f"{first['res']} (scene {scene!r}); mosaic merges tiles of one grid")
+                    raise OperationError(
+                        f"{ref.name!r} has pixels of {this['res']}, {first['ref'].name!r} of "
+                        f"{first['res']} (scene {scene!r}); mosaic merges tiles of one grid"
+                    )
             placed.append((ref, t.c, t.f, src.width, src.height))
     a, e = first["res"]
     left = min(x for _, x, _, _, _ in placed)
@@ -93,8 +105,9 @@ def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, 
     for ref, x, y, width, height in placed:
         col, row = (x - left) / a, (y - top) / e
         if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-            raise OperationError(f"{ref.name!r} is not aligned with the other tiles of {scene!r} "
-                                 f"(offset by {col:.3f}, {row:.3f} pixels)")
+            raise OperationError(
+                f"{ref.name!r} is not aligned with the other tiles of {scene!r} (offset by {col:.3f}, {row:.3f} pixels)"
+            )
         tiles.append(_Tile(ref, round(col), round(row), width, height))
     first["width"] = max(t.col + t.width for t in tiles)
     first["height"] = max(t.row + t.height for t in tiles)
@@ -111,8 +124,9 @@ def mosaic(scene: str, refs: list[FileRef], out_dir: Path, caps: int | None, che
     nodata = grid["nodata"]
     name = scene if rasters.named_like_raster(scene) else scene + ".tif"
     target = output_path(out_dir, name)
-    profile = rasters.output_profile(grid["width"], grid["height"], grid["count"], grid["dtype"], grid["crs"],
-                                     grid["transform"], nodata)
+    profile = rasters.output_profile(
+        grid["width"], grid["height"], grid["count"], grid["dtype"], grid["crs"], grid["transform"], nodata
+    )
     fill = nodata if nodata is not None else 0
     rects = np.array([(t.col, t.row, t.col + t.width, t.row + t.height) for t in tiles])
     with rasters.write_like(target, profile, grid["names"], grid["scales"], grid["offsets"], caps=caps) as dst:
@@ -132,10 +146,10 @@ def mosaic(scene: str, refs: list[FileRef], out_dir: Path, caps: int | None, che
                 ys = np.arange(y0, y1)[:, None] + 0.5 - (t.row + t.height / 2)
                 xs = np.arange(x0, x1)[None, :] + 0.5 - (t.col + t.width / 2)
                 distance = ys * ys + xs * xs
-                here = best[y0 - r0:y1 - r0, x0 - c0:x1 - c0]
+                here = best[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
                 nearer = distance < here
                 here[nearer] = distance[nearer]
-                out[:, y0 - r0:y1 - r0, x0 - c0:x1 - c0][:, nearer] = data[:, nearer]
+                out[:, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0][:, nearer] = data[:, nearer]
             dst.write(out, window=block)
         first = refs[0]
         kept = {k: v for k, v in first.meta.items() if k != "tile"}
@@ -160,6 +174,8 @@ def mask_refs(predictions: Any) -> list[FileRef]:
                 pass
         refs.append(FileRef(item["name"], Path(item["mask"]), meta))
     if not refs:
-        raise OperationError(f"the predictions of {predictions.model!r} ({predictions.task}) hold no masks; mosaic "
-                             "takes raster tiles or a segmentation model's predicted masks")
+        raise OperationError(
+            f"the predictions of {predictions.model!r} ({predictions.task}) hold no masks; mosaic "
+            "takes raster tiles or a segmentation model's predicted masks"
+        )
     return refs

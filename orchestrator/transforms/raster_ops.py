@@ -75,8 +75,9 @@ def runs_by_kind(refs: list[FileRef]) -> Iterator[tuple[bool, list[FileRef]]]:
         yield kind, run
 
 
-def map_rasters(refs: list[FileRef], work: Callable[[FileRef], FileRef | list[FileRef]],
-                check_cancelled: Check = _no_check) -> list[FileRef]:
+def map_rasters(
+    refs: list[FileRef], work: Callable[[FileRef], FileRef | list[FileRef]], check_cancelled: Check = _no_check
+) -> list[FileRef]:
     """`work` on every raster on RASTER_THREADS threads, a few in flight; results in input order."""
 
     from rasterio._err import CPLE_BaseError
@@ -165,8 +166,9 @@ def band_index(wanted: int | str, names: Sequence[str | None], source: str) -> i
             return index
     if any(names):
         raise OperationError(f"band {wanted!r} is not in {source!r}; its bands are {listed(names)}")
-    raise OperationError(f"band {wanted!r} is not in {source!r}: its {count} band(s) have no names; "
-                         f"give 1-based indexes (1 to {count})")
+    raise OperationError(
+        f"band {wanted!r} is not in {source!r}: its {count} band(s) have no names; give 1-based indexes (1 to {count})"
+    )
 
 
 def valid_mask(dataset: Any, data: Any, band_indexes: Sequence[int], window: Any) -> Any:
@@ -193,17 +195,38 @@ def derived(ref: FileRef, name: str, path: Path, dataset: Any, **extra: Any) -> 
     return FileRef(name, path, {**ref.meta, **rasters.facts(dataset), **extra})
 
 
-def _profile_like(src: Any, width: int, height: int, transform: Any, count: int | None = None,
-                  dtype: str | None = None, nodata: Any = "keep") -> dict[str, Any]:
-    return rasters.output_profile(width, height, count or src.count, dtype or src.dtypes[0], src.crs, transform,
-                                  src.nodata if nodata == "keep" else nodata)
+def _profile_like(
+    src: Any,
+    width: int,
+    height: int,
+    transform: Any,
+    count: int | None = None,
+    dtype: str | None = None,
+    nodata: Any = "keep",
+) -> dict[str, Any]:
+    return rasters.output_profile(
+        width,
+        height,
+        count or src.count,
+        dtype or src.dtypes[0],
+        src.crs,
+        transform,
+        src.nodata if nodata == "keep" else nodata,
+    )
 
 
 # tile_image, crop_image, resize_image on GeoTIFFs
 
 
-def tile(ref: FileRef, out_dir: Path, size: tuple[int, int], overlap: int, caps: int | None,
-         max_tiles: int = 10_000, check: Check = _no_check) -> list[FileRef]:
+def tile(
+    ref: FileRef,
+    out_dir: Path,
+    size: tuple[int, int],
+    overlap: int,
+    caps: int | None,
+    max_tiles: int = 10_000,
+    check: Check = _no_check,
+) -> list[FileRef]:
     """Cut a scene into GeoTIFF tiles read by windows; each has its own geotransform and `tile` origin.
 
     Named `<scene>/x<col>_y<row>.tif` like image tiles; the last row and column move back to end at
@@ -232,18 +255,29 @@ def tile(ref: FileRef, out_dir: Path, size: tuple[int, int], overlap: int, caps:
                 check()
                 window = Window(x, y, min(tile_w, src.width - x), min(tile_h, src.height - y))
                 name = f"{stem}/x{x}_y{y}{suffix}"
-                origin = {"source": ref.name, "col_off": x, "row_off": y,
-                          "width": int(window.width), "height": int(window.height)}
+                origin = {
+                    "source": ref.name,
+                    "col_off": x,
+                    "row_off": y,
+                    "width": int(window.width),
+                    "height": int(window.height),
+                }
                 transform = window_transform(window, src.transform)
                 target = output_path(out_dir, name)
                 profile = _profile_like(src, origin["width"], origin["height"], transform)
-                with rasters.write_like(target, profile, band_names, src.scales, src.offsets,
-                                        {TILE_TAG: json.dumps(origin)}) as dst:
+                with rasters.write_like(
+                    target, profile, band_names, src.scales, src.offsets, {TILE_TAG: json.dumps(origin)}
+                ) as dst:
                     dst.write(src.read(window=window))
                     if masked:
                         dst.write_mask(src.read_masks(1, window=window))
-                meta = {**base, "transform": [float(v) for v in tuple(transform)[:6]],
-                        "width": origin["width"], "height": origin["height"], "tile": origin}
+                meta = {
+                    **base,
+                    "transform": [float(v) for v in tuple(transform)[:6]],
+                    "width": origin["width"],
+                    "height": origin["height"],
+                    "tile": origin,
+                }
                 tiles.append(FileRef(name, target, meta))
     return tiles
 
@@ -294,11 +328,21 @@ def _warp_windows(src: Any, dst: Any, resampling: Any, check: Check = _no_check)
     scale = {"XSCALE": dst.width / src.width, "YSCALE": dst.height / src.height}
     for window in windows(dst.width, dst.height, WARP_WINDOW):
         check()
-        out = np.full((src.count, int(window.height), int(window.width)),
-                      nodata if nodata is not None else 0, dtype=src.dtypes[0])
-        reproject(band(src, indexes), out, src_transform=src.transform, src_crs=src.crs, src_nodata=nodata,
-                  dst_transform=window_transform(window, dst.transform), dst_crs=dst.crs, dst_nodata=nodata,
-                  resampling=resampling, **(scale if dst.width > WARP_WINDOW or dst.height > WARP_WINDOW else {}))
+        out = np.full(
+            (src.count, int(window.height), int(window.width)), nodata if nodata is not None else 0, dtype=src.dtypes[0]
+        )
+        reproject(
+            band(src, indexes),
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            src_nodata=nodata,
+            dst_transform=window_transform(window, dst.transform),
+            dst_crs=dst.crs,
+            dst_nodata=nodata,
+            resampling=resampling,
+            **(scale if dst.width > WARP_WINDOW or dst.height > WARP_WINDOW else {}),
+        )
         dst.write(out, window=window)
 
 
@@ -319,8 +363,9 @@ def resize(ref: FileRef, out_dir: Path, width: int, height: int, caps: int | Non
 # select_bands, reproject_raster
 
 
-def select_bands(ref: FileRef, out_dir: Path, bands: Sequence[int | str], caps: int | None,
-                 check: Check = _no_check) -> FileRef:
+def select_bands(
+    ref: FileRef, out_dir: Path, bands: Sequence[int | str], caps: int | None, check: Check = _no_check
+) -> FileRef:
     """A GeoTIFF of the bands asked for, in that order (by 1-based index or by name)."""
     with rasters.open_raster(ref.path, caps, ref.name) as src:
         names = names_of(src, ref)
@@ -329,8 +374,14 @@ def select_bands(ref: FileRef, out_dir: Path, bands: Sequence[int | str], caps: 
         profile = _profile_like(src, src.width, src.height, src.transform, count=len(indexes))
         chosen = [names[i - 1] for i in indexes]
         masked = src.nodata is None and _has_mask(src)
-        with rasters.write_like(target, profile, chosen, [src.scales[i - 1] for i in indexes],
-                                [src.offsets[i - 1] for i in indexes], caps=caps) as dst:
+        with rasters.write_like(
+            target,
+            profile,
+            chosen,
+            [src.scales[i - 1] for i in indexes],
+            [src.offsets[i - 1] for i in indexes],
+            caps=caps,
+        ) as dst:
             for window in windows(src.width, src.height):
                 check()
                 dst.write(src.read(indexes, window=window), window=window)
@@ -339,12 +390,33 @@ def select_bands(ref: FileRef, out_dir: Path, bands: Sequence[int | str], caps: 
             return derived(ref, ref.name, target, dst, bands=chosen if any(chosen) else None)
 
 
-RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max", "med",
-              "q1", "q3", "sum", "rms")
+RESAMPLING = (
+    "nearest",
+    "bilinear",
+    "cubic",
+    "cubic_spline",
+    "lanczos",
+    "average",
+    "mode",
+    "min",
+    "max",
+    "med",
+    "q1",
+    "q3",
+    "sum",
+    "rms",
+)
 
 
-def reproject(ref: FileRef, out_dir: Path, crs: str, resolution: float | None, resampling: str,
-              caps: int | None, check: Check = _no_check) -> FileRef:
+def reproject(
+    ref: FileRef,
+    out_dir: Path,
+    crs: str,
+    resolution: float | None,
+    resampling: str,
+    caps: int | None,
+    check: Check = _no_check,
+) -> FileRef:
     """Warp a raster to another CRS (and optionally a resolution in its units), window by window."""
     from rasterio.enums import Resampling
     from rasterio.warp import calculate_default_transform
@@ -355,8 +427,8 @@ def reproject(ref: FileRef, out_dir: Path, crs: str, resolution: float | None, r
             raise OperationError(f"{ref.name!r} has no CRS: there is nothing to reproject from")
         try:
             transform, width, height = calculate_default_transform(
-                src.crs, target_crs, src.width, src.height, *src.bounds,
-                resolution=resolution)
+                src.crs, target_crs, src.width, src.height, *src.bounds, resolution=resolution
+            )
         except Exception as exc:  # GDAL could not map the scene's extent into that CRS
             raise OperationError(f"{ref.name!r} cannot be reprojected to {crs}: {exc}") from None
         rasters.check_caps(ref.name + f" reprojected to {crs}", width, height, src.count, caps)

@@ -87,14 +87,23 @@ def percentiles(src: Any, indexes: list[int], stretch: Sequence[float], check: C
         if total == 0:
             found.append(None)
             continue
-        picks = [band_values[min(int(np.searchsorted(cumulative, total * p / 100.0, side="left")), len(cumulative) - 1)]
-                 for p in stretch]
+        picks = [
+            band_values[min(int(np.searchsorted(cumulative, total * p / 100.0, side="left")), len(cumulative) - 1)]
+            for p in stretch
+        ]
         found.append(tuple(float(v) for v in picks))
     return found
 
 
-def composite(ref: FileRef, out_dir: Path, bands: Sequence[int | str], stretch: Sequence[float], fmt: str,
-              caps: int | None, check: Check = _no_check) -> FileRef:
+def composite(
+    ref: FileRef,
+    out_dir: Path,
+    bands: Sequence[int | str],
+    stretch: Sequence[float],
+    fmt: str,
+    caps: int | None,
+    check: Check = _no_check,
+) -> FileRef:
     """An 8-bit RGB image of three bands, each stretched between its percentiles over valid pixels.
 
     Pixels nodata in any of the three are black (a PNG) or masked (a GeoTIFF's internal mask).
@@ -111,8 +120,10 @@ def composite(ref: FileRef, out_dir: Path, bands: Sequence[int | str], stretch: 
         name = str(Path(ref.name).with_suffix(".png" if fmt == "png" else ".tif"))
         target = output_path(out_dir, name)
         tif = target if fmt == "tif" else target.with_name(target.name + ".part.tif")
-        profile = {**rasters.output_profile(src.width, src.height, 3, "uint8", src.crs, src.transform, None),
-                   "photometric": "RGB"}
+        profile = {
+            **rasters.output_profile(src.width, src.height, 3, "uint8", src.crs, src.transform, None),
+            "photometric": "RGB",
+        }
         tags = {"STRETCH": json.dumps({"percentiles": list(stretch), "ranges": ranges})}
         with rasters.write_like(tif, profile, [names[i - 1] for i in indexes], tags=tags) as dst:
             for window in windows(src.width, src.height):
@@ -136,8 +147,12 @@ def composite(ref: FileRef, out_dir: Path, bands: Sequence[int | str], stretch: 
                     rasterio.shutil.copy(tif, target, driver="PNG")  # streamed row by row by GDAL
             finally:
                 tif.unlink(missing_ok=True)
-            return FileRef(name, target, {k: v for k, v in ref.meta.items() if k not in _RASTER_KEYS}
-                           | {"width": src.width, "height": src.height, "stretch": ranges})
+            return FileRef(
+                name,
+                target,
+                {k: v for k, v in ref.meta.items() if k not in _RASTER_KEYS}
+                | {"width": src.width, "height": src.height, "stretch": ranges},
+            )
         with rasters.open_raster(target, None, name) as written:
             return derived(ref, name, target, written, stretch=ranges)
 
@@ -160,8 +175,10 @@ def dataset_stats(refs: list[FileRef], caps: int | None, check: Check = _no_chec
                 bands = src.count
                 count, mean, m2 = np.zeros(bands), np.zeros(bands), np.zeros(bands)
             elif src.count != bands:
-                raise OperationError(f"{ref.name!r} has {src.count} band(s) but {refs[0].name!r} has {bands}: "
-                                     "dataset statistics need the same bands in every input")
+                raise OperationError(
+                    f"{ref.name!r} has {src.count} band(s) but {refs[0].name!r} has {bands}: "
+                    "dataset statistics need the same bands in every input"
+                )
             for window in windows(src.width, src.height):
                 check()
                 data = src.read(window=window).astype(np.float64)
@@ -183,8 +200,10 @@ def dataset_stats(refs: list[FileRef], caps: int | None, check: Check = _no_chec
     std = np.sqrt(m2 / count)
     flat = [i + 1 for i in range(bands) if std[i] == 0]
     if flat:
-        raise OperationError(f"band(s) {', '.join(map(str, flat))} hold one value everywhere (standard deviation 0); "
-                             "give mean and std instead")
+        raise OperationError(
+            f"band(s) {', '.join(map(str, flat))} hold one value everywhere (standard deviation 0); "
+            "give mean and std instead"
+        )
     return [float(v) for v in mean], [float(v) for v in std]
 
 
@@ -198,23 +217,34 @@ def _band_valid(src: Any, band: Any, index: int, window: Any) -> Any:
     return ~np.isnan(band) if np.isnan(nodata) else band != nodata
 
 
-def normalize(ref: FileRef, out_dir: Path, mean: Sequence[float], std: Sequence[float], source: str,
-              caps: int | None, check: Check = _no_check) -> FileRef:
+def normalize(
+    ref: FileRef,
+    out_dir: Path,
+    mean: Sequence[float],
+    std: Sequence[float],
+    source: str,
+    caps: int | None,
+    check: Check = _no_check,
+) -> FileRef:
     """(value − mean) / std per band, as stored (no scale/offset), into a float32 GeoTIFF; nodata stays nodata."""
     import numpy as np
 
     with rasters.open_raster(ref.path, caps, ref.name) as src:
         if len(mean) != src.count:
-            raise OperationError(f"{ref.name!r} has {src.count} band(s) but mean and std have {len(mean)} values: "
-                                 "give one per band, or stats \"dataset\"")
+            raise OperationError(
+                f"{ref.name!r} has {src.count} band(s) but mean and std have {len(mean)} values: "
+                'give one per band, or stats "dataset"'
+            )
         target = output_path(out_dir, ref.name)
-        profile = rasters.output_profile(src.width, src.height, src.count, "float32", src.crs, src.transform,
-                                         FLOAT_NODATA)
+        profile = rasters.output_profile(
+            src.width, src.height, src.count, "float32", src.crs, src.transform, FLOAT_NODATA
+        )
         used = {"mean": list(mean), "std": list(std), "stats": source}
         means = np.asarray(mean, dtype=np.float32)[:, None, None]
         stds = np.asarray(std, dtype=np.float32)[:, None, None]
-        with rasters.write_like(target, profile, names_of(src, ref), tags={NORMALIZATION_TAG: json.dumps(used)},
-                                caps=caps) as dst:
+        with rasters.write_like(
+            target, profile, names_of(src, ref), tags={NORMALIZATION_TAG: json.dumps(used)}, caps=caps
+        ) as dst:
             for window in windows(src.width, src.height):
                 check()
                 data = src.read(window=window)
@@ -222,5 +252,4 @@ def normalize(ref: FileRef, out_dir: Path, mean: Sequence[float], std: Sequence[
                 for b in range(src.count):
                     out[b][~_band_valid(src, data[b], b, window)] = FLOAT_NODATA
                 dst.write(out, window=window)
-            return derived(ref, ref.name, target, dst, normalization=used,
-                           shape=[src.count, src.height, src.width])
+            return derived(ref, ref.name, target, dst, normalization=used, shape=[src.count, src.height, src.width])

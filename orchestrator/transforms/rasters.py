@@ -223,9 +223,16 @@ def output_profile(
 ) -> dict[str, Any]:
     """A GeoTIFF's creation profile: tiled (512² blocks) when larger than a block, deflate-compressed."""
     profile: dict[str, Any] = {
-        "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
-        "crs": crs, "transform": transform, "nodata": nodata,
-        "compress": "deflate", "predictor": 3 if dtype.startswith("float") else 2,
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "deflate",
+        "predictor": 3 if dtype.startswith("float") else 2,
         "bigtiff": "IF_SAFER",
     }
     if width > BLOCK or height > BLOCK:

@@ -16,8 +16,15 @@ from typing import Any
 from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-           ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 BATCH_ROWS = 16_384
 
 
@@ -121,8 +128,9 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path
         writer = csv.writer(sink)
         writer.writerow([spreadsheet_safe(c) for c in columns])
         for row in rows:
-            writer.writerow([spreadsheet_safe(json.dumps(v) if isinstance(v := row.get(c), dict | list) else v)
-                             for c in columns])
+            writer.writerow(
+                [spreadsheet_safe(json.dumps(v) if isinstance(v := row.get(c), dict | list) else v) for c in columns]
+            )
             count += 1
     return count
 

@@ -43,8 +43,13 @@ def srid_facts(crs: Any) -> dict[str, Any]:
     return {"srid": int(epsg or 0), "crs": crs_text(crs)}
 
 
-def vectorize(masks: Sequence[tuple[FileRef, Sequence[str] | None]], classes: Sequence[str] | None, out: Path,
-              caps: int | None, check: Callable[[], None] = lambda: None) -> Table:
+def vectorize(
+    masks: Sequence[tuple[FileRef, Sequence[str] | None]],
+    classes: Sequence[str] | None,
+    out: Path,
+    caps: int | None,
+    check: Callable[[], None] = lambda: None,
+) -> Table:
     """Polygons of every mask's classes (those named in `classes`, else all), as a Table with a geometry column."""
     import shapely
     from pyproj import Transformer
@@ -88,18 +93,24 @@ def vectorize(masks: Sequence[tuple[FileRef, Sequence[str] | None]], classes: Se
             for geometry, value in shapes(polygonized, mask=chosen, transform=transform, connectivity=4):
                 class_id = int(value)
                 if move is not None:
-                    moved = shapely.transform(shape(geometry), lambda xy, move=move: np.column_stack(
-                        move.transform(xy[:, 0], xy[:, 1])))
+                    moved = shapely.transform(
+                        shape(geometry), lambda xy, move=move: np.column_stack(move.transform(xy[:, 0], xy[:, 1]))
+                    )
                     geometry = mapping(moved)
-                row = {"class": names[class_id] if class_id < len(names) else str(class_id), "source": ref.name,
-                       "geometry": geometry}
+                row = {
+                    "class": names[class_id] if class_id < len(names) else str(class_id),
+                    "source": ref.name,
+                    "geometry": geometry,
+                }
                 sink.write(json.dumps(row) + "\n")
                 count += 1
     if wanted is not None:
         unknown = [c for c in classes or [] if c.casefold() not in {n.casefold() for n in seen_names}]
         if unknown and len(unknown) == len(classes or []):
-            raise OperationError(f"classes {', '.join(map(repr, unknown))}: no mask holds them (classes found: "
-                                 f"{', '.join(sorted(seen_names, key=str.casefold)) or 'none'})")
+            raise OperationError(
+                f"classes {', '.join(map(repr, unknown))}: no mask holds them (classes found: "
+                f"{', '.join(sorted(seen_names, key=str.casefold)) or 'none'})"
+            )
     geometry = {"geometry": srid_facts(first_crs)} if first_crs is not None else {}
     return Table(out, COLUMNS, count, geometry)
 
@@ -110,10 +121,12 @@ def masks_of(data: Any) -> list[tuple[FileRef, Sequence[str] | None]]:
 
     if isinstance(data, Predictions):
         if data.task != "image-segmentation":
-            raise OperationError(f"vectorize_mask takes a segmentation model's predictions; {data.model!r} did "
-                                 f"{data.task}")
-        found = [(FileRef(str(item["name"]), Path(item["mask"])), data.labels) for item in data.items
-                 if item.get("mask")]
+            raise OperationError(
+                f"vectorize_mask takes a segmentation model's predictions; {data.model!r} did {data.task}"
+            )
+        found = [
+            (FileRef(str(item["name"]), Path(item["mask"])), data.labels) for item in data.items if item.get("mask")
+        ]
         if not found:
             raise OperationError(f"the predictions of {data.model!r} hold no masks")
         return found
