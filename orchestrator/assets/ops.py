@@ -953,7 +953,13 @@ def model_inference(
         FileList | FileDict | Batches | Table,
         Field(description="images (Batches keep their batching), or a Table for text and tabular models"),
     ],
-    batch_size: Annotated[int, Field(ge=1, le=1024, description="inputs per request (unless data is Batches)")] = 16,
+    batch_size: Annotated[
+        int | None,
+        Field(ge=1, le=100_000),
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100_000}),
+        Field(description="inputs per request, unless data is Batches (default: 4096 rows for a tabular model, "
+                          "16 images or texts otherwise)"),
+    ] = None,
     top_k: Annotated[int, Field(ge=1, le=100, description="labels kept per input, best first")] = 3,
     features: Annotated[Columns, Field(description="tabular: the feature columns, in the model's order")] = None,
     key: Annotated[DbColumn, Field(description="table: the column naming each row (default: the row number)")] = None,
@@ -985,7 +991,11 @@ def model_inference(
             if task not in inference.IMAGE_TASKS:
                 raise OperationError(f"model {model!r} serves {task!r}, which takes a table: give it read_table(...) "
                                      "or a database import, not files")
-            refs = data.batches if isinstance(data, Batches) else _batched(as_refs(data), batch_size)
+            if batch_size is not None and batch_size > inference.MAX_IMAGE_BATCH and not isinstance(data, Batches):
+                raise OperationError(f"batch_size {batch_size}: at most {inference.MAX_IMAGE_BATCH} images per "
+                                     "request (thousands are for a tabular model's rows)")
+            refs = data.batches if isinstance(data, Batches) else _batched(as_refs(data),
+                                                                           batch_size or inference.BATCH_SIZE)
             options = inference.ImageOptions(asked, candidate_labels, threshold, ctx.node_dir / "masks",
                                              ctx.resources.workspace.max_raster_samples)
             if tensors.takes_tensors(described):  # bands as float32 tensors [N, C, H, W], in binary
