@@ -23,8 +23,7 @@ run: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-# Format check: on once `ruff format` has been applied to the whole tree in its own commit (not yet: it would fail).
-#	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy  # what it checks, and how strictly: [tool.mypy] in pyproject.toml
 
 test: lint

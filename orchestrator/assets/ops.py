@@ -70,13 +70,12 @@ def import_from_local(
     ctx: RunContext,
     path: Annotated[
         str,
-        Field(
-            min_length=1, max_length=4096, description="a file or folder, relative to the server's data root"
-        ),
+        Field(min_length=1, max_length=4096, description="a file or folder, relative to the server's data root"),
     ],
 ) -> FileDict:
     """Read a file, or every file in a folder, from the server's data root."""
     from orchestrator.sources import local
+
     workspace = ctx.resources.workspace
     reserved = local.reserved_folders(workspace.artifact_root, ctx.run_dir)  # never runs' files, nor Dagster's
     return FileDict(local.find_local_files(workspace.data_path, path, reserved))
@@ -91,6 +90,7 @@ def import_from_url(
     """Download one file over HTTP(S) into the run's folder (public addresses only)."""
     from orchestrator.sources import archives
     from orchestrator.sources.url import download
+
     workspace = ctx.resources.workspace
     target = download(url, ctx.node_dir, workspace.url_policy(), ctx.check_cancelled)
     if unpack:
@@ -101,19 +101,24 @@ def import_from_url(
 # STAC: optional parameters are published as their plain type (omit one rather than send null).
 _Lon, _Lat = {"type": "number", "minimum": -180, "maximum": 180}, {"type": "number", "minimum": -90, "maximum": 90}
 StacBbox = Annotated[
-    list[float] | None, Field(min_length=4, max_length=4),
+    list[float] | None,
+    Field(min_length=4, max_length=4),
     WithJsonSchema({"type": "array", "prefixItems": [_Lon, _Lat, _Lon, _Lat], "items": False, "minItems": 4}),
 ]
 _INSTANT = r"\d{4}(-\d{2}(-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?)?)?"
 StacDatetime = Annotated[
-    str | None, Field(pattern=rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$", min_length=4, max_length=100),
-    WithJsonSchema({"type": "string", "pattern": rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$",
-                    "minLength": 4, "maxLength": 100}),
+    str | None,
+    Field(pattern=rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$", min_length=4, max_length=100),
+    WithJsonSchema(
+        {"type": "string", "pattern": rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$", "minLength": 4, "maxLength": 100}
+    ),
 ]
 StacNames = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=256)]] | None, Field(min_length=1, max_length=100),
-    WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256},
-                    "minItems": 1, "maxItems": 100}),
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+    Field(min_length=1, max_length=100),
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256}, "minItems": 1, "maxItems": 100}
+    ),
 ]
 StacObject = Annotated[dict[str, object] | None, WithJsonSchema({"type": "object"})]
 
@@ -122,42 +127,59 @@ def import_from_stac(
     ctx: RunContext,
     url: Annotated[
         str,
-        Field(min_length=1, max_length=8192,
-              description="a STAC API root, or a static catalog / collection / item JSON: an http(s) URL, or a "
-                          "path relative to the server's data root"),
+        Field(
+            min_length=1,
+            max_length=8192,
+            description="a STAC API root, or a static catalog / collection / item JSON: an http(s) URL, or a "
+            "path relative to the server's data root",
+        ),
     ],
     collections: Annotated[StacNames, Field(description="search these collections only (ids)")] = None,
     bbox: Annotated[
-        StacBbox, Field(description="[west, south, east, north] in WGS84 degrees: items that intersect it, and "
-                                    "of each GeoTIFF only the window covering it")
+        StacBbox,
+        Field(
+            description="[west, south, east, north] in WGS84 degrees: items that intersect it, and "
+            "of each GeoTIFF only the window covering it"
+        ),
     ] = None,
     datetime: Annotated[
         StacDatetime, Field(description="an RFC 3339 instant or interval, e.g. 2024-06-01/2024-06-30, ../2024-01-01")
     ] = None,
     query: Annotated[
-        StacObject, Field(description="the STAC API query extension, e.g. {\"eo:cloud_cover\": {\"lt\": 20}}")
+        StacObject, Field(description='the STAC API query extension, e.g. {"eo:cloud_cover": {"lt": 20}}')
     ] = None,
     filter: Annotated[
         StacObject, Field(description="a CQL2-JSON filter, for STAC APIs that support it (not static catalogs)")
     ] = None,
     assets: Annotated[
-        StacNames, Field(description="asset keys to fetch, e.g. [\"B04\", \"B08\"] (default: every GeoTIFF asset)")
+        StacNames, Field(description='asset keys to fetch, e.g. ["B04", "B08"] (default: every GeoTIFF asset)')
     ] = None,
     stack: Annotated[
-        bool, Field(description="one multi-band GeoTIFF per item, bands in the order of assets, on the finest "
-                                "asset's grid (coarser assets resampled, nearest)")
+        bool,
+        Field(
+            description="one multi-band GeoTIFF per item, bands in the order of assets, on the finest "
+            "asset's grid (coarser assets resampled, nearest)"
+        ),
     ] = False,
     max_items: Annotated[int, Field(ge=1, le=1000, description="at most this many items")] = 10,
 ) -> FileList:
     """Find items in a STAC API or static catalog and fetch their assets (a bbox's window only, by range reads)."""
     from orchestrator.sources import local, stac
+
     workspace = ctx.resources.workspace
     request = stac.StacRequest(url, collections, bbox, datetime, query, filter, assets, stack, max_items)
-    return FileList(stac.import_from_stac(
-        request, data_root=workspace.data_path, policy=workspace.url_policy(), out_dir=ctx.node_dir,
-        max_samples=workspace.max_raster_samples, check_cancelled=ctx.check_cancelled, log=ctx.log,
-        reserved=local.reserved_folders(workspace.artifact_root, ctx.run_dir),  # never runs' files, nor Dagster's
-    ))
+    return FileList(
+        stac.import_from_stac(
+            request,
+            data_root=workspace.data_path,
+            policy=workspace.url_policy(),
+            out_dir=ctx.node_dir,
+            max_samples=workspace.max_raster_samples,
+            check_cancelled=ctx.check_cancelled,
+            log=ctx.log,
+            reserved=local.reserved_folders(workspace.artifact_root, ctx.run_dir),  # never runs' files, nor Dagster's
+        )
+    )
 
 
 def dict_to_list(
@@ -176,11 +198,17 @@ def resize_image(
 ) -> FileList:
     """Resize every image to width × height pixels, keeping its format and order (GeoTIFFs: georeferenced)."""
     from orchestrator.transforms import images, raster_ops
+
     images.distinct_names([ref.name for ref in as_refs(data)])  # two inputs of one name: fail, never overwrite
     caps = ctx.resources.workspace.max_raster_samples
-    return FileList(_each_file(
-        ctx, data, lambda ref, out, cap: images.resize(ref, out, width, height, cap),
-        lambda ref: raster_ops.resize(ref, ctx.node_dir, width, height, caps, ctx.check_cancelled)))
+    return FileList(
+        _each_file(
+            ctx,
+            data,
+            lambda ref, out, cap: images.resize(ref, out, width, height, cap),
+            lambda ref: raster_ops.resize(ref, ctx.node_dir, width, height, caps, ctx.check_cancelled),
+        )
+    )
 
 
 def batch_formatted_data(
@@ -203,6 +231,7 @@ def convert_image(
 ) -> FileList:
     """Convert every image to a colour mode and, optionally, another file format."""
     from orchestrator.transforms import images
+
     # a.png and a.jpg both become a.<ext>: keep both (the second as a.png.<ext>), never one over the other.
     inputs = FileList(as_refs(data))
     derived = images.distinct_names([r.name for r in inputs], lambda name: images.converted_name(name, format))
@@ -216,35 +245,43 @@ def normalize_image(
     ctx: RunContext,
     data: Annotated[FileList | FileDict, Field(description="the images to normalize")],
     mean: Annotated[
-        PerBand, Field(description="per-channel mean: images 1 (grey) or 3 (RGB) values, default ImageNet's "
-                                   "[0.485, 0.456, 0.406]; GeoTIFFs one per band, in the units stored")
+        PerBand,
+        Field(
+            description="per-channel mean: images 1 (grey) or 3 (RGB) values, default ImageNet's "
+            "[0.485, 0.456, 0.406]; GeoTIFFs one per band, in the units stored"
+        ),
     ] = None,
     std: Annotated[
         PerBandPositive,
-        Field(description="per-channel standard deviation, same length as mean (images: default ImageNet's "
-                          "[0.229, 0.224, 0.225])"),
+        Field(
+            description="per-channel standard deviation, same length as mean (images: default ImageNet's "
+            "[0.229, 0.224, 0.225])"
+        ),
     ] = None,
     stats: Annotated[
         Literal["given", "dataset"],
-        Field(description="GeoTIFFs: \"dataset\" computes each band's mean and std over all inputs (nodata "
-                          "excluded) instead of mean/std"),
+        Field(
+            description='GeoTIFFs: "dataset" computes each band\'s mean and std over all inputs (nodata '
+            "excluded) instead of mean/std"
+        ),
     ] = "given",
 ) -> ArrayList:
     """Turn images into float32 arrays (C×H×W): pixels / 255, minus mean, over std (GeoTIFFs: float32 GeoTIFFs)."""
     from orchestrator.transforms import images, raster_ops, raster_values
+
     if (mean is None) != (std is None):
         raise OperationError("give both mean and std (one value per channel), or neither")
     if mean is not None and len(mean) != len(std):
         raise OperationError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
     if stats == "dataset" and mean is not None:
-        raise OperationError("give mean and std, or stats \"dataset\", not both")
+        raise OperationError('give mean and std, or stats "dataset", not both')
     # a.png and a.jpg both become a.npy: keep both (the second as a.png.npy), never one over the other.
     inputs = FileList(as_refs(data))
     runs = list(raster_ops.runs_by_kind(inputs.refs))
     geo = {id(ref) for is_raster, run in runs if is_raster for ref in run}
     if stats == "dataset" and len(geo) != len(inputs):
         image = next(r.name for r in inputs if id(r) not in geo)
-        raise OperationError(f"stats \"dataset\" is for GeoTIFFs; {image!r} is an image: give it mean and std")
+        raise OperationError(f'stats "dataset" is for GeoTIFFs; {image!r} is an image: give it mean and std')
     mean_i, std_i = mean or [0.485, 0.456, 0.406], std or [0.229, 0.224, 0.225]
     if len(geo) < len(inputs):  # images: as before
         if len(mean_i) not in (1, 3):
@@ -253,13 +290,19 @@ def normalize_image(
     if geo and stats == "dataset":
         mean, std = raster_values.dataset_stats([r for r in inputs if id(r) in geo], caps, ctx.check_cancelled)
     elif geo and mean is None:
-        raise OperationError("GeoTIFFs need mean and std (one value per band), or stats \"dataset\"")
-    derived = images.distinct_names([r.name for r in inputs], lambda name: name if name.lower().endswith(
-        (".tif", ".tiff")) else images.normalized_name(name))
+        raise OperationError('GeoTIFFs need mean and std (one value per band), or stats "dataset"')
+    derived = images.distinct_names(
+        [r.name for r in inputs],
+        lambda name: name if name.lower().endswith((".tif", ".tiff")) else images.normalized_name(name),
+    )
     names = {id(ref): name for ref, name in zip(inputs, derived, strict=True)}
     refs = _each_file(
-        ctx, inputs, lambda ref, out, cap: images.normalize(ref, out, mean_i, std_i, cap, names[id(ref)]),
-        lambda ref: raster_values.normalize(ref, ctx.node_dir, mean, std, stats, caps, ctx.check_cancelled), runs)
+        ctx,
+        inputs,
+        lambda ref, out, cap: images.normalize(ref, out, mean_i, std_i, cap, names[id(ref)]),
+        lambda ref: raster_values.normalize(ref, ctx.node_dir, mean, std, stats, caps, ctx.check_cancelled),
+        runs,
+    )
     return ArrayList(refs)
 
 
@@ -273,10 +316,17 @@ def crop_image(
 ) -> FileList:
     """Cut the same box out of every image (it must lie inside each one; GeoTIFFs stay georeferenced)."""
     from orchestrator.transforms import images, raster_ops
+
     box = (left, top, width, height)
     caps = ctx.resources.workspace.max_raster_samples
-    return FileList(_each_file(ctx, data, lambda ref, out, cap: images.crop(ref, out, box, cap),
-                               lambda ref: raster_ops.crop(ref, ctx.node_dir, box, caps)))
+    return FileList(
+        _each_file(
+            ctx,
+            data,
+            lambda ref, out, cap: images.crop(ref, out, box, cap),
+            lambda ref: raster_ops.crop(ref, ctx.node_dir, box, caps),
+        )
+    )
 
 
 def tile_image(
@@ -288,6 +338,7 @@ def tile_image(
 ) -> FileList:
     """Cut large scenes into model-sized tiles; each keeps its source and origin (GeoTIFFs: georeferenced tiles)."""
     from orchestrator.transforms import images
+
     if overlap >= min(tile_width, tile_height):
         raise OperationError(f"overlap {overlap} must be smaller than the tile ({tile_width}×{tile_height})")
     size = (tile_width, tile_height)
@@ -295,27 +346,37 @@ def tile_image(
     max_tiles = ctx.resources.workspace.max_tiles_per_image
     caps = ctx.resources.workspace.max_raster_samples
     from orchestrator.transforms import raster_ops  # GeoTIFFs: windowed reads, georeferenced tiles
-    return FileList(_each_file(
-        ctx, data, lambda ref, out, cap: images.tile(ref, out, size, overlap, cap, max_tiles),
-        lambda ref: raster_ops.tile(ref, ctx.node_dir, size, overlap, caps, max_tiles, ctx.check_cancelled)))
+
+    return FileList(
+        _each_file(
+            ctx,
+            data,
+            lambda ref, out, cap: images.tile(ref, out, size, overlap, cap, max_tiles),
+            lambda ref: raster_ops.tile(ref, ctx.node_dir, size, overlap, caps, max_tiles, ctx.check_cancelled),
+        )
+    )
 
 
 # Rasters (GeoTIFF / COG), read and written by windows: orchestrator/transforms/raster_ops.py,
 # indices.py, raster_values.py and mosaic.py.
 BandRef = Annotated[int, Field(ge=1, le=100_000)] | Annotated[str, Field(min_length=1, max_length=200)]
 PerBand = Annotated[
-    list[float] | None, Field(min_length=1, max_length=10_000),
+    list[float] | None,
+    Field(min_length=1, max_length=10_000),
     WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": 10_000}),
 ]
 PerBandPositive = Annotated[
-    list[Annotated[float, Field(gt=0)]] | None, Field(min_length=1, max_length=10_000),
-    WithJsonSchema({"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
-                    "maxItems": 10_000}),
+    list[Annotated[float, Field(gt=0)]] | None,
+    Field(min_length=1, max_length=10_000),
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1, "maxItems": 10_000}
+    ),
 ]
 
 
 def _parses_as_crs(text: str) -> str:
     from orchestrator.transforms import rasters
+
     try:
         rasters.parse_crs(text)
     except OperationError as exc:
@@ -325,33 +386,62 @@ def _parses_as_crs(text: str) -> str:
 
 def _index_pattern() -> str:
     from orchestrator.transforms import indices  # reads spyndex's catalog file, without importing spyndex
+
     return "^(" + "|".join(indices.index_names()) + ")$"
 
 
 # An AUTHORITY:CODE checked before launch by its form, and parsed by pyproj before any pixel is read.
-CrsName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}:[A-Za-z0-9_.]{1,32}$"),
-                    AfterValidator(_parses_as_crs)]
+CrsName = Annotated[
+    str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}:[A-Za-z0-9_.]{1,32}$"), AfterValidator(_parses_as_crs)
+]
 IndexName = Annotated[str, Field(pattern=_index_pattern())]
 IndexBands = Annotated[
     dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,15}$")], BandRef] | None,
-    WithJsonSchema({"type": "object", "propertyNames": {"pattern": r"^[A-Za-z][A-Za-z0-9]{0,15}$"},
-                    "additionalProperties": {"anyOf": [{"type": "integer", "minimum": 1},
-                                                       {"type": "string", "minLength": 1, "maxLength": 200}]}}),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[A-Za-z][A-Za-z0-9]{0,15}$"},
+            "additionalProperties": {
+                "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1, "maxLength": 200}]
+            },
+        }
+    ),
 ]
 IndexConstants = Annotated[
     dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,15}$")], float] | None,
-    WithJsonSchema({"type": "object", "propertyNames": {"pattern": r"^[A-Za-z][A-Za-z0-9]{0,15}$"},
-                    "additionalProperties": {"type": "number"}}),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[A-Za-z][A-Za-z0-9]{0,15}$"},
+            "additionalProperties": {"type": "number"},
+        }
+    ),
 ]
 Resolution = Annotated[float | None, Field(gt=0), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
-Resampling = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max",
-                     "med", "q1", "q3", "sum", "rms"]
+Resampling = Literal[
+    "nearest",
+    "bilinear",
+    "cubic",
+    "cubic_spline",
+    "lanczos",
+    "average",
+    "mode",
+    "min",
+    "max",
+    "med",
+    "q1",
+    "q3",
+    "sum",
+    "rms",
+]
 
 
-def _each_raster(ctx: RunContext, data: FileList | FileDict, work: Callable[[FileRef], FileRef | list[FileRef]]
-                 ) -> list[FileRef]:
+def _each_raster(
+    ctx: RunContext, data: FileList | FileDict, work: Callable[[FileRef], FileRef | list[FileRef]]
+) -> list[FileRef]:
     """`work` on every input, a GeoTIFF each (two of one name would overwrite each other: refused)."""
     from orchestrator.transforms import images, raster_ops
+
     refs = as_refs(data)
     images.distinct_names([ref.name for ref in refs])
     return raster_ops.map_rasters(refs, work, ctx.check_cancelled)
@@ -362,49 +452,77 @@ def select_bands(
     data: Annotated[FileList | FileDict, Field(description="GeoTIFFs")],
     bands: Annotated[
         list[BandRef],
-        Field(min_length=1, max_length=10_000,
-              description="the bands to keep, in order: 1-based indexes or names such as \"B08\" or \"nir\""),
+        Field(
+            min_length=1,
+            max_length=10_000,
+            description='the bands to keep, in order: 1-based indexes or names such as "B08" or "nir"',
+        ),
     ],
 ) -> FileList:
     """Keep the bands asked for, in that order: a GeoTIFF per input, georeferencing and nodata kept."""
     from orchestrator.transforms import raster_ops
+
     caps = ctx.resources.workspace.max_raster_samples
-    return FileList(_each_raster(
-        ctx, data, lambda ref: raster_ops.select_bands(ref, ctx.node_dir, bands, caps, ctx.check_cancelled)))
+    return FileList(
+        _each_raster(
+            ctx, data, lambda ref: raster_ops.select_bands(ref, ctx.node_dir, bands, caps, ctx.check_cancelled)
+        )
+    )
 
 
 def reproject_raster(
     ctx: RunContext,
     data: Annotated[FileList | FileDict, Field(description="GeoTIFFs")],
-    crs: Annotated[CrsName, Field(description="the target CRS as AUTHORITY:CODE, e.g. \"EPSG:32633\"")],
-    resolution: Annotated[Resolution, Field(description="pixel size in the target CRS's units (default: GDAL's "
-                                                        "estimate of the source's)")] = None,
+    crs: Annotated[CrsName, Field(description='the target CRS as AUTHORITY:CODE, e.g. "EPSG:32633"')],
+    resolution: Annotated[
+        Resolution, Field(description="pixel size in the target CRS's units (default: GDAL's estimate of the source's)")
+    ] = None,
     resampling: Annotated[Resampling, Field(description="how pixels are resampled")] = "nearest",
 ) -> FileList:
     """Warp GeoTIFFs to another CRS (and resolution) with GDAL's warper, window by window."""
     from orchestrator.transforms import raster_ops
+
     caps = ctx.resources.workspace.max_raster_samples
-    return FileList(_each_raster(ctx, data, lambda ref: raster_ops.reproject(
-        ref, ctx.node_dir, crs, resolution, resampling, caps, ctx.check_cancelled)))
+    return FileList(
+        _each_raster(
+            ctx,
+            data,
+            lambda ref: raster_ops.reproject(ref, ctx.node_dir, crs, resolution, resampling, caps, ctx.check_cancelled),
+        )
+    )
 
 
 def spectral_index(
     ctx: RunContext,
     data: Annotated[FileList | FileDict, Field(description="multi-band GeoTIFFs")],
-    index: Annotated[IndexName, Field(description="an index of the Awesome Spectral Indices catalog (spyndex), "
-                                                  "e.g. \"NDVI\", \"NDWI\", \"NBR\"")],
-    bands: Annotated[IndexBands, Field(description="which band is which of the index's bands, by 1-based index or "
-                                                   "name, e.g. {\"N\": 4, \"R\": 3} (default: bands named like "
-                                                   "their common names, nir, red...)")] = None,
-    constants: Annotated[IndexConstants, Field(description="values of the index's constants, e.g. {\"L\": 0.5} "
-                                                           "(default: spyndex's)")] = None,
+    index: Annotated[
+        IndexName,
+        Field(description='an index of the Awesome Spectral Indices catalog (spyndex), e.g. "NDVI", "NDWI", "NBR"'),
+    ],
+    bands: Annotated[
+        IndexBands,
+        Field(
+            description="which band is which of the index's bands, by 1-based index or "
+            'name, e.g. {"N": 4, "R": 3} (default: bands named like '
+            "their common names, nir, red...)"
+        ),
+    ] = None,
+    constants: Annotated[
+        IndexConstants, Field(description="values of the index's constants, e.g. {\"L\": 0.5} (default: spyndex's)")
+    ] = None,
 ) -> FileList:
     """Compute a spectral index (NDVI, NDWI, NBR...) with spyndex: one float32 GeoTIFF band per input."""
     from orchestrator.transforms import indices
+
     caps = ctx.resources.workspace.max_raster_samples
     indices.constant_values(index, constants)  # a wrong constant fails before any file is read
-    return FileList(_each_raster(ctx, data, lambda ref: indices.spectral_index(
-        ref, ctx.node_dir, index, bands, constants, caps, ctx.check_cancelled)))
+    return FileList(
+        _each_raster(
+            ctx,
+            data,
+            lambda ref: indices.spectral_index(ref, ctx.node_dir, index, bands, constants, caps, ctx.check_cancelled),
+        )
+    )
 
 
 def composite_rgb(
@@ -415,18 +533,27 @@ def composite_rgb(
     ] = [3, 2, 1],  # noqa: B006 - a declaration's default, never mutated
     stretch: Annotated[
         list[Annotated[float, Field(ge=0, le=100)]],
-        Field(min_length=2, max_length=2, description="the low and high percentiles mapped to 0 and 255, over "
-                                                      "valid pixels"),
+        Field(
+            min_length=2,
+            max_length=2,
+            description="the low and high percentiles mapped to 0 and 255, over valid pixels",
+        ),
     ] = [2, 98],  # noqa: B006
     format: Annotated[Literal["png", "tif"], Field(description="png, or tif (a georeferenced GeoTIFF)")] = "png",
 ) -> FileList:
     """Make 8-bit RGB images (PNG or GeoTIFF) of three bands, each stretched between two percentiles."""
     from orchestrator.transforms import raster_values
+
     if stretch[0] >= stretch[1]:
         raise OperationError(f"stretch {stretch}: the low percentile must be below the high one")
     caps = ctx.resources.workspace.max_raster_samples
-    return FileList(_each_raster(ctx, data, lambda ref: raster_values.composite(
-        ref, ctx.node_dir, bands, stretch, format, caps, ctx.check_cancelled)))
+    return FileList(
+        _each_raster(
+            ctx,
+            data,
+            lambda ref: raster_values.composite(ref, ctx.node_dir, bands, stretch, format, caps, ctx.check_cancelled),
+        )
+    )
 
 
 def mosaic(
@@ -439,13 +566,17 @@ def mosaic(
     """Merge tiles back into one GeoTIFF per source scene; where tiles overlap, the nearest tile's centre wins."""
     from orchestrator.transforms import mosaic as mosaics
     from orchestrator.transforms import raster_ops
+
     caps = ctx.resources.workspace.max_raster_samples
     refs = mosaics.mask_refs(data) if isinstance(data, Predictions) else as_refs(data)
     scenes = mosaics.group(refs, caps)
-    return FileList(raster_ops.map_rasters(
-        [FileRef(scene, tiles[0].path) for scene, tiles in scenes.items()],
-        lambda key: mosaics.mosaic(key.name, scenes[key.name], ctx.node_dir, caps, ctx.check_cancelled),
-        ctx.check_cancelled))
+    return FileList(
+        raster_ops.map_rasters(
+            [FileRef(scene, tiles[0].path) for scene, tiles in scenes.items()],
+            lambda key: mosaics.mosaic(key.name, scenes[key.name], ctx.node_dir, caps, ctx.check_cancelled),
+            ctx.check_cancelled,
+        )
+    )
 
 
 def vectorize_mask(
@@ -461,8 +592,14 @@ def vectorize_mask(
 ) -> Table:
     """Turn class masks into polygons: a table of class, source and geometry (GeoJSON, its SRID kept with the table)."""
     from orchestrator.transforms import vectorize
-    table = vectorize.vectorize(vectorize.masks_of(data), classes, ctx.node_dir / "polygons.jsonl",
-                                ctx.resources.workspace.max_raster_samples, ctx.check_cancelled)
+
+    table = vectorize.vectorize(
+        vectorize.masks_of(data),
+        classes,
+        ctx.node_dir / "polygons.jsonl",
+        ctx.resources.workspace.max_raster_samples,
+        ctx.check_cancelled,
+    )
     ctx.log.info(f"vectorize_mask: {table.count} polygons")
     return table
 
@@ -517,6 +654,7 @@ def export_to_local(
 ) -> Exported:
     """Copy files (or a table as JSON Lines) to <output root>/<folder>/<run id>/, never over another run's."""
     from orchestrator.sources import local
+
     workspace = ctx.resources.workspace
     target = Path(workspace.output_root).resolve() / folder / ctx.run_id
     reserved = local.reserved_folders(workspace.artifact_root, ctx.run_dir)  # never runs' files, nor Dagster's
@@ -537,6 +675,7 @@ def _each_image(
 ) -> list[FileRef]:
     """Run `work(ref, out_dir, max_pixels)` on every image (a worker process per core), stopping on cancel."""
     from orchestrator.transforms import images
+
     out_dir, cap = ctx.node_dir, ctx.resources.workspace.max_image_pixels
 
     def one(ref: FileRef) -> list[FileRef]:
@@ -547,11 +686,15 @@ def _each_image(
 
 
 def _each_file(
-    ctx: RunContext, data: FileList | FileDict, image_work: Callable[[FileRef, Path, int], FileRef | list[FileRef]],
-    raster_work: Callable[[FileRef], FileRef | list[FileRef]], runs: list | None = None,
+    ctx: RunContext,
+    data: FileList | FileDict,
+    image_work: Callable[[FileRef, Path, int], FileRef | list[FileRef]],
+    raster_work: Callable[[FileRef], FileRef | list[FileRef]],
+    runs: list | None = None,
 ) -> list[FileRef]:
     """Images through Pillow (`_each_image`, as before), GeoTIFFs through rasterio, results in input order."""
     from orchestrator.transforms import raster_ops
+
     done: list[FileRef] = []
     for is_raster, run in runs if runs is not None else raster_ops.runs_by_kind(as_refs(data)):
         if is_raster:
@@ -563,9 +706,11 @@ def _each_file(
 
 def _files_of(data: Exportable, work_dir: Path | None = None) -> list[FileRef]:
     from orchestrator.sinks import exports
+
     if isinstance(data, Table):
         if data.geometry and work_dir is not None:  # polygons: a GeoJSON file any GIS opens
             from orchestrator.sinks.geojson import write_geojson
+
             return [FileRef("table.geojson", write_geojson(data, work_dir / "table.geojson"))]
         return [FileRef("table.jsonl", data.path)]
     if isinstance(data, Batches):
@@ -578,7 +723,9 @@ def _files_of(data: Exportable, work_dir: Path | None = None) -> list[FileRef]:
 
 Bucket = Annotated[
     str,
-    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$", description="bucket name, e.g. constellation-samples (no s3://)"),
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$", description="bucket name, e.g. constellation-samples (no s3://)"
+    ),
 ]
 
 
@@ -598,7 +745,7 @@ def import_from_s3(
         str | None,
         Field(
             max_length=1024,
-            description="every object whose key starts with this (\"\" = the whole bucket); each is named "
+            description='every object whose key starts with this ("" = the whole bucket); each is named '
             "by its key after the prefix's last /, an archive's members by <archive name>/<member path>",
         ),
     ] = None,
@@ -606,6 +753,7 @@ def import_from_s3(
 ) -> FileDict:
     """Download one object (key) or a folder of objects (prefix) from S3 into the run's folder."""
     from orchestrator.sources import archives, s3
+
     limits = ctx.resources.workspace.archive_limits()
     store = s3.client(ctx.resources.s3.settings())
     files = s3.import_objects(
@@ -638,8 +786,10 @@ def export_to_s3(
     ] = None,
     bucket: Annotated[
         OptionalBucket,
-        Field(description="bucket name, e.g. constellation-samples (no s3://); default: the server's "
-                          "CONSTELLATION_EXPORT_BUCKET"),
+        Field(
+            description="bucket name, e.g. constellation-samples (no s3://); default: the server's "
+            "CONSTELLATION_EXPORT_BUCKET"
+        ),
     ] = None,
     prefix: Annotated[
         str | None,
@@ -652,6 +802,7 @@ def export_to_s3(
 ) -> Exported:
     """Upload files, a table or predictions (JSON Lines) to s3://bucket/<prefix or constellation>/<run id>/<name>."""
     from orchestrator.sources import s3
+
     chosen = _one_of(data, inference_results)
     target = bucket or ctx.resources.s3.export_bucket
     if target is None:
@@ -659,8 +810,9 @@ def export_to_s3(
     store = s3.client(ctx.resources.s3.settings())
     files = _files_of(chosen, ctx.node_dir)
     reserved = s3.reserved_areas(ctx.resources.workspace.artifact_root)  # never into the runs' own objects
-    return _with_rows(s3.export_files(store, files, target, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled,
-                                      reserved), chosen)
+    return _with_rows(
+        s3.export_files(store, files, target, s3.run_base(prefix, ctx.run_id), ctx.check_cancelled, reserved), chosen
+    )
 
 
 def write_csv(
@@ -673,6 +825,7 @@ def write_csv(
     """Write a table or predictions to a CSV file (one row per row or per input), ready for an export."""
     from orchestrator.sinks import exports
     from orchestrator.transforms import tables
+
     path = ctx.node_dir / f"{name}.csv"
     columns = result.columns if isinstance(result, Table) else exports.prediction_columns(result)
     count = tables.write_csv(_rows_of(result), columns, path)
@@ -688,6 +841,7 @@ def _one_of(data, inference_results):
 
 def _rows_of(result: Table | Predictions):
     from orchestrator.sinks import exports
+
     if isinstance(result, Table):
         return result.rows()
     return (exports.prediction_row(result, item) for item in result.items)
@@ -696,6 +850,7 @@ def _rows_of(result: Table | Predictions):
 def mock_csv_data(ctx: RunContext) -> Table:
     """A fixed table to try pipelines with: columns column1, column2, column3 holding 1 to 9, row by row."""
     from orchestrator.sources import mock
+
     return mock.mock_table(ctx.node_dir / "rows.jsonl")
 
 
@@ -703,29 +858,43 @@ def math_block(
     ctx: RunContext,
     data: Annotated[
         Table | Predictions,
-        Field(description="a table, or a regression model's predictions (their values; the result is then the "
-                          "table name, model, value)"),
+        Field(
+            description="a table, or a regression model's predictions (their values; the result is then the "
+            "table name, model, value)"
+        ),
     ],
     operand: Annotated[
         MathOperator,
-        Field(description="the operator, by its name in Python's operator module: add, sub, mul, truediv "
-                          "(/), floordiv (//), mod (%) or pow (**)"),
+        Field(
+            description="the operator, by its name in Python's operator module: add, sub, mul, truediv "
+            "(/), floordiv (//), mod (%) or pow (**)"
+        ),
     ],
     constant: Annotated[float, Field(allow_inf_nan=False, description="the number on the operator's right")],
 ) -> Table:
     """Apply an arithmetic operator with a constant to every number of a table (as floats; other values kept)."""
     from orchestrator.transforms import arithmetic
+
     out = ctx.node_dir / "rows.jsonl"
     if isinstance(data, Table):
         return arithmetic.compute(data.rows(), data.columns, operand, constant, out, ctx.check_cancelled)
     from orchestrator.sinks import exports
+
     if data.task != "tabular-regression":
-        raise OperationError(f"math_block computes on a regression model's values; {data.model}'s predictions "
-                             f"are {data.task} results, which hold no value to compute on")
+        raise OperationError(
+            f"math_block computes on a regression model's values; {data.model}'s predictions "
+            f"are {data.task} results, which hold no value to compute on"
+        )
     # A model's predictions become their table (name, model, value): only the value is computed on.
     return arithmetic.compute(
-        _rows_of(data), exports.prediction_columns(data), operand, constant, out, ctx.check_cancelled,
-        only={"value"}, row_name=lambda number, row: f"row {row['name']!r}",
+        _rows_of(data),
+        exports.prediction_columns(data),
+        operand,
+        constant,
+        out,
+        ctx.check_cancelled,
+        only={"value"},
+        row_name=lambda number, row: f"row {row['name']!r}",
     )
 
 
@@ -751,6 +920,7 @@ def import_from_google_drive(
 ) -> FileDict:
     """Download a Google Drive file, or every file under a folder, into the run's folder."""
     from orchestrator.sources import archives, drive
+
     if (file_id is None) == (folder_id is None):
         raise OperationError("give exactly one of file_id (one file) or folder_id (a folder's files)")
     limits = ctx.resources.workspace.archive_limits()
@@ -813,11 +983,19 @@ def import_from_database(
 ) -> Table:
     """Read rows from a SQL database in a read-only transaction, streamed into a table (JSON Lines)."""
     from orchestrator.sources import databases
+
     engine = ctx.resources.databases.engine(connection)
     out = ctx.node_dir / "rows.jsonl"
     imported = databases.import_rows(
-        engine, connection, out, query=query, params=params, table=table, limit=limit,
-        check_cancelled=ctx.check_cancelled, limits=ctx.resources.workspace.database_limits(),
+        engine,
+        connection,
+        out,
+        query=query,
+        params=params,
+        table=table,
+        limit=limit,
+        check_cancelled=ctx.check_cancelled,
+        limits=ctx.resources.workspace.database_limits(),
     )
     if imported.binary_columns:
         ctx.log.info(f"{connection}: column(s) {', '.join(sorted(imported.binary_columns))} hold bytes, kept as base64")
@@ -829,8 +1007,12 @@ def import_from_database(
 @writes_to(lambda given, _: ["database", given["connection"], given["table"]])
 def export_to_database(
     ctx: RunContext,
-    data: Annotated[Table | Predictions, Field(
-        description="the rows to write: a table, or a model's predictions (a row per input, as write_csv writes)")],
+    data: Annotated[
+        Table | Predictions,
+        Field(
+            description="the rows to write: a table, or a model's predictions (a row per input, as write_csv writes)"
+        ),
+    ],
     connection: DbConnection,
     table: Annotated[
         str,
@@ -843,15 +1025,24 @@ def export_to_database(
     """Insert a table's rows, or predictions, into a SQL database table in one transaction, each tagged with run_id."""
     from orchestrator.sinks import database as database_export
     from orchestrator.sinks import exports
+
     engine = ctx.resources.databases.engine(connection)
     columns = data.columns if isinstance(data, Table) else exports.prediction_columns(data)
     count = database_export.export_rows(
-        engine, connection, table, columns, lambda: _rows_of(data), ctx.run_id, if_exists, ctx.check_cancelled,
+        engine,
+        connection,
+        table,
+        columns,
+        lambda: _rows_of(data),
+        ctx.run_id,
+        if_exists,
+        ctx.check_cancelled,
         allow_any_schema=ctx.resources.workspace.db_export_any_schema,
         geometry=data.geometry if isinstance(data, Table) else None,
     )
-    return Exported(f"database:{connection}/{table}", [{"table": table, "rows": count, "run_id": ctx.run_id}],
-                    rows=count, files=0)
+    return Exported(
+        f"database:{connection}/{table}", [{"table": table, "rows": count, "run_id": ctx.run_id}], rows=count, files=0
+    )
 
 
 def table_to_images(
@@ -867,9 +1058,16 @@ def table_to_images(
 ) -> FileDict:
     """Write the images held in a table column (bytes) as files, one per row with an image."""
     from orchestrator.transforms import table_images
+
     files, skipped = table_images.write_images(
-        data.rows(), data.columns, image_column, name_column, ctx.node_dir,
-        total=data.count, max_pixels=ctx.resources.workspace.max_image_pixels, check_cancelled=ctx.check_cancelled,
+        data.rows(),
+        data.columns,
+        image_column,
+        name_column,
+        ctx.node_dir,
+        total=data.count,
+        max_pixels=ctx.resources.workspace.max_image_pixels,
+        check_cancelled=ctx.check_cancelled,
     )
     if skipped:
         ctx.log.info(f"table_to_images: {skipped} row(s) have no image in {image_column!r} and were skipped")
@@ -891,14 +1089,26 @@ Task = Literal[model_tasks.NAMES]  # type: ignore[valid-type]
 Columns = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
     Field(min_length=1, max_length=10_000),
-    WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256},
-                    "minItems": 1, "maxItems": 10_000}),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 256},
+            "minItems": 1,
+            "maxItems": 10_000,
+        }
+    ),
 ]
 CandidateLabels = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
     Field(min_length=1, max_length=1000),
-    WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200},
-                    "minItems": 1, "maxItems": 1000}),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 200},
+            "minItems": 1,
+            "maxItems": 1000,
+        }
+    ),
 ]
 
 
@@ -919,6 +1129,7 @@ def deploy_model(
 ) -> dict:
     """Load a model on the model server for a task (a model already ready is not loaded twice)."""
     from orchestrator.models import client as model_server
+
     # Always asked for, even when the model is ready: the load holds it for this run (a lease: other runs
     # share it; the server unloads it when the last lets go), and the server refuses (409) an id loaded
     # from another source or for another task instead of answering with that other model.
@@ -930,8 +1141,7 @@ def deploy_model(
     # Deployments cost money: whatever happens next, the run lets go of what it holds.
     run = connection.for_run(ctx.run_id)
     ctx.cleanup.add(f"model:{model}", f"unloading {model}, deployed by this run", lambda: _unload(run, model))
-    return {"model": model, "name": model_server.slug(model), "task": task, "source": source or model,
-            "loaded": True}
+    return {"model": model, "name": model_server.slug(model), "task": task, "source": source or model, "loaded": True}
 
 
 def read_table(
@@ -943,6 +1153,7 @@ def read_table(
 ) -> Table:
     """Read CSV, JSON Lines or Parquet files (same columns) into one table, in name order."""
     from orchestrator.transforms import tables
+
     return tables.read_tables(as_refs(data), ctx.node_dir / "rows.jsonl", format, ctx.check_cancelled)
 
 
@@ -957,16 +1168,16 @@ def model_inference(
         int | None,
         Field(ge=1, le=100_000),
         WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100_000}),
-        Field(description="inputs per request, unless data is Batches (default: 4096 rows for a tabular model, "
-                          "16 images or texts otherwise)"),
+        Field(
+            description="inputs per request, unless data is Batches (default: 4096 rows for a tabular model, "
+            "16 images or texts otherwise)"
+        ),
     ] = None,
     top_k: Annotated[int, Field(ge=1, le=100, description="labels kept per input, best first")] = 3,
     features: Annotated[Columns, Field(description="tabular: the feature columns, in the model's order")] = None,
     key: Annotated[DbColumn, Field(description="table: the column naming each row (default: the row number)")] = None,
     text: Annotated[DbColumn, Field(description="text-classification: the column holding the text")] = None,
-    candidate_labels: Annotated[
-        CandidateLabels, Field(description="zero-shot: the labels to choose from")
-    ] = None,
+    candidate_labels: Annotated[CandidateLabels, Field(description="zero-shot: the labels to choose from")] = None,
     threshold: Annotated[
         float, Field(ge=0.0, le=1.0, description="object-detection: keep boxes scoring at least this")
     ] = 0.5,
@@ -974,13 +1185,17 @@ def model_inference(
     """Run a deployed model over every input: one prediction per image (by name) or per row (by key)."""
     from orchestrator.models import client as model_server
     from orchestrator.models import inference, tensors
+
     with ctx.resources.model_server.connect(ctx.check_cancelled) as server:
         described = server.metadata(model)
         task = described.get("task") or model_server.parameter(described, "task") or "image-classification"
         if task == "zero-shot-image-classification" and not candidate_labels:
             raise OperationError(f"model {model!r} is zero-shot: give candidate_labels, the labels to choose from")
-        classes = len(candidate_labels or []) if task == "zero-shot-image-classification" else len(
-            model_server.labels_of(described))
+        classes = (
+            len(candidate_labels or [])
+            if task == "zero-shot-image-classification"
+            else len(model_server.labels_of(described))
+        )
         asked = inference.scores_wanted(task, top_k, classes)  # every class's score, for calibration and ROC
         if isinstance(data, Table):
             options = inference.TableOptions(asked, features, key, text, batch_size)
@@ -989,15 +1204,23 @@ def model_inference(
             sources: dict = {}
         else:
             if task not in inference.IMAGE_TASKS:
-                raise OperationError(f"model {model!r} serves {task!r}, which takes a table: give it read_table(...) "
-                                     "or a database import, not files")
+                raise OperationError(
+                    f"model {model!r} serves {task!r}, which takes a table: give it read_table(...) "
+                    "or a database import, not files"
+                )
             if batch_size is not None and batch_size > inference.MAX_IMAGE_BATCH and not isinstance(data, Batches):
-                raise OperationError(f"batch_size {batch_size}: at most {inference.MAX_IMAGE_BATCH} images per "
-                                     "request (thousands are for a tabular model's rows)")
-            refs = data.batches if isinstance(data, Batches) else _batched(as_refs(data),
-                                                                           batch_size or inference.BATCH_SIZE)
-            options = inference.ImageOptions(asked, candidate_labels, threshold, ctx.node_dir / "masks",
-                                             ctx.resources.workspace.max_raster_samples)
+                raise OperationError(
+                    f"batch_size {batch_size}: at most {inference.MAX_IMAGE_BATCH} images per "
+                    "request (thousands are for a tabular model's rows)"
+                )
+            refs = (
+                data.batches
+                if isinstance(data, Batches)
+                else _batched(as_refs(data), batch_size or inference.BATCH_SIZE)
+            )
+            options = inference.ImageOptions(
+                asked, candidate_labels, threshold, ctx.node_dir / "masks", ctx.resources.workspace.max_raster_samples
+            )
             if tensors.takes_tensors(described):  # bands as float32 tensors [N, C, H, W], in binary
                 tensor_model = tensors.TensorModel.of(model, task, described)
                 items, stats = inference.predict_tiles(server, tensor_model, refs, options, ctx.check_cancelled)
@@ -1022,14 +1245,16 @@ def _batched(refs: list[FileRef], size: int) -> list[list[FileRef]]:
 def delete_model(ctx: RunContext, model: ModelId) -> dict:
     """Unload a model from the model server."""
     from orchestrator.models import client as model_server
+
     # This run lets go of its lease; the model stays loaded while other runs hold it.
     with ctx.resources.model_server.connect(lease=ctx.run_id) as server:
         answer = server.unload(model)
     ctx.cleanup.discard(f"model:{model}")
     unloaded = answer.get("state") != "READY"
     if not unloaded:
-        ctx.log.info(f"{model} stays loaded: {answer.get('leases', 0)} other run(s) hold it, or it was loaded "
-                     "without a lease")
+        ctx.log.info(
+            f"{model} stays loaded: {answer.get('leases', 0)} other run(s) hold it, or it was loaded without a lease"
+        )
     return {"model": model, "name": model_server.slug(model), "unloaded": unloaded}
 
 
@@ -1044,34 +1269,46 @@ def compare_models(
     ],
     labels: Annotated[
         Literal["auto", "folders", "none"],
-        Field(description="without truth: auto = class folders when every input has one, else agreement only; "
-                          "folders = require them; none = agreement only"),
+        Field(
+            description="without truth: auto = class folders when every input has one, else agreement only; "
+            "folders = require them; none = agreement only"
+        ),
     ] = "auto",
     truth: Annotated[
         Table | FileDict | FileList | None,
-        Field(description="ground truth: a Table (key and truth columns), a COCO JSON file (detection), "
-                          "mask PNGs named like the images (segmentation); for georeferenced tiles a label raster, "
-                          "GeoJSON/GeoPackage polygons or a PostGIS table, matched by place"),
+        Field(
+            description="ground truth: a Table (key and truth columns), a COCO JSON file (detection), "
+            "mask PNGs named like the images (segmentation); for georeferenced tiles a label raster, "
+            "GeoJSON/GeoPackage polygons or a PostGIS table, matched by place"
+        ),
     ] = None,
     truth_key: Annotated[
         str, Field(min_length=1, max_length=256, description="truth table: the column matching the prediction keys")
     ] = "name",
     truth_column: Annotated[
-        str, Field(min_length=1, max_length=256, description="truth table or polygons: the column (property) "
-                                                             "holding the class or value")
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="truth table or polygons: the column (property) holding the class or value",
+        ),
     ] = "label",
     iou_threshold: Annotated[
         float, Field(ge=0.05, le=0.95, description="detection: the IoU at which a box counts as found")
     ] = 0.5,
     classes: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
-        Field(max_length=65535, description="label raster truth: class names by id (0, 1, 2...); default: the "
-                                            "raster's CLASSES tag"),
+        Field(
+            max_length=65535,
+            description="label raster truth: class names by id (0, 1, 2...); default: the raster's CLASSES tag",
+        ),
     ] = None,
     truth_rule: Annotated[
         Literal["centre", "majority"],
-        Field(description="classified tiles against geographic truth: the class at a tile's centre, or the one "
-                          "covering most of it"),
+        Field(
+            description="classified tiles against geographic truth: the class at a tile's centre, or the one "
+            "covering most of it"
+        ),
     ] = "centre",
     regions: Annotated[
         Table | FileDict | FileList | None,
@@ -1081,13 +1318,19 @@ def compare_models(
         str, Field(min_length=1, max_length=256, description="regions: the property or column naming each region")
     ] = "name",
     baseline: Annotated[
-        str | None, Field(min_length=1, max_length=256, description="the model in use (a compared model): each "
-                                                                  "other model's gate is against it")
+        str | None,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="the model in use (a compared model): each other model's gate is against it",
+        ),
     ] = None,
     gate: Annotated[
         dict[GateMetric, dict[Literal["min_delta"], float]] | None,
-        Field(description='what a challenger must beat the baseline by, per metric, e.g. {"accuracy": '
-                          '{"min_delta": 0.01}}: the lower end of the 95% interval of the difference')
+        Field(
+            description='what a challenger must beat the baseline by, per metric, e.g. {"accuracy": '
+            '{"min_delta": 0.01}}: the lower end of the 95% interval of the difference'
+        ),
     ] = None,
     fail_on_gate: Annotated[
         bool, Field(description="fail the run when no challenger passes the gate (after the report is written)")
@@ -1099,29 +1342,48 @@ def compare_models(
     from orchestrator.compare import drilldown, fingerprint, geotruth, reporting
     from orchestrator.compare import gate as gates
     from orchestrator.compare.page import run_facts
+
     task = results[0].task
     names = [item["name"] for item in results[0].items]
-    runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels)
-            for r in results]
+    runs = [
+        compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels) for r in results
+    ]
     if (baseline or gate) and geotruth.is_geographic(truth, results[0].items):
-        raise OperationError("baseline and gate are not available yet with geographic truth (a label raster or "
-                             "polygons); compare without them")
+        raise OperationError(
+            "baseline and gate are not available yet with geographic truth (a label raster or "
+            "polygons); compare without them"
+        )
     if geotruth.is_geographic(truth, results[0].items):  # georeferenced tiles against truth on the Earth
         from orchestrator.compare import earth
-        options = geotruth.Options(truth_column, classes, truth_rule, region_column,
-                                   ctx.resources.workspace.max_raster_samples)
-        return earth.compare_on_earth(results, runs, truth, regions, options, ctx.node_dir, ctx.run_dir,
-                                      iou_threshold=iou_threshold, check=ctx.check_cancelled, log=ctx.log.info)
+
+        options = geotruth.Options(
+            truth_column, classes, truth_rule, region_column, ctx.resources.workspace.max_raster_samples
+        )
+        return earth.compare_on_earth(
+            results,
+            runs,
+            truth,
+            regions,
+            options,
+            ctx.node_dir,
+            ctx.run_dir,
+            iou_threshold=iou_threshold,
+            check=ctx.check_cancelled,
+            log=ctx.log.info,
+        )
     if regions is not None:
-        raise OperationError("regions score georeferenced predictions against geographic truth (a label raster, "
-                             "GeoJSON, GeoPackage or a PostGIS table); give such truth, or no regions")
+        raise OperationError(
+            "regions score georeferenced predictions against geographic truth (a label raster, "
+            "GeoJSON, GeoPackage or a PostGIS table); give such truth, or no regions"
+        )
     found = _truth_for(task, names, labels, truth, truth_key, truth_column)
     report = compare.compare(runs, found, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
     listed = drilldown.Listing.of(results, runs, found, report)
     # The table rows the page shows are kept while the fingerprint reads the table: one read, not one per model.
     keep = drilldown.rows_to_show(results, runs, found, listed)
     report["dataset_fingerprint"], report["fingerprint_of"], kept = fingerprint.fingerprint_and_rows(
-        results, names, found, keep)
+        results, names, found, keep
+    )
     report["earlier"] = lineage.earlier_comparisons(report["dataset_fingerprint"])
     folder = ctx.node_dir
     charts = compare.charts(report, folder / "charts")
@@ -1130,23 +1392,35 @@ def compare_models(
     shown = reporting.disagreements(drilldown.with_rows(results, kept), runs, found)
     cells = listed.finish(drilldown.kept_rows(results, kept)) if listed is not None else None
     html = folder / "report.html"
-    html.write_text(compare.html_report(report, charts, shown, title=f"Comparison of {len(results)} models",
-                                        drilldown=cells, run=run_facts(ctx.run_id, ctx.pipeline)))
+    html.write_text(
+        compare.html_report(
+            report,
+            charts,
+            shown,
+            title=f"Comparison of {len(results)} models",
+            drilldown=cells,
+            run=run_facts(ctx.run_id, ctx.pipeline),
+        )
+    )
     ctx.log.info(f"compare_models: {report.get('verdict', '')}")
     if fail_on_gate and report.get("gate") and not report["gate"]["any_passed"]:
         # After the report: a CI reads why in this message and in the report beside it.
-        raise OperationError(f"{gates.summary(report)} The report: {html.relative_to(ctx.run_dir).as_posix()} "
-                             "in the run's files")
+        raise OperationError(
+            f"{gates.summary(report)} The report: {html.relative_to(ctx.run_dir).as_posix()} in the run's files"
+        )
     return Comparison(report, markdown, charts, html)
 
 
 def _truth_for(task: str, names: list[str], labels: str, truth, key: str, column: str):
     from orchestrator.compare import truth as truth_sources
+
     if truth is None:
         found = None if labels == "none" else truth_sources.from_folders(names)
         if labels == "folders" and found is None:
-            raise OperationError("labels 'folders' needs every input in a folder named by its class (Fire/a.jpg); "
-                                 "use labels 'auto' or 'none' to compare agreement only, or give truth")
+            raise OperationError(
+                "labels 'folders' needs every input in a folder named by its class (Fire/a.jpg); "
+                "use labels 'auto' or 'none' to compare agreement only, or give truth"
+            )
         return found if task in truth_sources.CLASSIFICATION else None
     if isinstance(truth, Table):
         if task in ("object-detection", "image-segmentation"):
