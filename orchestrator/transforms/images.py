@@ -191,6 +191,8 @@ class _Pool:
 
     def replies(self, future: Future[bytes]) -> list[tuple[int, bool, Any]]:
         try:
+            # Bytes pickle.dumps made in our own forked worker from what it built (file references, errors), sent
+            # over the executor's pipe: an image's bytes go to Pillow there and never reach a pickle stream.
             return pickle.loads(future.result())
         except BrokenProcessPool:
             raise self._died() from None
