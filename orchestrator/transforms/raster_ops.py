@@ -390,24 +390,6 @@ def select_bands(
             return derived(ref, ref.name, target, dst, bands=chosen if any(chosen) else None)
 
 
-RESAMPLING = (
-    "nearest",
-    "bilinear",
-    "cubic",
-    "cubic_spline",
-    "lanczos",
-    "average",
-    "mode",
-    "min",
-    "max",
-    "med",
-    "q1",
-    "q3",
-    "sum",
-    "rms",
-)
-
-
 def reproject(
     ref: FileRef,
     out_dir: Path,
