@@ -164,7 +164,7 @@ class DagsterClient:
         self.selector = {"repositoryLocationName": location, "repositoryName": repository}
         self.job = job
         # A burst of submissions waits here for one of a few connections, not inside the webserver,
-        # where the wait would count against the timeout (tests/test_load.py: 200 at once gave 503s).
+        # where the wait would count against the timeout (tests/api/test_load.py: 200 at once gave 503s).
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, pool=None),
             limits=httpx.Limits(max_connections=MAX_CONNECTIONS),

@@ -3,7 +3,7 @@
     DEPLOY_PROBE_ALLOWED='["dagster", ...]' python tests/deploy_probe.py PROFILE
 
 PROFILE is a deploy/docker/requirements.py profile; DEPLOY_PROBE_ALLOWED lists the distributions
-its image gets (tests/test_deploy.py works them out). An import from any other installed
+its image gets (tests/project/test_deploy.py works them out). An import from any other installed
 distribution fails with ModuleNotFoundError, as it would in the image (importlib.util.find_spec
 says None): a hard import fails the probe, an optional one is skipped as it would be there. Prints JSON
 {"facts": {...}, "refused": [...], "distributions": [...]}: what the process found (e.g. the Dagster

@@ -20,7 +20,7 @@ import pytest
 from botocore.config import Config
 from PIL import Image, ImageDraw
 
-from conftest import free_port
+from harness import free_port
 
 SAMPLE_BUCKET = "constellation-samples"
 # The objects of SAMPLE_BUCKET's folder images/ (label folders, like data/samples/), and the

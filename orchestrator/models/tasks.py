@@ -4,7 +4,7 @@ The name is the task's name on an Open Inference Protocol server (what deploy_mo
 server needs only the names. deploy_model and model_inference take these names (ops.Task), model_inference
 sends images or table rows by `reads` (inference.py), and compare_models picks its comparison and the truth
 it needs by `compared_as` (compare/inputs.py, compare/truth.py). Our model server maps each name to its class
-(model_server/tasks, which ships without this package: tests/test_contract.py checks it serves these names).
+(model_server/tasks, which ships without this package: tests/engine/test_contract.py checks it serves these names).
 
 Adding a task: a row here, the request and answer of its kind in inference.py if it is a new one, and a
 class on our server.
