@@ -289,7 +289,7 @@ def list_runs(
 
 @app.command()
 def results(ctx: typer.Context, run: Run, url: Url = None, as_json: AsJson = False) -> None:
-    """Show what a succeeded run's top-level instructions produced, and its model comparisons."""
+    """Show what a run's top-level instructions produced (of a failed run: what finished), and its comparisons."""
     with _connect(ctx, url, as_json) as (gateway, as_json):
         answer = gateway.results(run)
         if as_json:

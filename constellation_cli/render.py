@@ -82,6 +82,12 @@ def comparison_tables(output: Mapping[str, Any]) -> list[Table | str]:
     for m in models:
         metrics.add_row(Text(str(m.get("model", ""))), *(Text(_with_interval(m, key)) for key, _ in shown))
     parts: list[Table | str] = [metrics]
+    failed = [f for f in output.get("failed_models") or [] if isinstance(f, Mapping)]
+    if failed:  # models that did not load or run: compared without them, and the run failed
+        left_out = _table("failed model", "error", wrapping=2)
+        for f in failed:
+            left_out.add_row(Text(str(f.get("model", "")), style="red"), Text(str(f.get("error", ""))))
+        parts.append(left_out)
     pairs = [p for p in output.get("pairs", []) if isinstance(p, Mapping)]
     if pairs:
         pair_columns = [

@@ -125,6 +125,8 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         catalog_events: list = []
         # What each top-level instruction produced, as it finishes: a failed run's results still show it.
         root_outputs: dict[int, Any] = {}
+        # Top-level instructions that failed: the run may have gone on after one (a model that did not deploy).
+        root_failures: dict[int, str] = {}
         root_ids = {id(root) for root in plan.roots}
 
         def on_event(event: NodeEvent) -> None:
@@ -136,6 +138,10 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                     catalog_events.extend(lineage.asset_events(catalog, event.node, event.output, context.run_id))
                     if id(event.node) in root_ids:
                         root_outputs[id(event.node)] = event.output
+                elif event.kind == NodeEventKind.FAILED and id(event.node) in root_ids:
+                    root_failures[id(event.node)] = runs.clip(
+                        f"{event.node.operation} at {event.node.path} failed: {event.error}"
+                    )
 
         op_resources = OpResources(**{key: getattr(context.resources, key) for key in resources})
         run_context = RunContext(
@@ -150,7 +156,7 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                 outputs = execute(plan, catalog, run_context, on_event, reuse=kept)
             except InstructionFailed as failed:
                 progress.fail(failed)
-                _write_partial_results(folder, kept, plan, root_outputs, runs.clip(str(failed)))
+                _write_partial_results(folder, kept, plan, root_outputs, runs.clip(str(failed)), root_failures)
                 yield from catalog_events  # what was read before the failure is still worth knowing
                 raise Failure(
                     description=runs.clip(str(failed)),
@@ -222,11 +228,18 @@ def _server_folders_hidden(workspace: Workspace, folder: runs.RunFolder) -> Reda
 
 
 def _write_partial_results(
-    folder: runs.RunFolder, kept: runs.KeptOutputs, plan, root_outputs: dict[int, Any], why: str
+    folder: runs.RunFolder,
+    kept: runs.KeptOutputs,
+    plan,
+    root_outputs: dict[int, Any],
+    why: str,
+    root_failures: dict[int, str] | None = None,
 ) -> None:
     """results.json of a run that did not succeed: each top-level instruction's output where it finished;
     where it did not, {"state": "failed", "error"} for the one that was running and {"state": "not run", "error"}
-    for those after it. A run that succeeds writes no state (its document is unchanged)."""
+    for those after it. A run that went on after a failure (`root_failures`: a model that did not deploy) shows
+    that failure where it happened, and what finished after it. A run that succeeds writes no state (its
+    document is unchanged)."""
     results: list[dict[str, Any]] = []
     stopped_at = None
     for root in plan.roots:
@@ -234,6 +247,10 @@ def _write_partial_results(
         if id(root) in root_outputs and stopped_at is None:
             kept.fetch(root)  # a reused result shows its files
             entry["output"] = _to_result(root_outputs[id(root)])
+        elif root_failures and id(root) in root_failures and stopped_at is None:
+            entry.update(state=ResultState.FAILED, error=root_failures[id(root)])
+            if not any(id(later) in root_outputs or id(later) in root_failures for later in _after(plan, root)):
+                stopped_at = root  # nothing ran after it: it stopped the run
         elif stopped_at is None:
             stopped_at = root
             entry.update(state=ResultState.FAILED, error=why)
@@ -248,6 +265,11 @@ def _write_partial_results(
         folder.write_json(runs.RESULTS, {"results": folder.public(results)})
     except Exception as exc:  # never hide why the run failed; GET /runs/{id} still says it
         log.warning(f"could not write the results of the instructions that finished: {exc}")
+
+
+def _after(plan, root) -> list:
+    """The top-level instructions after `root`."""
+    return plan.roots[plan.roots.index(root) + 1 :]
 
 
 def _comparison_metadata(where: str, comparison: Comparison) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from orchestrator.datasets import (
     Table,
     as_refs,
 )
-from orchestrator.engine import OperationError, RunContext, never_reused, reads_from, writes_to
+from orchestrator.engine import Failed, OperationError, RunContext, needs, never_reused, provides, reads_from, writes_to
 from orchestrator.models import tasks as model_tasks
 from orchestrator.transforms.arithmetic import OperatorName as MathOperator
 
@@ -1112,7 +1112,13 @@ CandidateLabels = Annotated[
 ]
 
 
+def _the_model(given: Mapping[str, Any]) -> str:
+    """What deploy_model provides and model_inference needs: the model, by its id."""
+    return f"model {given['model']!r}"
+
+
 @never_reused  # a resumed run needs the model loaded again; the parent unloaded it
+@provides(lambda given: [_the_model(given)])  # when it fails, the run goes on: what needs the model fails instead
 def deploy_model(
     ctx: RunContext,
     model: ModelId,
@@ -1157,6 +1163,7 @@ def read_table(
     return tables.read_tables(as_refs(data), ctx.node_dir / "rows.jsonl", format, ctx.check_cancelled)
 
 
+@needs(lambda given: [_the_model(given)])
 def model_inference(
     ctx: RunContext,
     model: ModelId,
@@ -1242,6 +1249,7 @@ def _batched(refs: list[FileRef], size: int) -> list[list[FileRef]]:
 
 
 @never_reused
+@needs(lambda given: [_the_model(given)])
 def delete_model(ctx: RunContext, model: ModelId) -> dict:
     """Unload a model from the model server."""
     from orchestrator.models import client as model_server
@@ -1265,7 +1273,9 @@ GateMetric = Literal["accuracy", "macro_f1", "rmse", "mae", "r2", "map", "miou",
 def compare_models(
     ctx: RunContext,
     results: Annotated[
-        list[Predictions], Field(min_length=2, max_length=20, description="model_inference results over the same data")
+        # Failed: a model that did not load or run is listed in the report; the others are still compared.
+        list[Predictions | Failed],
+        Field(min_length=2, max_length=20, description="model_inference results over the same data"),
     ],
     labels: Annotated[
         Literal["auto", "folders", "none"],
@@ -1341,26 +1351,27 @@ def compare_models(
     from orchestrator.assets import lineage
     from orchestrator.compare import drilldown, fingerprint, geotruth, reporting
     from orchestrator.compare import gate as gates
+    from orchestrator.compare import inputs as compare_inputs
     from orchestrator.compare.page import run_facts
 
-    task = results[0].task
-    names = [item["name"] for item in results[0].items]
-    runs = [
-        compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels) for r in results
-    ]
-    if (baseline or gate) and geotruth.is_geographic(truth, results[0].items):
+    # Models that failed to load or run: the others are compared, and the report lists these (the run still fails).
+    ran, failed = compare_inputs.without_failed(results)
+    task = ran[0].task
+    names = [item["name"] for item in ran[0].items]
+    runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels) for r in ran]
+    if (baseline or gate) and geotruth.is_geographic(truth, ran[0].items):
         raise OperationError(
             "baseline and gate are not available yet with geographic truth (a label raster or "
             "polygons); compare without them"
         )
-    if geotruth.is_geographic(truth, results[0].items):  # georeferenced tiles against truth on the Earth
+    if geotruth.is_geographic(truth, ran[0].items):  # georeferenced tiles against truth on the Earth
         from orchestrator.compare import earth
 
         options = geotruth.Options(
             truth_column, classes, truth_rule, region_column, ctx.resources.workspace.max_raster_samples
         )
-        return earth.compare_on_earth(
-            results,
+        on_earth = earth.compare_on_earth(
+            ran,
             runs,
             truth,
             regions,
@@ -1371,33 +1382,40 @@ def compare_models(
             check=ctx.check_cancelled,
             log=ctx.log.info,
         )
+        if failed:  # the page of a comparison on the Earth does not list them yet; its JSON does
+            on_earth.report["failed_models"] = failed
+            (ctx.node_dir / "comparison.json").write_text(json.dumps(on_earth.report, indent=1))
+        return on_earth
     if regions is not None:
         raise OperationError(
             "regions score georeferenced predictions against geographic truth (a label raster, "
             "GeoJSON, GeoPackage or a PostGIS table); give such truth, or no regions"
         )
     found = _truth_for(task, names, labels, truth, truth_key, truth_column)
-    report = compare.compare(runs, found, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
-    listed = drilldown.Listing.of(results, runs, found, report)
+    report = compare_inputs.compare_without(
+        failed, lambda: compare.compare(runs, found, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
+    )
+    report["failed_models"] = failed
+    listed = drilldown.Listing.of(ran, runs, found, report)
     # The table rows the page shows are kept while the fingerprint reads the table: one read, not one per model.
-    keep = drilldown.rows_to_show(results, runs, found, listed)
+    keep = drilldown.rows_to_show(ran, runs, found, listed)
     report["dataset_fingerprint"], report["fingerprint_of"], kept = fingerprint.fingerprint_and_rows(
-        results, names, found, keep
+        ran, names, found, keep
     )
     report["earlier"] = lineage.earlier_comparisons(report["dataset_fingerprint"])
     folder = ctx.node_dir
     charts = compare.charts(report, folder / "charts")
     markdown = compare.markdown(report)
     (folder / "comparison.json").write_text(json.dumps(report, indent=1))
-    shown = reporting.disagreements(drilldown.with_rows(results, kept), runs, found)
-    cells = listed.finish(drilldown.kept_rows(results, kept)) if listed is not None else None
+    shown = reporting.disagreements(drilldown.with_rows(ran, kept), runs, found)
+    cells = listed.finish(drilldown.kept_rows(ran, kept)) if listed is not None else None
     html = folder / "report.html"
     html.write_text(
         compare.html_report(
             report,
             charts,
             shown,
-            title=f"Comparison of {len(results)} models",
+            title=f"Comparison of {len(ran)} models",
             drilldown=cells,
             run=run_facts(ctx.run_id, ctx.pipeline),
         )

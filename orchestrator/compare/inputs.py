@@ -8,12 +8,12 @@ exact same inputs, each input once, and the truth covers every input. Failures r
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from orchestrator.engine import OperationError
+from orchestrator.engine import Failed, OperationError
 from orchestrator.models import tasks
 
 #: The kind of comparison each model task gets (the task table, orchestrator/models/tasks.py).
@@ -59,6 +59,50 @@ class Truth:
     #: What the truth's maker already counted while reading the masks (geotruth.align: a segmentation.Scan), so
     #: the scoring does not read them again; None: the scoring reads them.
     counted: Any = field(default=None, repr=False, compare=False)
+
+
+R = TypeVar("R")
+
+
+def without_failed(results: Sequence[R | Failed]) -> tuple[list[R], list[dict[str, str]]]:
+    """The models' results that came, and each model that failed to load or run (the engine hands compare_models
+    a `Failed` in its place): `{"model", "path", "operation", "error"}`, as the report lists them."""
+    ran = [r for r in results if not isinstance(r, Failed)]
+    failed = [
+        {
+            "model": str(f.parameters.get("model") or f"{f.operation} at {f.path}"),
+            "path": f.path,
+            "operation": f.operation,
+            "error": f.error,
+        }
+        for f in results
+        if isinstance(f, Failed)
+    ]
+    return ran, failed
+
+
+def compare_without(failed: Sequence[dict[str, str]], compare: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`compare()`'s report of the models that ran, its verdict saying which failed; when a single model is left
+    and its kind of comparison cannot score one model alone, an error naming them all."""
+    if not failed:
+        return compare()
+    try:
+        report = compare()
+    except OperationError:
+        raise
+    except Exception as exc:  # one model left, which this kind of comparison cannot report alone
+        raise OperationError(
+            f"only one model ran, and it cannot be compared alone ({type(exc).__name__}: {exc}); "
+            + _failed_sentence(failed)
+        ) from exc
+    report["verdict"] = f"{report.get('verdict', '')} {_failed_sentence(failed)}".strip()
+    return report
+
+
+def _failed_sentence(failed: Sequence[dict[str, str]]) -> str:
+    models = ", ".join(repr(f["model"]) for f in failed)
+    were = "was" if len(failed) == 1 else "were"
+    return f"Not compared: {models} failed to load or run and {were} left out (failed_models says why)."
 
 
 def labels_from_folders(names: Sequence[str]) -> dict[str, str] | None:

@@ -162,6 +162,7 @@ def html_report(
         task=report.get("task"),
         method=text.method(report),
         verdict=report["verdict"],
+        failed=report.get("failed_models") or [],  # models that did not run (compare_models goes on without them)
         models=text.models_table(report),
         pairs=text.pairs_table(report) if report["pairs"] else None,
         charts=figures([n for n in charts if not n.startswith("confusion/")]),

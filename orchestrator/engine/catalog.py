@@ -31,6 +31,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 # of its name, from the instruction's literal parameters and its output: e.g. ["s3", bucket, *key segments].
 # The host records them (the code location: Dagster's asset catalog, orchestrator/assets/lineage.py).
 AssetName = Callable[[Mapping[str, Any], Any], Sequence[str]]
+# What an operation makes available to later instructions beyond its output, or needs from earlier ones, named
+# from its literal parameters: e.g. deploy_model provides ["model 'fire-vit-a'"], model_inference needs the same.
+# A failed provider does not stop the run; an instruction that needs what it would have provided fails instead.
+Provision = Callable[[Mapping[str, Any]], Sequence[str]]
 
 
 class DataType:
@@ -46,6 +50,17 @@ class DataType:
     def to_result(self) -> Any:
         """The JSON the API returns for this value (large data as URIs)."""
         return {"type": type(self).__name__}
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An instruction that failed, in its place in a list parameter declared to take failures
+    (`list[Predictions | Failed]`): the operation receives what the others produced, and these."""
+
+    path: str
+    operation: str
+    error: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # its literal parameters (e.g. the model)
 
 
 @dataclass
@@ -96,6 +111,9 @@ class Parameter:
     default: Any = None
     accepts: tuple[str, ...] = ()
     many: bool = False  # a list of instruction outputs, e.g. several models' results
+    # A list whose instructions may fail without stopping the run, as long as one of them succeeds: the
+    # operation receives a `Failed` in place of each that failed (declared as `list[X | Failed]`).
+    tolerates_failures: bool = False
 
     @property
     def takes_instructions(self) -> bool:
@@ -110,6 +128,7 @@ class Parameter:
             "default": self.default,
             "accepts": list(self.accepts),
             "many": self.many,
+            "tolerates_failures": self.tolerates_failures,
         }
 
     @classmethod
@@ -122,6 +141,7 @@ class Parameter:
             default=raw.get("default"),
             accepts=tuple(raw.get("accepts", ())),
             many=raw.get("many", False),
+            tolerates_failures=raw.get("tolerates_failures", False),
         )
 
 
@@ -139,6 +159,9 @@ class Operation:
     # What it reads or writes outside the run, named from its parameters and output (reads_from, writes_to).
     reads: AssetName | None = None
     writes: AssetName | None = None
+    # What it makes available to later instructions (a deployed model), and what it needs of earlier ones.
+    provides: Provision | None = None
+    needs: Provision | None = None
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -248,6 +271,8 @@ def operation(fn: Callable[..., Any]) -> Operation:
         reusable=not getattr(fn, "never_reused", False),
         reads=getattr(fn, "reads_from", None),
         writes=getattr(fn, "writes_to", None),
+        provides=getattr(fn, "provides", None),
+        needs=getattr(fn, "needs", None),
     )
 
 
@@ -271,6 +296,28 @@ def writes_to(name: AssetName) -> Callable[[F], F]:
     return mark
 
 
+def provides(name: Provision) -> Callable[[F], F]:
+    """Mark an operation that makes something available to later instructions (a model it deploys), named by
+    `name(parameters)`. When it fails, the run goes on: the instructions that need it fail in its stead."""
+
+    def mark(fn: F) -> F:
+        fn.provides = name  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def needs(name: Provision) -> Callable[[F], F]:
+    """Mark an operation that needs what an earlier instruction provides (`provides`), named by `name(parameters)`:
+    when the instruction that would have provided it failed, this one fails without running, saying why."""
+
+    def mark(fn: F) -> F:
+        fn.needs = name  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
 def never_reused(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Mark an operation that a resumed run always runs again, even where an earlier run succeeded."""
     fn.never_reused = True  # type: ignore[attr-defined]
@@ -282,11 +329,14 @@ def _parameter(param: inspect.Parameter, hint: Any) -> Parameter:
     required = param.default is inspect.Parameter.empty
     default = None if required else param.default
     data, many = _data_types(base)
+    tolerates = _takes_failures(base)
+    if tolerates and not many:
+        raise TypeError(f"parameter {param.name!r}: only a list of instruction outputs may take Failed")
     if data:
         item = {"type": "object", "required": ["operation"], "x-accepts": [t.__name__ for t in data]}
         schema = {"type": "array", "items": item, **_length_bounds(hint)} if many else item
         accepts = tuple(t.__name__ for t in data)
-        return Parameter(param.name, description, schema, required, default, accepts, many)
+        return Parameter(param.name, description, schema, required, default, accepts, many, tolerates)
     schema = TypeAdapter(hint).json_schema()
     schema.pop("title", None)
     schema.pop("description", None)
@@ -331,6 +381,12 @@ def _data_types(tp: Any) -> tuple[list[type], bool]:
         inner = [m for m in _union_members(get_args(tp)[0]) if _is_data_type(m)]
         return inner, True
     return [m for m in _union_members(tp) if _is_data_type(m)], False
+
+
+def _takes_failures(tp: Any) -> bool:
+    """Whether a parameter's type takes `Failed` in place of an instruction's output (`list[X | Failed]`)."""
+    inner = get_args(tp)[0] if get_origin(tp) is list else tp
+    return Failed in _union_members(inner)
 
 
 def _type_name(tp: Any) -> str:
