@@ -171,6 +171,24 @@ class Processes:
         if name != "daemon" and not launcher.wait_for_port("127.0.0.1", self.ports[name], child, timeout_s=60):
             raise RuntimeError(f"{name} did not start:\n{self.log_tail()}")
 
+    def start_all(self) -> None:
+        """The code server, the webserver, the daemon and the gateway, in the order `make run` starts them."""
+        for name in ("code server", "webserver", "daemon", "gateway"):
+            self.start(name)
+
+    def as_stack(self) -> Stack:
+        """The running processes seen as a Stack (its `process` is the gateway's)."""
+        env = self.env
+        return Stack(
+            f"http://127.0.0.1:{env['CONSTELLATION_API_PORT']}",
+            env["CONSTELLATION_DAGSTER_URL"],
+            Path(env["CONSTELLATION_DATA_ROOT"]),
+            Path(env["CONSTELLATION_ARTIFACT_ROOT"]),
+            Path(env["DAGSTER_HOME"]),
+            self.log,
+            self.children["gateway"],
+        )
+
     def stop(self, name: str) -> None:
         launcher.stop_all([self.children.pop(name)])
 

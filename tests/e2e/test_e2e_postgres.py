@@ -98,8 +98,7 @@ def processes(tmp_path_factory: pytest.TempPathFactory, database: sa.URL) -> Ite
     launcher.prepare_home(env)
     running = Processes(env, base / "stack.log")
     try:
-        for name in ("code server", "webserver", "daemon", "gateway"):
-            running.start(name)
+        running.start_all()
         # The runs page of the UI: where broken storage settings show first, with the database's own words.
         answer = httpx.post(
             env["CONSTELLATION_DAGSTER_URL"] + "/graphql",
@@ -114,16 +113,7 @@ def processes(tmp_path_factory: pytest.TempPathFactory, database: sa.URL) -> Ite
 
 @pytest.fixture(scope="module")
 def pg_stack(processes: Processes) -> Stack:
-    env = processes.env
-    return Stack(
-        f"http://127.0.0.1:{env['CONSTELLATION_API_PORT']}",
-        env["CONSTELLATION_DAGSTER_URL"],
-        Path(env["CONSTELLATION_DATA_ROOT"]),
-        Path(env["CONSTELLATION_ARTIFACT_ROOT"]),
-        Path(env["DAGSTER_HOME"]),
-        processes.log,
-        processes.children["gateway"],
-    )
+    return processes.as_stack()
 
 
 def run_to_success(api: httpx.Client, stack: Stack, width: int = 32) -> tuple[str, list]:

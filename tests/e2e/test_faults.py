@@ -47,8 +47,7 @@ def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
     launcher.prepare_home(env)
     running = Processes(env, base / "stack.log")
     try:
-        for name in ("code server", "webserver", "daemon", "gateway"):
-            running.start(name)
+        running.start_all()
         yield running
     finally:
         running.stop_everything()
@@ -56,16 +55,7 @@ def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
 
 @pytest.fixture(scope="module")
 def fault_stack(processes: Processes) -> Stack:
-    env = processes.env
-    return Stack(
-        f"http://127.0.0.1:{env['CONSTELLATION_API_PORT']}",
-        env["CONSTELLATION_DAGSTER_URL"],
-        Path(env["CONSTELLATION_DATA_ROOT"]),
-        Path(env["CONSTELLATION_ARTIFACT_ROOT"]),
-        Path(env["DAGSTER_HOME"]),
-        processes.log,
-        processes.children["gateway"],
-    )
+    return processes.as_stack()
 
 
 def runs_in_dagster(stack: Stack) -> int:
