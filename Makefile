@@ -26,8 +26,11 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy  # what it checks, and how strictly: [tool.mypy] in pyproject.toml
 
+# Test files run in parallel, each whole on one worker (module fixtures such as a stack are started once);
+# TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) bench/run.py
