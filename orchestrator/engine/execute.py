@@ -162,7 +162,10 @@ class _Runner:
         return id(node) in self.outputs or id(node) in self.failures
 
     def _stop(self, running: dict[Future[Any], Node]) -> None:
-        """Siblings still running are told to stop before we wait for them."""
+        """Siblings still running are told to stop before we wait for them. (With none, the run is not told to
+        stop: a top-level instruction that provides for later ones may fail and the run go on.)"""
+        if not running:
+            return
         self.context.cancelled.set()
         for other in running:
             other.cancel()
