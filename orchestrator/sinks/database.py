@@ -172,7 +172,12 @@ def infer_column_types(columns: list[str], rows: Iterable[Mapping[str, Any]]) ->
 
 
 _LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")  # MySQL's TEXT stops at 64 KiB
-_TYPES = {"boolean": sa.Boolean(), "integer": sa.BigInteger(), "float": sa.Double(), "text": _LONG_TEXT}
+_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "boolean": sa.Boolean(),
+    "integer": sa.BigInteger(),
+    "float": sa.Double(),
+    "text": _LONG_TEXT,
+}
 
 
 def _new_columns(kinds: Mapping[str, str]) -> list[sa.Column]:

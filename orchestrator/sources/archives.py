@@ -12,6 +12,7 @@ A zip's entry count is read from its end record before `zipfile` loads the centr
 
 from __future__ import annotations
 
+import functools
 import shutil
 import stat
 import tarfile
@@ -107,13 +108,17 @@ def _shown(name: str) -> str:
 def _check_zip_entries(archive: Path, limits: ArchiveLimits) -> None:
     """Refuse a zip whose end record announces more entries than the cap, before its directory is loaded."""
     try:
+        # What zipfile itself reads first; the entry count is in it. Both names are zipfile's private ones,
+        # which typeshed leaves out of its stubs (hence the ignores); AttributeError if a Python renames them.
+        read_end_record = zipfile._EndRecData  # type: ignore[attr-defined]
+        entries_total: int = zipfile._ECD_ENTRIES_TOTAL  # type: ignore[attr-defined]
         with archive.open("rb") as fp:
-            end = zipfile._EndRecData(fp)  # what zipfile itself reads first; the entry count is in it
+            end = read_end_record(fp)
     except (OSError, AttributeError):
         return  # zipfile will say what is wrong with it
-    if end and end[zipfile._ECD_ENTRIES_TOTAL] > limits.max_files:
+    if end and end[entries_total] > limits.max_files:
         raise OperationError(
-            f"{archive.name} holds {end[zipfile._ECD_ENTRIES_TOTAL]} entries, more than {limits.max_files}; refused"
+            f"{archive.name} holds {end[entries_total]} entries, more than {limits.max_files}; refused"
         )
 
 
@@ -129,7 +134,7 @@ def _zip_members(archive: Path) -> Iterator[tuple[str, Opener]]:
                     raise OperationError(
                         f"{archive.name}: {_shown(info.filename)} is a link; archives may hold only files"
                     )
-                yield info.filename, (lambda info=info: zf.open(info))
+                yield info.filename, functools.partial(zf.open, info)
     except zipfile.BadZipFile as exc:
         raise OperationError(f"{archive.name} is not a readable zip: {exc}") from None
 
@@ -145,7 +150,7 @@ def _tar_members(archive: Path, limits: ArchiveLimits) -> Iterator[tuple[str, Op
                     raise OperationError(
                         f"{archive.name}: {_shown(member.name)} is a link or device; archives may hold only files"
                     )
-                yield member.name, (lambda member=member: _opened(tf.extractfile(member)))
+                yield member.name, functools.partial(_opened, tf, member)
     except tarfile.TarError as exc:
         raise OperationError(f"{archive.name} is not a readable tar: {str(exc)[:300]}") from None
 
@@ -173,7 +178,8 @@ def _bounded_tarinfo(archive: str, limits: ArchiveLimits) -> type[tarfile.TarInf
                     f"{archive}: a tar header (long name or extended attributes) of {self.size} bytes, over the "
                     f"limit of {MAX_TAR_HEADER_BYTES}; refused"
                 )
-            return super()._proc_member(tf)
+            # typeshed leaves tarfile's private hooks out of its stubs (hence the ignore)
+            return super()._proc_member(tf)  # type: ignore[misc]
 
     return BoundedTarInfo
 
@@ -200,7 +206,8 @@ def _is_tar(archive: Path, limits: ArchiveLimits) -> bool:
 
 
 @contextmanager
-def _opened(stream: IO[bytes] | None) -> Iterator[IO[bytes]]:
+def _opened(tf: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[IO[bytes]]:
+    stream = tf.extractfile(member)
     if stream is None:
         raise OperationError("an archive member could not be read")
     with stream:

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +313,7 @@ def _run_import(
     from orchestrator.sources import postgis
 
     stream = True
+    statement: sa.Executable
     spatial = conn.dialect.name == "postgresql"  # PostGIS geometries come through as GeoJSON (postgis.py)
     if query is not None:
         is_function = (lambda name: _pg_has_function(conn, name)) if conn.dialect.name == "postgresql" else None
@@ -322,6 +323,7 @@ def _run_import(
         spatial = spatial and kind != "EXPLAIN"
         statement = _bound_query(postgis.without_semicolon(query) if spatial else query, params or {})
     else:
+        assert table is not None  # import_rows let through exactly one of query and table
         # One row past the cap is enough to know the table holds more than the cap.
         cap = min(limit, limits.max_rows + 1) if limit is not None else limits.max_rows + 1
         statement = sa.select(_reflect(conn, connection, table)).limit(cap)
@@ -368,7 +370,7 @@ def _read_only(conn: Connection, connection: str, limits: ImportLimits = ImportL
             "transaction can be enforced (PostgreSQL, MySQL, MariaDB, SQLite)"
         )
     timeout_ms = max(1, int(limits.statement_timeout_s * 1000))
-    raw = conn.connection.driver_connection
+    raw = _driver_connection(conn)
     mysql_timeout = "max_statement_time" if getattr(conn.dialect, "is_mariadb", False) else "max_execution_time"
     transaction = conn.begin()
     sqlite_limit = None
@@ -398,6 +400,14 @@ def _read_only(conn: Connection, connection: str, limits: ImportLimits = ImportL
             conn.rollback()
 
 
+def _driver_connection(conn: Connection) -> Any:
+    """The driver's own connection under `conn`: sqlite3's, psycopg's, PyMySQL's... (Any: each driver its type)."""
+    raw = conn.connection.driver_connection
+    if raw is None:  # SQLAlchemy's type allows it for a closed pooled connection; `conn.connection` reconnects
+        raise OperationError("the database connection closed before the import could use it")
+    return raw
+
+
 class _Interrupter:
     """While a statement runs, watch for a cancel and interrupt the statement in the database.
 
@@ -411,7 +421,7 @@ class _Interrupter:
 
     def __init__(self, engine: Engine, conn: Connection, check_cancelled: Callable[[], None], timeout_s: float):
         self._engine, self._conn, self._check, self._timeout_s = engine, conn, check_cancelled, timeout_s
-        self._raw = conn.connection.driver_connection
+        self._raw = _driver_connection(conn)
         self._dialect = conn.dialect.name
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -504,7 +514,7 @@ def _row_too_big(connection: str, limits: ImportLimits, number: int, size: int, 
 
 def _bound_query(query: str, params: Mapping[str, Any]) -> sa.TextClause:
     statement = sa.text(query)
-    binds = []
+    binds: list[sa.BindParameter[Any]] = []
     for name, value in params.items():
         if not _PARAM_NAME.match(name):
             raise OperationError(f"params: {name!r} is not a parameter name (letters, digits and _; write :{name})")
@@ -573,6 +583,7 @@ def _write_rows(
                 return imported
             batch_bytes = line.written
             for row in batch:
+                values: Sequence[Any] = row  # the row's values, without the hidden SRID columns
                 if limit is not None and imported.count >= limit:
                     return imported
                 if imported.count >= limits.max_rows:
@@ -585,9 +596,9 @@ def _write_rows(
                     for i, column in srid_at:
                         if row[i] is not None:
                             imported.srids.setdefault(column, set()).add(int(row[i]))
-                    row = tuple(row[i] for i in shown_at)
+                    values = tuple(row[i] for i in shown_at)
                 size = 0  # of its texts and blobs, checked before any of the row is written
-                for column, value in zip(columns, row, strict=True):
+                for column, value in zip(columns, values, strict=True):
                     if isinstance(value, bytes | bytearray | memoryview | str):
                         length = len(value) if not isinstance(value, memoryview) else value.nbytes
                         if length > limits.max_value_bytes:
@@ -599,7 +610,7 @@ def _write_rows(
                 imported.widest_row = max(imported.widest_row, size)
                 if size > limits.max_row_bytes:
                     raise _row_too_big(connection, limits, number, size, exact=True)
-                line.write(keys, row, number, size)
+                line.write(keys, values, number, size)
                 imported.count += 1
             batch_bytes = line.written - batch_bytes
             if batch_bytes * 4 <= BATCH_BYTES:

@@ -46,7 +46,9 @@ def as_geojson(conn: Connection, statement: Any) -> tuple[Any, dict[str, str]]:
     oids = geometry_types(conn)
     if not oids:
         return statement, {}
-    probe = conn.execute(sa.select(sa.literal_column("*")).select_from(_rows_of(statement)).limit(0))
+    probe: sa.CursorResult[Any] = conn.execute(
+        sa.select(sa.literal_column("*")).select_from(_rows_of(statement)).limit(0)
+    )
     try:
         described = [(column[0], column[1]) for column in probe.cursor.description or []]
     finally:

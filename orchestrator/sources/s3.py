@@ -199,6 +199,7 @@ def import_objects(
         name = _file_name(bucket, key, _last_segment(key))
         target = _download(s3, bucket, key, _local_path(out_dir, 0, key), check_cancelled)
         return _entries(target, name, expand, nest=False)
+    assert prefix is not None  # exactly one of key and prefix, checked above
     return _import_prefix(s3, bucket, prefix, out_dir, expand, check_cancelled)
 
 

@@ -565,7 +565,7 @@ def _reader(dialect: str) -> Dialect:
     return reader
 
 
-def _parse(sql: str, dialect: str, refuse) -> exp.Expression:
+def _parse(sql: str, dialect: str, refuse) -> exp.Expr:
     try:
         with _quiet_sqlglot():
             parsed = _reader(dialect).parse(sql)
@@ -581,7 +581,7 @@ def _parse(sql: str, dialect: str, refuse) -> exp.Expression:
     return trees[0]
 
 
-def _walk(tree: exp.Expression, dialect: str, refuse, is_function: Callable[[str], bool]) -> None:
+def _walk(tree: exp.Expr, dialect: str, refuse, is_function: Callable[[str], bool]) -> None:
     mysql = dialect in ("mysql", "mariadb")
     for node in tree.walk():
         if isinstance(node, exp.Into):
@@ -641,7 +641,7 @@ def _check_function(node: exp.Func, dialect: str, refuse) -> None:
         )
 
 
-def _qualifier(node: exp.Expression) -> str | None:
+def _qualifier(node: exp.Expr) -> str | None:
     """The schema a call names (`pg_catalog` in pg_catalog.lower(x)), lower-cased; None when it names none."""
     parent = node.parent
     if isinstance(parent, exp.Dot) and parent.expression is node:

@@ -127,9 +127,13 @@ def find_items(documents: Documents, request: StacRequest, datetime: str | None)
                 f"{documents.shown(href)} is a static catalog, not a STAC API: filter (CQL2) needs an "
                 "API; use bbox, datetime and query, which are evaluated here on static catalogs"
             )
+        bbox = None
+        if request.bbox:
+            west, south, east, north = request.bbox  # four numbers: import_from_stac ran check_bbox
+            bbox = (west, south, east, north)
         criteria = Criteria(
             frozenset(request.collections) if request.collections else None,
-            tuple(request.bbox) if request.bbox else None,
+            bbox,
             datetime,
             request.query,
         )
@@ -199,7 +203,12 @@ def _walk_static(
             candidates: Iterator[pystac.Item] = iter(pystac.ItemCollection.from_dict(dict(root)).items)
         else:
             read = pystac.read_file(href, stac_io=documents)
-            candidates = iter([read]) if isinstance(read, pystac.Item) else read.get_items(recursive=True)
+            if isinstance(read, pystac.Item):
+                candidates = iter([read])
+            elif isinstance(read, pystac.Catalog):  # collections too
+                candidates = read.get_items(recursive=True)
+            else:  # pystac reads every STAC document as one of the two
+                raise OperationError(f"{documents.shown(href)} is neither a STAC catalog nor an item")
         found: list[pystac.Item] = []
         for item in candidates:
             if criteria.matches(item):

@@ -47,7 +47,10 @@ def system_resolver(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise OperationError(f"cannot resolve {host!r}: {exc.strerror}") from None
-    return [info[4][0].split("%")[0] for info in infos]
+    # Stream sockets give IPv4 and IPv6 addresses, whose host is text; typeshed's address type also holds the
+    # (number, bytes) pair of a family this Python cannot show, which nothing could connect to: left out.
+    hosts = [info[4][0] for info in infos]
+    return [host.split("%")[0] for host in hosts if isinstance(host, str)]
 
 
 @dataclass(frozen=True)
