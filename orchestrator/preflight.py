@@ -17,7 +17,11 @@ file's contents, a query's rows, a download) is left to the run, whose operation
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -87,6 +91,39 @@ def check_request(raw: Any, catalog: Catalog, resources: Any, checks: Mapping[st
     except PipelineInvalid as invalid:
         return invalid.problems
     return check_plan(plan, resources, checks)
+
+
+class Passed:
+    """The pipelines that passed the checks a moment ago in this process, so they are not checked again.
+
+    Dagster post-processes one launch's config several times in the code server (the launch, the queued run's
+    launch, an execution plan: 4 times for POST /validate then /execute), each a round of model server calls,
+    database connections and file stats. A pipeline that passed is remembered for `keep_s` seconds, by its
+    canonical JSON; `kept` at most. A refusal is never remembered (whoever fixes the server and tries again is
+    checked again), and the run worker, another process, checks once more as its run starts.
+    """
+
+    def __init__(self, keep_s: float = 30.0, kept: int = 64, clock: Callable[[], float] = time.monotonic):
+        self.keep_s, self.kept, self.clock = keep_s, kept, clock
+        self._passed: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, raw: Any, catalog: Catalog, resources: Any, checks: Mapping[str, str] = CHECKS) -> list[Problem]:
+        """`check_request`'s problems, or none at once for a pipeline that passed less than `keep_s` ago."""
+        key = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+        now = self.clock()
+        with self._lock:
+            when = self._passed.get(key)
+            if when is not None and now - when < self.keep_s:
+                return []
+        problems = check_request(raw, catalog, resources, checks)
+        if not problems:
+            with self._lock:
+                self._passed[key] = now
+                self._passed.move_to_end(key)
+                while len(self._passed) > self.kept:
+                    self._passed.popitem(last=False)
+        return problems
 
 
 def check_plan(plan: Plan, resources: Any, checks: Mapping[str, str] = CHECKS) -> list[Problem]:

@@ -41,9 +41,10 @@ class CheckedInstructions(Array):
         self.key = f"{self.key}.checked-{hashlib.sha1(settings.encode()).hexdigest()[:16]}"
         self._catalog = catalog
         self._resources = OpResources(**resources)
+        self._passed = preflight.Passed()  # Dagster post-processes one launch several times: checked once
 
     def post_process(self, value: Any) -> Any:
-        problems = preflight.check_request(value, self._catalog, self._resources)
+        problems = self._passed.check(value, self._catalog, self._resources)
         if problems:
             raise PostProcessingError(problems_text(problems))
         return value
