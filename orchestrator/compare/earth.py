@@ -10,7 +10,7 @@ regions) and a map section; the scene GeoTIFFs are the comparison's downloadable
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,20 +30,32 @@ def compare_on_earth(
     run_dir: Path | None,
     *,
     iou_threshold: float = 0.5,
+    baseline: str | None = None,
+    gate: dict[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
     check: Callable[[], None] = lambda: None,
     log: Callable[[str], None] = lambda _: None,
 ) -> Comparison:
+    """The comparison of georeferenced predictions against truth on the Earth: its report, files and page.
+
+    `baseline` and `gate` are the champion gate's (compare/gate.py), on the whole comparison's bootstrap; `run`
+    is what the page says of its run (`page.run_facts`), as every comparison's page does."""
     from orchestrator import compare
     from orchestrator.compare import maps, reporting
 
     aligned = geotruth.align(runs, truth, options, folder, regions, check)
-    report = compare.compare(aligned.runs, aligned.truth, iou_threshold=iou_threshold)
-    report = geotruth.extend(
-        report,
-        aligned,
-        lambda part_runs, part_truth: compare.compare(part_runs, part_truth, iou_threshold=iou_threshold),
-    )
-    scenes, colours = maps.draw(results, aligned, folder / "maps", options.caps, check)
+    try:
+        report = compare.compare(aligned.runs, aligned.truth, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
+        report = geotruth.extend(
+            report,
+            aligned,
+            lambda part_runs, part_truth: compare.compare(part_runs, part_truth, iou_threshold=iou_threshold),
+        )
+        scenes, colours = maps.draw(results, aligned, folder / "maps", options.caps, check)
+        if aligned.kind == "segmentation":  # the truth tiles the page draws beside the models' masks
+            aligned.write_truth([row["name"] for row in compare.find_disagreements(aligned.runs, aligned.truth)])
+    finally:
+        aligned.close()
     files: dict[str, Path] = {}
     for scene in scenes:
         stem = Path(scene.scene).stem
@@ -71,6 +83,7 @@ def compare_on_earth(
             shown,
             title=f"Comparison of {len(results)} models",
             geo=maps.section(report, scenes, colours, links),
+            run=run,
         )
     )
     log(f"compare_models: {report.get('verdict', '')}")

@@ -3,9 +3,11 @@
 `align` reads the truth for every predicted tile's footprint onto the tile's own grid (geo.py), and
 hands the comparison what it already knows how to score:
 
-- segmentation: one truth GeoTIFF per tile (uint16 class codes on the tile's grid, 65535 where a
-  pixel is not scored: outside every labelled feature, nodata in the label raster, or nodata in
-  any model's prediction, i.e. in the input) — a `Truth` of kind "masks" named by class;
+- segmentation: a truth tile per tile (uint16 class codes on the tile's grid, 65535 where a pixel
+  is not scored: outside every labelled feature, nodata in the label raster, or nodata in any
+  model's prediction, i.e. in the input) — a `Truth` of kind "masks" named by class. The tiles
+  are held in memory with the masks (`TileArrays`) for the maps; as files (16-bit PNGs) they are
+  written only for the tiles a page draws (`Aligned.write_truth`), the scoring having its counts;
 - classification of tiles: each tile's class, the one covering its centre (`rule` "centre") or
   most of its labelled pixels ("majority"); tiles without one are not scored.
 
@@ -15,7 +17,8 @@ scikit-learn's `confusion_matrix` is what the tests check it against), with what
 needs from the masks (pair agreement, each mask's largest classes): the truth it hands on carries
 them (`Truth.counted`), so the comparison scores the tiles without reading the masks again.
 Regions (polygons with a name) split the same truth: the comparison is run again on each region's
-pixels (segmentation) or on the tiles whose centre lies in it (classification).
+pixels (segmentation: counted in the same pass, per region) or on the tiles whose centre lies in it
+(classification).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
 
 IGNORE = 65535  # truth tiles: uint16 class codes, this where a pixel is not scored
+# The masks and truth tiles an alignment holds in memory for the maps; past this, in files of a temporary folder.
+HELD_BYTES = 1024**3
 RULES = ("centre", "majority")
 # Keys of a model's entry that describe the whole run, not a region's pixels.
 SPEED_KEYS = (
@@ -173,11 +178,25 @@ class Aligned:
     scored_pixels: int | None = None
     ignored_pixels: int | None = None
     ignored_inputs: list[str] = field(default_factory=list)
-    truth_tiles: dict[str, Path] = field(default_factory=dict)  # segmentation: tile name -> truth GeoTIFF
-    grids: dict[str, geo.Grid] = field(default_factory=dict)
+    grids: dict[str, geo.Grid] = field(default_factory=dict)  # every tile's, in the predictions' order
     regions: list[Subset] = field(default_factory=list)
     counts: np.ndarray | None = None  # tiles × models × classes × classes (truth rows, predicted columns)
     vocabulary: list[str] = field(default_factory=list)
+    held: TileArrays | None = None  # segmentation: every tile's masks and truth codes (for the maps)
+
+    def write_truth(self, names: Sequence[str]) -> None:
+        """Write the truth tiles of `names` (16-bit PNGs of class codes, IGNORE where not scored) where the truth
+        says they are: the scoring counted them in the pass, so only the tiles a page draws are written."""
+        if self.held is None:
+            return
+        for name in names:
+            path = self.truth.values.get(name)
+            if path is not None and name in self.held and not Path(path).exists():
+                _write_png(Path(path), np.asarray(self.held.get(name)[-1]))
+
+    def close(self) -> None:
+        if self.held is not None:
+            self.held.close()
 
 
 def align(
@@ -251,16 +270,114 @@ class _Vocabulary:
     def model_codes(self, index: int, ids: np.ndarray) -> np.ndarray:
         table = self.tables[index]
         top = int(ids.max(initial=0))
-        if top >= table.size:  # ids the model's labels do not name: classes "#id"
-            extra = [self.names.code(f"#{i}") for i in range(table.size, top + 1)]
-            table = self.tables[index] = np.concatenate([table, np.array(extra, dtype=np.int64)])
-        return table[ids]
+        if top >= table.size:  # room for ids the model's labels do not name (-1 until met)
+            table = self.tables[index] = np.concatenate([table, np.full(top + 1 - table.size, -1, dtype=np.int64)])
+        codes = table[ids]
+        if codes.size and int(codes.min()) < 0:  # ids met for the first time: classes "#id" (nodata's "#255" too)
+            for class_id in np.unique(ids[codes < 0]).tolist():
+                table[class_id] = self.names.code(f"#{class_id}")
+            codes = table[ids]
+        return codes
 
 
 def confusion(truth: np.ndarray, predicted: np.ndarray, size: int) -> np.ndarray:
     """size × size counts of (truth row, predicted column) pairs of codes in 0..size-1: scikit-learn's
     `confusion_matrix(truth, predicted, labels=range(size))` without its per-call validation."""
     return np.bincount(truth * size + predicted, minlength=size * size).reshape(size, size)
+
+
+class TileArrays:
+    """Each tile's masks (one per model) and truth codes as the alignment read them, for the maps and the page's
+    drawings, so that nothing reads the masks again: in memory up to `budget` bytes, beyond that in .npy files
+    of a temporary folder (memory then follows the budget, not the scene)."""
+
+    def __init__(self, budget: int = HELD_BYTES):
+        self.budget, self.held = budget, 0
+        self._memory: dict[str, list[np.ndarray]] = {}
+        self._spilt: dict[str, list[Path]] = {}
+        self._folder: Any = None
+
+    def put(self, name: str, arrays: list[np.ndarray]) -> None:
+        size = sum(a.nbytes for a in arrays)
+        if self.held + size <= self.budget:
+            self._memory[name] = arrays
+            self.held += size
+            return
+        import tempfile
+
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="constellation-tiles-")
+        paths = [Path(self._folder.name) / f"{len(self._spilt):06d}-{k}.npy" for k in range(len(arrays))]
+        for path, array in zip(paths, arrays, strict=True):
+            np.save(path, array)
+        self._spilt[name] = paths
+
+    def get(self, name: str) -> list[np.ndarray]:
+        if name in self._memory:
+            return self._memory[name]
+        return [np.load(path, mmap_mode="r") for path in self._spilt[name]]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._memory or name in self._spilt
+
+    def close(self) -> None:
+        self._memory.clear()
+        self._spilt.clear()
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+
+@dataclass
+class _Counted:
+    """What the scoring needs of some tiles, counted in the pass over them (segmentation.Scan.counted's input)."""
+
+    names: list[str] = field(default_factory=list)
+    counts: list[list[np.ndarray]] = field(default_factory=list)  # per tile and model: confusion counts
+    agreement: list[list[float]] = field(default_factory=list)  # per tile: each pair's share of equal pixels
+    shown: list[list[np.ndarray]] = field(default_factory=list)  # per tile and model: pixels per class
+    truth_shown: list[np.ndarray] = field(default_factory=list)  # per tile: scored truth pixels per class
+    pixels: int = 0
+
+    def add(
+        self,
+        name: str,
+        truth: np.ndarray,
+        predicted: Sequence[np.ndarray],
+        size: int,
+        agreement: list[float],
+        shown: list[np.ndarray],
+    ) -> np.ndarray:
+        """Count one tile's scored pixels (truth codes and each model's, aligned); its confusion counts per model."""
+        tile = np.stack([confusion(truth, codes, size) for codes in predicted])
+        self.names.append(name)
+        self.counts.append(list(tile))
+        self.agreement.append(agreement)
+        self.shown.append(shown)
+        self.truth_shown.append(np.bincount(truth, minlength=size))
+        self.pixels += int(truth.size)
+        return tile
+
+    def stacked(self, models: int, size: int) -> np.ndarray:
+        """tiles × models × classes × classes (earlier tiles met fewer classes: zeros where they had none)."""
+        out = np.zeros((len(self.counts), models, size, size), dtype=np.int64)
+        for j, tile in enumerate(self.counts):
+            for i, matrix in enumerate(tile):
+                out[j, i, : matrix.shape[0], : matrix.shape[1]] = matrix
+        return out
+
+    def scan(self, runs: Sequence[ModelRun], classes: Sequence[str], stacked: np.ndarray | None = None) -> Any:
+        from orchestrator.compare import segmentation
+
+        return segmentation.Scan.counted(
+            self.names,
+            [run.model for run in runs],
+            classes,
+            self.stacked(len(runs), len(classes)) if stacked is None else stacked,
+            self.agreement,
+            self.shown,
+            self.truth_shown,
+        )
 
 
 def _segmentation(
@@ -271,92 +388,80 @@ def _segmentation(
     regions: geo.Layer | None,
     check: Callable[[], None],
 ) -> Aligned:
-    from orchestrator.compare import segmentation
-    from orchestrator.transforms import rasters
-
     by_name = [{str(item["name"]): item for item in run.items} for run in runs]
     vocabulary = _Vocabulary(source.names, runs)
     named_classes = len(vocabulary.names.names)  # the truth's and the models' named classes; then ids met ("#7")
     region_names = Names()
     region_codes = np.array([region_names.code(v) for v in regions.values], dtype=np.int32) if regions else None
-    region_files: dict[int, dict[str, Path]] = {}
-    region_pixels: dict[int, int] = {}
-    files: dict[str, Path] = {}  # the scored tiles' truth
-    tiles: dict[str, Path] = {}  # every tile's, for the maps
+    parts: dict[int, _Counted] = {}  # per region code, its tiles' counts
+    whole = _Counted()
+    files: dict[str, Path] = {}  # the scored tiles' truth (written for the tiles the page draws: write_truth)
     scored_total = ignored_total = 0
     ignored_tiles: list[str] = []
-    counts: list[np.ndarray] = []
-    # per scored tile, for the scoring: each pair's share of equal pixels, each mask's and the truth's class counts
-    agreement: list[list[float]] = []
-    shown: list[list[np.ndarray]] = []
-    truth_shown: list[np.ndarray] = []
     labelled_codes = np.zeros(0, dtype=np.int64)
     folder = out_dir / "truth"
-    for index, grid in enumerate(grids):
-        check()
-        codes = source.labels(grid)
-        masks = []
-        valid = np.ones(grid.shape, dtype=bool)
-        for run, items in zip(runs, by_name, strict=True):
-            item = items.get(grid.name)
-            if item is None or not item.get("mask"):
-                raise OperationError(f"model {run.model!r} has no mask for {grid.name!r}")
-            mask = _read_mask(item["mask"])
-            if mask.shape != grid.shape:
-                raise OperationError(
-                    f"model {run.model!r}'s mask for {grid.name!r} is {mask.shape[1]}×{mask.shape[0]} "
-                    f"pixels, its tile {grid.width}×{grid.height}"
-                )
-            if item.get("nodata") is not None:
-                valid &= mask != item["nodata"]
-            masks.append(mask)
-        scored = valid & (codes >= 0)
-        count = int(scored.sum())
-        scored_total += count
-        ignored_total += grid.width * grid.height - count
-        target = folder / f"{index:06d}.tif"
-        profile = rasters.output_profile(grid.width, grid.height, 1, "uint16", grid.crs, grid.transform, IGNORE)
-        with rasters.write_like(target, profile, descriptions=["class"]) as dataset:
-            dataset.write(np.where(scored, codes, IGNORE).astype(np.uint16), 1)
-        tiles[grid.name] = target
-        if count == 0:
-            ignored_tiles.append(grid.name)
-            continue
-        labelled_codes = np.union1d(labelled_codes, np.unique(codes[scored]))
-        files[grid.name] = target
-        truth_flat = vocabulary.truth_codes(source.names, codes[scored])
-        named = [vocabulary.model_codes(i, mask.astype(np.int64)) for i, mask in enumerate(masks)]
-        size = len(vocabulary.names.names)
-        counts.append([confusion(truth_flat, mask[scored], size) for mask in named])
-        agreement.append(
-            [
+    held = TileArrays()
+    try:
+        for index, grid in enumerate(grids):
+            check()
+            codes = source.labels(grid)
+            masks = []
+            valid = np.ones(grid.shape, dtype=bool)
+            for run, items in zip(runs, by_name, strict=True):
+                item = items.get(grid.name)
+                if item is None or not item.get("mask"):
+                    raise OperationError(f"model {run.model!r} has no mask for {grid.name!r}")
+                mask = _read_mask(item["mask"])
+                if mask.shape != grid.shape:
+                    raise OperationError(
+                        f"model {run.model!r}'s mask for {grid.name!r} is {mask.shape[1]}×{mask.shape[0]} "
+                        f"pixels, its tile {grid.width}×{grid.height}"
+                    )
+                if item.get("nodata") is not None:
+                    valid &= mask != item["nodata"]
+                masks.append(mask)
+            scored = valid & (codes >= 0)
+            count = int(np.count_nonzero(scored))
+            scored_total += count
+            ignored_total += grid.width * grid.height - count
+            held.put(grid.name, [*masks, np.where(scored, codes, IGNORE).astype(np.uint16)])
+            if count == 0:
+                ignored_tiles.append(grid.name)
+                continue
+            truth_codes = codes[scored]
+            labelled_codes = np.union1d(labelled_codes, np.unique(truth_codes))
+            files[grid.name] = folder / f"{index:06d}.png"
+            truth_flat = vocabulary.truth_codes(source.names, truth_codes)
+            named = [vocabulary.model_codes(i, mask.astype(np.int64)) for i, mask in enumerate(masks)]
+            size = len(vocabulary.names.names)
+            predicted = [mask[scored] for mask in named]
+            agreement = [
                 float(np.count_nonzero(named[a] == named[b])) / named[a].size
                 for a, b in itertools.combinations(range(len(named)), 2)
             ]
-        )
-        shown.append([np.bincount(mask.ravel(), minlength=size) for mask in named])
-        truth_shown.append(np.bincount(truth_flat, minlength=size))
-        if regions is not None and region_codes is not None:
-            places = regions.burn(grid, region_codes)
-            for code in np.unique(places[scored]):
-                if code < 0:
-                    continue
-                inside = scored & (places == code)
-                region_pixels[int(code)] = region_pixels.get(int(code), 0) + int(inside.sum())
-                path = folder / f"region-{int(code):04d}" / f"{index:06d}.png"
-                _write_png(path, np.where(inside, codes, IGNORE).astype(np.uint16))
-                region_files.setdefault(int(code), {})[grid.name] = path
+            shown = [np.bincount(mask.ravel(), minlength=size) for mask in named]
+            whole.add(grid.name, truth_flat, predicted, size, agreement, shown)
+            if regions is not None and region_codes is not None:
+                places = regions.burn(grid, region_codes)[scored]  # each scored pixel's region
+                for code in np.unique(places):
+                    if code < 0:
+                        continue
+                    inside = places == code
+                    parts.setdefault(int(code), _Counted()).add(
+                        grid.name, truth_flat[inside], [p[inside] for p in predicted], size, agreement, shown
+                    )
+    except BaseException:
+        held.close()
+        raise
     if scored_total == 0:
+        held.close()
         raise OperationError(
             f"{source.source} overlaps the predicted tiles but labels none of their valid pixels "
             "(every pixel it covers is nodata in the input or outside its features)"
         )
     size = len(vocabulary.names.names)
-    stacked = np.zeros((len(counts), len(runs), size, size), dtype=np.int64)
-    for j, tile_counts in enumerate(counts):
-        for i, matrix in enumerate(tile_counts):
-            stacked[j, i, : matrix.shape[0], : matrix.shape[1]] = matrix
-    scored_runs = _keep(runs, files)
+    classes = _shown_names(vocabulary.names.names, runs)
+    stacked = whole.stacked(len(runs), size)
     truth = Truth(
         kind="masks",
         values=dict(files),
@@ -364,21 +469,13 @@ def _segmentation(
         labels=list(source.names.names),
         ignore_index=IGNORE,
     )
-    truth.counted = segmentation.Scan.counted(
-        list(files),
-        [run.model for run in runs],
-        _shown_names(vocabulary.names.names, runs),
-        stacked,
-        agreement,
-        shown,
-        truth_shown,
-    )
+    truth.counted = whole.scan(runs, classes, stacked)
     # The per-class figures: named classes and ids met in scored pixels, not ids only met in nodata ("#255").
     totals = stacked.sum(axis=(0, 1))
     keep = np.flatnonzero((np.arange(size) < named_classes) | (totals.sum(axis=0) + totals.sum(axis=1) > 0))
     aligned = Aligned(
         "segmentation",
-        scored_runs,
+        _keep(runs, files),
         truth,
         _described(source),
         list(source.names.names),
@@ -386,29 +483,24 @@ def _segmentation(
         scored_total,
         ignored_total,
         ignored_tiles,
-        tiles,
         {g.name: g for g in grids},
         counts=stacked[:, :, keep][:, :, :, keep],
         vocabulary=[vocabulary.names.names[k] for k in keep],
+        held=held,
     )
     for code, name in enumerate(region_names.names):
-        if code not in region_files:
+        part = parts.get(code)
+        if part is None:
             continue
-        values = region_files[code]
-        aligned.regions.append(
-            Subset(
-                name,
-                _keep(runs, values),
-                Truth(
-                    kind="masks",
-                    values=values,
-                    source=f"{truth.source}, region {name!r}",
-                    labels=list(source.names.names),
-                    ignore_index=IGNORE,
-                ),
-                region_pixels[code],
-            )
+        region_truth = Truth(
+            kind="masks",
+            values={tile: files[tile] for tile in part.names},
+            source=f"{truth.source}, region {name!r}",
+            labels=list(source.names.names),
+            ignore_index=IGNORE,
         )
+        region_truth.counted = part.scan(runs, classes)
+        aligned.regions.append(Subset(name, _keep(runs, region_truth.values), region_truth, part.pixels))
     return aligned
 
 

@@ -1,12 +1,14 @@
 """Maps of a comparison on the Earth: each scene's input, every model's prediction, the truth, and where they differ.
 
-For each scene the tiles came from, the predicted masks of every model and the truth tiles are
-merged back into scene GeoTIFFs by `mosaic` (the same placement as the operation), and a
-disagreement GeoTIFF is computed from them by blocks (0 the models agree, 1 they do not, 255 no
-prediction). Those files are what a user downloads into a GIS. The page gets small PNG pictures of
-them (nearest-neighbour decimated reads, one colour per class name, the same in every picture) and
-a quicklook of the input: an RGB composite of its tiles (red, green, blue bands by name, else bands
-3, 2, 1), each band stretched between its 2nd and 98th percentile over valid pixels.
+For each scene the tiles came from (their origin as model_inference kept it, else their folder), the
+predicted masks of every model and the truth tiles, as the alignment read them and holds them, are
+merged back into scene GeoTIFFs block by block with `mosaic.merge` (the placement of the operation),
+and a disagreement GeoTIFF is computed on the same blocks (0 the models agree, 1 they do not, 255 no
+prediction): one pass, no tile read again. Those files are what a user downloads into a GIS. The page
+gets small PNG pictures of them (nearest-neighbour decimations taken from the same blocks, one colour
+per class name, the same in every picture) and a quicklook of the input: an RGB composite of its tiles
+(red, green, blue bands by name, else bands 3, 2, 1), each band stretched between its 2nd and 98th
+percentile over valid pixels.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,17 @@ import numpy as np
 
 from orchestrator.compare.geotruth import IGNORE, Aligned
 from orchestrator.datasets import FileRef, Predictions
+from orchestrator.transforms import mosaic as mosaics
 
 QUICKLOOK = 720  # the longer side of a picture, in pixels
+QUICKLOOK_THREADS = 4  # input tiles read at once for the quicklook
 NO_DATA_COLOUR = (246, 247, 249)  # the page's background: no prediction, no truth
 AGREE_COLOUR, DISAGREE_COLOUR = (205, 210, 218), (214, 39, 40)
 DISAGREEMENT_NODATA = 255
 RGB_NAMES = (("red", "green", "blue"), ("b04", "b03", "b02"), ("r", "g", "b"))
+# The scene maps hold class ids: deflate at level 1 without a predictor writes them 3-4x faster than the rasters'
+# default (level 6, horizontal differencing), for files about 10 % larger (bench/geo_truth.py's 4096² scene).
+CLASS_MAP = {"predictor": 1, "zlevel": 1}
 
 
 @dataclass
@@ -65,46 +71,20 @@ def draw(
     check: Callable[[], None] = lambda: None,
 ) -> tuple[list[SceneMaps], dict[str, tuple[int, int, int]]]:
     """Scene GeoTIFFs (predictions, truth, disagreement) and the page's pictures; the class colours."""
-    from orchestrator.transforms import mosaic as mosaics
-
     colours = palette(aligned.vocabulary or aligned.names)
-    if aligned.kind != "segmentation":
+    if aligned.kind != "segmentation" or aligned.held is None:
         return [], colours
-    per_model = [mosaics.group(mosaics.mask_refs(result), caps) for result in results]
-    scenes: list[SceneMaps] = []
-    for scene, refs in per_model[0].items():
+    scenes: dict[str, list[str]] = {}
+    for item in results[0].items:  # tiles by scene: their origin as model_inference kept it, else their folder
+        origin = item.get("tile")
+        ref = FileRef(str(item["name"]), Path(str(item.get("mask", ""))), {"tile": origin} if origin else {})
+        scenes.setdefault(mosaics.scene_of(ref, {}), []).append(ref.name)
+    drawn = []
+    for scene, names in scenes.items():
         check()
-        stem = _safe(Path(scene).stem or "scene")
-        folder = out_dir / stem
-        made: dict[str, FileRef] = {}
-        for index, (result, groups) in enumerate(zip(results, per_model, strict=True)):
-            tiles = groups.get(scene)
-            if not tiles:
-                continue
-            made[result.model] = mosaics.mosaic(
-                f"{_safe(result.model)}.tif", tiles, folder / f"model-{index + 1}", caps, check
-            )
-        facts = made[results[0].model].meta
-        maps = SceneMaps(
-            scene,
-            int(facts["width"]),
-            int(facts["height"]),
-            str(facts.get("crs")),
-            {model: ref.path for model, ref in made.items()},
-        )
-        truth_refs = [
-            FileRef(ref.name, aligned.truth_tiles[ref.name], ref.meta)
-            for ref in refs
-            if ref.name in aligned.truth_tiles
-        ]
-        if truth_refs:
-            maps.truth = mosaics.mosaic("truth.tif", truth_refs, folder / "truth", caps, check).path
-        maps.disagreement, maps.disagreeing_share = _disagreement(
-            results, maps, aligned, folder / "disagreement.tif", caps
-        )
-        maps.pictures = _pictures(results, maps, aligned, colours, refs, caps)
-        scenes.append(maps)
-    return scenes, colours
+        folder = out_dir / _safe(Path(scene).stem or "scene")
+        drawn.append(_scene(results, aligned, scene, names, colours, folder, caps, check))
+    return drawn, colours
 
 
 def _safe(name: str) -> str:
@@ -135,53 +115,120 @@ def _class_tables(results: Sequence[Predictions], aligned: Aligned) -> tuple[lis
     return tables, shown
 
 
-def _disagreement(
-    results: Sequence[Predictions], maps: SceneMaps, aligned: Aligned, target: Path, caps: int | None
-) -> tuple[Path | None, float | None]:
-    """A uint8 GeoTIFF on the scene's grid: 1 where the models' classes differ, 0 where they agree, 255 where any
-    model has no prediction; and the share of predicted pixels that differ."""
-    from orchestrator.transforms import rasters
-    from orchestrator.transforms.raster_ops import windows
+class _Picture:
+    """A nearest-neighbour decimation of a scene to the page's size (GDAL's choice of pixels: the one under each
+    picture pixel's centre), filled block by block."""
 
-    if len(maps.predictions) < 2:
-        return None, None
+    def __init__(self, width: int, height: int, dtype: Any):
+        self.shape = _picture_shape(width, height)
+        self.rows = np.floor((np.arange(self.shape[0]) + 0.5) * height / self.shape[0]).astype(np.int64)
+        self.cols = np.floor((np.arange(self.shape[1]) + 0.5) * width / self.shape[1]).astype(np.int64)
+        self.ids = np.zeros(self.shape, dtype=dtype)
+
+    def add(self, block: Any, values: np.ndarray) -> None:
+        r0, c0 = int(block.row_off), int(block.col_off)
+        rows = np.flatnonzero((self.rows >= r0) & (self.rows < r0 + int(block.height)))
+        cols = np.flatnonzero((self.cols >= c0) & (self.cols < c0 + int(block.width)))
+        self.ids[np.ix_(rows, cols)] = values[np.ix_(self.rows[rows] - r0, self.cols[cols] - c0)]
+
+
+def _scene(
+    results: Sequence[Predictions],
+    aligned: Aligned,
+    scene: str,
+    names: Sequence[str],
+    colours: dict[str, tuple[int, int, int]],
+    folder: Path,
+    caps: int | None,
+    check: Callable[[], None],
+) -> SceneMaps:
+    """One scene's GeoTIFFs, merged from the masks and truth the alignment holds (as `mosaic` places tiles), the
+    disagreement computed on the same blocks, and the pictures decimated from them: one pass, no file read."""
+    from contextlib import ExitStack
+
+    from orchestrator.transforms import rasters
+    from orchestrator.transforms.images import output_path
+
+    assert aligned.held is not None
+    held = aligned.held
+    grids = [aligned.grids[name] for name in names]
+    footprints = [mosaics.Footprint(g.name, g.name, g.crs, g.transform, g.width, g.height) for g in grids]
+    transform, width, height, placed = mosaics.place(scene, footprints)
+    crs = grids[0].crs
+    first = held.get(names[0])
+    models = len(results)
+    by_name = [{str(item["name"]): item for item in result.items} for result in results]
+    nodata = [by_name[i][names[0]].get("nodata") for i in range(models)] + [IGNORE]
+    dtypes = [np.dtype(a.dtype) for a in first]
+    fills = [v if v is not None else 0 for v in nodata]
+    targets = [output_path(folder / f"model-{i + 1}", f"{_safe(r.model)}.tif") for i, r in enumerate(results)]
+    targets.append(output_path(folder / "truth", "truth.tif"))
+    maps = SceneMaps(
+        scene,
+        width,
+        height,
+        str(rasters.crs_text(crs)),
+        {r.model: path for r, path in zip(results, targets[:models], strict=True)},
+        targets[-1],
+    )
     tables, _ = _class_tables(results, aligned)
-    paths = [maps.predictions[r.model] for r in results if r.model in maps.predictions]
+    pictures = [_Picture(width, height, dtype) for dtype in dtypes]
+    disagreement = _Picture(width, height, np.uint8) if models >= 2 else None
     differ = total = 0
+    common = np.result_type(*dtypes)
+
+    def read(tile: Any, window: Any) -> np.ndarray:
+        rows = slice(int(window.row_off), int(window.row_off + window.height))
+        cols = slice(int(window.col_off), int(window.col_off + window.width))
+        return np.stack([layer[rows, cols] for layer in held.get(tile.key)])
+
     with ExitStack() as stack:
-        datasets = [stack.enter_context(rasters.open_raster(path, caps)) for path in paths]
-        first = datasets[0]
-        profile = rasters.output_profile(
-            first.width, first.height, 1, "uint8", first.crs, first.transform, DISAGREEMENT_NODATA
-        )
-        with rasters.write_like(target, profile, descriptions=["disagreement"]) as out:
-            for window in windows(profile["width"], profile["height"], 1024):
-                valid = None
-                codes = []
-                for i, dataset in enumerate(datasets):
-                    ids = dataset.read(1, window=window)
-                    here = ids != dataset.nodata if dataset.nodata is not None else np.ones(ids.shape, bool)
-                    valid = here if valid is None else valid & here
-                    table = tables[i]
-                    codes.append(table[np.minimum(ids, table.size - 1)])
-                assert valid is not None
-                different = np.zeros(valid.shape, dtype=bool)
-                for other in codes[1:]:
-                    different |= other != codes[0]
-                block = np.where(valid, different.astype(np.uint8), DISAGREEMENT_NODATA).astype(np.uint8)
-                out.write(block, 1, window=window)
-                differ += int((different & valid).sum())
-                total += int(valid.sum())
-    return target, (differ / total if total else None)
-
-
-def _decimated(path: Path, caps: int | None, shape: tuple[int, int]) -> tuple[np.ndarray, Any]:
-    from rasterio.enums import Resampling
-
-    from orchestrator.transforms import rasters
-
-    with rasters.open_raster(path, caps) as dataset:
-        return dataset.read(1, out_shape=shape, resampling=Resampling.nearest), dataset.nodata
+        outputs = [
+            stack.enter_context(
+                rasters.write_like(
+                    target,
+                    {**rasters.output_profile(width, height, 1, dtype.name, crs, transform, value), **CLASS_MAP},
+                    descriptions=["class"] if k == models else ["class_id"],
+                    caps=caps,
+                )
+            )
+            for k, (target, dtype, value) in enumerate(zip(targets, dtypes, nodata, strict=True))
+        ]
+        if disagreement is not None:
+            maps.disagreement = output_path(folder, "disagreement.tif")
+            profile = {
+                **rasters.output_profile(width, height, 1, "uint8", crs, transform, DISAGREEMENT_NODATA),
+                **CLASS_MAP,
+            }
+            against = stack.enter_context(
+                rasters.write_like(maps.disagreement, profile, descriptions=["disagreement"], caps=caps)
+            )
+        fill = np.array(fills, dtype=common).reshape(-1, 1, 1)
+        for block, out in mosaics.merge(placed, width, height, len(dtypes), common, fill, read, check):
+            for k, (dataset, picture) in enumerate(zip(outputs, pictures, strict=True)):
+                layer = out[k].astype(dtypes[k], copy=False)
+                dataset.write(layer, 1, window=block)
+                picture.add(block, layer)
+            if disagreement is None:
+                continue
+            valid = np.ones(out.shape[1:], dtype=bool)
+            codes = []
+            for i in range(models):
+                ids = out[i]
+                if nodata[i] is not None:
+                    valid &= ids != nodata[i]
+                codes.append(tables[i][np.minimum(ids, tables[i].size - 1)])
+            different = np.zeros(valid.shape, dtype=bool)
+            for other in codes[1:]:
+                different |= other != codes[0]
+            marks = np.where(valid, different.astype(np.uint8), DISAGREEMENT_NODATA).astype(np.uint8)
+            against.write(marks, 1, window=block)
+            disagreement.add(block, marks)
+            differ += int(np.count_nonzero(different & valid))
+            total += int(np.count_nonzero(valid))
+    maps.disagreeing_share = differ / total if disagreement is not None and total else None
+    maps.pictures = _pictures(results, maps, aligned, colours, pictures, disagreement, nodata, transform, names, caps)
+    return maps
 
 
 def _picture_shape(width: int, height: int) -> tuple[int, int]:
@@ -217,29 +264,27 @@ def _pictures(
     maps: SceneMaps,
     aligned: Aligned,
     colours: dict[str, tuple[int, int, int]],
-    refs: Sequence[FileRef],
+    layers: Sequence[_Picture],
+    disagreement: _Picture | None,
+    nodata: Sequence[Any],
+    origin: Any,
+    names: Sequence[str],
     caps: int | None,
 ) -> list[dict]:
-    shape = _picture_shape(maps.width, maps.height)
+    shape = layers[0].shape
     pictures = []
-    quicklook = _quicklook(results[0], maps, refs, shape, caps)
+    quicklook = _quicklook(results[0], maps, origin, names, shape, caps)
     if quicklook is not None:
         pictures.append({"caption": "input (RGB composite)", "png": _png(quicklook), "kind": "input"})
-    if maps.truth is not None:
-        ids, _ = _decimated(maps.truth, caps, shape)
-        pictures.append(
-            {"caption": "truth", "png": _png(_coloured(ids, IGNORE, aligned.names, colours)), "kind": "truth"}
-        )
-    for result in results:
-        path = maps.predictions.get(result.model)
-        if path is None:
-            continue
-        ids, nodata = _decimated(path, caps, shape)
-        pictures.append(
-            {"caption": result.model, "png": _png(_coloured(ids, nodata, result.labels, colours)), "kind": "prediction"}
-        )
-    if maps.disagreement is not None:
-        ids, _ = _decimated(maps.disagreement, caps, shape)
+    truth = layers[len(results)].ids
+    pictures.append(
+        {"caption": "truth", "png": _png(_coloured(truth, IGNORE, aligned.names, colours)), "kind": "truth"}
+    )
+    for i, result in enumerate(results):
+        rgb = _coloured(layers[i].ids, nodata[i], result.labels, colours)
+        pictures.append({"caption": result.model, "png": _png(rgb), "kind": "prediction"})
+    if disagreement is not None:
+        ids = disagreement.ids
         rgb = np.empty(ids.shape + (3,), dtype=np.uint8)
         rgb[:] = NO_DATA_COLOUR
         rgb[ids == 0] = AGREE_COLOUR
@@ -260,35 +305,45 @@ def _rgb_bands(dataset: Any) -> list[int]:
 
 
 def _quicklook(
-    result: Predictions, maps: SceneMaps, refs: Sequence[FileRef], shape: tuple[int, int], caps: int | None
+    result: Predictions, maps: SceneMaps, origin: Any, names: Sequence[str], shape: tuple[int, int], caps: int | None
 ) -> np.ndarray | None:
     """The input tiles of the scene as one small RGB picture, or None when they are not GeoTIFFs."""
-    from rasterio.enums import Resampling
+    from concurrent.futures import ThreadPoolExecutor
 
     from orchestrator.transforms import rasters
 
-    with rasters.open_raster(maps.predictions[result.model], caps) as scene:
-        origin = scene.transform
+    sources = [result.inputs.get(name) for name in names]
+    if not all(isinstance(source, Path) and rasters.has_tiff_magic(source) for source in sources):
+        return None
     sy, sx = shape[0] / maps.height, shape[1] / maps.width
-    picture = np.zeros((3, *shape), dtype=np.float32)
-    valid = np.zeros(shape, dtype=bool)
-    for ref in refs:
-        source = result.inputs.get(ref.name)
-        if not isinstance(source, Path) or not rasters.has_tiff_magic(source):
-            return None
-        with rasters.open_raster(source, caps, ref.name) as tile:
+
+    def read(name: str, source: Path) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None:
+        """The tile's place on the picture, its RGB bands and valid pixels at the picture's scale."""
+        from rasterio.enums import Resampling
+
+        with rasters.open_raster(source, caps, name) as tile:
             t = tile.transform
             col, row = (t.c - origin.c) / origin.a, (t.f - origin.f) / origin.e
             x0, y0 = round(col * sx), round(row * sy)
             x1, y1 = round((col + tile.width) * sx), round((row + tile.height) * sy)
             x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
             if x1 <= x0 or y1 <= y0:
-                continue
+                return None
             bands = _rgb_bands(tile)
             data = tile.read(bands, out_shape=(3, y1 - y0, x1 - x0), resampling=Resampling.nearest, out_dtype="float32")
             mask = tile.dataset_mask(out_shape=(y1 - y0, x1 - x0), resampling=Resampling.nearest) > 0
-        picture[:, y0:y1, x0:x1] = np.where(mask, data, picture[:, y0:y1, x0:x1])
-        valid[y0:y1, x0:x1] |= mask
+        return (x0, y0, x1, y1), data, mask
+
+    picture = np.zeros((3, *shape), dtype=np.float32)
+    valid = np.zeros(shape, dtype=bool)
+    # GDAL reads without the GIL: a few tiles at once; placed in the tiles' order (a later tile over an earlier one)
+    with ThreadPoolExecutor(max_workers=QUICKLOOK_THREADS) as pool:
+        for found in pool.map(read, names, sources):
+            if found is None:
+                continue
+            (x0, y0, x1, y1), data, mask = found
+            picture[:, y0:y1, x0:x1] = np.where(mask, data, picture[:, y0:y1, x0:x1])
+            valid[y0:y1, x0:x1] |= mask
     rgb = np.zeros((*shape, 3), dtype=np.uint8)
     rgb[:] = NO_DATA_COLOUR
     if not valid.any():

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.datasets import FileRef
 from orchestrator.engine import OperationError
 from orchestrator.models.client import labels_of, parameter
+from orchestrator.transforms.raster_ops import TILE_TAG
 from orchestrator.transforms.raster_values import NORMALIZATION_TAG
 
 if TYPE_CHECKING:
@@ -118,8 +119,12 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
             values = dataset.read(indexes, out_dtype="float32")
             valid = _valid(dataset, indexes, values)
             place = {**place, **{k: v for k, v in rasters.facts(dataset).items() if k in PLACE}}
+            tags = dataset.tags()
             # normalize_image keeps the statistics it used in the GeoTIFF's tags as well as in its facts
-            normalized = normalized or NORMALIZATION_TAG in dataset.tags()
+            normalized = normalized or NORMALIZATION_TAG in tags
+            origin = _origin(tags.get(TILE_TAG)) if "tile" not in place else None
+            if origin is not None:  # the tile's origin in its scene (tile_image's tag): the maps group tiles by it
+                place["tile"] = origin
     else:
         values, valid = _picture(ref, max_samples)
     if model.bands != -1 and values.shape[0] != model.bands:
@@ -129,6 +134,19 @@ def read_tile(ref: FileRef, model: TensorModel, max_samples: int | None = None) 
     if model.scaling and not normalized:
         values = scale(values, model.scaling, model.model_id)
     return Tile(ref, np.ascontiguousarray(values, dtype=np.float32), valid, place, values.shape[1:])
+
+
+def _origin(text: str | None) -> dict[str, Any] | None:
+    """A tile's origin as tile_image wrote it in the file (its TILE_TAG), or None when it is not one."""
+    import json
+
+    if not text:
+        return None
+    try:
+        origin = json.loads(text)
+    except ValueError:
+        return None
+    return origin if isinstance(origin, dict) else None
 
 
 def _valid(dataset: Any, indexes: list[int], values: np.ndarray) -> np.ndarray:

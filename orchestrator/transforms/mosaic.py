@@ -2,16 +2,17 @@
 
 Tiles are grouped by the scene they came from (their `tile` facts, else the origin tile_image
 wrote inside each file, else the folder of their name, `<scene>/x<col>_y<row>.tif`) and placed by
-their geotransforms on the grid they share. Where tiles overlap, each pixel comes from the tile
-whose centre is nearest (the first such tile on a tie): a model's predictions are least reliable
-near a tile's edges. The output is written block by block; each block reads only the tiles that
-cover it, so memory follows the block, not the scene.
+their geotransforms on the grid they share (`place`). Where tiles overlap, each pixel comes from the
+tile whose centre is nearest (the first such tile on a tie): a model's predictions are least reliable
+near a tile's edges. The output is written block by block (`merge`); each block reads only the tiles
+that cover it, so memory follows the block, not the scene. `merge` takes any reader of tiles: the
+operation reads files, a comparison's maps the masks it holds in memory.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,24 @@ MOSAIC_BLOCK = 1024
 
 
 @dataclass(frozen=True)
-class _Tile:
-    ref: FileRef
-    col: int  # its place on the scene's grid, in output pixels
+class Placed:
+    """A tile's place on its scene's grid, in output pixels; `key` is what `merge`'s reader is given for it."""
+
+    key: Any
+    col: int
     row: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Where a tile lies: its CRS, north-up geotransform and size (from its file, or from facts already read)."""
+
+    key: Any
+    name: str
+    crs: Any
+    transform: Any  # affine.Affine
     width: int
     height: int
 
@@ -62,18 +77,52 @@ def group(
     return groups
 
 
-def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, Any], list[_Tile]]:
-    """The scene's grid (the union of the tiles, at their resolution) and each tile's place on it."""
+def place(scene: str, footprints: Sequence[Footprint]) -> tuple[Any, int, int, list[Placed]]:
+    """The scene's grid (the union of the tiles, at their resolution): its transform, width and height, and each
+    tile's place on it. The tiles must share a CRS, a resolution and a pixel lattice."""
     from rasterio.transform import Affine
 
+    first = footprints[0]
+    a, e = first.transform.a, first.transform.e
+    for tile in footprints:
+        t = tile.transform
+        if t.b or t.d:
+            raise OperationError(f"{tile.name!r} is rotated; mosaic takes north-up tiles")
+        if tile.crs != first.crs:
+            raise OperationError(
+                f"{tile.name!r} and {first.name!r} (scene {scene!r}) differ in CRS: {tile.crs} vs "
+                f"{first.crs}; mosaic merges tiles of one grid"
+            )
+        if abs(t.a - a) > 1e-9 * abs(a) or abs(t.e - e) > 1e-9 * abs(e):
+            raise OperationError(
+                f"{tile.name!r} has pixels of {(t.a, t.e)}, {first.name!r} of {(a, e)} (scene {scene!r}); "
+                "mosaic merges tiles of one grid"
+            )
+    left = min(f.transform.c for f in footprints)
+    tops = [f.transform.f for f in footprints]
+    top = max(tops) if e < 0 else min(tops)
+    tiles = []
+    for tile in footprints:
+        col, row = (tile.transform.c - left) / a, (tile.transform.f - top) / e
+        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+            raise OperationError(
+                f"{tile.name!r} is not aligned with the other tiles of {scene!r} "
+                f"(offset by {col:.3f}, {row:.3f} pixels)"
+            )
+        tiles.append(Placed(tile.key, round(col), round(row), tile.width, tile.height))
+    width = max(t.col + t.width for t in tiles)
+    height = max(t.row + t.height for t in tiles)
+    return Affine(a, 0.0, left, 0.0, e, top), width, height, tiles
+
+
+def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, Any], list[Placed]]:
+    """The scene's grid (the union of the tiles, at their resolution) and each tile's place on it."""
     first: dict[str, Any] = {}
-    placed: list[tuple[FileRef, float, float, int, int]] = []
+    footprints = []
     for ref in refs:
         with rasters.open_raster(ref.path, caps, ref.name) as src:
-            t = src.transform
             this = {
                 "crs": src.crs,
-                "res": (t.a, t.e),
                 "count": src.count,
                 "dtype": src.dtypes[0],
                 "nodata": src.nodata,
@@ -81,45 +130,83 @@ def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, 
                 "scales": src.scales,
                 "offsets": src.offsets,
             }
-            if t.b or t.d:
-                raise OperationError(f"{ref.name!r} is rotated; mosaic takes north-up tiles")
             if not first:
                 first = {**this, "ref": ref}
             else:
-                for key, what in (("crs", "CRS"), ("count", "band count"), ("dtype", "data type")):
+                for key, what in (("count", "band count"), ("dtype", "data type")):
                     if this[key] != first[key]:
                         raise OperationError(
                             f"{ref.name!r} and {first['ref'].name!r} (scene {scene!r}) differ in "
                             f"{what}: {this[key]} vs {first[key]}; mosaic merges tiles of one grid"
                         )
-                if any(abs(a - b) > 1e-9 * abs(b) for a, b in zip(this["res"], first["res"], strict=True)):
-                    raise OperationError(
-                        f"{ref.name!r} has pixels of {this['res']}, {first['ref'].name!r} of "
-                        f"{first['res']} (scene {scene!r}); mosaic merges tiles of one grid"
-                    )
-            placed.append((ref, t.c, t.f, src.width, src.height))
-    a, e = first["res"]
-    left = min(x for _, x, _, _, _ in placed)
-    top = max(y for _, _, y, _, _ in placed) if e < 0 else min(y for _, _, y, _, _ in placed)
-    tiles = []
-    for ref, x, y, width, height in placed:
-        col, row = (x - left) / a, (y - top) / e
-        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-            raise OperationError(
-                f"{ref.name!r} is not aligned with the other tiles of {scene!r} (offset by {col:.3f}, {row:.3f} pixels)"
-            )
-        tiles.append(_Tile(ref, round(col), round(row), width, height))
-    first["width"] = max(t.col + t.width for t in tiles)
-    first["height"] = max(t.row + t.height for t in tiles)
-    first["transform"] = Affine(a, 0.0, left, 0.0, e, top)
+            footprints.append(Footprint(ref, ref.name, src.crs, src.transform, src.width, src.height))
+    first["transform"], first["width"], first["height"], tiles = place(scene, footprints)
     return first, tiles
+
+
+def merge(
+    tiles: Sequence[Placed],
+    width: int,
+    height: int,
+    count: int,
+    dtype: Any,
+    fill: Any,
+    read: Callable[[Placed, Any], Any],
+    check: Check = _no_check,
+) -> Iterator[tuple[Any, Any]]:
+    """The scene's blocks, row-major: (window, count × rows × columns array), each pixel from the covering tile whose
+    centre is nearest (the first such tile on a tie), `fill` where none covers it. `read(tile, window)` gives a
+    window of a tile's pixels (count × rows × columns). A tile that no other covering tile overlaps is copied
+    whole; only where tiles overlap are distances compared."""
+    import numpy as np
+    from rasterio.windows import Window
+
+    rects = np.array([(t.col, t.row, t.col + t.width, t.row + t.height) for t in tiles]).reshape(-1, 4)
+    for block in windows(width, height, MOSAIC_BLOCK):
+        check()
+        c0, r0 = int(block.col_off), int(block.row_off)
+        c1, r1 = c0 + int(block.width), r0 + int(block.height)
+        out = np.full((count, r1 - r0, c1 - c0), fill, dtype=dtype)
+        best: Any = None
+        covering = np.nonzero((rects[:, 0] < c1) & (rects[:, 2] > c0) & (rects[:, 1] < r1) & (rects[:, 3] > r0))[0]
+        clipped = np.column_stack(
+            [
+                np.maximum(rects[covering, 0], c0),
+                np.maximum(rects[covering, 1], r0),
+                np.minimum(rects[covering, 2], c1),
+                np.minimum(rects[covering, 3], r1),
+            ]
+        )
+        crossing = (
+            (clipped[:, None, 0] < clipped[None, :, 2])
+            & (clipped[None, :, 0] < clipped[:, None, 2])
+            & (clipped[:, None, 1] < clipped[None, :, 3])
+            & (clipped[None, :, 1] < clipped[:, None, 3])
+        )
+        np.fill_diagonal(crossing, False)
+        for k, i in enumerate(covering):
+            t = tiles[i]
+            x0, y0, x1, y1 = (int(v) for v in clipped[k])
+            data = read(t, Window(x0 - t.col, y0 - t.row, x1 - x0, y1 - y0))
+            target = out[:, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+            if not crossing[k].any():  # the only tile here: all its pixels
+                target[...] = data
+                continue
+            if best is None:
+                best = np.full((r1 - r0, c1 - c0), np.inf, dtype=np.float64)
+            # squared distance of each pixel's centre to the tile's centre, in pixels
+            ys = np.arange(y0, y1)[:, None] + 0.5 - (t.row + t.height / 2)
+            xs = np.arange(x0, x1)[None, :] + 0.5 - (t.col + t.width / 2)
+            distance = ys * ys + xs * xs
+            here = best[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+            nearer = distance < here
+            here[nearer] = distance[nearer]
+            target[:, nearer] = data[:, nearer]
+        yield block, out
 
 
 def mosaic(scene: str, refs: list[FileRef], out_dir: Path, caps: int | None, check: Check = _no_check) -> FileRef:
     """One GeoTIFF for `scene` from its tiles: each pixel from the covering tile whose centre is nearest."""
-    import numpy as np
-    from rasterio.windows import Window
-
     grid, tiles = _grid(scene, refs, caps)
     nodata = grid["nodata"]
     name = scene if rasters.named_like_raster(scene) else scene + ".tif"
@@ -127,29 +214,14 @@ def mosaic(scene: str, refs: list[FileRef], out_dir: Path, caps: int | None, che
     profile = rasters.output_profile(
         grid["width"], grid["height"], grid["count"], grid["dtype"], grid["crs"], grid["transform"], nodata
     )
+
+    def read(tile: Placed, window: Any) -> Any:
+        with rasters.open_raster(tile.key.path, caps, tile.key.name) as src:
+            return src.read(window=window)
+
     fill = nodata if nodata is not None else 0
-    rects = np.array([(t.col, t.row, t.col + t.width, t.row + t.height) for t in tiles])
     with rasters.write_like(target, profile, grid["names"], grid["scales"], grid["offsets"], caps=caps) as dst:
-        for block in windows(grid["width"], grid["height"], MOSAIC_BLOCK):
-            check()
-            c0, r0 = int(block.col_off), int(block.row_off)
-            c1, r1 = c0 + int(block.width), r0 + int(block.height)
-            out = np.full((grid["count"], r1 - r0, c1 - c0), fill, dtype=grid["dtype"])
-            best = np.full((r1 - r0, c1 - c0), np.inf, dtype=np.float64)
-            covering = np.nonzero((rects[:, 0] < c1) & (rects[:, 2] > c0) & (rects[:, 1] < r1) & (rects[:, 3] > r0))[0]
-            for i in covering:
-                t = tiles[i]
-                x0, y0, x1, y1 = max(c0, t.col), max(r0, t.row), min(c1, t.col + t.width), min(r1, t.row + t.height)
-                with rasters.open_raster(t.ref.path, caps, t.ref.name) as src:
-                    data = src.read(window=Window(x0 - t.col, y0 - t.row, x1 - x0, y1 - y0))
-                # squared distance of each pixel's centre to the tile's centre, in pixels
-                ys = np.arange(y0, y1)[:, None] + 0.5 - (t.row + t.height / 2)
-                xs = np.arange(x0, x1)[None, :] + 0.5 - (t.col + t.width / 2)
-                distance = ys * ys + xs * xs
-                here = best[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
-                nearer = distance < here
-                here[nearer] = distance[nearer]
-                out[:, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0][:, nearer] = data[:, nearer]
+        for block, out in merge(tiles, grid["width"], grid["height"], grid["count"], grid["dtype"], fill, read, check):
             dst.write(out, window=block)
         first = refs[0]
         kept = {k: v for k, v in first.meta.items() if k != "tile"}
@@ -164,7 +236,9 @@ def mask_refs(predictions: Any) -> list[FileRef]:
             continue
         meta: dict[str, Any] = {}
         source = predictions.inputs.get(item["name"])
-        if isinstance(source, Path) and rasters.has_tiff_magic(source):
+        if isinstance(item.get("tile"), dict):  # model_inference kept the tile's origin
+            meta["tile"] = item["tile"]
+        elif isinstance(source, Path) and rasters.has_tiff_magic(source):  # predictions of before it did
             try:
                 with rasters.open_raster(source, None, item["name"]) as tile:
                     origin = tile.tags().get(TILE_TAG)
