@@ -385,6 +385,7 @@ def breakdown(
 
     offline = make_client(url, token)
     offline._http = httpx.Client(base_url=url, transport=httpx.MockTransport(recorded))
+    offline._plain = None  # every request through httpx's transport, the recorded one (the client since 2026-12-07)
 
     def client_alone(i: int) -> None:
         current["answer"] = answers[i]

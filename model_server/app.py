@@ -92,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(routes.router)
+    # Added before the Guard, so inside it: the Guard checks a binary inference request's token first.
+    app.add_middleware(routes.BinaryInference, registry=registry, settings=settings)
     app.add_middleware(Guard, token=settings.token.get_secret_value().strip() if settings.token else None)
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,16 +41,30 @@ def error(status_code: int, message: str, headers: dict[str, str] | None = None)
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
+def refusal(exc: ServerError | reg.ModelError) -> JSONResponse:
+    """The answer to a ServerError or a refusal of the registry (the route served outside FastAPI's routing,
+    model_server/routes.py's BinaryInference, answers with this too)."""
+    if isinstance(exc, ServerError):
+        return error(exc.status_code, exc.message)
+    status = STATUS.get(type(exc), 400)
+    # 503 tells a client to retry: the model is loading.
+    return error(status, str(exc), {"Retry-After": "1"} if status == 503 else None)
+
+
+def unexpected(exc: Exception, models_root: str | os.PathLike[str] | None) -> JSONResponse:
+    """A bug of ours must still answer JSON; 500 is reserved for exactly that case. Never with our folders."""
+    said = hide_folders(str(exc), [(models_root, "the models root")])
+    return error(500, f"internal error ({type(exc).__name__}: {said}); the model server's log has details")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServerError)
     async def _server_error(_: Request, exc: ServerError) -> JSONResponse:
-        return error(exc.status_code, exc.message)
+        return refusal(exc)
 
     @app.exception_handler(reg.ModelError)
     async def _model_error(_: Request, exc: reg.ModelError) -> JSONResponse:
-        status = STATUS.get(type(exc), 400)
-        # 503 tells a client to retry: the model is loading.
-        return error(status, str(exc), {"Retry-After": "1"} if status == 503 else None)
+        return refusal(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -62,6 +78,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug of ours must still answer JSON; 500 is reserved for exactly that case. Never with our folders.
-        said = hide_folders(str(exc), [(getattr(request.app.state.registry, "models_root", None), "the models root")])
-        return error(500, f"internal error ({type(exc).__name__}: {said}); the model server's log has details")
+        return unexpected(exc, getattr(request.app.state.registry, "models_root", None))

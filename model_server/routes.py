@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from typing import Annotated, TypeVar
 
 import numpy as np
@@ -10,9 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_server.config import Settings
-from model_server.errors import ServerError
+from model_server.errors import ServerError, refusal, unexpected
 from model_server.exceptions import InputMismatch, InvalidInput
 from model_server.protocol import (
     BINARY_HEADER,
@@ -38,6 +41,7 @@ from model_server.protocol import (
 from model_server.registry import NAME_PATTERN, ModelError, ModelLoading, ModelRegistry, ModelState
 
 Body = TypeVar("Body", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 # The dependencies are `async def`: FastAPI would run a plain `def` one in its threadpool, a thread hop
@@ -140,33 +144,80 @@ async def infer(name: ModelName, request: Request, registry: Registry, settings:
     header_length = request.headers.get(BINARY_HEADER)
     body = await read_body(request, settings, required=True, binary=header_length is not None)
     registry.ready(name)  # an unknown model is the first thing to say
+    return await run_in_threadpool(answer_inference, registry, name, body, header_length)
 
-    def run() -> Response:
-        if header_length is not None:
-            head, binary = split_binary(body, header_length)
-            parsed = parse(head, InferRequest)
-            attach_binary(parsed, binary)
-        else:
-            parsed = parse(body, InferRequest)
-            unsent = [i.name for i in parsed.inputs if i.binary_size is not None]
-            if unsent:
-                raise InputMismatch(
-                    f"input {unsent[0]!r} says binary_data_size but the request has no "
-                    "Inference-Header-Content-Length header saying where its JSON ends"
-                )
-        outputs = chosen(registry.infer(name, parsed, binary=header_length is not None), parsed)
-        binary_outputs = [in_binary(output.name, parsed) for output in outputs]
-        if any(binary_outputs):
-            content, length = binary_response(name, parsed.id, outputs, binary_outputs)
-            finite([o for o, b in zip(outputs, binary_outputs, strict=True) if not b])
-            return Response(content, media_type="application/octet-stream", headers={BINARY_HEADER: str(length)})
-        answer = InferResponse(model_name=name, id=parsed.id, outputs=[o.as_json() for o in outputs])
-        finite(answer.outputs)
-        # Encoded here, in the worker thread, once: FastAPI would validate the answer again, then encode it on
-        # the event loop.
-        return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
-    return await run_in_threadpool(run)
+def answer_inference(
+    registry: ModelRegistry, name: str, body: bytes | memoryview, header_length: str | None
+) -> Response:
+    """The answer to an inference request's body (JSON, or JSON then binary tensors when `header_length`, the
+    Inference-Header-Content-Length header, is given): run in a worker thread, the model's work blocking."""
+    if header_length is not None:
+        head, binary = split_binary(body, header_length)
+        parsed = parse(head, InferRequest)
+        attach_binary(parsed, binary)
+    else:
+        parsed = parse(body, InferRequest)
+        unsent = [i.name for i in parsed.inputs if i.binary_size is not None]
+        if unsent:
+            raise InputMismatch(
+                f"input {unsent[0]!r} says binary_data_size but the request has no "
+                "Inference-Header-Content-Length header saying where its JSON ends"
+            )
+    outputs = chosen(registry.infer(name, parsed, binary=header_length is not None), parsed)
+    binary_outputs = [in_binary(output.name, parsed) for output in outputs]
+    if any(binary_outputs):
+        content, length = binary_response(name, parsed.id, outputs, binary_outputs)
+        finite([o for o, b in zip(outputs, binary_outputs, strict=True) if not b])
+        return Response(content, media_type="application/octet-stream", headers={BINARY_HEADER: str(length)})
+    answer = InferResponse(model_name=name, id=parsed.id, outputs=[o.as_json() for o in outputs])
+    finite(answer.outputs)
+    # Encoded here, in the worker thread, once: FastAPI would validate the answer again, then encode it on
+    # the event loop.
+    return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+INFER_PATH = re.compile(r"/v2/models/([^/]+)/infer")
+
+
+class BinaryInference:
+    """POST /v2/models/{name}/infer with the binary tensor data extension (the Inference-Header-Content-Length
+    header), served as plain ASGI before FastAPI's routing: the same checks, answers and errors as the route
+    `infer`, without the route matching, dependency solving and middleware of a FastAPI route, which cost a
+    request about as much as 256 rows of a 200-tree forest (bench/RESULTS.md, "Tabular inference in binary").
+    Every other request (JSON inference included) goes on to the app."""
+
+    def __init__(self, app: ASGIApp, registry: ModelRegistry, settings: Settings):
+        self.app = app
+        self.registry = registry
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        matched = INFER_PATH.fullmatch(path[len(root) :] if root and path.startswith(root) else path)
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        header_length = request.headers.get(BINARY_HEADER)
+        if header_length is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            name = await _model_name(matched[1])
+            body = await read_body(request, self.settings, required=True, binary=True)
+            self.registry.ready(name)
+            response = await run_in_threadpool(answer_inference, self.registry, name, body, header_length)
+        except (ServerError, ModelError) as refused:
+            response = refusal(refused)
+        except Exception as exc:
+            log.exception("binary inference on %s failed", path)
+            response = unexpected(exc, self.registry.models_root)
+        await response(scope, receive, send)
 
 
 def chosen(outputs: list[InferOutput], request: InferRequest) -> list[InferOutput]:
