@@ -22,21 +22,29 @@ from orchestrator.engine import OperationError
 SAR_BANDS = ("VV", "VH", "HH", "HV")  # polarisations: bands like any other for the mapping
 
 
+def _spyndex_data() -> Path | None:
+    """spyndex's data folder, found without importing spyndex; None when spyndex is not installed."""
+    spec = importlib.util.find_spec("spyndex")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
 @lru_cache(maxsize=1)
 def _catalog() -> dict[str, dict[str, Any]]:
     """spyndex's index catalog, read from its data file (importing spyndex costs ~150 ms; this, 2 ms)."""
-    spec = importlib.util.find_spec("spyndex")
-    if spec is None or not spec.submodule_search_locations:
+    data = _spyndex_data()
+    if data is None:
         return {}
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
     return json.loads((data / "spectral-indices-dict.json").read_text())["SpectralIndices"]
 
 
 @lru_cache(maxsize=1)
 def _terms() -> tuple[frozenset[str], frozenset[str]]:
     """spyndex's standard band names and constant names."""
-    spec = importlib.util.find_spec("spyndex")
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    data = _spyndex_data()
+    if data is None:
+        raise OperationError("spyndex is not installed on this server; the spectral indices need it")
     bands = frozenset(json.loads((data / "bands.json").read_text())) | frozenset(SAR_BANDS)
     constants = frozenset(json.loads((data / "constants.json").read_text()))
     return bands, constants

@@ -255,16 +255,11 @@ def tile(
                 check()
                 window = Window(x, y, min(tile_w, src.width - x), min(tile_h, src.height - y))
                 name = f"{stem}/x{x}_y{y}{suffix}"
-                origin = {
-                    "source": ref.name,
-                    "col_off": x,
-                    "row_off": y,
-                    "width": int(window.width),
-                    "height": int(window.height),
-                }
+                width, height = int(window.width), int(window.height)
+                origin = {"source": ref.name, "col_off": x, "row_off": y, "width": width, "height": height}
                 transform = window_transform(window, src.transform)
                 target = output_path(out_dir, name)
-                profile = _profile_like(src, origin["width"], origin["height"], transform)
+                profile = _profile_like(src, width, height, transform)
                 with rasters.write_like(
                     target, profile, band_names, src.scales, src.offsets, {TILE_TAG: json.dumps(origin)}
                 ) as dst:
@@ -274,8 +269,8 @@ def tile(
                 meta = {
                     **base,
                     "transform": [float(v) for v in tuple(transform)[:6]],
-                    "width": origin["width"],
-                    "height": origin["height"],
+                    "width": width,
+                    "height": height,
                     "tile": origin,
                 }
                 tiles.append(FileRef(name, target, meta))

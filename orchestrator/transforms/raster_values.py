@@ -74,13 +74,15 @@ def _histogram(src: Any, indexes: list[int], check: Check) -> tuple[Any, Any]:
     return np.stack([e[:-1] for e in edges]), counts
 
 
-def percentiles(src: Any, indexes: list[int], stretch: Sequence[float], check: Check = _no_check) -> list[tuple]:
+def percentiles(
+    src: Any, indexes: list[int], stretch: Sequence[float], check: Check = _no_check
+) -> list[tuple[float, ...] | None]:
     """Per band: the smallest values with at least stretch[0] and stretch[1] % of the valid pixels
     at or below them (numpy's 'inverted_cdf' percentile); None for a band without valid pixels."""
     import numpy as np
 
     values, counts = _histogram(src, indexes, check)
-    found = []
+    found: list[tuple[float, ...] | None] = []
     for band_values, band_counts in zip(values, counts, strict=True):
         cumulative = np.cumsum(band_counts)
         total = int(cumulative[-1])
@@ -167,11 +169,13 @@ def dataset_stats(refs: list[FileRef], caps: int | None, check: Check = _no_chec
     """Per band, over every input's valid pixels (nodata excluded): the mean and the standard deviation."""
     import numpy as np
 
-    count = mean = m2 = None
-    bands = None
-    for ref in refs:
+    if not refs:
+        raise OperationError("dataset statistics need at least one input")
+    bands = 0  # the first input's band count
+    count = mean = m2 = np.zeros(0)
+    for number, ref in enumerate(refs):
         with rasters.open_raster(ref.path, caps, ref.name) as src:
-            if bands is None:
+            if number == 0:
                 bands = src.count
                 count, mean, m2 = np.zeros(bands), np.zeros(bands), np.zeros(bands)
             elif src.count != bands:
@@ -194,7 +198,7 @@ def dataset_stats(refs: list[FileRef], caps: int | None, check: Check = _no_chec
                     mean[b] += delta * n / total
                     m2[b] += window_m2 + delta * delta * count[b] * n / total
                     count[b] = total
-    empty = [i + 1 for i in range(bands or 0) if count[i] == 0]
+    empty = [i + 1 for i in range(bands) if count[i] == 0]
     if empty:
         raise OperationError(f"band(s) {', '.join(map(str, empty))} have no valid pixel in any input")
     std = np.sqrt(m2 / count)

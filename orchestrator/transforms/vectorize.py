@@ -80,9 +80,9 @@ def vectorize(
             if first_crs is None:
                 first_crs = crs
             move = None if crs == first_crs else Transformer.from_crs(crs, first_crs, always_xy=True)
-            present = np.flatnonzero(np.bincount(ids[valid].ravel())) if valid.any() else []
+            present = np.flatnonzero(np.bincount(ids[valid].ravel())) if valid.any() else np.empty(0, np.intp)
             keep = np.zeros(int(ids.max(initial=0)) + 1, dtype=bool)
-            for class_id in present:
+            for class_id in present.tolist():
                 name = names[class_id] if class_id < len(names) else str(class_id)
                 seen_names.add(name)
                 keep[class_id] = wanted is None or name.casefold() in wanted
@@ -124,7 +124,7 @@ def masks_of(data: Any) -> list[tuple[FileRef, Sequence[str] | None]]:
             raise OperationError(
                 f"vectorize_mask takes a segmentation model's predictions; {data.model!r} did {data.task}"
             )
-        found = [
+        found: list[tuple[FileRef, Sequence[str] | None]] = [
             (FileRef(str(item["name"]), Path(item["mask"])), data.labels) for item in data.items if item.get("mask")
         ]
         if not found:
