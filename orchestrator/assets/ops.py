@@ -1350,7 +1350,6 @@ def compare_models(
     from orchestrator import compare
     from orchestrator.assets import lineage
     from orchestrator.compare import drilldown, fingerprint, geotruth, reporting
-    from orchestrator.compare import gate as gates
     from orchestrator.compare import inputs as compare_inputs
     from orchestrator.compare.page import run_facts
 
@@ -1359,11 +1358,6 @@ def compare_models(
     task = ran[0].task
     names = [item["name"] for item in ran[0].items]
     runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels) for r in ran]
-    if (baseline or gate) and geotruth.is_geographic(truth, ran[0].items):
-        raise OperationError(
-            "baseline and gate are not available yet with geographic truth (a label raster or "
-            "polygons); compare without them"
-        )
     if geotruth.is_geographic(truth, ran[0].items):  # georeferenced tiles against truth on the Earth
         from orchestrator.compare import earth
 
@@ -1379,12 +1373,17 @@ def compare_models(
             ctx.node_dir,
             ctx.run_dir,
             iou_threshold=iou_threshold,
+            baseline=baseline,
+            gate=gate,
+            run=run_facts(ctx.run_id, ctx.pipeline),
             check=ctx.check_cancelled,
             log=ctx.log.info,
         )
         if failed:  # the page of a comparison on the Earth does not list them yet; its JSON does
             on_earth.report["failed_models"] = failed
             (ctx.node_dir / "comparison.json").write_text(json.dumps(on_earth.report, indent=1))
+        if fail_on_gate:
+            _fail_on_gate(ctx, on_earth.report, on_earth.html)
         return on_earth
     if regions is not None:
         raise OperationError(
@@ -1421,12 +1420,18 @@ def compare_models(
         )
     )
     ctx.log.info(f"compare_models: {report.get('verdict', '')}")
-    if fail_on_gate and report.get("gate") and not report["gate"]["any_passed"]:
-        # After the report: a CI reads why in this message and in the report beside it.
-        raise OperationError(
-            f"{gates.summary(report)} The report: {html.relative_to(ctx.run_dir).as_posix()} in the run's files"
-        )
+    if fail_on_gate:
+        _fail_on_gate(ctx, report, html)
     return Comparison(report, markdown, charts, html)
+
+
+def _fail_on_gate(ctx: RunContext, report: dict[str, Any], html: Path | None) -> None:
+    """Fail the step when the report's gate passed no challenger; after the report, which a CI reads beside this."""
+    from orchestrator.compare import gate as gates
+
+    if report.get("gate") and not report["gate"]["any_passed"]:
+        where = f" The report: {html.relative_to(ctx.run_dir).as_posix()} in the run's files" if html else ""
+        raise OperationError(f"{gates.summary(report)}{where}")
 
 
 def _truth_for(task: str, names: list[str], labels: str, truth, key: str, column: str):

@@ -291,8 +291,8 @@ class TileArrays:
     drawings, so that nothing reads the masks again: in memory up to `budget` bytes, beyond that in .npy files
     of a temporary folder (memory then follows the budget, not the scene)."""
 
-    def __init__(self, budget: int = HELD_BYTES):
-        self.budget, self.held = budget, 0
+    def __init__(self, budget: int | None = None):
+        self.budget, self.held = HELD_BYTES if budget is None else budget, 0
         self._memory: dict[str, list[np.ndarray]] = {}
         self._spilt: dict[str, list[Path]] = {}
         self._folder: Any = None

@@ -10,6 +10,8 @@ scene has none. PostGIS runs in a throwaway database this module creates.
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import uuid
 from collections.abc import Iterator
@@ -518,6 +520,8 @@ def test_the_alignments_counts_are_what_reading_the_truth_tiles_again_gives(land
         tmp_path / "aligned",
     )
     names = aligned_names(aligned.runs)
+    aligned.write_truth(names)  # as files only for the tiles a page draws: here all of them, to read them again
+    aligned.close()
     handed = segmentation.Scan.of(aligned.runs, names, aligned.truth)
     assert handed is aligned.truth.counted
     unread = Truth(
@@ -552,3 +556,115 @@ def test_the_alignments_counts_are_what_reading_the_truth_tiles_again_gives(land
             assert mine["per_class_iou_ci"][name] == pytest.approx(interval, abs=1e-12)
     assert with_counts["pairs"] == without["pairs"]
     assert compare.find_disagreements(aligned.runs, aligned.truth) == compare.find_disagreements(aligned.runs, unread)
+
+
+def tile_counts(land: SimpleNamespace) -> np.ndarray:
+    """Per scored tile (in the predictions' order) and model, scikit-learn's confusion matrix of the labels
+    raster against the model's mask, on the tile's pixels with a class and every model's prediction."""
+    masks = scene_masks(land)
+    counts = []
+    for item in land.results[0].items:
+        col, row = item["tile"]["col_off"], item["tile"]["row_off"]
+        window = (slice(row, row + TILE), slice(col, col + TILE))
+        truth = land.labels[window]
+        scored = (truth != 255) & np.all([m[window] != 255 for m in masks], axis=0)
+        if scored.any():
+            counts.append([confusion_matrix(truth[scored], m[window][scored], labels=[0, 1, 2]) for m in masks])
+    return np.array(counts)
+
+
+def test_a_champion_gate_on_the_earth_is_the_paired_bootstrap_over_tiles(land: SimpleNamespace, tmp_path: Path):
+    """baseline and gate with truth from polygons: the challenger's delta of mIoU and of pixel accuracy is the
+    difference of the two models' figures computed directly (scikit-learn on the scene grid), and its interval is
+    the percentile interval of that difference over the same resamples of the tiles, each resample scoring both
+    models on the same tiles (scipy.stats.bootstrap of the per-tile confusion matrices, seed 0, 200 resamples).
+    A gate no challenger passes fails the step with fail_on_gate, after the report is written; the page names
+    its run, its date and its pipeline as every report does."""
+    from scipy.stats import bootstrap
+
+    truth = ops.import_from_local(context(tmp_path / "import", land.data), "samples-eo/labels.geojson")
+    gate = {"miou": {"min_delta": 0.05}, "pixel_accuracy": {"min_delta": 0.0}}
+    pipeline = [{"operation": "compare_models", "parameters": {"baseline": "model-b", "gate": gate}}]
+    ctx = dataclasses.replace(context(tmp_path / "gate", land.data), pipeline=pipeline)
+    report = ops.compare_models(
+        ctx, land.results, truth=truth, truth_column="class", baseline="model-b", gate=gate
+    ).report
+    expected = reference(land, land.labels)
+    counts = tile_counts(land)
+
+    def figures(idx: np.ndarray, model: int) -> tuple[np.ndarray, np.ndarray]:
+        summed = counts[idx, model].sum(axis=-3)  # resamples x 3 x 3
+        diag = np.diagonal(summed, axis1=-2, axis2=-1)
+        rows, cols = summed.sum(axis=-1), summed.sum(axis=-2)
+        present = rows + cols > 0
+        iou = np.where(present, diag / np.maximum(rows + cols - diag, 1), 0.0)
+        return iou.sum(axis=-1) / present.sum(axis=-1), diag.sum(axis=-1) / rows.sum(axis=-1)
+
+    def difference(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        (miou_a, accuracy_a), (miou_b, accuracy_b) = figures(idx, 0), figures(idx, 1)
+        return np.stack([miou_a - miou_b, accuracy_a - accuracy_b])
+
+    direct = bootstrap(
+        (np.arange(len(counts)),),
+        difference,
+        n_resamples=200,
+        vectorized=True,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
+    [challenger] = [m for m in report["models"] if m["model"] == "model-a"]
+    assert report["gate"]["baseline"] == "model-b" and report["gate"]["passed"] == ["model-a"]
+    for row, (metric, margin) in enumerate((("miou", 0.05), ("pixel_accuracy", 0.0))):
+        [check] = [c for c in challenger["gate"]["checks"] if c["metric"] == metric]
+        assert check["delta"] == pytest.approx(expected[0][metric] - expected[1][metric], abs=1e-12)
+        low, high = np.percentile(direct.bootstrap_distribution[row], [2.5, 97.5])
+        assert check["delta_ci"] == pytest.approx([low, high], abs=1e-12)
+        assert check["passed"] and low >= margin
+    assert "model-b" not in [m["model"] for m in report["models"] if m.get("gate")]
+    page = (ctx.node_dir / "report.html").read_text()
+    assert f"run <code>{ctx.run_id}</code>" in page and "On the map" in page
+    assert json.dumps({"instructions": pipeline}, indent=1) in html.unescape(page)
+
+    failing = context(tmp_path / "failing", land.data)
+    with pytest.raises(OperationError, match="no challenger passes") as raised:
+        ops.compare_models(
+            failing,
+            land.results,
+            truth=truth,
+            truth_column="class",
+            baseline="model-b",
+            gate={"miou": {"min_delta": 0.5}},
+            fail_on_gate=True,
+        )
+    assert "report.html" in str(raised.value)
+    written = json.loads((failing.node_dir / "comparison.json").read_text())
+    assert written["gate"]["any_passed"] is False and (failing.node_dir / "report.html").exists()
+
+
+def test_the_maps_are_the_same_when_the_tiles_are_held_in_files(
+    land: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The alignment holds the masks and truth tiles in memory up to a budget, then in files: the report and every
+    scene GeoTIFF are the same either way, and the prediction maps are what the mosaic operation makes of the
+    masks."""
+    from orchestrator.compare import geotruth
+
+    truth = ops.import_from_local(context(tmp_path / "import", land.data), "samples-eo/labels.geojson")
+    made = []
+    for budget in (None, 0):
+        if budget is not None:
+            monkeypatch.setattr(geotruth, "HELD_BYTES", budget)
+        ctx = context(tmp_path / f"budget-{budget}", land.data)
+        made.append(ops.compare_models(ctx, land.results, truth=truth, truth_column="class"))
+    held, spilt = made
+    assert held.report["models"] == spilt.report["models"] and held.report["maps"] == spilt.report["maps"]
+    assert held.files.keys() == spilt.files.keys() and len(held.files) == 4
+    for name, path in held.files.items():
+        with rasterio.open(path) as a, rasterio.open(spilt.files[name]) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert a.transform == b.transform and a.crs == b.crs and a.nodata == b.nodata
+    ctx = context(tmp_path / "mosaic", land.data)
+    [merged] = ops.mosaic(ctx, land.results[0])
+    with rasterio.open(merged.path) as a, rasterio.open(held.files["maps/scene/model-a.tif"]) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.transform == b.transform and a.nodata == b.nodata

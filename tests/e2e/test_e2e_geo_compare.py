@@ -58,6 +58,9 @@ def test_two_land_cover_models_against_geojson_and_a_label_raster(stack: Stack, 
     page = api.get(f"/runs/{run['run_id']}/report", params={"path": results[2]["path"]})
     assert page.status_code == 200
     assert "On the map" in page.text and "By region" in page.text and page.text.count("data:image/png") >= 5
+    # Like every report, the page names its run and holds the pipeline it was launched with (issue 22).
+    assert f"run <code>{run['run_id']}</code>" in page.text
+    assert f"The request body run {run['run_id']} was launched with" in page.text and "labels.geojson" in page.text
     # The page's GeoTIFF links download in a real browser (the gateway serves the page sandboxed, scripts off).
     context = browser.new_context(accept_downloads=True)
     try:
