@@ -10,7 +10,16 @@ exists; the refusal carries the problems as one marked line (orchestrator.engine
 gateway reads back into JSON Pointers.
 
 A run worker resolves its run's config again before the first op: the checks then run once more,
-against the server as it is when the run starts.
+against the server as it is when the run starts. In the code server, a pipeline that passed is not checked
+again for a few seconds (preflight.Passed): Dagster post-processes one launch several times.
+
+The launchpad's own check as one types (GraphQL isPipelineConfigValid) cannot show these problems: the
+webserver validates the config against the job's config schema snapshot only (dagster_graphql's
+ensure_valid_config: validate_config_from_snap), and never asks the code server, so no config type's
+code (post_process, a ScalarUnion, a Selector) runs there; a snapshot can only describe types. Only a
+launch (launchRun, executionPlanOrError) builds the plan in the code server, where a refusal comes back as
+a PythonError (DagsterUserCodeProcessError), not as RunConfigValidationInvalid. So its message names each
+problem at its JSON Pointer, one a line (`refusal`).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from dagster._config.errors import PostProcessingError  # the documented way for
 
 from orchestrator import preflight
 from orchestrator.assets.resources import OpResources
-from orchestrator.engine import Catalog
+from orchestrator.engine import Catalog, Problem
 from orchestrator.engine.errors import problems_text
 
 
@@ -46,8 +55,18 @@ class CheckedInstructions(Array):
     def post_process(self, value: Any) -> Any:
         problems = self._passed.check(value, self._catalog, self._resources)
         if problems:
-            raise PostProcessingError(problems_text(problems))
+            raise PostProcessingError(refusal(problems))
         return value
+
+
+def refusal(problems: list[Problem]) -> str:
+    """What a refused launch says: each problem on its own line at its JSON Pointer, for whoever reads it in the
+    launchpad's error (its first words are Dagster's and its stack; it cannot show them as config errors, see
+    the module's docstring), then the marked line the gateway reads them from."""
+    shown = [f"  {p.path or '/'}: {' '.join(p.message.split())}" for p in problems]
+    head = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} with this pipeline"
+    where = "each at its JSON Pointer, where /instructions/N is item N of raw_input"
+    return "\n".join([f"{head}, {where}:", *shown, problems_text(problems)])
 
 
 def _fields(resource: Any) -> Any:

@@ -74,3 +74,59 @@ def test_a_pipeline_that_passed_is_remembered_a_while_and_a_refusal_never(tmp_pa
     assert paths() == []  # remembered: not checked again
     now[0] = 30.5
     assert paths() == ["/instructions/0/parameters/data/parameters/path"]  # forgotten: checked again
+
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message }
+  }
+}
+"""
+VALID = """
+query Valid($selector: PipelineSelector!, $config: RunConfigData) {
+  isPipelineConfigValid(pipeline: $selector, mode: "default", runConfigData: $config) { __typename }
+}
+"""
+
+
+@e2e
+def test_the_launchpad_launch_names_each_problem_at_its_pointer(stack: Stack):
+    """As the launchpad asks the webserver: its validation as one types cannot see what only the code location
+    knows (Dagster checks the schema only there); its launch is refused, naming each problem on its own line."""
+    from orchestrator import contract
+
+    local = {"operation": "import_from_local", "parameters": {"path": "no-such-folder"}}
+    pipeline = [
+        {"operation": "dict_to_list", "parameters": {"data": local}},
+        {"operation": "deploy_model", "parameters": {"model": "nobody/no-such-model"}},
+    ]
+    where = {"repositoryLocationName": contract.CODE_LOCATION, "repositoryName": contract.REPOSITORY}
+    config = contract.launch_config(pipeline)
+
+    def graphql(query: str, variables: dict) -> dict:
+        answer = httpx.post(f"{stack.dagster_url}/graphql", json={"query": query, "variables": variables}, timeout=60)
+        # (A launch refused by the code server comes back as a PythonError, with HTTP status 500.)
+        assert answer.status_code in (200, 500) and answer.json().get("data"), answer.text
+        return answer.json()["data"]
+
+    selector = {**where, "pipelineName": contract.JOB}
+    valid = graphql(VALID, {"selector": selector, "config": config})["isPipelineConfigValid"]
+    assert valid["__typename"] == "PipelineConfigValidationValid"  # the schema's check alone: see checked_config.py
+
+    params = {"selector": {**where, "jobName": contract.JOB}, "runConfigData": config}
+    refused = graphql(LAUNCH, {"params": params})["launchRun"]
+    assert refused["__typename"] == "PythonError", refused
+    lines = refused["message"].splitlines()
+    assert "2 problems with this pipeline, each at its JSON Pointer, where /instructions/N is item N of raw_input:" in (
+        line.split("PostProcessingError: ")[-1] for line in lines
+    )
+    assert (
+        "  /instructions/0/parameters/data/parameters/path: path 'no-such-folder' does not exist under the data root"
+        in lines
+    )
+    [model] = [line for line in lines if line.startswith("  /instructions/1/parameters/model: ")]
+    assert "not in the models root or the local Hugging Face cache" in model
