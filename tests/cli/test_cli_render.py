@@ -117,3 +117,20 @@ def test_a_resumed_run_says_how_much_came_from_its_parent():
     assert render.reuse_line({"instructions": []}, "p1") == "0 of 0 instructions reused from run p1"
     [row] = [line for line in rendered(render.instructions_table(run["instructions"])) if "import_from_local" in line]
     assert row.split()[:3] == ["/instructions/0", "import_from_local", "reused"]
+
+
+def test_a_comparison_lists_the_models_that_failed_after_the_metrics():
+    output = {
+        "type": "Comparison",
+        "models": [{"model": "fire-vit-a", "accuracy": 0.75, "accuracy_ci": [0.5, 0.9]}],
+        "failed_models": [
+            {"model": "fire-vit-b", "path": "/instructions/3/parameters/results/1", "error": "not run: it needs model"}
+        ],
+        "pairs": [],
+        "verdict": "fire-vit-a is the only model. Not compared: 'fire-vit-b' failed to load or run.",
+    }
+    metrics, failed, verdict = render.comparison_tables(output)
+    assert rendered(failed)[0].split() == ["failed", "model", "error"]
+    assert rendered(failed)[-1].split() == ["fire-vit-b", "not", "run:", "it", "needs", "model"]
+    assert verdict == output["verdict"]
+    assert len(render.comparison_tables({**output, "failed_models": []})) == 2  # none failed: no such table
