@@ -175,17 +175,20 @@ class Layer:
         import shapely
         from rasterio.features import rasterize
 
+        from orchestrator.transforms import rasters
+
         geometries, tree = self.projected(grid.crs)
         found = np.sort(tree.query(shapely.box(*grid.bounds)))  # file order: later features burn over earlier
         if found.size == 0:
             return np.full(grid.shape, UNLABELLED, dtype=np.int32)
-        return rasterize(
-            zip(geometries[found], codes[found].tolist(), strict=True),
-            out_shape=grid.shape,
-            transform=grid.transform,
-            fill=UNLABELLED,
-            dtype="int32",
-        )
+        with rasters.gdal_env():  # GDAL's options are per thread: the alignment burns tiles in threads
+            return rasterize(
+                zip(geometries[found], codes[found].tolist(), strict=True),
+                out_shape=grid.shape,
+                transform=grid.transform,
+                fill=UNLABELLED,
+                dtype="int32",
+            )
 
     def at(self, grid: Grid, codes: np.ndarray, x: float, y: float) -> int:
         """The code of the (last) polygon covering a point of the grid's CRS, else -1."""
@@ -259,7 +262,8 @@ def from_geojson(ref: FileRef, column: str, what: str) -> Layer:
         features = document["features"]
     else:
         raise OperationError(f"{where} is not a GeoJSON Feature or FeatureCollection (its type: {kind!r})")
-    geometries, values, names = [], [], set()
+    kept: list[tuple[int, Any]] = []
+    values, names = [], set()
     for number, feature in enumerate(features):
         properties = feature.get("properties") if isinstance(feature, dict) else None
         properties = properties if isinstance(properties, dict) else {}
@@ -267,13 +271,47 @@ def from_geojson(ref: FileRef, column: str, what: str) -> Layer:
         value, geometry = properties.get(column), feature.get("geometry") if isinstance(feature, dict) else None
         if value is None or value == "" or not geometry:
             continue  # no class, or no place: labels nothing
-        try:
-            geometries.append(shape(geometry))
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise OperationError(f"{where}: feature {number} has a geometry shapely cannot read: {exc}") from None
+        kept.append((number, geometry))
         values.append(_value(value))
     _check_column(values, column, sorted(names), where, "property")
-    return Layer(np.array(geometries, dtype=object), values, _geojson_crs(document, where), where).checked()
+    geometries = _polygons([geometry for _, geometry in kept])
+    if geometries is None:  # not all simple polygons: one by one (and a bad one named)
+        read = []
+        for number, geometry in kept:
+            try:
+                read.append(shape(geometry))
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                raise OperationError(f"{where}: feature {number} has a geometry shapely cannot read: {exc}") from None
+        geometries = np.array(read, dtype=object)
+    return Layer(geometries, values, _geojson_crs(document, where), where).checked()
+
+
+def _polygons(geometries: Sequence[Any]) -> np.ndarray | None:
+    """GeoJSON Polygons of 2-D positions in closed rings of four or more, made at once by shapely's
+    `from_ragged_array` (what `shape` makes of each, 5-10x faster); None unless every geometry is one."""
+    import shapely
+
+    if not geometries or not all(
+        isinstance(g, dict)
+        and g.get("type") == "Polygon"
+        and isinstance(g.get("coordinates"), list)
+        and g["coordinates"]
+        for g in geometries
+    ):
+        return None
+    try:
+        rings = [ring for g in geometries for ring in g["coordinates"]]
+        lengths = [len(ring) for ring in rings]
+        positions = np.array([position for ring in rings for position in ring], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if positions.ndim != 2 or positions.shape[1] != 2 or min(lengths) < 4:
+        return None
+    ring_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if not np.array_equal(positions[ring_offsets[:-1]], positions[ring_offsets[1:] - 1]):
+        return None  # a ring left open: shape() closes it
+    polygon_offsets = np.concatenate([[0], np.cumsum([len(g["coordinates"]) for g in geometries])])
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, positions, (ring_offsets, polygon_offsets))
 
 
 def from_geopackage(ref: FileRef, column: str, what: str) -> Layer:

@@ -39,6 +39,7 @@ from orchestrator.engine import OperationError
 IGNORE = 65535  # truth tiles: uint16 class codes, this where a pixel is not scored
 # The masks and truth tiles an alignment holds in memory for the maps; past this, in files of a temporary folder.
 HELD_BYTES = 1024**3
+READERS, AHEAD = 2, 8  # threads reading tiles ahead of the counting, and how many tiles they may read ahead
 RULES = ("centre", "majority")
 # Keys of a model's entry that describe the whole run, not a region's pixels.
 SPEED_KEYS = (
@@ -398,28 +399,36 @@ def _segmentation(
     files: dict[str, Path] = {}  # the scored tiles' truth (written for the tiles the page draws: write_truth)
     scored_total = ignored_total = 0
     ignored_tiles: list[str] = []
-    labelled_codes = np.zeros(0, dtype=np.int64)
+    labelled = np.zeros(0, dtype=np.int64)  # scored pixels per truth class code
     folder = out_dir / "truth"
     held = TileArrays()
+
+    def read(grid: geo.Grid) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """The tile's masks (and its truth, from polygons: a label raster is read in order, in this thread)."""
+        masks = []
+        for run, items in zip(runs, by_name, strict=True):
+            item = items.get(grid.name)
+            if item is None or not item.get("mask"):
+                raise OperationError(f"model {run.model!r} has no mask for {grid.name!r}")
+            mask = _read_mask(item["mask"])
+            if mask.shape != grid.shape:
+                raise OperationError(
+                    f"model {run.model!r}'s mask for {grid.name!r} is {mask.shape[1]}×{mask.shape[0]} "
+                    f"pixels, its tile {grid.width}×{grid.height}"
+                )
+            masks.append(mask)
+        return (source.labels(grid) if isinstance(source, Polygons) else None), masks
+
+    tiles = _ahead(read, grids, check)
     try:
-        for index, grid in enumerate(grids):
-            check()
-            codes = source.labels(grid)
-            masks = []
+        for index, (grid, (codes, masks)) in enumerate(zip(grids, tiles, strict=True)):
+            if codes is None:
+                codes = source.labels(grid)
             valid = np.ones(grid.shape, dtype=bool)
-            for run, items in zip(runs, by_name, strict=True):
-                item = items.get(grid.name)
-                if item is None or not item.get("mask"):
-                    raise OperationError(f"model {run.model!r} has no mask for {grid.name!r}")
-                mask = _read_mask(item["mask"])
-                if mask.shape != grid.shape:
-                    raise OperationError(
-                        f"model {run.model!r}'s mask for {grid.name!r} is {mask.shape[1]}×{mask.shape[0]} "
-                        f"pixels, its tile {grid.width}×{grid.height}"
-                    )
-                if item.get("nodata") is not None:
-                    valid &= mask != item["nodata"]
-                masks.append(mask)
+            for items, mask in zip(by_name, masks, strict=True):
+                nodata = items[grid.name].get("nodata")
+                if nodata is not None:
+                    valid &= mask != nodata
             scored = valid & (codes >= 0)
             count = int(np.count_nonzero(scored))
             scored_total += count
@@ -429,7 +438,10 @@ def _segmentation(
                 ignored_tiles.append(grid.name)
                 continue
             truth_codes = codes[scored]
-            labelled_codes = np.union1d(labelled_codes, np.unique(truth_codes))
+            found = np.bincount(truth_codes)  # the truth classes labelling scored pixels
+            if found.size > labelled.size:
+                labelled = np.pad(labelled, (0, found.size - labelled.size))
+            labelled[: found.size] += found
             files[grid.name] = folder / f"{index:06d}.png"
             truth_flat = vocabulary.truth_codes(source.names, truth_codes)
             named = [vocabulary.model_codes(i, mask.astype(np.int64)) for i, mask in enumerate(masks)]
@@ -453,6 +465,8 @@ def _segmentation(
     except BaseException:
         held.close()
         raise
+    finally:
+        tiles.close()  # its threads stop with it
     if scored_total == 0:
         held.close()
         raise OperationError(
@@ -479,7 +493,7 @@ def _segmentation(
         truth,
         _described(source),
         list(source.names.names),
-        [source.names.names[int(c)] for c in labelled_codes],
+        [source.names.names[int(c)] for c in np.flatnonzero(labelled)],
         scored_total,
         ignored_total,
         ignored_tiles,
@@ -502,6 +516,32 @@ def _segmentation(
         region_truth.counted = part.scan(runs, classes)
         aligned.regions.append(Subset(name, _keep(runs, region_truth.values), region_truth, part.pixels))
     return aligned
+
+
+def _ahead(read: Callable[[Any], Any], items: Sequence[Any], check: Callable[[], None]) -> Any:
+    """`read` of each item, in order, computed by a few threads ahead of the one consuming them (PIL's decoding and
+    GDAL's rasterizing run without the GIL); at most AHEAD waiting, so memory follows AHEAD, not the scene."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        waiting: deque[Any] = deque()
+        following = iter(items)
+        try:
+            for item in following:
+                waiting.append(pool.submit(read, item))
+                if len(waiting) >= AHEAD:
+                    break
+            while waiting:
+                check()
+                result = waiting.popleft().result()
+                for item in following:
+                    waiting.append(pool.submit(read, item))
+                    break
+                yield result
+        finally:
+            for future in waiting:
+                future.cancel()
 
 
 def _shown_names(names: Sequence[str], runs: Sequence[ModelRun]) -> list[str]:
