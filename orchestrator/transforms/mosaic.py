@@ -185,7 +185,7 @@ def merge(
         )
         np.fill_diagonal(crossing, False)
         for k, i in enumerate(covering):
-            t = tiles[i]
+            t = tiles[int(i)]
             x0, y0, x1, y1 = (int(v) for v in clipped[k])
             data = read(t, Window(x0 - t.col, y0 - t.row, x1 - x0, y1 - y0))
             target = out[:, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
