@@ -38,8 +38,9 @@ def test_a_pipeline_is_checked_once_by_the_code_server_and_once_by_its_run(stack
     assert launched.status_code == 200, launched.text
     run = stack.wait_for_run(launched.json()["run_id"], timeout_s=120)
     assert run["run_status"] == "SUCCESS", run
-    # Dagster post-processes a launch's config several times in the code server (validate, launch, the queue's
-    # launch) and once in the run worker: the code server asks the model server once, the run once more.
+    # Dagster post-processes the config once per request in the code server (/validate, the launch), then three
+    # times in the run worker as it starts: 5 rounds of checks, now 2 (the code server's second, a moment after
+    # the first, and the run worker's last two are remembered).
     assert checks_asked(stack, model) == 2, stack.log_tail()
 
 
@@ -55,7 +56,7 @@ def test_a_pipeline_that_passed_is_remembered_a_while_and_a_refusal_never(tmp_pa
         **ServerSettings(data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts")).resources()
     )
     now = [0.0]
-    passed = preflight.Passed(keep_s=30, clock=lambda: now[0])
+    passed = preflight.Passed(keep_s=3, clock=lambda: now[0])
     pipeline = [
         {
             "operation": "dict_to_list",
@@ -70,9 +71,9 @@ def test_a_pipeline_that_passed_is_remembered_a_while_and_a_refusal_never(tmp_pa
     (tmp_path / "data" / "photos").mkdir()
     assert paths() == []  # a refusal was not remembered
     (tmp_path / "data" / "photos").rmdir()
-    now[0] = 29.0
+    now[0] = 2.9
     assert paths() == []  # remembered: not checked again
-    now[0] = 30.5
+    now[0] = 3.1
     assert paths() == ["/instructions/0/parameters/data/parameters/path"]  # forgotten: checked again
 
 
