@@ -144,6 +144,7 @@ def _scene(
 ) -> SceneMaps:
     """One scene's GeoTIFFs, merged from the masks and truth the alignment holds (as `mosaic` places tiles), the
     disagreement computed on the same blocks, and the pictures decimated from them: one pass, no file read."""
+    from concurrent.futures import ThreadPoolExecutor
     from contextlib import ExitStack
 
     from orchestrator.transforms import rasters
@@ -183,6 +184,9 @@ def _scene(
         return np.stack([layer[rows, cols] for layer in held.get(tile.key)])
 
     with ExitStack() as stack:
+        # The quicklook reads the input tiles while the scene is merged and written (GDAL works without the GIL).
+        side = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        quicklook = side.submit(_quicklook, results[0], maps, transform, names, pictures[0].shape, caps)
         outputs = [
             stack.enter_context(
                 rasters.write_like(
@@ -226,8 +230,9 @@ def _scene(
             disagreement.add(block, marks)
             differ += int(np.count_nonzero(different & valid))
             total += int(np.count_nonzero(valid))
+        input_picture = quicklook.result()
     maps.disagreeing_share = differ / total if disagreement is not None and total else None
-    maps.pictures = _pictures(results, maps, aligned, colours, pictures, disagreement, nodata, transform, names, caps)
+    maps.pictures = _pictures(results, maps, aligned, colours, pictures, disagreement, nodata, input_picture)
     return maps
 
 
@@ -267,13 +272,9 @@ def _pictures(
     layers: Sequence[_Picture],
     disagreement: _Picture | None,
     nodata: Sequence[Any],
-    origin: Any,
-    names: Sequence[str],
-    caps: int | None,
+    quicklook: np.ndarray | None,
 ) -> list[dict]:
-    shape = layers[0].shape
     pictures = []
-    quicklook = _quicklook(results[0], maps, origin, names, shape, caps)
     if quicklook is not None:
         pictures.append({"caption": "input (RGB composite)", "png": _png(quicklook), "kind": "input"})
     truth = layers[len(results)].ids
