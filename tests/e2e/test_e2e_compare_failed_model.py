@@ -74,3 +74,27 @@ def test_the_two_models_that_ran_are_compared_and_the_broken_one_named(stack: St
     assert re.search(rf"^\s*{BROKEN}\s+not run: it needs model", shown.stdout, re.M), shown.stdout
     for model in ("fire-risk-logreg", "fire-risk-tree"):  # a row each: the accuracy and its 95% interval
         assert re.search(rf"^{model}\s+\d\.\d{{3}} \[\d\.\d{{3}}, \d\.\d{{3}}\]", shown.stdout, re.M), shown.stdout
+
+
+def test_a_model_that_fails_as_it_runs_is_left_out_too(stack: Stack, api: httpx.Client):
+    """The third model loads but cannot run on what it is given (three features for a model of four)."""
+    body = copy.deepcopy(sample_with('"fire-risk-tree"', "compare_models"))
+    instructions = body["instructions"]
+    [compare] = [i for i in instructions if i["operation"] == "compare_models"]
+    narrow = copy.deepcopy(compare["parameters"]["results"][0])
+    narrow["parameters"].update(model="fire-risk-narrow", features=["temperature", "humidity", "wind"])
+    compare["parameters"]["results"].append(narrow)
+    deploy = copy.deepcopy(next(i for i in instructions if i["operation"] == "deploy_model"))
+    deploy["parameters"]["model"] = "fire-risk-narrow"  # the logistic regression's file, under another name
+    instructions.insert(instructions.index(compare), deploy)
+    run = stack.wait_for_run(api.post("/execute", json=body).json()["run_id"], timeout_s=180)
+    assert run["run_status"] == "FAILURE", run
+    at = f"/instructions/{instructions.index(compare)}/parameters/results/2"
+    assert run["error"]["path"] == at and run["error"]["operation"] == "model_inference", run["error"]
+    results = api.get(f"/runs/{run['run_id']}/results").json()["results"]
+    [comparison] = [r["output"] for r in results if r["operation"] == "compare_models"]
+    assert [m["model"] for m in comparison["models"]] == ["fire-risk-logreg", "fire-risk-tree"]
+    [failed] = comparison["failed_models"]
+    assert failed["model"] == "fire-risk-narrow" and failed["path"] == at
+    assert failed["error"] == run["error"]["message"]  # what the model said, as the run's error says it
+    assert "state" not in next(r for r in results if r["operation"] == "compare_models")
