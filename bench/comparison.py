@@ -406,8 +406,10 @@ def breakdown(
             model.run = session_run
 
     indexes = list(range(calls))
+    binary = binary_layers(url, token, name, path, task, x, batch, calls, client)
     layers = interleaved(
         {
+            **binary,
             "whole": (lambda c: client.predict_rows(name, c, task), chunks),
             "post": (lambda b: raw.post(f"/v2/models/{name}/infer", content=b), encoded),
             "metadata": (lambda _: client.metadata(name), chunks),
@@ -430,8 +432,66 @@ def breakdown(
     return layers
 
 
+def binary_layers(
+    url: str, token: str | None, name: str, path: Path, task: str, x: Any, batch: int, calls: int, client: Any
+) -> dict[str, tuple[Callable[[Any], Any], list[Any]]]:
+    """The binary request model_inference sends (`predict_array`), and beside it the server's work on the same body
+    in this process (`answer_inference`, where the checkout has it: parse, checks, model, answer) and the HTTP
+    floor over the standard library's http.client (a kept-alive connection, as the client keeps it)."""
+    import http.client
+    import urllib.parse
+
+    import numpy as np
+
+    arrays = [np.ascontiguousarray(x[i * batch : (i + 1) * batch], dtype=np.float32) for i in range(calls)]
+    layers: dict[str, tuple[Callable[[Any], Any], list[Any]]] = {}
+    if hasattr(client, "predict_array"):
+        layers["binary"] = (lambda a: client.predict_array(name, a, task), arrays)
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=60)
+
+    def floor(_: Any) -> None:
+        connection.request("GET", "/v2/health/ready")
+        connection.getresponse().read()
+
+    layers["binary floor"] = (floor, arrays)
+    try:
+        from model_server.registry import Limits, ModelRegistry
+        from model_server.routes import answer_inference
+    except ImportError:  # a checkout before 2026-12-07
+        return layers
+    from model_server.config import Settings
+
+    settings = Settings(models_root=path.parent)
+    registry = ModelRegistry(settings.models_root, settings.batch_size, settings.device, Limits.from_settings(settings))
+    registry.load(name, path.name, task)
+    input_name = client.metadata(name)["inputs"][0]["name"]
+    wanted = [{"name": "label", "parameters": {"binary_data": False}}]
+    if task == "tabular-classification":
+        wanted.append({"name": "probabilities", "parameters": {"binary_data": True}})
+    bodies = []
+    for array in arrays:
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": input_name,
+                        "shape": list(array.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": array.nbytes},
+                    }
+                ],
+                "outputs": wanted if task == "tabular-classification" else [{"name": "value"}],
+            }
+        ).encode()
+        bodies.append((memoryview(head + array.tobytes()), str(len(head))))
+    layers["binary server"] = (lambda b: answer_inference(registry, name, b[0], b[1]), bodies)
+    return layers
+
+
 def derived(layers: dict[str, float]) -> list[tuple[str, float]]:
     """The table's rows, in seconds per request: each layer measured, and what is left between them."""
+    nan = float("nan")
     server = layers["parse"] + layers["infer"] + layers["run"] + layers["respond"]
     return [
         ("whole request through the client (`predict_rows`)", layers["whole"]),
@@ -451,6 +511,14 @@ def derived(layers: dict[str, float]) -> list[tuple[str, float]]:
         ("  server: `InferResponse` → JSON", layers["respond"]),
         ("  HTTP, uvicorn, FastAPI, threadpool, access log (POST − server steps)", layers["post"] - server),
         ("bare GET /v2/health/ready (the HTTP floor)", layers["floor"]),
+        ("binary request through the client (`predict_array`, model_inference's path)", layers.get("binary", nan)),
+        ("  server: the request's work in this process (`answer_inference`)", layers.get("binary server", nan)),
+        ("  of which ONNX Runtime `session.run` (the model)", layers["run"]),
+        (
+            "  HTTP both ways, uvicorn, the threadpool hand-off, the client (binary − server work)",
+            layers.get("binary", nan) - layers.get("binary server", nan),
+        ),
+        ("bare GET /v2/health/ready over http.client (the HTTP floor without httpx)", layers["binary floor"]),
     ]
 
 
