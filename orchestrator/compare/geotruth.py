@@ -262,17 +262,17 @@ class _Vocabulary:
         self.names = Names()
         for name in itertools.chain(truth.names, *(run.labels for run in runs)):
             self.names.code(name)
-        self.tables = [np.array([self.names.code(n) for n in run.labels], dtype=np.int64) for run in runs]
+        self.tables = [np.array([self.names.code(n) for n in run.labels], dtype=np.int32) for run in runs]
 
     def truth_codes(self, truth: Names, codes: np.ndarray) -> np.ndarray:
-        table = np.array([self.names.code(n) for n in truth.names] or [0], dtype=np.int64)
+        table = np.array([self.names.code(n) for n in truth.names] or [0], dtype=np.int32)
         return table[codes]
 
     def model_codes(self, index: int, ids: np.ndarray) -> np.ndarray:
         table = self.tables[index]
         top = int(ids.max(initial=0))
         if top >= table.size:  # room for ids the model's labels do not name (-1 until met)
-            table = self.tables[index] = np.concatenate([table, np.full(top + 1 - table.size, -1, dtype=np.int64)])
+            table = self.tables[index] = np.concatenate([table, np.full(top + 1 - table.size, -1, dtype=np.int32)])
         codes = table[ids]
         if codes.size and int(codes.min()) < 0:  # ids met for the first time: classes "#id" (nodata's "#255" too)
             for class_id in np.unique(ids[codes < 0]).tolist():
@@ -444,7 +444,7 @@ def _segmentation(
             labelled[: found.size] += found
             files[grid.name] = folder / f"{index:06d}.png"
             truth_flat = vocabulary.truth_codes(source.names, truth_codes)
-            named = [vocabulary.model_codes(i, mask.astype(np.int64)) for i, mask in enumerate(masks)]
+            named = [vocabulary.model_codes(i, mask) for i, mask in enumerate(masks)]  # int32 codes
             size = len(vocabulary.names.names)
             predicted = [mask[scored] for mask in named]
             agreement = [
