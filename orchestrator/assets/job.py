@@ -128,6 +128,7 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
         # Top-level instructions that failed: the run may have gone on after one (a model that did not deploy).
         root_failures: dict[int, str] = {}
         root_ids = {id(root) for root in plan.roots}
+        roots_by_path = {root.path: root for root in plan.roots}
 
         def on_event(event: NodeEvent) -> None:
             kept.track(event)  # the files a starting instruction takes; a finished one's node folder stored
@@ -138,10 +139,13 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                     catalog_events.extend(lineage.asset_events(catalog, event.node, event.output, context.run_id))
                     if id(event.node) in root_ids:
                         root_outputs[id(event.node)] = event.output
-                elif event.kind == NodeEventKind.FAILED and id(event.node) in root_ids:
-                    root_failures[id(event.node)] = runs.clip(
-                        f"{event.node.operation} at {event.node.path} failed: {event.error}"
-                    )
+                elif event.kind == NodeEventKind.FAILED:
+                    # Said by the top-level instruction it belongs to: its own failure, else the first inside it.
+                    root = roots_by_path.get("/".join(event.node.path.split("/")[:3]))
+                    if root is not None and (root is event.node or id(root) not in root_failures):
+                        root_failures[id(root)] = runs.clip(
+                            f"{event.node.operation} at {event.node.path} failed: {event.error}"
+                        )
 
         op_resources = OpResources(**{key: getattr(context.resources, key) for key in resources})
         run_context = RunContext(

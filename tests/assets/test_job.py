@@ -143,6 +143,40 @@ def test_a_failing_instruction_fails_the_run_naming_its_path(resources: dict, wo
     assert progress["error"]["path"] == "/instructions/0/parameters/data"
 
 
+def test_a_run_that_went_on_after_a_model_failed_to_load_shows_each_failure_where_it_happened(
+    resources: dict, workspace: Workspace, stack: Stack
+):
+    (stack.models_root / "job-broken.onnx").write_bytes(b"not a model\n" * 40)  # found before launch, not loadable
+    (Path(workspace.data_root) / "empty" / "folder").mkdir(parents=True)
+    listed = {
+        "operation": "dict_to_list",
+        "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "samples"}}},
+    }
+    pipeline = [
+        {
+            "operation": "deploy_model",
+            "parameters": {"model": "job-broken", "task": "tabular-classification", "source": "job-broken.onnx"},
+        },
+        listed,
+        {
+            "operation": "dict_to_list",
+            "parameters": {"data": {"operation": "import_from_local", "parameters": {"path": "empty/folder"}}},
+        },
+        listed,
+    ]
+    result = run(resources, pipeline)
+    assert not result.success
+    saved = json.loads((workspace.run_dir(result.run_id) / runs.RESULTS).read_text())["results"]
+    assert [r.get("state") for r in saved] == ["failed", None, "failed", "not run"]
+    assert saved[0]["error"].startswith("deploy_model at /instructions/0 failed: ")  # the run went on after it
+    assert saved[1]["output"]["type"] == "FileList"
+    assert saved[2]["error"].startswith("import_from_local at /instructions/2/parameters/data failed: ")
+    assert "holds no files" in saved[2]["error"]  # what stopped the run, said where it happened
+    assert saved[3]["error"] == "not run: dict_to_list at /instructions/2 stopped the run before it"
+    progress = json.loads((workspace.run_dir(result.run_id) / runs.PROGRESS).read_text())
+    assert progress["error"]["path"] == "/instructions/0"  # the run's error: its first failure
+
+
 def test_launchpad_input_is_validated_like_the_api(resources: dict, workspace: Workspace):
     """The launchpad's pipeline is checked as the gateway checks one, catalog and server alike, when Dagster
     validates the launch's config: refused before any run, every problem at its JSON Pointer."""
