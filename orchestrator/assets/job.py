@@ -162,10 +162,12 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                 progress.fail(failed)
                 _write_partial_results(folder, kept, plan, root_outputs, runs.clip(str(failed)), root_failures)
                 yield from catalog_events  # what was read before the failure is still worth knowing
-                raise Failure(
-                    description=runs.clip(str(failed)),
-                    metadata={"path": failed.path, "operation": failed.operation},
-                ) from None
+                failure_metadata: dict[str, Any] = {"path": failed.path, "operation": failed.operation}
+                for root in plan.roots:  # a comparison made without a model that failed shows as on success
+                    compared = root_outputs.get(id(root))
+                    if isinstance(compared, Comparison):
+                        failure_metadata.update(_comparison_metadata(f"{root.operation} {root.path}", compared))
+                raise Failure(description=runs.clip(str(failed)), metadata=failure_metadata) from None
             except BaseException:  # cancelled (Dagster interrupts the op): what finished before stays readable
                 _write_partial_results(folder, kept, plan, root_outputs, "the run was cancelled while it ran")
                 raise

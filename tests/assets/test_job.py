@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from orchestrator.assets.repository import CATALOG, resources_from_env
 from orchestrator.assets.resources import Workspace
 from orchestrator.engine.errors import problems_in
 from sample_data import write_samples, write_stac_sample
-from samples import sample_instructions
+from samples import sample_instructions, sample_with
 
 
 @pytest.fixture
@@ -175,6 +176,28 @@ def test_a_run_that_went_on_after_a_model_failed_to_load_shows_each_failure_wher
     assert saved[3]["error"] == "not run: dict_to_list at /instructions/2 stopped the run before it"
     progress = json.loads((workspace.run_dir(result.run_id) / runs.PROGRESS).read_text())
     assert progress["error"]["path"] == "/instructions/0"  # the run's error: its first failure
+
+
+def test_a_comparison_without_a_model_that_failed_shows_on_the_failed_run_page(resources: dict, stack: Stack):
+    (stack.models_root / "job-broken.onnx").write_bytes(b"not a model\n" * 40)
+    pipeline = copy.deepcopy(sample_with('"fire-risk-tree"', "compare_models")["instructions"])
+    [compare] = [i for i in pipeline if i["operation"] == "compare_models"]
+    third = copy.deepcopy(compare["parameters"]["results"][0])
+    third["parameters"]["model"] = "job-broken"
+    compare["parameters"]["results"].append(third)
+    broken = {"model": "job-broken", "task": "tabular-classification", "source": "job-broken.onnx"}
+    pipeline.insert(0, {"operation": "deploy_model", "parameters": broken})
+    result = run(resources, pipeline)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    metadata = failure.event_specific_data.user_failure_data.metadata
+    where = f"compare_models /instructions/{pipeline.index(compare)}"
+    assert metadata["path"].value == "/instructions/0"  # the run failed: the model that did not load
+    assert "job-broken" in metadata[f"{where} verdict"].value  # and the Dagster run page still shows the comparison
+    assert {row.data["model"] for row in metadata[f"{where} metrics"].value.records} == {
+        "fire-risk-logreg",
+        "fire-risk-tree",
+    }
 
 
 def test_launchpad_input_is_validated_like_the_api(resources: dict, workspace: Workspace):
