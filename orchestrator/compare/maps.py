@@ -320,7 +320,7 @@ def _quicklook(
 
     def read(name: str, source: Path) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None:
         """The tile's place on the picture, its RGB bands and valid pixels at the picture's scale."""
-        from rasterio.enums import Resampling
+        from rasterio.enums import MaskFlags, Resampling
 
         with rasters.open_raster(source, caps, name) as tile:
             t = tile.transform
@@ -331,8 +331,20 @@ def _quicklook(
             if x1 <= x0 or y1 <= y0:
                 return None
             bands = _rgb_bands(tile)
-            data = tile.read(bands, out_shape=(3, y1 - y0, x1 - x0), resampling=Resampling.nearest, out_dtype="float32")
-            mask = tile.dataset_mask(out_shape=(y1 - y0, x1 - x0), resampling=Resampling.nearest) > 0
+            size = (y1 - y0, x1 - x0)
+            flags = tile.mask_flag_enums
+            nodata = tile.nodata
+            if all(f == [MaskFlags.all_valid] for f in flags):
+                data = tile.read(bands, out_shape=(3, *size), resampling=Resampling.nearest, out_dtype="float32")
+                mask = np.ones(size, dtype=bool)
+            elif all(f == [MaskFlags.nodata] for f in flags) and nodata is not None and not np.isnan(nodata):
+                # GDAL's dataset mask of per-band nodata: valid where any band is not nodata; one read of the bands
+                every = tile.read(out_shape=(tile.count, *size), resampling=Resampling.nearest)
+                mask = (every != nodata).any(axis=0)
+                data = every[[band - 1 for band in bands]].astype(np.float32)
+            else:
+                data = tile.read(bands, out_shape=(3, *size), resampling=Resampling.nearest, out_dtype="float32")
+                mask = tile.dataset_mask(out_shape=size, resampling=Resampling.nearest) > 0
         return (x0, y0, x1, y1), data, mask
 
     picture = np.zeros((3, *shape), dtype=np.float32)
