@@ -652,8 +652,8 @@ class _PlainHTTP:
     def post(self, path: str, parts: Sequence[bytes | memoryview], headers: dict[str, str]) -> httpx.Response:
         """The answer to a POST of `parts` one after the other (their length in `headers`' Content-Length)."""
         connection = self._connection()
-        # A small body is joined (a copy of microseconds), so that http.client sends it with the request line and
-        # headers in one write: the server wakes once for the whole request, not once per part.
+        # A small body is joined (a copy of microseconds) and goes in one write after the request line and headers,
+        # not one write per part.
         body: Any = b"".join(parts) if sum(len(part) for part in parts) <= JOIN_BELOW else parts
         try:
             connection.request("POST", self.prefix + path, body=body, headers={**self.headers, **headers})
@@ -672,7 +672,7 @@ class _PlainHTTP:
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            connection = _NoDelay(self.host, self.port, timeout=self.timeout_s)
             self._local.connection = connection
             with self._lock:
                 self._opened.append(connection)
@@ -685,6 +685,15 @@ class _PlainHTTP:
             for connection in self._opened:
                 connection.close()
             self._opened.clear()
+
+
+class _NoDelay(http.client.HTTPConnection):
+    """A connection whose small writes go at once (TCP_NODELAY, as uvicorn sets it on its side): http.client writes
+    the headers, then the body; without it the body could wait for the headers' acknowledgement."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _unusable(sock: socket.socket, timeout_s: float) -> bool:
