@@ -1379,8 +1379,8 @@ def compare_models(
             check=ctx.check_cancelled,
             log=ctx.log.info,
         )
+        on_earth.report["failed_models"] = failed
         if failed:  # the page of a comparison on the Earth does not list them yet; its JSON does
-            on_earth.report["failed_models"] = failed
             (ctx.node_dir / "comparison.json").write_text(json.dumps(on_earth.report, indent=1))
         if fail_on_gate:
             _fail_on_gate(ctx, on_earth.report, on_earth.html)
