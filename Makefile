@@ -27,10 +27,11 @@ lint: install
 	$(VENV)/bin/mypy  # what it checks, and how strictly: [tool.mypy] in pyproject.toml
 
 # Test files run in parallel, each whole on one worker (module fixtures such as a stack are started once);
-# TEST_WORKERS=0 runs everything in this process.
+# TEST_WORKERS=0 runs them in this process. The slow tests (a load test) run after them, alone on the machine.
 TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -m slow
 
 bench: install
 	$(PY) bench/run.py

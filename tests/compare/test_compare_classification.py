@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy.stats import binomtest
@@ -234,7 +232,9 @@ def test_wrong_truth_kind_mixed_tasks_and_bad_items():
         compare.compare([], None)
 
 
-def test_ten_thousand_predictions_of_three_models_take_well_under_two_seconds():
+def test_ten_thousand_predictions_of_three_models_name_the_best_one():
+    """10,000 inputs, three models: the best is found and said significantly better (its speed is measured by
+    bench/comparison.py beside a plain script, not timed here)."""
     rng = np.random.default_rng(2)
     classes = [f"class-{i}" for i in range(10)]
     truth_codes = rng.integers(0, 10, 10_000)
@@ -243,10 +243,7 @@ def test_ten_thousand_predictions_of_three_models_take_well_under_two_seconds():
     for m, quality in enumerate((0.6, 0.7, 0.8)):
         predicted = np.where(rng.random(10_000) < quality, truth_codes, rng.integers(0, 10, 10_000))
         runs.append(run(f"model-{m}", [classes[c] for c in predicted], names))
-    start = time.perf_counter()
     report = compare.compare(runs, folders(names))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"compare took {elapsed:.2f} s"
     assert report["best"] == "model-2" and "significantly better than every other model" in report["verdict"]
 
 

@@ -77,7 +77,7 @@ def test_a_cancel_stops_waiting_for_a_load_and_lets_go_of_the_runs_lease(slow: S
         client.load("big-model", "big-model", "image-classification")
     waited = time.monotonic() - started
     client.close()
-    assert waited < 0.5 + CANCEL_POLL_S + 0.5, f"the load was waited for {waited:.2f} s after the cancel"
+    assert waited < 0.5 + CANCEL_POLL_S + 2, f"the load was waited for {waited:.2f} s after the cancel"
     deadline = time.monotonic() + 5
     while not slow.unloads and time.monotonic() < deadline:  # sent at once; the server acts once its load ends
         time.sleep(0.05)

@@ -166,7 +166,7 @@ def test_pow_with_a_huge_exponent_fails_at_once(ctx, tmp_path, exponent):
     start = time.perf_counter()
     with pytest.raises(OperationError, match=r"^row 0, column 'v': 3\.0 pow .* would be about 10\^"):
         ops.math_block(ctx, table(tmp_path, [{"v": 3}]), "pow", exponent)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 5  # refused from its size, not computed (10^(10^18) digits would not end)
     # The same exponent on a base that keeps it small is computed.
     assert list(ops.math_block(ctx, table(tmp_path, [{"v": 1}, {"v": 0.5}, {"v": -1}]), "pow", exponent).rows()) == [
         {"v": 1.0},
