@@ -121,6 +121,15 @@ Run = Annotated[str, typer.Argument(metavar="RUN", show_default=False, help="A r
 NoWait = Annotated[
     bool, typer.Option("--no-wait", help="Print the run id (with --json: the launch answer) and return at once.")
 ]
+Cursor = Annotated[
+    str | None,
+    typer.Option(
+        "--cursor",
+        metavar="CURSOR",
+        show_default=False,
+        help="Show the page after this one: the cursor the previous page printed.",
+    ),
+]
 
 
 @dataclass
@@ -260,15 +269,7 @@ def list_runs(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="How many runs to show.")] = 20,
-    cursor: Annotated[
-        str | None,
-        typer.Option(
-            "--cursor",
-            metavar="CURSOR",
-            show_default=False,
-            help="Show the page after this one: the cursor the previous page printed.",
-        ),
-    ] = None,
+    cursor: Cursor = None,
     url: Url = None,
     as_json: AsJson = False,
 ) -> None:
@@ -426,15 +427,7 @@ def leaderboard(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="How many models to show.")] = 50,
-    cursor: Annotated[
-        str | None,
-        typer.Option(
-            "--cursor",
-            metavar="CURSOR",
-            show_default=False,
-            help="Show the page after this one: the cursor the previous page printed.",
-        ),
-    ] = None,
+    cursor: Cursor = None,
     url: Url = None,
     as_json: AsJson = False,
 ) -> None:
