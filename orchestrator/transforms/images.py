@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.context
 import os
 import pickle
@@ -23,7 +24,7 @@ import traceback
 import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import lru_cache
@@ -34,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from orchestrator.datasets import FileRef
 from orchestrator.engine import OperationError
+from orchestrator.transforms.threads import map_in_order
 
 IMAGE_THREADS = 2
 # One worker process per core this process may use (a container's CPU set, not the host's).
@@ -91,20 +93,8 @@ def _map_on_threads(refs: list[FileRef], transform: Transform, check_cancelled: 
         check_cancelled()
         return transform(ref)
 
-    results: list[FileRef] = []
-    in_flight: deque[Future[list[FileRef]]] = deque()
-    with ThreadPoolExecutor(IMAGE_THREADS, thread_name_prefix="image") as pool:
-        try:
-            for ref in refs:
-                in_flight.append(pool.submit(one, ref))
-                if len(in_flight) >= 4 * IMAGE_THREADS:
-                    results.extend(in_flight.popleft().result())
-            while in_flight:
-                results.extend(in_flight.popleft().result())
-        finally:
-            for future in in_flight:
-                future.cancel()
-    return results
+    produced = map_in_order(one, refs, threads=IMAGE_THREADS, ahead=4 * IMAGE_THREADS, name="image")
+    return [out for outs in produced for out in outs]
 
 
 def _map_on_processes(
@@ -199,10 +189,18 @@ class _Pool:
 
     def _died(self) -> OperationError:
         # The executor terminates the others once one dies (SIGTERM): the one that died first did not end so.
-        ended = [process for process in self.forks.processes if process.exitcode is not None]
+        # The pool may say it is broken before the dead one's exit status is collected: wait a little for it.
+        processes, deadline = self.forks.processes, time.monotonic() + 5
+        while True:
+            ended = [process for process in processes if process.exitcode is not None]
+            dead = [process for process in ended if process.exitcode != -signal.SIGTERM]
+            running = [process.sentinel for process in processes if process.exitcode is None]
+            if dead or not running or time.monotonic() > deadline:
+                break
+            multiprocessing.connection.wait(running, timeout=0.05)
         for process in ended:
             process.join()
-        dead = [process for process in ended if process.exitcode != -signal.SIGTERM] or ended
+        dead = dead or ended
         for process in dead:
             held = self.in_hand[process.number]  # type: ignore[attr-defined]
             if held:

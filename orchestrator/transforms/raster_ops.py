@@ -9,9 +9,7 @@ FileRef.meta keeps the input's facts (a STAC item, a tile's origin) with the ras
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from orchestrator.datasets import FileRef
 from orchestrator.engine import OperationError
 from orchestrator.transforms import rasters
 from orchestrator.transforms.images import output_path, tile_origins
+from orchestrator.transforms.threads import map_in_order
 
 FLOAT_NODATA = -9999.0  # float32 outputs (indices, normalised bands): a JSON number, unlike NaN
 RASTER_THREADS = 2  # rasterio releases the GIL while it reads, compresses and writes
@@ -94,20 +93,8 @@ def map_rasters(
 
     if len(refs) == 1:
         return one(refs[0])
-    results: list[FileRef] = []
-    in_flight: deque[Future[list[FileRef]]] = deque()
-    with ThreadPoolExecutor(RASTER_THREADS, thread_name_prefix="raster") as pool:
-        try:
-            for ref in refs:
-                in_flight.append(pool.submit(one, ref))
-                if len(in_flight) >= 2 * RASTER_THREADS:
-                    results.extend(in_flight.popleft().result())
-            while in_flight:
-                results.extend(in_flight.popleft().result())
-        finally:
-            for future in in_flight:
-                future.cancel()
-    return results
+    produced = map_in_order(one, refs, threads=RASTER_THREADS, ahead=2 * RASTER_THREADS, name="raster")
+    return [out for outs in produced for out in outs]
 
 
 # Shared pieces
