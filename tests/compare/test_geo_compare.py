@@ -623,6 +623,9 @@ def test_a_champion_gate_on_the_earth_is_the_paired_bootstrap_over_tiles(land: S
     assert "model-b" not in [m["model"] for m in report["models"] if m.get("gate")]
     page = (ctx.node_dir / "report.html").read_text()
     assert f"run <code>{ctx.run_id}</code>" in page and "On the map" in page
+    # The rows of disagreement draw the truth over each input: its tiles were written for those rows, and only them.
+    drawn = page.count("with its truth drawn")
+    assert drawn > 0 and len(list((ctx.node_dir / "truth").glob("*.png"))) == drawn
     assert json.dumps({"instructions": pipeline}, indent=1) in html.unescape(page)
 
     failing = context(tmp_path / "failing", land.data)
