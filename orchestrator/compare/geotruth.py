@@ -35,6 +35,7 @@ from orchestrator.compare import geo
 from orchestrator.compare.inputs import ModelRun, Truth
 from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
+from orchestrator.transforms import threads
 
 IGNORE = 65535  # truth tiles: uint16 class codes, this where a pixel is not scored
 # The masks and truth tiles an alignment holds in memory for the maps; past this, in files of a temporary folder.
@@ -419,9 +420,11 @@ def _segmentation(
             masks.append(mask)
         return (source.labels(grid) if isinstance(source, Polygons) else None), masks
 
-    tiles = _ahead(read, grids, check)
+    # PIL's decoding and GDAL's rasterizing run without the GIL: two threads read tiles ahead of the counting
+    tiles = threads.map_in_order(read, grids, threads=READERS, ahead=AHEAD, name="geotruth")
     try:
         for index, (grid, (codes, masks)) in enumerate(zip(grids, tiles, strict=True)):
+            check()
             if codes is None:
                 codes = source.labels(grid)
             valid = np.ones(grid.shape, dtype=bool)
@@ -516,32 +519,6 @@ def _segmentation(
         region_truth.counted = part.scan(runs, classes)
         aligned.regions.append(Subset(name, _keep(runs, region_truth.values), region_truth, part.pixels))
     return aligned
-
-
-def _ahead(read: Callable[[Any], Any], items: Sequence[Any], check: Callable[[], None]) -> Any:
-    """`read` of each item, in order, computed by a few threads ahead of the one consuming them (PIL's decoding and
-    GDAL's rasterizing run without the GIL); at most AHEAD waiting, so memory follows AHEAD, not the scene."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        waiting: deque[Any] = deque()
-        following = iter(items)
-        try:
-            for item in following:
-                waiting.append(pool.submit(read, item))
-                if len(waiting) >= AHEAD:
-                    break
-            while waiting:
-                check()
-                result = waiting.popleft().result()
-                for item in following:
-                    waiting.append(pool.submit(read, item))
-                    break
-                yield result
-        finally:
-            for future in waiting:
-                future.cancel()
 
 
 def _shown_names(names: Sequence[str], runs: Sequence[ModelRun]) -> list[str]:
