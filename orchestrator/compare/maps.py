@@ -309,9 +309,7 @@ def _quicklook(
     result: Predictions, maps: SceneMaps, origin: Any, names: Sequence[str], shape: tuple[int, int], caps: int | None
 ) -> np.ndarray | None:
     """The input tiles of the scene as one small RGB picture, or None when they are not GeoTIFFs."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from orchestrator.transforms import rasters
+    from orchestrator.transforms import rasters, threads
 
     sources = [result.inputs.get(name) for name in names]
     if not all(isinstance(source, Path) and rasters.has_tiff_magic(source) for source in sources):
@@ -350,13 +348,18 @@ def _quicklook(
     picture = np.zeros((3, *shape), dtype=np.float32)
     valid = np.zeros(shape, dtype=bool)
     # GDAL reads without the GIL: a few tiles at once; placed in the tiles' order (a later tile over an earlier one)
-    with ThreadPoolExecutor(max_workers=QUICKLOOK_THREADS) as pool:
-        for found in pool.map(read, names, sources):
-            if found is None:
-                continue
-            (x0, y0, x1, y1), data, mask = found
-            picture[:, y0:y1, x0:x1] = np.where(mask, data, picture[:, y0:y1, x0:x1])
-            valid[y0:y1, x0:x1] |= mask
+    for found in threads.map_in_order(
+        lambda pair: read(*pair),
+        zip(names, sources, strict=True),
+        threads=QUICKLOOK_THREADS,
+        ahead=2 * QUICKLOOK_THREADS,
+        name="quicklook",
+    ):
+        if found is None:
+            continue
+        (x0, y0, x1, y1), data, mask = found
+        picture[:, y0:y1, x0:x1] = np.where(mask, data, picture[:, y0:y1, x0:x1])
+        valid[y0:y1, x0:x1] |= mask
     rgb = np.zeros((*shape, 3), dtype=np.uint8)
     rgb[:] = NO_DATA_COLOUR
     if not valid.any():
