@@ -47,7 +47,7 @@ Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
 ]
 # The protocol's datatypes as NumPy's, little-endian (the binary extension's byte order).
-NUMPY_TYPES = {
+NUMPY_TYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype("?"),
     "UINT8": np.dtype("u1"),
     "UINT16": np.dtype("<u2"),
@@ -124,7 +124,8 @@ class InferInput(_Message):
         fit its shape and datatype."""
         count = math.prod(self.shape)
         if self.datatype == "BYTES":
-            blobs, offset = [], 0
+            blobs: list[bytes] = []
+            offset = 0
             while offset < len(raw):
                 if offset + 4 > len(raw):
                     raise InputMismatch(f"input {self.name!r}: its binary BYTES data ends inside an element's length")
@@ -203,7 +204,7 @@ class InferInput(_Message):
                 "base64 image files (content_type 'base64')"
             )
         decoded = []
-        for index, item in enumerate(self._flat):
+        for index, item in enumerate(self.flat):
             try:
                 decoded.append(base64.b64decode(item, validate=True))
             except (binascii.Error, ValueError) as exc:
@@ -363,8 +364,8 @@ def binary_response(
     chunks: list[bytes] = []
     for output, in_binary in zip(outputs, binary, strict=True):
         if in_binary:
-            header, raw = output.binary()
-            described.append(header)
+            described_output, raw = output.binary()
+            described.append(described_output)
             chunks.append(raw)
         else:
             described.append(output.as_json().model_dump(exclude_none=True))

@@ -484,14 +484,14 @@ class ModelRegistry:
         if loaded is None:
             estimate = weights_on_disk(location, task)
             with self._guard:
-                loaded = self._copies.get(key)  # another name may have started it meanwhile
-                owner = loaded is None
-                if owner:
+                started = self._copies.get(key)  # another name may have started it meanwhile
+                if started is None:
                     self._check_room(name, source, estimate)
                     loaded = self._copies[key] = LoadedModel(key, {name}, estimate or 0)
                 else:
-                    loaded.names.add(name)
-            if owner:
+                    started.names.add(name)
+                    loaded = started
+            if started is None:  # this call made the copy: it loads it
                 return self._load_copy(loaded, name, source)
         loaded.done.wait()
         if loaded.model is None:

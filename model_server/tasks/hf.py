@@ -120,7 +120,9 @@ class TransformersModel(TaskModel):
                 f"its config names {', '.join(architectures)}, {what}; {cls.task} takes models such as "
                 f"{examples(cls.task)}"
             )
-        loaded = pipeline(cls.task, model=location, **({"device": device} if device else {}))
+        # transformers' overloads of pipeline() each take one task name as a Literal and leave out the
+        # implementation's `task: str`; cls.task is a str (one of those names), so no overload matches.
+        loaded = pipeline(cls.task, model=location, **({"device": device} if device else {}))  # type: ignore[call-overload]
         built = type(loaded.model).__name__
         if built not in model_classes(cls.task):
             raise LoadFailed(

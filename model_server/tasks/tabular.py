@@ -162,6 +162,7 @@ class OnnxModel(TaskModel):
 
 
 class TabularClassifier(OnnxModel):
+    label_output: str  # the graph output that holds the class labels (set by checked)
     task = "tabular-classification"
 
     @classmethod
@@ -192,6 +193,7 @@ class TabularClassifier(OnnxModel):
 
 
 class TabularRegressor(OnnxModel):
+    value_output: str  # the graph output that holds the predicted values (set by checked)
     task = "tabular-regression"
 
     @classmethod

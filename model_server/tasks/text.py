@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from model_server.protocol import InferInput, InferOutput, InferParameters
 from model_server.tasks.base import RANKED, InferLimits, InputSpec, batches, library_call, ranked, ranked_outputs
 from model_server.tasks.hf import TransformersModel
@@ -19,11 +21,10 @@ class TextClassifier(TransformersModel):
         preprocess, forward, postprocess = self.parameters(top_k=k, truncation=True)
         results: list[list[tuple[str, float]]] = []
         for indexes in batches(len(texts), limits.batch_size):
-            answers = library_call(
-                f"texts {indexes.start}-{indexes.stop - 1}",
-                lambda indexes=indexes: self.run_batch(
-                    [self.preprocess(texts[i], preprocess) for i in indexes], forward, postprocess
-                ),
-            )
+
+            def run(indexes: range = indexes) -> list[Any]:
+                return self.run_batch([self.preprocess(texts[i], preprocess) for i in indexes], forward, postprocess)
+
+            answers = library_call(f"texts {indexes.start}-{indexes.stop - 1}", run)
             results.extend(ranked(answer, k) for answer in answers)
         return ranked_outputs(results, k)

@@ -145,10 +145,11 @@ class ImageModel(TransformersModel):
                 for following in chunks[number : number + ahead]:
                     pending.update((i, pool.submit(prepare, i)) for i in following if i not in pending)
                 items, sizes = zip(*[pending.pop(i).result() for i in chunk], strict=True)
-                answers = library_call(
-                    f"images {chunk.start}-{chunk.stop - 1}",
-                    lambda items=items: self.run_batch(list(items), forward, postprocess),
-                )
+
+                def run(items: tuple[Any, ...] = items) -> list[Any]:
+                    return self.run_batch(list(items), forward, postprocess)
+
+                answers = library_call(f"images {chunk.start}-{chunk.stop - 1}", run)
                 yield chunk, answers, list(sizes)
         finally:  # an error, or the caller stopped: nothing of this request goes on running
             for future in pending.values():
@@ -213,7 +214,10 @@ class ObjectDetector(ImageModel):
     def infer(self, inputs: list[InferInput], parameters: InferParameters, limits: InferLimits) -> list[InferOutput]:
         images = self.take(inputs)["image"].images()
         threshold = DEFAULT_THRESHOLD if parameters.threshold is None else parameters.threshold
-        index, labels, scores, boxes = [], [], [], []
+        index: list[int] = []
+        labels: list[str] = []
+        scores: list[float] = []
+        boxes: list[float] = []
         for indexes, answers, _ in self.answers(images, limits, threshold=threshold):
             for image_index, found in zip(indexes, answers, strict=True):
                 for detection in found:
