@@ -1376,12 +1376,10 @@ def compare_models(
             baseline=baseline,
             gate=gate,
             run=run_facts(ctx.run_id, ctx.pipeline),
+            failed=failed,
             check=ctx.check_cancelled,
             log=ctx.log.info,
         )
-        on_earth.report["failed_models"] = failed
-        if failed:  # the page of a comparison on the Earth does not list them yet; its JSON does
-            (ctx.node_dir / "comparison.json").write_text(json.dumps(on_earth.report, indent=1))
         if fail_on_gate:
             _fail_on_gate(ctx, on_earth.report, on_earth.html)
         return on_earth

@@ -33,19 +33,27 @@ def compare_on_earth(
     baseline: str | None = None,
     gate: dict[str, Any] | None = None,
     run: Mapping[str, Any] | None = None,
+    failed: Sequence[dict[str, str]] = (),
     check: Callable[[], None] = lambda: None,
     log: Callable[[str], None] = lambda _: None,
 ) -> Comparison:
     """The comparison of georeferenced predictions against truth on the Earth: its report, files and page.
 
     `baseline` and `gate` are the champion gate's (compare/gate.py), on the whole comparison's bootstrap; `run`
-    is what the page says of its run (`page.run_facts`), as every comparison's page does."""
+    is what the page says of its run (`page.run_facts`), as every comparison's page does; `failed` the models
+    left out because they failed to load or run (`failed_models`, said by the verdict and the page)."""
     from orchestrator import compare
-    from orchestrator.compare import maps, reporting
+    from orchestrator.compare import inputs, maps, reporting
 
     aligned = geotruth.align(runs, truth, options, folder, regions, check)
     try:
-        report = compare.compare(aligned.runs, aligned.truth, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
+        report = inputs.compare_without(
+            failed,
+            lambda: compare.compare(
+                aligned.runs, aligned.truth, iou_threshold=iou_threshold, baseline=baseline, gate=gate
+            ),
+        )
+        report["failed_models"] = list(failed)
         report = geotruth.extend(
             report,
             aligned,

@@ -30,7 +30,7 @@ from sklearn.metrics import confusion_matrix
 from orchestrator.assets import ops
 from orchestrator.assets.resources import Workspace
 from orchestrator.datasets import FileDict, Predictions
-from orchestrator.engine import OperationError, RunContext
+from orchestrator.engine import Failed, OperationError, RunContext
 from orchestrator.sources.databases import Connections
 from sample_data import EO_CLASSES, write_eo_samples
 from services_databases import PG_ADMIN_URL
@@ -671,3 +671,28 @@ def test_the_maps_are_the_same_when_the_tiles_are_held_in_files(
     with rasterio.open(merged.path) as a, rasterio.open(held.files["maps/scene/model-a.tif"]) as b:
         np.testing.assert_array_equal(a.read(), b.read())
         assert a.transform == b.transform and a.nodata == b.nodata
+
+
+def test_a_model_that_failed_is_named_by_the_report_and_page_on_the_earth(land: SimpleNamespace, tmp_path: Path):
+    """The engine hands compare_models a Failed for a model that did not run: on the Earth as elsewhere, the
+    others are compared and the JSON, the verdict and the page's 'Models that failed' section name it."""
+    ctx = context(tmp_path, land.data)
+    broken = Failed(
+        "/instructions/3/parameters/results/2",
+        "model_inference",
+        "not run: it needs model 'land-cover-c', which deploy_model at /instructions/2 did not provide: <bad> file",
+        {"model": "land-cover-c"},
+    )
+    truth = ops.import_from_local(ctx, "samples-eo/labels.geojson")
+    compared = ops.compare_models(ctx, [*land.results, broken], truth_column="class", truth=truth)
+    whole = ops.compare_models(context(tmp_path / "2", land.data), land.results, truth_column="class", truth=truth)
+    report = compared.report
+    assert [m["model"] for m in report["models"]] == [m["model"] for m in whole.report["models"]]
+    assert [m["miou"] for m in report["models"]] == [m["miou"] for m in whole.report["models"]]
+    assert [f["model"] for f in report["failed_models"]] == ["land-cover-c"] and whole.report["failed_models"] == []
+    assert "'land-cover-c' failed to load or run" in report["verdict"]
+    saved = json.loads((compared.html.parent / "comparison.json").read_text())
+    assert saved["failed_models"] == report["failed_models"]
+    page = compared.html.read_text()
+    assert '<section id="failed-models">' in page and "&lt;bad&gt; file" in page and "<bad>" not in page
+    assert 'id="failed-models"' not in whole.html.read_text()
