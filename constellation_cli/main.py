@@ -149,17 +149,18 @@ def _before_the_command(ctx: typer.Context, url: Url = None, as_json: AsJson = F
 def _connect(ctx: typer.Context, url: str | None, as_json: bool) -> Iterator[tuple[Gateway, bool]]:
     """The gateway to talk to and whether to answer in JSON; every failure becomes its exit code and one message."""
     given = ctx.obj if isinstance(ctx.obj, Given) else Given()
-    url, source = (url or given.url, "--url") if url or given.url else default_url(os.environ)
+    asked = url or given.url
+    gateway_url, source = (asked, "--url") if asked else default_url(os.environ)
     as_json = as_json or given.as_json
     try:
-        with Gateway(url, os.environ.get(TOKEN_ENV) or None) as gateway:
+        with Gateway(gateway_url, os.environ.get(TOKEN_ENV) or None) as gateway:
             yield gateway, as_json
     except GatewayUnreachable as exc:
-        given = {"--url": "given by --url", "the default": f"the default (set --url or ${URL_ENV})"}.get(
+        said = {"--url": "given by --url", "the default": f"the default (set --url or ${URL_ENV})"}.get(
             source, f"from {source}"
         )
         err.print(
-            f"error: cannot reach the gateway at {exc.url} ({exc.reason}), {given}; is it running? "
+            f"error: cannot reach the gateway at {exc.url} ({exc.reason}), {said}; is it running? "
             "`make run` prints the URL it serves"
         )
         raise typer.Exit(UNREACHABLE) from None

@@ -221,7 +221,7 @@ def _kept_outputs(context: OpExecutionContext, folder: runs.RunFolder) -> runs.K
 
 def _server_folders_hidden(workspace: Workspace, folder: runs.RunFolder) -> Redactor:
     """What failure messages say instead of the server's folders: names relative to them (engine/redact.py)."""
-    folders = [
+    folders: list[tuple[str | os.PathLike[str] | None, str]] = [
         (workspace.data_root, "the data root"),
         (workspace.output_root, "the output root"),
         (os.environ.get("DAGSTER_HOME"), "DAGSTER_HOME"),

@@ -271,7 +271,7 @@ def normalize_image(
 
     if (mean is None) != (std is None):
         raise OperationError("give both mean and std (one value per channel), or neither")
-    if mean is not None and len(mean) != len(std):
+    if mean is not None and std is not None and len(mean) != len(std):
         raise OperationError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
     if stats == "dataset" and mean is not None:
         raise OperationError('give mean and std, or stats "dataset", not both')
@@ -287,10 +287,14 @@ def normalize_image(
         if len(mean_i) not in (1, 3):
             raise OperationError(f"mean and std have {len(mean_i)} values; give 1 (grey images) or 3 (RGB)")
     caps = ctx.resources.workspace.max_raster_samples
+    mean_g: list[float] = []  # the GeoTIFFs' (given, or the dataset's), when there are GeoTIFFs
+    std_g: list[float] = []
     if geo and stats == "dataset":
-        mean, std = raster_values.dataset_stats([r for r in inputs if id(r) in geo], caps, ctx.check_cancelled)
-    elif geo and mean is None:
-        raise OperationError('GeoTIFFs need mean and std (one value per band), or stats "dataset"')
+        mean_g, std_g = raster_values.dataset_stats([r for r in inputs if id(r) in geo], caps, ctx.check_cancelled)
+    elif geo:
+        if mean is None or std is None:
+            raise OperationError('GeoTIFFs need mean and std (one value per band), or stats "dataset"')
+        mean_g, std_g = mean, std
     derived = images.distinct_names(
         [r.name for r in inputs],
         lambda name: name if name.lower().endswith((".tif", ".tiff")) else images.normalized_name(name),
@@ -300,7 +304,7 @@ def normalize_image(
         ctx,
         inputs,
         lambda ref, out, cap: images.normalize(ref, out, mean_i, std_i, cap, names[id(ref)]),
-        lambda ref: raster_values.normalize(ref, ctx.node_dir, mean, std, stats, caps, ctx.check_cancelled),
+        lambda ref: raster_values.normalize(ref, ctx.node_dir, mean_g, std_g, stats, caps, ctx.check_cancelled),
         runs,
     )
     return ArrayList(refs)
@@ -928,6 +932,7 @@ def import_from_google_drive(
     if file_id is not None:
         path = drive.download_file(client, file_id, ctx.node_dir, ctx.check_cancelled)
         return FileDict(archives.expand(path, limits) if unpack else {path.name: path})
+    assert folder_id is not None  # exactly one of the two is given (checked above)
     files = drive.download_folder(client, folder_id, ctx.node_dir, ctx.check_cancelled, ctx.log)
     return FileDict(drive.expand_each(files, limits) if unpack else files)
 
@@ -1205,8 +1210,8 @@ def model_inference(
         )
         asked = inference.scores_wanted(task, top_k, classes)  # every class's score, for calibration and ROC
         if isinstance(data, Table):
-            options = inference.TableOptions(asked, features, key, text, batch_size)
-            items, stats = inference.predict_table(server, model, task, data, options, ctx.check_cancelled)
+            table_options = inference.TableOptions(asked, features, key, text, batch_size)
+            items, stats = inference.predict_table(server, model, task, data, table_options, ctx.check_cancelled)
             stats["columns"] = list(features or []) if task != "text-classification" else [text]  # what it read
             sources: dict = {}
         else:
@@ -1225,14 +1230,14 @@ def model_inference(
                 if isinstance(data, Batches)
                 else _batched(as_refs(data), batch_size or inference.BATCH_SIZE)
             )
-            options = inference.ImageOptions(
+            image_options = inference.ImageOptions(
                 asked, candidate_labels, threshold, ctx.node_dir / "masks", ctx.resources.workspace.max_raster_samples
             )
             if tensors.takes_tensors(described):  # bands as float32 tensors [N, C, H, W], in binary
                 tensor_model = tensors.TensorModel.of(model, task, described)
-                items, stats = inference.predict_tiles(server, tensor_model, refs, options, ctx.check_cancelled)
+                items, stats = inference.predict_tiles(server, tensor_model, refs, image_options, ctx.check_cancelled)
             else:
-                items, stats = inference.predict_images(server, model, task, refs, options, ctx.check_cancelled)
+                items, stats = inference.predict_images(server, model, task, refs, image_options, ctx.check_cancelled)
             sources = {ref.name: ref.path for batch in refs for ref in batch}
     inference.keep_top_k(items, top_k, asked, classes)
     path = ctx.node_dir / "predictions.json"
@@ -1355,6 +1360,8 @@ def compare_models(
 
     # Models that failed to load or run: the others are compared, and the report lists these (the run still fails).
     ran, failed = compare_inputs.without_failed(results)
+    # The comparisons take the gate keyed by str (the parameter's Literal keys are its schema; a dict is invariant).
+    gate_rules: dict[str, Any] | None = None if gate is None else dict(gate.items())
     task = ran[0].task
     names = [item["name"] for item in ran[0].items]
     runs = [compare.ModelRun(model=r.model, task=r.task, items=r.items, stats=r.stats, labels=r.labels) for r in ran]
@@ -1374,7 +1381,7 @@ def compare_models(
             ctx.run_dir,
             iou_threshold=iou_threshold,
             baseline=baseline,
-            gate=gate,
+            gate=gate_rules,
             run=run_facts(ctx.run_id, ctx.pipeline),
             failed=failed,
             check=ctx.check_cancelled,
@@ -1390,7 +1397,7 @@ def compare_models(
         )
     found = _truth_for(task, names, labels, truth, truth_key, truth_column)
     report = compare_inputs.compare_without(
-        failed, lambda: compare.compare(runs, found, iou_threshold=iou_threshold, baseline=baseline, gate=gate)
+        failed, lambda: compare.compare(runs, found, iou_threshold=iou_threshold, baseline=baseline, gate=gate_rules)
     )
     report["failed_models"] = failed
     listed = drilldown.Listing.of(ran, runs, found, report)

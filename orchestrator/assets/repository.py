@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from dagster import ConfigurableResource, repository
 
 from orchestrator import contract
 from orchestrator.assets import ops
 from orchestrator.assets.job import make_execute_job
 from orchestrator.assets.notifications import StatusNotifier, notification_sensors
-from orchestrator.assets.resources import ServerSettings
+from orchestrator.assets.resources import S3Storage, ServerSettings
 from orchestrator.engine import Catalog
 
 # Every operation a pipeline may use. Adding one: write the function in ops.py, list it here.
-OP_DEFS = [
+OP_DEFS: list[Callable[..., Any]] = [
     ops.import_from_local,
     ops.import_from_url,
     ops.import_from_stac,
@@ -59,11 +62,13 @@ def resources_from_env() -> dict[str, ConfigurableResource]:
 
 
 RESOURCES = resources_from_env()
+_S3 = RESOURCES["s3"]
+assert isinstance(_S3, S3Storage), "ServerSettings.resources() builds the 's3' resource as an S3Storage"
 
 CATALOG = DECLARED.with_default(
     "export_to_s3",
     "bucket",
-    RESOURCES["s3"].export_bucket,
+    _S3.export_bucket,
     unset="bucket name (no s3://); this server sets no CONSTELLATION_EXPORT_BUCKET to default it to",
 )
 

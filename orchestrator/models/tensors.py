@@ -256,7 +256,9 @@ def scale(values: np.ndarray, scaling: list[dict[str, Any] | None], model_id: st
     out = values.astype(np.float32, copy=True)
     for band in range(bands):
         step = scaling[0] if len(scaling) == 1 else scaling[band]
-        kind = step.get("type") if isinstance(step, dict) else None
+        if not isinstance(step, dict):  # None (no scaling for this band), or not a scaling at all
+            continue
+        kind = step.get("type")
         if kind is None:
             continue
         data = out[band]

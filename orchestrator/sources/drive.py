@@ -182,7 +182,11 @@ def download_file(drive: Drive, file_id: str, out_dir: Path, check_cancelled: Ca
 
 
 def download_folder(
-    drive: Drive, folder_id: str, out_dir: Path, check_cancelled: Callable[[], None], log: logging.Logger
+    drive: Drive,
+    folder_id: str,
+    out_dir: Path,
+    check_cancelled: Callable[[], None],
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> dict[str, Path]:
     """Download every file under a Drive folder, subfolders included; keyed by path inside the folder."""
     check_id(folder_id, "folder_id")
