@@ -15,13 +15,20 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from orchestrator.compare.inputs import ModelRun, few, items_by_name
+from orchestrator.compare.inputs import ModelRun, Truth, few, items_by_name
 from orchestrator.engine import OperationError
 
 
 def quiet() -> contextlib.AbstractContextManager:
     """pycocotools prints progress on stdout: keep it out of the run's logs."""
     return contextlib.redirect_stdout(io.StringIO())
+
+
+def load_truth(truth: Truth) -> COCO:
+    """The COCO ground truth of `truth` (kind "coco"), which names its JSON file (inputs.check_truth checks it)."""
+    if truth.coco is None:
+        raise OperationError("COCO ground truth needs the path of its JSON file (Truth.coco)")
+    return load(truth.coco)
 
 
 def load(path: Path | str) -> COCO:
@@ -93,6 +100,8 @@ def box(run: ModelRun, name: str, detection: Any) -> list[float]:
     """A detection's [xmin, ymin, xmax, ymax] as COCO's [x, y, width, height]."""
     raw = detection.get("box") if isinstance(detection, dict) else None
     try:
+        if raw is None:
+            raise TypeError("no box")
         xmin, ymin, xmax, ymax = (float(v) for v in raw)
     except (TypeError, ValueError) as error:
         raise OperationError(

@@ -152,7 +152,7 @@ def evaluate(
     boot, resamples = None, None
     if truth is not None:
         source = repr(truth.source or str(truth.coco))
-        gt = coco.load(truth.coco)
+        gt = coco.load_truth(truth)
         images = coco.match_images(gt, names, source)
         evals = []
         for i, run in enumerate(runs):
@@ -224,10 +224,10 @@ def disagreements(
     mean = np.mean(np.array(list(agreements.values())), axis=0) if agreements else np.ones(len(names))
     shown_truth: dict[str, str] = {}
     if truth is not None:
-        gt = coco.load(truth.coco)
+        gt = coco.load_truth(truth)
         images = coco.match_images(gt, names, repr(truth.source or str(truth.coco)))
         for name, image in images.items():
-            boxes = [
+            boxes: list[tuple[str, float | None, Sequence[float]]] = [
                 (
                     gt.cats[a["category_id"]]["name"],
                     None,

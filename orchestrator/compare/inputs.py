@@ -122,7 +122,7 @@ def kind_of(runs: Sequence[ModelRun]) -> str:
     """The comparison kind shared by every run (classification, regression, detection, segmentation)."""
     if not runs:
         raise OperationError("nothing to compare: no model predictions were given")
-    kinds = {}
+    kinds: dict[str, list[str]] = {}
     for run in runs:
         if run.task not in TASK_KINDS:
             raise OperationError(

@@ -88,10 +88,11 @@ def _disagreements(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> di
     models = [m["model"] for m in report["models"]]
     shown = []
     legend: dict[str, dict[str, str]] = {}
+    mark: dict[bool | None, str] = {True: "right", False: "wrong"}  # None: no truth for it
     for row in rows:
         predictions, correct = row.get("predictions") or {}, row.get("correct") or {}
         pictures = row.get("pictures") or {}
-        marks = [{True: "right", False: "wrong"}.get(correct.get(model)) for model in models]
+        marks = [mark.get(correct.get(model)) for model in models]
         drawn = [data_uri(pictures[model]) if isinstance(pictures.get(model), bytes) else None for model in models]
         shown.append(
             {

@@ -57,7 +57,7 @@ class Vocabulary:
     def of(self, mask: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """The mask with every class id replaced by the index of its class name."""
         table = np.zeros(int(mask.max(initial=0)) + 1, dtype=np.int32)
-        for class_id in np.flatnonzero(np.bincount(mask.ravel(), minlength=table.size)):
+        for class_id in np.flatnonzero(np.bincount(mask.ravel(), minlength=table.size)).tolist():
             name = str(labels[class_id]) if class_id < len(labels) else f"#{class_id}"
             table[class_id] = self.index.setdefault(name.casefold(), len(self.names))
             if table[class_id] == len(self.names):
@@ -76,7 +76,8 @@ class Scan:
         self.agreement = {pair: np.zeros(n) for pair in itertools.combinations(range(m), 2)}
         self.shown: list[dict[str, str]] = []
         self.truth_shown: list[str | None] = []
-        sums: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
+        sums: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = []  # per image, per model: the confusion's
+        # diagonal, truth (row) and predicted (column) counts
         items = [items_by_name(run) for run in runs]
         for j, name in enumerate(names):
             masks = []
@@ -103,7 +104,7 @@ class Scan:
                 )
             scored = (raw != truth.ignore_index).ravel() if truth.ignore_index is not None else None
             named: dict[tuple[str, ...], np.ndarray] = {}
-            row = []
+            row: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             for run, mask in zip(runs, masks, strict=True):
                 key = tuple(truth.labels or run.labels)
                 if key not in named:
@@ -248,7 +249,7 @@ def evaluate(
     if scan.sums is None:
         return stats.Evaluation(models, pairs, resamples, "images")
     distributions = {"miou": boot.distribution[:m], "pixel_accuracy": boot.distribution[m : 2 * m]} if boot else {}
-    _, per_image, _ = scores(*scan.sums)  # each image's own mIoU (images × models)
+    per_image = scores(*scan.sums)[1]  # each image's own mIoU (images × models)
     return stats.Evaluation(models, pairs, resamples, "images", distributions=distributions, losses=1 - per_image.T)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from orchestrator import compare
 from orchestrator.datasets import FileRef, Table
@@ -44,7 +44,7 @@ def from_table(table: Table, task: str, key: str, column: str) -> compare.Truth:
         values[name] = _value(value, task, name, column)
     if not values:
         raise OperationError("the truth table is empty")
-    kind = "values" if task == "tabular-regression" else "classes"
+    kind: Literal["values", "classes"] = "values" if task == "tabular-regression" else "classes"
     return compare.Truth(kind=kind, values=values, source=f"table column {column!r} by {key!r}")
 
 
