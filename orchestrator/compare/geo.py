@@ -263,7 +263,8 @@ def from_geojson(ref: FileRef, column: str, what: str) -> Layer:
     else:
         raise OperationError(f"{where} is not a GeoJSON Feature or FeatureCollection (its type: {kind!r})")
     kept: list[tuple[int, Any]] = []
-    values, names = [], set()
+    values: list[Any] = []
+    names: set[str] = set()
     for number, feature in enumerate(features):
         properties = feature.get("properties") if isinstance(feature, dict) else None
         properties = properties if isinstance(properties, dict) else {}

@@ -54,7 +54,8 @@ def palette(names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     """One colour per class name (case-folded), from matplotlib's qualitative tab20 colours in a fixed order."""
     from matplotlib import colormaps
 
-    colours = colormaps["tab20"].colors
+    tab20 = colormaps["tab20"]
+    colours = [tab20(i)[:3] for i in range(tab20.N)]  # a listed map: its i-th colour, as RGB in 0..1
     order = [0, 4, 2, 6, 8, 10, 12, 16, 18, 14, 1, 5, 3, 7, 9, 11, 13, 17, 19, 15]
     shown: dict[str, tuple[int, int, int]] = {}
     for i, name in enumerate(dict.fromkeys(n.casefold() for n in names)):
@@ -311,8 +312,9 @@ def _quicklook(
     """The input tiles of the scene as one small RGB picture, or None when they are not GeoTIFFs."""
     from orchestrator.transforms import rasters, threads
 
-    sources = [result.inputs.get(name) for name in names]
-    if not all(isinstance(source, Path) and rasters.has_tiff_magic(source) for source in sources):
+    given = [result.inputs.get(name) for name in names]
+    sources = [source for source in given if isinstance(source, Path) and rasters.has_tiff_magic(source)]
+    if len(sources) < len(given):
         return None
     sy, sx = shape[0] / maps.height, shape[1] / maps.width
 

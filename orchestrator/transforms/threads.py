@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -13,7 +13,7 @@ Result = TypeVar("Result")
 
 def map_in_order(
     work: Callable[[Item], Result], items: Iterable[Item], *, threads: int, ahead: int, name: str
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     """`work` of each item, in the items' order, on `threads` threads with at most `ahead` items in flight
     (not one task per item queued up front). The first error is raised as its item's turn comes; the items
     not started yet are then dropped."""
