@@ -310,10 +310,12 @@ class DagsterClient:
                 located = {
                     e["label"]: e["text"]
                     for e in entries
-                    if e.get("label") in ("path", "operation") and isinstance(e.get("text"), str)
+                    if e.get("label") in ("path", "operation", "message") and isinstance(e.get("text"), str)
                 }
-                if len(located) == 2:  # an instruction failed: its own message, as the progress file has it
-                    return {**located, "message": event["error"]["message"].strip()}
+                if "path" in located and "operation" in located:  # an instruction failed: its own message, as
+                    # the progress file has it (which a full disk may have kept from being written)
+                    message = located.get("message") or event["error"]["message"].strip()
+                    return {"path": located["path"], "operation": located["operation"], "message": message}
                 return {"message": f"{event['stepKey']}: {event['error']['message'].strip()}"}
         message = next((e["message"] for e in events if e["__typename"] == "RunFailureEvent"), None)
         return {"message": message} if message else None

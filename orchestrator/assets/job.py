@@ -162,7 +162,11 @@ def make_execute_job(catalog: Catalog, resources: Mapping[str, ConfigurableResou
                 progress.fail(failed)
                 _write_partial_results(folder, kept, plan, root_outputs, runs.clip(str(failed)), root_failures)
                 yield from catalog_events  # what was read before the failure is still worth knowing
-                failure_metadata: dict[str, Any] = {"path": failed.path, "operation": failed.operation}
+                failure_metadata: dict[str, Any] = {
+                    "path": failed.path,
+                    "operation": failed.operation,
+                    "message": runs.clip(failed.message),  # as progress.json says it (the gateway's fallback)
+                }
                 for root in plan.roots:  # a comparison made without a model that failed shows as on success
                     compared = root_outputs.get(id(root))
                     if isinstance(compared, Comparison):
