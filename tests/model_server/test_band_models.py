@@ -21,7 +21,7 @@ import rasterio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
-from test_model_server import ModelServerProcess, running_server
+from test_model_server import ModelServerProcess, load_models, running_server
 
 from orchestrator.assets import ops
 from orchestrator.assets.repository import CATALOG
@@ -122,12 +122,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Itera
         "HF_HUB_OFFLINE": "1",
     }
     with running_server(env, tmp_path_factory.mktemp("band_server") / "server.log") as running:
-        with running.client() as http:
-            for name, (source, task) in MODELS.items():
-                answer = http.post(
-                    f"/v2/repository/models/{name}/load", json={"parameters": {"source": source, "task": task}}
-                )
-                assert answer.status_code == 200, answer.text
+        load_models(running, MODELS)
         yield running
 
 

@@ -74,6 +74,16 @@ def running_server(env: dict[str, str], log: Path) -> Iterator[ModelServerProces
             process.wait()
 
 
+def load_models(server: ModelServerProcess, models: dict[str, tuple[str, str]]) -> None:
+    """Load every model (name -> (source, task)) on the running server; a refusal fails the test."""
+    with server.client() as http:
+        for name, (source, task) in models.items():
+            answer = http.post(
+                f"/v2/repository/models/{name}/load", json={"parameters": {"source": source, "task": task}}
+            )
+            assert answer.status_code == 200, answer.text
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_env: dict[str, str]) -> Iterator[ModelServerProcess]:
     env = {

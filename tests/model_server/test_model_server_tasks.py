@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 from PIL import Image
-from test_model_server import ModelServerProcess, image_file, running_server
+from test_model_server import ModelServerProcess, image_file, load_models, running_server
 
 from tiny_models import (
     DETECTION_LABELS,
@@ -89,12 +89,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Itera
         "CONSTELLATION_MODEL_SERVER_TOKEN": "",
     }
     with running_server(env, tmp_path_factory.mktemp("task_server") / "server.log") as running:
-        with running.client() as http:
-            for name, (source, task) in MODELS.items():
-                answer = http.post(
-                    f"/v2/repository/models/{name}/load", json={"parameters": {"source": source, "task": task}}
-                )
-                assert answer.status_code == 200, answer.text
+        load_models(running, MODELS)
         yield running
 
 
