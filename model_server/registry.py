@@ -28,6 +28,7 @@ import gc
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +37,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import torch
 
 from model_server.exceptions import (
     InputMismatch,
@@ -629,7 +628,8 @@ class ModelRegistry:
                 loaded.model.close()
                 loaded.model = None
         gc.collect()
-        if torch.cuda.is_available():
+        torch = sys.modules.get("torch")  # imported by the first model that used it; a model on CUDA did
+        if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
         _trim_heap()
 

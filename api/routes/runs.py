@@ -113,7 +113,9 @@ async def run_status(run_id: str, store: StoreDep, dagster: DagsterDep) -> RunSt
         # Failed before or around the instructions (e.g. launchpad config, a full disk): Dagster knows why.
         # An instruction's failure whose progress could not be written (a full disk) is found there too.
         why = await dagster.failure(run_id) or {"message": "the run failed outside its instructions"}
-        error = {**_clipped(why), "message": f"{runs.clip(why['message'])} (log: {dagster.run_url(run_id)})"}
+        error = _clipped(why)
+        if "path" not in why:  # not an instruction's own message (which reads as the progress file has it)
+            error = {**error, "message": f"{runs.clip(why['message'])} (log: {dagster.run_url(run_id)})"}
     duration = info.ended_at - info.started_at if info.started_at and info.ended_at else None
     return RunStatus(
         run_id=run_id,

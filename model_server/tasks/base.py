@@ -45,11 +45,9 @@ class InferLimits:
         """Whether the next batch is prepared while the model runs this one."""
         if self.overlap is not None:
             return self.overlap
-        import torch
+        from model_server.cpus import available_cpus, torch_ready
 
-        from model_server.cpus import available_cpus
-
-        return torch.get_num_threads() + self.preparation_threads() <= available_cpus()
+        return torch_ready() + self.preparation_threads() <= available_cpus()
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,12 @@ from functools import cache
 from typing import Any, ClassVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-from transformers.utils import logging as transformers_logging
 
+from model_server.cpus import torch_ready
 from model_server.exceptions import InvalidInput, LoadFailed
 from model_server.tasks.base import TaskModel
 
 log = logging.getLogger(__name__)
-# Progress bars would flood the server's log with every load.
-transformers_logging.disable_progress_bar()
 
 # The auto-model mappings (transformers.models.auto.modeling_auto) each task's pipeline loads from.
 MAPPINGS = {
@@ -105,8 +103,13 @@ class TransformersModel(TaskModel):
 
     @classmethod
     def load(cls, location: str, device: str | None) -> TaskModel:
+        # transformers and torch are imported by the first model that needs them: a server of ONNX models
+        # starts in a second and never holds them (tasks/onnx_image.py, tasks/tabular.py).
+        torch_ready()
         from transformers import AutoConfig, pipeline
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # progress bars would flood the server's log with every load
         config = AutoConfig.from_pretrained(location)
         architectures = list(getattr(config, "architectures", None) or [])
         if architectures and not model_classes(cls.task) & set(architectures):
