@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,25 @@ import stack as launcher  # noqa: E402
 
 import comparison_samples  # noqa: E402
 from sample_data import write_samples, write_stac_sample  # noqa: E402
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build` fills, made once per `pytest` command however many xdist workers ask for it: the
+    first under a file lock, the others wait for it (the pattern of pytest-xdist's documentation, "Making
+    session-scoped fixtures execute only once"). Read it, or copy it where a test may write."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' temporary folders share this parent
+    folder, done = root / f"built-{name}", root / f"built-{name}.done"
+    with FileLock(str(root / f"built-{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed midway left
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 def free_port() -> int:
