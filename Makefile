@@ -30,6 +30,7 @@ lint: install
 # TEST_WORKERS=0 runs them in this process. The slow tests (a load test) run after them, alone on the machine.
 TEST_WORKERS ?= 2
 test: lint
+	$(PY) -m compileall -q orchestrator api model_server constellation_cli  # read by every server and run worker the tests start
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 	$(PY) -m pytest -m slow
 
