@@ -125,7 +125,7 @@ def stack_commands(env: Mapping[str, str]) -> dict[str, list[str]]:
     host, ports = env["CONSTELLATION_HOST"], stack_ports(env)
     workspace = str(Path(env["DAGSTER_HOME"]) / "workspace.yaml")
     return {
-        # First, and waited for last: it spends seconds importing torch while the others start.
+        # First, and waited for last: it starts while the others do (torch is imported by its first transformers model).
         "model server": [sys.executable, "-m", "model_server"],
         "code server": [
             str(BIN / "dagster"),
