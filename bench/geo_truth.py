@@ -12,7 +12,8 @@
    served by a real model server (`python -m model_server`); `model_inference` of each over the scene's
    tiles (the ops, in process), then `compare_models` of the two against the same GeoJSON (its classes named
    as the models' labels): alignment, scoring, bootstrap, maps and the report page. Goal: < 10 % of the two
-   inferences. Side by side with the code before a change: run this file from a worktree of that commit too
+   inferences. `--truth-raster`: the same polygons as a label raster in lon/lat instead. Side by side with
+   the code before a change: run this file from a worktree of that commit too
    (`--skip-alignment` for part 2 alone), one after the other, and compare the compare_models figures.
 
 Rounds alternate the sides of 1; medians are printed (JSON at the end).
@@ -74,6 +75,39 @@ def make_polygons(path: Path, size: int, count: int) -> Path:
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def make_label_raster(geojson: Path, path: Path, size: int) -> Path:
+    """The same polygons as a GeoTIFF of class ids in lon/lat (EPSG:4326), about 8 m a pixel: another CRS and
+    resolution than the scene's, so each tile's truth is read through a reprojection. Names in its CLASSES tag."""
+    import rasterio
+    from rasterio.features import rasterize
+    from rasterio.transform import from_bounds
+    from shapely.geometry import shape
+
+    if path.exists():
+        return path
+    features = json.loads(geojson.read_text())["features"]
+    geometries = [shape(f["geometry"]) for f in features]
+    west = min(g.bounds[0] for g in geometries)
+    south = min(g.bounds[1] for g in geometries)
+    east = max(g.bounds[2] for g in geometries)
+    north = max(g.bounds[3] for g in geometries)
+    width, height = int(size * 1.25), int(size * 1.25 * (north - south) / (east - west) * 1.33)
+    transform = from_bounds(west, south, east, north, width, height)
+    ids = rasterize(
+        ((g, CLASSES.index(f["properties"]["class"])) for g, f in zip(geometries, features, strict=True)),
+        out_shape=(height, width),
+        transform=transform,
+        fill=255,
+        dtype="uint8",
+    )
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8", "nodata": 255}
+    profile.update(crs="EPSG:4326", transform=transform, tiled=True, compress="deflate")
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(ids, 1)
+        out.update_tags(CLASSES=",".join(CLASSES))
     return path
 
 
@@ -190,7 +224,8 @@ def comparison(args: argparse.Namespace, truth: Path) -> dict[str, Any]:
                 start = time.perf_counter()
                 results = [ops.model_inference(ctx, name, tiles) for name in ("land-a", "land-b")]
                 inferred = time.perf_counter()
-                ops.compare_models(ctx, results, truth=FileDict({truth.name: truth}), truth_column="class")
+                column = "class"  # the polygons' property; a label raster names its classes in its CLASSES tag
+                ops.compare_models(ctx, results, truth=FileDict({truth.name: truth}), truth_column=column)
                 compared = time.perf_counter()
                 from orchestrator.compare import geotruth
                 from orchestrator.compare.inputs import ModelRun
@@ -198,7 +233,7 @@ def comparison(args: argparse.Namespace, truth: Path) -> dict[str, Any]:
                 runs = [ModelRun(r.model, r.task, r.items, r.stats, r.labels) for r in results]
                 aligned_start = time.perf_counter()
                 made = geotruth.align(
-                    runs, FileDict({truth.name: truth}), geotruth.Options(column="class"), run / "align"
+                    runs, FileDict({truth.name: truth}), geotruth.Options(column=column), run / "align"
                 )
                 aligned = time.perf_counter() - aligned_start
                 if hasattr(made, "close"):  # the masks it holds for the maps
@@ -228,8 +263,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-comparison", action="store_true")
     parser.add_argument("--skip-alignment", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--truth-raster",
+        action="store_true",
+        help="part 2 against the polygons as a label raster in lon/lat (another CRS and resolution)",
+    )
     args = parser.parse_args()
     truth = make_polygons(OUT / f"truth-{args.size}-{args.polygons}.geojson", args.size, args.polygons)
+    if args.truth_raster:
+        args.skip_alignment = True  # part 1 compares polygon rasterizing with a hand loop: not this truth
+        truth = make_label_raster(truth, OUT / f"truth-{args.size}-{args.polygons}.tif", args.size)
     print(
         f"{args.polygons} polygons over a {args.size}x{args.size} scene in {args.tile}x{args.tile} tiles; "
         f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}",

@@ -20,6 +20,7 @@ Pixels outside every feature, or nodata in a label raster, are -1: not labelled,
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -430,7 +431,10 @@ class LabelRaster:
 
         self._stack = ExitStack()
         self.sources: list[Any] = []
-        self.refs = list(refs)
+        self.refs, self._caps = list(refs), caps
+        # rasterio's datasets are not to be shared between threads: a thread other than the opener's reads through
+        # its own handles on the same files (opened at its first read, closed with these).
+        self._opener, self._local, self._opening = threading.get_ident(), threading.local(), threading.Lock()
         try:
             for ref in refs:
                 dataset = self._stack.enter_context(rasters.open_raster(ref.path, caps, ref.name))
@@ -477,26 +481,48 @@ class LabelRaster:
         return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
     def read(self, grid: Grid) -> np.ndarray:
-        """Class ids on the grid (nearest neighbour), -1 where no raster has a valid pixel."""
+        """Class ids on the grid (nearest neighbour), -1 where no raster has a valid pixel. Any thread may call it."""
         out = np.full(grid.shape, UNLABELLED, dtype=np.int32)
-        for dataset in self.sources:
+        for dataset in self._handles():
             ids = self._one(dataset, grid)
             empty = out == UNLABELLED
             out[empty] = ids[empty]
         return out
 
+    def _handles(self) -> list[Any]:
+        """This thread's datasets: the opener's own, or handles this thread opened on the same files."""
+        if threading.get_ident() == self._opener:
+            return self.sources
+        handles: list[Any] | None = getattr(self._local, "sources", None)
+        if handles is None:
+            import rasterio
+
+            from orchestrator.transforms import rasters
+
+            handles = []
+            # The files were checked when the opener opened them; GDAL's options (rasters.gdal_env) are per thread
+            # and are left in this one, so only the datasets are closed with the opener's.
+            with rasters.gdal_env(), self._opening:
+                for dataset in self.sources:
+                    handle = rasterio.open(dataset.name, driver="GTiff")
+                    self._stack.callback(handle.close)
+                    handles.append(handle)
+            self._local.sources = handles
+        return handles
+
     def _one(self, dataset: Any, grid: Grid) -> np.ndarray:
         from rasterio.warp import Resampling, reproject
 
+        from orchestrator.transforms import rasters
+
         window = _aligned_window(dataset, grid)
         if window is not None:  # the same pixel grid: a window read, no resampling
-            data = dataset.read(1, window=window, boundless=True, masked=True)
+            with rasters.gdal_env():  # GDAL's options are per thread: a reader thread's read enters them too
+                data = dataset.read(1, window=window, boundless=True, masked=True)
             ids = data.filled(0).astype(np.int32)
             ids[np.ma.getmaskarray(data)] = UNLABELLED
             return ids
         ids = np.full(grid.shape, UNLABELLED, dtype=np.int32)
-        from orchestrator.transforms import rasters
-
         with rasters.gdal_env():
             reproject(
                 source=dataset.read(1, window=_footprint(dataset, grid), boundless=True, masked=True)

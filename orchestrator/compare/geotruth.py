@@ -118,7 +118,10 @@ class Raster:
         self.source = self.raster.source
 
     def labels(self, grid: geo.Grid) -> np.ndarray:
-        ids = self.raster.read(grid)
+        return self.codes(self.raster.read(grid))
+
+    def codes(self, ids: np.ndarray) -> np.ndarray:
+        """The truth's class codes of the raster's ids (read in any thread; named here, in one)."""
         labelled = ids >= 0
         if not labelled.any():
             return ids
@@ -404,8 +407,8 @@ def _segmentation(
     folder = out_dir / "truth"
     held = TileArrays()
 
-    def read(grid: geo.Grid) -> tuple[np.ndarray | None, list[np.ndarray]]:
-        """The tile's masks (and its truth, from polygons: a label raster is read in order, in this thread)."""
+    def read(grid: geo.Grid) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The tile's masks, and its truth: polygons burnt, or a label raster's ids (named in order, below)."""
         masks = []
         for run, items in zip(runs, by_name, strict=True):
             item = items.get(grid.name)
@@ -418,15 +421,15 @@ def _segmentation(
                     f"pixels, its tile {grid.width}×{grid.height}"
                 )
             masks.append(mask)
-        return (source.labels(grid) if isinstance(source, Polygons) else None), masks
+        return (source.labels(grid) if isinstance(source, Polygons) else source.raster.read(grid)), masks
 
-    # PIL's decoding and GDAL's rasterizing run without the GIL: two threads read tiles ahead of the counting
+    # PIL's decoding and GDAL's rasterizing and reading run without the GIL: two threads read tiles ahead of the
+    # counting
     tiles = threads.map_in_order(read, grids, threads=READERS, ahead=AHEAD, name="geotruth")
     try:
-        for index, (grid, (codes, masks)) in enumerate(zip(grids, tiles, strict=True)):
+        for index, (grid, (read_truth, masks)) in enumerate(zip(grids, tiles, strict=True)):
             check()
-            if codes is None:
-                codes = source.labels(grid)
+            codes = read_truth if isinstance(source, Polygons) else source.codes(read_truth)
             valid = np.ones(grid.shape, dtype=bool)
             for items, mask in zip(by_name, masks, strict=True):
                 nodata = items[grid.name].get("nodata")
