@@ -117,6 +117,19 @@ def test_a_regression_table_in_batches_of_the_size_given(server: ModelServerProc
     assert predictions.stats["batch_sizes"] == [1000, 1000, 500]
 
 
+def test_a_server_of_onnx_models_never_loads_torch(server: ModelServerProcess, models_root: Path, tmp_path: Path):
+    """torch and transformers serve only the transformers models: a server that loaded and ran ONNX models has
+    not mapped torch's library (about 200 MB of memory it would hold for nothing)."""
+    rows, _ = tabular_data(rows=100, seed=14)
+    table = table_of(tmp_path / "rows.jsonl", numbered(rows))
+    ops.model_inference(run_context(tmp_path, server), "iris", table, features=FEATURES, key="id")
+    with server.client() as http:
+        assert {m["name"] for m in http.post("/v2/repository/index", json={"ready": True}).json()} >= set(MODELS)
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "onnxruntime" in maps  # the check sees the server's libraries
+    assert "libtorch" not in maps and "/torch/" not in maps
+
+
 def test_tables_pyarrow_cannot_read_as_numbers_are_read_row_by_row_alike(tmp_path: Path):
     plain = [{"id": 7, "a": 1.5, "b": 2}, {"id": 8, "a": -3.0, "b": 4}, {"id": 9, "a": 0, "b": 1e300}]
     read = inference.read_features(table_of(tmp_path / "plain.jsonl", plain), ["b", "a"], "id")
