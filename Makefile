@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench readme diagram check-deploy clean
+.PHONY: install bytecode run test lint bench readme diagram check-deploy clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install
-	$(PY) -m compileall -q orchestrator api model_server constellation_cli  # each run worker imports them
+# Every server and run worker imports these; this machine may set PYTHONDONTWRITEBYTECODE, which would leave
+# each process to compile them again.
+bytecode: install
+	$(PY) -m compileall -q orchestrator api model_server constellation_cli
+
+run: bytecode
 	$(PY) scripts/sample_data.py
 	$(PY) scripts/sample_models.py
 	$(PY) -m constellation_cli.link
@@ -29,8 +33,7 @@ lint: install
 # Test files run in parallel, each whole on one worker (module fixtures such as a stack are started once);
 # TEST_WORKERS=0 runs them in this process. The slow tests (a load test) run after them, alone on the machine.
 TEST_WORKERS ?= 2
-test: lint
-	$(PY) -m compileall -q orchestrator api model_server constellation_cli  # read by every server and run worker the tests start
+test: lint bytecode
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 	$(PY) -m pytest -m slow
 

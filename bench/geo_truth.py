@@ -224,8 +224,8 @@ def comparison(args: argparse.Namespace, truth: Path) -> dict[str, Any]:
                 start = time.perf_counter()
                 results = [ops.model_inference(ctx, name, tiles) for name in ("land-a", "land-b")]
                 inferred = time.perf_counter()
-                column = "class"  # the polygons' property; a label raster names its classes in its CLASSES tag
-                ops.compare_models(ctx, results, truth=FileDict({truth.name: truth}), truth_column=column)
+                # "class": the polygons' property (a label raster names its classes in its CLASSES tag)
+                ops.compare_models(ctx, results, truth=FileDict({truth.name: truth}), truth_column="class")
                 compared = time.perf_counter()
                 from orchestrator.compare import geotruth
                 from orchestrator.compare.inputs import ModelRun
@@ -233,7 +233,7 @@ def comparison(args: argparse.Namespace, truth: Path) -> dict[str, Any]:
                 runs = [ModelRun(r.model, r.task, r.items, r.stats, r.labels) for r in results]
                 aligned_start = time.perf_counter()
                 made = geotruth.align(
-                    runs, FileDict({truth.name: truth}), geotruth.Options(column=column), run / "align"
+                    runs, FileDict({truth.name: truth}), geotruth.Options(column="class"), run / "align"
                 )
                 aligned = time.perf_counter() - aligned_start
                 if hasattr(made, "close"):  # the masks it holds for the maps

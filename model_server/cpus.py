@@ -73,8 +73,8 @@ def configure_torch(threads: int | None = None) -> int:
 
 def configure_torch_when_used(threads: int | None) -> None:
     """Remember the setting for torch_ready: the server starts without importing torch and transformers,
-    which only the transformers models use (the server's imports: 3.6 s → 0.7 s; its peak memory before a
-    model: 63 MB, 390 MB with them; one measure each on this 2-CPU machine)."""
+    which only the transformers models use (start to ready 3.20 → 1.08 s, peak memory 264 → 67 MiB:
+    bench/RESULTS.md, "Where the suite's time goes")."""
     global _setting
     _setting = threads
 

@@ -431,10 +431,10 @@ class LabelRaster:
 
         self._stack = ExitStack()
         self.sources: list[Any] = []
-        self.refs, self._caps = list(refs), caps
+        self.refs = list(refs)
         # rasterio's datasets are not to be shared between threads: a thread other than the opener's reads through
         # its own handles on the same files (opened at its first read, closed with these).
-        self._opener, self._local, self._opening = threading.get_ident(), threading.local(), threading.Lock()
+        self._local, self._opening = threading.local(), threading.Lock()
         try:
             for ref in refs:
                 dataset = self._stack.enter_context(rasters.open_raster(ref.path, caps, ref.name))
@@ -450,6 +450,7 @@ class LabelRaster:
                         f"the label raster {ref.name!r} holds {dataset.dtypes[0]} values; class ids are integers"
                     )
                 self.sources.append(dataset)
+            self._local.sources = self.sources  # the opener's own handles
             self.names = list(classes) if classes else self._names_in_files()
         except BaseException:
             self._stack.close()
@@ -491,8 +492,6 @@ class LabelRaster:
 
     def _handles(self) -> list[Any]:
         """This thread's datasets: the opener's own, or handles this thread opened on the same files."""
-        if threading.get_ident() == self._opener:
-            return self.sources
         handles: list[Any] | None = getattr(self._local, "sources", None)
         if handles is None:
             import rasterio
