@@ -32,6 +32,7 @@ from orchestrator.datasets import FileRef, Table
 from orchestrator.engine import OperationError
 
 UNLABELLED = -1
+POLYGONAL = {3, 6}  # shapely's type ids of a Polygon and a MultiPolygon
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg")
 # A GeoJSON file is parsed whole: past this size a GeoPackage (read by the features needed) is the better format.
 MAX_GEOJSON_BYTES = 1024**3
@@ -157,12 +158,13 @@ class Layer:
         import shapely
 
         if self.geometries.size:
-            kinds = set(shapely.get_type_id(self.geometries).tolist())
-            if not kinds <= {3, 6, 7}:  # Polygon, MultiPolygon, GeometryCollection
+            # a collection's members too: rasterize would burn a line or point of one across pixels
+            kinds = set(shapely.get_type_id(shapely.get_parts(self.geometries)).tolist())
+            if not kinds <= POLYGONAL:
                 raise OperationError(f"{self.source} holds points or lines; polygons are needed to label pixels")
             broken = ~shapely.is_valid(self.geometries)
             if broken.any():
-                self.geometries[broken] = shapely.make_valid(self.geometries[broken])
+                self.geometries[broken] = [_polygonal(g) for g in shapely.make_valid(self.geometries[broken])]
         return self
 
     def bounds(self, crs: Any) -> tuple[float, float, float, float]:
@@ -198,6 +200,17 @@ class Layer:
         geometries, tree = self.projected(grid.crs)
         found = tree.query(shapely.Point(x, y), predicate="intersects")
         return int(codes[np.max(found)]) if found.size else UNLABELLED
+
+
+def _polygonal(geometry: Any) -> Any:
+    """A repaired geometry's polygons: what make_valid leaves of a ring collapsed to a line or a point covers no
+    area, so labels no pixel (burnt, a line would label every pixel it crosses)."""
+    import shapely
+
+    if shapely.get_type_id(geometry) in POLYGONAL:
+        return geometry
+    parts = shapely.get_parts(geometry)
+    return shapely.GeometryCollection([p for p in parts if shapely.get_type_id(p) in POLYGONAL])
 
 
 def layer_of(data: Table | Sequence[FileRef], column: str, what: str) -> Layer:

@@ -21,7 +21,7 @@ from orchestrator.datasets import FileRef
 from orchestrator.engine import OperationError
 from orchestrator.transforms import rasters
 from orchestrator.transforms.images import output_path
-from orchestrator.transforms.raster_ops import TILE_TAG, Check, _no_check, derived, windows
+from orchestrator.transforms.raster_ops import TILE_TAG, Check, _has_mask, _no_check, derived, windows
 
 MOSAIC_BLOCK = 1024
 
@@ -131,7 +131,7 @@ def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, 
                 "offsets": src.offsets,
             }
             if not first:
-                first = {**this, "ref": ref}
+                first = {**this, "ref": ref, "masked": False}
             else:
                 for key, what in (("count", "band count"), ("dtype", "data type")):
                     if this[key] != first[key]:
@@ -139,6 +139,8 @@ def _grid(scene: str, refs: list[FileRef], caps: int | None) -> tuple[dict[str, 
                             f"{ref.name!r} and {first['ref'].name!r} (scene {scene!r}) differ in "
                             f"{what}: {this[key]} vs {first[key]}; mosaic merges tiles of one grid"
                         )
+            # Tiles whose validity is a mask (tile_image keeps a scene's), not a nodata value: the mosaic keeps it.
+            first["masked"] |= src.nodata is None and _has_mask(src)
             footprints.append(Footprint(ref, ref.name, src.crs, src.transform, src.width, src.height))
     first["transform"], first["width"], first["height"], tiles = place(scene, footprints)
     return first, tiles
@@ -207,6 +209,8 @@ def merge(
 
 def mosaic(scene: str, refs: list[FileRef], out_dir: Path, caps: int | None, check: Check = _no_check) -> FileRef:
     """One GeoTIFF for `scene` from its tiles: each pixel from the covering tile whose centre is nearest."""
+    import numpy as np
+
     grid, tiles = _grid(scene, refs, caps)
     nodata = grid["nodata"]
     name = scene if rasters.named_like_raster(scene) else scene + ".tif"
@@ -215,14 +219,23 @@ def mosaic(scene: str, refs: list[FileRef], out_dir: Path, caps: int | None, che
         grid["width"], grid["height"], grid["count"], grid["dtype"], grid["crs"], grid["transform"], nodata
     )
 
+    count, masked = grid["count"], grid["masked"]
+
     def read(tile: Placed, window: Any) -> Any:
         with rasters.open_raster(tile.key.path, caps, tile.key.name) as src:
-            return src.read(window=window)
+            if not masked:
+                return src.read(window=window)
+            # the mask merged as one more band (1 valid, 0 not: a value of any data type), from the same tile
+            valid = (src.read_masks(1, window=window) > 0)[None].astype(grid["dtype"])
+            return np.concatenate([src.read(window=window), valid])
 
-    fill = nodata if nodata is not None else 0
+    fill = nodata if nodata is not None else 0  # masked: the mask band is 0 (not valid) where no tile covers
+    bands = count + 1 if masked else count
     with rasters.write_like(target, profile, grid["names"], grid["scales"], grid["offsets"], caps=caps) as dst:
-        for block, out in merge(tiles, grid["width"], grid["height"], grid["count"], grid["dtype"], fill, read, check):
-            dst.write(out, window=block)
+        for block, out in merge(tiles, grid["width"], grid["height"], bands, grid["dtype"], fill, read, check):
+            dst.write(out[:count], window=block)
+            if masked:
+                dst.write_mask(np.where(out[count] > 0, 255, 0).astype(np.uint8), window=block)
         first = refs[0]
         kept = {k: v for k, v in first.meta.items() if k != "tile"}
         return derived(FileRef(first.name, first.path, kept), name, target, dst, mosaic={"tiles": len(refs)})

@@ -308,10 +308,15 @@ def _warp_windows(src: Any, dst: Any, resampling: Any, check: Check = _no_check)
     indexes = list(range(1, src.count + 1))
     nodata = src.nodata
     scale = {"XSCALE": dst.width / src.width, "YSCALE": dst.height / src.height}
+    # Validity kept by a mask, not a nodata value: the warper reads the source's mask and writes what it filled
+    # as an alpha band, which becomes the output's mask (masked pixels and those outside the source not valid).
+    alpha = {"dst_alpha": src.count + 1} if nodata is None and _has_mask(src) else {}
     for window in windows(dst.width, dst.height, WARP_WINDOW):
         check()
         out = np.full(
-            (src.count, int(window.height), int(window.width)), nodata if nodata is not None else 0, dtype=src.dtypes[0]
+            (src.count + len(alpha), int(window.height), int(window.width)),
+            nodata if nodata is not None else 0,
+            dtype=src.dtypes[0],
         )
         reproject(
             band(src, indexes),
@@ -323,9 +328,12 @@ def _warp_windows(src: Any, dst: Any, resampling: Any, check: Check = _no_check)
             dst_crs=dst.crs,
             dst_nodata=nodata,
             resampling=resampling,
+            **alpha,
             **(scale if dst.width > WARP_WINDOW or dst.height > WARP_WINDOW else {}),
         )
-        dst.write(out, window=window)
+        dst.write(out[: src.count], window=window)
+        if alpha:
+            dst.write_mask(np.where(out[src.count] > 0, 255, 0).astype(np.uint8), window=window)
 
 
 def resize(ref: FileRef, out_dir: Path, width: int, height: int, caps: int | None, check: Check = _no_check) -> FileRef:

@@ -35,6 +35,11 @@ def _names_of(dataset: Any, labels: Sequence[str] | None) -> list[str]:
     return []
 
 
+def _name(names: Sequence[str], class_id: int) -> str:
+    """A class id's name: the labels' (ids 0, 1, 2...), else the id itself (a negative id is never a label's)."""
+    return names[class_id] if 0 <= class_id < len(names) else str(class_id)
+
+
 def srid_facts(crs: Any) -> dict[str, Any]:
     """A CRS as the table's geometry facts: {"srid": EPSG code (0 without one), "crs": "EPSG:…" or WKT}."""
     from orchestrator.transforms.rasters import crs_text
@@ -80,25 +85,36 @@ def vectorize(
             if first_crs is None:
                 first_crs = crs
             move = None if crs == first_crs else Transformer.from_crs(crs, first_crs, always_xy=True)
-            present = np.flatnonzero(np.bincount(ids[valid].ravel())) if valid.any() else np.empty(0, np.intp)
-            keep = np.zeros(int(ids.max(initial=0)) + 1, dtype=bool)
-            for class_id in present.tolist():
-                name = names[class_id] if class_id < len(names) else str(class_id)
+            present = np.unique(ids[valid])  # the class ids, sorted, of any integer type (or whole floats)
+            if not present.size:
+                continue
+            if ids.dtype.kind == "f":  # a float mask: whole numbers only (NaN or inf not declared nodata is no id)
+                fractional = present[~np.isfinite(present) | (present != np.round(present))]
+                if fractional.size:
+                    raise OperationError(
+                        f"{ref.name!r} holds {fractional[0]:g}, which is not a class id; a class mask holds "
+                        "whole numbers"
+                    )
+            keep = np.zeros(present.size, dtype=bool)
+            for number, class_id in enumerate(int(v) for v in present):
+                name = _name(names, class_id)
                 seen_names.add(name)
-                keep[class_id] = wanted is None or name.casefold() in wanted
-            chosen = valid & keep[ids]
+                keep[number] = wanted is None or name.casefold() in wanted
+            # Each pixel's position among the ids found (int32, which polygonize takes, whatever the ids' type);
+            # invalid pixels may fall past the last, and are never chosen.
+            codes = np.minimum(np.searchsorted(present, ids), present.size - 1).astype(np.int32)
+            chosen = valid & keep[codes]
             if not chosen.any():
                 continue
-            polygonized = ids if ids.dtype.name in ("uint8", "uint16", "int16", "int32") else ids.astype("int32")
-            for geometry, value in shapes(polygonized, mask=chosen, transform=transform, connectivity=4):
-                class_id = int(value)
+            for geometry, value in shapes(codes, mask=chosen, transform=transform, connectivity=4):
+                class_id = int(present[int(value)])
                 if move is not None:
                     moved = shapely.transform(
                         shape(geometry), lambda xy, move=move: np.column_stack(move.transform(xy[:, 0], xy[:, 1]))
                     )
                     geometry = mapping(moved)
                 row = {
-                    "class": names[class_id] if class_id < len(names) else str(class_id),
+                    "class": _name(names, class_id),
                     "source": ref.name,
                     "geometry": geometry,
                 }
