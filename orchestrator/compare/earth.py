@@ -59,7 +59,9 @@ def compare_on_earth(
             aligned,
             lambda part_runs, part_truth: compare.compare(part_runs, part_truth, iou_threshold=iou_threshold),
         )
-        scenes, colours = maps.draw(results, aligned, folder / "maps", options.caps, check)
+        scenes, colours, undrawn = maps.draw(results, aligned, folder / "maps", options.caps, check)
+        if undrawn:
+            report["maps_not_drawn"] = undrawn
         if aligned.kind == "segmentation":  # the truth tiles the page draws beside the models' masks
             aligned.write_truth([row["name"] for row in compare.find_disagreements(aligned.runs, aligned.truth)])
     finally:

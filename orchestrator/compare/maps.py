@@ -70,22 +70,26 @@ def draw(
     out_dir: Path,
     caps: int | None,
     check: Callable[[], None] = lambda: None,
-) -> tuple[list[SceneMaps], dict[str, tuple[int, int, int]]]:
-    """Scene GeoTIFFs (predictions, truth, disagreement) and the page's pictures; the class colours."""
+) -> tuple[list[SceneMaps], dict[str, tuple[int, int, int]], list[dict[str, str]]]:
+    """Scene GeoTIFFs (predictions, truth, disagreement) and the page's pictures; the class colours; the scenes
+    not drawn, and why (tiles on no one north-up grid: no mosaic of them exists, their scores stand)."""
     colours = palette(aligned.vocabulary or aligned.names)
     if aligned.kind != "segmentation" or aligned.held is None:
-        return [], colours
+        return [], colours, []
     scenes: dict[str, list[str]] = {}
     for item in results[0].items:  # tiles by scene: their origin as model_inference kept it, else their folder
         origin = item.get("tile")
         ref = FileRef(str(item["name"]), Path(str(item.get("mask", ""))), {"tile": origin} if origin else {})
         scenes.setdefault(mosaics.scene_of(ref, {}), []).append(ref.name)
-    drawn = []
+    drawn, undrawn = [], []
     for scene, names in scenes.items():
         check()
         folder = out_dir / _safe(Path(scene).stem or "scene")
-        drawn.append(_scene(results, aligned, scene, names, colours, folder, caps, check))
-    return drawn, colours
+        try:
+            drawn.append(_scene(results, aligned, scene, names, colours, folder, caps, check))
+        except mosaics.NotOneGrid as error:  # raised while placing the tiles, before any file is written
+            undrawn.append({"scene": scene, "why": str(error)})
+    return drawn, colours, undrawn
 
 
 def _safe(name: str) -> str:
@@ -420,6 +424,7 @@ def section(
         "legend": legend,
         "scored": line,
         "unmatched": _unmatched(report),
+        "undrawn": [f"no map of {s['scene']}: {s['why']}" for s in report.get("maps_not_drawn", [])],
         "per_class": _per_class_table(report, text),
         "regions": _regions_table(report, text),
     }

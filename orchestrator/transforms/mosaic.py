@@ -26,6 +26,11 @@ from orchestrator.transforms.raster_ops import TILE_TAG, Check, _has_mask, _no_c
 MOSAIC_BLOCK = 1024
 
 
+class NotOneGrid(OperationError):
+    """Tiles that do not lie on one north-up pixel lattice (rotated, or of different CRS, resolution or offset):
+    no mosaic of them exists. A comparison's maps are left out for such a scene; its scores stand."""
+
+
 @dataclass(frozen=True)
 class Placed:
     """A tile's place on its scene's grid, in output pixels; `key` is what `merge`'s reader is given for it."""
@@ -87,14 +92,14 @@ def place(scene: str, footprints: Sequence[Footprint]) -> tuple[Any, int, int, l
     for tile in footprints:
         t = tile.transform
         if t.b or t.d:
-            raise OperationError(f"{tile.name!r} is rotated; mosaic takes north-up tiles")
+            raise NotOneGrid(f"{tile.name!r} is rotated; mosaic takes north-up tiles")
         if tile.crs != first.crs:
-            raise OperationError(
+            raise NotOneGrid(
                 f"{tile.name!r} and {first.name!r} (scene {scene!r}) differ in CRS: {tile.crs} vs "
                 f"{first.crs}; mosaic merges tiles of one grid"
             )
         if abs(t.a - a) > 1e-9 * abs(a) or abs(t.e - e) > 1e-9 * abs(e):
-            raise OperationError(
+            raise NotOneGrid(
                 f"{tile.name!r} has pixels of {(t.a, t.e)}, {first.name!r} of {(a, e)} (scene {scene!r}); "
                 "mosaic merges tiles of one grid"
             )
@@ -105,7 +110,7 @@ def place(scene: str, footprints: Sequence[Footprint]) -> tuple[Any, int, int, l
     for tile in footprints:
         col, row = (tile.transform.c - left) / a, (tile.transform.f - top) / e
         if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-            raise OperationError(
+            raise NotOneGrid(
                 f"{tile.name!r} is not aligned with the other tiles of {scene!r} "
                 f"(offset by {col:.3f}, {row:.3f} pixels)"
             )

@@ -1,4 +1,5 @@
-"""compare_models against geographic truth a GIS user really has: polygons that are not valid, or not polygons."""
+"""compare_models against geographic truth a GIS user really has: polygons that are not valid, or not polygons;
+predictions on rotated grids."""
 
 from __future__ import annotations
 
@@ -29,16 +30,19 @@ def context(root: Path) -> RunContext:
     return RunContext(run_dir=root / "run", resources=SimpleNamespace(workspace=workspace))
 
 
-@pytest.fixture
-def masks(tmp_path: Path) -> tuple[list[Predictions], np.ndarray]:
-    """Two models' masks on the two 8 x 8 tiles of a 16 x 8 scene (classes a, b; nodata 255)."""
-    scene = np.random.default_rng(3).integers(0, 2, (TILE, 2 * TILE)).astype(np.uint8)
+def tile_grid(col: int, degrees: float) -> rasterio.Affine:
+    """The tile at `col` pixels east of the scene's corner, its grid turned by `degrees` about that corner."""
+    return GRID * rasterio.Affine.translation(col, 0) * rasterio.Affine.rotation(degrees)
+
+
+def predictions(root: Path, scene: np.ndarray, degrees: float = 0.0) -> list[Predictions]:
+    """Two models' masks (both `scene`) on the two 8 x 8 tiles of a 16 x 8 scene (classes a, b; nodata 255)."""
     results = []
     for model in ("m1", "m2"):
         items = []
         for col in (0, TILE):
-            transform = GRID * rasterio.Affine.translation(col, 0)
-            path = tmp_path / model / f"{col}.tif"
+            transform = tile_grid(col, degrees)
+            path = root / model / f"{col}.tif"
             path.parent.mkdir(parents=True, exist_ok=True)
             with rasterio.open(
                 path,
@@ -70,13 +74,19 @@ def masks(tmp_path: Path) -> tuple[list[Predictions], np.ndarray]:
                 model,
                 items,
                 {"inputs": 2, "seconds": 1.0},
-                tmp_path / f"{model}.json",
+                root / f"{model}.json",
                 task="image-segmentation",
                 labels=CLASSES,
                 inputs={},
             )
         )
-    return results, scene
+    return results
+
+
+@pytest.fixture
+def masks(tmp_path: Path) -> tuple[list[Predictions], np.ndarray]:
+    scene = np.random.default_rng(3).integers(0, 2, (TILE, 2 * TILE)).astype(np.uint8)
+    return predictions(tmp_path, scene), scene
 
 
 def geojson(root: Path, name: str, features: list[tuple[dict, str]]) -> FileList:
@@ -134,3 +144,29 @@ def test_a_collection_holding_a_line_is_refused_like_a_line(masks, tmp_path):
     }
     with pytest.raises(OperationError, match="holds points or lines; polygons are needed to label pixels"):
         ops.compare_models(context(tmp_path), results, truth=geojson(tmp_path, "gc.geojson", [(collection, "a")]))
+
+
+def test_rotated_tiles_are_scored_on_their_own_grids_and_the_report_says_why_no_map_is_drawn(tmp_path):
+    """Tiles on a rotated grid have no north-up mosaic, but their pixels still have truth: the scores stand (each
+    tile's truth rasterized onto its own rotated grid, as rasterio does), and the report and page say why the
+    scene has no map."""
+    scene = np.random.default_rng(4).integers(0, 2, (TILE, 2 * TILE)).astype(np.uint8)
+    results = predictions(tmp_path, scene, degrees=20)
+    west, east = (
+        box(WEST - 200, NORTH - 300, WEST + 80, NORTH + 200),
+        box(WEST + 80, NORTH - 300, WEST + 400, NORTH + 200),
+    )
+    truth = geojson(tmp_path, "halves.geojson", [(mapping(west), "a"), (mapping(east), "b")])
+    comparison = ops.compare_models(context(tmp_path), results, truth=truth)
+    right = scored = 0
+    for col in (0, TILE):
+        codes = rasterize([(west, 0), (east, 1)], out_shape=(TILE, TILE), transform=tile_grid(col, 20), fill=255)
+        labelled = codes != 255
+        right += int((scene[:, col : col + TILE][labelled] == codes[labelled]).sum())
+        scored += int(labelled.sum())
+    assert comparison.report["scored_pixels"] == scored == 2 * TILE * TILE
+    assert comparison.report["models"][0]["pixel_accuracy"] == pytest.approx(right / scored, abs=1e-12)
+    assert "maps" not in comparison.report
+    [undrawn] = comparison.report["maps_not_drawn"]
+    assert undrawn["scene"] == "scene.tif" and "is rotated" in undrawn["why"]
+    assert f"no map of scene.tif: {undrawn['why']}".replace("'", "&#39;") in comparison.html.read_text()
