@@ -12,7 +12,9 @@
    served by a real model server (`python -m model_server`); `model_inference` of each over the scene's
    tiles (the ops, in process), then `compare_models` of the two against the same GeoJSON (its classes named
    as the models' labels): alignment, scoring, bootstrap, maps and the report page. Goal: < 10 % of the two
-   inferences. `--truth-raster`: the same polygons as a label raster in lon/lat instead. Side by side with
+   inferences. `--truth-raster`: the same polygons as a label raster in lon/lat instead. `--unet WIDTH`: two
+   U-Nets of random weights instead of the 1x1 samples (the comparison's cost against a real model's compute).
+   Side by side with
    the code before a change: run this file from a worktree of that commit too
    (`--skip-alignment` for part 2 alone), one after the other, and compare the compare_models figures.
 
@@ -111,6 +113,64 @@ def make_label_raster(geojson: Path, path: Path, size: int) -> Path:
     return path
 
 
+def unet_segmenter(path: Path, width: int, seed: int, levels: int = 4) -> Path:
+    """A U-Net of `levels` levels (two 3x3 convolutions and ReLU per level, `width` channels at the top, doubling
+    at each 2x2 max-pooling; 2x2 transposed convolutions up, skips concatenated; a 1x1 convolution into the
+    three land-cover classes), as ONNX (onnx's helper), its weights drawn at random (He): the compute of a
+    small real segmentation model of the 4 bands, not a trained one. Input FP32 [N, 4, H, W] scaled by 1e-4
+    (reflectance x 10000), output `logits` [N, 3, H, W]; H and W multiples of 2^(levels - 1)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tiny_models import LAND_COVER_LABELS, _save_onnx
+
+    rng = np.random.default_rng(seed)
+    nodes: list[Any] = []
+    weights: list[Any] = []
+
+    def tensor(name: str, shape: tuple[int, ...], fan_in: int | None) -> str:
+        drawn = rng.normal(0, (2 / fan_in) ** 0.5, shape) if fan_in else np.zeros(shape)  # biases: zero
+        weights.append(numpy_helper.from_array(drawn.astype(np.float32), name))
+        return name
+
+    def conv(x: str, out: str, c_in: int, c_out: int, k: int = 3, relu: bool = True) -> str:
+        w = tensor(f"{out}.w", (c_out, c_in, k, k), c_in * k * k)
+        b = tensor(f"{out}.b", (c_out,), None)
+        made = f"{out}.conv" if relu else out
+        nodes.append(helper.make_node("Conv", [x, w, b], [made], pads=[k // 2] * 4))
+        if relu:
+            nodes.append(helper.make_node("Relu", [made], [out]))
+        return out
+
+    weights.append(numpy_helper.from_array(np.asarray(1e-4, dtype=np.float32), "scale"))
+    nodes.append(helper.make_node("Mul", ["bands", "scale"], ["x"]))
+    x, channels, skips = "x", 4, []
+    for level in range(levels):
+        c = width * 2**level
+        x = conv(conv(x, f"e{level}a", channels, c), f"e{level}b", c, c)
+        channels = c
+        if level < levels - 1:
+            skips.append((x, c))
+            nodes.append(helper.make_node("MaxPool", [x], [f"p{level}"], kernel_shape=[2, 2], strides=[2, 2]))
+            x = f"p{level}"
+    for level in reversed(range(levels - 1)):
+        skip, c = skips[level]
+        w = tensor(f"u{level}.w", (channels, c, 2, 2), channels * 4)
+        b = tensor(f"u{level}.b", (c,), None)
+        nodes.append(helper.make_node("ConvTranspose", [x, w, b], [f"u{level}"], kernel_shape=[2, 2], strides=[2, 2]))
+        nodes.append(helper.make_node("Concat", [f"u{level}", skip], [f"k{level}"], axis=1))
+        x = conv(conv(f"k{level}", f"d{level}a", 2 * c, c), f"d{level}b", c, c)
+        channels = c
+    conv(x, "logits", channels, len(LAND_COVER_LABELS), k=1, relu=False)
+    graph = helper.make_graph(
+        nodes,
+        "unet",
+        [helper.make_tensor_value_info("bands", TensorProto.FLOAT, ["N", 4, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(LAND_COVER_LABELS), "H", "W"])],
+        weights,
+    )
+    return _save_onnx(graph, path, LAND_COVER_LABELS)
+
+
 def grids_of(size: int, tile: int) -> list[Any]:
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
@@ -202,8 +262,11 @@ def comparison(args: argparse.Namespace, truth: Path) -> dict[str, Any]:
     figures: dict[str, list[float]] = {"inference": [], "comparison": [], "alignment": []}
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp) / "models"
-        for name, variant in (("land-a", "a"), ("land-b", "b")):
-            land_cover_segmenter(root / f"{name}.onnx", variant)
+        for number, (name, variant) in enumerate((("land-a", "a"), ("land-b", "b"))):
+            if args.unet:
+                unet_segmenter(root / f"{name}.onnx", args.unet, seed=number)
+            else:
+                land_cover_segmenter(root / f"{name}.onnx", variant)
         port = free_port()
         server = start_server(root, port, batch=16)
         url = f"http://127.0.0.1:{port}"
@@ -267,6 +330,13 @@ def main() -> None:
         "--truth-raster",
         action="store_true",
         help="part 2 against the polygons as a label raster in lon/lat (another CRS and resolution)",
+    )
+    parser.add_argument(
+        "--unet",
+        type=int,
+        default=0,
+        metavar="WIDTH",
+        help="part 2 with two U-Nets of this top width (random weights) instead of the 1x1 sample segmenters",
     )
     args = parser.parse_args()
     truth = make_polygons(OUT / f"truth-{args.size}-{args.polygons}.geojson", args.size, args.polygons)
