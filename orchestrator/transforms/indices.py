@@ -104,7 +104,7 @@ def band_mapping(
     """
     import spyndex
 
-    from orchestrator.transforms.raster_ops import band_index, listed
+    from orchestrator.transforms.raster_ops import ambiguous, band_index, listed
 
     needed, _ = requirements(index)
     given = dict(given or {})
@@ -119,8 +119,11 @@ def band_mapping(
         common = getattr(spyndex.bands[term], "common_name", None) if term in spyndex.bands else None
         folded = [n.casefold() if n else None for n in names]
         for candidate in (common, term):
-            if candidate and candidate.casefold() in folded:
-                mapping[term] = folded.index(candidate.casefold()) + 1
+            found = [i for i, n in enumerate(folded, 1) if candidate and n == candidate.casefold()]
+            if len(found) > 1:
+                raise OperationError(f"{index}: " + ambiguous(str(candidate), found, names, source))
+            if found:
+                mapping[term] = found[0]
                 break
         else:
             wanted = ", ".join(

@@ -141,20 +141,35 @@ def listed(names: Sequence[str | None]) -> str:
 
 
 def band_index(wanted: int | str, names: Sequence[str | None], source: str) -> int:
-    """The 1-based index of a band given by index or by name (any case), or an error listing the bands."""
+    """The 1-based index of a band given by index or by name (any case), or an error listing the bands; a name
+    that several bands answer to is refused (taking the first would pick one silently)."""
     count = len(names)
     if isinstance(wanted, int) and not isinstance(wanted, bool):
         if 1 <= wanted <= count:
             return wanted
         raise OperationError(f"band {wanted} is not in {source!r}, which has {count} band(s): {listed(names)}")
     folded = str(wanted).casefold()
-    for index, name in enumerate(names, 1):
-        if name is not None and (name.casefold() == folded or folded in getattr(name, "aliases", ())):
-            return index
+    found = [
+        index
+        for index, name in enumerate(names, 1)
+        if name is not None and (name.casefold() == folded or folded in getattr(name, "aliases", ()))
+    ]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise OperationError(ambiguous(str(wanted), found, names, source))
     if any(names):
         raise OperationError(f"band {wanted!r} is not in {source!r}; its bands are {listed(names)}")
     raise OperationError(
         f"band {wanted!r} is not in {source!r}: its {count} band(s) have no names; give 1-based indexes (1 to {count})"
+    )
+
+
+def ambiguous(wanted: str, found: Sequence[int], names: Sequence[str | None], source: str) -> str:
+    bands = ", ".join(str(i) for i in found)
+    return (
+        f"band {wanted!r} is ambiguous in {source!r}: bands {bands} are named so; give its 1-based index "
+        f"({listed(names)})"
     )
 
 

@@ -161,3 +161,29 @@ def test_a_float_mask_of_fractions_is_refused_naming_it(ctx, tmp_path):
     mask = geotiff(tmp_path / "in" / "fractions.tif", np.array([[0.5, 1.0]], dtype=np.float32))
     with pytest.raises(OperationError, match=r"'fractions.tif' holds 0.5, which is not a class id"):
         ops.vectorize_mask(ctx, mask)
+
+
+# Two bands of one name (a stack assembled by hand, an export that named every band "red"): a name that picks one
+# of them silently would compute the wrong index or keep the wrong band.
+
+
+@pytest.fixture
+def twice_red(tmp_path: Path) -> FileList:
+    data = np.random.default_rng(5).integers(1, 10_000, (3, 8, 8)).astype(np.uint16)
+    files = geotiff(tmp_path / "in" / "stack.tif", data)
+    with rasterio.open(files.refs[0].path, "r+") as dataset:
+        dataset.descriptions = ("red", "red", "nir")
+    return files
+
+
+def test_a_band_name_two_bands_share_is_refused_naming_both(ctx, twice_red):
+    with pytest.raises(OperationError, match=r"band 'red' is ambiguous in 'stack.tif': bands 1, 2 are named so"):
+        ops.select_bands(ctx, twice_red, ["red"])
+    [kept] = ops.select_bands(node(ctx, "by_index"), twice_red, [2, "nir"])
+    with rasterio.open(kept.path) as dataset, rasterio.open(twice_red.refs[0].path) as source:
+        assert np.array_equal(dataset.read(), source.read([2, 3]))
+
+
+def test_a_spectral_index_refuses_to_guess_between_two_bands_of_its_name(ctx, twice_red):
+    with pytest.raises(OperationError, match=r"NDVI: band 'red' is ambiguous in 'stack.tif': bands 1, 2"):
+        ops.spectral_index(ctx, twice_red, "NDVI")
