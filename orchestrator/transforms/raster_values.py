@@ -138,7 +138,8 @@ def composite(
                         continue
                     low, high = span
                     scaled = (data[i] - np.float32(low)) * np.float32(255.0 / max(high - low, 1e-12))
-                    out[i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+                    # NaN (nodata of a float raster) made 0 before the cast, which has no value for it; 0 below
+                    out[i] = np.nan_to_num(np.clip(np.rint(scaled), 0, 255), nan=0.0).astype(np.uint8)
                 out[:, ~valid] = 0
                 dst.write(out, window=window)
                 if fmt == "tif":  # a PNG copied from a masked file would get a .msk file beside it

@@ -187,3 +187,17 @@ def test_a_band_name_two_bands_share_is_refused_naming_both(ctx, twice_red):
 def test_a_spectral_index_refuses_to_guess_between_two_bands_of_its_name(ctx, twice_red):
     with pytest.raises(OperationError, match=r"NDVI: band 'red' is ambiguous in 'stack.tif': bands 1, 2"):
         ops.spectral_index(ctx, twice_red, "NDVI")
+
+
+def test_an_rgb_composite_of_a_float_raster_with_nan_nodata_is_black_there_and_warns_nothing(ctx, tmp_path):
+    import warnings
+
+    data = np.random.default_rng(6).uniform(0, 1, (3, 16, 16)).astype(np.float32)
+    data[:, :4] = np.nan
+    files = geotiff(tmp_path / "in" / "float.tif", data, nodata=float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # NumPy's "invalid value encountered in cast"
+        [rgb] = ops.composite_rgb(ctx, files, bands=[1, 2, 3], format="tif")
+    with rasterio.open(rgb.path) as dataset:
+        assert (dataset.read()[:, :4] == 0).all() and (dataset.read_masks(1)[:4] == 0).all()
+        assert (dataset.read_masks(1)[4:] == 255).all()
