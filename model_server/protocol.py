@@ -63,6 +63,9 @@ NUMPY_TYPES: dict[str, np.dtype[Any]] = {
 }
 DATATYPE_OF = {(dtype.kind, dtype.itemsize): name for name, dtype in NUMPY_TYPES.items()}
 BINARY_HEADER = "inference-header-content-length"
+# The most values a tensor's shape may describe: NumPy refuses an array (even an empty one, a shape with a 0)
+# whose other dimensions multiply past its index type's range in bytes, at 8 bytes a value (the widest datatype).
+MAX_ELEMENTS = int(np.iinfo(np.intp).max) // 8
 
 
 class _Message(BaseModel):
@@ -89,6 +92,13 @@ class InferInput(_Message):
             )
         if any(dim < 0 for dim in self.shape):
             raise ValueError(f"input {self.name!r} has shape {self.shape}; dimensions cannot be negative")
+        if math.prod(dim for dim in self.shape if dim) > MAX_ELEMENTS:
+            # Only a shape with a 0 gets this far with such sizes (no body holds that many values), and NumPy cannot
+            # make even an empty array of it.
+            raise ValueError(
+                f"input {self.name!r} has shape {self.shape}; its non-zero dimensions multiply to more than "
+                f"{MAX_ELEMENTS} values, more than an array can hold"
+            )
         size = self.parameters.get("binary_data_size")
         if self.data is None:
             if type(size) is not int or size < 0:
@@ -285,12 +295,14 @@ class InferRequest(_Message):
 def split_binary(body: bytes | memoryview, header_length: str) -> tuple[bytes, memoryview]:
     """A binary-extension body: its JSON header (the first `header_length` bytes) and the binary data after it (a
     view, not a copy)."""
-    if not header_length.strip().isdigit() or int(header_length) > len(body):
+    digits = header_length.strip()
+    # ASCII digits only: str.isdigit() also takes '²' (a header is Latin-1), which int() refuses.
+    if not (digits.isascii() and digits.isdigit()) or int(digits) > len(body):
         raise InvalidInput(
             f"Inference-Header-Content-Length is {header_length[:40]!r}; it must be the byte length "
             f"of the JSON at the start of the body (at most {len(body)})"
         )
-    length = int(header_length)
+    length = int(digits)
     view = memoryview(body)
     return bytes(view[:length]), view[length:]
 

@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 GiB = 1024**3
 MAX_LEASES_PER_MODEL = 10_000
+# A source's length, and one of its folder or file names' in bytes (the file systems' NAME_MAX): longer ones the
+# system cannot open (ENAMETOOLONG), and no Hugging Face id is that long.
+MAX_SOURCE_CHARS, MAX_SOURCE_PART_BYTES = 1024, 255
 # Weight files, by preference: transformers loads safetensors when a folder has them.
 WEIGHT_SUFFIXES = ((".safetensors",), (".bin", ".pt", ".pth"), (".h5", ".msgpack", ".ckpt", ".onnx", ".gguf"))
 __all__ = [
@@ -454,7 +457,16 @@ class ModelRegistry:
     def _check_source(source: str) -> None:
         if not source or source != source.strip():
             raise InvalidRequest(f"model source {source!r} is empty or has surrounding spaces")
+        if not source.isprintable():
+            raise InvalidRequest(
+                f"model source {source!r} holds a control character (e.g. a NUL); name a file or folder"
+            )
         posix = PurePosixPath(source)
+        if len(source) > MAX_SOURCE_CHARS or any(len(p.encode()) > MAX_SOURCE_PART_BYTES for p in posix.parts):
+            raise InvalidRequest(
+                f"model source {source[:60]!r}... is too long: at most {MAX_SOURCE_CHARS} characters, and "
+                f"{MAX_SOURCE_PART_BYTES} bytes per folder or file name"
+            )
         if posix.is_absolute() or Path(source).is_absolute() or ".." in posix.parts or "\\" in source:
             raise InvalidRequest(
                 f"model source {source!r} is refused: name a Hugging Face id or a folder under the models root "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 import numpy as np
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_server.config import Settings
@@ -384,7 +386,7 @@ async def read_body(
         return await read_declared(request, int(declared))
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request):
         size += len(chunk)
         if size <= limit:
             chunks.append(chunk)
@@ -403,12 +405,22 @@ async def read_declared(request: Request, length: int) -> memoryview:
     buffer = bytearray(length)
     view = memoryview(buffer)
     size = 0
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request):
         if size + len(chunk) > length:
             raise ServerError(400, f"the request body is longer than its Content-Length ({length} bytes)")
         view[size : size + len(chunk)] = chunk
         size += len(chunk)
     return view[:size]
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request's body as it arrives; a client that goes before sending all of it is refused (400, which no one
+    may read), not an error of ours."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise ServerError(400, "the client closed the connection before sending the whole request body") from None
 
 
 def parse(body: bytes | memoryview, schema: type[Body], optional: bool = False) -> Body:

@@ -49,7 +49,7 @@ CHECKS: dict[str, str] = {
     "import_from_url": "orchestrator.sources.url:preflight",
     "import_from_stac": "orchestrator.sources.stac_documents:preflight",
     "import_from_database": "orchestrator.sources.databases:preflight",
-    "export_to_database": "orchestrator.sinks.database:preflight",
+    "export_to_database": "orchestrator.sources.databases:preflight_export",
     "import_from_s3": "orchestrator.sources.s3:preflight_import",
     "export_to_s3": "orchestrator.sources.s3:preflight_export",
     "deploy_model": "orchestrator.models.preflight:deploy",

@@ -10,6 +10,7 @@ import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
+from starlette.requests import ClientDisconnect
 
 from api.config import Settings
 from api.dagster_client import BODY_HASH_TAG, IDEMPOTENCY_TAG, DagsterClient
@@ -129,12 +130,15 @@ async def _read_body(request: Request, limit: int, drain: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        elif size > drain:
-            break
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > drain:
+                break
+    except ClientDisconnect:  # an answer no one may read, but a refusal, not an error of ours
+        raise ApiError(400, "the client closed the connection before sending the whole request body") from None
     if size > limit:
         raise too_large
     return b"".join(chunks)

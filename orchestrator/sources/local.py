@@ -100,9 +100,15 @@ def locate(root: Path, relative: str, reserved: Iterable[Reserved] = ()) -> Path
         )
     if Path(relative).is_absolute():
         raise OperationError(f"path {relative!r} must be relative to the data root, not absolute")
-    target = _inside(root, root / relative, relative)
-    _check(target, relative, reserved, "imports")
-    if not target.exists():
+    if "\x00" in relative:  # no file system takes one; os.stat would raise ValueError
+        raise OperationError(f"path {relative!r} holds a NUL character; refused")
+    try:
+        target = _inside(root, root / relative, relative)
+        _check(target, relative, reserved, "imports")
+        exists = target.exists()
+    except OSError as exc:  # a name longer than the file system takes (ENAMETOOLONG), ...
+        raise OperationError(f"path {relative!r} cannot be read on this server: {exc.strerror}") from None
+    if not exists:
         raise OperationError(f"path {relative!r} does not exist under the data root")
     return target
 

@@ -143,16 +143,21 @@ def check_address(url: str, allow_private: bool, resolver: Resolver = system_res
 
     Returns the checked addresses (empty when private addresses are allowed: nothing is checked).
     """
-    parts = urlsplit(url)
+    try:  # a bracketed host that is no IPv6 address, a port past 65535, a host name IDNA cannot encode...
+        parts = urlsplit(url)
+        port = parts.port
+        host = _connect_host(url) if parts.hostname else ""
+        host.encode("idna")  # as the resolver asks for it: no empty label, none longer than 63 characters
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise OperationError(f"{url!r} is not a valid http(s) URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OperationError(f"{url!r} is not an http(s) URL")
     if allow_private:
         return []
-    host = _connect_host(url)
     try:
         addresses = [str(ipaddress.ip_address(host))]  # an address literal: nothing to resolve
     except ValueError:
-        addresses = resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+        addresses = resolver(host, port or (443 if parts.scheme == "https" else 80))
     if not addresses:
         raise OperationError(f"cannot resolve {parts.hostname!r}: no address")
     for text in addresses:

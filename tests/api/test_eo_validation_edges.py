@@ -1,0 +1,125 @@
+"""Earth-observation pipelines the server's pre-launch checks let through as valid, and a body its client stops
+sending: each is now refused at the parameter at fault (POST /validate's 422 lists these checks' problems, as
+orchestrator/assets/checked_config.py explains), or with a 400 rather than an error of the gateway's.
+
+The checks run in process here, with the real catalog and the real checks, as the code location runs them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from fastapi.testclient import TestClient
+
+from api.config import Settings
+from api.main import create_app
+
+
+def problems(tmp_path: Path, instructions: list[dict[str, Any]], allow_private: bool = False) -> list[tuple[str, str]]:
+    """(JSON Pointer, message) of each problem the code location's checks find, as /validate answers them."""
+    from orchestrator import preflight
+    from orchestrator.assets.repository import CATALOG
+    from orchestrator.assets.resources import OpResources, ServerSettings
+
+    (tmp_path / "data" / "samples-eo").mkdir(parents=True, exist_ok=True)
+    settings = ServerSettings(
+        data_root=str(tmp_path / "data"), artifact_root=str(tmp_path / "artifacts"), url_allow_private=allow_private
+    )
+    found = preflight.check_request(instructions, CATALOG, OpResources(**settings.resources()))
+    return [(p.path, p.message) for p in found]
+
+
+def op(name: str, **parameters: Any) -> dict[str, Any]:
+    return {"operation": name, "parameters": parameters}
+
+
+def stac(url: str) -> list[dict[str, Any]]:
+    return [op("spectral_index", index="NDVI", data=op("import_from_stac", url=url, assets=["scene"]))]
+
+
+STAC_URL = "/instructions/0/parameters/data/parameters/url"
+
+
+def test_an_export_of_geometries_to_a_connection_the_server_lacks_is_refused_at_the_connection(tmp_path: Path):
+    (tmp_path / "data" / "samples-eo").mkdir(parents=True)
+    (tmp_path / "data" / "samples-eo" / "labels.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    table = op("read_table", data=op("import_from_local", path="samples-eo/labels.geojson"))
+    found = problems(tmp_path, [op("export_to_database", data=table, connection="nowhere", table="eo_polygons")])
+    assert [path for path, _ in found] == ["/instructions/0/parameters/connection"], found
+    assert "nowhere" in found[0][1]
+
+
+@pytest.mark.parametrize(
+    "url,said",
+    [
+        ("samples-eo/stac/\x00catalog.json", "NUL"),
+        ("samples-eo/" + "a" * 300 + "/catalog.json", "cannot be read"),
+        ("http://[::1/stac", "not a valid http(s) URL"),
+    ],
+)
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_a_stac_url_no_run_could_open_is_refused_at_the_url(tmp_path: Path, url: str, said: str, allow_private: bool):
+    found = problems(tmp_path, stac(url), allow_private)
+    assert [path for path, _ in found] == [STAC_URL], found
+    assert said in found[0][1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://stac.example.com:99999/",  # a port past 65535
+        "http://" + "a" * 64 + ".example.com/",  # a label IDNA refuses (at most 63)
+        "http://stac..example.com/",  # an empty label
+        "http://\u2488.example.com/",  # a character IDNA refuses
+        "http://[v1.x]/",  # brackets around no IPv6 address
+    ],
+)
+def test_a_stac_url_whose_host_cannot_be_read_is_refused_at_the_url(tmp_path: Path, url: str):
+    found = problems(tmp_path, stac(url))
+    assert found == [(STAC_URL, found[0][1])] and "not a valid http(s) URL" in found[0][1], found
+
+
+def test_a_client_that_stops_sending_its_pipeline_is_a_400_not_an_error_of_the_gateway(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    app = create_app(Settings(dagster_url="http://127.0.0.1:9", artifact_root=str(tmp_path)))
+    body = json.dumps({"instructions": stac("samples-eo/stac/catalog.json")}).encode()
+    messages = [{"type": "http.request", "body": body[:20], "more_body": True}]
+    answered: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        answered.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/validate",
+        "raw_path": b"/validate",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"localhost"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    with TestClient(app), caplog.at_level(logging.ERROR):  # its lifespan makes the Dagster client the route takes
+        anyio.run(app, scope, receive, send)
+    start = next(m for m in answered if m["type"] == "http.response.start")
+    said = json.loads(b"".join(m.get("body", b"") for m in answered if m["type"] == "http.response.body"))
+    assert start["status"] == 400, said
+    assert "before sending the whole request body" in said["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

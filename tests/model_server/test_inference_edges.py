@@ -1,0 +1,151 @@
+"""Edge cases of the inference and repository routes that answered 500 or logged a traceback: each now gets a 4xx
+saying what is wrong and where (a shape NumPy cannot hold, a header that is not ASCII digits, a model source with a
+NUL or too long to open, a body the client stopped sending)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from model_server.app import create_app
+from model_server.config import Settings
+from tiny_models import LAND_COVER_LABELS, make_band_segmenter, make_tabular_classifier
+
+MODELS = {"iris": ("iris.onnx", "tabular-classification"), "land": ("land.onnx", "image-segmentation")}
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    root = tmp_path_factory.mktemp("inference-edges")
+    make_tabular_classifier(root / "iris.onnx")
+    make_band_segmenter(root / "land.onnx", np.eye(len(LAND_COVER_LABELS), 4), np.zeros(len(LAND_COVER_LABELS)))
+    with TestClient(create_app(Settings(models_root=root)), raise_server_exceptions=False) as client:
+        for name, (source, task) in MODELS.items():
+            loaded = client.post(
+                f"/v2/repository/models/{name}/load", json={"parameters": {"source": source, "task": task}}
+            )
+            assert loaded.status_code == 200, loaded.text
+        yield client
+
+
+def binary(inputs: list[dict[str, Any]], payload: bytes) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps({"inputs": inputs}).encode()
+    return head + payload, {
+        "Inference-Header-Content-Length": str(len(head)),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+@pytest.mark.parametrize(
+    "model,name,shape",
+    [("iris", "float_input", [0, 2**62]), ("iris", "float_input", [0, 2**70]), ("land", "bands", [0, 4, 2**62, 1])],
+)
+def test_an_empty_tensor_of_a_shape_no_array_can_hold_is_refused_in_binary_and_json(
+    http: TestClient, model: str, name: str, shape: list[int]
+):
+    described = {"name": name, "shape": shape, "datatype": "FP32"}
+    content, headers = binary([{**described, "parameters": {"binary_data_size": 0}}], b"")
+    as_binary = http.post(f"/v2/models/{model}/infer", content=content, headers=headers)
+    as_json = http.post(f"/v2/models/{model}/infer", json={"inputs": [{**described, "data": []}]})
+    for answer in (as_binary, as_json):
+        assert 400 <= answer.status_code < 500, answer.text
+        assert f"input {name!r} has shape {shape}" in answer.json()["error"], answer.text
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xb9\xb2"])  # superscript digits in Latin-1: str.isdigit() says yes
+def test_an_inference_header_length_of_digits_that_are_not_ascii_is_refused_naming_the_header(
+    http: TestClient, value: bytes
+):
+    # Raw ASGI: the test client would send the header's characters as UTF-8, a server gets its bytes as they came.
+    body, extra = binary(
+        [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}],
+        np.ones((1, 4), "<f4").tobytes(),
+    )
+    headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(body)).encode())]
+    status, said = asgi_post(http.app, [*headers, (b"inference-header-content-length", value)], [body])
+    assert status == 422, said
+    assert "Inference-Header-Content-Length" in said["error"]
+
+
+@pytest.mark.parametrize(
+    "source,said",
+    [("iris.onnx\x00", "control character"), ("a" * 300 + ".onnx", "too long"), ("a/" * 600 + "m", "too long")],
+)
+@pytest.mark.parametrize("task", ["tabular-classification", "image-classification", "text-classification"])
+def test_a_model_source_the_system_cannot_open_is_refused_by_load_and_check(
+    http: TestClient, source: str, said: str, task: str
+):
+    body = {"parameters": {"source": source, "task": task}}
+    loaded = http.post("/v2/repository/models/odd-source/load", json=body)
+    assert loaded.status_code == 400, loaded.text
+    assert said in loaded.json()["error"]
+    checked = http.post("/v2/repository/models/odd-source/check", json=body)
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["loadable"] is False and said in checked.json()["error"]
+
+
+def asgi_post(
+    app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes], then_gone: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """The status and JSON `app` answers to POST /v2/models/iris/infer with these raw headers and body chunks (with
+    `then_gone`, the client goes after them, before the rest of the body it declared)."""
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": chunk, "more_body": then_gone or i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    answered: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        answered.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v2/models/iris/infer",
+        "raw_path": b"/v2/models/iris/infer",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    anyio.run(app, scope, receive, send)
+    start = next(m for m in answered if m["type"] == "http.response.start")
+    return start["status"], json.loads(
+        b"".join(m.get("body", b"") for m in answered if m["type"] == "http.response.body")
+    )
+
+
+@pytest.mark.parametrize("route", ["json", "binary"])
+def test_a_client_that_stops_sending_its_body_is_a_400_not_an_error_of_ours(
+    http: TestClient, route: str, caplog: pytest.LogCaptureFixture
+):
+    rows = {"inputs": [{"name": "float_input", "shape": [2, 4], "datatype": "FP32", "data": [1.0] * 8}]}
+    body = json.dumps(rows).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if route == "binary":
+        body, extra = binary(
+            [{"name": "float_input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}],
+            np.ones((2, 4), "<f4").tobytes(),
+        )
+        headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        headers.append((b"content-length", str(len(body)).encode()))
+    with caplog.at_level(logging.ERROR):
+        status, said = asgi_post(http.app, headers, [body[: len(body) // 2]], then_gone=True)
+    assert status == 400, said
+    assert "before sending the whole request body" in said["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
