@@ -324,5 +324,6 @@ def test_the_dagster_ui_still_works_behind_the_guard(stack: Stack, browser):
     graphql = [status for status, url in answers if "/graphql" in url]
     assert graphql and all(status == 200 for status in graphql), answers
     assert not [a for a in answers if a[0] in (400, 403, 405, 415)], answers
-    assert page.locator("text=build_execute_job").first.is_visible(timeout=20_000)
+    # is_visible() answers at once (its timeout is ignored): wait for the runs table as a user would
+    page.locator("text=build_execute_job").first.wait_for(state="visible", timeout=20_000)
     page.close()
