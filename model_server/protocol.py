@@ -193,13 +193,14 @@ class InferInput(_Message):
             values = np.array(flat, dtype=np.float64)
         except OverflowError:
             raise InputMismatch(f"input {self.name!r} holds an integer too large for a float") from None
-        if dtype.kind == "f":
-            limit = float(np.finfo(dtype).max)
-            bad = np.flatnonzero(~(np.abs(values) <= limit))
+        # Each value fits the datatype the request declares and the one the model takes (a cast would wrap an
+        # integer or turn a float into inf without a word).
+        for name in dict.fromkeys((self.datatype, datatype)):
+            bad, what = misfits(values, NUMPY_TYPES[name])
             if bad.size:
                 raise InputMismatch(
-                    f"input {self.name!r} item {int(bad[0])} is {flat[int(bad[0])]!r:.40}, not a "
-                    f"finite number in the range of {datatype}"
+                    f"input {self.name!r} item {int(bad[0])} is {flat[int(bad[0])]!r:.40}, not {what} in the range "
+                    f"of {name}"
                 )
         return values.astype(dtype).reshape(self.shape)
 
@@ -235,6 +236,17 @@ class InferInput(_Message):
             return [base64.b64decode(item, validate=True).decode("utf-8") for item in self.flat]
         except (binascii.Error, ValueError) as exc:
             raise InvalidInput(f"input {self.name!r} is not base64 of UTF-8 text: {exc}") from None
+
+
+def misfits(values: np.ndarray, dtype: np.dtype[Any]) -> tuple[np.ndarray, str]:
+    """The indexes of `values` (float64) that `dtype` cannot hold as they are, and what it holds."""
+    if dtype.kind == "f":
+        return np.flatnonzero(~(np.abs(values) <= float(np.finfo(dtype).max))), "a finite number"
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)  # max + 1 is a power of two: exact as a float, unlike max for 64 bits
+        fits = (values >= info.min) & (values < float(info.max) + 1) & (values == np.trunc(values))
+        return np.flatnonzero(~fits), "a whole number"
+    return np.flatnonzero(~np.isin(values, (0, 1))), "0 or 1"
 
 
 def flatten(data: list[Any]) -> list[Any]:

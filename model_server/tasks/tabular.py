@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from model_server.exceptions import InputMismatch, InvalidInput, LoadFailed
-from model_server.protocol import InferInput, InferOutput, InferParameters, TensorMetadata
+from model_server.protocol import NUMPY_TYPES, InferInput, InferOutput, InferParameters, TensorMetadata, misfits
 from model_server.tasks.base import InferLimits, InputSpec, TaskModel, library_call
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ DATATYPES = {
 LABEL_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(string)"}
 FLOAT_TYPES = {"tensor(float)", "tensor(double)"}
 NUMBERS = ("FP32", "FP64", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
-FP32_MAX = float(np.finfo(np.float32).max)
 
 
 class OnnxModel(TaskModel):
@@ -135,14 +134,14 @@ class OnnxModel(TaskModel):
             values = np.array(flat, dtype=np.float64)
         except OverflowError:
             raise InputMismatch(f"input {given.name!r} holds an integer too large for a float") from None
-        limit = FP32_MAX if self.input_type == "tensor(float)" else np.inf
-        bad = np.flatnonzero(~(np.abs(values) <= limit))
-        if bad.size:
-            index = int(bad[0])
-            raise InputMismatch(
-                f"input {given.name!r} row {index // width} column {index % width} is "
-                f"{given.flat[index]!r:.40}, not a finite number in the range of {self.datatype}"
-            )
+        for name in dict.fromkeys((given.datatype, self.datatype)):  # declared, and the graph's (a cast says nothing)
+            bad, what = misfits(values, NUMPY_TYPES[name])
+            if bad.size:
+                index = int(bad[0])
+                raise InputMismatch(
+                    f"input {given.name!r} row {index // width} column {index % width} is "
+                    f"{given.flat[index]!r:.40}, not {what} in the range of {name}"
+                )
         return values.astype(np.float32 if self.input_type == "tensor(float)" else np.float64).reshape(count, width)
 
     def run(self, rows: np.ndarray) -> list[Any]:

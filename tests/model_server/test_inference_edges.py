@@ -149,3 +149,35 @@ def test_a_client_that_stops_sending_its_body_is_a_400_not_an_error_of_ours(
     assert status == 400, said
     assert "before sending the whole request body" in said["error"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize(
+    "datatype,value,what",
+    [
+        ("FP16", 70_000.0, "a finite number in the range of FP16"),  # past FP16's 65504: inf once cast
+        ("INT8", 300, "a whole number in the range of INT8"),
+        ("UINT8", -1, "a whole number in the range of UINT8"),
+        ("INT64", 2**63, "a whole number in the range of INT64"),  # wraps to -2**63 once cast
+        ("INT32", 1.5, "a whole number in the range of INT32"),
+    ],
+)
+def test_a_json_value_its_declared_datatype_cannot_hold_is_refused_naming_the_item(
+    http: TestClient, datatype: str, value: float, what: str
+):
+    row = [5, 3, 1, value]  # the others fit every datatype
+    answer = http.post(
+        "/v2/models/iris/infer",
+        json={"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": datatype, "data": row}]},
+    )
+    assert answer.status_code == 400, answer.text
+    assert f"input 'float_input' row 0 column 3 is {value!r}, not {what}" in answer.json()["error"]
+
+
+def test_json_values_that_fit_their_datatype_are_taken_as_the_numbers_they_are(http: TestClient):
+    rows = {"FP32": [5.1, 3.5, 1.4, 0.2], "INT64": [5, 3, 1, 0], "FP16": [5.1, 3.5, 1.4, 65504.0]}
+    for datatype, row in rows.items():
+        answer = http.post(
+            "/v2/models/iris/infer",
+            json={"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": datatype, "data": row}]},
+        )
+        assert answer.status_code == 200, (datatype, answer.text)
