@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.engine import Catalog, Node, PipelineInvalid, Plan, Problem, plan_launch
+from orchestrator.engine import Catalog, Node, OperationError, PipelineInvalid, Plan, Problem, coerce, plan_launch
 from orchestrator.engine.errors import pointer_join
 
 log = logging.getLogger("constellation.preflight")
@@ -90,7 +90,25 @@ def check_request(raw: Any, catalog: Catalog, resources: Any, checks: Mapping[st
         plan = plan_launch(raw, catalog)
     except PipelineInvalid as invalid:
         return invalid.problems
-    return check_plan(plan, resources, checks)
+    return literal_problems(plan, catalog) or check_plan(plan, resources, checks)
+
+
+def literal_problems(plan: Plan, catalog: Catalog) -> list[Problem]:
+    """Each literal parameter as the run will take it (`coerce`): the validators a JSON Schema cannot carry (a CRS
+    that pyproj parses...) run before launch, not only when the run reaches the instruction."""
+    problems: list[Problem] = []
+    seen: set[int] = set()
+    for root in plan.roots:
+        for node in _post_order(root, seen):
+            function = catalog[node.operation].function
+            if function is None:  # a catalog read from JSON (the gateway's): the code location checks
+                continue
+            for name, value in node.literals.items():
+                try:
+                    coerce(function, name, value)
+                except OperationError as refused:
+                    problems += [Problem(pointer_join(path, "parameters", name), str(refused)) for path in node.paths]
+    return problems
 
 
 class Passed:

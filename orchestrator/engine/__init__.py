@@ -26,7 +26,7 @@ from orchestrator.engine.errors import (
     PipelineInvalid,
     Problem,
 )
-from orchestrator.engine.execute import NodeEvent, Reuse, execute
+from orchestrator.engine.execute import NodeEvent, Reuse, coerce, execute
 from orchestrator.engine.parse import Limits, parse_request
 from orchestrator.engine.plan import Node, Plan, build_plan, plan_launch
 
@@ -47,6 +47,7 @@ __all__ = [
     "Problem",
     "RunContext",
     "build_plan",
+    "coerce",
     "execute",
     "needs",
     "never_reused",

@@ -233,7 +233,7 @@ class _Runner:
         kwargs: dict[str, Any] = {}
         took_failures = False
         for name, value in node.literals.items():
-            kwargs[name] = _coerce(op.function, name, value)
+            kwargs[name] = coerce(op.function, name, value)
         for name, fed in node.inputs.items():
             if isinstance(fed, list):
                 kwargs[name] = [self._output(n) for n in fed]
@@ -285,8 +285,9 @@ def _adapter(function: Callable[..., Any], name: str) -> TypeAdapter[Any]:
     return TypeAdapter(typing.get_type_hints(function, include_extras=True)[name])
 
 
-def _coerce(function: Callable[..., Any], name: str, value: Any) -> Any:
-    """Turn a validated JSON literal into the Python type the op declares (e.g. 3.0 -> 3)."""
+def coerce(function: Callable[..., Any], name: str, value: Any) -> Any:
+    """Turn a validated JSON literal into the Python type the op declares (e.g. 3.0 -> 3), its validators run
+    (those JSON Schema cannot say, such as a CRS pyproj parses); OperationError names the parameter."""
     try:
         return _adapter(function, name).validate_python(value)
     except ValidationError as exc:

@@ -123,3 +123,17 @@ def test_a_client_that_stops_sending_its_pipeline_is_a_400_not_an_error_of_the_g
     assert start["status"] == 400, said
     assert "before sending the whole request body" in said["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_crs_pyproj_cannot_read_is_refused_before_launch_at_the_crs(tmp_path: Path):
+    """The op's own validators (here: pyproj parses the CRS) run on every literal before launch, as the run would
+    run them when it reached the instruction; the JSON Schema the gateway checks cannot carry them."""
+    (tmp_path / "data").mkdir(parents=True)
+    (tmp_path / "data" / "scene.tif").write_bytes(b"")
+    for crs in ("EPSG:999999", "FOO:bar"):
+        warp = op("reproject_raster", data=op("import_from_local", path="scene.tif"), crs=crs)
+        found = problems(tmp_path, [op("mosaic", data=warp)])
+        assert [path for path, _ in found] == ["/instructions/0/parameters/data/parameters/crs"], found
+        assert found[0][1].startswith("parameter 'crs': ") and crs in found[0][1], found
+    good = op("reproject_raster", data=op("import_from_local", path="scene.tif"), crs="EPSG:4326")
+    assert problems(tmp_path, [op("mosaic", data=good)]) == []
