@@ -106,9 +106,30 @@ StacBbox = Annotated[
     WithJsonSchema({"type": "array", "prefixItems": [_Lon, _Lat, _Lon, _Lat], "items": False, "minItems": 4}),
 ]
 _INSTANT = r"\d{4}(-\d{2}(-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?)?)?"
+
+
+def _stac_interval(text: str | None) -> str | None:
+    """A datetime pystac-client reads (a real date: no month 13), and an interval that does not end before it
+    starts (which would find nothing, silently)."""
+    from datetime import datetime
+
+    from orchestrator.sources import stac
+
+    try:
+        normalized = stac.normalized_datetime(text)
+    except OperationError as exc:
+        raise ValueError(str(exc)) from None
+    start, _, end = (normalized or "").partition("/")
+    bounded = start not in ("", "..") and end not in ("", "..")
+    if bounded and datetime.fromisoformat(start) > datetime.fromisoformat(end):
+        raise ValueError(f"datetime {text!r} ends before it starts ({normalized})")
+    return text
+
+
 StacDatetime = Annotated[
     str | None,
     Field(pattern=rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$", min_length=4, max_length=100),
+    AfterValidator(_stac_interval),
     WithJsonSchema(
         {"type": "string", "pattern": rf"^({_INSTANT}|\.\.)?(/({_INSTANT}|\.\.)?)?$", "minLength": 4, "maxLength": 100}
     ),

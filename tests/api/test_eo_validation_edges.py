@@ -137,3 +137,22 @@ def test_a_crs_pyproj_cannot_read_is_refused_before_launch_at_the_crs(tmp_path: 
         assert found[0][1].startswith("parameter 'crs': ") and crs in found[0][1], found
     good = op("reproject_raster", data=op("import_from_local", path="scene.tif"), crs="EPSG:4326")
     assert problems(tmp_path, [op("mosaic", data=good)]) == []
+
+
+@pytest.mark.parametrize(
+    "when,said",
+    [("2024-13-45", "month must be in 1..12"), ("2024-06-30/2024-06-01", "ends before it starts")],
+)
+def test_a_stac_datetime_no_search_could_use_is_refused_before_launch_at_the_datetime(
+    tmp_path: Path, when: str, said: str
+):
+    search = [
+        op(
+            "spectral_index",
+            index="NDVI",
+            data=op("import_from_stac", url="samples-eo/stac/catalog.json", datetime=when),
+        )
+    ]
+    found = problems(tmp_path, search)
+    assert [path for path, _ in found] == ["/instructions/0/parameters/data/parameters/datetime"], found
+    assert said in found[0][1], found
