@@ -57,7 +57,8 @@ def test_cancelling_a_run_stops_its_image_workers(stack: Stack, api: httpx.Clien
     photos(stack.data_root / "large", 300, (1600, 1200))  # about 0.1 s each to resize to 1200×900
     run_id = api.post("/execute", json=local_pipeline(path="large", width=1200)).json()["run_id"]
     deadline = time.monotonic() + 120
-    while not (workers := image_workers(stack)) and time.monotonic() < deadline:
+    # the pool starts its workers one after another: wait for two, not for the first
+    while len(workers := image_workers(stack)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(workers) >= 2, api.get(f"/runs/{run_id}").json()
     assert api.post(f"/runs/{run_id}/cancel").status_code == 200
