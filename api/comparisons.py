@@ -29,6 +29,9 @@ MAX_ASSETS = 2000
 SCAN = 1000
 DATASET_PATTERN = r"^[A-Za-z0-9_.\-]{1,100}(/[A-Za-z0-9_.\-]{1,100}){0,15}$"
 FINGERPRINT_PATTERN = r"^sha256:[0-9a-f]{64}$"
+#: The last millisecond Dagster can read a materialization before (the end of year 9999, UTC): a cursor
+#: past it would make Dagster's GraphQL fail (`year 10000 is out of range`).
+MAX_TIMESTAMP_MS = 253_402_300_799_999
 
 _ASSETS = """
 query ComparisonAssets($cursor: String, $limit: Int) {
@@ -68,7 +71,9 @@ class Position:
             timestamp, run_id, dataset = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
             if not isinstance(timestamp, int) or not isinstance(run_id, str) or not isinstance(dataset, str):
                 raise ValueError
-        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            if not 0 <= timestamp < MAX_TIMESTAMP_MS:  # Dagster is asked for comparisons before timestamp + 1
+                raise ValueError
+        except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError):
             raise ApiError(422, "cursor is not one this API gave (pass next_cursor as it came)") from None
         return cls(timestamp, run_id, dataset)
 
@@ -263,7 +268,7 @@ def _offset(cursor: str | None, fingerprint: str | None) -> int:
         offset, given = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(offset, int) or offset < 0 or given != fingerprint:
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError):
         raise ApiError(
             422,
             "cursor is not one this leaderboard gave (pass next_cursor as it came; the data may "

@@ -14,6 +14,7 @@ build their client with `s3_client` below.
 
 from __future__ import annotations
 
+import errno
 import json
 import mimetypes
 import os
@@ -172,10 +173,16 @@ class LocalRunStore(RunStore):
         root = self.folder(run_id).resolve()
         if clean_relative(rel) is None:
             return None
-        path = (root / rel).resolve()  # a link leading out of the run's folder is refused
-        if not path.is_relative_to(root) or not path.is_file():
-            return None
-        return StoredFile(name=path.name, size=path.stat().st_size, path=path)
+        try:
+            path = (root / rel).resolve()  # a link leading out of the run's folder is refused
+            if not path.is_relative_to(root) or not path.is_file():
+                return None
+            size = path.stat().st_size
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            return None  # a name no file can have (a part over 255 bytes, a path too long)
+        return StoredFile(name=path.name, size=size, path=path)
 
     def upload(self, run_id: str, rel: str, source: Path) -> None:
         target = self.path(run_id, rel)
