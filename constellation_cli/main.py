@@ -170,7 +170,7 @@ def _connect(ctx: typer.Context, url: str | None, as_json: bool) -> Iterator[tup
         err.print(f"error: {exc.message}")
         for line in render.problem_lines(exc.errors):
             err.print(f"  {line}")
-        raise typer.Exit(INVALID if exc.status_code in (413, 422) else REFUSED) from None
+        raise typer.Exit(INVALID if exc.status_code in (413, 414, 422) else REFUSED) from None
     except InputError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(INVALID) from None
