@@ -10,7 +10,6 @@ compared on one dataset, best first, with the data's fingerprint said (`leaderbo
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import json
 import re
@@ -62,18 +61,17 @@ class Position:
         return (self.timestamp_ms, self.run_id, self.dataset)
 
     def encode(self) -> str:
-        raw = json.dumps([self.timestamp_ms, self.run_id, self.dataset], separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return _packed([self.timestamp_ms, self.run_id, self.dataset])
 
     @classmethod
     def decode(cls, cursor: str) -> Position:
         try:
-            timestamp, run_id, dataset = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            timestamp, run_id, dataset = _unpacked(cursor)
             if not isinstance(timestamp, int) or not isinstance(run_id, str) or not isinstance(dataset, str):
                 raise ValueError
             if not 0 <= timestamp < MAX_TIMESTAMP_MS:  # Dagster is asked for comparisons before timestamp + 1
                 raise ValueError
-        except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, TypeError):
             raise ApiError(422, "cursor is not one this API gave (pass next_cursor as it came)") from None
         return cls(timestamp, run_id, dataset)
 
@@ -257,18 +255,31 @@ def _best_first(row: dict[str, Any]) -> tuple[bool, float]:
 
 
 def _encode_offset(offset: int, fingerprint: str | None) -> str:
-    raw = json.dumps([offset, fingerprint], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _packed([offset, fingerprint])
+
+
+def _packed(values: list[Any]) -> str:
+    """A cursor: the values as compact JSON in unpadded URL-safe base64."""
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _unpacked(cursor: str) -> Any:
+    """A cursor's values; ValueError for any text `_packed` did not make (not base64, not UTF-8, not JSON, or JSON
+    nested past the parser's recursion limit)."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except RecursionError:
+        raise ValueError("nested too deep") from None
 
 
 def _offset(cursor: str | None, fingerprint: str | None) -> int:
     if not cursor:
         return 0
     try:
-        offset, given = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        offset, given = _unpacked(cursor)
         if not isinstance(offset, int) or offset < 0 or given != fingerprint:
             raise ValueError
-    except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError):  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ApiError(
             422,
             "cursor is not one this leaderboard gave (pass next_cursor as it came; the data may "
