@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -276,3 +277,67 @@ def cli(url: str, *args: str, stdin: str | None = None, token: str | None = None
     return subprocess.run(
         [str(CLI), *args], input=stdin, env=cli_env(url, token), capture_output=True, text=True, timeout=90
     )
+
+
+def write_geotiff(
+    path: Path,
+    data: Any,
+    transform: Any,
+    crs: str | Any = "EPSG:32633",
+    nodata: float | None = None,
+    mask: Any = None,
+) -> Path:
+    """`data` (bands × rows × columns, or one band's rows × columns) as a GeoTIFF of its dtype; `mask`, when
+    given, its internal mask (0 not valid, 255 valid)."""
+    import rasterio
+
+    data = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0]}
+    with rasterio.open(path, "w", **profile, dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as out:
+        out.write(data)
+        if mask is not None:
+            out.write_mask(mask)
+    return path
+
+
+def asgi_post(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes], then_gone: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """The status and JSON `app` answers to a POST of `path` with these raw headers and body chunks, called as an
+    ASGI server would (with `then_gone`, the client goes after them, before the rest of the body it declared)."""
+    import json
+
+    import anyio
+
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": chunk, "more_body": then_gone or i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    answered: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        answered.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    anyio.run(app, scope, receive, send)
+    start = next(m for m in answered if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in answered if m["type"] == "http.response.body")
+    return start["status"], json.loads(body)

@@ -11,12 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from fastapi.testclient import TestClient
 
 from api.config import Settings
 from api.main import create_app
+from harness import asgi_post
 
 
 def problems(tmp_path: Path, instructions: list[dict[str, Any]], allow_private: bool = False) -> list[tuple[str, str]]:
@@ -88,39 +88,10 @@ def test_a_client_that_stops_sending_its_pipeline_is_a_400_not_an_error_of_the_g
 ):
     app = create_app(Settings(dagster_url="http://127.0.0.1:9", artifact_root=str(tmp_path)))
     body = json.dumps({"instructions": stac("samples-eo/stac/catalog.json")}).encode()
-    messages = [{"type": "http.request", "body": body[:20], "more_body": True}]
-    answered: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        answered.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/validate",
-        "raw_path": b"/validate",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"localhost"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     with TestClient(app), caplog.at_level(logging.ERROR):  # its lifespan makes the Dagster client the route takes
-        anyio.run(app, scope, receive, send)
-    start = next(m for m in answered if m["type"] == "http.response.start")
-    said = json.loads(b"".join(m.get("body", b"") for m in answered if m["type"] == "http.response.body"))
-    assert start["status"] == 400, said
+        status, said = asgi_post(app, "/validate", headers, [body[:20]], then_gone=True)
+    assert status == 400, said
     assert "before sending the whole request body" in said["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 

@@ -27,6 +27,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import box, mapping, shape
 from sklearn.metrics import confusion_matrix
 
+from harness import write_geotiff
 from orchestrator.assets import ops
 from orchestrator.assets.resources import Workspace
 from orchestrator.datasets import FileDict, Predictions
@@ -81,21 +82,13 @@ def land(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         items = []
         for index, ref in enumerate(tiles):
             col, row = ref.meta["tile"]["col_off"], ref.meta["tile"]["row_off"]
-            path = root / model / f"{index:03d}.tif"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with rasterio.open(
-                path,
-                "w",
-                driver="GTiff",
-                width=TILE,
-                height=TILE,
-                count=1,
-                dtype="uint8",
-                crs=crs,
-                transform=rasterio.Affine(*ref.meta["transform"]),
+            path = write_geotiff(
+                root / model / f"{index:03d}.tif",
+                scene[row : row + TILE, col : col + TILE],
+                rasterio.Affine(*ref.meta["transform"]),
+                crs,
                 nodata=255,
-            ) as out:
-                out.write(scene[row : row + TILE, col : col + TILE], 1)
+            )
             items.append(
                 {
                     "name": ref.name,

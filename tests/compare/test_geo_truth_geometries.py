@@ -14,6 +14,7 @@ from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from shapely.geometry import box, mapping
 
+from harness import write_geotiff
 from orchestrator.assets import ops
 from orchestrator.assets.resources import Workspace
 from orchestrator.datasets import FileList, FileRef, Predictions
@@ -42,21 +43,7 @@ def predictions(root: Path, scene: np.ndarray, degrees: float = 0.0) -> list[Pre
         items = []
         for col in (0, TILE):
             transform = tile_grid(col, degrees)
-            path = root / model / f"{col}.tif"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with rasterio.open(
-                path,
-                "w",
-                driver="GTiff",
-                width=TILE,
-                height=TILE,
-                count=1,
-                dtype="uint8",
-                crs="EPSG:32633",
-                transform=transform,
-                nodata=255,
-            ) as out:
-                out.write(scene[:, col : col + TILE], 1)
+            path = write_geotiff(root / model / f"{col}.tif", scene[:, col : col + TILE], transform, nodata=255)
             items.append(
                 {
                     "name": f"scene/x{col}_y0.tif",

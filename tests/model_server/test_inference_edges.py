@@ -9,15 +9,16 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from harness import asgi_post
 from model_server.app import create_app
 from model_server.config import Settings
 from tiny_models import LAND_COVER_LABELS, make_band_segmenter, make_tabular_classifier
 
+INFER = "/v2/models/iris/infer"
 MODELS = {"iris": ("iris.onnx", "tabular-classification"), "land": ("land.onnx", "image-segmentation")}
 
 
@@ -69,7 +70,7 @@ def test_an_inference_header_length_of_digits_that_are_not_ascii_is_refused_nami
         np.ones((1, 4), "<f4").tobytes(),
     )
     headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(body)).encode())]
-    status, said = asgi_post(http.app, [*headers, (b"inference-header-content-length", value)], [body])
+    status, said = asgi_post(http.app, INFER, [*headers, (b"inference-header-content-length", value)], [body])
     assert status == 422, said
     assert "Inference-Header-Content-Length" in said["error"]
 
@@ -91,45 +92,6 @@ def test_a_model_source_the_system_cannot_open_is_refused_by_load_and_check(
     assert checked.json()["loadable"] is False and said in checked.json()["error"]
 
 
-def asgi_post(
-    app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes], then_gone: bool = False
-) -> tuple[int, dict[str, Any]]:
-    """The status and JSON `app` answers to POST /v2/models/iris/infer with these raw headers and body chunks (with
-    `then_gone`, the client goes after them, before the rest of the body it declared)."""
-    messages: list[dict[str, Any]] = [
-        {"type": "http.request", "body": chunk, "more_body": then_gone or i < len(chunks) - 1}
-        for i, chunk in enumerate(chunks)
-    ]
-    answered: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        answered.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v2/models/iris/infer",
-        "raw_path": b"/v2/models/iris/infer",
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
-    anyio.run(app, scope, receive, send)
-    start = next(m for m in answered if m["type"] == "http.response.start")
-    return start["status"], json.loads(
-        b"".join(m.get("body", b"") for m in answered if m["type"] == "http.response.body")
-    )
-
-
 @pytest.mark.parametrize("route", ["json", "binary"])
 def test_a_client_that_stops_sending_its_body_is_a_400_not_an_error_of_ours(
     http: TestClient, route: str, caplog: pytest.LogCaptureFixture
@@ -145,7 +107,7 @@ def test_a_client_that_stops_sending_its_body_is_a_400_not_an_error_of_ours(
         headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         headers.append((b"content-length", str(len(body)).encode()))
     with caplog.at_level(logging.ERROR):
-        status, said = asgi_post(http.app, headers, [body[: len(body) // 2]], then_gone=True)
+        status, said = asgi_post(http.app, INFER, headers, [body[: len(body) // 2]], then_gone=True)
     assert status == 400, said
     assert "before sending the whole request body" in said["error"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

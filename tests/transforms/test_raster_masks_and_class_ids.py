@@ -13,6 +13,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from harness import write_geotiff
 from orchestrator.assets import ops
 from orchestrator.assets.resources import Workspace
 from orchestrator.datasets import FileList, FileRef
@@ -32,24 +33,7 @@ def node(ctx: RunContext, key: str) -> RunContext:
 
 
 def geotiff(path: Path, data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> FileList:
-    data = data if data.ndim == 3 else data[None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs="EPSG:32633",
-        transform=GRID,
-        nodata=nodata,
-    ) as out:
-        out.write(data)
-        if mask is not None:
-            out.write_mask(mask)
-    return FileList([FileRef(path.name, path)])
+    return FileList([FileRef(path.name, write_geotiff(path, data, GRID, nodata=nodata, mask=mask))])
 
 
 # A scene with an internal mask (no nodata value): its first 10 rows are not valid.
